@@ -1,0 +1,101 @@
+import { ExperimentStatus, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "./buckets.js";
+import type { ExperimentConfig, VariantConfig } from "./experiment-config.js";
+import { isValidUnitId } from "./rules.js";
+
+/** A stored assignment as read from the store or a cache. */
+export interface StoredAssignment {
+  readonly variantId: number;
+  readonly source: Source;
+}
+
+/** The outcome of SPEC.md "Evaluating one unit for one experiment". */
+export interface Evaluation {
+  readonly reason: Reason;
+  /** Undefined for UNKNOWN_EXPERIMENT, INVALID_UNIT and UNIT_TYPE_MISMATCH. */
+  readonly variant: VariantConfig | undefined;
+}
+
+const ENROLLED = new Set([Reason.OVERRIDE, Reason.STICKY, Reason.NEW]);
+
+/** OVERRIDE, STICKY and NEW are enrolled. */
+export function isEnrolled(reason: Reason): boolean {
+  return ENROLLED.has(reason);
+}
+
+/**
+ * Rules 1 and 2: the answer when the experiment is unknown or the unit cannot be evaluated,
+ * else undefined.
+ */
+export function refuseUnit(
+  experiment: ExperimentConfig | undefined,
+  unitId: string,
+  unitType: string,
+): Evaluation | undefined {
+  if (!experiment) return { reason: Reason.UNKNOWN_EXPERIMENT, variant: undefined };
+  if (!isValidUnitId(unitId)) return { reason: Reason.INVALID_UNIT, variant: undefined };
+  if (unitType !== experiment.unitType) return { reason: Reason.UNIT_TYPE_MISMATCH, variant: undefined };
+  return undefined;
+}
+
+/**
+ * Whether a stored assignment could change the answer (rules 3 and 5), so the store must be
+ * consulted. DRAFT and STOPPED experiments without overrides are answered from configuration alone.
+ */
+export function needsStoreLookup(experiment: ExperimentConfig): boolean {
+  const s = experiment.status;
+  return s === ExperimentStatus.RUNNING || s === ExperimentStatus.PAUSED || experiment.overrideCount > 0;
+}
+
+/**
+ * Rules 3 to 9 for a unit that passed rules 1 and 2. `stored` is the unit's stored assignment,
+ * or undefined when it has none (or the store was not consulted because needsStoreLookup said so).
+ */
+export function decide(
+  experiment: ExperimentConfig,
+  unitId: string,
+  stored: StoredAssignment | undefined,
+): Evaluation {
+  const storedVariant = stored && experiment.variantsById.get(stored.variantId);
+  // 3. Overrides apply in every status.
+  if (storedVariant && stored.source === Source.OVERRIDE) return { reason: Reason.OVERRIDE, variant: storedVariant };
+  // 4. Not running.
+  if (experiment.status === ExperimentStatus.DRAFT) {
+    return { reason: Reason.NOT_RUNNING, variant: experiment.defaultVariant };
+  }
+  if (experiment.status === ExperimentStatus.STOPPED) {
+    return experiment.winner
+      ? { reason: Reason.WINNER, variant: experiment.winner }
+      : { reason: Reason.NOT_RUNNING, variant: experiment.defaultVariant };
+  }
+  // 5. Sticky.
+  if (storedVariant) return { reason: Reason.STICKY, variant: storedVariant };
+  // 6. Paused: nobody new.
+  if (experiment.status === ExperimentStatus.PAUSED) return { reason: Reason.PAUSED, variant: experiment.defaultVariant };
+  // 7. Namespace.
+  const ns = experiment.namespace;
+  if (ns && ns.owners[segmentOf(unitId, ns.salt, ns.segments)] !== experiment.id) {
+    return { reason: Reason.NOT_IN_NAMESPACE, variant: experiment.defaultVariant };
+  }
+  // 8. Rollout.
+  if (experiment.rollout < 10_000 && rolloutBucket(unitId, experiment.salt) >= experiment.rollout) {
+    return { reason: Reason.NOT_IN_ROLLOUT, variant: experiment.defaultVariant };
+  }
+  // 9. Hashed.
+  return { reason: Reason.NEW, variant: hashedVariant(experiment, unitId) };
+}
+
+/** The variant the hash picks for a unit, ignoring rollout, namespace and stored assignments. */
+export function hashedVariant(experiment: ExperimentConfig, unitId: string): VariantConfig {
+  return experiment.variants[pickVariantIndex(variantBucket(unitId, experiment.salt), experiment.weights)];
+}
+
+/** Buckets and segment behind an answer, for AssignOptions.explain. */
+export function explainBuckets(experiment: ExperimentConfig, unitId: string) {
+  const ns = experiment.namespace;
+  return {
+    variantBucket: variantBucket(unitId, experiment.salt),
+    rolloutBucket: rolloutBucket(unitId, experiment.salt),
+    segment: ns ? segmentOf(unitId, ns.salt, ns.segments) : undefined,
+  };
+}

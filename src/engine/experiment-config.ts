@@ -1,0 +1,85 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+
+/** One variant as the engine sees it. `id` is stable for the life of the experiment and is what
+ * stored assignments and caches record; it is the variant's position when it was added, never reused. */
+export interface VariantConfig {
+  readonly id: number;
+  readonly key: string;
+  readonly weight: number;
+  readonly params: JsonObject | undefined;
+}
+
+/** A namespace as the engine sees it: `owners[segment]` is the id of the experiment holding that
+ * segment, 0 when free. */
+export interface NamespaceConfig {
+  readonly id: number;
+  readonly key: string;
+  readonly salt: string;
+  readonly unitType: string;
+  readonly segments: number;
+  readonly owners: Int32Array;
+}
+
+/** The in-memory configuration of one experiment: everything an evaluation needs, no I/O. */
+export interface ExperimentConfig {
+  readonly id: number;
+  readonly key: string;
+  readonly salt: string;
+  readonly unitType: string;
+  readonly hashVersion: number;
+  /** In evaluation order. */
+  readonly variants: readonly VariantConfig[];
+  readonly weights: readonly number[];
+  readonly variantsById: ReadonlyMap<number, VariantConfig>;
+  readonly rollout: number;
+  readonly status: ExperimentStatus;
+  readonly defaultVariant: VariantConfig;
+  readonly winner: VariantConfig | undefined;
+  readonly tags: readonly string[];
+  readonly namespace: NamespaceConfig | undefined;
+  /** How many overrides exist; when 0, DRAFT and STOPPED answers need no store lookup. */
+  readonly overrideCount: number;
+  readonly version: bigint;
+}
+
+export interface ExperimentConfigInput {
+  id: number;
+  key: string;
+  salt: string;
+  unitType: string;
+  hashVersion: number;
+  variants: VariantConfig[];
+  rollout: number;
+  status: ExperimentStatus;
+  defaultVariantKey: string | undefined;
+  winnerKey: string | undefined;
+  tags: string[];
+  namespace: NamespaceConfig | undefined;
+  overrideCount: number;
+  version: bigint;
+}
+
+/** Builds the derived lookups once, so that evaluation does no searching. */
+export function buildExperimentConfig(input: ExperimentConfigInput): ExperimentConfig {
+  const byKey = new Map(input.variants.map((v) => [v.key, v]));
+  const defaultVariant = (input.defaultVariantKey && byKey.get(input.defaultVariantKey)) || input.variants[0];
+  return {
+    id: input.id,
+    key: input.key,
+    salt: input.salt,
+    unitType: input.unitType,
+    hashVersion: input.hashVersion,
+    variants: input.variants,
+    weights: input.variants.map((v) => v.weight),
+    variantsById: new Map(input.variants.map((v) => [v.id, v])),
+    rollout: input.rollout,
+    status: input.status,
+    defaultVariant,
+    winner: input.winnerKey ? byKey.get(input.winnerKey) : undefined,
+    tags: input.tags,
+    namespace: input.namespace,
+    overrideCount: input.overrideCount,
+    version: input.version,
+  };
+}
