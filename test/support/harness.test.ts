@@ -1,0 +1,87 @@
+/** Proves the test harness gives each file a real, isolated PostgreSQL database and Redis namespace. */
+import { Redis } from "ioredis";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl, withDatabase } from "./services.js";
+
+async function query<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+describe("PostgreSQL", () => {
+  const drops: Array<() => Promise<void>> = [];
+  afterAll(async () => {
+    await Promise.all(drops.map((d) => d()));
+  });
+
+  it("withDatabase replaces only the database component", () => {
+    expect(withDatabase("postgres://u:p@h:5433/postgres?sslmode=disable", "t_1")).toBe(
+      "postgres://u:p@h:5433/t_1?sslmode=disable",
+    );
+  });
+
+  it("fresh databases are real, usable and distinct", async () => {
+    const a = await freshDatabase();
+    drops.push(a.drop);
+    const b = await freshDatabase();
+    drops.push(b.drop);
+    expect(a.url).not.toBe(b.url);
+
+    await query(a.url, "CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL)");
+    await query(a.url, "INSERT INTO items VALUES ($1, $2), ($3, $4)", [1, "one", 2, "two"]);
+    expect(await query(a.url, "SELECT id, label FROM items ORDER BY id")).toEqual([
+      { id: 1, label: "one" },
+      { id: 2, label: "two" },
+    ]);
+    expect(await query(a.url, "SELECT current_database() AS db")).toEqual([{ db: a.name }]);
+
+    // The table created in `a` must not exist in `b`.
+    expect(await query(b.url, "SELECT to_regclass('public.items') AS t")).toEqual([{ t: null }]);
+    expect(await query(b.url, "SELECT current_database() AS db")).toEqual([{ db: b.name }]);
+  });
+
+  it("drop() removes the database even with open connections", async () => {
+    const c = await freshDatabase();
+    const open = new pg.Client({ connectionString: c.url });
+    open.on("error", () => {}); // it gets terminated by DROP ... WITH (FORCE)
+    await open.connect();
+    await c.drop();
+    await open.end().catch(() => {});
+    await expect(query(c.url, "SELECT 1")).rejects.toMatchObject({ code: "3D000" }); // invalid_catalog_name
+  });
+});
+
+describe("Redis", () => {
+  const redis = new Redis(redisUrl());
+  const mine = freshRedisPrefix();
+  const other = freshRedisPrefix();
+  afterAll(async () => {
+    await flushPrefix(redisUrl(), mine);
+    await flushPrefix(redisUrl(), other);
+    redis.disconnect();
+  });
+
+  it("prefixes are unique", () => {
+    expect(mine).toMatch(/^t:[0-9a-f]+:$/);
+    expect(mine).not.toBe(other);
+  });
+
+  it("SET/GET works and flushPrefix removes only that prefix's keys", async () => {
+    await redis.set(`${mine}a`, "1");
+    await redis.set(`${mine}b:c`, "2");
+    await redis.set(`${other}a`, "3");
+    expect(await redis.get(`${mine}a`)).toBe("1");
+    expect(await redis.get(`${mine}b:c`)).toBe("2");
+
+    await flushPrefix(redisUrl(), mine);
+
+    expect(await redis.exists(`${mine}a`, `${mine}b:c`)).toBe(0);
+    expect(await redis.get(`${other}a`)).toBe("3");
+  });
+});
