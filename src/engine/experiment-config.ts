@@ -40,6 +40,8 @@ export interface ExperimentConfig {
   readonly namespace: NamespaceConfig | undefined;
   /** How many overrides exist; when 0, DRAFT and STOPPED answers need no store lookup. */
   readonly overrideCount: number;
+  /** Changes when stored assignments changed under the caches; cache keys carry it. */
+  readonly cacheGeneration: number;
   readonly version: bigint;
 }
 
@@ -57,6 +59,7 @@ export interface ExperimentConfigInput {
   tags: string[];
   namespace: NamespaceConfig | undefined;
   overrideCount: number;
+  cacheGeneration: number;
   version: bigint;
 }
 
@@ -80,6 +83,7 @@ export function buildExperimentConfig(input: ExperimentConfigInput): ExperimentC
     tags: input.tags,
     namespace: input.namespace,
     overrideCount: input.overrideCount,
+    cacheGeneration: input.cacheGeneration,
     version: input.version,
   };
 }

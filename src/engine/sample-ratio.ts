@@ -1,7 +1,8 @@
 /**
  * Sample-ratio check of SPEC.md: Pearson's chi-square of observed counts against the shares the
- * weights promise, and its p-value. Variants with zero weight take no part (nothing is expected
- * of them); p < 0.001 is a sample ratio mismatch.
+ * weights promise, and its p-value. Variants with zero weight take no part, neither their cells
+ * nor their units (units can only sit there from before a weight change); p < 0.001 is a sample
+ * ratio mismatch.
  */
 export const SRM_THRESHOLD = 0.001;
 
@@ -13,7 +14,7 @@ export interface SampleRatio {
 }
 
 export function sampleRatio(observed: readonly number[], weights: readonly number[]): SampleRatio {
-  const total = observed.reduce((a, b) => a + b, 0);
+  const total = observed.reduce((a, b, i) => (weights[i] > 0 ? a + b : a), 0);
   const weightTotal = weights.reduce((a, b) => a + b, 0);
   let chiSquare = 0;
   let cells = 0;
