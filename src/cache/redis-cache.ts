@@ -1,0 +1,117 @@
+import { Cluster, Redis } from "ioredis";
+import type { StoredAssignment } from "../engine/evaluate.js";
+import type { AssignmentCache, CacheCell } from "./assignment-cache.js";
+
+/** How many Redis hash slots one experiment's entries spread over. */
+export const SHARDS = 16;
+
+/**
+ * Redis layer. Key layout: `<prefix>a:{<experiment id>.<generation>.<shard>}:<unit id>`, value
+ * `<variant id>.<source>`. The hash tag keeps a shard's keys in one slot, so a batch is one MGET
+ * (or one fill script) per shard: at most 16 commands, one round trip with auto-pipelining, and
+ * valid on Redis Cluster, where no command ever spans two slots.
+ */
+export class RedisCache implements AssignmentCache {
+  private readonly redis: Redis | Cluster;
+  private warned = 0;
+
+  constructor(
+    redis: Redis | Cluster,
+    private readonly options: { prefix: string; ttlSeconds: number; log?: (msg: string) => void },
+  ) {
+    this.redis = redis;
+    redis.defineCommand("fillAssignments", {
+      // KEYS: cache keys of one slot; ARGV[1]: ttl; ARGV[2..]: values.
+      lua: `for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ARGV[1]) end return #KEYS`,
+    });
+  }
+
+  private tag(c: CacheCell): string {
+    return `${this.options.prefix}a:{${c.experimentId}.${c.generation}.${shardOf(c.unitId)}}:`;
+  }
+
+  /** Groups cell indexes by hash tag (one group per slot). */
+  private group(cells: readonly CacheCell[]): Map<string, number[]> {
+    const groups = new Map<string, number[]>();
+    for (let i = 0; i < cells.length; i++) {
+      const t = this.tag(cells[i]);
+      const g = groups.get(t);
+      if (g) g.push(i);
+      else groups.set(t, [i]);
+    }
+    return groups;
+  }
+
+  async getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]> {
+    const out = new Array<StoredAssignment | undefined>(cells.length);
+    if (cells.length === 0 || this.redis.status !== "ready") return out;
+    try {
+      await Promise.all(
+        [...this.group(cells)].map(async ([tag, idx]) => {
+          const values = await this.redis.mget(idx.map((i) => tag + cells[i].unitId));
+          values.forEach((v, k) => (out[idx[k]] = v === null ? undefined : decode(v)));
+        }),
+      );
+    } catch (err) {
+      this.warn("read", err);
+      return new Array(cells.length);
+    }
+    return out;
+  }
+
+  async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
+    if (cells.length === 0 || this.redis.status !== "ready") return;
+    const fill = (this.redis as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(this.redis);
+    try {
+      await Promise.all(
+        [...this.group(cells)].map(([tag, idx]) =>
+          fill(idx.length, ...idx.map((i) => tag + cells[i].unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]))),
+        ),
+      );
+    } catch (err) {
+      this.warn("write", err);
+    }
+  }
+
+  private warn(what: string, err: unknown) {
+    // One line per burst, not one per call, while Redis is down.
+    const now = Date.now();
+    if (now - this.warned > 5_000) {
+      this.warned = now;
+      this.options.log?.(`redis ${what} failed, answering from PostgreSQL: ${(err as Error).message}`);
+    }
+  }
+}
+
+function encode(v: StoredAssignment): string {
+  return `${v.variantId}.${v.source}`;
+}
+
+function decode(s: string): StoredAssignment | undefined {
+  const dot = s.indexOf(".");
+  if (dot < 0) return undefined;
+  return { variantId: Number(s.slice(0, dot)), source: Number(s.slice(dot + 1)) };
+}
+
+/** FNV-1a over UTF-16 code units, mod SHARDS: cheap and well spread. */
+export function shardOf(unitId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < unitId.length; i++) {
+    h ^= unitId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % SHARDS;
+}
+
+/** A Redis client that fails fast while disconnected (callers fall back to PostgreSQL) and
+ * reconnects by itself. */
+export function connectRedis(url: string): Redis {
+  return new Redis(url, {
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: 1_000,
+    retryStrategy: (times) => Math.min(50 * times, 1_000),
+    lazyConnect: false,
+  });
+}

@@ -1,0 +1,104 @@
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import type {
+  Metadata,
+  sendUnaryData,
+  ServerDuplexStream,
+  ServerReadableStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+  UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { decodeRequest, serverDefinition } from "./service-definition.js";
+import { toGrpcStatus } from "./status-mapping.js";
+
+/** Runs before every handler (authentication, logging); throw a ServiceError to refuse the call. */
+export type Interceptor = (method: DescMethod, metadata: Metadata) => void;
+
+export interface BindOptions {
+  log: (msg: string, err: unknown) => void;
+  interceptor?: Interceptor;
+}
+
+function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "cancelled", f: () => void): unknown }): CallContext {
+  const controller = new AbortController();
+  call.on("cancelled", () => controller.abort());
+  return { metadata: call.metadata, signal: controller.signal, method: method.name };
+}
+
+async function* decodeStream(method: DescMethod, stream: AsyncIterable<Buffer>) {
+  for await (const chunk of stream) yield decodeRequest(method, chunk);
+}
+
+/**
+ * The grpc-js definition and implementation of a service: each handler gets a decoded request
+ * and a context, and every error it throws is mapped to a status in one place.
+ */
+export function bindService<S extends DescService>(service: S, handlers: ServiceHandlers<S>, options: BindOptions) {
+  const impl: UntypedServiceImplementation = {};
+  const h = handlers as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const method of service.methods) {
+    const handler = h[method.localName];
+    if (!handler) throw new Error(`no handler for ${method.parent.typeName}.${method.name}`);
+    const fail = (err: unknown) => toGrpcStatus(err, options.log);
+    switch (method.methodKind) {
+      case "unary":
+        impl[method.localName] = (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
+          (async () => {
+            options.interceptor?.(method, call.metadata);
+            const ctx = contextOf(method, call);
+            return handler(decodeRequest(method, call.request), ctx);
+          })().then(
+            (res) => callback(null, res),
+            (err) => callback(fail(err)),
+          );
+        };
+        break;
+      case "server_streaming":
+        impl[method.localName] = (call: ServerWritableStream<Buffer, unknown>) => {
+          (async () => {
+            options.interceptor?.(method, call.metadata);
+            const ctx = contextOf(method, call);
+            const out = handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
+            for await (const msg of out) {
+              if (ctx.signal.aborted) return;
+              if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
+            }
+          })().then(
+            () => call.end(),
+            (err) => call.destroy(Object.assign(new Error(), fail(err))),
+          );
+        };
+        break;
+      case "client_streaming":
+        impl[method.localName] = (call: ServerReadableStream<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
+          (async () => {
+            options.interceptor?.(method, call.metadata);
+            const ctx = contextOf(method, call);
+            return handler(decodeStream(method, call), ctx);
+          })().then(
+            (res) => callback(null, res),
+            (err) => callback(fail(err)),
+          );
+        };
+        break;
+      case "bidi_streaming":
+        impl[method.localName] = (call: ServerDuplexStream<Buffer, unknown>) => {
+          (async () => {
+            options.interceptor?.(method, call.metadata);
+            const ctx = contextOf(method, call);
+            const out = handler(decodeStream(method, call), ctx) as AsyncIterable<unknown>;
+            for await (const msg of out) {
+              if (ctx.signal.aborted) return;
+              if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
+            }
+          })().then(
+            () => call.end(),
+            (err) => call.destroy(Object.assign(new Error(), fail(err))),
+          );
+        };
+        break;
+    }
+  }
+  return { definition: serverDefinition(service), implementation: impl };
+}

@@ -1,0 +1,182 @@
+import { Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { AssignmentCache, CacheCell } from "../cache/assignment-cache.js";
+import type { MemoryCache } from "../cache/memory-cache.js";
+import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
+import type { ExperimentConfig, VariantConfig } from "../engine/experiment-config.js";
+import { ServiceError } from "../errors.js";
+import { status } from "@grpc/grpc-js";
+import { cellId, type AssignmentStore, type NewAssignment } from "../store/assignment-store.js";
+
+/** One (experiment, unit) question. `experiment` is undefined when the key is unknown. */
+export interface Cell {
+  experiment: ExperimentConfig | undefined;
+  unitId: string;
+  unitType: string;
+}
+
+export interface CellResult {
+  reason: Reason;
+  variant: VariantConfig | undefined;
+  /** The answer is a stored assignment (now). */
+  stored: boolean;
+  layer: Layer;
+}
+
+export interface AssignOptionsLike {
+  dryRun: boolean;
+  allowUnstored: boolean;
+}
+
+/** A distinct (experiment, unit) pair that needs the store, and the request positions asking it. */
+interface Lookup {
+  experiment: ExperimentConfig;
+  unitId: string;
+  cache: CacheCell;
+  positions: number[];
+}
+
+const STORED_REASONS = new Set([Reason.OVERRIDE, Reason.STICKY]);
+
+/**
+ * Answers a batch of cells following SPEC.md: configuration first (rules 1-4 without I/O when the
+ * store cannot matter), then the layers memory → Redis → PostgreSQL for stored assignments, each
+ * read once per batch, then one INSERT for every new assignment; what was read from a slower
+ * layer is written to the faster ones.
+ */
+export class Assigner {
+  constructor(
+    private readonly store: AssignmentStore,
+    private readonly memory: MemoryCache,
+    private readonly redis: AssignmentCache,
+  ) {}
+
+  async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
+    const results = new Array<CellResult>(cells.length);
+    const lookups = new Map<string, Lookup>();
+    for (let i = 0; i < cells.length; i++) {
+      const { experiment, unitId, unitType } = cells[i];
+      const refused = refuseUnit(experiment, unitId, unitType);
+      if (refused) {
+        results[i] = { ...refused, stored: false, layer: Layer.MEMORY };
+      } else if (!needsStoreLookup(experiment!)) {
+        results[i] = { ...decide(experiment!, unitId, undefined), stored: false, layer: Layer.MEMORY };
+      } else {
+        const id = cellId(experiment!.id, unitId);
+        const l = lookups.get(id);
+        if (l) l.positions.push(i);
+        else {
+          const cache = { experimentId: experiment!.id, generation: experiment!.cacheGeneration, unitId };
+          lookups.set(id, { experiment: experiment!, unitId, cache, positions: [i] });
+        }
+      }
+    }
+    if (lookups.size === 0) return results;
+
+    const answer = (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => {
+      const r: CellResult = { reason: e.reason, variant: e.variant, stored, layer };
+      for (const p of l.positions) results[p] = r;
+    };
+    const fromStored = (l: Lookup, s: StoredAssignment | undefined, layer: Layer) => {
+      const e = decide(l.experiment, l.unitId, s);
+      answer(l, e, STORED_REASONS.has(e.reason), layer);
+    };
+
+    // Memory.
+    let missing: Lookup[] = [];
+    for (const l of lookups.values()) {
+      const hit = this.memory.getSync(l.cache);
+      if (hit) fromStored(l, hit, Layer.MEMORY);
+      else missing.push(l);
+    }
+    if (missing.length === 0) return results;
+
+    // Redis.
+    const cached = await this.redis.getMany(missing.map((l) => l.cache));
+    const redisHits: Lookup[] = [];
+    const redisValues: StoredAssignment[] = [];
+    const afterRedis: Lookup[] = [];
+    missing.forEach((l, k) => {
+      const hit = cached[k];
+      if (hit) {
+        fromStored(l, hit, Layer.REDIS);
+        redisHits.push(l);
+        redisValues.push(hit);
+      } else afterRedis.push(l);
+    });
+    await this.memory.setMany(redisHits.map((l) => l.cache), redisValues);
+    missing = afterRedis;
+    if (missing.length === 0) return results;
+
+    // PostgreSQL.
+    let read: (StoredAssignment | undefined)[];
+    try {
+      read = await this.store.read(missing.map((l) => ({ experimentId: l.experiment.id, unitId: l.unitId })));
+    } catch (err) {
+      return this.unstored(err, missing, results, options, answer);
+    }
+    const found: Lookup[] = [];
+    const foundValues: StoredAssignment[] = [];
+    const fresh: Lookup[] = [];
+    const freshRows: NewAssignment[] = [];
+    missing.forEach((l, k) => {
+      const s = read[k];
+      if (s) {
+        fromStored(l, s, Layer.POSTGRES);
+        found.push(l);
+        foundValues.push(s);
+        return;
+      }
+      const e = decide(l.experiment, l.unitId, undefined);
+      if (e.reason === Reason.NEW && !options.dryRun) {
+        fresh.push(l);
+        freshRows.push({
+          experimentId: l.experiment.id,
+          unitId: l.unitId,
+          variantId: e.variant!.id,
+          version: l.experiment.version,
+          source: Source.HASH,
+        });
+      } else answer(l, e, false, Layer.COMPUTED);
+    });
+
+    if (fresh.length > 0) {
+      let inserted;
+      try {
+        inserted = await this.store.insert(freshRows);
+      } catch (err) {
+        await this.fill(found, foundValues);
+        return this.unstored(err, fresh, results, options, answer);
+      }
+      fresh.forEach((l, k) => {
+        const s = inserted.stored[k];
+        if (inserted.won[k]) answer(l, { reason: Reason.NEW, variant: l.experiment.variantsById.get(s!.variantId) }, true, Layer.COMPUTED);
+        else fromStored(l, s, Layer.POSTGRES);
+        if (s) {
+          found.push(l);
+          foundValues.push(s);
+        }
+      });
+    }
+    await this.fill(found, foundValues);
+    return results;
+  }
+
+  private async fill(lookups: Lookup[], values: StoredAssignment[]): Promise<void> {
+    if (lookups.length === 0) return;
+    const cells = lookups.map((l) => l.cache);
+    await Promise.all([this.memory.setMany(cells, values), this.redis.setMany(cells, values)]);
+  }
+
+  /** The store failed: UNAVAILABLE, or the hashed answers unstored when the call allows it. */
+  private unstored(
+    err: unknown,
+    lookups: Lookup[],
+    results: CellResult[],
+    options: AssignOptionsLike,
+    answer: (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => void,
+  ): CellResult[] {
+    if (!(err instanceof ServiceError && err.code === status.UNAVAILABLE) || !options.allowUnstored) throw err;
+    for (const l of lookups) answer(l, decide(l.experiment, l.unitId, undefined), false, Layer.COMPUTED);
+    return results;
+  }
+}
