@@ -107,57 +107,52 @@ export class Assigner {
     missing = afterRedis;
     if (missing.length === 0) return results;
 
-    // PostgreSQL.
-    let read: (StoredAssignment | undefined)[];
-    try {
-      read = await this.store.read(missing.map((l) => ({ experimentId: l.experiment.id, unitId: l.unitId })));
-    } catch (err) {
-      return this.unstored(err, missing, results, options, answer);
+    // PostgreSQL. Cells the hash would enrol are inserted straight away (ON CONFLICT DO NOTHING):
+    // a conflict means a stored row exists, and it is read back, so the answer is the same as
+    // reading first, with one round trip fewer for new units. The other cells are read.
+    const toRead: Lookup[] = [];
+    const toInsert: Lookup[] = [];
+    const rows: NewAssignment[] = [];
+    for (const l of missing) {
+      const e = options.dryRun ? undefined : decide(l.experiment, l.unitId, undefined);
+      if (e?.reason === Reason.NEW) {
+        toInsert.push(l);
+        rows.push({ experimentId: l.experiment.id, unitId: l.unitId, variantId: e.variant!.id, version: l.experiment.version, source: Source.HASH });
+      } else toRead.push(l);
     }
-    const found: Lookup[] = [];
-    const foundValues: StoredAssignment[] = [];
-    const fresh: Lookup[] = [];
-    const freshRows: NewAssignment[] = [];
-    missing.forEach((l, k) => {
-      const s = read[k];
-      if (s) {
-        fromStored(l, s, Layer.POSTGRES);
-        found.push(l);
-        foundValues.push(s);
-        return;
-      }
-      const e = decide(l.experiment, l.unitId, undefined);
-      if (e.reason === Reason.NEW && !options.dryRun) {
-        fresh.push(l);
-        freshRows.push({
-          experimentId: l.experiment.id,
-          unitId: l.unitId,
-          variantId: e.variant!.id,
-          version: l.experiment.version,
-          source: Source.HASH,
-        });
-      } else answer(l, e, false, Layer.COMPUTED);
-    });
-
-    if (fresh.length > 0) {
-      let inserted;
-      try {
-        inserted = await this.store.insert(freshRows);
-      } catch (err) {
-        await this.fill(found, foundValues);
-        return this.unstored(err, fresh, results, options, answer);
-      }
-      fresh.forEach((l, k) => {
-        const s = inserted.stored[k];
-        if (inserted.won[k]) answer(l, { reason: Reason.NEW, variant: l.experiment.variantsById.get(s!.variantId) }, true, Layer.COMPUTED);
-        else fromStored(l, s, Layer.POSTGRES);
-        if (s) {
-          found.push(l);
-          foundValues.push(s);
-        }
+    const filled: Lookup[] = [];
+    const fillValues: StoredAssignment[] = [];
+    const remember = (l: Lookup, s: StoredAssignment | undefined) => {
+      if (!s) return;
+      filled.push(l);
+      fillValues.push(s);
+    };
+    const [read, inserted] = await Promise.allSettled([
+      toRead.length > 0 ? this.store.read(toRead.map((l) => ({ experimentId: l.experiment.id, unitId: l.unitId }))) : [],
+      toInsert.length > 0 ? this.store.insert(rows) : [],
+    ]);
+    let failure: unknown;
+    if (read.status === "fulfilled") {
+      toRead.forEach((l, k) => {
+        const s = read.value[k];
+        if (s) fromStored(l, s, Layer.POSTGRES);
+        else answer(l, decide(l.experiment, l.unitId, undefined), false, Layer.COMPUTED);
+        remember(l, s);
       });
+    } else failure = read.reason;
+    if (inserted.status === "fulfilled") {
+      toInsert.forEach((l, k) => {
+        const { stored, won } = inserted.value[k];
+        if (won) answer(l, { reason: Reason.NEW, variant: l.experiment.variantsById.get(stored!.variantId) }, true, Layer.COMPUTED);
+        else fromStored(l, stored, Layer.POSTGRES);
+        remember(l, stored);
+      });
+    } else failure ??= inserted.reason;
+    await this.fill(filled, fillValues);
+    if (failure !== undefined) {
+      const failed = [...(read.status === "rejected" ? toRead : []), ...(inserted.status === "rejected" ? toInsert : [])];
+      return this.unstored(failure, failed, results, options, answer);
     }
-    await this.fill(found, foundValues);
     return results;
   }
 

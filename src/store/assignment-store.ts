@@ -1,5 +1,6 @@
 import type { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { StoredAssignment } from "../engine/evaluate.js";
+import { Coalescer } from "../util/coalescer.js";
 import type { Database } from "./database.js";
 
 /** A (experiment, unit) pair whose stored assignment is wanted. */
@@ -15,17 +16,50 @@ export interface NewAssignment extends CellKey {
   source: Source;
 }
 
-export interface InsertResult {
-  stored: (StoredAssignment | undefined)[];
-  won: boolean[];
+/** What is stored for one inserted row: its own value (`won`) or that of whoever stored the cell
+ * first (undefined in the rare case where that row was removed again, by ClearOverrides, before it
+ * could be read). */
+export interface InsertOutcome {
+  stored: StoredAssignment | undefined;
+  won: boolean;
+}
+
+export interface AssignmentStoreOptions {
+  /** INSERT statements running at once before new rows wait to join a shared one; default 4. */
+  writeConcurrency?: number;
+  /** Most rows in one shared INSERT; default 20,000. */
+  maxBatchRows?: number;
+  /** Longest a row waits for a shared INSERT while all slots are busy; default 2 ms. */
+  maxWaitMs?: number;
 }
 
 /**
- * Stored assignments in PostgreSQL, read and written in batches: one statement per call,
- * never one per row.
+ * Stored assignments in PostgreSQL, read and written in batches: one statement per batch, never
+ * one per row. Concurrent inserts from many calls are coalesced into shared statements.
  */
 export class AssignmentStore {
-  constructor(private readonly db: Database) {}
+  private readonly writes: Coalescer<NewAssignment, InsertOutcome>;
+
+  constructor(
+    private readonly db: Database,
+    options: AssignmentStoreOptions = {},
+  ) {
+    this.writes = new Coalescer((rows) => this.insertNow(rows), {
+      concurrency: options.writeConcurrency ?? 4,
+      maxItems: options.maxBatchRows ?? 20_000,
+      maxWaitMs: options.maxWaitMs ?? 2,
+    });
+  }
+
+  /** Rows waiting for or inside an INSERT. */
+  get pendingWrites(): number {
+    return this.writes.pending;
+  }
+
+  /** Resolves when every accepted write has been answered. */
+  flush(): Promise<void> {
+    return this.writes.drain();
+  }
 
   /** Positional: element i is the stored assignment of cells[i], or undefined. */
   async read(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[]> {
@@ -42,23 +76,37 @@ export class AssignmentStore {
   }
 
   /**
-   * Stores new assignments with one INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING, then
-   * reads back the cells that lost a race to another writer. Positional: `stored[i]` is what is
-   * stored for rows[i] now, its own row (`won[i]`) or the winner's (undefined in the rare case
-   * where the winner's row was removed again, by ClearOverrides, before it could be read).
-   * Rows must not repeat a cell.
+   * Stores new assignments (INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING, shared with
+   * concurrent callers), then reads back the cells that lost a race to another writer.
+   * Positional: element i is the outcome for rows[i].
    */
-  async insert(rows: readonly NewAssignment[]): Promise<InsertResult> {
-    if (rows.length === 0) return { stored: [], won: [] };
+  insert(rows: NewAssignment[]): Promise<InsertOutcome[]> {
+    return this.writes.submit(rows);
+  }
+
+  private async insertNow(rows: readonly NewAssignment[]): Promise<InsertOutcome[]> {
+    // Rows of different callers may name the same cell: insert each cell once, through the
+    // first row naming it (its representative).
+    const firstOf = new Map<string, number>();
+    const rep = rows.map((r, i) => {
+      const id = cellId(r.experimentId, r.unitId);
+      const seen = firstOf.get(id);
+      if (seen !== undefined) return seen;
+      firstOf.set(id, i);
+      return i;
+    });
+    const unique = [...firstOf.values()];
     // Every writer inserts in the same order, so two racing statements wait on each other
     // instead of deadlocking.
-    const order = rows.map((_, i) => i).sort((a, b) => compareCells(rows[a], rows[b]));
-    const e = new Array<number>(rows.length);
-    const u = new Array<string>(rows.length);
-    const v = new Array<number>(rows.length);
-    const ver = new Array<string>(rows.length);
-    const s = new Array<number>(rows.length);
-    order.forEach((idx, k) => {
+    unique.sort((a, b) => compareCells(rows[a], rows[b]));
+    const position = new Map(unique.map((rowIndex, k) => [rowIndex, k]));
+    const n = unique.length;
+    const e = new Array<number>(n);
+    const u = new Array<string>(n);
+    const v = new Array<number>(n);
+    const ver = new Array<string>(n);
+    const s = new Array<number>(n);
+    unique.forEach((idx, k) => {
       const r = rows[idx];
       e[k] = r.experimentId;
       u[k] = r.unitId;
@@ -73,17 +121,20 @@ export class AssignmentStore {
        RETURNING experiment_id AS e, unit_id AS u`,
       [e, u, v, ver, s],
     );
-    const stored: (StoredAssignment | undefined)[] = rows.map((r) => ({ variantId: r.variantId, source: r.source }));
-    const won = new Array<boolean>(rows.length).fill(true);
-    if (inserted.length === rows.length) return { stored, won };
-    const winners = new Set(inserted.map((r) => cellId(r.e, r.u)));
-    const lost = rows.map((_, i) => i).filter((i) => !winners.has(cellId(rows[i].experimentId, rows[i].unitId)));
-    const current = await this.read(lost.map((i) => rows[i]));
-    lost.forEach((i, k) => {
-      stored[i] = current[k];
-      won[i] = false;
-    });
-    return { stored, won };
+    const outcome: InsertOutcome[] = unique.map((idx) => ({
+      stored: { variantId: rows[idx].variantId, source: rows[idx].source },
+      won: true,
+    }));
+    if (inserted.length < n) {
+      const winners = new Set(inserted.map((r) => cellId(r.e, r.u)));
+      const lost: number[] = [];
+      unique.forEach((idx, k) => {
+        if (!winners.has(cellId(rows[idx].experimentId, rows[idx].unitId))) lost.push(k);
+      });
+      const current = await this.read(lost.map((k) => rows[unique[k]]));
+      lost.forEach((k, j) => (outcome[k] = { stored: current[j], won: false }));
+    }
+    return rows.map((_, i) => outcome[position.get(rep[i])!]);
   }
 }
 
