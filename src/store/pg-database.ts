@@ -13,7 +13,9 @@ function isConnectionError(err: unknown): boolean {
   if (/^(08|57P|53)/.test(code)) return true; // connection exception, operator intervention, insufficient resources
   if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH"].includes(code)) return true;
   const msg = e?.message ?? "";
-  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(msg);
+  // 55000 "database … is not currently accepting connections" (ALLOW_CONNECTIONS false) is a refused
+  // connection too; matched by message, since 55000 alone also covers unrelated state errors.
+  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect|is not currently accepting connections/i.test(msg);
 }
 
 /** Rethrows connection failures as UNAVAILABLE, anything else unchanged. */
