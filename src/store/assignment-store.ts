@@ -134,7 +134,12 @@ export class AssignmentStore {
       const current = await this.read(lost.map((k) => rows[unique[k]]));
       lost.forEach((k, j) => (outcome[k] = { stored: current[j], won: false }));
     }
-    return rows.map((_, i) => outcome[position.get(rep[i])!]);
+    // Only the representative row was written; a later row naming the same cell (another
+    // caller's) lost the race to it and must not answer NEW as well.
+    return rows.map((_, i) => {
+      const o = outcome[position.get(rep[i])!];
+      return rep[i] === i ? o : { stored: o.stored, won: false };
+    });
   }
 }
 
