@@ -68,7 +68,16 @@ CREATE TABLE config_epoch (
 );
 INSERT INTO config_epoch VALUES (true, 0);
 
+-- Identifies this database in cache keys, so a cache that outlives a database (restored,
+-- recreated) never answers for the new one.
+CREATE TABLE installation (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  id        text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', '')
+);
+INSERT INTO installation DEFAULT VALUES;
+
 -- Down Migration
+DROP TABLE installation;
 DROP TABLE config_epoch;
 DROP TABLE assignments;
 DROP TABLE namespace_segments;

@@ -11,6 +11,8 @@ import { assignmentHandlers } from "./service/assignment-service.js";
 import { ConfigRegistry } from "./service/config-registry.js";
 import { experimentHandlers } from "./service/experiment-service.js";
 import { AssignmentStore } from "./store/assignment-store.js";
+import { TransferStore } from "./store/transfer-store.js";
+import { AssignmentTransfers } from "./service/assignment-transfers.js";
 import { ExperimentStore } from "./store/experiment-store.js";
 import { PgDatabase } from "./store/pg-database.js";
 
@@ -60,7 +62,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const redis = connectRedis(config.redisUrl);
   redis.on("error", () => {}); // reported by RedisCache when a command fails
   const cache = new RedisCache(redis, {
-    prefix: config.redisPrefix ?? "",
+    // The installation id keeps a cache that outlives its database from answering for a new one.
+    prefix: `${config.redisPrefix ?? ""}${(await experiments.installationId()).slice(0, 12)}:`,
     ttlSeconds: config.cacheTtlSeconds ?? 86_400,
     log: (m) => log.warn(m),
   });
@@ -74,7 +77,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const bindOptions = { log: (msg: string, err: unknown) => log.error({ err }, msg) };
   const a = bindService(AssignmentService, assignmentHandlers(registry, assigner), bindOptions);
   server.addService(a.definition, a.implementation);
-  const e = bindService(ExperimentService, experimentHandlers(experiments, registry), bindOptions);
+  const transfers = new AssignmentTransfers(new TransferStore(database), experiments, registry);
+  const e = bindService(ExperimentService, experimentHandlers(experiments, registry, transfers), bindOptions);
   server.addService(e.definition, e.implementation);
 
   const host = config.host ?? "127.0.0.1";

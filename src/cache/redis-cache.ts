@@ -6,7 +6,7 @@ import type { AssignmentCache, CacheCell } from "./assignment-cache.js";
 export const SHARDS = 16;
 
 /**
- * Redis layer. Key layout: `<prefix>a:{<experiment id>.<generation>.<shard>}:<unit id>`, value
+ * Redis layer. Key layout: `<prefix><installation>:a:{<experiment id>.<generation>.<shard>}:<unit id>`, value
  * `<variant id>.<source>`. The hash tag keeps a shard's keys in one slot, so a batch is one MGET
  * (or one fill script) per shard: at most 16 commands, one round trip with auto-pipelining, and
  * valid on Redis Cluster, where no command ever spans two slots.

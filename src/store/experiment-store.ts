@@ -404,6 +404,12 @@ export class ExperimentStore {
     return rows.map((r) => ({ variantId: r.variant, source: r.source as Source, units: Number(r.n) }));
   }
 
+  /** A random id made when the schema was created; cache keys carry it. */
+  async installationId(): Promise<string> {
+    const { rows } = await this.db.query<{ id: string }>(`SELECT id FROM installation`);
+    return rows[0].id;
+  }
+
   async configEpoch(): Promise<bigint> {
     const { rows } = await this.db.query<{ epoch: string }>(`SELECT epoch::text AS epoch FROM config_epoch`);
     return BigInt(rows[0].epoch);
