@@ -1,5 +1,5 @@
 export { createClient, type Client, type ClientOptions, type CallOptions } from "./create-client.js";
-export { AssignmentService } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
-export { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+export * from "../../gen/ts/assignment/v1/assignment_service_pb.js";
+export * from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 export * from "../../gen/ts/assignment/v1/types_pb.js";
 export * from "./columns.js";

@@ -26,8 +26,10 @@ function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "ca
   return { metadata: call.metadata, signal: controller.signal, method: method.name };
 }
 
-async function* decodeStream(method: DescMethod, stream: AsyncIterable<Buffer>) {
-  for await (const chunk of stream) yield decodeRequest(method, chunk);
+/** Decodes a request stream. The iterator must not destroy the call when the requests end: for
+ * a bidi call that would also close the response side before the answers are sent. */
+async function* decodeStream(method: DescMethod, stream: ServerReadableStream<Buffer, unknown> | ServerDuplexStream<Buffer, unknown>) {
+  for await (const chunk of stream.iterator({ destroyOnReturn: false })) yield decodeRequest(method, chunk as Buffer);
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { AssignmentService } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
+import { AssignmentService, type StreamAssignRequest } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
 import {
   ExperimentStatus,
   type AssignmentColumnSchema,
@@ -18,6 +18,9 @@ import type { ConfigRegistry } from "./config-registry.js";
 export const MAX_BULK_UNITS = 10_000;
 export const MAX_MATRIX_CELLS = 100_000;
 export const MAX_EXPERIMENTS_PER_CALL = 1_000;
+export const MAX_STREAM_EXPERIMENTS = 100;
+/** Batches of one stream being answered at once; more are not read until the oldest is sent. */
+export const STREAM_BATCHES_IN_FLIGHT = 4;
 
 type AssignmentInit = MessageInitShape<typeof AssignmentSchema>;
 type ColumnInit = MessageInitShape<typeof AssignmentColumnSchema>;
@@ -105,6 +108,15 @@ function checkExperimentKeys(keys: readonly string[], min: number): void {
 }
 
 export function assignmentHandlers(registry: ConfigRegistry, assigner: Assigner): ServiceHandlers<typeof AssignmentService> {
+  /** Answers one batch of a stream or matrix: cells experiment-major, one column per experiment. */
+  const answerColumns = async (keys: readonly string[], unitType: string, unitIds: readonly string[], o: ReturnType<typeof optionsOf>) => {
+    const exps = keys.map((k) => registry.get(k));
+    const cells: Cell[] = [];
+    for (const exp of exps) for (const unitId of unitIds) cells.push({ experiment: exp, unitId, unitType });
+    const results = await assigner.assign(cells, o);
+    return keys.map((k, j) => toColumn(k, exps[j], unitIds, results, j * unitIds.length, o));
+  };
+
   return {
     async assign(req) {
       checkKey("experiment_key", req.experimentKey);
@@ -167,14 +179,47 @@ export function assignmentHandlers(registry: ConfigRegistry, assigner: Assigner)
       if (cellCount > MAX_MATRIX_CELLS) {
         throw invalidArgument("unit_ids", `unit_ids x experiment_keys must be at most ${MAX_MATRIX_CELLS} cells (got ${cellCount})`);
       }
-      const o = optionsOf(req.options);
-      const exps = req.experimentKeys.map((k) => registry.get(k));
-      const cells: Cell[] = [];
-      for (const exp of exps) for (const unitId of req.unitIds) cells.push({ experiment: exp, unitId, unitType });
-      const results = await assigner.assign(cells, o);
-      return {
-        columns: req.experimentKeys.map((k, j) => toColumn(k, exps[j], req.unitIds, results, j * req.unitIds.length, o)),
-      };
+      return { columns: await answerColumns(req.experimentKeys, unitType, req.unitIds, optionsOf(req.options)) };
+    },
+
+    async *streamAssign(requests, ctx) {
+      const it = requests[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done) return;
+      const setup = first.value.setup;
+      if (!setup) throw invalidArgument("setup", "must be set in the first message of the stream");
+      const keys = setup.experimentKeys;
+      if (keys.length < 1 || keys.length > MAX_STREAM_EXPERIMENTS) {
+        throw invalidArgument("setup.experiment_keys", `must hold 1 to ${MAX_STREAM_EXPERIMENTS} keys (got ${keys.length})`);
+      }
+      const unitType = checkUnitType("setup.unit_type", setup.unitType);
+      const o = optionsOf(setup.options);
+      const maxIds = Math.min(MAX_BULK_UNITS, Math.floor(MAX_MATRIX_CELLS / keys.length));
+
+      // Batches are answered concurrently but sent in order; at most STREAM_BATCHES_IN_FLIGHT are
+      // read ahead, so a caller that stops reading stops the server from reading.
+      const inFlight: Promise<ColumnInit[]>[] = [];
+      let batch = 0n;
+      let position = 0;
+      let message: StreamAssignRequest | undefined = first.value;
+      while (message) {
+        if (ctx.signal.aborted) return;
+        if (position > 0 && message.setup) throw invalidArgument(`messages[${position}].setup`, "is allowed only in the first message");
+        const ids = message.unitIds;
+        if (ids.length > maxIds) {
+          throw invalidArgument(`messages[${position}].unit_ids`, `must hold at most ${maxIds} ids per message (got ${ids.length})`);
+        }
+        if (ids.length > 0) {
+          const p = answerColumns(keys, unitType, ids, o);
+          p.catch(() => {}); // awaited below, in order; this keeps an early failure from being unhandled
+          inFlight.push(p);
+        }
+        while (inFlight.length >= STREAM_BATCHES_IN_FLIGHT) yield { batch: batch++, columns: await inFlight.shift()! };
+        position++;
+        const next = await it.next();
+        message = next.done ? undefined : next.value;
+      }
+      while (inFlight.length > 0) yield { batch: batch++, columns: await inFlight.shift()! };
     },
   };
 }

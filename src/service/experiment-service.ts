@@ -25,6 +25,7 @@ import { sampleRatio } from "../engine/sample-ratio.js";
 import { invalidArgument, failedPrecondition } from "../errors.js";
 import type { ServiceHandlers } from "../grpc/handler-types.js";
 import type { ExperimentRecord, ExperimentStore, NamespaceRecord, VariantRecord } from "../store/experiment-store.js";
+import type { AssignmentTransfers } from "./assignment-transfers.js";
 import type { ConfigRegistry } from "./config-registry.js";
 
 export const MAX_OVERRIDES_PER_CALL = 10_000;
@@ -94,7 +95,11 @@ function paramsOf(v: Variant): JsonObject | undefined {
   return v.params && Object.keys(v.params).length > 0 ? v.params : undefined;
 }
 
-export function experimentHandlers(store: ExperimentStore, registry: ConfigRegistry): ServiceHandlers<typeof ExperimentService> {
+export function experimentHandlers(
+  store: ExperimentStore,
+  registry: ConfigRegistry,
+  transfers: AssignmentTransfers,
+): ServiceHandlers<typeof ExperimentService> {
   /** Admin calls return only once this server serves the change. */
   const refreshed = async <T>(value: T): Promise<T> => {
     await registry.refresh();
@@ -261,6 +266,10 @@ export function experimentHandlers(store: ExperimentStore, registry: ConfigRegis
       const r = await store.clearOverrides(key, req.all ? undefined : req.unitIds);
       return refreshed({ count: r.cleared.length, experimentVersion: r.experiment.version });
     },
+
+    importAssignments: (requests, ctx) => transfers.importAssignments(requests, ctx),
+    exportAssignments: (req, ctx) => transfers.exportAssignments(req, ctx),
+    copyAssignments: (req, ctx) => transfers.copyAssignments(req, ctx),
 
     async getExperimentStats(req) {
       const exp = await store.getExperiment(checkKey("key", req.key));

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/assignment_service.proto.
  */
 export const file_assignment_v1_assignment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2Fzc2lnbm1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSJ6Cg1Bc3NpZ25SZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEQoJdW5pdF90eXBlGAMgASgJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiPwoOQXNzaWduUmVzcG9uc2USLQoKYXNzaWdubWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudCLSAQoRQXNzaWduVW5pdFJlcXVlc3QSOgoFdW5pdHMYASADKAsyKy5hc3NpZ25tZW50LnYxLkFzc2lnblVuaXRSZXF1ZXN0LlVuaXRzRW50cnkSFwoPZXhwZXJpbWVudF9rZXlzGAIgAygJEgsKA3RhZxgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zGiwKClVuaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChJBc3NpZ25Vbml0UmVzcG9uc2USLgoLYXNzaWdubWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnQifwoRQnVsa0Fzc2lnblJlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEQoJdW5pdF90eXBlGAIgASgJEhAKCHVuaXRfaWRzGAMgAygJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiRQoSQnVsa0Fzc2lnblJlc3BvbnNlEi8KBmNvbHVtbhgBIAEoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiKCAQoTTWF0cml4QXNzaWduUmVxdWVzdBIXCg9leHBlcmltZW50X2tleXMYASADKAkSEQoJdW5pdF90eXBlGAIgASgJEhAKCHVuaXRfaWRzGAMgAygJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiSAoUTWF0cml4QXNzaWduUmVzcG9uc2USMAoHY29sdW1ucxgBIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbjLZAgoRQXNzaWdubWVudFNlcnZpY2USRQoGQXNzaWduEhwuYXNzaWdubWVudC52MS5Bc3NpZ25SZXF1ZXN0Gh0uYXNzaWdubWVudC52MS5Bc3NpZ25SZXNwb25zZRJRCgpBc3NpZ25Vbml0EiAuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdBohLmFzc2lnbm1lbnQudjEuQXNzaWduVW5pdFJlc3BvbnNlElEKCkJ1bGtBc3NpZ24SIC5hc3NpZ25tZW50LnYxLkJ1bGtBc3NpZ25SZXF1ZXN0GiEuYXNzaWdubWVudC52MS5CdWxrQXNzaWduUmVzcG9uc2USVwoMTWF0cml4QXNzaWduEiIuYXNzaWdubWVudC52MS5NYXRyaXhBc3NpZ25SZXF1ZXN0GiMuYXNzaWdubWVudC52MS5NYXRyaXhBc3NpZ25SZXNwb25zZWIGcHJvdG8z", [file_assignment_v1_types]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2Fzc2lnbm1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSJ6Cg1Bc3NpZ25SZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEQoJdW5pdF90eXBlGAMgASgJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiPwoOQXNzaWduUmVzcG9uc2USLQoKYXNzaWdubWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudCLSAQoRQXNzaWduVW5pdFJlcXVlc3QSOgoFdW5pdHMYASADKAsyKy5hc3NpZ25tZW50LnYxLkFzc2lnblVuaXRSZXF1ZXN0LlVuaXRzRW50cnkSFwoPZXhwZXJpbWVudF9rZXlzGAIgAygJEgsKA3RhZxgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zGiwKClVuaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChJBc3NpZ25Vbml0UmVzcG9uc2USLgoLYXNzaWdubWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnQifwoRQnVsa0Fzc2lnblJlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEQoJdW5pdF90eXBlGAIgASgJEhAKCHVuaXRfaWRzGAMgAygJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiRQoSQnVsa0Fzc2lnblJlc3BvbnNlEi8KBmNvbHVtbhgBIAEoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiKCAQoTTWF0cml4QXNzaWduUmVxdWVzdBIXCg9leHBlcmltZW50X2tleXMYASADKAkSEQoJdW5pdF90eXBlGAIgASgJEhAKCHVuaXRfaWRzGAMgAygJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiSAoUTWF0cml4QXNzaWduUmVzcG9uc2USMAoHY29sdW1ucxgBIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiJuChFTdHJlYW1Bc3NpZ25TZXR1cBIXCg9leHBlcmltZW50X2tleXMYASADKAkSEQoJdW5pdF90eXBlGAIgASgJEi0KB29wdGlvbnMYAyABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiWAoTU3RyZWFtQXNzaWduUmVxdWVzdBIvCgVzZXR1cBgBIAEoCzIgLmFzc2lnbm1lbnQudjEuU3RyZWFtQXNzaWduU2V0dXASEAoIdW5pdF9pZHMYAiADKAkiVwoUU3RyZWFtQXNzaWduUmVzcG9uc2USDQoFYmF0Y2gYASABKAQSMAoHY29sdW1ucxgCIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbjK2AwoRQXNzaWdubWVudFNlcnZpY2USRQoGQXNzaWduEhwuYXNzaWdubWVudC52MS5Bc3NpZ25SZXF1ZXN0Gh0uYXNzaWdubWVudC52MS5Bc3NpZ25SZXNwb25zZRJRCgpBc3NpZ25Vbml0EiAuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdBohLmFzc2lnbm1lbnQudjEuQXNzaWduVW5pdFJlc3BvbnNlElEKCkJ1bGtBc3NpZ24SIC5hc3NpZ25tZW50LnYxLkJ1bGtBc3NpZ25SZXF1ZXN0GiEuYXNzaWdubWVudC52MS5CdWxrQXNzaWduUmVzcG9uc2USVwoMTWF0cml4QXNzaWduEiIuYXNzaWdubWVudC52MS5NYXRyaXhBc3NpZ25SZXF1ZXN0GiMuYXNzaWdubWVudC52MS5NYXRyaXhBc3NpZ25SZXNwb25zZRJbCgxTdHJlYW1Bc3NpZ24SIi5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_assignment_v1_types]);
 
 /**
  * @generated from message assignment.v1.AssignRequest
@@ -231,6 +231,90 @@ export const MatrixAssignResponseSchema: GenMessage<MatrixAssignResponse> = /*@_
   messageDesc(file_assignment_v1_assignment_service, 7);
 
 /**
+ * @generated from message assignment.v1.StreamAssignSetup
+ */
+export type StreamAssignSetup = Message<"assignment.v1.StreamAssignSetup"> & {
+  /**
+   * 1 to 100 experiments; every batch is answered for each of them.
+   *
+   * @generated from field: repeated string experiment_keys = 1;
+   */
+  experimentKeys: string[];
+
+  /**
+   * user_id when empty.
+   *
+   * @generated from field: string unit_type = 2;
+   */
+  unitType: string;
+
+  /**
+   * @generated from field: assignment.v1.AssignOptions options = 3;
+   */
+  options?: AssignOptions | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.StreamAssignSetup.
+ * Use `create(StreamAssignSetupSchema)` to create a new message.
+ */
+export const StreamAssignSetupSchema: GenMessage<StreamAssignSetup> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 8);
+
+/**
+ * @generated from message assignment.v1.StreamAssignRequest
+ */
+export type StreamAssignRequest = Message<"assignment.v1.StreamAssignRequest"> & {
+  /**
+   * Required in the first message, refused in later ones.
+   *
+   * @generated from field: assignment.v1.StreamAssignSetup setup = 1;
+   */
+  setup?: StreamAssignSetup | undefined;
+
+  /**
+   * Up to 10,000 ids per message (and at most 100,000 ids x experiments). A message without ids
+   * gets no answer.
+   *
+   * @generated from field: repeated string unit_ids = 2;
+   */
+  unitIds: string[];
+};
+
+/**
+ * Describes the message assignment.v1.StreamAssignRequest.
+ * Use `create(StreamAssignRequestSchema)` to create a new message.
+ */
+export const StreamAssignRequestSchema: GenMessage<StreamAssignRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 9);
+
+/**
+ * @generated from message assignment.v1.StreamAssignResponse
+ */
+export type StreamAssignResponse = Message<"assignment.v1.StreamAssignResponse"> & {
+  /**
+   * 0 for the answer to the first message carrying ids, then 1, 2, ...
+   *
+   * @generated from field: uint64 batch = 1;
+   */
+  batch: bigint;
+
+  /**
+   * One column per experiment of the setup, in its order; positions follow the batch's unit_ids.
+   *
+   * @generated from field: repeated assignment.v1.AssignmentColumn columns = 2;
+   */
+  columns: AssignmentColumn[];
+};
+
+/**
+ * Describes the message assignment.v1.StreamAssignResponse.
+ * Use `create(StreamAssignResponseSchema)` to create a new message.
+ */
+export const StreamAssignResponseSchema: GenMessage<StreamAssignResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 10);
+
+/**
  * Decides, stores and serves which variant of each experiment a unit sees (SPEC.md).
  *
  * @generated from service assignment.v1.AssignmentService
@@ -275,6 +359,18 @@ export const AssignmentService: GenService<{
     methodKind: "unary";
     input: typeof MatrixAssignRequestSchema;
     output: typeof MatrixAssignResponseSchema;
+  },
+  /**
+   * A cohort of any size: the caller streams batches of unit ids, the server answers each batch
+   * with one packed message, in order. The first message carries the setup. Flow control is end
+   * to end: a caller that stops reading stops the server from reading.
+   *
+   * @generated from rpc assignment.v1.AssignmentService.StreamAssign
+   */
+  streamAssign: {
+    methodKind: "bidi_streaming";
+    input: typeof StreamAssignRequestSchema;
+    output: typeof StreamAssignResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assignment_v1_assignment_service, 0);

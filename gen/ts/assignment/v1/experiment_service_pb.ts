@@ -2,9 +2,9 @@
 // @generated from file assignment/v1/experiment_service.proto (package assignment.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Experiment, ExperimentStatus, Namespace, Variant } from "./types_pb.js";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Experiment, ExperimentStatus, Namespace, Source, Variant } from "./types_pb.js";
 import { file_assignment_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/experiment_service.proto.
  */
 export const file_assignment_v1_experiment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCIjChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkiRgoVR2V0RXhwZXJpbWVudFJlc3BvbnNlEi0KCmV4cGVyaW1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiaQoWTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBIvCgZzdGF0dXMYASABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSCwoDdGFnGAIgASgJEhEKCW5hbWVzcGFjZRgDIAEoCSJJChdMaXN0RXhwZXJpbWVudHNSZXNwb25zZRIuCgtleHBlcmltZW50cxgBIAMoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCI3CgtWYXJpYW50TGlzdBIoCgh2YXJpYW50cxgBIAMoCzIWLmFzc2lnbm1lbnQudjEuVmFyaWFudCIXCgdUYWdMaXN0EgwKBHRhZ3MYASADKAki2gIKF1VwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgEEiwKCHZhcmlhbnRzGAMgASgLMhouYXNzaWdubWVudC52MS5WYXJpYW50TGlzdBIUCgdyb2xsb3V0GAQgASgNSACIAQESLwoGc3RhdHVzGAUgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEhMKBndpbm5lchgGIAEoCUgBiAEBEhwKD2RlZmF1bHRfdmFyaWFudBgHIAEoCUgCiAEBEiQKBHRhZ3MYCCABKAsyFi5hc3NpZ25tZW50LnYxLlRhZ0xpc3QSGAoLZGVzY3JpcHRpb24YCSABKAlIA4gBAUIKCghfcm9sbG91dEIJCgdfd2lubmVyQhIKEF9kZWZhdWx0X3ZhcmlhbnRCDgoMX2Rlc2NyaXB0aW9uIkkKGFVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IngKFkNyZWF0ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSFQoIc2VnbWVudHMYBCABKA1IAYgBAUIHCgVfc2FsdEILCglfc2VnbWVudHMiRgoXQ3JlYXRlTmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiIgoTR2V0TmFtZXNwYWNlUmVxdWVzdBILCgNrZXkYASABKAkiQwoUR2V0TmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiFwoVTGlzdE5hbWVzcGFjZXNSZXF1ZXN0IkYKFkxpc3ROYW1lc3BhY2VzUmVzcG9uc2USLAoKbmFtZXNwYWNlcxgBIAMoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIloKF0FsbG9jYXRlU2VnbWVudHNSZXF1ZXN0EhUKDW5hbWVzcGFjZV9rZXkYASABKAkSFgoOZXhwZXJpbWVudF9rZXkYAiABKAkSEAoIc2VnbWVudHMYAyABKA0idgoYQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlEi0KCmV4cGVyaW1lbnQYAiABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiRwoWUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJIocBChdSZWxlYXNlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50EhAKCHJlbGVhc2VkGAMgASgNIjAKCE92ZXJyaWRlEg8KB3VuaXRfaWQYASABKAkSEwoLdmFyaWFudF9rZXkYAiABKAkiWQoTU2V0T3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIqCglvdmVycmlkZXMYAiADKAsyFy5hc3NpZ25tZW50LnYxLk92ZXJyaWRlIkEKFFNldE92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCJOChVDbGVhck92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEAoIdW5pdF9pZHMYAiADKAkSCwoDYWxsGAMgASgIIkMKFkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USDQoFY291bnQYASABKA0SGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEIigKGUdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QSCwoDa2V5GAEgASgJIocBCgxWYXJpYW50U3RhdHMSEwoLdmFyaWFudF9rZXkYASABKAkSDQoFdW5pdHMYAiABKAQSFgoOZXhwZWN0ZWRfc2hhcmUYAyABKAESFgoOb2JzZXJ2ZWRfc2hhcmUYBCABKAESEQoJb3ZlcnJpZGVzGAUgASgEEhAKCGltcG9ydGVkGAYgASgEIvQBChpHZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQSLQoIdmFyaWFudHMYAyADKAsyGy5hc3NpZ25tZW50LnYxLlZhcmlhbnRTdGF0cxITCgt0b3RhbF91bml0cxgEIAEoBBISCgpjaGlfc3F1YXJlGAUgASgBEhoKEmRlZ3JlZXNfb2ZfZnJlZWRvbRgGIAEoDRIPCgdwX3ZhbHVlGAcgASgBEh0KFXNhbXBsZV9yYXRpb19taXNtYXRjaBgIIAEoCDKfCQoRRXhwZXJpbWVudFNlcnZpY2USYwoQQ3JlYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJaCg1HZXRFeHBlcmltZW50EiMuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVxdWVzdBokLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlc3BvbnNlEmAKD0xpc3RFeHBlcmltZW50cxIlLmFzc2lnbm1lbnQudjEuTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USYwoQVXBkYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuVXBkYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRJgCg9DcmVhdGVOYW1lc3BhY2USJS5hc3NpZ25tZW50LnYxLkNyZWF0ZU5hbWVzcGFjZVJlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkNyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlElcKDEdldE5hbWVzcGFjZRIiLmFzc2lnbm1lbnQudjEuR2V0TmFtZXNwYWNlUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuR2V0TmFtZXNwYWNlUmVzcG9uc2USXQoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZRJjChBBbGxvY2F0ZVNlZ21lbnRzEiYuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEmAKD1JlbGVhc2VTZWdtZW50cxIlLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USVwoMU2V0T3ZlcnJpZGVzEiIuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXF1ZXN0GiMuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXNwb25zZRJdCg5DbGVhck92ZXJyaWRlcxIkLmFzc2lnbm1lbnQudjEuQ2xlYXJPdmVycmlkZXNSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1Jlc3BvbnNlEmkKEkdldEV4cGVyaW1lbnRTdGF0cxIoLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFN0YXRzUmVxdWVzdBopLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_assignment_v1_types]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCIjChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkiRgoVR2V0RXhwZXJpbWVudFJlc3BvbnNlEi0KCmV4cGVyaW1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiaQoWTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBIvCgZzdGF0dXMYASABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSCwoDdGFnGAIgASgJEhEKCW5hbWVzcGFjZRgDIAEoCSJJChdMaXN0RXhwZXJpbWVudHNSZXNwb25zZRIuCgtleHBlcmltZW50cxgBIAMoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCI3CgtWYXJpYW50TGlzdBIoCgh2YXJpYW50cxgBIAMoCzIWLmFzc2lnbm1lbnQudjEuVmFyaWFudCIXCgdUYWdMaXN0EgwKBHRhZ3MYASADKAki2gIKF1VwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgEEiwKCHZhcmlhbnRzGAMgASgLMhouYXNzaWdubWVudC52MS5WYXJpYW50TGlzdBIUCgdyb2xsb3V0GAQgASgNSACIAQESLwoGc3RhdHVzGAUgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEhMKBndpbm5lchgGIAEoCUgBiAEBEhwKD2RlZmF1bHRfdmFyaWFudBgHIAEoCUgCiAEBEiQKBHRhZ3MYCCABKAsyFi5hc3NpZ25tZW50LnYxLlRhZ0xpc3QSGAoLZGVzY3JpcHRpb24YCSABKAlIA4gBAUIKCghfcm9sbG91dEIJCgdfd2lubmVyQhIKEF9kZWZhdWx0X3ZhcmlhbnRCDgoMX2Rlc2NyaXB0aW9uIkkKGFVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IngKFkNyZWF0ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSFQoIc2VnbWVudHMYBCABKA1IAYgBAUIHCgVfc2FsdEILCglfc2VnbWVudHMiRgoXQ3JlYXRlTmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiIgoTR2V0TmFtZXNwYWNlUmVxdWVzdBILCgNrZXkYASABKAkiQwoUR2V0TmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiFwoVTGlzdE5hbWVzcGFjZXNSZXF1ZXN0IkYKFkxpc3ROYW1lc3BhY2VzUmVzcG9uc2USLAoKbmFtZXNwYWNlcxgBIAMoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIloKF0FsbG9jYXRlU2VnbWVudHNSZXF1ZXN0EhUKDW5hbWVzcGFjZV9rZXkYASABKAkSFgoOZXhwZXJpbWVudF9rZXkYAiABKAkSEAoIc2VnbWVudHMYAyABKA0idgoYQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlEi0KCmV4cGVyaW1lbnQYAiABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiRwoWUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJIocBChdSZWxlYXNlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50EhAKCHJlbGVhc2VkGAMgASgNIjAKCE92ZXJyaWRlEg8KB3VuaXRfaWQYASABKAkSEwoLdmFyaWFudF9rZXkYAiABKAkiWQoTU2V0T3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIqCglvdmVycmlkZXMYAiADKAsyFy5hc3NpZ25tZW50LnYxLk92ZXJyaWRlIkEKFFNldE92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCJOChVDbGVhck92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEAoIdW5pdF9pZHMYAiADKAkSCwoDYWxsGAMgASgIIkMKFkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USDQoFY291bnQYASABKA0SGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEIigKGUdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QSCwoDa2V5GAEgASgJIocBCgxWYXJpYW50U3RhdHMSEwoLdmFyaWFudF9rZXkYASABKAkSDQoFdW5pdHMYAiABKAQSFgoOZXhwZWN0ZWRfc2hhcmUYAyABKAESFgoOb2JzZXJ2ZWRfc2hhcmUYBCABKAESEQoJb3ZlcnJpZGVzGAUgASgEEhAKCGltcG9ydGVkGAYgASgEIvQBChpHZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQSLQoIdmFyaWFudHMYAyADKAsyGy5hc3NpZ25tZW50LnYxLlZhcmlhbnRTdGF0cxITCgt0b3RhbF91bml0cxgEIAEoBBISCgpjaGlfc3F1YXJlGAUgASgBEhoKEmRlZ3JlZXNfb2ZfZnJlZWRvbRgGIAEoDRIPCgdwX3ZhbHVlGAcgASgBEh0KFXNhbXBsZV9yYXRpb19taXNtYXRjaBgIIAEoCCJQCgtJbXBvcnRTZXR1cBIrCgZwb2xpY3kYASABKA4yGy5hc3NpZ25tZW50LnYxLkltcG9ydFBvbGljeRIUCgxza2lwX2ludmFsaWQYAiABKAgiSQoJSW1wb3J0Um93EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEwoLdmFyaWFudF9rZXkYAyABKAkibQoYSW1wb3J0QXNzaWdubWVudHNSZXF1ZXN0EikKBXNldHVwGAEgASgLMhouYXNzaWdubWVudC52MS5JbXBvcnRTZXR1cBImCgRyb3dzGAIgAygLMhguYXNzaWdubWVudC52MS5JbXBvcnRSb3ciMwoOSW1wb3J0Um93RXJyb3ISEAoIcG9zaXRpb24YASABKAQSDwoHbWVzc2FnZRgCIAEoCSKQAQoZSW1wb3J0QXNzaWdubWVudHNSZXNwb25zZRIQCghyZWNlaXZlZBgBIAEoBBIQCghpbXBvcnRlZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg8KB2ludmFsaWQYBCABKAQSLQoGZXJyb3JzGAUgAygLMh0uYXNzaWdubWVudC52MS5JbXBvcnRSb3dFcnJvciJGChhFeHBvcnRBc3NpZ25tZW50c1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDSKoAQoZRXhwb3J0QXNzaWdubWVudHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIOCgZsZWdlbmQYAiADKAkSEAoIdW5pdF9pZHMYAyADKAkSFwoPdmFyaWFudF9pbmRleGVzGAQgAygNEiYKB3NvdXJjZXMYBSADKA4yFS5hc3NpZ25tZW50LnYxLlNvdXJjZRIQCgh2ZXJzaW9ucxgGIAMoBCL1AQoWQ29weUFzc2lnbm1lbnRzUmVxdWVzdBIdChVzb3VyY2VfZXhwZXJpbWVudF9rZXkYASABKAkSHQoVdGFyZ2V0X2V4cGVyaW1lbnRfa2V5GAIgASgJElIKD3ZhcmlhbnRfbWFwcGluZxgDIAMoCzI5LmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVxdWVzdC5WYXJpYW50TWFwcGluZ0VudHJ5EhIKCmJhdGNoX3NpemUYBCABKA0aNQoTVmFyaWFudE1hcHBpbmdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKF0NvcHlBc3NpZ25tZW50c1Jlc3BvbnNlEg8KB3NjYW5uZWQYASABKAQSDgoGY29waWVkGAIgASgEEg8KB3NraXBwZWQYAyABKAQSDQoFdG90YWwYBCABKAQSDAoEZG9uZRgFIAEoCCprCgxJbXBvcnRQb2xpY3kSHQoZSU1QT1JUX1BPTElDWV9VTlNQRUNJRklFRBAAEh8KG0lNUE9SVF9QT0xJQ1lfU0tJUF9FWElTVElORxABEhsKF0lNUE9SVF9QT0xJQ1lfT1ZFUldSSVRFEAIy1wsKEUV4cGVyaW1lbnRTZXJ2aWNlEmMKEENyZWF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5DcmVhdGVFeHBlcmltZW50UmVzcG9uc2USWgoNR2V0RXhwZXJpbWVudBIjLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlcXVlc3QaJC5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRSZXNwb25zZRJgCg9MaXN0RXhwZXJpbWVudHMSJS5hc3NpZ25tZW50LnYxLkxpc3RFeHBlcmltZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkxpc3RFeHBlcmltZW50c1Jlc3BvbnNlEmMKEFVwZGF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJXCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlEl0KDkxpc3ROYW1lc3BhY2VzEiQuYXNzaWdubWVudC52MS5MaXN0TmFtZXNwYWNlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVzcG9uc2USYwoQQWxsb2NhdGVTZWdtZW50cxImLmFzc2lnbm1lbnQudjEuQWxsb2NhdGVTZWdtZW50c1JlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkFsbG9jYXRlU2VnbWVudHNSZXNwb25zZRJgCg9SZWxlYXNlU2VnbWVudHMSJS5hc3NpZ25tZW50LnYxLlJlbGVhc2VTZWdtZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLlJlbGVhc2VTZWdtZW50c1Jlc3BvbnNlElcKDFNldE92ZXJyaWRlcxIiLmFzc2lnbm1lbnQudjEuU2V0T3ZlcnJpZGVzUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuU2V0T3ZlcnJpZGVzUmVzcG9uc2USXQoOQ2xlYXJPdmVycmlkZXMSJC5hc3NpZ25tZW50LnYxLkNsZWFyT3ZlcnJpZGVzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuQ2xlYXJPdmVycmlkZXNSZXNwb25zZRJpChJHZXRFeHBlcmltZW50U3RhdHMSKC5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QaKS5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRTdGF0c1Jlc3BvbnNlEmgKEUltcG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UoARJoChFFeHBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlMAESYgoPQ29weUFzc2lnbm1lbnRzEiUuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXNwb25zZTABYgZwcm90bzM", [file_assignment_v1_types]);
 
 /**
  * @generated from message assignment.v1.CreateExperimentRequest
@@ -767,6 +767,338 @@ export const GetExperimentStatsResponseSchema: GenMessage<GetExperimentStatsResp
   messageDesc(file_assignment_v1_experiment_service, 27);
 
 /**
+ * @generated from message assignment.v1.ImportSetup
+ */
+export type ImportSetup = Message<"assignment.v1.ImportSetup"> & {
+  /**
+   * @generated from field: assignment.v1.ImportPolicy policy = 1;
+   */
+  policy: ImportPolicy;
+
+  /**
+   * Import the valid rows and report the invalid ones instead of refusing the import.
+   *
+   * @generated from field: bool skip_invalid = 2;
+   */
+  skipInvalid: boolean;
+};
+
+/**
+ * Describes the message assignment.v1.ImportSetup.
+ * Use `create(ImportSetupSchema)` to create a new message.
+ */
+export const ImportSetupSchema: GenMessage<ImportSetup> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 28);
+
+/**
+ * @generated from message assignment.v1.ImportRow
+ */
+export type ImportRow = Message<"assignment.v1.ImportRow"> & {
+  /**
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * @generated from field: string unit_id = 2;
+   */
+  unitId: string;
+
+  /**
+   * @generated from field: string variant_key = 3;
+   */
+  variantKey: string;
+};
+
+/**
+ * Describes the message assignment.v1.ImportRow.
+ * Use `create(ImportRowSchema)` to create a new message.
+ */
+export const ImportRowSchema: GenMessage<ImportRow> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 29);
+
+/**
+ * @generated from message assignment.v1.ImportAssignmentsRequest
+ */
+export type ImportAssignmentsRequest = Message<"assignment.v1.ImportAssignmentsRequest"> & {
+  /**
+   * Only in the first message; defaults apply when absent.
+   *
+   * @generated from field: assignment.v1.ImportSetup setup = 1;
+   */
+  setup?: ImportSetup | undefined;
+
+  /**
+   * @generated from field: repeated assignment.v1.ImportRow rows = 2;
+   */
+  rows: ImportRow[];
+};
+
+/**
+ * Describes the message assignment.v1.ImportAssignmentsRequest.
+ * Use `create(ImportAssignmentsRequestSchema)` to create a new message.
+ */
+export const ImportAssignmentsRequestSchema: GenMessage<ImportAssignmentsRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 30);
+
+/**
+ * @generated from message assignment.v1.ImportRowError
+ */
+export type ImportRowError = Message<"assignment.v1.ImportRowError"> & {
+  /**
+   * 0-based position of the row in the whole import.
+   *
+   * @generated from field: uint64 position = 1;
+   */
+  position: bigint;
+
+  /**
+   * What is wrong, naming the field.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message assignment.v1.ImportRowError.
+ * Use `create(ImportRowErrorSchema)` to create a new message.
+ */
+export const ImportRowErrorSchema: GenMessage<ImportRowError> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 31);
+
+/**
+ * @generated from message assignment.v1.ImportAssignmentsResponse
+ */
+export type ImportAssignmentsResponse = Message<"assignment.v1.ImportAssignmentsResponse"> & {
+  /**
+   * Rows received.
+   *
+   * @generated from field: uint64 received = 1;
+   */
+  received: bigint;
+
+  /**
+   * Rows now stored from this import (new, or replacing with OVERWRITE).
+   *
+   * @generated from field: uint64 imported = 2;
+   */
+  imported: bigint;
+
+  /**
+   * Rows left out because the unit already had a stored assignment (SKIP_EXISTING), or an
+   * override (OVERWRITE), or because a later row of the import named the same unit.
+   *
+   * @generated from field: uint64 skipped = 3;
+   */
+  skipped: bigint;
+
+  /**
+   * Invalid rows (only with skip_invalid; otherwise the import is refused).
+   *
+   * @generated from field: uint64 invalid = 4;
+   */
+  invalid: bigint;
+
+  /**
+   * The first invalid rows, at most 100.
+   *
+   * @generated from field: repeated assignment.v1.ImportRowError errors = 5;
+   */
+  errors: ImportRowError[];
+};
+
+/**
+ * Describes the message assignment.v1.ImportAssignmentsResponse.
+ * Use `create(ImportAssignmentsResponseSchema)` to create a new message.
+ */
+export const ImportAssignmentsResponseSchema: GenMessage<ImportAssignmentsResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 32);
+
+/**
+ * @generated from message assignment.v1.ExportAssignmentsRequest
+ */
+export type ExportAssignmentsRequest = Message<"assignment.v1.ExportAssignmentsRequest"> & {
+  /**
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * Rows per message, 1..50000; 10000 when 0.
+   *
+   * @generated from field: uint32 batch_size = 2;
+   */
+  batchSize: number;
+};
+
+/**
+ * Describes the message assignment.v1.ExportAssignmentsRequest.
+ * Use `create(ExportAssignmentsRequestSchema)` to create a new message.
+ */
+export const ExportAssignmentsRequestSchema: GenMessage<ExportAssignmentsRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 33);
+
+/**
+ * @generated from message assignment.v1.ExportAssignmentsResponse
+ */
+export type ExportAssignmentsResponse = Message<"assignment.v1.ExportAssignmentsResponse"> & {
+  /**
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * Variant keys referenced by variant_indexes (the experiment's variants, in order).
+   *
+   * @generated from field: repeated string legend = 2;
+   */
+  legend: string[];
+
+  /**
+   * @generated from field: repeated string unit_ids = 3;
+   */
+  unitIds: string[];
+
+  /**
+   * @generated from field: repeated uint32 variant_indexes = 4;
+   */
+  variantIndexes: number[];
+
+  /**
+   * @generated from field: repeated assignment.v1.Source sources = 5;
+   */
+  sources: Source[];
+
+  /**
+   * The experiment's version when each unit was assigned.
+   *
+   * @generated from field: repeated uint64 versions = 6;
+   */
+  versions: bigint[];
+};
+
+/**
+ * Describes the message assignment.v1.ExportAssignmentsResponse.
+ * Use `create(ExportAssignmentsResponseSchema)` to create a new message.
+ */
+export const ExportAssignmentsResponseSchema: GenMessage<ExportAssignmentsResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 34);
+
+/**
+ * @generated from message assignment.v1.CopyAssignmentsRequest
+ */
+export type CopyAssignmentsRequest = Message<"assignment.v1.CopyAssignmentsRequest"> & {
+  /**
+   * @generated from field: string source_experiment_key = 1;
+   */
+  sourceExperimentKey: string;
+
+  /**
+   * @generated from field: string target_experiment_key = 2;
+   */
+  targetExperimentKey: string;
+
+  /**
+   * Source variant key -> target variant key. Units of unmapped source variants are not copied.
+   *
+   * @generated from field: map<string, string> variant_mapping = 3;
+   */
+  variantMapping: { [key: string]: string };
+
+  /**
+   * Rows copied per step (and per progress message), 1..100000; 50000 when 0.
+   *
+   * @generated from field: uint32 batch_size = 4;
+   */
+  batchSize: number;
+};
+
+/**
+ * Describes the message assignment.v1.CopyAssignmentsRequest.
+ * Use `create(CopyAssignmentsRequestSchema)` to create a new message.
+ */
+export const CopyAssignmentsRequestSchema: GenMessage<CopyAssignmentsRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 35);
+
+/**
+ * @generated from message assignment.v1.CopyAssignmentsResponse
+ */
+export type CopyAssignmentsResponse = Message<"assignment.v1.CopyAssignmentsResponse"> & {
+  /**
+   * Source rows looked at so far.
+   *
+   * @generated from field: uint64 scanned = 1;
+   */
+  scanned: bigint;
+
+  /**
+   * Rows stored into the target so far.
+   *
+   * @generated from field: uint64 copied = 2;
+   */
+  copied: bigint;
+
+  /**
+   * Rows the target already had, or whose variant has no mapping.
+   *
+   * @generated from field: uint64 skipped = 3;
+   */
+  skipped: bigint;
+
+  /**
+   * Source rows in all (counted at the start).
+   *
+   * @generated from field: uint64 total = 4;
+   */
+  total: bigint;
+
+  /**
+   * @generated from field: bool done = 5;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message assignment.v1.CopyAssignmentsResponse.
+ * Use `create(CopyAssignmentsResponseSchema)` to create a new message.
+ */
+export const CopyAssignmentsResponseSchema: GenMessage<CopyAssignmentsResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 36);
+
+/**
+ * @generated from enum assignment.v1.ImportPolicy
+ */
+export enum ImportPolicy {
+  /**
+   * SKIP_EXISTING.
+   *
+   * @generated from enum value: IMPORT_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Units that already have a stored assignment keep it.
+   *
+   * @generated from enum value: IMPORT_POLICY_SKIP_EXISTING = 1;
+   */
+  SKIP_EXISTING = 1,
+
+  /**
+   * Imported rows replace stored assignments (overrides excepted: clear them first).
+   *
+   * @generated from enum value: IMPORT_POLICY_OVERWRITE = 2;
+   */
+  OVERWRITE = 2,
+}
+
+/**
+ * Describes the enum assignment.v1.ImportPolicy.
+ */
+export const ImportPolicySchema: GenEnum<ImportPolicy> = /*@__PURE__*/
+  enumDesc(file_assignment_v1_experiment_service, 0);
+
+/**
  * Administration of experiments, namespaces and overrides.
  *
  * @generated from service assignment.v1.ExperimentService
@@ -881,6 +1213,40 @@ export const ExperimentService: GenService<{
     methodKind: "unary";
     input: typeof GetExperimentStatsRequestSchema;
     output: typeof GetExperimentStatsResponseSchema;
+  },
+  /**
+   * Stored assignments from another system. All or nothing: rows are staged, then merged in one
+   * transaction. Invalid rows refuse the whole import (INVALID_ARGUMENT listing the first ones)
+   * unless the setup allows skipping them.
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ImportAssignments
+   */
+  importAssignments: {
+    methodKind: "client_streaming";
+    input: typeof ImportAssignmentsRequestSchema;
+    output: typeof ImportAssignmentsResponseSchema;
+  },
+  /**
+   * Every stored assignment of an experiment, in batches ordered by unit id.
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ExportAssignments
+   */
+  exportAssignments: {
+    methodKind: "server_streaming";
+    input: typeof ExportAssignmentsRequestSchema;
+    output: typeof ExportAssignmentsResponseSchema;
+  },
+  /**
+   * Copies the stored assignments of one experiment into another through a variant mapping, in
+   * SQL on the server, streaming progress. Units the target already has are left alone, so
+   * running it twice changes nothing the second time.
+   *
+   * @generated from rpc assignment.v1.ExperimentService.CopyAssignments
+   */
+  copyAssignments: {
+    methodKind: "server_streaming";
+    input: typeof CopyAssignmentsRequestSchema;
+    output: typeof CopyAssignmentsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assignment_v1_experiment_service, 0);

@@ -1,0 +1,190 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  ImportPolicy,
+  type CopyAssignmentsRequest,
+  type CopyAssignmentsResponseSchema,
+  type ExportAssignmentsRequest,
+  type ExportAssignmentsResponseSchema,
+  type ImportAssignmentsRequest,
+  type ImportAssignmentsResponseSchema,
+} from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rules.js";
+import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
+import type { CallContext } from "../grpc/handler-types.js";
+import type { ExperimentStore } from "../store/experiment-store.js";
+import type { StagedRow, TransferStore } from "../store/transfer-store.js";
+import type { ConfigRegistry } from "./config-registry.js";
+
+export const MAX_IMPORT_ERRORS = 100;
+export const DEFAULT_EXPORT_BATCH = 10_000;
+export const MAX_EXPORT_BATCH = 50_000;
+export const DEFAULT_COPY_BATCH = 50_000;
+export const MAX_COPY_BATCH = 100_000;
+
+/** ImportAssignments, ExportAssignments and CopyAssignments. */
+export class AssignmentTransfers {
+  constructor(
+    private readonly transfers: TransferStore,
+    private readonly experiments: ExperimentStore,
+    private readonly registry: ConfigRegistry,
+  ) {}
+
+  async importAssignments(
+    requests: AsyncIterable<ImportAssignmentsRequest>,
+    ctx: CallContext,
+  ): Promise<MessageInitShape<typeof ImportAssignmentsResponseSchema>> {
+    const staging = await this.transfers.beginImport();
+    let received = 0;
+    let invalid = 0;
+    const errors: { position: bigint; message: string }[] = [];
+    let overwrite = false;
+    let skipInvalid = false;
+    let first = true;
+    const variantIds = new Map<string, Map<string, number> | undefined>();
+    const variantsOf = (key: string) => {
+      if (!variantIds.has(key)) {
+        const exp = this.registry.get(key);
+        variantIds.set(key, exp && new Map(exp.variants.map((v) => [v.key, v.id])));
+      }
+      return variantIds.get(key);
+    };
+    try {
+      for await (const message of requests) {
+        if (ctx.signal.aborted) throw invalidArgument("stream", "cancelled by the caller; nothing was imported");
+        if (message.setup) {
+          if (!first) throw invalidArgument(`messages[${received}].setup`, "is allowed only in the first message");
+          const policy = message.setup.policy;
+          if (![ImportPolicy.UNSPECIFIED, ImportPolicy.SKIP_EXISTING, ImportPolicy.OVERWRITE].includes(policy)) {
+            throw invalidArgument("setup.policy", "must be SKIP_EXISTING or OVERWRITE");
+          }
+          overwrite = policy === ImportPolicy.OVERWRITE;
+          skipInvalid = message.setup.skipInvalid;
+        }
+        first = false;
+        const staged: StagedRow[] = [];
+        for (const row of message.rows) {
+          const position = received++;
+          const problem = this.checkRow(row.experimentKey, row.unitId, row.variantKey, variantsOf);
+          if (typeof problem === "string") {
+            invalid++;
+            if (errors.length < MAX_IMPORT_ERRORS) errors.push({ position: BigInt(position), message: problem });
+            continue;
+          }
+          staged.push({ position, experimentId: problem.experimentId, unitId: row.unitId, variantId: problem.variantId });
+        }
+        if (invalid > 0 && !skipInvalid) {
+          throw invalidArgument(
+            `rows[${errors[0].position}]`,
+            `${errors[0].message.replace(/^rows\[\d+\]\./, "")}; the import is refused whole and nothing was stored (set setup.skip_invalid to import the valid rows)`,
+          );
+        }
+        await staging.write(staged);
+      }
+      const result = await staging.commit(overwrite);
+      if (result.overwrittenExperiments.length > 0) await this.registry.refresh();
+      return {
+        received: BigInt(received),
+        imported: BigInt(result.imported),
+        skipped: BigInt(received - invalid - result.imported),
+        invalid: BigInt(invalid),
+        errors,
+      };
+    } catch (err) {
+      await staging.abort();
+      throw err;
+    }
+  }
+
+  private checkRow(
+    experimentKey: string,
+    unitId: string,
+    variantKey: string,
+    variantsOf: (key: string) => Map<string, number> | undefined,
+  ): string | { experimentId: number; variantId: number } {
+    if (!isValidKey(experimentKey)) return `experiment_key: ${KEY_RULE}`;
+    const variants = variantsOf(experimentKey);
+    if (!variants) return `experiment_key: no experiment "${experimentKey}"`;
+    if (!isValidUnitId(unitId)) return `unit_id: ${UNIT_ID_RULE}`;
+    const variantId = variants.get(variantKey);
+    if (variantId === undefined) return `variant_key: "${variantKey}" is not a variant of "${experimentKey}" (${[...variants.keys()].join(", ")})`;
+    return { experimentId: this.registry.get(experimentKey)!.id, variantId };
+  }
+
+  async *exportAssignments(
+    req: ExportAssignmentsRequest,
+    ctx: CallContext,
+  ): AsyncIterable<MessageInitShape<typeof ExportAssignmentsResponseSchema>> {
+    const exp = await this.experimentByKey("experiment_key", req.experimentKey);
+    const size = this.batchSize("batch_size", req.batchSize, DEFAULT_EXPORT_BATCH, MAX_EXPORT_BATCH);
+    const legendIndex = new Map(exp.variants.map((v, i) => [v.id, i]));
+    const legend = exp.variants.map((v) => v.key);
+    let after: string | undefined;
+    for (;;) {
+      if (ctx.signal.aborted) return;
+      const rows = await this.transfers.exportPage(exp.id, after, size);
+      if (rows.length === 0) return;
+      yield {
+        experimentKey: exp.key,
+        legend,
+        unitIds: rows.map((r) => r.unit_id),
+        variantIndexes: rows.map((r) => legendIndex.get(r.variant) ?? 0),
+        sources: rows.map((r) => r.source),
+        versions: rows.map((r) => BigInt(r.version)),
+      };
+      if (rows.length < size) return;
+      after = rows[rows.length - 1].unit_id;
+    }
+  }
+
+  async *copyAssignments(
+    req: CopyAssignmentsRequest,
+    ctx: CallContext,
+  ): AsyncIterable<MessageInitShape<typeof CopyAssignmentsResponseSchema>> {
+    const source = await this.experimentByKey("source_experiment_key", req.sourceExperimentKey);
+    const target = await this.experimentByKey("target_experiment_key", req.targetExperimentKey);
+    if (source.id === target.id) throw invalidArgument("target_experiment_key", "must differ from source_experiment_key");
+    if (source.unitType !== target.unitType) {
+      throw failedPrecondition(`target_experiment_key: unit type ${target.unitType} differs from the source's ${source.unitType}`);
+    }
+    const size = this.batchSize("batch_size", req.batchSize, DEFAULT_COPY_BATCH, MAX_COPY_BATCH);
+    const sourceIds = new Map(source.variants.map((v) => [v.key, v.id]));
+    const targetIds = new Map(target.variants.map((v) => [v.key, v.id]));
+    const mapping = new Map<number, number>();
+    const entries = Object.entries(req.variantMapping);
+    if (entries.length === 0) throw invalidArgument("variant_mapping", "must map at least one source variant to a target variant");
+    for (const [from, to] of entries) {
+      const f = sourceIds.get(from);
+      if (f === undefined) throw invalidArgument(`variant_mapping["${from}"]`, `key must be a variant of "${source.key}"`);
+      const t = targetIds.get(to);
+      if (t === undefined) throw invalidArgument(`variant_mapping["${from}"]`, `value must be a variant of "${target.key}" (got "${to}")`);
+      mapping.set(f, t);
+    }
+    const total = BigInt(await this.transfers.countAssignments(source.id));
+    let scanned = 0n;
+    let copied = 0n;
+    let after: string | undefined;
+    for (;;) {
+      if (ctx.signal.aborted) return;
+      const page = await this.transfers.copyPage(source.id, target.id, target.version, mapping, after, size);
+      scanned += BigInt(page.scanned);
+      copied += BigInt(page.copied);
+      const done = page.scanned < size || page.last === null;
+      yield { scanned, copied, skipped: scanned - copied, total, done };
+      if (done) return;
+      after = page.last!;
+    }
+  }
+
+  private async experimentByKey(field: string, key: string) {
+    if (!isValidKey(key)) throw invalidArgument(field, KEY_RULE);
+    const exp = this.registry.get(key) ?? (await this.experiments.getExperiment(key).catch(() => undefined));
+    if (!exp) throw notFound(`${field}: no experiment "${key}"`);
+    return exp;
+  }
+
+  private batchSize(field: string, value: number, fallback: number, max: number): number {
+    if (value === 0) return fallback;
+    if (value > max) throw invalidArgument(field, `must be 1..${max}`);
+    return value;
+  }
+}

@@ -1,0 +1,171 @@
+import { once } from "node:events";
+import { from as copyFrom } from "pg-copy-streams";
+import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { CONFIG_CHANNEL } from "./experiment-store.js";
+import { mapDatabaseError, type PgDatabase } from "./pg-database.js";
+
+/** A row ready for staging: ids already resolved and checked. */
+export interface StagedRow {
+  position: number;
+  experimentId: number;
+  unitId: string;
+  variantId: number;
+}
+
+export interface ImportResult {
+  imported: number;
+  /** Experiments whose stored values were replaced (OVERWRITE): their caches must move on. */
+  overwrittenExperiments: number[];
+}
+
+/** COPY text format: backslash, tab, newline and carriage return are escaped. */
+function copyText(s: string): string {
+  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : s;
+}
+
+/**
+ * Bulk movement of stored assignments: imports staged with COPY and merged in one transaction,
+ * exports paged by unit id, and copies between experiments in SQL.
+ */
+export class TransferStore {
+  constructor(private readonly db: PgDatabase) {}
+
+  /**
+   * Opens a transaction and a COPY into a temporary staging table. Feed it with `write`, then
+   * `commit` merges into assignments (or `abort` leaves nothing).
+   */
+  async beginImport() {
+    let client;
+    try {
+      client = await this.db.pool.connect();
+    } catch (err) {
+      return mapDatabaseError(err);
+    }
+    let done = false;
+    const release = (broken: boolean) => {
+      if (done) return;
+      done = true;
+      client.release(broken);
+    };
+    try {
+      await client.query("BEGIN");
+      await client.query(`SET LOCAL work_mem = '256MB'`);
+      await client.query(
+        `CREATE TEMP TABLE import_staging (pos bigint, experiment_id int, unit_id text, variant smallint) ON COMMIT DROP`,
+      );
+    } catch (err) {
+      release(true);
+      return mapDatabaseError(err);
+    }
+    const copy = client.query(copyFrom(`COPY import_staging (pos, experiment_id, unit_id, variant) FROM STDIN`));
+    let copyError: unknown;
+    copy.on("error", (err) => (copyError ??= err));
+
+    return {
+      /** Stages rows; resolves when the COPY stream can take more (backpressure). */
+      async write(rows: readonly StagedRow[]): Promise<void> {
+        if (copyError) throw copyError;
+        if (rows.length === 0) return;
+        let text = "";
+        for (const r of rows) text += `${r.position}\t${r.experimentId}\t${copyText(r.unitId)}\t${r.variantId}\n`;
+        if (!copy.write(text)) await Promise.race([once(copy, "drain"), once(copy, "error")]);
+        if (copyError) throw copyError;
+      },
+
+      /** Ends the COPY and merges: the first row of a unit counts; existing units are skipped, or
+       * replaced with `overwrite` (overrides never are). */
+      async commit(overwrite: boolean): Promise<ImportResult> {
+        try {
+          copy.end();
+          await once(copy, "finish");
+          if (copyError) throw copyError;
+          const conflict = overwrite
+            ? `ON CONFLICT (experiment_id, unit_id) DO UPDATE
+                 SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
+                 WHERE assignments.source <> ${Source.OVERRIDE}`
+            : `ON CONFLICT DO NOTHING`;
+          const rows = overwrite
+            ? `SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
+                 FROM import_staging s JOIN experiments e ON e.id = s.experiment_id
+                ORDER BY s.experiment_id, s.unit_id, s.pos`
+            : `SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
+                 FROM import_staging s JOIN experiments e ON e.id = s.experiment_id`;
+          const r = await client.query(`INSERT INTO assignments (experiment_id, unit_id, variant, version, source) ${rows} ${conflict}`);
+          let overwrittenExperiments: number[] = [];
+          if (overwrite) {
+            const { rows: ex } = await client.query<{ id: number }>(
+              `UPDATE experiments SET cache_generation = cache_generation + 1, version = version + 1, updated_at = now()
+                WHERE id IN (SELECT DISTINCT experiment_id FROM import_staging) RETURNING id`,
+            );
+            overwrittenExperiments = ex.map((e) => e.id);
+            const { rows: ep } = await client.query<{ epoch: string }>(`UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`);
+            await client.query(`SELECT pg_notify($1, $2)`, [CONFIG_CHANNEL, ep[0].epoch]);
+          }
+          await client.query("COMMIT");
+          release(false);
+          return { imported: r.rowCount ?? 0, overwrittenExperiments };
+        } catch (err) {
+          await client.query("ROLLBACK").catch(() => {});
+          release(true);
+          return mapDatabaseError(err);
+        }
+      },
+
+      /** Leaves nothing behind. */
+      async abort(): Promise<void> {
+        if (done) return;
+        copy.destroy();
+        await client.query("ROLLBACK").catch(() => {});
+        release(true);
+      },
+    };
+  }
+
+  /** One page of an experiment's stored assignments, ordered by unit id, after `afterUnit`. */
+  async exportPage(experimentId: number, afterUnit: string | undefined, limit: number) {
+    const { rows } = await this.db.query<{ unit_id: string; variant: number; source: number; version: string }>(
+      afterUnit === undefined
+        ? `SELECT unit_id, variant, source, version::text FROM assignments WHERE experiment_id = $1 ORDER BY unit_id LIMIT $2`
+        : `SELECT unit_id, variant, source, version::text FROM assignments WHERE experiment_id = $1 AND unit_id > $3 ORDER BY unit_id LIMIT $2`,
+      afterUnit === undefined ? [experimentId, limit] : [experimentId, limit, afterUnit],
+    );
+    return rows;
+  }
+
+  async countAssignments(experimentId: number): Promise<number> {
+    const { rows } = await this.db.query<{ n: string }>(`SELECT count(*) AS n FROM assignments WHERE experiment_id = $1`, [experimentId]);
+    return Number(rows[0].n);
+  }
+
+  /**
+   * Copies one page of the source experiment's rows (after `afterUnit`, by unit id) into the
+   * target through `mapping` (source variant id -> target variant id), leaving units the target
+   * already has alone. One statement, committed on its own: an interrupted copy resumes by
+   * running again.
+   */
+  async copyPage(
+    sourceId: number,
+    targetId: number,
+    targetVersion: bigint,
+    mapping: Map<number, number>,
+    afterUnit: string | undefined,
+    limit: number,
+  ) {
+    const { rows } = await this.db.query<{ scanned: string; copied: string; last: string | null }>(
+      `WITH src AS (
+         SELECT unit_id, variant FROM assignments
+          WHERE experiment_id = $1 AND ($6::text IS NULL OR unit_id > $6) ORDER BY unit_id LIMIT $7
+       ), ins AS (
+         INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+         SELECT $2, s.unit_id, m.t, $3, ${Source.IMPORT}
+           FROM src s JOIN unnest($4::smallint[], $5::smallint[]) AS m(f, t) ON m.f = s.variant
+         ON CONFLICT DO NOTHING
+         RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM src) AS scanned, (SELECT count(*) FROM ins) AS copied,
+              (SELECT unit_id FROM src ORDER BY unit_id DESC LIMIT 1) AS last`,
+      [sourceId, targetId, targetVersion.toString(), [...mapping.keys()], [...mapping.values()], afterUnit ?? null, limit],
+    );
+    return { scanned: Number(rows[0].scanned), copied: Number(rows[0].copied), last: rows[0].last };
+  }
+}
