@@ -1,36 +1,40 @@
 import type { StoredAssignment } from "../engine/evaluate.js";
 import type { AssignmentCache, CacheCell } from "./assignment-cache.js";
 
-interface Generation {
+interface Entry {
   generation: number;
-  units: Map<string, StoredAssignment>;
+  value: StoredAssignment;
 }
 
 /**
- * In-process layer in front of Redis. One map per experiment, dropped whole when the experiment's
- * cache generation moves on; bounded by `maxEntries` (oldest entries of the experiment being
- * written are evicted first).
+ * In-process layer in front of Redis, bounded by `maxEntries`. Two generations of maps: entries
+ * go into the young one; when it holds half the bound it becomes the old one and the previous old
+ * one is dropped whole. A hit in the old map is moved to the young one, so what is used stays.
+ * Every operation is O(1) (evicting single entries from a Map one by one degrades badly in V8).
+ * An entry of an older cache generation than the caller's is a miss.
  */
 export class MemoryCache implements AssignmentCache {
-  private readonly experiments = new Map<number, Generation>();
-  private size = 0;
+  private young = new Map<string, Entry>();
+  private old = new Map<string, Entry>();
+  private readonly half: number;
 
-  constructor(private readonly maxEntries: number) {}
+  constructor(maxEntries: number) {
+    this.half = Math.max(0, Math.floor(maxEntries / 2));
+  }
 
-  private slot(experimentId: number, generation: number, create: boolean): Generation | undefined {
-    let g = this.experiments.get(experimentId);
-    if (g && g.generation !== generation) {
-      if (generation < g.generation) return undefined; // a caller with older configuration
-      this.size -= g.units.size;
-      this.experiments.delete(experimentId);
-      g = undefined;
-    }
-    if (!g && create) this.experiments.set(experimentId, (g = { generation, units: new Map() }));
-    return g;
+  private static key(c: CacheCell): string {
+    return c.experimentId + "\u0000" + c.unitId;
   }
 
   getSync(cell: CacheCell): StoredAssignment | undefined {
-    return this.slot(cell.experimentId, cell.generation, false)?.units.get(cell.unitId);
+    if (this.half === 0) return undefined;
+    const key = MemoryCache.key(cell);
+    let e = this.young.get(key);
+    if (!e) {
+      e = this.old.get(key);
+      if (e && e.generation === cell.generation) this.put(key, e);
+    }
+    return e && e.generation === cell.generation ? e.value : undefined;
   }
 
   async getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]> {
@@ -38,34 +42,24 @@ export class MemoryCache implements AssignmentCache {
   }
 
   async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
-    if (this.maxEntries <= 0) return;
-    for (let i = 0; i < cells.length; i++) {
-      const c = cells[i];
-      const g = this.slot(c.experimentId, c.generation, true);
-      if (!g) continue;
-      if (!g.units.has(c.unitId)) {
-        if (this.size >= this.maxEntries) this.evictOne(g);
-        this.size++;
-      }
-      g.units.set(c.unitId, values[i]);
-    }
+    if (this.half === 0) return;
+    for (let i = 0; i < cells.length; i++) this.put(MemoryCache.key(cells[i]), { generation: cells[i].generation, value: values[i] });
   }
 
-  private evictOne(preferred: Generation): void {
-    const victim = preferred.units.size > 0 ? preferred : this.experiments.values().next().value;
-    const oldest = victim?.units.keys().next();
-    if (victim && oldest && !oldest.done) {
-      victim.units.delete(oldest.value);
-      this.size--;
+  private put(key: string, e: Entry): void {
+    this.young.set(key, e);
+    if (this.young.size >= this.half) {
+      this.old = this.young;
+      this.young = new Map();
     }
   }
 
   get entries(): number {
-    return this.size;
+    return this.young.size + this.old.size;
   }
 
   clear(): void {
-    this.experiments.clear();
-    this.size = 0;
+    this.young.clear();
+    this.old.clear();
   }
 }
