@@ -2,17 +2,19 @@ import { Cluster, Redis } from "ioredis";
 import type { StoredAssignment } from "../engine/evaluate.js";
 import type { AssignmentCache, CacheCell } from "./assignment-cache.js";
 
-/** How many Redis hash slots one experiment's entries spread over. */
-export const SHARDS = 16;
+/** How many Redis hash slots one experiment's entries spread over on a Redis Cluster. A single
+ * Redis has no slots to spread over, so it uses one shard: one MGET per experiment per batch. */
+export const CLUSTER_SHARDS = 16;
 
 /**
- * Redis layer. Key layout: `<prefix><installation>:a:{<experiment id>.<generation>.<shard>}:<unit id>`, value
- * `<variant id>.<source>`. The hash tag keeps a shard's keys in one slot, so a batch is one MGET
- * (or one fill script) per shard: at most 16 commands, one round trip with auto-pipelining, and
- * valid on Redis Cluster, where no command ever spans two slots.
+ * Redis layer. Key layout: `<prefix><installation>:a:{<experiment id>.<generation>.<shard>}:<unit id>`,
+ * value `<variant id>.<source>`. The hash tag keeps a shard's keys in one slot, so a batch is one
+ * MGET (or one fill script) per experiment and shard, all in one round trip with auto-pipelining,
+ * and valid on Redis Cluster, where no command ever spans two slots.
  */
 export class RedisCache implements AssignmentCache {
   private readonly redis: Redis | Cluster;
+  private readonly shards: number;
   private warned = 0;
 
   constructor(
@@ -20,24 +22,32 @@ export class RedisCache implements AssignmentCache {
     private readonly options: { prefix: string; ttlSeconds: number; log?: (msg: string) => void },
   ) {
     this.redis = redis;
+    this.shards = redis instanceof Cluster ? CLUSTER_SHARDS : 1;
     redis.defineCommand("fillAssignments", {
       // KEYS: cache keys of one slot; ARGV[1]: ttl; ARGV[2..]: values.
       lua: `for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ARGV[1]) end return #KEYS`,
     });
   }
 
-  private tag(c: CacheCell): string {
-    return `${this.options.prefix}a:{${c.experimentId}.${c.generation}.${shardOf(c.unitId)}}:`;
-  }
-
-  /** Groups cell indexes by hash tag (one group per slot). */
+  /** Groups cell indexes by hash tag (one group per slot); the tag string is built once a group. */
   private group(cells: readonly CacheCell[]): Map<string, number[]> {
-    const groups = new Map<string, number[]>();
+    // experiment id -> generation * shards + shard -> cell indexes
+    const byExperiment = new Map<number, Map<number, number[]>>();
     for (let i = 0; i < cells.length; i++) {
-      const t = this.tag(cells[i]);
-      const g = groups.get(t);
+      const c = cells[i];
+      let inner = byExperiment.get(c.experimentId);
+      if (!inner) byExperiment.set(c.experimentId, (inner = new Map()));
+      const code = c.generation * this.shards + (this.shards === 1 ? 0 : shardOf(c.unitId));
+      const g = inner.get(code);
       if (g) g.push(i);
-      else groups.set(t, [i]);
+      else inner.set(code, [i]);
+    }
+    const groups = new Map<string, number[]>();
+    for (const [experimentId, inner] of byExperiment) {
+      for (const [code, idx] of inner) {
+        const generation = Math.floor(code / this.shards);
+        groups.set(`${this.options.prefix}a:{${experimentId}.${generation}.${code % this.shards}}:`, idx);
+      }
     }
     return groups;
   }
@@ -93,14 +103,14 @@ function decode(s: string): StoredAssignment | undefined {
   return { variantId: Number(s.slice(0, dot)), source: Number(s.slice(dot + 1)) };
 }
 
-/** FNV-1a over UTF-16 code units, mod SHARDS: cheap and well spread. */
+/** FNV-1a over UTF-16 code units, mod CLUSTER_SHARDS: cheap and well spread. */
 export function shardOf(unitId: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < unitId.length; i++) {
     h ^= unitId.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  return (h >>> 0) % SHARDS;
+  return (h >>> 0) % CLUSTER_SHARDS;
 }
 
 /** A Redis client that fails fast while disconnected (callers fall back to PostgreSQL) and

@@ -44,6 +44,8 @@ const STORED_REASONS = new Set([Reason.OVERRIDE, Reason.STICKY]);
  * layer is written to the faster ones.
  */
 export class Assigner {
+  private readonly pendingFills = new Set<Promise<void>>();
+
   constructor(
     private readonly store: AssignmentStore,
     private readonly memory: MemoryCache,
@@ -103,7 +105,7 @@ export class Assigner {
         redisValues.push(hit);
       } else afterRedis.push(l);
     });
-    await this.memory.setMany(redisHits.map((l) => l.cache), redisValues);
+    await this.memory.setMany(redisHits.map((l) => l.cache), redisValues); // already in Redis
     missing = afterRedis;
     if (missing.length === 0) return results;
 
@@ -156,10 +158,23 @@ export class Assigner {
     return results;
   }
 
+  /**
+   * Writes stored values to the faster layers. The memory layer is written at once; the Redis write
+   * is not waited for (the values are already stored in PostgreSQL, so the answer need not wait),
+   * but it is tracked so that shutdown can wait for it.
+   */
   private async fill(lookups: Lookup[], values: StoredAssignment[]): Promise<void> {
     if (lookups.length === 0) return;
     const cells = lookups.map((l) => l.cache);
-    await Promise.all([this.memory.setMany(cells, values), this.redis.setMany(cells, values)]);
+    await this.memory.setMany(cells, values);
+    const p = this.redis.setMany(cells, values);
+    this.pendingFills.add(p);
+    p.finally(() => this.pendingFills.delete(p));
+  }
+
+  /** Resolves when every started cache write has finished. */
+  async flush(): Promise<void> {
+    while (this.pendingFills.size > 0) await Promise.all([...this.pendingFills]);
   }
 
   /** The store failed: UNAVAILABLE, or the hashed answers unstored when the call allows it. */
