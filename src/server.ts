@@ -33,6 +33,8 @@ export interface ServerConfig {
   databasePoolSize?: number;
   /** How often to check for configuration changes missed by LISTEN/NOTIFY; default 1000 ms. */
   configCheckMs?: number;
+  /** On close, how long in-flight calls may take before they are cancelled; default 10,000 ms. */
+  shutdownGraceMs?: number;
   logger?: Logger;
 }
 
@@ -68,14 +70,16 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     log: (m) => log.warn(m),
   });
   const memory = new MemoryCache(config.memoryCacheEntries ?? 200_000);
-  const assigner = new Assigner(new AssignmentStore(database), memory, cache);
+  const assignmentStore = new AssignmentStore(database);
+  const assigner = new Assigner(assignmentStore, memory, cache);
+  const shutdown = new AbortController();
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   });
   const bindOptions = { log: (msg: string, err: unknown) => log.error({ err }, msg) };
-  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner), bindOptions);
+  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner, shutdown.signal), bindOptions);
   server.addService(a.definition, a.implementation);
   const transfers = new AssignmentTransfers(new TransferStore(database), experiments, registry);
   const e = bindService(ExperimentService, experimentHandlers(experiments, registry, transfers), bindOptions);
@@ -94,10 +98,26 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     address: `${host}:${port}`,
     registry,
     database,
+    /**
+     * Graceful stop: no new calls are accepted; streams stop reading and answer what they read;
+     * in-flight calls get `shutdownGraceMs` to finish, then are cancelled; pending writes to
+     * PostgreSQL and Redis are completed before the connections close. Nothing acknowledged to a
+     * caller is lost, because every answer is stored before it is sent.
+     */
     async close() {
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      shutdown.abort();
+      let timer: NodeJS.Timeout | undefined;
+      const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
+      const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), config.shutdownGraceMs ?? 10_000)));
+      if (!(await Promise.race([drained, late]))) {
+        log.warn("calls still running after the shutdown grace period: cancelling them");
+        server.forceShutdown();
+      }
+      clearTimeout(timer);
+      await assignmentStore.flush();
+      await assigner.flush();
       registry.stop();
-      redis.disconnect();
+      await redis.quit().catch(() => redis.disconnect());
       await database.close();
     },
   };

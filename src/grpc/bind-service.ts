@@ -20,10 +20,16 @@ export interface BindOptions {
   interceptor?: Interceptor;
 }
 
-function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "cancelled", f: () => void): unknown }): CallContext {
+/** The handler's context; `finish()` marks the handler done, after which grpc-js's "cancelled"
+ * (which it also emits when a finished call closes) no longer aborts anything. */
+function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "cancelled", f: () => void): unknown }) {
   const controller = new AbortController();
-  call.on("cancelled", () => controller.abort());
-  return { metadata: call.metadata, signal: controller.signal, method: method.name };
+  let finished = false;
+  call.on("cancelled", () => {
+    if (!finished) controller.abort();
+  });
+  const ctx: CallContext = { metadata: call.metadata, signal: controller.signal, method: method.name };
+  return { ctx, finish: () => (finished = true) };
 }
 
 /** Decodes a request stream. The iterator must not destroy the call when the requests end: for
@@ -46,58 +52,68 @@ export function bindService<S extends DescService>(service: S, handlers: Service
     switch (method.methodKind) {
       case "unary":
         impl[method.localName] = (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
+          const { ctx, finish } = contextOf(method, call);
           (async () => {
             options.interceptor?.(method, call.metadata);
-            const ctx = contextOf(method, call);
             return handler(decodeRequest(method, call.request), ctx);
-          })().then(
-            (res) => callback(null, res),
-            (err) => callback(fail(err)),
-          );
+          })()
+            .finally(finish)
+            .then(
+              (res) => callback(null, res),
+              (err) => callback(fail(err)),
+            );
         };
         break;
       case "server_streaming":
         impl[method.localName] = (call: ServerWritableStream<Buffer, unknown>) => {
+          const { ctx, finish } = contextOf(method, call);
           (async () => {
             options.interceptor?.(method, call.metadata);
-            const ctx = contextOf(method, call);
             const out = handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
             for await (const msg of out) {
               if (ctx.signal.aborted) return;
               if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
             }
-          })().then(
-            () => call.end(),
-            (err) => call.destroy(Object.assign(new Error(), fail(err))),
-          );
+          })()
+            .finally(finish)
+            .then(
+              () => call.end(),
+              // grpc-js turns an 'error' event into the call's status, after the messages already written.
+              (err) => call.emit("error", Object.assign(new Error(), fail(err))),
+            );
         };
         break;
       case "client_streaming":
         impl[method.localName] = (call: ServerReadableStream<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
+          const { ctx, finish } = contextOf(method, call);
           (async () => {
             options.interceptor?.(method, call.metadata);
-            const ctx = contextOf(method, call);
             return handler(decodeStream(method, call), ctx);
-          })().then(
-            (res) => callback(null, res),
-            (err) => callback(fail(err)),
-          );
+          })()
+            .finally(finish)
+            .then(
+              (res) => callback(null, res),
+              (err) => callback(fail(err)),
+            );
         };
         break;
       case "bidi_streaming":
         impl[method.localName] = (call: ServerDuplexStream<Buffer, unknown>) => {
+          const { ctx, finish } = contextOf(method, call);
           (async () => {
             options.interceptor?.(method, call.metadata);
-            const ctx = contextOf(method, call);
             const out = handler(decodeStream(method, call), ctx) as AsyncIterable<unknown>;
             for await (const msg of out) {
               if (ctx.signal.aborted) return;
               if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
             }
-          })().then(
-            () => call.end(),
-            (err) => call.destroy(Object.assign(new Error(), fail(err))),
-          );
+          })()
+            .finally(finish)
+            .then(
+              () => call.end(),
+              // grpc-js turns an 'error' event into the call's status, after the messages already written.
+              (err) => call.emit("error", Object.assign(new Error(), fail(err))),
+            );
         };
         break;
     }

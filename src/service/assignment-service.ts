@@ -10,7 +10,7 @@ import {
 import { explainBuckets, isEnrolled } from "../engine/evaluate.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { checkKey, checkUnitId, checkUnitType, isValidUnitType, UNIT_TYPE_RULE } from "../engine/rules.js";
-import { invalidArgument } from "../errors.js";
+import { invalidArgument, unavailable } from "../errors.js";
 import type { ServiceHandlers } from "../grpc/handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
 import type { ConfigRegistry } from "./config-registry.js";
@@ -107,7 +107,20 @@ function checkExperimentKeys(keys: readonly string[], min: number): void {
   }
 }
 
-export function assignmentHandlers(registry: ConfigRegistry, assigner: Assigner): ServiceHandlers<typeof AssignmentService> {
+/**
+ * @param shutdown aborted when the server begins to shut down: streams stop reading, answer the
+ * batches already read, and end with UNAVAILABLE saying how many batches were answered.
+ */
+export function assignmentHandlers(
+  registry: ConfigRegistry,
+  assigner: Assigner,
+  shutdown: AbortSignal = new AbortController().signal,
+): ServiceHandlers<typeof AssignmentService> {
+  const shuttingDown = new Promise<"shutdown">((resolve) => {
+    if (shutdown.aborted) resolve("shutdown");
+    else shutdown.addEventListener("abort", () => resolve("shutdown"), { once: true });
+  });
+
   /** Answers one batch of a stream or matrix: cells experiment-major, one column per experiment. */
   const answerColumns = async (keys: readonly string[], unitType: string, unitIds: readonly string[], o: ReturnType<typeof optionsOf>) => {
     const exps = keys.map((k) => registry.get(k));
@@ -216,7 +229,11 @@ export function assignmentHandlers(registry: ConfigRegistry, assigner: Assigner)
         }
         while (inFlight.length >= STREAM_BATCHES_IN_FLIGHT) yield { batch: batch++, columns: await inFlight.shift()! };
         position++;
-        const next = await it.next();
+        const next = await Promise.race([it.next(), shuttingDown]);
+        if (next === "shutdown") {
+          while (inFlight.length > 0) yield { batch: batch++, columns: await inFlight.shift()! };
+          throw unavailable(`server is shutting down: batches 0 to ${batch - 1n} were answered (and stored); send the rest again`);
+        }
         message = next.done ? undefined : next.value;
       }
       while (inFlight.length > 0) yield { batch: batch++, columns: await inFlight.shift()! };
