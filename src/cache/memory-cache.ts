@@ -1,5 +1,10 @@
 import type { StoredAssignment } from "../engine/evaluate.js";
-import type { AssignmentCache, CacheCell } from "./assignment-cache.js";
+
+/** An address in the in-process cache: `key` names the (experiment, unit) pair (see cellId). */
+export interface MemoryCell {
+  key: string;
+  generation: number;
+}
 
 interface Entry {
   generation: number;
@@ -13,7 +18,7 @@ interface Entry {
  * Every operation is O(1) (evicting single entries from a Map one by one degrades badly in V8).
  * An entry of an older cache generation than the caller's is a miss.
  */
-export class MemoryCache implements AssignmentCache {
+export class MemoryCache {
   private young = new Map<string, Entry>();
   private old = new Map<string, Entry>();
   private readonly half: number;
@@ -22,28 +27,19 @@ export class MemoryCache implements AssignmentCache {
     this.half = Math.max(0, Math.floor(maxEntries / 2));
   }
 
-  private static key(c: CacheCell): string {
-    return c.experimentId + "\u0000" + c.unitId;
-  }
-
-  getSync(cell: CacheCell): StoredAssignment | undefined {
+  get(key: string, generation: number): StoredAssignment | undefined {
     if (this.half === 0) return undefined;
-    const key = MemoryCache.key(cell);
     let e = this.young.get(key);
     if (!e) {
       e = this.old.get(key);
-      if (e && e.generation === cell.generation) this.put(key, e);
+      if (e && e.generation === generation) this.put(key, e);
     }
-    return e && e.generation === cell.generation ? e.value : undefined;
+    return e && e.generation === generation ? e.value : undefined;
   }
 
-  async getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]> {
-    return cells.map((c) => this.getSync(c));
-  }
-
-  async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
+  setMany(cells: readonly MemoryCell[], values: readonly StoredAssignment[]): void {
     if (this.half === 0) return;
-    for (let i = 0; i < cells.length; i++) this.put(MemoryCache.key(cells[i]), { generation: cells[i].generation, value: values[i] });
+    for (let i = 0; i < cells.length; i++) this.put(cells[i].key, { generation: cells[i].generation, value: values[i] });
   }
 
   private put(key: string, e: Entry): void {

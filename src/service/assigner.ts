@@ -14,12 +14,13 @@ export interface Cell {
   unitType: string;
 }
 
+/** Shared between cells with the same answer: never mutate one. */
 export interface CellResult {
-  reason: Reason;
-  variant: VariantConfig | undefined;
+  readonly reason: Reason;
+  readonly variant: VariantConfig | undefined;
   /** The answer is a stored assignment (now). */
-  stored: boolean;
-  layer: Layer;
+  readonly stored: boolean;
+  readonly layer: Layer;
 }
 
 export interface AssignOptionsLike {
@@ -27,15 +28,29 @@ export interface AssignOptionsLike {
   allowUnstored: boolean;
 }
 
-/** A distinct (experiment, unit) pair that needs the store, and the request positions asking it. */
-interface Lookup {
+/** A distinct (experiment, unit) pair that needs the store, and the request positions asking it.
+ * It is its own cache address. */
+interface Lookup extends CacheCell {
   experiment: ExperimentConfig;
-  unitId: string;
-  cache: CacheCell;
-  positions: number[];
+  /** cellId(experiment, unit): the in-process cache key. */
+  key: string;
+  first: number;
+  more: number[] | undefined;
 }
 
 const STORED_REASONS = new Set([Reason.OVERRIDE, Reason.STICKY]);
+
+// Answers are interned per variant: a batch of 10,000 units has a handful of distinct answers,
+// and allocating one object per unit was a measurable share of a stream's time.
+const interned = new WeakMap<VariantConfig, CellResult[]>();
+const internedNoVariant: CellResult[] = [];
+
+function result(reason: Reason, variant: VariantConfig | undefined, stored: boolean, layer: Layer): CellResult {
+  let table = variant ? interned.get(variant) : internedNoVariant;
+  if (!table) interned.set(variant!, (table = []));
+  const code = (reason * 2 + (stored ? 1 : 0)) * 8 + layer;
+  return (table[code] ??= { reason, variant, stored, layer });
+}
 
 /**
  * Answers a batch of cells following SPEC.md: configuration first (rules 1-4 without I/O when the
@@ -59,24 +74,33 @@ export class Assigner {
       const { experiment, unitId, unitType } = cells[i];
       const refused = refuseUnit(experiment, unitId, unitType);
       if (refused) {
-        results[i] = { ...refused, stored: false, layer: Layer.MEMORY };
+        results[i] = result(refused.reason, refused.variant, false, Layer.MEMORY);
       } else if (!needsStoreLookup(experiment!)) {
-        results[i] = { ...decide(experiment!, unitId, undefined), stored: false, layer: Layer.MEMORY };
+        const e = decide(experiment!, unitId, undefined);
+        results[i] = result(e.reason, e.variant, false, Layer.MEMORY);
       } else {
-        const id = cellId(experiment!.id, unitId);
-        const l = lookups.get(id);
-        if (l) l.positions.push(i);
+        const key = cellId(experiment!.id, unitId);
+        const l = lookups.get(key);
+        if (l) (l.more ??= []).push(i);
         else {
-          const cache = { experimentId: experiment!.id, generation: experiment!.cacheGeneration, unitId };
-          lookups.set(id, { experiment: experiment!, unitId, cache, positions: [i] });
+          lookups.set(key, {
+            experiment: experiment!,
+            experimentId: experiment!.id,
+            generation: experiment!.cacheGeneration,
+            unitId,
+            key,
+            first: i,
+            more: undefined,
+          });
         }
       }
     }
     if (lookups.size === 0) return results;
 
     const answer = (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => {
-      const r: CellResult = { reason: e.reason, variant: e.variant, stored, layer };
-      for (const p of l.positions) results[p] = r;
+      const r = result(e.reason, e.variant, stored, layer);
+      results[l.first] = r;
+      if (l.more) for (const p of l.more) results[p] = r;
     };
     const fromStored = (l: Lookup, s: StoredAssignment | undefined, layer: Layer) => {
       const e = decide(l.experiment, l.unitId, s);
@@ -86,14 +110,14 @@ export class Assigner {
     // Memory.
     let missing: Lookup[] = [];
     for (const l of lookups.values()) {
-      const hit = this.memory.getSync(l.cache);
+      const hit = this.memory.get(l.key, l.generation);
       if (hit) fromStored(l, hit, Layer.MEMORY);
       else missing.push(l);
     }
     if (missing.length === 0) return results;
 
     // Redis.
-    const cached = await this.redis.getMany(missing.map((l) => l.cache));
+    const cached = await this.redis.getMany(missing);
     const redisHits: Lookup[] = [];
     const redisValues: StoredAssignment[] = [];
     const afterRedis: Lookup[] = [];
@@ -105,7 +129,7 @@ export class Assigner {
         redisValues.push(hit);
       } else afterRedis.push(l);
     });
-    await this.memory.setMany(redisHits.map((l) => l.cache), redisValues); // already in Redis
+    this.memory.setMany(redisHits, redisValues); // already in Redis
     missing = afterRedis;
     if (missing.length === 0) return results;
 
@@ -165,9 +189,8 @@ export class Assigner {
    */
   private async fill(lookups: Lookup[], values: StoredAssignment[]): Promise<void> {
     if (lookups.length === 0) return;
-    const cells = lookups.map((l) => l.cache);
-    await this.memory.setMany(cells, values);
-    const p = this.redis.setMany(cells, values);
+    this.memory.setMany(lookups, values);
+    const p = this.redis.setMany(lookups, values);
     this.pendingFills.add(p);
     p.finally(() => this.pendingFills.delete(p));
   }
