@@ -113,14 +113,39 @@ export function shardOf(unitId: string): number {
   return (h >>> 0) % CLUSTER_SHARDS;
 }
 
-/** A Redis client that fails fast while disconnected (callers fall back to PostgreSQL) and
- * reconnects by itself. */
-export function connectRedis(url: string): Redis {
-  return new Redis(url, {
+const CLUSTER_SCHEME = "redis-cluster://";
+
+/**
+ * A Redis client that fails fast while disconnected (callers fall back to PostgreSQL) and
+ * reconnects by itself. `redis-cluster://host:port,host:port,…` connects to a Redis Cluster
+ * through those seed nodes; any other URL to a single Redis.
+ */
+export function connectRedis(url: string): Redis | Cluster {
+  const common = {
     enableAutoPipelining: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout: 1_000,
+  };
+  if (url.startsWith(CLUSTER_SCHEME)) {
+    const nodes = url
+      .slice(CLUSTER_SCHEME.length)
+      .split(",")
+      .map((hp) => {
+        const [host, port] = hp.replace(/\/.*$/, "").split(":");
+        return { host, port: Number(port || 6379) };
+      });
+    return new Cluster(nodes, {
+      // ioredis's cluster auto-pipelining refuses batches whose keys span slots of one node; our
+      // commands each stay in one slot and run concurrently instead.
+      enableAutoPipelining: false,
+      enableOfflineQueue: false,
+      clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
+      redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 1_000 },
+    });
+  }
+  return new Redis(url, {
+    ...common,
     retryStrategy: (times) => Math.min(50 * times, 1_000),
     lazyConnect: false,
   });
