@@ -1,0 +1,375 @@
+from assignment.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+IMPORT_POLICY_OVERWRITE: ImportPolicy
+IMPORT_POLICY_SKIP_EXISTING: ImportPolicy
+IMPORT_POLICY_UNSPECIFIED: ImportPolicy
+
+class AllocateSegmentsRequest(_message.Message):
+    __slots__ = ["experiment_key", "namespace_key", "segments"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_KEY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    namespace_key: str
+    segments: int
+    def __init__(self, namespace_key: _Optional[str] = ..., experiment_key: _Optional[str] = ..., segments: _Optional[int] = ...) -> None: ...
+
+class AllocateSegmentsResponse(_message.Message):
+    __slots__ = ["experiment", "namespace"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    namespace: _types_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ..., experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class ClearOverridesRequest(_message.Message):
+    __slots__ = ["all", "experiment_key", "unit_ids"]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    experiment_key: str
+    unit_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment_key: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ..., all: bool = ...) -> None: ...
+
+class ClearOverridesResponse(_message.Message):
+    __slots__ = ["count", "experiment_version"]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    experiment_version: int
+    def __init__(self, count: _Optional[int] = ..., experiment_version: _Optional[int] = ...) -> None: ...
+
+class CopyAssignmentsRequest(_message.Message):
+    __slots__ = ["batch_size", "source_experiment_key", "target_experiment_key", "variant_mapping"]
+    class VariantMappingEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_MAPPING_FIELD_NUMBER: _ClassVar[int]
+    batch_size: int
+    source_experiment_key: str
+    target_experiment_key: str
+    variant_mapping: _containers.ScalarMap[str, str]
+    def __init__(self, source_experiment_key: _Optional[str] = ..., target_experiment_key: _Optional[str] = ..., variant_mapping: _Optional[_Mapping[str, str]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class CopyAssignmentsResponse(_message.Message):
+    __slots__ = ["copied", "done", "scanned", "skipped", "total"]
+    COPIED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    copied: int
+    done: bool
+    scanned: int
+    skipped: int
+    total: int
+    def __init__(self, scanned: _Optional[int] = ..., copied: _Optional[int] = ..., skipped: _Optional[int] = ..., total: _Optional[int] = ..., done: bool = ...) -> None: ...
+
+class CreateExperimentRequest(_message.Message):
+    __slots__ = ["default_variant", "description", "key", "rollout", "salt", "status", "tags", "unit_type", "variants"]
+    DEFAULT_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    default_variant: str
+    description: str
+    key: str
+    rollout: int
+    salt: str
+    status: _types_pb2.ExperimentStatus
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    unit_type: str
+    variants: _containers.RepeatedCompositeFieldContainer[_types_pb2.Variant]
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[_types_pb2.Variant, _Mapping]]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., default_variant: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CreateExperimentResponse(_message.Message):
+    __slots__ = ["experiment"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class CreateNamespaceRequest(_message.Message):
+    __slots__ = ["key", "salt", "segments", "unit_type"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    salt: str
+    segments: int
+    unit_type: str
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., segments: _Optional[int] = ...) -> None: ...
+
+class CreateNamespaceResponse(_message.Message):
+    __slots__ = ["namespace"]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _types_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
+
+class ExportAssignmentsRequest(_message.Message):
+    __slots__ = ["batch_size", "experiment_key"]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    batch_size: int
+    experiment_key: str
+    def __init__(self, experiment_key: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class ExportAssignmentsResponse(_message.Message):
+    __slots__ = ["experiment_key", "legend", "sources", "unit_ids", "variant_indexes", "versions"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    LEGEND_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    legend: _containers.RepeatedScalarFieldContainer[str]
+    sources: _containers.RepeatedScalarFieldContainer[_types_pb2.Source]
+    unit_ids: _containers.RepeatedScalarFieldContainer[str]
+    variant_indexes: _containers.RepeatedScalarFieldContainer[int]
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, experiment_key: _Optional[str] = ..., legend: _Optional[_Iterable[str]] = ..., unit_ids: _Optional[_Iterable[str]] = ..., variant_indexes: _Optional[_Iterable[int]] = ..., sources: _Optional[_Iterable[_Union[_types_pb2.Source, str]]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetExperimentRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetExperimentResponse(_message.Message):
+    __slots__ = ["experiment"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class GetExperimentStatsRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetExperimentStatsResponse(_message.Message):
+    __slots__ = ["chi_square", "degrees_of_freedom", "experiment_key", "experiment_version", "p_value", "sample_ratio_mismatch", "total_units", "variants"]
+    CHI_SQUARE_FIELD_NUMBER: _ClassVar[int]
+    DEGREES_OF_FREEDOM_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_UNITS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    chi_square: float
+    degrees_of_freedom: int
+    experiment_key: str
+    experiment_version: int
+    p_value: float
+    sample_ratio_mismatch: bool
+    total_units: int
+    variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
+    def __init__(self, experiment_key: _Optional[str] = ..., experiment_version: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., total_units: _Optional[int] = ..., chi_square: _Optional[float] = ..., degrees_of_freedom: _Optional[int] = ..., p_value: _Optional[float] = ..., sample_ratio_mismatch: bool = ...) -> None: ...
+
+class GetNamespaceRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetNamespaceResponse(_message.Message):
+    __slots__ = ["namespace"]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _types_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
+
+class ImportAssignmentsRequest(_message.Message):
+    __slots__ = ["rows", "setup"]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[ImportRow]
+    setup: ImportSetup
+    def __init__(self, setup: _Optional[_Union[ImportSetup, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[ImportRow, _Mapping]]] = ...) -> None: ...
+
+class ImportAssignmentsResponse(_message.Message):
+    __slots__ = ["errors", "imported", "invalid", "received", "skipped"]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    errors: _containers.RepeatedCompositeFieldContainer[ImportRowError]
+    imported: int
+    invalid: int
+    received: int
+    skipped: int
+    def __init__(self, received: _Optional[int] = ..., imported: _Optional[int] = ..., skipped: _Optional[int] = ..., invalid: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ImportRowError, _Mapping]]] = ...) -> None: ...
+
+class ImportRow(_message.Message):
+    __slots__ = ["experiment_key", "unit_id", "variant_key"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    unit_id: str
+    variant_key: str
+    def __init__(self, experiment_key: _Optional[str] = ..., unit_id: _Optional[str] = ..., variant_key: _Optional[str] = ...) -> None: ...
+
+class ImportRowError(_message.Message):
+    __slots__ = ["message", "position"]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    position: int
+    def __init__(self, position: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ImportSetup(_message.Message):
+    __slots__ = ["policy", "skip_invalid"]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SKIP_INVALID_FIELD_NUMBER: _ClassVar[int]
+    policy: ImportPolicy
+    skip_invalid: bool
+    def __init__(self, policy: _Optional[_Union[ImportPolicy, str]] = ..., skip_invalid: bool = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ["namespace", "status", "tag"]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    status: _types_pb2.ExperimentStatus
+    tag: str
+    def __init__(self, status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., tag: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ["experiments"]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[_types_pb2.Experiment]
+    def __init__(self, experiments: _Optional[_Iterable[_Union[_types_pb2.Experiment, _Mapping]]] = ...) -> None: ...
+
+class ListNamespacesRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class ListNamespacesResponse(_message.Message):
+    __slots__ = ["namespaces"]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[_types_pb2.Namespace]
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[_types_pb2.Namespace, _Mapping]]] = ...) -> None: ...
+
+class Override(_message.Message):
+    __slots__ = ["unit_id", "variant_key"]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    unit_id: str
+    variant_key: str
+    def __init__(self, unit_id: _Optional[str] = ..., variant_key: _Optional[str] = ...) -> None: ...
+
+class ReleaseSegmentsRequest(_message.Message):
+    __slots__ = ["experiment_key", "namespace_key"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_KEY_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    namespace_key: str
+    def __init__(self, namespace_key: _Optional[str] = ..., experiment_key: _Optional[str] = ...) -> None: ...
+
+class ReleaseSegmentsResponse(_message.Message):
+    __slots__ = ["experiment", "namespace", "released"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    namespace: _types_pb2.Namespace
+    released: int
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ..., experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ..., released: _Optional[int] = ...) -> None: ...
+
+class SetOverridesRequest(_message.Message):
+    __slots__ = ["experiment_key", "overrides"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    overrides: _containers.RepeatedCompositeFieldContainer[Override]
+    def __init__(self, experiment_key: _Optional[str] = ..., overrides: _Optional[_Iterable[_Union[Override, _Mapping]]] = ...) -> None: ...
+
+class SetOverridesResponse(_message.Message):
+    __slots__ = ["count", "experiment_version"]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    experiment_version: int
+    def __init__(self, count: _Optional[int] = ..., experiment_version: _Optional[int] = ...) -> None: ...
+
+class TagList(_message.Message):
+    __slots__ = ["tags"]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateExperimentRequest(_message.Message):
+    __slots__ = ["default_variant", "description", "key", "rollout", "status", "tags", "variants", "version", "winner"]
+    DEFAULT_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    default_variant: str
+    description: str
+    key: str
+    rollout: int
+    status: _types_pb2.ExperimentStatus
+    tags: TagList
+    variants: VariantList
+    version: int
+    winner: str
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., variants: _Optional[_Union[VariantList, _Mapping]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., winner: _Optional[str] = ..., default_variant: _Optional[str] = ..., tags: _Optional[_Union[TagList, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class UpdateExperimentResponse(_message.Message):
+    __slots__ = ["experiment"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class VariantList(_message.Message):
+    __slots__ = ["variants"]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    variants: _containers.RepeatedCompositeFieldContainer[_types_pb2.Variant]
+    def __init__(self, variants: _Optional[_Iterable[_Union[_types_pb2.Variant, _Mapping]]] = ...) -> None: ...
+
+class VariantStats(_message.Message):
+    __slots__ = ["expected_share", "imported", "observed_share", "overrides", "units", "variant_key"]
+    EXPECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    expected_share: float
+    imported: int
+    observed_share: float
+    overrides: int
+    units: int
+    variant_key: str
+    def __init__(self, variant_key: _Optional[str] = ..., units: _Optional[int] = ..., expected_share: _Optional[float] = ..., observed_share: _Optional[float] = ..., overrides: _Optional[int] = ..., imported: _Optional[int] = ...) -> None: ...
+
+class ImportPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []

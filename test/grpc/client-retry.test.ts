@@ -1,0 +1,304 @@
+/**
+ * The TypeScript client's retries: on UNAVAILABLE, for the methods the proto declares idempotent
+ * (idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT) and that do not stream requests, with
+ * exponential backoff and jitter, within the call's deadline. Against real gRPC servers on
+ * loopback whose handlers count the calls they see; no database needed.
+ *
+ * Imported through the package's own "./client" entry point, as another package would.
+ */
+import net from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  AssignmentService,
+  createClient,
+  DEFAULT_RETRY,
+  ExperimentService,
+  isRetryable,
+  type ClientOptions,
+  type RetryEvent,
+} from "assignment-server/client";
+import { backoffMs } from "../../src/client/create-client.js";
+import { ServiceError } from "../../src/errors.js";
+import { bindService } from "../../src/grpc/bind-service.js";
+import { failure, sleep } from "./helpers.js";
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+type Behaviour = (method: string, call: number) => "unavailable" | "invalid" | "ok" | "ok-then-unavailable";
+
+interface Stub {
+  port: number;
+  /** Calls seen, per method name. */
+  calls: Map<string, number>;
+  /** The authorization header of every call seen. */
+  tokens: (string | undefined)[];
+  stop(): Promise<void>;
+}
+
+const unavailable = () => new ServiceError(grpc.status.UNAVAILABLE, "stub: try again");
+
+/** A real gRPC server serving both services; each call does what `behaviour` says. */
+async function startStub(behaviour: Behaviour, port = 0): Promise<Stub> {
+  const calls = new Map<string, number>();
+  const tokens: (string | undefined)[] = [];
+  const server = new grpc.Server();
+  const handlersFor = (service: DescService) =>
+    Object.fromEntries(
+      service.methods.map((m) => {
+        const count = (ctx: { metadata: grpc.Metadata }) => {
+          const n = (calls.get(m.name) ?? 0) + 1;
+          calls.set(m.name, n);
+          tokens.push(ctx.metadata.get("authorization")[0]?.toString());
+          return behaviour(m.name, n);
+        };
+        const unary = async (_req: unknown, ctx: { metadata: grpc.Metadata }) => {
+          const b = count(ctx);
+          if (b === "invalid") throw new ServiceError(grpc.status.INVALID_ARGUMENT, "stub: bad");
+          if (b !== "ok") throw unavailable();
+          return m.name === "Assign" ? { assignment: { experimentKey: "e", variantKey: "a" } } : {};
+        };
+        const streaming = async function* (_req: unknown, ctx: { metadata: grpc.Metadata }) {
+          const b = count(ctx);
+          if (b === "unavailable") throw unavailable();
+          yield { experimentKey: "e", unitIds: ["u-1"] };
+          if (b === "ok-then-unavailable") throw unavailable();
+          yield { experimentKey: "e", unitIds: ["u-2"] };
+        };
+        const kind = m.methodKind;
+        const requestsIn = async (requests: AsyncIterable<unknown>, ctx: { metadata: grpc.Metadata }) => {
+          for await (const _ of requests) {
+            // drain
+          }
+          return unary(undefined, ctx);
+        };
+        const handler =
+          kind === "unary"
+            ? unary
+            : kind === "server_streaming"
+              ? streaming
+              : kind === "client_streaming"
+                ? requestsIn
+                : async function* (requests: AsyncIterable<unknown>, ctx: { metadata: grpc.Metadata }) {
+                    await requestsIn(requests, ctx);
+                  };
+        return [m.localName, handler];
+      }),
+    );
+  for (const service of [AssignmentService, ExperimentService] as DescService[]) {
+    const bound = bindService(service, handlersFor(service) as never, { log: () => {} });
+    server.addService(bound.definition, bound.implementation);
+  }
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { port: bound, calls, tokens, stop: () => new Promise<void>((r) => server.tryShutdown(() => r())) };
+}
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+function clients(port: number, retry?: ClientOptions["retry"], timeoutMs = 10_000) {
+  const options = { timeoutMs, token: "secret", retry, channelOptions: { "grpc.use_local_subchannel_pool": 1 } };
+  const assignments = createClient(AssignmentService, `127.0.0.1:${port}`, options);
+  const experiments = createClient(ExperimentService, `127.0.0.1:${port}`, options);
+  cleanups.push(() => assignments.close(), () => experiments.close());
+  return { assignments, experiments };
+}
+
+async function stub(behaviour: Behaviour, port?: number) {
+  const s = await startStub(behaviour, port);
+  cleanups.push(() => s.stop());
+  return s;
+}
+
+describe("which calls are retried", () => {
+  it("follows the proto's idempotency_level: reads and the sticky assignment calls, never request streams", () => {
+    const retryable = [...AssignmentService.methods, ...ExperimentService.methods].filter(isRetryable).map((m) => m.name);
+    expect(retryable.sort()).toEqual(
+      [
+        "Assign",
+        "AssignUnit",
+        "BulkAssign",
+        "MatrixAssign",
+        "GetExperiment",
+        "ListExperiments",
+        "GetNamespace",
+        "ListNamespaces",
+        "GetExperimentStats",
+        "ExportAssignments",
+      ].sort(),
+    );
+  });
+
+  it("defaults to 4 attempts, 50 ms initial and 2 s maximum backoff", () => {
+    expect(DEFAULT_RETRY).toEqual({ maxAttempts: 4, initialBackoffMs: 50, maxBackoffMs: 2000 });
+  });
+
+  it("backs off exponentially with jitter: retry n waits between half and all of min(initial * 2^(n-1), max)", () => {
+    for (let n = 1; n <= 10; n++) {
+      const ceiling = Math.min(2000, 50 * 2 ** (n - 1));
+      const waits = Array.from({ length: 200 }, () => backoffMs(DEFAULT_RETRY, n));
+      expect(Math.min(...waits), `retry ${n}`).toBeGreaterThanOrEqual(Math.floor(ceiling / 2));
+      expect(Math.max(...waits), `retry ${n}`).toBeLessThanOrEqual(ceiling);
+      expect(new Set(waits).size, `retry ${n} is jittered`).toBeGreaterThan(1);
+    }
+  });
+});
+
+describe("retries on UNAVAILABLE", () => {
+  it("rides out a server that starts listening 300 ms after the call", async () => {
+    const port = await freePort();
+    const events: RetryEvent[] = [];
+    const { assignments } = clients(port, { maxAttempts: 10, initialBackoffMs: 50, maxBackoffMs: 400, onRetry: (e) => events.push(e) });
+    const started = Date.now();
+    const call = assignments.assign({ experimentKey: "e", unitId: "u-1" });
+    await sleep(300);
+    const s = await stub(() => "ok", port);
+    const res = await call;
+    expect(res.assignment?.variantKey).toBe("a");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(events.length).toBeGreaterThanOrEqual(1);
+    for (const e of events) {
+      expect(e.method).toBe("/assignment.v1.AssignmentService/Assign");
+      expect(e.error.code).toBe(grpc.status.UNAVAILABLE);
+    }
+    expect(events.map((e) => e.attempt)).toEqual(events.map((_, i) => i + 1));
+    // The attempt that got through carried the token like the first one would have.
+    expect(s.calls.get("Assign")).toBe(1);
+    expect(s.tokens).toEqual(["Bearer secret"]);
+  });
+
+  it("does not retry a non-idempotent call: UNAVAILABLE at once, and the server that comes up never sees it", async () => {
+    const port = await freePort();
+    const events: RetryEvent[] = [];
+    const { experiments } = clients(port, { maxAttempts: 10, onRetry: (e) => events.push(e) });
+    const started = Date.now();
+    const f = failure(experiments.createExperiment({ key: "e", variants: [{ key: "a", weight: 10_000 }] }));
+    setTimeout(() => void stub(() => "ok", port).then((s) => (late = s)), 300);
+    let late: Stub | undefined;
+    expect((await f).code).toBe(grpc.status.UNAVAILABLE);
+    expect(Date.now() - started).toBeLessThan(300);
+    expect(events).toEqual([]);
+    await sleep(600);
+    expect(late?.calls.get("CreateExperiment")).toBeUndefined();
+  });
+
+  it("with the defaults: a server answering UNAVAILABLE twice is asked a third time, with the same token", async () => {
+    const s = await stub((_m, n) => (n <= 2 ? "unavailable" : "ok"));
+    const { assignments } = clients(s.port);
+    expect((await assignments.assign({ experimentKey: "e", unitId: "u-1" })).assignment?.variantKey).toBe("a");
+    expect(s.calls.get("Assign")).toBe(3);
+    expect(s.tokens).toEqual(["Bearer secret", "Bearer secret", "Bearer secret"]);
+  });
+
+  it("gives up after maxAttempts with the last UNAVAILABLE; reads (NO_SIDE_EFFECTS) alike", async () => {
+    const s = await stub(() => "unavailable");
+    const { assignments, experiments } = clients(s.port);
+    expect((await failure(assignments.bulkAssign({ experimentKey: "e", unitIds: ["u"] }))).code).toBe(grpc.status.UNAVAILABLE);
+    expect(s.calls.get("BulkAssign")).toBe(DEFAULT_RETRY.maxAttempts);
+    expect((await failure(experiments.getExperiment({ key: "e" }))).code).toBe(grpc.status.UNAVAILABLE);
+    expect(s.calls.get("GetExperiment")).toBe(DEFAULT_RETRY.maxAttempts);
+  });
+
+  it("never retries admin mutations or request streams, even when the server says UNAVAILABLE", async () => {
+    const s = await stub(() => "unavailable");
+    const { assignments, experiments } = clients(s.port, { maxAttempts: 5 });
+    const one = async (name: string, call: () => Promise<unknown>) => {
+      expect((await failure(call())).code, name).toBe(grpc.status.UNAVAILABLE);
+      expect(s.calls.get(name), name).toBe(1);
+    };
+    await one("CreateExperiment", () => experiments.createExperiment({ key: "e" }));
+    await one("UpdateExperiment", () => experiments.updateExperiment({ key: "e" }));
+    await one("SetOverrides", () => experiments.setOverrides({ experimentKey: "e" }));
+    await one("ImportAssignments", () => experiments.importAssignments((async function* () { yield { rows: [] }; })()));
+    await one("CopyAssignments", async () => {
+      for await (const _ of experiments.copyAssignments({ sourceExperimentKey: "a", targetExperimentKey: "b" })) {
+        // nothing
+      }
+    });
+    await one("StreamAssign", async () => {
+      for await (const _ of assignments.streamAssign((async function* () { yield { unitIds: ["u"] }; })())) {
+        // nothing
+      }
+    });
+  });
+
+  it("does not retry other codes", async () => {
+    const s = await stub(() => "invalid");
+    const { assignments } = clients(s.port);
+    expect((await failure(assignments.assign({ experimentKey: "e", unitId: "u" }))).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(s.calls.get("Assign")).toBe(1);
+  });
+
+  it("stays within the call's deadline", async () => {
+    const s = await stub(() => "unavailable");
+    const { assignments } = clients(s.port, { maxAttempts: 100, initialBackoffMs: 100, maxBackoffMs: 100 }, 350);
+    const started = Date.now();
+    const f = await failure(assignments.assign({ experimentKey: "e", unitId: "u" }));
+    // The last UNAVAILABLE, or DEADLINE_EXCEEDED when the last attempt started just before it.
+    expect([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]).toContain(f.code);
+    expect(Date.now() - started).toBeLessThan(500);
+    // Backoffs of 50..100 ms: at most 350 / 50 + 1 attempts fit.
+    expect(s.calls.get("Assign")).toBeGreaterThanOrEqual(2);
+    expect(s.calls.get("Assign")).toBeLessThanOrEqual(8);
+  });
+
+  it("can be turned off per client or per call", async () => {
+    const s = await stub(() => "unavailable");
+    const off = clients(s.port, false);
+    await failure(off.assignments.assign({ experimentKey: "e", unitId: "u" }));
+    expect(s.calls.get("Assign")).toBe(1);
+    const on = clients(s.port);
+    await failure(on.assignments.assign({ experimentKey: "e", unitId: "u" }, { retry: false }));
+    expect(s.calls.get("Assign")).toBe(2);
+    await failure(on.assignments.assign({ experimentKey: "e", unitId: "u" }, { retry: { maxAttempts: 2 } }));
+    expect(s.calls.get("Assign")).toBe(4);
+  });
+
+  it("stops waiting when the caller aborts during a backoff", async () => {
+    const s = await stub(() => "unavailable");
+    const { assignments } = clients(s.port, { maxAttempts: 10, initialBackoffMs: 2_000, maxBackoffMs: 2_000 });
+    const controller = new AbortController();
+    const started = Date.now();
+    const f = failure(assignments.assign({ experimentKey: "e", unitId: "u" }, { signal: controller.signal }));
+    await sleep(200);
+    controller.abort();
+    expect((await f).code).toBe(grpc.status.CANCELLED);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(s.calls.get("Assign")).toBe(1);
+  });
+
+  it("restarts a read stream that failed before its first message, never one that delivered", async () => {
+    const restarted = await stub((_m, n) => (n === 1 ? "unavailable" : "ok"));
+    const a = clients(restarted.port);
+    const got: string[] = [];
+    for await (const r of a.experiments.exportAssignments({ experimentKey: "e" })) got.push(...r.unitIds);
+    expect(got).toEqual(["u-1", "u-2"]);
+    expect(restarted.calls.get("ExportAssignments")).toBe(2);
+
+    const broken = await stub(() => "ok-then-unavailable");
+    const b = clients(broken.port);
+    const partial: string[] = [];
+    const f = failure(
+      (async () => {
+        for await (const r of b.experiments.exportAssignments({ experimentKey: "e" })) partial.push(...r.unitIds);
+      })(),
+    );
+    expect((await f).code).toBe(grpc.status.UNAVAILABLE);
+    expect(partial).toEqual(["u-1"]);
+    expect(broken.calls.get("ExportAssignments")).toBe(1);
+  });
+});
