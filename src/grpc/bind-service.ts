@@ -72,7 +72,10 @@ export function bindService<S extends DescService>(service: S, handlers: Service
             const out = handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
             for await (const msg of out) {
               if (ctx.signal.aborted) return;
-              if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
+              // Wait until grpc-js handed the message to HTTP/2 (which respects the peer's window):
+              // its own buffer takes 16 messages before write() returns false, so waiting for
+              // 'drain' let a caller that stopped reading have 16 more batches answered (and held).
+              await new Promise<void>((r) => call.write(msg, () => r()));
             }
           })()
             .finally(finish)
@@ -105,7 +108,10 @@ export function bindService<S extends DescService>(service: S, handlers: Service
             const out = handler(decodeStream(method, call), ctx) as AsyncIterable<unknown>;
             for await (const msg of out) {
               if (ctx.signal.aborted) return;
-              if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
+              // Wait until grpc-js handed the message to HTTP/2 (which respects the peer's window):
+              // its own buffer takes 16 messages before write() returns false, so waiting for
+              // 'drain' let a caller that stopped reading have 16 more batches answered (and held).
+              await new Promise<void>((r) => call.write(msg, () => r()));
             }
           })()
             .finally(finish)
