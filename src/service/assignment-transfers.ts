@@ -118,21 +118,16 @@ export class AssignmentTransfers {
     const size = this.batchSize("batch_size", req.batchSize, DEFAULT_EXPORT_BATCH, MAX_EXPORT_BATCH);
     const legendIndex = new Map(exp.variants.map((v, i) => [v.id, i]));
     const legend = exp.variants.map((v) => v.key);
-    let after: string | undefined;
-    for (;;) {
+    for await (const rows of this.transfers.exportBatches(exp.id, size)) {
       if (ctx.signal.aborted) return;
-      const rows = await this.transfers.exportPage(exp.id, after, size);
-      if (rows.length === 0) return;
       yield {
         experimentKey: exp.key,
         legend,
-        unitIds: rows.map((r) => r.unit_id),
+        unitIds: rows.map((r) => r.unitId),
         variantIndexes: rows.map((r) => legendIndex.get(r.variant) ?? 0),
         sources: rows.map((r) => r.source),
         versions: rows.map((r) => BigInt(r.version)),
       };
-      if (rows.length < size) return;
-      after = rows[rows.length - 1].unit_id;
     }
   }
 

@@ -1,10 +1,14 @@
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { runner } from "node-pg-migrate";
 import { unavailable } from "../errors.js";
 import type { Database, Queryable, QueryResult } from "./database.js";
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL("../../migrations", import.meta.url));
+/** migrations/ at the package root: two levels up from src/store, three from dist/src/store. */
+export const MIGRATIONS_DIR = [new URL("../../migrations", import.meta.url), new URL("../../../migrations", import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((dir) => existsSync(dir)) ?? fileURLToPath(new URL("../../migrations", import.meta.url));
 
 /** SQLSTATE classes and Node socket errors that mean "the database cannot be reached now". */
 function isConnectionError(err: unknown): boolean {
@@ -130,6 +134,9 @@ export class PgDatabase implements Database {
         count: Infinity,
         log: () => {},
         singleTransaction: true,
+        // Several servers may start at once: the others wait for the first one's migrations
+        // (node-pg-migrate's default, "fail", made them exit with "Another migration is already running").
+        advisoryLockMode: "wait",
       });
     } finally {
       client.release();
