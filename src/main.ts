@@ -1,20 +1,29 @@
+import { ConfigError, loadConfig, type LoadedConfig } from "./config.js";
 import { createLogger } from "./logger.js";
 import { startServer } from "./server.js";
 
-const log = createLogger();
-const env = process.env;
+let config: LoadedConfig;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`assignment-server: ${err.message}\n`);
+  process.exit(2);
+}
+if (config.help) {
+  process.stdout.write(config.help);
+  process.exit(0);
+}
 
-const server = await startServer({
-  databaseUrl: env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
-  redisUrl: env.REDIS_URL ?? "redis://127.0.0.1:6379",
-  host: env.HOST ?? "127.0.0.1",
-  port: Number(env.PORT ?? 50051),
-  redisPrefix: env.REDIS_PREFIX ?? "",
-  cacheTtlSeconds: Number(env.CACHE_TTL_SECONDS ?? 86_400),
-  memoryCacheEntries: Number(env.MEMORY_CACHE_ENTRIES ?? 200_000),
-  databasePoolSize: Number(env.DATABASE_POOL_SIZE ?? 20),
-  logger: log,
-});
+const log = createLogger(config.logLevel);
+
+let server: Awaited<ReturnType<typeof startServer>>;
+try {
+  server = await startServer({ ...config.server, logger: log });
+} catch (err) {
+  log.fatal({ err }, "could not start");
+  process.exit(1);
+}
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.once(signal, () => {

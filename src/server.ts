@@ -1,10 +1,13 @@
+import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { AssignmentService } from "../gen/ts/assignment/v1/assignment_service_pb.js";
 import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb.js";
 import { MemoryCache } from "./cache/memory-cache.js";
+import { NullCache } from "./cache/null-cache.js";
 import { connectRedis, RedisCache } from "./cache/redis-cache.js";
 import { MAX_MESSAGE_BYTES } from "./client/create-client.js";
 import { bindService } from "./grpc/bind-service.js";
+import { addStandardServices } from "./grpc/standard-services.js";
 import { createLogger, type Logger } from "./logger.js";
 import { Assigner } from "./service/assigner.js";
 import { assignmentHandlers } from "./service/assignment-service.js";
@@ -15,10 +18,21 @@ import { TransferStore } from "./store/transfer-store.js";
 import { AssignmentTransfers } from "./service/assignment-transfers.js";
 import { ExperimentStore } from "./store/experiment-store.js";
 import { PgDatabase } from "./store/pg-database.js";
+import type { Database } from "./store/database.js";
+import { PgliteDatabase } from "./store/pglite-database.js";
+import { requireToken } from "./ops/auth.js";
+import { observeCalls } from "./ops/call-observer.js";
+import { MeteredAssigner } from "./ops/metered-assigner.js";
+import { ServerMetrics, serveMetrics } from "./ops/metrics.js";
 
 export interface ServerConfig {
-  databaseUrl: string;
-  redisUrl: string;
+  /** PostgreSQL connection string; absent: the embedded PostgreSQL (PGlite) in `pgliteDataDir`. */
+  databaseUrl?: string;
+  /** Folder of the embedded database when there is no `databaseUrl` (`memory://` for a throwaway
+   * one); default ./data/pglite. */
+  pgliteDataDir?: string;
+  /** Redis connection string; absent: no shared cache, only the in-process one. */
+  redisUrl?: string;
   /** Address to listen on; default 127.0.0.1. */
   host?: string;
   /** Port to listen on; 0 picks a free one. Default 50051. */
@@ -27,7 +41,7 @@ export interface ServerConfig {
   redisPrefix?: string;
   /** Lifetime of a Redis cache entry; default 86400 s. */
   cacheTtlSeconds?: number;
-  /** Entries of the in-process cache; default 200,000; 0 turns it off. */
+  /** Entries of the in-process cache (about 70 bytes each); default 1,000,000; 0 turns it off. */
   memoryCacheEntries?: number;
   /** PostgreSQL pool size; default 20. */
   databasePoolSize?: number;
@@ -36,6 +50,20 @@ export interface ServerConfig {
   /** On close, how long in-flight calls may take before they are cancelled; default 10,000 ms. */
   shutdownGraceMs?: number;
   logger?: Logger;
+  /** Bearer token ExperimentService demands. Absent: it is open to anyone who can connect (tests;
+   * `loadConfig` in config.ts refuses that unless insecure development mode is asked for). */
+  adminToken?: string;
+  /** Bearer token AssignmentService demands (the admin token is accepted too); absent: open. */
+  assignToken?: string;
+  /** Insecure development mode was asked for: only changes what the log says. */
+  insecure?: boolean;
+  /** Serve TLS with this certificate chain and key (PEM files); plaintext when absent. */
+  tls?: { certFile: string; keyFile: string };
+  /** Port of the Prometheus metrics endpoint (GET /metrics); 0 picks a free one; absent: no
+   * metrics at all (nothing is counted). */
+  metricsPort?: number;
+  /** Address of the metrics endpoint; default `host`. */
+  metricsHost?: string;
 }
 
 export interface RunningServer {
@@ -43,61 +71,107 @@ export interface RunningServer {
   port: number;
   address: string;
   registry: ConfigRegistry;
-  database: PgDatabase;
+  database: Database;
+  /** "postgres" (databaseUrl) or "pglite" (embedded). */
+  databaseKind: "postgres" | "pglite";
+  /** "redis" (redisUrl) or "memory" (in-process only). */
+  cacheKind: "redis" | "memory";
+  /** The metrics endpoint's port, when metrics are on. */
+  metricsPort?: number;
   close(): Promise<void>;
 }
 
 /** Connects to PostgreSQL (applying migrations) and Redis, loads the configuration and serves
- * both services. */
+ * both services. Without a database URL the database is the embedded PGlite; without a Redis URL
+ * the only cache is the in-process one. */
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
   const log = config.logger ?? createLogger();
-  const database = new PgDatabase({
-    url: config.databaseUrl,
-    max: config.databasePoolSize,
-    log: (m) => log.warn(m),
-  });
+  const databaseKind = config.databaseUrl ? "postgres" : "pglite";
+  const database: Database = config.databaseUrl
+    ? new PgDatabase({ url: config.databaseUrl, max: config.databasePoolSize, log: (m) => log.warn(m) })
+    : await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? "./data/pglite" });
   await database.migrate();
   const experiments = new ExperimentStore(database);
   const registry = new ConfigRegistry(database, experiments, (m) => log.warn(m));
   await registry.start(config.configCheckMs ?? 1_000);
 
-  const redis = connectRedis(config.redisUrl);
-  redis.on("error", () => {}); // reported by RedisCache when a command fails
-  const cache = new RedisCache(redis, {
-    // The installation id keeps a cache that outlives its database from answering for a new one.
-    prefix: `${config.redisPrefix ?? ""}${(await experiments.installationId()).slice(0, 12)}:`,
-    ttlSeconds: config.cacheTtlSeconds ?? 86_400,
-    log: (m) => log.warn(m),
-  });
-  const memory = new MemoryCache(config.memoryCacheEntries ?? 200_000);
-  const assignmentStore = new AssignmentStore(database);
-  const assigner = new Assigner(assignmentStore, memory, cache);
+  const redis = config.redisUrl ? connectRedis(config.redisUrl) : undefined;
+  redis?.on("error", () => {}); // reported by RedisCache when a command fails
+  const cache = redis
+    ? new RedisCache(redis, {
+        // The installation id keeps a cache that outlives its database from answering for a new one.
+        prefix: `${config.redisPrefix ?? ""}${(await experiments.installationId()).slice(0, 12)}:`,
+        ttlSeconds: config.cacheTtlSeconds ?? 86_400,
+        log: (m) => log.warn(m),
+      })
+    : new NullCache();
+  const memory = new MemoryCache(config.memoryCacheEntries ?? 1_000_000);
+  let assignmentStore!: AssignmentStore;
+  const metrics =
+    config.metricsPort === undefined
+      ? undefined
+      : new ServerMetrics({ pendingWrites: () => assignmentStore.pendingWrites, sharedCache: redis !== undefined });
+  assignmentStore = new AssignmentStore(database, metrics ? { onInsertBatch: (n) => metrics.insertBatch(n) } : {});
+  const assigner = metrics ? new MeteredAssigner(assignmentStore, memory, cache, metrics) : new Assigner(assignmentStore, memory, cache);
   const shutdown = new AbortController();
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    interceptors: [observeCalls(log, metrics)],
   });
   const bindOptions = { log: (msg: string, err: unknown) => log.error({ err }, msg) };
-  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner, shutdown.signal), bindOptions);
+  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner, shutdown.signal), {
+    ...bindOptions,
+    interceptor: requireToken(AssignmentService.typeName, [config.assignToken, config.assignToken ? config.adminToken : undefined]),
+  });
   server.addService(a.definition, a.implementation);
   const transfers = new AssignmentTransfers(new TransferStore(database), experiments, registry);
-  const e = bindService(ExperimentService, experimentHandlers(experiments, registry, transfers), bindOptions);
+  const e = bindService(ExperimentService, experimentHandlers(experiments, registry, transfers), {
+    ...bindOptions,
+    interceptor: requireToken(ExperimentService.typeName, [config.adminToken]),
+  });
   server.addService(e.definition, e.implementation);
+  const standard = addStandardServices(server, [AssignmentService, ExperimentService]);
 
   const host = config.host ?? "127.0.0.1";
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${config.port ?? 50051}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${host}:${config.port ?? 50051}`, serverCredentials(config.tls), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );
-  log.info({ host, port, database: redactUrl(config.databaseUrl), redis: redactUrl(config.redisUrl) }, "serving");
+  standard.serving();
+  const metricsServer = metrics ? await serveMetrics(metrics.registry, config.metricsHost ?? host, config.metricsPort!) : undefined;
+  const cacheKind = redis ? "redis" : "memory";
+  if (!config.adminToken && config.insecure) {
+    log.warn(
+      "INSECURE DEVELOPMENT MODE: ExperimentService (create, change and stop experiments, import assignments) accepts calls without a token from anyone who can reach this port. Set ADMIN_TOKEN for anything but local development.",
+    );
+  } else if (!config.adminToken) {
+    log.info("ExperimentService accepts calls without a token (no adminToken configured)");
+  }
+  log.info(
+    {
+      host,
+      port,
+      database: config.databaseUrl ? redactUrl(config.databaseUrl) : `pglite:${(database as PgliteDatabase).dataDir} (embedded PostgreSQL, in process)`,
+      cache: config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)",
+      tls: config.tls !== undefined,
+      metrics: metricsServer ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics` : "off",
+      auth: { experimentService: config.adminToken ? "bearer token" : "OPEN", assignmentService: config.assignToken ? "bearer token" : "open" },
+      ...(config.insecure && !config.adminToken ? { mode: "INSECURE DEVELOPMENT MODE" } : {}),
+    },
+    "serving",
+  );
 
   return {
     port,
     address: `${host}:${port}`,
     registry,
     database,
+    databaseKind,
+    cacheKind,
+    metricsPort: metricsServer?.port,
     /**
      * Graceful stop: no new calls are accepted; streams stop reading and answer what they read;
      * in-flight calls get `shutdownGraceMs` to finish, then are cancelled; pending writes to
@@ -105,6 +179,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
      * caller is lost, because every answer is stored before it is sent.
      */
     async close() {
+      standard.shutdown();
       shutdown.abort();
       let timer: NodeJS.Timeout | undefined;
       const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
@@ -117,10 +192,16 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       await assignmentStore.flush();
       await assigner.flush();
       registry.stop();
-      await redis.quit().catch(() => redis.disconnect());
+      await metricsServer?.close();
+      if (redis) await redis.quit().catch(() => redis.disconnect());
       await database.close();
     },
   };
+}
+
+function serverCredentials(tls: ServerConfig["tls"]): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) }], false);
 }
 
 function redactUrl(url: string): string {

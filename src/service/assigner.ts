@@ -6,6 +6,7 @@ import type { ExperimentConfig, VariantConfig } from "../engine/experiment-confi
 import { ServiceError } from "../errors.js";
 import { status } from "@grpc/grpc-js";
 import { cellId, type AssignmentStore, type NewAssignment } from "../store/assignment-store.js";
+import { NO_ASSIGNER_METRICS, type AssignerMetrics } from "./assigner-metrics.js";
 
 /** One (experiment, unit) question. `experiment` is undefined when the key is unknown. */
 export interface Cell {
@@ -65,6 +66,7 @@ export class Assigner {
     private readonly store: AssignmentStore,
     private readonly memory: MemoryCache,
     private readonly redis: AssignmentCache,
+    private readonly metrics: AssignerMetrics = NO_ASSIGNER_METRICS,
   ) {}
 
   async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
@@ -114,6 +116,7 @@ export class Assigner {
       if (hit) fromStored(l, hit, Layer.MEMORY);
       else missing.push(l);
     }
+    this.metrics.lookups("memory", lookups.size - missing.length, missing.length);
     if (missing.length === 0) return results;
 
     // Redis.
@@ -130,6 +133,7 @@ export class Assigner {
       } else afterRedis.push(l);
     });
     this.memory.setMany(redisHits, redisValues); // already in Redis
+    this.metrics.lookups("redis", redisHits.length, afterRedis.length);
     missing = afterRedis;
     if (missing.length === 0) return results;
 
@@ -174,6 +178,9 @@ export class Assigner {
         remember(l, stored);
       });
     } else failure ??= inserted.reason;
+    let storedHits = 0;
+    for (const l of missing) if (results[l.first]?.layer === Layer.POSTGRES) storedHits++;
+    this.metrics.lookups("postgres", storedHits, missing.length - storedHits);
     await this.fill(filled, fillValues);
     if (failure !== undefined) {
       const failed = [...(read.status === "rejected" ? toRead : []), ...(inserted.status === "rejected" ? toInsert : [])];

@@ -31,6 +31,8 @@ export interface AssignmentStoreOptions {
   maxBatchRows?: number;
   /** Longest a row waits for a shared INSERT while all slots are busy; default 2 ms. */
   maxWaitMs?: number;
+  /** Called with the number of rows of each INSERT statement (metrics). */
+  onInsertBatch?: (rows: number) => void;
 }
 
 /**
@@ -39,11 +41,13 @@ export interface AssignmentStoreOptions {
  */
 export class AssignmentStore {
   private readonly writes: Coalescer<NewAssignment, InsertOutcome>;
+  private readonly onInsertBatch: ((rows: number) => void) | undefined;
 
   constructor(
     private readonly db: Database,
     options: AssignmentStoreOptions = {},
   ) {
+    this.onInsertBatch = options.onInsertBatch;
     this.writes = new Coalescer((rows) => this.insertNow(rows), {
       concurrency: options.writeConcurrency ?? 4,
       maxItems: options.maxBatchRows ?? 20_000,
@@ -101,6 +105,7 @@ export class AssignmentStore {
     unique.sort((a, b) => compareCells(rows[a], rows[b]));
     const position = new Map(unique.map((rowIndex, k) => [rowIndex, k]));
     const n = unique.length;
+    this.onInsertBatch?.(n);
     const e = new Array<number>(n);
     const u = new Array<string>(n);
     const v = new Array<number>(n);
@@ -114,18 +119,27 @@ export class AssignmentStore {
       ver[k] = r.version.toString();
       s[k] = r.source;
     });
-    const { rows: inserted } = await this.db.query<{ e: number; u: string }>(
-      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
-       SELECT * FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::smallint[])
-       ON CONFLICT DO NOTHING
-       RETURNING experiment_id AS e, unit_id AS u`,
-      [e, u, v, ver, s],
+    // The common case (every row new) returns one row with a count, not n unit ids to parse: the
+    // inserted cells are listed only when some were not.
+    const { rows: answer } = await this.db.query<{ n: number; e: number[] | null; u: string[] | null }>(
+      `WITH ins AS (
+         INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+         SELECT * FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::smallint[])
+         ON CONFLICT DO NOTHING
+         RETURNING experiment_id, unit_id
+       )
+       SELECT count(*)::int AS n,
+              CASE WHEN count(*) < $6 THEN array_agg(experiment_id) END AS e,
+              CASE WHEN count(*) < $6 THEN array_agg(unit_id) END AS u
+         FROM ins`,
+      [e, u, v, ver, s, n],
     );
+    const inserted = answer[0].n === n ? [] : (answer[0].e ?? []).map((id, k) => ({ e: id, u: answer[0].u![k] }));
     const outcome: InsertOutcome[] = unique.map((idx) => ({
       stored: { variantId: rows[idx].variantId, source: rows[idx].source },
       won: true,
     }));
-    if (inserted.length < n) {
+    if (answer[0].n < n) {
       const winners = new Set(inserted.map((r) => cellId(r.e, r.u)));
       const lost: number[] = [];
       unique.forEach((idx, k) => {

@@ -1,8 +1,10 @@
 import { once } from "node:events";
 import { from as copyFrom } from "pg-copy-streams";
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { Database, Queryable } from "./database.js";
 import { CONFIG_CHANNEL } from "./experiment-store.js";
-import { mapDatabaseError, type PgDatabase } from "./pg-database.js";
+import { exportByCopy, type ExportedRow } from "./pg-export.js";
+import { mapDatabaseError, PgDatabase } from "./pg-database.js";
 
 /** A row ready for staging: ids already resolved and checked. */
 export interface StagedRow {
@@ -23,21 +25,123 @@ function copyText(s: string): string {
   return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : s;
 }
 
+/** An import in progress: rows are staged, then merged into assignments all at once, or not at all. */
+export interface ImportStaging {
+  /** Stages rows; resolves when more can be taken (backpressure). */
+  write(rows: readonly StagedRow[]): Promise<void>;
+  /** Merges every staged row in one transaction: the first row of a unit counts; existing units
+   * are skipped, or replaced with `overwrite` (overrides never are). */
+  commit(overwrite: boolean): Promise<ImportResult>;
+  /** Leaves nothing behind. */
+  abort(): Promise<void>;
+}
+
+/** Rows staged per INSERT … SELECT FROM unnest on the fallback path. */
+const UNNEST_STAGING_ROWS = 10_000;
+let stagingTables = 0;
+
 /**
- * Bulk movement of stored assignments: imports staged with COPY and merged in one transaction,
- * exports paged by unit id, and copies between experiments in SQL.
+ * The merge of an import, inside the caller's transaction: staged rows (table `staging`) into
+ * assignments; with `overwrite`, the caches of the experiments touched move on.
+ */
+async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): Promise<ImportResult> {
+  const conflict = overwrite
+    ? `ON CONFLICT (experiment_id, unit_id) DO UPDATE
+         SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
+         WHERE assignments.source <> ${Source.OVERRIDE}`
+    : `ON CONFLICT DO NOTHING`;
+  const rows = overwrite
+    ? `SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
+         FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
+        ORDER BY s.experiment_id, s.unit_id, s.pos`
+    : `SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
+         FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id`;
+  const r = await tx.query(`INSERT INTO assignments (experiment_id, unit_id, variant, version, source) ${rows} ${conflict}`);
+  let overwrittenExperiments: number[] = [];
+  if (overwrite) {
+    const { rows: ex } = await tx.query<{ id: number }>(
+      `UPDATE experiments SET cache_generation = cache_generation + 1, version = version + 1, updated_at = now()
+        WHERE id IN (SELECT DISTINCT experiment_id FROM ${staging}) RETURNING id`,
+    );
+    overwrittenExperiments = ex.map((e) => e.id);
+    const { rows: ep } = await tx.query<{ epoch: string }>(`UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`);
+    await tx.query(`SELECT pg_notify($1, $2)`, [CONFIG_CHANNEL, ep[0].epoch]);
+  }
+  return { imported: r.rowCount, overwrittenExperiments };
+}
+
+/**
+ * Bulk movement of stored assignments: imports staged (with COPY on PostgreSQL) and merged in one
+ * transaction, exports paged by unit id, and copies between experiments in SQL.
  */
 export class TransferStore {
-  constructor(private readonly db: PgDatabase) {}
+  constructor(private readonly db: Database) {}
+
+  /**
+   * Starts an import. On PostgreSQL (PgDatabase): a transaction and a COPY FROM STDIN into a
+   * temporary staging table. Elsewhere (PGlite has no COPY stream): see beginUnnestImport. Either
+   * way the caller sees the same ImportStaging, and the same all-or-nothing result.
+   */
+  beginImport(): Promise<ImportStaging> {
+    return this.db instanceof PgDatabase ? this.beginCopyImport(this.db) : this.beginUnnestImport();
+  }
+
+  /**
+   * The fallback for a single-session database (PGlite), where COPY FROM STDIN has no stream:
+   * rows are staged by INSERT … SELECT FROM unnest into a temporary table of their own (the one
+   * session keeps it between statements), and `commit` merges it into assignments and drops it in
+   * one transaction. Staging outside that transaction keeps a slow client from holding the only
+   * connection for the whole upload; nothing reaches assignments before the merge commits, so
+   * the import is all or nothing exactly as with COPY.
+   */
+  private async beginUnnestImport(): Promise<ImportStaging> {
+    const db = this.db;
+    const table = `import_staging_${++stagingTables}`;
+    await db.query(`CREATE TEMP TABLE ${table} (pos bigint, experiment_id int, unit_id text, variant smallint)`);
+    let done = false;
+    const finish = async () => {
+      if (done) return;
+      done = true;
+      await db.query(`DROP TABLE IF EXISTS ${table}`).catch(() => {});
+    };
+    return {
+      async write(rows) {
+        if (done) throw new Error("import already finished");
+        for (let i = 0; i < rows.length; i += UNNEST_STAGING_ROWS) {
+          const chunk = rows.slice(i, i + UNNEST_STAGING_ROWS);
+          await db.query(`INSERT INTO ${table} SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[])`, [
+            chunk.map((r) => r.position),
+            chunk.map((r) => r.experimentId),
+            chunk.map((r) => r.unitId),
+            chunk.map((r) => r.variantId),
+          ]);
+        }
+      },
+      async commit(overwrite) {
+        try {
+          const result = await db.transaction(async (tx) => {
+            const r = await mergeStaged(tx, table, overwrite);
+            await tx.query(`DROP TABLE ${table}`);
+            return r;
+          });
+          done = true;
+          return result;
+        } finally {
+          await finish();
+        }
+      },
+      abort: finish,
+    };
+  }
 
   /**
    * Opens a transaction and a COPY into a temporary staging table. Feed it with `write`, then
    * `commit` merges into assignments (or `abort` leaves nothing).
    */
-  async beginImport() {
+  private async beginCopyImport(db: PgDatabase): Promise<ImportStaging> {
     let client;
     try {
-      client = await this.db.pool.connect();
+      client = await db.pool.connect();
     } catch (err) {
       return mapDatabaseError(err);
     }
@@ -79,31 +183,19 @@ export class TransferStore {
           copy.end();
           await once(copy, "finish");
           if (copyError) throw copyError;
-          const conflict = overwrite
-            ? `ON CONFLICT (experiment_id, unit_id) DO UPDATE
-                 SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
-                 WHERE assignments.source <> ${Source.OVERRIDE}`
-            : `ON CONFLICT DO NOTHING`;
-          const rows = overwrite
-            ? `SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
-                 FROM import_staging s JOIN experiments e ON e.id = s.experiment_id
-                ORDER BY s.experiment_id, s.unit_id, s.pos`
-            : `SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
-                 FROM import_staging s JOIN experiments e ON e.id = s.experiment_id`;
-          const r = await client.query(`INSERT INTO assignments (experiment_id, unit_id, variant, version, source) ${rows} ${conflict}`);
-          let overwrittenExperiments: number[] = [];
-          if (overwrite) {
-            const { rows: ex } = await client.query<{ id: number }>(
-              `UPDATE experiments SET cache_generation = cache_generation + 1, version = version + 1, updated_at = now()
-                WHERE id IN (SELECT DISTINCT experiment_id FROM import_staging) RETURNING id`,
-            );
-            overwrittenExperiments = ex.map((e) => e.id);
-            const { rows: ep } = await client.query<{ epoch: string }>(`UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`);
-            await client.query(`SELECT pg_notify($1, $2)`, [CONFIG_CHANNEL, ep[0].epoch]);
-          }
+          const result = await mergeStaged(
+            {
+              async query<R>(text: string, values?: unknown[]) {
+                const r = await client.query(text, values);
+                return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+              },
+            },
+            "import_staging",
+            overwrite,
+          );
           await client.query("COMMIT");
           release(false);
-          return { imported: r.rowCount ?? 0, overwrittenExperiments };
+          return result;
         } catch (err) {
           await client.query("ROLLBACK").catch(() => {});
           release(true);
@@ -119,6 +211,22 @@ export class TransferStore {
         release(true);
       },
     };
+  }
+
+  /** Every stored assignment of an experiment, ordered by unit id, in batches: one COPY on
+   * PostgreSQL, pages of SELECT elsewhere. */
+  async *exportBatches(experimentId: number, batchSize: number): AsyncGenerator<ExportedRow[]> {
+    if (this.db instanceof PgDatabase) {
+      yield* exportByCopy(this.db, experimentId, batchSize);
+      return;
+    }
+    let after: string | undefined;
+    for (;;) {
+      const rows = await this.exportPage(experimentId, after, batchSize);
+      if (rows.length > 0) yield rows.map((r) => ({ unitId: r.unit_id, variant: r.variant, source: r.source, version: r.version }));
+      if (rows.length < batchSize) return;
+      after = rows[rows.length - 1].unit_id;
+    }
   }
 
   /** One page of an experiment's stored assignments, ordered by unit id, after `afterUnit`. */

@@ -1,0 +1,262 @@
+import { createReadStream } from "node:fs";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { ExperimentStatus, type Experiment, type GetExperimentStatsResponse } from "../client/index.js";
+import { type Context, UsageError } from "./context.js";
+import { readCsv } from "./csv.js";
+import {
+  bp,
+  count,
+  experimentDetails,
+  experimentJson,
+  experimentTable,
+  namespaceDetails,
+  namespaceJson,
+  parseBasisPoints,
+  parseCount,
+  parseJsonObject,
+  parseStatus,
+  percent,
+  statusName,
+  table,
+} from "./format.js";
+import { toJson } from "@bufbuild/protobuf";
+import { GetExperimentStatsResponseSchema } from "../client/index.js";
+
+const print = (text: string) => process.stdout.write(text.endsWith("\n") ? text : text + "\n");
+const printJson = (value: unknown) => print(JSON.stringify(value, null, 2));
+
+/** `key:weight` or `key:weight:{"json":"params"}`; weight in basis points or as a percentage. */
+export function parseVariant(spec: string): { key: string; weight: number; params?: JsonObject } {
+  const first = spec.indexOf(":");
+  if (first <= 0) throw new UsageError(`--variant: "${spec}" is not key:weight (e.g. control:5000 or control:50%)`);
+  const second = spec.indexOf(":", first + 1);
+  const key = spec.slice(0, first);
+  const weight = parseBasisPoints(`--variant ${key}`, second < 0 ? spec.slice(first + 1) : spec.slice(first + 1, second));
+  const params = second < 0 ? undefined : (parseJsonObject(`--variant ${key} params`, spec.slice(second + 1)) as JsonObject);
+  return { key, weight, params };
+}
+
+/** `name=value` pairs (the value may hold "="). */
+function parsePair(flag: string, spec: string): [string, string] {
+  const eq = spec.indexOf("=");
+  if (eq <= 0) throw new UsageError(`${flag}: "${spec}" is not name=value`);
+  return [spec.slice(0, eq), spec.slice(eq + 1)];
+}
+
+export interface CreateOptions {
+  variant: string[];
+  unitType?: string;
+  salt?: string;
+  rollout?: string;
+  start?: boolean;
+  defaultVariant?: string;
+  tag?: string[];
+  description?: string;
+  json?: boolean;
+}
+
+export async function createExperiment(ctx: Context, key: string, o: CreateOptions) {
+  if (!o.variant || o.variant.length === 0) throw new UsageError("--variant: give at least one, e.g. --variant control:50% --variant treatment:50%");
+  const { experiment } = await ctx.experiments.createExperiment({
+    key,
+    salt: o.salt,
+    unitType: o.unitType ?? "",
+    variants: o.variant.map(parseVariant),
+    rollout: o.rollout === undefined ? undefined : parseBasisPoints("--rollout", o.rollout),
+    status: o.start ? ExperimentStatus.RUNNING : ExperimentStatus.DRAFT,
+    defaultVariant: o.defaultVariant ?? "",
+    tags: o.tag ?? [],
+    description: o.description ?? "",
+  });
+  o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
+}
+
+export async function listExperiments(ctx: Context, o: { status?: string; tag?: string; namespace?: string; json?: boolean }) {
+  const { experiments } = await ctx.experiments.listExperiments({
+    status: o.status ? parseStatus(o.status) : ExperimentStatus.UNSPECIFIED,
+    tag: o.tag ?? "",
+    namespace: o.namespace ?? "",
+  });
+  if (o.json) printJson(experiments.map(experimentJson));
+  else print(experiments.length === 0 ? "no experiments" : experimentTable(experiments));
+}
+
+export async function showExperiment(ctx: Context, key: string, o: { json?: boolean }) {
+  const { experiment } = await ctx.experiments.getExperiment({ key });
+  o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
+}
+
+export interface UpdateOptions {
+  weight?: string[];
+  addVariant?: string[];
+  params?: string[];
+  rollout?: string;
+  status?: string;
+  winner?: string;
+  defaultVariant?: string;
+  tags?: string;
+  description?: string;
+  version?: string;
+  json?: boolean;
+}
+
+/** Applies the changes to the experiment as it is now (or at --version, refused if it moved on). */
+export async function updateExperiment(ctx: Context, key: string, o: UpdateOptions) {
+  const { experiment: current } = await ctx.experiments.getExperiment({ key });
+  const exp = current!;
+  let variants: Experiment["variants"] | undefined;
+  if (o.weight?.length || o.addVariant?.length || o.params?.length) {
+    const next: { key: string; weight: number; params?: JsonObject }[] = exp.variants.map((v) => ({ key: v.key, weight: v.weight, params: v.params }));
+    for (const spec of o.weight ?? []) {
+      const [name, value] = parsePair("--weight", spec);
+      const v = next.find((x) => x.key === name);
+      if (!v) throw new UsageError(`--weight: "${name}" is not a variant of ${key} (${next.map((x) => x.key).join(", ")})`);
+      v.weight = parseBasisPoints(`--weight ${name}`, value);
+    }
+    for (const spec of o.params ?? []) {
+      const [name, value] = parsePair("--params", spec);
+      const v = next.find((x) => x.key === name);
+      if (!v) throw new UsageError(`--params: "${name}" is not a variant of ${key} (${next.map((x) => x.key).join(", ")})`);
+      v.params = parseJsonObject(`--params ${name}`, value) as JsonObject;
+    }
+    for (const spec of o.addVariant ?? []) next.push(parseVariant(spec));
+    variants = next as Experiment["variants"];
+  }
+  const { experiment } = await ctx.experiments.updateExperiment({
+    key,
+    version: o.version !== undefined ? BigInt(parseCount("--version", o.version)) : exp.version,
+    variants: variants ? { variants } : undefined,
+    rollout: o.rollout === undefined ? undefined : parseBasisPoints("--rollout", o.rollout),
+    status: o.status ? parseStatus(o.status) : ExperimentStatus.UNSPECIFIED,
+    winner: o.winner,
+    defaultVariant: o.defaultVariant,
+    tags: o.tags === undefined ? undefined : { tags: o.tags.split(",").map((t) => t.trim()).filter((t) => t !== "") },
+    description: o.description,
+  });
+  o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
+}
+
+export async function setStatus(ctx: Context, key: string, status: ExperimentStatus, o: { winner?: string; json?: boolean }) {
+  const { experiment: current } = await ctx.experiments.getExperiment({ key });
+  const { experiment } = await ctx.experiments.updateExperiment({ key, version: current!.version, status, winner: o.winner });
+  if (o.json) printJson(experimentJson(experiment!));
+  else print(`${key}: ${statusName(current!.status)} -> ${statusName(experiment!.status)}${experiment!.winner ? ` (winner ${experiment!.winner})` : ""}, version ${experiment!.version}`);
+}
+
+export async function createNamespace(ctx: Context, key: string, o: { segments?: string; unitType?: string; salt?: string; json?: boolean }) {
+  const { namespace } = await ctx.experiments.createNamespace({
+    key,
+    salt: o.salt,
+    unitType: o.unitType ?? "",
+    segments: o.segments === undefined ? undefined : parseCount("--segments", o.segments),
+  });
+  o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
+}
+
+export async function listNamespaces(ctx: Context, o: { json?: boolean }) {
+  const { namespaces } = await ctx.experiments.listNamespaces({});
+  if (o.json) {
+    printJson(namespaces.map(namespaceJson));
+    return;
+  }
+  print(
+    namespaces.length === 0
+      ? "no namespaces"
+      : table(
+          ["KEY", "UNIT TYPE", "SEGMENTS", "FREE", "EXPERIMENTS"],
+          namespaces.map((n) => [n.key, n.unitType, count(n.segments), count(n.freeSegments), n.allocations.map((a) => `${a.experimentKey} (${count(a.segments)})`).join(", ") || "-"]),
+        ),
+  );
+}
+
+export async function showNamespace(ctx: Context, key: string, o: { json?: boolean }) {
+  const { namespace } = await ctx.experiments.getNamespace({ key });
+  o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
+}
+
+export async function allocateSegments(ctx: Context, namespaceKey: string, experimentKey: string, segments: string, o: { json?: boolean }) {
+  const { namespace } = await ctx.experiments.allocateSegments({ namespaceKey, experimentKey, segments: parseCount("segments", segments) });
+  o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
+}
+
+export async function releaseSegments(ctx: Context, namespaceKey: string, experimentKey: string, o: { json?: boolean }) {
+  const r = await ctx.experiments.releaseSegments({ namespaceKey, experimentKey });
+  o.json ? printJson({ released: r.released, namespace: namespaceJson(r.namespace!) }) : print(`released ${count(r.released)} segments\n` + namespaceDetails(r.namespace!));
+}
+
+const MAX_OVERRIDES_PER_CALL = 10_000;
+
+/** Overrides from `unit=variant` arguments and/or a CSV file of unit_id,variant_key rows. */
+export async function setOverrides(ctx: Context, experimentKey: string, pairs: string[], o: { file?: string }) {
+  const overrides = pairs.map((p) => {
+    const [unitId, variantKey] = parsePair("override", p);
+    return { unitId, variantKey };
+  });
+  if (o.file) {
+    let header: string[] | undefined;
+    for await (const rec of readCsv(createReadStream(o.file))) {
+      if (!header && rec.includes("unit_id")) {
+        header = rec;
+        continue;
+      }
+      const u = header ? rec[header.indexOf("unit_id")] : rec[0];
+      const v = header ? rec[header.indexOf("variant_key")] : rec[1];
+      if (u === undefined || v === undefined) throw new UsageError(`--file: every row needs unit_id,variant_key (got ${JSON.stringify(rec)})`);
+      overrides.push({ unitId: u, variantKey: v });
+    }
+  }
+  if (overrides.length === 0) throw new UsageError("give overrides as unit=variant arguments or --file");
+  let total = 0;
+  let version = 0n;
+  for (let i = 0; i < overrides.length; i += MAX_OVERRIDES_PER_CALL) {
+    const r = await ctx.experiments.setOverrides({ experimentKey, overrides: overrides.slice(i, i + MAX_OVERRIDES_PER_CALL) });
+    total += r.count;
+    version = r.experimentVersion;
+  }
+  print(`${experimentKey}: ${count(total)} overrides set (experiment version ${version})`);
+}
+
+export async function clearOverrides(ctx: Context, experimentKey: string, unitIds: string[], o: { all?: boolean }) {
+  if (!o.all && unitIds.length === 0) throw new UsageError("name the units whose override is removed, or pass --all");
+  if (o.all && unitIds.length > 0) throw new UsageError("--all removes every override: name no units with it");
+  let total = 0;
+  let version = 0n;
+  const chunks = o.all ? [[]] : Array.from({ length: Math.ceil(unitIds.length / MAX_OVERRIDES_PER_CALL) }, (_, i) => unitIds.slice(i * MAX_OVERRIDES_PER_CALL, (i + 1) * MAX_OVERRIDES_PER_CALL));
+  for (const chunk of chunks) {
+    const r = await ctx.experiments.clearOverrides({ experimentKey, unitIds: chunk, all: o.all ?? false });
+    total += r.count;
+    version = r.experimentVersion;
+  }
+  print(`${experimentKey}: ${count(total)} overrides removed (experiment version ${version})`);
+}
+
+/** The sample-ratio verdict line. */
+export function srmVerdict(s: GetExperimentStatsResponse): string {
+  if (s.totalUnits === 0n) return "no units stored by hashing yet: nothing to check";
+  const p = s.pValue < 1e-4 ? s.pValue.toExponential(2) : s.pValue.toFixed(4);
+  return s.sampleRatioMismatch
+    ? `SAMPLE RATIO MISMATCH: p = ${p} < 0.001. The observed split is very unlikely under the configured weights: check how units reach the experiment before trusting its results.`
+    : `OK: no sample-ratio mismatch (p = ${p} >= 0.001)`;
+}
+
+export function statsTable(s: GetExperimentStatsResponse): string {
+  return (
+    `experiment ${s.experimentKey} (version ${s.experimentVersion})\n` +
+    table(
+      ["VARIANT", "EXPECTED", "OBSERVED", "UNITS", "OVERRIDES", "IMPORTED"],
+      s.variants.map((v) => [v.variantKey, percent(v.expectedShare), percent(v.observedShare), count(v.units), count(v.overrides), count(v.imported)]),
+      [1, 2, 3, 4, 5],
+    ) +
+    `units stored by hashing: ${count(s.totalUnits)}; chi-square ${s.chiSquare.toFixed(3)} with ${s.degreesOfFreedom} degrees of freedom\n` +
+    srmVerdict(s) +
+    "\n"
+  );
+}
+
+export async function stats(ctx: Context, key: string, o: { json?: boolean; failOnSrm?: boolean }) {
+  const s = await ctx.experiments.getExperimentStats({ key });
+  o.json ? printJson(toJson(GetExperimentStatsResponseSchema, s)) : print(statsTable(s));
+  if (o.failOnSrm && s.sampleRatioMismatch) process.exitCode = 3;
+}
+
+export { bp };

@@ -1,0 +1,228 @@
+import { createReadStream, createWriteStream } from "node:fs";
+import { once } from "node:events";
+import type { Readable, Writable } from "node:stream";
+import { toJson } from "@bufbuild/protobuf";
+import { AssignmentSchema, ImportPolicy } from "../client/index.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { ImportAssignmentsRequestSchema } from "../client/index.js";
+import { assignCohort, maxBatch } from "./cohort.js";
+import { type Context, UsageError } from "./context.js";
+import { csvLine, readCsv, readLines } from "./csv.js";
+import { count, parseCount, reasonName, sourceName } from "./format.js";
+import { Progress } from "./progress.js";
+
+/** A file to read, or stdin for "-" / none. */
+function input(file: string | undefined): Readable {
+  if (file === undefined || file === "-") return process.stdin;
+  const stream = createReadStream(file);
+  return stream;
+}
+
+/** Opens a file to read, failing as a usage error when it cannot be. */
+async function openInput(file: string | undefined): Promise<Readable> {
+  const stream = input(file);
+  if (stream !== process.stdin) {
+    await Promise.race([once(stream, "open"), once(stream, "error")]).catch((err: Error) => {
+      throw new UsageError(`cannot read ${file}: ${err.message}`);
+    });
+  }
+  return stream;
+}
+
+/** A writer with backpressure onto a file, or stdout for "-" / none. */
+class Output {
+  readonly stream: Writable;
+  constructor(file: string | undefined) {
+    this.stream = file === undefined || file === "-" ? process.stdout : createWriteStream(file);
+  }
+  async write(text: string): Promise<void> {
+    if (!this.stream.write(text)) await once(this.stream, "drain");
+  }
+  async end(): Promise<void> {
+    if (this.stream === process.stdout) return;
+    this.stream.end();
+    await once(this.stream, "finish");
+  }
+}
+
+async function countLines(file: string): Promise<number> {
+  let n = 0;
+  for await (const _ of readLines(await openInput(file))) n++;
+  return n;
+}
+
+export async function assignOne(
+  ctx: Context,
+  experimentKey: string,
+  unitId: string,
+  o: { unitType?: string; dryRun?: boolean; explain?: boolean; params?: boolean; json?: boolean },
+) {
+  const { assignment } = await ctx.assignments.assign({
+    experimentKey,
+    unitId,
+    unitType: o.unitType ?? "",
+    options: { dryRun: o.dryRun ?? false, explain: o.explain ?? false, includeParams: o.params ?? false },
+  });
+  const a = assignment!;
+  if (o.json) {
+    process.stdout.write(JSON.stringify(toJson(AssignmentSchema, a), null, 2) + "\n");
+    return;
+  }
+  const lines = [
+    `${a.experimentKey} / ${unitId}: ${a.variantKey || "(no variant)"}`,
+    `reason    ${reasonName(a.reason)}`,
+    `enrolled  ${a.enrolled}`,
+    `stored    ${a.stored}`,
+    `version   ${a.experimentVersion}`,
+  ];
+  if (a.explanation) {
+    const e = a.explanation;
+    lines.push(`buckets   variant ${e.variantBucket}, rollout ${e.rolloutBucket}${e.segment !== undefined ? `, segment ${e.segment}` : ""}`);
+  }
+  if (a.params) lines.push(`params    ${JSON.stringify(a.params)}`);
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+export interface CohortCommandOptions {
+  file?: string;
+  output?: string;
+  format: string;
+  unitType?: string;
+  batchSize?: string;
+  dryRun?: boolean;
+}
+
+/** Assigns every id of the file (or stdin), one per line, through StreamAssign. */
+export async function cohort(ctx: Context, experimentKeys: string[], o: CohortCommandOptions) {
+  if (o.format !== "csv" && o.format !== "jsonl") throw new UsageError(`--format: "${o.format}" is not csv or jsonl`);
+  if (experimentKeys.length > 100) throw new UsageError("at most 100 experiments a cohort");
+  const batchSize = o.batchSize === undefined ? maxBatch(experimentKeys.length) : parseCount("--batch-size", o.batchSize);
+  const fromFile = o.file !== undefined && o.file !== "-";
+  const total = fromFile ? await countLines(o.file!) : undefined;
+  if (!fromFile && process.stdin.isTTY) process.stderr.write("reading unit ids from stdin, one per line (end with Ctrl-D) ...\n");
+  const ids = readLines(await openInput(o.file));
+  const out = new Output(o.output);
+  const progress = new Progress({ unit: "units", total, enabled: ctx.options.progress && process.stderr.isTTY === true });
+  const jsonl = o.format === "jsonl";
+  if (!jsonl) await out.write(csvLine(["unit_id", "experiment_key", "variant_key", "reason", "enrolled", "stored"]));
+  try {
+    await assignCohort(
+      ctx.assignments,
+      ids,
+      { experimentKeys, unitType: o.unitType, options: { dryRun: o.dryRun ?? false }, batchSize },
+      async (batch, columns) => {
+        let text = "";
+        for (let i = 0; i < batch.length; i++) {
+          for (const c of columns) {
+            const variant = c.legend[c.variantIndexes[i]] ?? "";
+            const reason = reasonName(c.reasons[i]);
+            text += jsonl
+              ? JSON.stringify({ unit_id: batch[i], experiment_key: c.experimentKey, variant_key: variant, reason, enrolled: c.enrolled[i], stored: c.stored[i] }) + "\n"
+              : csvLine([batch[i], c.experimentKey, variant, reason, String(c.enrolled[i]), String(c.stored[i])]);
+          }
+        }
+        await out.write(text);
+        progress.add(batch.length);
+      },
+    );
+  } finally {
+    progress.stop(ctx.options.progress ? "assigned" : undefined);
+  }
+  await out.end();
+}
+
+const IMPORT_MESSAGE_ROWS = 10_000;
+
+export interface ImportOptions {
+  experiment?: string;
+  overwrite?: boolean;
+  skipInvalid?: boolean;
+  json?: boolean;
+}
+
+/**
+ * Imports a CSV with a header naming unit_id, variant_key and experiment_key (--experiment sets the
+ * experiment of every row instead); other columns (an export's source, version) are ignored. All
+ * or nothing.
+ */
+export async function importCsv(ctx: Context, file: string | undefined, o: ImportOptions) {
+  const fromFile = file !== undefined && file !== "-";
+  let total: number | undefined;
+  if (fromFile) {
+    total = -1; // the header
+    for await (const _ of readCsv(await openInput(file))) total++;
+  }
+  const records = readCsv(await openInput(file));
+  const first = await records.next();
+  if (first.done) throw new UsageError("the import file is empty: it needs a header line naming unit_id,variant_key[,experiment_key]");
+  const header = first.value.map((h) => h.trim().toLowerCase());
+  const col = (name: string) => header.indexOf(name);
+  const [unitCol, variantCol, experimentCol] = [col("unit_id"), col("variant_key"), col("experiment_key")];
+  if (unitCol < 0 || variantCol < 0) throw new UsageError(`the header must name unit_id and variant_key (got ${first.value.join(",")})`);
+  if (experimentCol < 0 && !o.experiment) throw new UsageError("the header names no experiment_key column: pass --experiment <key>");
+
+  const progress = new Progress({ unit: "rows", total: total !== undefined && total >= 0 ? total : undefined, enabled: ctx.options.progress && process.stderr.isTTY === true });
+  let line = 1;
+  async function* requests(): AsyncGenerator<MessageInitShape<typeof ImportAssignmentsRequestSchema>> {
+    let rows: { experimentKey: string; unitId: string; variantKey: string }[] = [];
+    let setup: MessageInitShape<typeof ImportAssignmentsRequestSchema>["setup"] = {
+      policy: o.overwrite ? ImportPolicy.OVERWRITE : ImportPolicy.SKIP_EXISTING,
+      skipInvalid: o.skipInvalid ?? false,
+    };
+    for await (const rec of records) {
+      line++;
+      rows.push({
+        experimentKey: o.experiment ?? rec[experimentCol] ?? "",
+        unitId: rec[unitCol] ?? "",
+        variantKey: rec[variantCol] ?? "",
+      });
+      if (rows.length >= IMPORT_MESSAGE_ROWS) {
+        yield { setup, rows };
+        setup = undefined;
+        progress.add(rows.length);
+        rows = [];
+      }
+    }
+    if (rows.length > 0 || setup) yield { setup, rows };
+    progress.add(rows.length);
+  }
+  let r;
+  try {
+    r = await ctx.experiments.importAssignments(requests(), { timeoutMs: 0 });
+  } finally {
+    progress.stop(ctx.options.progress ? "sent" : undefined);
+  }
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ received: Number(r.received), imported: Number(r.imported), skipped: Number(r.skipped), invalid: Number(r.invalid), errors: r.errors.map((e) => ({ position: Number(e.position), message: e.message })) }, null, 2) + "\n");
+    return;
+  }
+  let text = `received ${count(r.received)} rows: ${count(r.imported)} imported, ${count(r.skipped)} skipped (already stored, overrides, or repeated units), ${count(r.invalid)} invalid\n`;
+  for (const e of r.errors) text += `  row ${Number(e.position) + 1} (line ${Number(e.position) + 2}): ${e.message}\n`;
+  process.stdout.write(text);
+}
+
+/** Writes every stored assignment of an experiment as CSV (the format `import` reads). */
+export async function exportCsv(ctx: Context, experimentKey: string, o: { output?: string; batchSize?: string }) {
+  const batchSize = o.batchSize === undefined ? 10_000 : parseCount("--batch-size", o.batchSize);
+  let total: number | undefined;
+  if (ctx.options.progress && process.stderr.isTTY) {
+    const s = await ctx.experiments.getExperimentStats({ key: experimentKey });
+    total = s.variants.reduce((a, v) => a + Number(v.units + v.overrides + v.imported), 0);
+  }
+  const out = new Output(o.output);
+  const progress = new Progress({ unit: "rows", total, enabled: ctx.options.progress && process.stderr.isTTY === true });
+  try {
+    await out.write(csvLine(["experiment_key", "unit_id", "variant_key", "source", "version"]));
+    for await (const page of ctx.experiments.exportAssignments({ experimentKey, batchSize }, { timeoutMs: 0 })) {
+      let text = "";
+      for (let i = 0; i < page.unitIds.length; i++) {
+        text += csvLine([page.experimentKey, page.unitIds[i], page.legend[page.variantIndexes[i]] ?? "", sourceName(page.sources[i]), String(page.versions[i])]);
+      }
+      await out.write(text);
+      progress.add(page.unitIds.length);
+    }
+  } finally {
+    progress.stop(ctx.options.progress ? "exported" : undefined);
+  }
+  await out.end();
+}

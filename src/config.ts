@@ -1,0 +1,162 @@
+/**
+ * The server's configuration from environment variables and command-line flags (a flag wins over
+ * its variable). Every setting is listed in SETTINGS, which is also the --help text and what the
+ * README's table documents. This is where the security policy lives: ExperimentService must not
+ * be exposed without ADMIN_TOKEN unless insecure development mode is asked for (INSECURE_DEV_MODE=1
+ * or --insecure) or implied by the embedded database (no DATABASE_URL: a laptop, not production).
+ * startServer itself enforces whatever tokens it is given and refuses nothing, so that tests and
+ * benchmarks can start servers directly.
+ */
+import { accessSync, constants } from "node:fs";
+import { parseArgs } from "node:util";
+import type { ServerConfig } from "./server.js";
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+interface Setting {
+  env: string;
+  flag?: string;
+  /** Flags without a value (booleans). */
+  boolean?: boolean;
+  default: string;
+  help: string;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { env: "DATABASE_URL", flag: "database-url", default: "(unset: embedded PGlite)", help: "PostgreSQL connection string; unset: the embedded PostgreSQL (PGlite) in PGLITE_DATA_DIR, in insecure development mode unless ADMIN_TOKEN is set" },
+  { env: "PGLITE_DATA_DIR", flag: "pglite-dir", default: "./data/pglite", help: "folder of the embedded database (without DATABASE_URL); memory:// keeps it in memory only" },
+  { env: "REDIS_URL", flag: "redis-url", default: "(unset: in-process cache only)", help: "Redis connection string (redis-cluster://h:p,h:p for a cluster); unset: no shared cache" },
+  { env: "HOST", flag: "host", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for all)" },
+  { env: "PORT", flag: "port", default: "50051", help: "gRPC port" },
+  { env: "ADMIN_TOKEN", default: "(unset)", help: "bearer token ExperimentService demands; required unless insecure development mode" },
+  { env: "ASSIGN_TOKEN", default: "(unset: open)", help: "bearer token AssignmentService demands (the admin token works too)" },
+  { env: "INSECURE_DEV_MODE", flag: "insecure", boolean: true, default: "0", help: "1: serve ExperimentService without ADMIN_TOKEN (local development only)" },
+  { env: "TLS_CERT_FILE", flag: "tls-cert", default: "(unset: plaintext)", help: "PEM certificate chain; with TLS_KEY_FILE the server speaks TLS" },
+  { env: "TLS_KEY_FILE", flag: "tls-key", default: "(unset)", help: "PEM private key of TLS_CERT_FILE" },
+  { env: "METRICS_PORT", flag: "metrics-port", default: "9464", help: "Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0 turns metrics off" },
+  { env: "METRICS_HOST", flag: "metrics-host", default: "(HOST)", help: "address of the metrics endpoint" },
+  { env: "REDIS_PREFIX", flag: "redis-prefix", default: "(empty)", help: "prefix of every Redis key, to share one Redis between deployments" },
+  { env: "CACHE_TTL_SECONDS", flag: "cache-ttl", default: "86400", help: "lifetime of a Redis cache entry" },
+  { env: "MEMORY_CACHE_ENTRIES", flag: "memory-cache-entries", default: "1000000", help: "size of the in-process cache of stored assignments (about 70 bytes each); 0 turns it off" },
+  { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: "20", help: "PostgreSQL connections" },
+  { env: "LOG_LEVEL", flag: "log-level", default: "info", help: "pino level: debug (one line per call), info, warn, error, silent" },
+];
+
+export interface LoadedConfig {
+  server: Omit<ServerConfig, "logger">;
+  logLevel: string;
+  /** Set when --help was asked for: print it and exit. */
+  help?: string;
+}
+
+export function helpText(): string {
+  const lines = ["Usage: npm start -- [flags]   (or: node --import tsx src/main.ts [flags])", "", "Every flag has an environment variable; the flag wins.", ""];
+  for (const s of SETTINGS) {
+    const flag = s.flag ? `--${s.flag}${s.boolean ? "" : " <value>"}` : "";
+    lines.push(`  ${s.env.padEnd(22)}${flag.padEnd(32)}${s.help} [default: ${s.default}]`);
+  }
+  lines.push(`  ${"".padEnd(22)}${"--help".padEnd(32)}this text`);
+  return lines.join("\n") + "\n";
+}
+
+/** Parses flags and environment; throws ConfigError naming the setting at fault. */
+export function loadConfig(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const s of SETTINGS) if (s.flag) options[s.flag] = { type: s.boolean ? "boolean" : "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (see --help)`);
+  }
+  if (values.help) return { server: {}, logLevel: "info", help: helpText() };
+
+  /** The flag's value, else the variable's; empty counts as unset. */
+  const get = (name: string): string | undefined => {
+    const s = SETTINGS.find((x) => x.env === name)!;
+    const fromFlag = s.flag ? values[s.flag] : undefined;
+    if (typeof fromFlag === "string" && fromFlag !== "") return fromFlag;
+    if (fromFlag === true) return "1";
+    const v = env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const label = (name: string) => {
+    const s = SETTINGS.find((x) => x.env === name)!;
+    return s.flag ? `${name} (--${s.flag})` : name;
+  };
+  /** The setting as an integer; `fallback` when unset (undefined: startServer's own default). */
+  const int = <F extends number | undefined>(name: string, fallback: F, min: number, max: number): number | F => {
+    const v = get(name);
+    if (v === undefined) return fallback;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new ConfigError(`${label(name)}: must be an integer ${min}..${max} (got "${v}")`);
+    return Number(v);
+  };
+  const bool = (name: string): boolean => {
+    const v = (get(name) ?? "0").toLowerCase();
+    if (["1", "true", "yes", "on"].includes(v)) return true;
+    if (["0", "false", "no", "off"].includes(v)) return false;
+    throw new ConfigError(`${label(name)}: must be 1 or 0 (got "${v}")`);
+  };
+
+  const databaseUrl = get("DATABASE_URL");
+  const adminToken = get("ADMIN_TOKEN");
+  const assignToken = get("ASSIGN_TOKEN");
+  const embedded = databaseUrl === undefined;
+  const insecure = bool("INSECURE_DEV_MODE") || (embedded && adminToken === undefined);
+  if (!adminToken && !insecure) {
+    throw new ConfigError(
+      "refusing to start: ExperimentService (create, change and stop experiments, import assignments) would be open to anyone who can reach the port. " +
+        "Set ADMIN_TOKEN (clients send it as 'authorization: Bearer <token>'), or set INSECURE_DEV_MODE=1 (or pass --insecure) for local development.",
+    );
+  }
+  for (const [name, token] of [["ADMIN_TOKEN", adminToken], ["ASSIGN_TOKEN", assignToken]] as const) {
+    if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(`${name}: must be printable ASCII without spaces`);
+  }
+
+  const certFile = get("TLS_CERT_FILE");
+  const keyFile = get("TLS_KEY_FILE");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError(`${label("TLS_CERT_FILE")} and ${label("TLS_KEY_FILE")}: give both for TLS, or neither`);
+  }
+  for (const [name, file] of [["TLS_CERT_FILE", certFile], ["TLS_KEY_FILE", keyFile]] as const) {
+    if (file === undefined) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch {
+      throw new ConfigError(`${label(name)}: cannot read ${file}`);
+    }
+  }
+
+  const logLevel = get("LOG_LEVEL") ?? "info";
+  if (!["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(logLevel)) {
+    throw new ConfigError(`${label("LOG_LEVEL")}: must be one of debug, info, warn, error, silent (got "${logLevel}")`);
+  }
+  const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
+  const host = get("HOST") ?? "127.0.0.1";
+
+  return {
+    logLevel,
+    server: {
+      databaseUrl,
+      pgliteDataDir: get("PGLITE_DATA_DIR") ?? "./data/pglite",
+      redisUrl: get("REDIS_URL"),
+      host,
+      port: int("PORT", 50051, 0, 65535),
+      redisPrefix: get("REDIS_PREFIX") ?? "",
+      cacheTtlSeconds: int("CACHE_TTL_SECONDS", undefined, 1, 2 ** 31 - 1),
+      memoryCacheEntries: int("MEMORY_CACHE_ENTRIES", undefined, 0, 2 ** 31 - 1),
+      databasePoolSize: int("DATABASE_POOL_SIZE", undefined, 1, 10_000),
+      adminToken,
+      assignToken,
+      insecure,
+      tls: certFile && keyFile ? { certFile, keyFile } : undefined,
+      metricsPort: metricsPort === 0 ? undefined : metricsPort,
+      metricsHost: get("METRICS_HOST") ?? host,
+    },
+  };
+}

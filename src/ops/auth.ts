@@ -1,0 +1,42 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { status, type Metadata } from "@grpc/grpc-js";
+import { ServiceError } from "../errors.js";
+import type { Interceptor } from "../grpc/bind-service.js";
+
+export interface AuthTokens {
+  /** Required for ExperimentService (administration); absent: that service is open. */
+  adminToken?: string;
+  /** Required for AssignmentService when set (the admin token is accepted too). */
+  assignToken?: string;
+}
+
+const digest = (s: string) => createHash("sha256").update(s, "utf8").digest();
+
+/** The bearer token of `authorization: Bearer <token>`, or undefined. */
+export function bearerToken(metadata: Metadata): string | undefined {
+  const value = metadata.get("authorization")[0];
+  if (typeof value !== "string") return undefined;
+  const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(value);
+  return m ? m[1] : undefined;
+}
+
+/**
+ * A bindService interceptor demanding a bearer token (`authorization: Bearer <token>`) from every
+ * call of the service, if `accepted` names any. Tokens are compared in constant time: both sides
+ * are hashed to 32 bytes first, so neither their content nor their length leaks through timing.
+ */
+export function requireToken(serviceName: string, accepted: readonly (string | undefined)[]): Interceptor | undefined {
+  const digests = accepted.filter((t): t is string => !!t).map(digest);
+  if (digests.length === 0) return undefined;
+  return (_method: DescMethod, metadata: Metadata) => {
+    const token = bearerToken(metadata);
+    if (token === undefined) {
+      throw new ServiceError(status.UNAUTHENTICATED, `${serviceName} needs a token: send the metadata "authorization: Bearer <token>"`);
+    }
+    const given = digest(token);
+    let ok = false;
+    for (const d of digests) ok = timingSafeEqual(given, d) || ok; // every candidate is compared
+    if (!ok) throw new ServiceError(status.UNAUTHENTICATED, `${serviceName}: the bearer token is not valid`);
+  };
+}

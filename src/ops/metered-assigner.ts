@@ -1,0 +1,24 @@
+import type { AssignmentCache } from "../cache/assignment-cache.js";
+import type { MemoryCache } from "../cache/memory-cache.js";
+import { Assigner, type AssignOptionsLike, type Cell, type CellResult } from "../service/assigner.js";
+import type { AssignmentStore } from "../store/assignment-store.js";
+import type { ServerMetrics } from "./metrics.js";
+
+/** The Assigner, reporting its cache lookups and counting each batch's answers by reason. Used only
+ * when metrics are on, so that a server without them pays nothing. */
+export class MeteredAssigner extends Assigner {
+  constructor(
+    store: AssignmentStore,
+    memory: MemoryCache,
+    cache: AssignmentCache,
+    private readonly serverMetrics: ServerMetrics,
+  ) {
+    super(store, memory, cache, serverMetrics.assigner);
+  }
+
+  override async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
+    const results = await super.assign(cells, options);
+    this.serverMetrics.answered(results);
+    return results;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Prometheus metrics (prom-client), each server with a registry of its own, served over HTTP at
+ * /metrics. What is counted, and where:
+ *
+ * - gRPC calls and their latency, by service, method and status code (call-observer.ts, a grpc-js
+ *   server interceptor, so failures before a handler runs count too);
+ * - assignments answered, by reason (once per batch, counted off the batch's results);
+ * - lookups of stored assignments per cache layer, hits and misses (the Assigner reports them once
+ *   per batch and layer), and the hit ratio they make;
+ * - rows per INSERT of new assignments (AssignmentStore), and the rows waiting to be written.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Reason } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { AssignerMetrics, LookupLayer } from "../service/assigner-metrics.js";
+import type { CellResult } from "../service/assigner.js";
+
+const LAYERS: readonly LookupLayer[] = ["memory", "redis", "postgres"];
+
+export interface ServerMetricsOptions {
+  /** Rows waiting for or inside an INSERT (AssignmentStore.pendingWrites), read at each scrape. */
+  pendingWrites: () => number;
+  /** Whether the "redis" layer exists (without Redis its lookups are not counted). */
+  sharedCache: boolean;
+  /** Node.js process metrics (CPU, memory, event loop); default true. */
+  processMetrics?: boolean;
+}
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  private readonly calls: Counter<"service" | "method" | "code">;
+  private readonly callSeconds: Histogram<"service" | "method" | "code">;
+  private readonly byReason: Counter.Internal[] = [];
+  private readonly lookupCounts = new Map<LookupLayer, { hits: number; misses: number; hit: Counter.Internal; miss: Counter.Internal }>();
+  private readonly insertRows: Histogram;
+  /** Reasons are small integers: counted into this array per batch, then added to the counters. */
+  private readonly reasonCounts = new Float64Array(64);
+
+  constructor(private readonly options: ServerMetricsOptions) {
+    const registers = [this.registry];
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    this.calls = new Counter({
+      name: "assignment_grpc_calls_total",
+      help: "gRPC calls finished, by service, method and status code",
+      labelNames: ["service", "method", "code"],
+      registers,
+    });
+    this.callSeconds = new Histogram({
+      name: "assignment_grpc_call_duration_seconds",
+      help: "gRPC call duration (streams: until their status), by service, method and status code",
+      labelNames: ["service", "method", "code"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers,
+    });
+    const assignments = new Counter({
+      name: "assignment_assignments_total",
+      help: "Answers given (units x experiments), by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    for (const [name, value] of Object.entries(Reason)) {
+      if (typeof value === "number") this.byReason[value] = assignments.labels(name.replace(/^REASON_/, ""));
+    }
+    const lookups = new Counter({
+      name: "assignment_cache_lookups_total",
+      help: "Lookups of stored assignments per layer (memory, redis, postgres) and result (hit, miss); counted per batch",
+      labelNames: ["layer", "result"],
+      registers,
+    });
+    for (const layer of LAYERS) {
+      this.lookupCounts.set(layer, { hits: 0, misses: 0, hit: lookups.labels(layer, "hit"), miss: lookups.labels(layer, "miss") });
+    }
+    const counts = this.lookupCounts;
+    new Gauge({
+      name: "assignment_cache_hit_ratio",
+      help: "Share of the lookups reaching a layer that it answered, since the start (rate() of assignment_cache_lookups_total is better for recent values)",
+      labelNames: ["layer"],
+      registers,
+      collect() {
+        for (const [layer, c] of counts) {
+          if (c.hits + c.misses > 0) this.set({ layer }, c.hits / (c.hits + c.misses));
+        }
+      },
+    });
+    this.insertRows = new Histogram({
+      name: "assignment_store_insert_rows",
+      help: "Rows per INSERT of new assignments (concurrent calls share statements)",
+      buckets: [1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 20000],
+      registers,
+    });
+    new Gauge({
+      name: "assignment_store_pending_writes",
+      help: "New assignments waiting for or inside an INSERT",
+      registers,
+      collect() {
+        this.set(options.pendingWrites());
+      },
+    });
+  }
+
+  /** Hooks for the Assigner. */
+  get assigner(): AssignerMetrics {
+    return {
+      lookups: (layer, hits, misses) => {
+        if (layer === "redis" && !this.options.sharedCache) return;
+        const c = this.lookupCounts.get(layer)!;
+        c.hits += hits;
+        c.misses += misses;
+        if (hits > 0) c.hit.inc(hits);
+        if (misses > 0) c.miss.inc(misses);
+      },
+    };
+  }
+
+  /** Counts a batch's answers by reason. */
+  answered(results: readonly CellResult[]): void {
+    const counts = this.reasonCounts;
+    for (let i = 0; i < results.length; i++) counts[results[i].reason]++;
+    for (let r = 0; r < counts.length; r++) {
+      if (counts[r] > 0) {
+        this.byReason[r]?.inc(counts[r]);
+        counts[r] = 0;
+      }
+    }
+  }
+
+  insertBatch(rows: number): void {
+    this.insertRows.observe(rows);
+  }
+
+  call(service: string, method: string, code: string, seconds: number): void {
+    this.calls.labels(service, method, code).inc();
+    this.callSeconds.labels(service, method, code).observe(seconds);
+  }
+}
+
+/** Serves `GET /metrics` (Prometheus text format) on host:port; 0 picks a free port. */
+export async function serveMetrics(registry: Registry, host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" || (path !== "/metrics" && path !== "/")) {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found: try GET /metrics\n");
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { "content-type": registry.contentType }).end(text),
+      (err: Error) => res.writeHead(500, { "content-type": "text/plain" }).end(`metrics failed: ${err.message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,129 @@
+/** The CLI's administration commands against a real server, checked through the gRPC client. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ExperimentStatus, Reason } from "../../src/client/index.js";
+import { startTestServer, type TestServer } from "../support/test-server.js";
+import { cliOk, runCli } from "./run-cli.js";
+
+describe("assignment experiments / namespaces / overrides / assign / stats", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => t?.stop());
+  const cli = (...args: string[]) => cliOk(t.server.address, args);
+
+  it("creates, lists, shows, changes, starts, pauses and stops an experiment", async () => {
+    const created = JSON.parse(
+      await cli("experiments", "create", "checkout", "--variant", "control:50%", "--variant", 'green:5000:{"color":"#0a0"}', "--rollout", "20%", "--tag", "web", "--json"),
+    );
+    expect(created).toMatchObject({ key: "checkout", status: "EXPERIMENT_STATUS_DRAFT", rollout: 2000, tags: ["web"] });
+    const { experiment } = await t.experiments.getExperiment({ key: "checkout" });
+    expect(experiment!.variants.map((v) => [v.key, v.weight, v.params])).toEqual([
+      ["control", 5000, undefined],
+      ["green", 5000, { color: "#0a0" }],
+    ]);
+
+    expect(await cli("experiments", "list")).toMatch(/^checkout\s+DRAFT\s+user_id\s+control 50\.00%, green 50\.00%\s+20\.00%/m);
+    expect(await cli("exp", "show", "checkout")).toMatch(/rollout\s+20\.00% \(2000 basis points\)/);
+
+    await cli("experiments", "update", "checkout", "--weight", "control=60%", "--weight", "green=40%", "--add-variant", "blue:0", "--description", "new copy");
+    let e = (await t.experiments.getExperiment({ key: "checkout" })).experiment!;
+    expect(e.variants.map((v) => [v.key, v.weight])).toEqual([["control", 6000], ["green", 4000], ["blue", 0]]);
+    expect(e.description).toBe("new copy");
+
+    expect(await cli("experiments", "start", "checkout")).toContain("checkout: DRAFT -> RUNNING");
+    expect(await cli("experiments", "pause", "checkout")).toContain("RUNNING -> PAUSED");
+    expect(await cli("experiments", "stop", "checkout", "--winner", "green")).toContain("PAUSED -> STOPPED (winner green)");
+    e = (await t.experiments.getExperiment({ key: "checkout" })).experiment!;
+    expect([e.status, e.winner]).toEqual([ExperimentStatus.STOPPED, "green"]);
+
+    // A stale --version is refused by the server: ABORTED, exit code 1.
+    const stale = await runCli(t.server.address, ["experiments", "update", "checkout", "--rollout", "5000", "--version", "1"]);
+    expect(stale.code).toBe(1);
+    expect(stale.stderr).toMatch(/error: ABORTED \(gRPC status 10\): version: experiment "checkout" is at version \d+, not 1/);
+  });
+
+  it("manages namespaces and segments", async () => {
+    await cli("namespaces", "create", "pricing", "--segments", "100");
+    for (const key of ["price-a", "price-b"]) await cli("experiments", "create", key, "--variant", "x:50%", "--variant", "y:50%", "--start");
+    await cli("namespaces", "allocate", "pricing", "price-a", "30");
+    await cli("ns", "allocate", "pricing", "price-b", "50");
+    expect(await cli("namespaces", "show", "pricing")).toMatch(/segments\s+100 \(20 free\)[\s\S]*price-a\s+30\s+30\.00%[\s\S]*price-b\s+50\s+50\.00%/);
+    expect(await cli("namespaces", "list")).toMatch(/pricing\s+user_id\s+100\s+20\s+price-a \(30\), price-b \(50\)/);
+    expect(await cli("namespaces", "release", "pricing", "price-a")).toContain("released 30 segments");
+    const { namespace } = await t.experiments.getNamespace({ key: "pricing" });
+    expect(namespace!.freeSegments).toBe(50);
+    const full = await runCli(t.server.address, ["namespaces", "allocate", "pricing", "price-a", "51"]);
+    expect(full.code).toBe(1);
+    expect(full.stderr).toContain("RESOURCE_EXHAUSTED");
+  });
+
+  it("sets and clears overrides, assigns one unit, shows stats with the sample-ratio verdict", async () => {
+    await cli("experiments", "create", "banner", "--variant", "a:50%", "--variant", "b:50%", "--start");
+    expect(await cli("overrides", "set", "banner", "tester-1=b", "tester-2=a")).toContain("2 overrides set");
+    const one = JSON.parse(await cli("assign", "banner", "tester-1", "--json"));
+    expect(one).toMatchObject({ experimentKey: "banner", variantKey: "b", reason: "REASON_OVERRIDE", enrolled: true });
+    expect(await cli("overrides", "clear", "banner", "--all")).toContain("2 overrides removed");
+    const plain = await cli("assign", "banner", "tester-1", "--explain");
+    expect(plain).toMatch(/^banner \/ tester-1: [ab]\nreason\s+NEW/);
+    expect(plain).toMatch(/buckets\s+variant \d+, rollout \d+/);
+
+    await t.assignments.bulkAssign({ experimentKey: "banner", unitIds: Array.from({ length: 2_000 }, (_, i) => `u-${i}`) });
+    const stats = await cli("stats", "banner");
+    expect(stats).toMatch(/^VARIANT\s+EXPECTED\s+OBSERVED\s+UNITS\s+OVERRIDES\s+IMPORTED$/m);
+    expect(stats).toMatch(/^a\s+50\.00%\s+\d+\.\d\d%\s+[\d,]+\s+0\s+0$/m);
+    expect(stats).toContain("units stored by hashing: 2,001");
+    expect(stats).toMatch(/OK: no sample-ratio mismatch \(p = [\d.]+ >= 0\.001\)/);
+
+    expect((await runCli(t.server.address, ["stats", "banner", "--fail-on-srm"])).code).toBe(0);
+
+    // Weights changed under stored units: the stored 50/50 split no longer matches 90/10.
+    await cli("experiments", "update", "banner", "--weight", "a=90%", "--weight", "b=10%");
+    const srm = await runCli(t.server.address, ["stats", "banner", "--fail-on-srm"]);
+    expect(srm.stdout).toMatch(/SAMPLE RATIO MISMATCH: p = \S+ < 0\.001/);
+    expect(srm.code).toBe(3);
+    const json = JSON.parse(await cli("stats", "banner", "--json"));
+    expect(json).toMatchObject({ experimentKey: "banner", totalUnits: "2001", sampleRatioMismatch: true });
+    expect((await t.assignments.assign({ experimentKey: "banner", unitId: "tester-1" })).assignment!.reason).toBe(Reason.STICKY);
+  });
+
+  it("reports errors with the gRPC status and exit code 1, bad usage with exit code 2", async () => {
+    const missing = await runCli(t.server.address, ["experiments", "show", "nope"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('error: NOT_FOUND (gRPC status 5): key: no experiment "nope"');
+
+    const badVariant = await runCli(t.server.address, ["experiments", "create", "x", "--variant", "control"]);
+    expect(badVariant.code).toBe(2);
+    expect(badVariant.stderr).toContain('--variant: "control" is not key:weight');
+
+    const unknown = await runCli(t.server.address, ["experiments", "frobnicate"]);
+    expect(unknown.code).toBe(2);
+
+    const badTimeout = await runCli(t.server.address, ["--timeout", "soon", "experiments", "list"]);
+    expect(badTimeout.code).toBe(2);
+    expect(badTimeout.stderr).toContain('--timeout: "soon" is not a duration');
+  });
+});
+
+describe("assignment with tokens", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer({ adminToken: "admin-secret-1", assignToken: "assign-secret-1" });
+  });
+  afterAll(async () => t?.stop());
+
+  it("sends --token or ASSIGNMENT_TOKEN as a bearer token; none or a wrong one is UNAUTHENTICATED (exit 1)", async () => {
+    const none = await runCli(t.server.address, ["experiments", "list"]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain("error: UNAUTHENTICATED (gRPC status 16)");
+    const wrong = await runCli(t.server.address, ["--token", "admin-secret-2", "experiments", "list"]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain("UNAUTHENTICATED");
+
+    expect(await cliOk(t.server.address, ["--token", "admin-secret-1", "experiments", "create", "e", "--variant", "a:100%", "--start"])).toContain("key              e");
+    const viaEnv = await cliOk(t.server.address, ["assign", "e", "u-1"], { env: { ASSIGNMENT_TOKEN: "assign-secret-1" } });
+    expect(viaEnv).toContain("e / u-1: a");
+    const assignWithAdmin = await cliOk(t.server.address, ["-t", "admin-secret-1", "assign", "e", "u-2"]);
+    expect(assignWithAdmin).toContain("e / u-2: a");
+  });
+});
