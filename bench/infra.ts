@@ -159,8 +159,11 @@ export async function flushPrefix(url: string, prefix: string): Promise<number> 
 
 // ------------------------------------------------------------------ server child processes
 
-const SERVER_FILE = fileURLToPath(new URL("./server-process.ts", import.meta.url));
-const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+// Compiled (dist/bench/*.js, what `npm run bench` runs: production-like, no loader in the
+// server process) or from source through tsx.
+const COMPILED = import.meta.url.endsWith(".js");
+const SERVER_FILE = fileURLToPath(new URL(COMPILED ? "./server-process.js" : "./server-process.ts", import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL(COMPILED ? "../.." : "..", import.meta.url));
 
 export interface ServerChild {
   label: string;
@@ -178,8 +181,8 @@ export interface ServerChild {
  * output is forwarded to stderr, prefixed with the label.
  */
 export async function startServerChild(label: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<ServerChild> {
-  const tsx = import.meta.resolve("tsx");
-  const child = spawn(process.execPath, [...nodeArgs, "--import", tsx, SERVER_FILE], {
+  const loader = COMPILED ? [] : ["--import", import.meta.resolve("tsx")];
+  const child = spawn(process.execPath, [...nodeArgs, ...loader, SERVER_FILE], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "pipe"],

@@ -197,7 +197,8 @@ export function assignmentHandlers(
 
     async *streamAssign(requests, ctx) {
       const it = requests[Symbol.asyncIterator]();
-      const first = await it.next();
+      const first = await Promise.race([it.next(), shuttingDown]);
+      if (first === "shutdown") throw unavailable("server is shutting down: no batch was answered; send the stream to another server");
       if (first.done) return;
       const setup = first.value.setup;
       if (!setup) throw invalidArgument("setup", "must be set in the first message of the stream");
