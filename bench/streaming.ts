@@ -23,7 +23,7 @@ const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:54
 const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
 const UNITS = Number(env.BENCH_STREAM_UNITS ?? 1_000_000);
 const BATCH = 10_000;
-const SERVER_NODE_ARGS = env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [];
+const SERVER_NODE_ARGS = [...(env.BENCH_SERVER_NODE_OPTIONS ?? "").split(" ").filter(Boolean), ...(env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [])];
 
 const unitId = (prefix: string, i: number) => `${prefix}-${i}`;
 

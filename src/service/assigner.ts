@@ -112,7 +112,7 @@ export class Assigner {
     // Memory.
     let missing: Lookup[] = [];
     for (const l of lookups.values()) {
-      const hit = this.memory.get(l.key, l.generation);
+      const hit = this.memory.get(l);
       if (hit) fromStored(l, hit, Layer.MEMORY);
       else missing.push(l);
     }
