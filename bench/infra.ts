@@ -176,7 +176,7 @@ export interface ServerChild {
 }
 
 /**
- * Starts bench/server-process.ts under node + the tsx loader (one process, so `nodeArgs` such as
+ * Starts bench/server-process (compiled, or .ts under the tsx loader) (one process, so `nodeArgs` such as
  * --cpu-prof apply to the server itself) and waits for the line announcing its port. Other
  * output is forwarded to stderr, prefixed with the label.
  */

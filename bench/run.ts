@@ -237,7 +237,7 @@ async function main(cleanup: Cleanup): Promise<number> {
     `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? "?"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB RAM, ${os.platform()} ${os.release()}`,
     `Node ${process.version}; ${pgVersion}; ${redisVersion}; all on this machine (loopback)`,
     `date ${new Date().toISOString()}`,
-    `client: this process; servers: separate processes (node + tsx loader), LOG_LEVEL=warn`,
+    `client: this process; servers: separate processes (${import.meta.url.endsWith(".js") ? "compiled, plain node" : "node + tsx loader"}), LOG_LEVEL=warn`,
     codeVersion(),
   ];
 

@@ -6,6 +6,8 @@
  * same table. The server runs in its own process; its resident memory is sampled throughout.
  *
  * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_STREAM_UNITS (1,000,000);
+ * BENCH_SERVER_NODE_OPTIONS (node flags of the server, default --max-old-space-size=192: V8 otherwise
+ * lets garbage pile up to several hundred MB before collecting);
  * BENCH_CPU_PROF_DIR (write a V8 CPU profile of the server there).
  */
 import { readFileSync } from "node:fs";
@@ -23,7 +25,7 @@ const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:54
 const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
 const UNITS = Number(env.BENCH_STREAM_UNITS ?? 1_000_000);
 const BATCH = 10_000;
-const SERVER_NODE_ARGS = [...(env.BENCH_SERVER_NODE_OPTIONS ?? "").split(" ").filter(Boolean), ...(env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [])];
+const SERVER_NODE_ARGS = [...(env.BENCH_SERVER_NODE_OPTIONS ?? "--max-old-space-size=192").split(" ").filter(Boolean), ...(env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [])];
 
 const unitId = (prefix: string, i: number) => `${prefix}-${i}`;
 
