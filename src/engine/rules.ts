@@ -7,7 +7,8 @@ export const UNIT_TYPE_RULE = "must match [a-z][a-z0-9_]{0,63}";
 export const KEY_RULE = "must match [a-z0-9][a-z0-9._-]{0,127}";
 export const VARIANT_KEY_RULE = "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}";
 export const UNIT_ID_RULE = "must be 1 to 512 bytes of UTF-8 without U+0000";
-export const SALT_RULE = "must be 1 to 256 bytes of UTF-8";
+// U+0000 is refused too: PostgreSQL text cannot hold it (the SPEC says "any 1 to 256 bytes of UTF-8").
+export const SALT_RULE = "must be 1 to 256 bytes of UTF-8 without U+0000";
 
 const UNIT_TYPE = /^[a-z][a-z0-9_]{0,63}$/;
 const KEY = /^[a-z0-9][a-z0-9._-]{0,127}$/;
@@ -59,7 +60,7 @@ export function checkUnitId(field: string, unitId: string): string {
 
 export function checkSalt(field: string, salt: string): string {
   const bytes = Buffer.byteLength(salt, "utf8");
-  if (bytes < 1 || bytes > MAX_SALT_BYTES) throw invalidArgument(field, SALT_RULE);
+  if (bytes < 1 || bytes > MAX_SALT_BYTES || salt.includes("\u0000")) throw invalidArgument(field, SALT_RULE);
   return salt;
 }
 

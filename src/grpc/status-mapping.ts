@@ -8,11 +8,20 @@ import { ServiceError } from "../errors.js";
  * not sent.
  */
 export function toGrpcStatus(err: unknown, log: (msg: string, err: unknown) => void): Partial<GrpcServiceError> {
-  if (err instanceof ServiceError) return { code: err.code, details: err.message, metadata: new Metadata() };
+  if (err instanceof ServiceError) return { code: err.code, details: clipDetails(err.message), metadata: new Metadata() };
   const sqlState = (err as { code?: unknown })?.code;
   if (typeof sqlState === "string" && sqlState.startsWith("22")) {
-    return { code: status.INVALID_ARGUMENT, details: `invalid input: ${(err as Error).message}`, metadata: new Metadata() };
+    return { code: status.INVALID_ARGUMENT, details: clipDetails(`invalid input: ${(err as Error).message}`), metadata: new Metadata() };
   }
   log("internal error", err);
   return { code: status.INTERNAL, details: "internal error", metadata: new Metadata() };
+}
+
+/** Details travel in the grpc-message trailer: one over HTTP/2's header limit (64 KB, e.g. a
+ * refusal quoting a 100 KB map key) is never delivered, and the call hangs until its deadline with
+ * the connection wedged. Messages quote caller input, so they are cut to a bounded length. */
+export const MAX_DETAILS_CHARS = 1_000;
+
+function clipDetails(message: string): string {
+  return message.length <= MAX_DETAILS_CHARS ? message : `${message.slice(0, MAX_DETAILS_CHARS)}… (${message.length - MAX_DETAILS_CHARS} more characters)`;
 }

@@ -1,5 +1,5 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, JsonValue, MessageInitShape } from "@bufbuild/protobuf";
 import { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import {
   ExperimentStatus,
@@ -91,8 +91,28 @@ function variantNamed(field: string, variants: readonly VariantRecord[], key: st
   return key;
 }
 
-function paramsOf(v: Variant): JsonObject | undefined {
-  return v.params && Object.keys(v.params).length > 0 ? v.params : undefined;
+function paramsOf(field: string, v: Variant): JsonObject | undefined {
+  if (!v.params || Object.keys(v.params).length === 0) return undefined;
+  checkJson(field, v.params);
+  return v.params;
+}
+
+/** Params are stored as jsonb, which cannot hold U+0000, and JSON has no NaN or infinities (a
+ * Struct's number_value can): refused naming the field rather than failing in the database or
+ * being stored as null. */
+function checkJson(field: string, value: JsonValue): void {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw invalidArgument(field, "numbers must be finite (JSON has no NaN or infinities)");
+  } else if (typeof value === "string") {
+    if (value.includes("\u0000")) throw invalidArgument(field, "must not contain U+0000");
+  } else if (Array.isArray(value)) {
+    for (const x of value) checkJson(field, x);
+  } else if (value !== null && typeof value === "object") {
+    for (const [k, x] of Object.entries(value)) {
+      if (k.includes("\u0000")) throw invalidArgument(field, "must not contain U+0000");
+      checkJson(field, x);
+    }
+  }
 }
 
 export function experimentHandlers(
@@ -112,7 +132,7 @@ export function experimentHandlers(
       const salt = checkSalt("salt", req.salt ?? key);
       const unitType = checkUnitType("unit_type", req.unitType);
       checkVariants("variants", req.variants);
-      const variants = req.variants.map((v, id) => ({ id, key: v.key, weight: v.weight, params: paramsOf(v) }));
+      const variants = req.variants.map((v, id) => ({ id, key: v.key, weight: v.weight, params: paramsOf(`variants[${id}].params`, v) }));
       const rollout = checkBasisPoints("rollout", req.rollout ?? FULL_ROLLOUT);
       const status = req.status === ExperimentStatus.UNSPECIFIED ? ExperimentStatus.DRAFT : checkStatus("status", req.status);
       if (status === ExperimentStatus.STOPPED) throw invalidArgument("status", "a new experiment must be DRAFT, RUNNING or PAUSED");
@@ -175,7 +195,7 @@ export function experimentHandlers(
             const prev = byKey.get(v.key);
             if (!prev) appended = true;
             else if (appended) throw invalidArgument(`variants.variants[${i}]`, "new variants must come after the existing ones");
-            return { id: prev ? prev.id : nextId++, key: v.key, weight: v.weight, params: paramsOf(v) };
+            return { id: prev ? prev.id : nextId++, key: v.key, weight: v.weight, params: paramsOf(`variants.variants[${i}].params`, v) };
           });
         }
         const status = req.status === ExperimentStatus.UNSPECIFIED ? cur.status : req.status;

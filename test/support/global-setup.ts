@@ -78,7 +78,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
 // ---------------------------------------------------------------- helpers
 
 /** A currently free TCP port on 127.0.0.1 (the OS picks it). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -90,10 +90,10 @@ function freePort(): Promise<number> {
   });
 }
 
-const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+export const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
 /** Run a PostgreSQL tool; as root it must run as the `postgres` user. */
-function pgTool(bin: string, args: string[], cwd: string) {
+export function pgTool(bin: string, args: string[], cwd: string) {
   const [cmd, argv] = isRoot ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
   return spawnSync(cmd, argv, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
@@ -109,7 +109,7 @@ function pgToolOrThrow(bin: string, args: string[], cwd: string): void {
 
 /** Directory holding initdb/pg_ctl/postgres: $PG_BINDIR, else the newest
  *  /usr/lib/postgresql/<ver>/bin (Debian layout), else "" (use $PATH). */
-function pgBinDir(): string {
+export function pgBinDir(): string {
   if (process.env.PG_BINDIR) return process.env.PG_BINDIR;
   const root = "/usr/lib/postgresql";
   if (!existsSync(root)) return "";
@@ -184,7 +184,7 @@ function readLog(file: string): string {
   return r.stdout ?? "";
 }
 
-async function waitForPostgres(url: string): Promise<void> {
+export async function waitForPostgres(url: string): Promise<void> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     const client = new pg.Client({ connectionString: url });
@@ -244,7 +244,7 @@ async function startRedis(): Promise<string> {
 }
 
 /** SIGTERM a child now; the promise resolves once it exited (SIGKILL after 5 s). */
-function stopChild(child: ChildProcess): Promise<void> {
+export function stopChild(child: ChildProcess): Promise<void> {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.kill("SIGTERM");
@@ -253,7 +253,7 @@ function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** True when a Redis server answers PING on 127.0.0.1:port. */
-function redisPing(port: number): Promise<boolean> {
+export function redisPing(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect(port, "127.0.0.1");
     let buf = "";
