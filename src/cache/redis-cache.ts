@@ -16,10 +16,19 @@ export class RedisCache implements AssignmentCache {
   private readonly redis: Redis | Cluster;
   private readonly shards: number;
   private warned = 0;
+  /** After a failed command Redis is left alone until then (ms since epoch): a hung Redis costs
+   * one command timeout per second, not one per call. */
+  private resumeAt = 0;
 
   constructor(
     redis: Redis | Cluster,
-    private readonly options: { prefix: string; ttlSeconds: number; log?: (msg: string) => void },
+    private readonly options: {
+      prefix: string;
+      ttlSeconds: number;
+      log?: (msg: string) => void;
+      /** How long to answer from PostgreSQL alone after a Redis command failed; default 1,000 ms. */
+      pauseAfterFailureMs?: number;
+    },
   ) {
     this.redis = redis;
     this.shards = redis instanceof Cluster ? CLUSTER_SHARDS : 1;
@@ -54,7 +63,7 @@ export class RedisCache implements AssignmentCache {
 
   async getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]> {
     const out = new Array<StoredAssignment | undefined>(cells.length);
-    if (cells.length === 0 || this.redis.status !== "ready") return out;
+    if (cells.length === 0 || !this.usable()) return out;
     try {
       await Promise.all(
         [...this.group(cells)].map(async ([tag, idx]) => {
@@ -70,7 +79,7 @@ export class RedisCache implements AssignmentCache {
   }
 
   async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
-    if (cells.length === 0 || this.redis.status !== "ready") return;
+    if (cells.length === 0 || !this.usable()) return;
     const fill = (this.redis as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(this.redis);
     try {
       await Promise.all(
@@ -83,7 +92,12 @@ export class RedisCache implements AssignmentCache {
     }
   }
 
+  private usable(): boolean {
+    return this.redis.status === "ready" && Date.now() >= this.resumeAt;
+  }
+
   private warn(what: string, err: unknown) {
+    this.resumeAt = Date.now() + (this.options.pauseAfterFailureMs ?? 1_000);
     // One line per burst, not one per call, while Redis is down.
     const now = Date.now();
     if (now - this.warned > 5_000) {
@@ -125,7 +139,8 @@ export function connectRedis(url: string): Redis | Cluster {
     enableAutoPipelining: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    commandTimeout: 1_000,
+    // A cache read that takes longer than this is slower than asking PostgreSQL.
+    commandTimeout: 500,
   };
   if (url.startsWith(CLUSTER_SCHEME)) {
     const nodes = url
@@ -141,7 +156,7 @@ export function connectRedis(url: string): Redis | Cluster {
       enableAutoPipelining: false,
       enableOfflineQueue: false,
       clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
-      redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 1_000 },
+      redisOptions: { maxRetriesPerRequest: 1, commandTimeout: 500 },
     });
   }
   return new Redis(url, {

@@ -101,10 +101,16 @@ function checkUnitIds(unitIds: readonly string[], max: number): void {
   }
 }
 
-function checkExperimentKeys(keys: readonly string[], min: number): void {
-  if (keys.length < min || keys.length > MAX_EXPERIMENTS_PER_CALL) {
-    throw invalidArgument("experiment_keys", `must hold ${min} to ${MAX_EXPERIMENTS_PER_CALL} keys (got ${keys.length})`);
+function checkExperimentKeys(keys: readonly string[], min: number, max = MAX_EXPERIMENTS_PER_CALL, field = "experiment_keys"): void {
+  if (keys.length < min || keys.length > max) {
+    throw invalidArgument(field, `must hold ${min} to ${max} keys (got ${keys.length})`);
   }
+  // A repeated key would only repeat its answers (and its params) in the response.
+  const seen = new Set<string>();
+  keys.forEach((k, i) => {
+    if (seen.has(k)) throw invalidArgument(`${field}[${i}]`, `must not repeat a key ("${k.slice(0, 128)}" is already at an earlier position)`);
+    seen.add(k);
+  });
 }
 
 /**
@@ -203,9 +209,7 @@ export function assignmentHandlers(
       const setup = first.value.setup;
       if (!setup) throw invalidArgument("setup", "must be set in the first message of the stream");
       const keys = setup.experimentKeys;
-      if (keys.length < 1 || keys.length > MAX_STREAM_EXPERIMENTS) {
-        throw invalidArgument("setup.experiment_keys", `must hold 1 to ${MAX_STREAM_EXPERIMENTS} keys (got ${keys.length})`);
-      }
+      checkExperimentKeys(keys, 1, MAX_STREAM_EXPERIMENTS, "setup.experiment_keys");
       const unitType = checkUnitType("setup.unit_type", setup.unitType);
       const o = optionsOf(setup.options);
       const maxIds = Math.min(MAX_BULK_UNITS, Math.floor(MAX_MATRIX_CELLS / keys.length));

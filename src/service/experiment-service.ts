@@ -91,9 +91,16 @@ function variantNamed(field: string, variants: readonly VariantRecord[], key: st
   return key;
 }
 
+/** A variant's params, as JSON, at most this long: answers carry them, so their size bounds what
+ * one request can make the server build (100 variants x 1,000 experiments of a matrix). */
+export const MAX_PARAMS_BYTES = 16_384;
+
 function paramsOf(field: string, v: Variant): JsonObject | undefined {
   if (!v.params || Object.keys(v.params).length === 0) return undefined;
   checkJson(field, v.params);
+  if (Buffer.byteLength(JSON.stringify(v.params)) > MAX_PARAMS_BYTES) {
+    throw invalidArgument(field, `must be at most ${MAX_PARAMS_BYTES} bytes as JSON`);
+  }
   return v.params;
 }
 
