@@ -193,7 +193,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       await assigner.flush();
       registry.stop();
       await metricsServer?.close();
-      if (redis) await redis.quit().catch(() => redis.disconnect());
+      if (cache instanceof RedisCache) await cache.close();
       await database.close();
     },
   };

@@ -6,6 +6,9 @@ import type { AssignmentCache, CacheCell } from "./assignment-cache.js";
  * Redis has no slots to spread over, so it uses one shard: one MGET per experiment per batch. */
 export const CLUSTER_SHARDS = 16;
 
+/** Keys per fill script. */
+const FILL_CHUNK = 250;
+
 /**
  * Redis layer. Key layout: `<prefix><installation>:a:{<experiment id>.<generation>.<shard>}:<unit id>`,
  * value `<variant id>.<source>`. The hash tag keeps a shard's keys in one slot, so a batch is one
@@ -31,11 +34,22 @@ export class RedisCache implements AssignmentCache {
     },
   ) {
     this.redis = redis;
+    // Fills go over their own connection, in chunks: a read never queues behind a big fill
+    // (Redis runs one script at a time, so a chunk is the longest a read can wait).
+    this.writer = redis.duplicate();
+    this.writer.on("error", () => {}); // reported by setMany when a command fails
     this.shards = redis instanceof Cluster ? CLUSTER_SHARDS : 1;
-    redis.defineCommand("fillAssignments", {
+    this.writer.defineCommand("fillAssignments", {
       // KEYS: cache keys of one slot; ARGV[1]: ttl; ARGV[2..]: values.
       lua: `for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ARGV[1]) end return #KEYS`,
     });
+  }
+
+  private readonly writer: Redis | Cluster;
+
+  /** Closes both connections, after the commands already sent. */
+  async close(): Promise<void> {
+    await Promise.all([this.redis, this.writer].map((r) => r.quit().catch(() => r.disconnect())));
   }
 
   /** Groups cell indexes by hash tag (one group per slot); the tag string is built once a group. */
@@ -80,13 +94,17 @@ export class RedisCache implements AssignmentCache {
 
   async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
     if (cells.length === 0 || !this.usable()) return;
-    const fill = (this.redis as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(this.redis);
+    if (this.writer.status !== "ready") return;
+    const fill = (this.writer as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(this.writer);
+    const calls: Promise<number>[] = [];
+    for (const [tag, all] of this.group(cells)) {
+      for (let from = 0; from < all.length; from += FILL_CHUNK) {
+        const idx = all.slice(from, from + FILL_CHUNK);
+        calls.push(fill(idx.length, ...idx.map((i) => tag + cells[i].unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]))));
+      }
+    }
     try {
-      await Promise.all(
-        [...this.group(cells)].map(([tag, idx]) =>
-          fill(idx.length, ...idx.map((i) => tag + cells[i].unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]))),
-        ),
-      );
+      await Promise.all(calls);
     } catch (err) {
       this.warn("write", err);
     }

@@ -105,12 +105,6 @@ function checkExperimentKeys(keys: readonly string[], min: number, max = MAX_EXP
   if (keys.length < min || keys.length > max) {
     throw invalidArgument(field, `must hold ${min} to ${max} keys (got ${keys.length})`);
   }
-  // A repeated key would only repeat its answers (and its params) in the response.
-  const seen = new Set<string>();
-  keys.forEach((k, i) => {
-    if (seen.has(k)) throw invalidArgument(`${field}[${i}]`, `must not repeat a key ("${k.slice(0, 128)}" is already at an earlier position)`);
-    seen.add(k);
-  });
 }
 
 /**

@@ -91,9 +91,18 @@ function variantNamed(field: string, variants: readonly VariantRecord[], key: st
   return key;
 }
 
-/** A variant's params, as JSON, at most this long: answers carry them, so their size bounds what
- * one request can make the server build (100 variants x 1,000 experiments of a matrix). */
+/** A variant's params, as JSON, at most this long, and an experiment's all together at most
+ * MAX_EXPERIMENT_PARAMS_BYTES: answers carry them, so this bounds what one request can make the
+ * server build (a matrix of 1,000 columns, each with its legend's params, stays under 64 MiB). */
 export const MAX_PARAMS_BYTES = 16_384;
+export const MAX_EXPERIMENT_PARAMS_BYTES = 65_536;
+
+function checkParamsTotal(field: string, variants: readonly { params?: JsonObject }[]): void {
+  const total = variants.reduce((n, v) => n + (v.params ? Buffer.byteLength(JSON.stringify(v.params)) : 0), 0);
+  if (total > MAX_EXPERIMENT_PARAMS_BYTES) {
+    throw invalidArgument(field, `params of all variants together must be at most ${MAX_EXPERIMENT_PARAMS_BYTES} bytes as JSON (got ${total})`);
+  }
+}
 
 function paramsOf(field: string, v: Variant): JsonObject | undefined {
   if (!v.params || Object.keys(v.params).length === 0) return undefined;
@@ -140,6 +149,7 @@ export function experimentHandlers(
       const unitType = checkUnitType("unit_type", req.unitType);
       checkVariants("variants", req.variants);
       const variants = req.variants.map((v, id) => ({ id, key: v.key, weight: v.weight, params: paramsOf(`variants[${id}].params`, v) }));
+      checkParamsTotal("variants[].params", variants);
       const rollout = checkBasisPoints("rollout", req.rollout ?? FULL_ROLLOUT);
       const status = req.status === ExperimentStatus.UNSPECIFIED ? ExperimentStatus.DRAFT : checkStatus("status", req.status);
       if (status === ExperimentStatus.STOPPED) throw invalidArgument("status", "a new experiment must be DRAFT, RUNNING or PAUSED");
@@ -204,6 +214,7 @@ export function experimentHandlers(
             else if (appended) throw invalidArgument(`variants.variants[${i}]`, "new variants must come after the existing ones");
             return { id: prev ? prev.id : nextId++, key: v.key, weight: v.weight, params: paramsOf(`variants.variants[${i}].params`, v) };
           });
+          checkParamsTotal("variants.variants[].params", variants);
         }
         const status = req.status === ExperimentStatus.UNSPECIFIED ? cur.status : req.status;
         const winner =

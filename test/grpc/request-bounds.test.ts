@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus } from "../../src/client/index.js";
-import { MAX_PARAMS_BYTES } from "../../src/service/experiment-service.js";
+import { MAX_EXPERIMENT_PARAMS_BYTES, MAX_PARAMS_BYTES } from "../../src/service/experiment-service.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, status } from "./helpers.js";
 
-// What one request can make the server build is bounded: params have a size limit, and a key
-// repeated in one call is refused instead of repeating its answers (and params) in the response.
+// What one request can make the server build is bounded: answers carry variant params, so params
+// have size limits per variant and per experiment.
 describe("request bounds", () => {
   let t: TestServer;
   beforeAll(async () => {
@@ -45,20 +45,16 @@ describe("request bounds", () => {
     );
   });
 
-  it("refuses an experiment key repeated in one call, naming its position", async () => {
+  it("refuses params of all variants together over the experiment limit", async () => {
+    const big = { text: "z".repeat(MAX_PARAMS_BYTES - 11) }; // exactly MAX_PARAMS_BYTES as JSON
+    const n = Math.floor(MAX_EXPERIMENT_PARAMS_BYTES / MAX_PARAMS_BYTES);
+    const fits = Array.from({ length: n }, (_, i) => ({ key: `v${i}`, weight: i === 0 ? 10000 : 0, params: big }));
+    await t.experiments.createExperiment({ key: "params-fit", variants: fits });
     await expectFailure(
-      t.assignments.matrixAssign({ experimentKeys: ["bounded", "other", "bounded"], unitIds: ["u1"], options: { includeParams: true } }),
+      t.experiments.createExperiment({ key: "params-over", variants: [...fits.map((v) => ({ ...v, key: `w${v.key}` })), { key: "extra", weight: 0, params: { a: 1 } }] }),
       status.INVALID_ARGUMENT,
-      "experiment_keys[2]",
+      "variants[].params",
+      String(MAX_EXPERIMENT_PARAMS_BYTES),
     );
-    await expectFailure(
-      t.assignments.assignUnit({ units: { user_id: "u1" }, experimentKeys: ["bounded", "bounded"] }),
-      status.INVALID_ARGUMENT,
-      "experiment_keys[1]",
-    );
-    // distinct keys are fine, and the params come back
-    const ok = await t.assignments.matrixAssign({ experimentKeys: ["bounded", "other"], unitIds: ["u1"], options: { includeParams: true } });
-    expect(ok.columns.map((c) => c.experimentKey)).toEqual(["bounded", "other"]);
-    expect(ok.columns[0].legendParams[1]).toEqual({ text: "x".repeat(100) });
   });
 });

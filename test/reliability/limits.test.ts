@@ -74,17 +74,19 @@ describe("maximum message size (64 MiB each way)", () => {
     await stillServing();
   });
 
-  it("a response that would exceed 64 MiB is RESOURCE_EXHAUSTED, not a crash", async () => {
-    // A variant with 1 MB of params, asked for 70 times in one AssignUnit with include_params.
-    await t.experiments.createExperiment({ key: "lim-params", variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(1_000_000) } }], status: ExperimentStatus.RUNNING });
-    const f = await expectFailure(
-      t.assignments.assignUnit({ units: { user_id: "u-1" }, experimentKeys: Array(70).fill("lim-params"), options: { includeParams: true } }),
-      status.RESOURCE_EXHAUSTED,
+  it("params are bounded, so even the largest params response stays under 64 MiB", async () => {
+    // Before params were bounded, 70 copies of a 1 MB-params experiment in one 10 KB AssignUnit
+    // made the server build a response over the limit (and gigabytes with a matrix's legends).
+    await expectFailure(
+      t.experiments.createExperiment({ key: "lim-params-1mb", variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(1_000_000) } }] }),
+      status.INVALID_ARGUMENT,
+      "variants[0].params",
     );
-    expect(f.details).toMatch(/larger than max/i);
-    // 60 of them fit.
-    const ok = await t.assignments.assignUnit({ units: { user_id: "u-1" }, experimentKeys: Array(60).fill("lim-params"), options: { includeParams: true } });
-    expect(ok.assignments.length).toBe(60);
+    // The biggest allowed: 16 KiB of params, asked for 1,000 times with include_params.
+    await t.experiments.createExperiment({ key: "lim-params", variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(16_000) } }], status: ExperimentStatus.RUNNING });
+    const ok = await t.assignments.assignUnit({ units: { user_id: "u-1" }, experimentKeys: Array(1_000).fill("lim-params"), options: { includeParams: true } });
+    expect(ok.assignments.length).toBe(1_000);
+    expect(ok.assignments.every((a) => (a.params?.blob as string).length === 16_000)).toBe(true);
     await stillServing();
   });
 });
