@@ -38,6 +38,31 @@ async function* decodeStream(method: DescMethod, stream: ServerReadableStream<Bu
   for await (const chunk of stream.iterator({ destroyOnReturn: false })) yield decodeRequest(method, chunk as Buffer);
 }
 
+/** Sends every message a streaming handler yields, then the status. */
+function sendAll(
+  call: ServerWritableStream<Buffer, unknown> | ServerDuplexStream<Buffer, unknown>,
+  ctx: CallContext,
+  finish: () => void,
+  fail: (err: unknown) => object,
+  start: () => AsyncIterable<unknown>,
+): void {
+  (async () => {
+    for await (const msg of start()) {
+      if (ctx.signal.aborted) return;
+      // Wait until grpc-js handed the message to HTTP/2 (which respects the peer's window): its
+      // own buffer takes 16 messages before write() returns false, so waiting for 'drain' let a
+      // caller that stopped reading have 16 more batches answered (and held).
+      await new Promise<void>((r) => call.write(msg, () => r()));
+    }
+  })()
+    .finally(finish)
+    .then(
+      () => call.end(),
+      // grpc-js turns an 'error' event into the call's status, after the messages already written.
+      (err) => call.emit("error", Object.assign(new Error(), fail(err))),
+    );
+}
+
 /**
  * The grpc-js definition and implementation of a service: each handler gets a decoded request
  * and a context, and every error it throws is mapped to a status in one place.
@@ -67,23 +92,10 @@ export function bindService<S extends DescService>(service: S, handlers: Service
       case "server_streaming":
         impl[method.localName] = (call: ServerWritableStream<Buffer, unknown>) => {
           const { ctx, finish } = contextOf(method, call);
-          (async () => {
+          sendAll(call, ctx, finish, fail, () => {
             options.interceptor?.(method, call.metadata);
-            const out = handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
-            for await (const msg of out) {
-              if (ctx.signal.aborted) return;
-              // Wait until grpc-js handed the message to HTTP/2 (which respects the peer's window):
-              // its own buffer takes 16 messages before write() returns false, so waiting for
-              // 'drain' let a caller that stopped reading have 16 more batches answered (and held).
-              await new Promise<void>((r) => call.write(msg, () => r()));
-            }
-          })()
-            .finally(finish)
-            .then(
-              () => call.end(),
-              // grpc-js turns an 'error' event into the call's status, after the messages already written.
-              (err) => call.emit("error", Object.assign(new Error(), fail(err))),
-            );
+            return handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
+          });
         };
         break;
       case "client_streaming":
@@ -103,23 +115,10 @@ export function bindService<S extends DescService>(service: S, handlers: Service
       case "bidi_streaming":
         impl[method.localName] = (call: ServerDuplexStream<Buffer, unknown>) => {
           const { ctx, finish } = contextOf(method, call);
-          (async () => {
+          sendAll(call, ctx, finish, fail, () => {
             options.interceptor?.(method, call.metadata);
-            const out = handler(decodeStream(method, call), ctx) as AsyncIterable<unknown>;
-            for await (const msg of out) {
-              if (ctx.signal.aborted) return;
-              // Wait until grpc-js handed the message to HTTP/2 (which respects the peer's window):
-              // its own buffer takes 16 messages before write() returns false, so waiting for
-              // 'drain' let a caller that stopped reading have 16 more batches answered (and held).
-              await new Promise<void>((r) => call.write(msg, () => r()));
-            }
-          })()
-            .finally(finish)
-            .then(
-              () => call.end(),
-              // grpc-js turns an 'error' event into the call's status, after the messages already written.
-              (err) => call.emit("error", Object.assign(new Error(), fail(err))),
-            );
+            return handler(decodeStream(method, call), ctx) as AsyncIterable<unknown>;
+          });
         };
         break;
     }
