@@ -66,10 +66,12 @@ async function timed<T>(what: string, f: () => Promise<T>): Promise<{ seconds: n
   log(`${what} …`);
   memory?.phase();
   const t = performance.now();
+  const cpu = process.cpuUsage();
   const value = await f();
   const seconds = (performance.now() - t) / 1000;
+  const used = process.cpuUsage(cpu);
   const peakMb = memory?.phase() ?? NaN;
-  log(`${what}: ${seconds.toFixed(2)} s, server peak ${peakMb.toFixed(0)} MB`);
+  log(`${what}: ${seconds.toFixed(2)} s, server peak ${peakMb.toFixed(0)} MB, benchmark client busy ${(((used.user + used.system) / 1e6 / seconds) * 100).toFixed(0)}% of one core`);
   return { seconds, value, peakMb };
 }
 
