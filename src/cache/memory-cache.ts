@@ -82,8 +82,12 @@ export class MemoryCache {
   }
 
   get(cell: CacheCell): StoredAssignment | undefined {
+    return this.lookup(cell.experimentId, cell.generation, cell.unitId);
+  }
+
+  lookup(experimentId: number, generation: number, unitId: string): StoredAssignment | undefined {
     if (!this.young) return undefined;
-    fingerprint(cell.experimentId, cell.unitId);
+    fingerprint(experimentId, unitId);
     let e = this.young.value[this.young.slot()];
     if (e === 0) {
       if (!this.old) return undefined;
@@ -94,7 +98,7 @@ export class MemoryCache {
     const source = e % SOURCES;
     const rest = (e - source) / SOURCES;
     const variantId = rest % VARIANTS;
-    if ((rest - variantId) / VARIANTS !== cell.generation) return undefined;
+    if ((rest - variantId) / VARIANTS !== generation) return undefined;
     return valueOf(variantId, source);
   }
 

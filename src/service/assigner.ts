@@ -1,4 +1,4 @@
-import { Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { AssignmentCache, CacheCell } from "../cache/assignment-cache.js";
 import type { MemoryCache } from "../cache/memory-cache.js";
 import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
@@ -41,6 +41,9 @@ interface Lookup extends CacheCell {
 
 const STORED_REASONS = new Set([Reason.OVERRIDE, Reason.STICKY]);
 
+/** RUNNING or PAUSED: where a stored assignment (not an override) answers STICKY (rules 4-5). */
+const isAssigning = (e: ExperimentConfig) => e.status === ExperimentStatus.RUNNING || e.status === ExperimentStatus.PAUSED;
+
 // Answers are interned per variant: a batch of 10,000 units has a handful of distinct answers,
 // and allocating one object per unit was a measurable share of a stream's time.
 const interned = new WeakMap<VariantConfig, CellResult[]>();
@@ -69,34 +72,79 @@ export class Assigner {
     private readonly metrics: AssignerMetrics = NO_ASSIGNER_METRICS,
   ) {}
 
-  async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
-    const results = new Array<CellResult>(cells.length);
+  assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
+    return this.assignEach(
+      cells.length,
+      (i) => cells[i].experiment,
+      (i) => cells[i].unitId,
+      (i) => cells[i].unitType,
+      options,
+    );
+  }
+
+  /** Every unit against every experiment, experiment-major (result j * unitIds.length + i), without
+   * building a cell object per pair. */
+  assignGrid(
+    experiments: readonly (ExperimentConfig | undefined)[],
+    unitIds: readonly string[],
+    unitType: string,
+    options: AssignOptionsLike,
+  ): Promise<CellResult[]> {
+    const n = unitIds.length;
+    return this.assignEach(
+      experiments.length * n,
+      (i) => experiments[Math.floor(i / n)],
+      (i) => unitIds[i % n],
+      () => unitType,
+      options,
+    );
+  }
+
+  private async assignEach(
+    count: number,
+    experimentAt: (i: number) => ExperimentConfig | undefined,
+    unitIdAt: (i: number) => string,
+    unitTypeAt: (i: number) => string,
+    options: AssignOptionsLike,
+  ): Promise<CellResult[]> {
+    const results = new Array<CellResult>(count);
     const lookups = new Map<string, Lookup>();
-    for (let i = 0; i < cells.length; i++) {
-      const { experiment, unitId, unitType } = cells[i];
+    let memoryHits = 0;
+    for (let i = 0; i < count; i++) {
+      const experiment = experimentAt(i);
+      const unitId = unitIdAt(i);
+      const unitType = unitTypeAt(i);
       const refused = refuseUnit(experiment, unitId, unitType);
       if (refused) {
         results[i] = result(refused.reason, refused.variant, false, Layer.MEMORY);
-      } else if (!needsStoreLookup(experiment!)) {
-        const e = decide(experiment!, unitId, undefined);
-        results[i] = result(e.reason, e.variant, false, Layer.MEMORY);
-      } else {
-        const key = cellId(experiment!.id, unitId);
-        const l = lookups.get(key);
-        if (l) (l.more ??= []).push(i);
-        else {
-          lookups.set(key, {
-            experiment: experiment!,
-            experimentId: experiment!.id,
-            generation: experiment!.cacheGeneration,
-            unitId,
-            key,
-            first: i,
-            more: undefined,
-          });
-        }
+        continue;
       }
+      const exp = experiment!;
+      if (!needsStoreLookup(exp)) {
+        const e = decide(exp, unitId, undefined);
+        results[i] = result(e.reason, e.variant, false, Layer.MEMORY);
+        continue;
+      }
+      // The in-process cache first, cell by cell: a hit needs no key string and no lookup object
+      // (a warm batch allocates next to nothing); repeated units simply hit again.
+      const hit = this.memory.lookup(exp.id, exp.cacheGeneration, unitId);
+      if (hit) {
+        memoryHits++;
+        // Rule 5, the common case, without allocating; every other case through decide().
+        const sticky = hit.source !== Source.OVERRIDE && isAssigning(exp) ? exp.variantsById.get(hit.variantId) : undefined;
+        if (sticky) results[i] = result(Reason.STICKY, sticky, true, Layer.MEMORY);
+        else {
+          const e = decide(exp, unitId, hit);
+          results[i] = result(e.reason, e.variant, STORED_REASONS.has(e.reason), Layer.MEMORY);
+        }
+        continue;
+      }
+      const key = cellId(exp.id, unitId);
+      const l = lookups.get(key);
+      if (l) (l.more ??= []).push(i);
+      else lookups.set(key, { experiment: exp, experimentId: exp.id, generation: exp.cacheGeneration, unitId, key, first: i, more: undefined });
     }
+    if (memoryHits + lookups.size > 0) this.metrics.lookups("memory", memoryHits, lookups.size);
     if (lookups.size === 0) return results;
 
     const answer = (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => {
@@ -108,16 +156,7 @@ export class Assigner {
       const e = decide(l.experiment, l.unitId, s);
       answer(l, e, STORED_REASONS.has(e.reason), layer);
     };
-
-    // Memory.
-    let missing: Lookup[] = [];
-    for (const l of lookups.values()) {
-      const hit = this.memory.get(l);
-      if (hit) fromStored(l, hit, Layer.MEMORY);
-      else missing.push(l);
-    }
-    this.metrics.lookups("memory", lookups.size - missing.length, missing.length);
-    if (missing.length === 0) return results;
+    let missing = [...lookups.values()];
 
     // Redis.
     const cached = await this.redis.getMany(missing);

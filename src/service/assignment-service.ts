@@ -124,9 +124,7 @@ export function assignmentHandlers(
   /** Answers one batch of a stream or matrix: cells experiment-major, one column per experiment. */
   const answerColumns = async (keys: readonly string[], unitType: string, unitIds: readonly string[], o: ReturnType<typeof optionsOf>) => {
     const exps = keys.map((k) => registry.get(k));
-    const cells: Cell[] = [];
-    for (const exp of exps) for (const unitId of unitIds) cells.push({ experiment: exp, unitId, unitType });
-    const results = await assigner.assign(cells, o);
+    const results = await assigner.assignGrid(exps, unitIds, unitType, o);
     return keys.map((k, j) => toColumn(k, exps[j], unitIds, results, j * unitIds.length, o));
   };
 
@@ -177,10 +175,7 @@ export function assignmentHandlers(
       checkUnitIds(req.unitIds, MAX_BULK_UNITS);
       const o = optionsOf(req.options);
       const exp = registry.get(req.experimentKey);
-      const results = await assigner.assign(
-        req.unitIds.map((unitId) => ({ experiment: exp, unitId, unitType })),
-        o,
-      );
+      const results = await assigner.assignGrid([exp], req.unitIds, unitType, o);
       return { column: toColumn(req.experimentKey, exp, req.unitIds, results, 0, o) };
     },
 
