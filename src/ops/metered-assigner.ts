@@ -1,5 +1,6 @@
 import type { AssignmentCache } from "../cache/assignment-cache.js";
 import type { MemoryCache } from "../cache/memory-cache.js";
+import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { Assigner, type AssignOptionsLike, type Cell, type CellResult } from "../service/assigner.js";
 import type { AssignmentStore } from "../store/assignment-store.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -18,6 +19,17 @@ export class MeteredAssigner extends Assigner {
 
   override async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
     const results = await super.assign(cells, options);
+    this.serverMetrics.answered(results);
+    return results;
+  }
+
+  override async assignGrid(
+    experiments: readonly (ExperimentConfig | undefined)[],
+    unitIds: readonly string[],
+    unitType: string,
+    options: AssignOptionsLike,
+  ): Promise<CellResult[]> {
+    const results = await super.assignGrid(experiments, unitIds, unitType, options);
     this.serverMetrics.answered(results);
     return results;
   }

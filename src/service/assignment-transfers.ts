@@ -78,7 +78,7 @@ export class AssignmentTransfers {
             `${errors[0].message.replace(/^rows\[\d+\]\./, "")}; the import is refused whole and nothing was stored (set setup.skip_invalid to import the valid rows)`,
           );
         }
-        await staging.write(staged);
+        await staging.write(staged, overwrite);
       }
       const result = await staging.commit(overwrite);
       if (result.overwrittenExperiments.length > 0) await this.registry.refresh();
