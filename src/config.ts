@@ -42,7 +42,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: "METRICS_HOST", flag: "metrics-host", default: "(HOST)", help: "address of the metrics endpoint" },
   { env: "REDIS_PREFIX", flag: "redis-prefix", default: "(empty)", help: "prefix of every Redis key, to share one Redis between deployments" },
   { env: "CACHE_TTL_SECONDS", flag: "cache-ttl", default: "86400", help: "lifetime of a Redis cache entry" },
-  { env: "MEMORY_CACHE_ENTRIES", flag: "memory-cache-entries", default: "2000000", help: "most stored assignments held in process (32 bytes each, allocated up front); 0 turns it off" },
+  { env: "MEMORY_CACHE_ENTRIES", flag: "memory-cache-entries", default: "2000000", help: "most stored assignments held in process (32 bytes each, outside the JS heap); 0 turns it off" },
   { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: "20", help: "PostgreSQL connections" },
   { env: "LOG_LEVEL", flag: "log-level", default: "info", help: "pino level: debug (one line per call), info, warn, error, silent" },
 ];
