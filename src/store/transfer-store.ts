@@ -237,7 +237,7 @@ export class TransferStore {
 
     return {
       async write(rows: readonly StagedRow[], overwrite: boolean): Promise<void> {
-        if (failure) throw failure;
+        if (failure) return mapDatabaseError(failure);
         if (rows.length === 0) return;
         let text = "";
         for (const r of rows) text += `${r.position}\t${r.experimentId}\t${copyText(r.unitId)}\t${r.variantId}\n`;
@@ -252,7 +252,7 @@ export class TransferStore {
           .finally(() => void queued--);
         // One chunk in the database, one waiting: the caller's next rows are decoded meanwhile.
         if (queued > 1) await queue;
-        if (failure) throw failure;
+        if (failure) return mapDatabaseError(failure);
       },
 
       async commit(overwrite: boolean): Promise<ImportResult> {
