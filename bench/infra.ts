@@ -8,6 +8,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import pg from "pg";
+import { redactUrl } from "../src/util/redact-url.js";
 
 export const log = (msg: string): void => void process.stderr.write(`[bench] ${msg}\n`);
 
@@ -46,15 +47,7 @@ export class Cleanup {
 
 // ------------------------------------------------------------------ PostgreSQL
 
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(unparsable url)";
-  }
-}
+export { redactUrl };
 
 /** Same URL, another database. */
 export function withDatabase(url: string, database: string): string {

@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig, type LoadedConfig } from "./config.js";
 import { createLogger } from "./logger.js";
-import { startServer } from "./server.js";
+import { closeOnSignals, startServer } from "./server.js";
 
 let config: LoadedConfig;
 try {
@@ -25,15 +25,4 @@ try {
   process.exit(1);
 }
 
-for (const signal of ["SIGTERM", "SIGINT"] as const) {
-  process.once(signal, () => {
-    log.info({ signal }, "shutting down");
-    server.close().then(
-      () => process.exit(0),
-      (err) => {
-        log.error({ err }, "shutdown failed");
-        process.exit(1);
-      },
-    );
-  });
-}
+closeOnSignals(server, log);

@@ -9,6 +9,7 @@ import { MAX_MESSAGE_BYTES } from "./client/create-client.js";
 import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { createLogger, type Logger } from "./logger.js";
+import { redactUrl } from "./util/redact-url.js";
 import { Assigner } from "./service/assigner.js";
 import { assignmentHandlers } from "./service/assignment-service.js";
 import { ConfigRegistry } from "./service/config-registry.js";
@@ -204,12 +205,21 @@ function serverCredentials(tls: ServerConfig["tls"]): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) }], false);
 }
 
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(unparsable url)";
+/**
+ * Shuts the server down gracefully on SIGTERM or SIGINT (see RunningServer.close), then exits: 0
+ * when everything was flushed, 1 otherwise.
+ */
+export function closeOnSignals(server: RunningServer, log: Logger): void {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      log.info({ signal }, "shutting down");
+      server.close().then(
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    });
   }
 }

@@ -15,7 +15,7 @@
  * tests.
  */
 import { createLogger } from "../../../src/logger.js";
-import { startServer } from "../../../src/server.js";
+import { closeOnSignals, startServer } from "../../../src/server.js";
 
 const env = process.env;
 
@@ -51,17 +51,5 @@ if (env.CHILD_MODE === "main") {
     logger: log,
   });
   process.stdout.write(JSON.stringify({ childServer: { port: server.port, pid: process.pid } }) + "\n");
-  // As src/main.ts does.
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    process.once(signal, () => {
-      log.info({ signal }, "shutting down");
-      server.close().then(
-        () => process.exit(0),
-        (err) => {
-          log.error({ err }, "shutdown failed");
-          process.exit(1);
-        },
-      );
-    });
-  }
+  closeOnSignals(server, log); // as src/main.ts does
 }
