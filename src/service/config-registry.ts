@@ -1,3 +1,4 @@
+import { HASH_VERSIONS } from "../engine/hash.js";
 import { buildExperimentConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
 import type { Database } from "../store/database.js";
 import { CONFIG_CHANNEL, type ConfigSnapshot, type ExperimentStore } from "../store/experiment-store.js";
@@ -97,6 +98,12 @@ export class ConfigRegistry {
     const byKey = new Map<string, ExperimentConfig>();
     const sorted: ExperimentConfig[] = [];
     for (const e of s.experiments) {
+      // An experiment of a hash version this server cannot compute (made by a newer server) is
+      // not served at all: answering it with another version's formulas would move its units.
+      if (!(HASH_VERSIONS as readonly number[]).includes(e.hashVersion)) {
+        this.log(`experiment "${e.key}" uses hash version ${e.hashVersion}, which this server cannot evaluate: not serving it`);
+        continue;
+      }
       const cfg = buildExperimentConfig({
         id: e.id,
         key: e.key,
