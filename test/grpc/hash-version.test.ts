@@ -22,9 +22,13 @@ describe("hash versions", () => {
     // As a newer server would have made it; NOTIFY makes this server reload its configuration.
     await sql(t.databaseUrl, `UPDATE experiments SET hash_version = 2 WHERE key = 'future'`);
     await sql(t.databaseUrl, `UPDATE config_epoch SET epoch = epoch + 1 RETURNING pg_notify('assignment_config', epoch::text)`);
+    // Polled as a dry run, so that calls made before the reload store nothing.
     const unknown = async () =>
-      (await t.assignments.assign({ experimentKey: "future", unitId: "u-1" })).assignment?.reason === Reason.UNKNOWN_EXPERIMENT;
+      (await t.assignments.assign({ experimentKey: "future", unitId: "u-1", options: { dryRun: true } })).assignment?.reason ===
+      Reason.UNKNOWN_EXPERIMENT;
     expect(await eventually(unknown, 3_000)).toBe(true);
+    const real = (await t.assignments.assign({ experimentKey: "future", unitId: "u-1" })).assignment!;
+    expect([real.reason, real.variantKey, real.stored]).toEqual([Reason.UNKNOWN_EXPERIMENT, "", false]);
     expect(await sql(t.databaseUrl, `SELECT 1 FROM assignments a JOIN experiments e ON e.id = a.experiment_id WHERE e.key = 'future'`)).toEqual([]);
     const ok = (await t.assignments.assign({ experimentKey: "v1", unitId: "u-1" })).assignment!;
     expect(ok.reason).toBe(Reason.NEW);
