@@ -14,6 +14,7 @@ import { invalidArgument, unavailable } from "../errors.js";
 import type { ServiceHandlers } from "../grpc/handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
 import type { ConfigRegistry } from "./config-registry.js";
+import { nextOrAbort } from "../util/next-or-abort.js";
 
 export const MAX_BULK_UNITS = 10_000;
 export const MAX_MATRIX_CELLS = 100_000;
@@ -116,11 +117,6 @@ export function assignmentHandlers(
   assigner: Assigner,
   shutdown: AbortSignal = new AbortController().signal,
 ): ServiceHandlers<typeof AssignmentService> {
-  const shuttingDown = new Promise<"shutdown">((resolve) => {
-    if (shutdown.aborted) resolve("shutdown");
-    else shutdown.addEventListener("abort", () => resolve("shutdown"), { once: true });
-  });
-
   /** Answers one batch of a stream or matrix: cells experiment-major, one column per experiment. */
   const answerColumns = async (keys: readonly string[], unitType: string, unitIds: readonly string[], o: ReturnType<typeof optionsOf>) => {
     const exps = keys.map((k) => registry.get(k));
@@ -192,8 +188,8 @@ export function assignmentHandlers(
 
     async *streamAssign(requests, ctx) {
       const it = requests[Symbol.asyncIterator]();
-      const first = await Promise.race([it.next(), shuttingDown]);
-      if (first === "shutdown") throw unavailable("server is shutting down: no batch was answered; send the stream to another server");
+      const first = await nextOrAbort(it, shutdown);
+      if (first === "aborted") throw unavailable("server is shutting down: no batch was answered; send the stream to another server");
       if (first.done) return;
       const setup = first.value.setup;
       if (!setup) throw invalidArgument("setup", "must be set in the first message of the stream");
@@ -223,8 +219,8 @@ export function assignmentHandlers(
         }
         while (inFlight.length >= STREAM_BATCHES_IN_FLIGHT) yield { batch: batch++, columns: await inFlight.shift()! };
         position++;
-        const next = await Promise.race([it.next(), shuttingDown]);
-        if (next === "shutdown") {
+        const next = await nextOrAbort(it, shutdown);
+        if (next === "aborted") {
           while (inFlight.length > 0) yield { batch: batch++, columns: await inFlight.shift()! };
           throw unavailable(`server is shutting down: batches 0 to ${batch - 1n} were answered (and stored); send the rest again`);
         }
