@@ -12,7 +12,7 @@ import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rul
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
 import type { CallContext } from "../grpc/handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
-import type { StagedRow, TransferStore } from "../store/transfer-store.js";
+import type { TransferStore } from "../store/transfer-store.js";
 import type { ConfigRegistry } from "./config-registry.js";
 
 export const MAX_IMPORT_ERRORS = 100;
@@ -20,6 +20,11 @@ export const DEFAULT_EXPORT_BATCH = 10_000;
 export const MAX_EXPORT_BATCH = 50_000;
 export const DEFAULT_COPY_BATCH = 50_000;
 export const MAX_COPY_BATCH = 100_000;
+
+interface ImportTarget {
+  id: number;
+  variants: Map<string, number>;
+}
 
 /** ImportAssignments, ExportAssignments and CopyAssignments. */
 export class AssignmentTransfers {
@@ -40,14 +45,10 @@ export class AssignmentTransfers {
     let overwrite = false;
     let skipInvalid = false;
     let first = true;
-    const variantIds = new Map<string, Map<string, number> | undefined>();
-    const variantsOf = (key: string) => {
-      if (!variantIds.has(key)) {
-        const exp = this.registry.get(key);
-        variantIds.set(key, exp && new Map(exp.variants.map((v) => [v.key, v.id])));
-      }
-      return variantIds.get(key);
-    };
+    const targets = new Map<string, ImportTarget>(); // experiments met, by key
+    // The experiment of the previous row, looked up again only when the key changes.
+    let lastKey: string | undefined;
+    let last: ImportTarget | string = "";
     try {
       for await (const message of requests) {
         if (ctx.signal.aborted) throw invalidArgument("stream", "cancelled by the caller; nothing was imported");
@@ -61,16 +62,33 @@ export class AssignmentTransfers {
           skipInvalid = message.setup.skipInvalid;
         }
         first = false;
-        const staged: StagedRow[] = [];
-        for (const row of message.rows) {
+        const rows = message.rows;
+        const experimentIds = new Int32Array(rows.length);
+        const variantIds = new Int32Array(rows.length);
+        const unitIds: string[] = [];
+        for (let i = 0; i < rows.length; i++) {
+          const row = rows[i];
           const position = received++;
-          const problem = this.checkRow(row.experimentKey, row.unitId, row.variantKey, variantsOf);
+          if (row.experimentKey !== lastKey) {
+            lastKey = row.experimentKey;
+            last = targets.get(lastKey) ?? this.importTarget(lastKey);
+            if (typeof last !== "string") targets.set(lastKey, last);
+          }
+          const problem =
+            typeof last === "string"
+              ? last
+              : !isValidUnitId(row.unitId)
+                ? `unit_id: ${UNIT_ID_RULE}`
+                : last.variants.get(row.variantKey) ?? `variant_key: "${row.variantKey}" is not a variant of "${lastKey}" (${[...last.variants.keys()].join(", ")})`;
           if (typeof problem === "string") {
             invalid++;
             if (errors.length < MAX_IMPORT_ERRORS) errors.push({ position: BigInt(position), message: problem });
             continue;
           }
-          staged.push({ position, experimentId: problem.experimentId, unitId: row.unitId, variantId: problem.variantId });
+          const k = unitIds.length;
+          experimentIds[k] = (last as ImportTarget).id;
+          variantIds[k] = problem;
+          unitIds.push(row.unitId);
         }
         if (invalid > 0 && !skipInvalid) {
           throw invalidArgument(
@@ -78,7 +96,11 @@ export class AssignmentTransfers {
             `${errors[0].message.replace(/^rows\[\d+\]\./, "")}; the import is refused whole and nothing was stored (set setup.skip_invalid to import the valid rows)`,
           );
         }
-        await staging.write(staged, overwrite);
+        const n = unitIds.length;
+        await staging.write(
+          { length: n, experimentIds: experimentIds.subarray(0, n), unitIds, variantIds: variantIds.subarray(0, n) },
+          overwrite,
+        );
       }
       const result = await staging.commit(overwrite);
       if (result.overwrittenExperiments.length > 0) await this.registry.refresh();
@@ -95,19 +117,12 @@ export class AssignmentTransfers {
     }
   }
 
-  private checkRow(
-    experimentKey: string,
-    unitId: string,
-    variantKey: string,
-    variantsOf: (key: string) => Map<string, number> | undefined,
-  ): string | { experimentId: number; variantId: number } {
+  /** The experiment an import row names, with its variant ids by key; or what is wrong with the key. */
+  private importTarget(experimentKey: string): ImportTarget | string {
     if (!isValidKey(experimentKey)) return `experiment_key: ${KEY_RULE}`;
-    const variants = variantsOf(experimentKey);
-    if (!variants) return `experiment_key: no experiment "${experimentKey}"`;
-    if (!isValidUnitId(unitId)) return `unit_id: ${UNIT_ID_RULE}`;
-    const variantId = variants.get(variantKey);
-    if (variantId === undefined) return `variant_key: "${variantKey}" is not a variant of "${experimentKey}" (${[...variants.keys()].join(", ")})`;
-    return { experimentId: this.registry.get(experimentKey)!.id, variantId };
+    const exp = this.registry.get(experimentKey);
+    if (!exp) return `experiment_key: no experiment "${experimentKey}"`;
+    return { id: exp.id, variants: new Map(exp.variants.map((v) => [v.key, v.id])) };
   }
 
   async *exportAssignments(

@@ -8,12 +8,16 @@ import { CONFIG_CHANNEL } from "./experiment-store.js";
 import { exportByCopy, type ExportedRow } from "./pg-export.js";
 import { mapDatabaseError, PgDatabase } from "./pg-database.js";
 
-/** A row ready for staging: ids already resolved and checked. */
-export interface StagedRow {
-  position: number;
-  experimentId: number;
-  unitId: string;
-  variantId: number;
+/**
+ * Rows ready for staging, in columns (one import message's worth, in import order): ids already
+ * resolved and checked. Columns rather than an object per row: an import of millions of rows
+ * would otherwise spend much of its time allocating and collecting them.
+ */
+export interface StagedRows {
+  readonly length: number;
+  readonly experimentIds: Int32Array;
+  readonly unitIds: readonly string[];
+  readonly variantIds: Int32Array;
 }
 
 export interface ImportResult {
@@ -22,17 +26,12 @@ export interface ImportResult {
   overwrittenExperiments: number[];
 }
 
-/** COPY text format: backslash, tab, newline and carriage return are escaped. */
-function copyText(s: string): string {
-  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : s;
-}
-
 /** An import in progress: rows are staged, then merged into assignments all at once, or not at all. */
 export interface ImportStaging {
-  /** Stages rows; resolves when more can be taken (backpressure). `overwrite` is the import's
-   * policy (known from its first message), the same on every call. */
-  write(rows: readonly StagedRow[], overwrite: boolean): Promise<void>;
-  /** Merges every staged row in one transaction: the first row of a unit counts; existing units
+  /** Takes rows, in import order; resolves when more can be taken (backpressure). `overwrite` is
+   * the import's policy (known from its first message), the same on every call. */
+  write(rows: StagedRows, overwrite: boolean): Promise<void>;
+  /** Stores every row taken, in one transaction: the first row of a unit counts; existing units
    * are skipped, or replaced with `overwrite` (overrides never are). */
   commit(overwrite: boolean): Promise<ImportResult>;
   /** Leaves nothing behind. */
@@ -41,49 +40,48 @@ export interface ImportStaging {
 
 /** Rows staged per INSERT … SELECT FROM unnest on the fallback path. */
 const UNNEST_STAGING_ROWS = 10_000;
+/** Rows per COPY (and per savepoint) of an import on PostgreSQL: large enough that the cost of
+ * each statement vanishes, small enough that a chunk's text stays a few MB. */
+export const IMPORT_CHUNK_ROWS = 100_000;
 let stagingTables = 0;
 
+/** COPY text format: backslash, tab, newline and carriage return are escaped. */
+function copyText(s: string): string {
+  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : s;
+}
+
 /**
- * The merge of an import, inside the caller's transaction: staged rows (table `staging`) into
- * assignments; with `overwrite`, the caches of the experiments touched move on.
+ * Rows as COPY text for assignments (experiment_id, unit_id, variant, version, source), encoded
+ * at once: a Buffer lives outside the JS heap, where a string built row by row would be a tree
+ * of pieces for the garbage collector to walk until it is sent. The parts around the unit id
+ * repeat, so they are built once per experiment and variant.
+ */
+function copyRows(rows: StagedRows, versions: ReadonlyMap<number, string>): Buffer {
+  let text = "";
+  let experiment = -1;
+  let prefix = "";
+  let suffixes: string[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const e = rows.experimentIds[i];
+    if (e !== experiment) {
+      experiment = e;
+      prefix = `${e}\t`;
+      suffixes = [];
+    }
+    const v = rows.variantIds[i];
+    text += prefix + copyText(rows.unitIds[i]) + (suffixes[v] ??= `\t${v}\t${versions.get(e)}\t${Source.IMPORT}\n`);
+  }
+  return Buffer.from(text, "utf8");
+}
+
+/**
+ * The merge of an import, inside the caller's transaction: staged rows (table `staging`, with
+ * columns pos, experiment_id, unit_id, variant) into assignments. The first row of a unit (by
+ * pos) counts. With `overwrite`, stored units are replaced (except overrides), and the
+ * experiments touched move to a new version, which the rows record, and a new cache generation.
  */
 async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): Promise<ImportResult> {
   const columns = `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)`;
-  const fresh = `SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
-                   FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id`;
-  let imported: number | undefined;
-  if (!overwrite) {
-    // Fast path: when the experiments imported into hold no stored assignment yet, a plain INSERT
-    // (no conflict check per row, about 1.5x faster) stores every row. A unit repeated in the
-    // import, or assigned by a page load meanwhile, makes it fail on the unique key: then the
-    // savepoint undoes it and the general merge below runs instead. Same result either way.
-    const { rows } = await tx.query<{ taken: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM assignments a WHERE a.experiment_id IN (SELECT DISTINCT experiment_id FROM ${staging})) AS taken`,
-    );
-    if (!rows[0].taken) {
-      await tx.query(`SAVEPOINT import_fast`);
-      try {
-        imported = (await tx.query(`${columns} ${fresh}`)).rowCount;
-        await tx.query(`RELEASE SAVEPOINT import_fast`);
-      } catch (err) {
-        if ((err as { code?: string }).code !== "23505") throw err;
-        await tx.query(`ROLLBACK TO SAVEPOINT import_fast`);
-      }
-    }
-  }
-  if (imported === undefined) {
-    const conflict = overwrite
-      ? `ON CONFLICT (experiment_id, unit_id) DO UPDATE
-           SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
-           WHERE assignments.source <> ${Source.OVERRIDE}`
-      : `ON CONFLICT DO NOTHING`;
-    const rows = overwrite
-      ? `SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
-           FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
-          ORDER BY s.experiment_id, s.unit_id, s.pos`
-      : fresh;
-    imported = (await tx.query(`${columns} ${rows} ${conflict}`)).rowCount;
-  }
   let overwrittenExperiments: number[] = [];
   if (overwrite) {
     const { rows: ex } = await tx.query<{ id: number }>(
@@ -93,8 +91,25 @@ async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): 
     overwrittenExperiments = ex.map((e) => e.id);
     const { rows: ep } = await tx.query<{ epoch: string }>(`UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`);
     await tx.query(`SELECT pg_notify($1, $2)`, [CONFIG_CHANNEL, ep[0].epoch]);
+    const { rowCount } = await tx.query(
+      `${columns}
+       SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
+         FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
+        ORDER BY s.experiment_id, s.unit_id, s.pos
+       ON CONFLICT (experiment_id, unit_id) DO UPDATE
+         SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
+         WHERE assignments.source <> ${Source.OVERRIDE}`,
+    );
+    return { imported: rowCount, overwrittenExperiments };
   }
-  return { imported, overwrittenExperiments };
+  const { rowCount } = await tx.query(
+    `${columns}
+     SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
+       FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
+      ORDER BY s.pos
+     ON CONFLICT DO NOTHING`,
+  );
+  return { imported: rowCount, overwrittenExperiments };
 }
 
 /**
@@ -105,9 +120,9 @@ export class TransferStore {
   constructor(private readonly db: Database) {}
 
   /**
-   * Starts an import. On PostgreSQL (PgDatabase): a transaction and a COPY FROM STDIN into a
-   * temporary staging table. Elsewhere (PGlite has no COPY stream): see beginUnnestImport. Either
-   * way the caller sees the same ImportStaging, and the same all-or-nothing result.
+   * Starts an import. On PostgreSQL (PgDatabase): a transaction, COPY FROM STDIN, and a temporary
+   * staging table. Elsewhere (PGlite has no COPY stream): see beginUnnestImport. Either way the
+   * caller sees the same ImportStaging, and the same all-or-nothing result.
    */
   beginImport(): Promise<ImportStaging> {
     return this.db instanceof PgDatabase ? this.beginCopyImport(this.db) : this.beginUnnestImport();
@@ -126,6 +141,7 @@ export class TransferStore {
     const table = `import_staging_${++stagingTables}`;
     await db.query(`CREATE TEMP TABLE ${table} (pos bigint, experiment_id int, unit_id text, variant smallint)`);
     let done = false;
+    let staged = 0;
     const finish = async () => {
       if (done) return;
       done = true;
@@ -135,14 +151,13 @@ export class TransferStore {
       async write(rows) {
         if (done) throw new Error("import already finished");
         for (let i = 0; i < rows.length; i += UNNEST_STAGING_ROWS) {
-          const chunk = rows.slice(i, i + UNNEST_STAGING_ROWS);
-          await db.query(`INSERT INTO ${table} SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[])`, [
-            chunk.map((r) => r.position),
-            chunk.map((r) => r.experimentId),
-            chunk.map((r) => r.unitId),
-            chunk.map((r) => r.variantId),
-          ]);
+          const end = Math.min(i + UNNEST_STAGING_ROWS, rows.length);
+          await db.query(
+            `INSERT INTO ${table} SELECT $1::bigint + n - 1, e, u, v FROM unnest($2::int[], $3::text[], $4::smallint[]) WITH ORDINALITY AS t(e, u, v, n)`,
+            [staged + i, Array.from(rows.experimentIds.subarray(i, end)), rows.unitIds.slice(i, end), Array.from(rows.variantIds.subarray(i, end))],
+          );
         }
+        staged += rows.length;
       },
       async commit(overwrite) {
         try {
@@ -162,13 +177,23 @@ export class TransferStore {
   }
 
   /**
-   * Opens a transaction with a temporary staging table. Each `write` COPYs its rows into the
-   * staging table and, for SKIP_EXISTING, merges them into assignments right away (still inside
-   * the transaction, so the import stays all or nothing) while the next rows arrive: merging
-   * overlaps the upload instead of following it. OVERWRITE stages everything and merges at
-   * `commit` (its first-row-wins rule needs the whole import). `abort` leaves nothing.
+   * Opens a transaction (the import is all or nothing) with a temporary staging table, and stores
+   * rows in chunks of IMPORT_CHUNK_ROWS while the upload continues, so storing overlaps decoding:
+   * - SKIP_EXISTING into experiments that held no stored assignment when the import first met
+   *   them (the usual case: filling a new experiment): each chunk is COPYed straight into
+   *   assignments under a savepoint, as fast as a plain COPY. Nothing there can be skipped, unless
+   *   a unit comes twice in the import or a page load assigned it meanwhile: then the unique key
+   *   fails the COPY, the savepoint undoes it, and that chunk and every later one take the staged
+   *   path below. The result is the same either way.
+   * - Otherwise each chunk is COPYed into the staging table (whose `pos` numbers rows in import
+   *   order) and merged at once by INSERT … ON CONFLICT DO NOTHING in that order, so the first row
+   *   of a unit counts and stored units are kept.
+   * - OVERWRITE stages everything and merges at `commit`: its first-row-wins rule needs the whole
+   *   import.
+   * `abort` leaves nothing.
    */
   private async beginCopyImport(db: PgDatabase): Promise<ImportStaging> {
+    const STAGING = "import_staging";
     let client: pg.PoolClient;
     try {
       client = await db.pool.connect();
@@ -185,7 +210,7 @@ export class TransferStore {
       await client.query("BEGIN");
       await client.query(`SET LOCAL work_mem = '256MB'`);
       await client.query(
-        `CREATE TEMP TABLE import_staging (pos bigint, experiment_id int, unit_id text, variant smallint) ON COMMIT DROP`,
+        `CREATE TEMP TABLE ${STAGING} (pos bigint GENERATED ALWAYS AS IDENTITY, experiment_id int, unit_id text, variant smallint, version bigint, source smallint) ON COMMIT DROP`,
       );
     } catch (err) {
       release(true);
@@ -197,69 +222,98 @@ export class TransferStore {
         return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
       },
     };
-    let imported = 0;
-    let fast: boolean | undefined; // decided on the first chunk: see mergeChunk
-    let queue: Promise<void> = Promise.resolve();
-    let queued = 0;
-    let failure: unknown;
-
-    const stage = async (text: string) => {
-      await pipeline(Readable.from([text]), client.query(copyFrom(`COPY import_staging (pos, experiment_id, unit_id, variant) FROM STDIN`)));
+    const copy = async (chunk: readonly Buffer[], into: string) => {
+      await pipeline(Readable.from(chunk), client.query(copyFrom(`COPY ${into} (experiment_id, unit_id, variant, version, source) FROM STDIN`)));
     };
-    const mergeChunk = async () => {
-      // A plain INSERT (no conflict check per row, about 1.5x faster) while the experiments held
-      // no stored assignment when the import began; a unit repeated in the import or assigned by
-      // a page load meanwhile fails it on the unique key, and the savepoint lets the chunk go
-      // through INSERT … ON CONFLICT DO NOTHING instead. The first row of a unit counts either way.
-      fast ??= !(
-        await tx.query<{ taken: boolean }>(
-          `SELECT EXISTS (SELECT 1 FROM assignments a WHERE a.experiment_id IN (SELECT DISTINCT experiment_id FROM import_staging)) AS taken`,
-        )
-      ).rows[0].taken;
-      const insert = `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
-        SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
-          FROM import_staging s JOIN experiments e ON e.id = s.experiment_id`;
-      let merged: number | undefined;
-      if (fast) {
+
+    /** The version of each experiment met so far, as recorded on its imported rows. */
+    const versions = new Map<number, string>();
+    /** Whether chunks still go straight into assignments (see above); once false, stays false. */
+    let direct = true;
+    let imported = 0;
+    let queue: Promise<void> = Promise.resolve();
+    let failure: unknown;
+    // The chunk being gathered, as COPY text.
+    let pending: Buffer[] = [];
+    let pendingRows = 0;
+
+    /** Looks up experiments met for the first time: their version, and whether they hold stored
+     * assignments already (then nothing more goes straight in). */
+    const meet = async (rows: StagedRows) => {
+      const unseen = new Set<number>();
+      for (const id of rows.experimentIds) if (!versions.has(id)) unseen.add(id);
+      if (unseen.size === 0) return;
+      await queue; // the connection is busy with earlier chunks until then
+      if (failure) return;
+      const { rows: found } = await tx.query<{ id: number; version: string; taken: boolean }>(
+        `SELECT e.id, e.version::text AS version, EXISTS (SELECT 1 FROM assignments a WHERE a.experiment_id = e.id) AS taken
+           FROM experiments e WHERE e.id = ANY($1::int[])`,
+        [[...unseen]],
+      );
+      for (const e of found) {
+        versions.set(e.id, e.version);
+        if (e.taken) direct = false;
+      }
+      if (found.length < unseen.size) direct = false; // an unknown id: the staged merge's join leaves it out
+    };
+
+    const storeChunk = async (chunk: readonly Buffer[], rows: number) => {
+      if (direct) {
         await tx.query(`SAVEPOINT import_chunk`);
         try {
-          merged = (await tx.query(insert)).rowCount;
+          await copy(chunk, "assignments");
           await tx.query(`RELEASE SAVEPOINT import_chunk`);
+          imported += rows;
+          return;
         } catch (err) {
           if ((err as { code?: string }).code !== "23505") throw err;
           await tx.query(`ROLLBACK TO SAVEPOINT import_chunk`);
+          direct = false;
         }
       }
-      merged ??= (await tx.query(`${insert} ON CONFLICT DO NOTHING`)).rowCount;
-      imported += merged;
-      await tx.query(`TRUNCATE import_staging`);
+      await copy(chunk, STAGING);
+      imported += (await mergeStaged(tx, STAGING, false)).imported;
+      await tx.query(`TRUNCATE ${STAGING}`);
+    };
+
+    /** Hands the gathered chunk to the database; waits while another chunk is still waiting. */
+    const flush = async (overwrite: boolean) => {
+      if (pendingRows === 0) return;
+      const chunk = pending;
+      const rows = pendingRows;
+      pending = [];
+      pendingRows = 0;
+      const previous = queue;
+      queue = previous
+        .then(async () => {
+          if (failure) return;
+          if (overwrite) await copy(chunk, STAGING);
+          else await storeChunk(chunk, rows);
+        })
+        .catch((err) => void (failure ??= err));
+      // One chunk in the database and this one waiting: the caller's next rows are decoded
+      // meanwhile, and the database never waits for them.
+      await previous;
     };
 
     return {
-      async write(rows: readonly StagedRow[], overwrite: boolean): Promise<void> {
+      async write(rows: StagedRows, overwrite: boolean): Promise<void> {
         if (failure) return mapDatabaseError(failure);
         if (rows.length === 0) return;
-        let text = "";
-        for (const r of rows) text += `${r.position}\t${r.experimentId}\t${copyText(r.unitId)}\t${r.variantId}\n`;
-        queued++;
-        queue = queue
-          .then(async () => {
-            if (failure) return;
-            await stage(text);
-            if (!overwrite) await mergeChunk();
-          })
-          .catch((err) => void (failure ??= err))
-          .finally(() => void queued--);
-        // One chunk in the database, one waiting: the caller's next rows are decoded meanwhile.
-        if (queued > 1) await queue;
+        await meet(rows);
+        if (failure) return mapDatabaseError(failure);
+        pending.push(copyRows(rows, versions)); // built while the database works on the previous chunk
+        pendingRows += rows.length;
+        if (pendingRows >= IMPORT_CHUNK_ROWS) await flush(overwrite);
         if (failure) return mapDatabaseError(failure);
       },
 
       async commit(overwrite: boolean): Promise<ImportResult> {
         try {
+          await flush(overwrite);
           await queue;
           if (failure) throw failure;
-          const result = overwrite ? await mergeStaged(tx, "import_staging", true) : { imported, overwrittenExperiments: [] };
+          const result = overwrite ? await mergeStaged(tx, STAGING, true) : { imported, overwrittenExperiments: [] };
           await client.query("COMMIT");
           release(false);
           return result;

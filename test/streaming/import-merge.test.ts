@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ImportPolicy, Reason } from "../../src/client/index.js";
+import { ExperimentStatus, ImportPolicy, Reason, Source } from "../../src/client/index.js";
+import { IMPORT_CHUNK_ROWS } from "../../src/store/transfer-store.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
-import { sql } from "../grpc/helpers.js";
+import { sql, storedAssignments } from "../grpc/helpers.js";
 
-// The SKIP_EXISTING merge takes a plain INSERT when the experiment holds nothing yet, and falls
-// back to INSERT … ON CONFLICT when that meets a unit twice; both must give the same rows.
+// SKIP_EXISTING COPYs straight into assignments while the experiment held nothing when the import
+// began, and falls back to the staged INSERT … ON CONFLICT when that meets a unit twice; both
+// must give the same rows.
 describe("import merge paths", () => {
   let t: TestServer;
   const variants = [
@@ -94,5 +96,67 @@ describe("import merge paths", () => {
       ["t-1", before.variantKey === "a" ? 0 : 1, 1],
       ["t-2", other === "a" ? 0 : 1, 2],
     ]);
+  });
+});
+
+// An import of a new experiment COPYs its chunks (IMPORT_CHUNK_ROWS rows each) straight into
+// assignments; a chunk that meets a unit stored meanwhile, or one the import already had, falls
+// back to the staged merge. Either way the first row counts and nothing stored is replaced.
+describe("import chunks into a new experiment, with a page load in the middle", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => t?.stop());
+
+  it(`a unit assigned while the import runs keeps its answer; a unit repeated across chunks keeps its first row; every other row is stored`, async () => {
+    const variants = [
+      { key: "a", weight: 5000 },
+      { key: "b", weight: 5000 },
+    ];
+    const exp = (await t.experiments.createExperiment({ key: "chunks", variants, status: ExperimentStatus.RUNNING })).experiment!;
+    const total = IMPORT_CHUNK_ROWS * 2 + 5_000; // three chunks
+    const per = 5_000;
+    const unit = (i: number) => `c-${i}`;
+    const variantOf = (i: number) => (i % 2 ? "b" : "a");
+    const pageLoadAt = IMPORT_CHUNK_ROWS + 1_234; // in the second chunk
+    const repeatOf = 17; // a unit of the first chunk, named again in the third
+    const repeatAt = IMPORT_CHUNK_ROWS * 2 + 7;
+    const rowAt = (i: number) =>
+      i === repeatAt
+        ? { experimentKey: "chunks", unitId: unit(repeatOf), variantKey: variantOf(repeatOf + 1) }
+        : { experimentKey: "chunks", unitId: unit(i), variantKey: variantOf(i) };
+    let pageLoad: { variantKey: string; reason: Reason } | undefined;
+    const r = await t.experiments.importAssignments(
+      (async function* () {
+        for (let i = 0; i < total; i += per) {
+          if (i === IMPORT_CHUNK_ROWS) {
+            // The whole first chunk has been sent, the unit below not yet: a page load stores it now.
+            const a = (await t.assignments.assign({ experimentKey: "chunks", unitId: unit(pageLoadAt) })).assignment!;
+            pageLoad = { variantKey: a.variantKey, reason: a.reason };
+          }
+          const rows = Array.from({ length: per }, (_, k) => rowAt(i + k));
+          yield i === 0 ? { setup: { policy: ImportPolicy.SKIP_EXISTING }, rows } : { rows };
+        }
+      })(),
+    );
+    expect(pageLoad?.reason).toBe(Reason.NEW);
+    expect([r.received, r.imported, r.skipped, r.invalid]).toEqual([BigInt(total), BigInt(total - 2), 2n, 0n]);
+
+    const stored = await storedAssignments(t.databaseUrl, "chunks");
+    expect(stored.size).toBe(total - 1); // every unit once; the repeat adds none
+    const wrong: string[] = [];
+    for (let i = 0; i < total; i++) {
+      if (i === repeatAt) continue;
+      const s = stored.get(unit(i));
+      const want =
+        i === pageLoadAt
+          ? { variant: pageLoad!.variantKey, source: Source.HASH, version: exp.version }
+          : { variant: variantOf(i), source: Source.IMPORT, version: exp.version };
+      if (s?.variant !== want.variant || s.source !== want.source || s.version !== want.version) wrong.push(`${unit(i)}: ${JSON.stringify(s, (_, v) => (typeof v === "bigint" ? Number(v) : v))}`);
+    }
+    expect(wrong).toEqual([]);
+    const again = (await t.assignments.assign({ experimentKey: "chunks", unitId: unit(pageLoadAt) })).assignment!;
+    expect([again.variantKey, again.reason]).toEqual([pageLoad!.variantKey, Reason.STICKY]);
   });
 });

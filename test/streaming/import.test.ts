@@ -242,6 +242,8 @@ describe("policies", () => {
 
       const stored = await storedAssignments(t.databaseUrl, "imp-over");
       expect(ids.filter((u) => stored.get(u)?.variant !== otherThan(hashed(u)) || stored.get(u)?.source !== Source.IMPORT)).toEqual([]);
+      // The rows the import wrote record the version it moved the experiment to.
+      expect(ids.filter((u) => stored.get(u)?.version !== version)).toEqual([]);
       expect(stored.get(overridden)).toMatchObject({ variant: "v2", source: Source.OVERRIDE });
     });
   });
