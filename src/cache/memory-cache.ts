@@ -1,5 +1,4 @@
-import type { Source } from "../../gen/ts/assignment/v1/types_pb.js";
-import type { StoredAssignment } from "../engine/evaluate.js";
+import { storedValue, type StoredAssignment } from "../engine/evaluate.js";
 import type { CacheCell } from "./assignment-cache.js";
 
 // An entry is one number, (generation * 65536 + variant id) * 8 + source (never 0: sources start
@@ -10,14 +9,6 @@ const VARIANTS = 65_536;
 const SOURCES = 8;
 const encode = (generation: number, v: StoredAssignment) => (generation * VARIANTS + v.variantId) * SOURCES + v.source;
 
-// The values handed out are shared: there are only as many as variants times sources.
-const values = new Map<number, StoredAssignment>();
-function valueOf(variantId: number, source: Source): StoredAssignment {
-  const k = variantId * SOURCES + source;
-  let v = values.get(k);
-  if (!v) values.set(k, (v = Object.freeze({ variantId, source })));
-  return v;
-}
 
 /**
  * Two independent 32-bit hashes (cyrb53's lanes, kept whole) of the experiment id and the unit id's
@@ -99,7 +90,7 @@ export class MemoryCache {
     const rest = (e - source) / SOURCES;
     const variantId = rest % VARIANTS;
     if ((rest - variantId) / VARIANTS !== generation) return undefined;
-    return valueOf(variantId, source);
+    return storedValue(variantId, source);
   }
 
   setMany(cells: readonly CacheCell[], stored: readonly StoredAssignment[]): void {

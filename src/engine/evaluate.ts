@@ -9,6 +9,18 @@ export interface StoredAssignment {
   readonly source: Source;
 }
 
+// Stored values are shared: there are only as many as variants times sources, and a batch of
+// 10,000 units should not allocate 10,000 of them.
+const storedValues = new Map<number, StoredAssignment>();
+
+/** The (shared, frozen) stored value of a variant id and source. */
+export function storedValue(variantId: number, source: Source): StoredAssignment {
+  const k = variantId * 8 + source;
+  let v = storedValues.get(k);
+  if (!v) storedValues.set(k, (v = Object.freeze({ variantId, source })));
+  return v;
+}
+
 /** The outcome of SPEC.md "Evaluating one unit for one experiment". */
 export interface Evaluation {
   readonly reason: Reason;
