@@ -31,28 +31,39 @@ function fingerprint(experimentId: number, unitId: string): void {
   fpLow = (h2 ^ unitId.length) >>> 0;
 }
 
-/** Open addressing with linear probing over typed arrays; never more than half full. */
+const TWO_32 = 4_294_967_296;
+
+/**
+ * Open addressing with linear probing over one typed array, never more than half full. A slot is
+ * four 32-bit words side by side: fingerprint high and low, value low and high (value 0: empty).
+ * One slot is one cache line, so a probe costs one memory access, not one per array.
+ */
 class Table {
-  readonly high: Uint32Array;
-  readonly low: Uint32Array;
-  readonly value: Float64Array;
+  readonly words: Uint32Array;
   readonly mask: number;
   size = 0;
 
   constructor(readonly limit: number) {
     let capacity = 16;
     while (capacity < limit * 2) capacity *= 2;
-    this.high = new Uint32Array(capacity);
-    this.low = new Uint32Array(capacity);
-    this.value = new Float64Array(capacity);
+    this.words = new Uint32Array(capacity * 4);
     this.mask = capacity - 1;
   }
 
-  /** The slot of the current fingerprint, or of the empty slot where it would go. */
+  /** The first word of the current fingerprint's slot, or of the empty slot where it would go. */
   slot(): number {
+    const w = this.words;
     let i = (fpHigh ^ fpLow) & this.mask;
-    while (this.value[i] !== 0 && (this.high[i] !== fpHigh || this.low[i] !== fpLow)) i = (i + 1) & this.mask;
-    return i;
+    for (;;) {
+      const o = i * 4;
+      if ((w[o + 2] === 0 && w[o + 3] === 0) || (w[o] === fpHigh && w[o + 1] === fpLow)) return o;
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  /** The value at slot `o` (0: empty). */
+  value(o: number): number {
+    return this.words[o + 2] + this.words[o + 3] * TWO_32;
   }
 }
 
@@ -79,10 +90,10 @@ export class MemoryCache {
   lookup(experimentId: number, generation: number, unitId: string): StoredAssignment | undefined {
     if (!this.young) return undefined;
     fingerprint(experimentId, unitId);
-    let e = this.young.value[this.young.slot()];
+    let e = this.young.value(this.young.slot());
     if (e === 0) {
       if (!this.old) return undefined;
-      e = this.old.value[this.old.slot()];
+      e = this.old.value(this.old.slot());
       if (e === 0) return undefined;
       this.put(e);
     }
@@ -104,13 +115,15 @@ export class MemoryCache {
   /** Stores `e` under the current fingerprint. */
   private put(e: number): void {
     const t = this.young!;
-    const i = t.slot();
-    if (t.value[i] === 0) {
-      t.high[i] = fpHigh;
-      t.low[i] = fpLow;
+    const o = t.slot();
+    const w = t.words;
+    if (w[o + 2] === 0 && w[o + 3] === 0) {
+      w[o] = fpHigh;
+      w[o + 1] = fpLow;
       t.size++;
     }
-    t.value[i] = e;
+    w[o + 2] = e % TWO_32;
+    w[o + 3] = Math.floor(e / TWO_32);
     if (t.size >= t.limit) {
       this.old = t;
       this.young = new Table(this.half);

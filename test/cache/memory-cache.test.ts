@@ -15,6 +15,20 @@ describe("MemoryCache", () => {
     expect(c.get(cell(2, "u", 3))).toBeUndefined(); // another experiment
   });
 
+  it("keeps values whose encoding needs more than 32 bits: a high generation, the highest variant id, every source", () => {
+    const c = new MemoryCache(100);
+    // (generation * 65536 + variant) * 8 + source: generation 2^20 puts it near 2^42.
+    const generation = 2 ** 20;
+    const sources = [Source.HASH, Source.IMPORT, Source.OVERRIDE];
+    c.setMany(
+      sources.map((_, i) => cell(7, `g${i}`, generation)),
+      sources.map((source) => ({ variantId: 65_535, source })),
+    );
+    sources.forEach((source, i) => expect(c.get(cell(7, `g${i}`, generation))).toEqual({ variantId: 65_535, source }));
+    expect(c.get(cell(7, "g0", generation - 1))).toBeUndefined();
+    expect(c.get(cell(7, "g0", generation + 1))).toBeUndefined();
+  });
+
   it("never holds more than its bound, however many entries pass through", () => {
     const c = new MemoryCache(1_000);
     for (let i = 0; i < 50_000; i++) c.setMany([cell(1, `k${i}`)], [v(i % 3)]);
