@@ -73,6 +73,8 @@ export interface RunningServer {
   address: string;
   registry: ConfigRegistry;
   database: Database;
+  /** Answers assignments; `pendingCacheWrites` shows how far Redis is behind. */
+  assigner: Assigner;
   /** "postgres" (databaseUrl) or "pglite" (embedded). */
   databaseKind: "postgres" | "pglite";
   /** "redis" (redisUrl) or "memory" (in-process only). */
@@ -170,6 +172,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     address: `${host}:${port}`,
     registry,
     database,
+    assigner,
     databaseKind,
     cacheKind,
     metricsPort: metricsServer?.port,

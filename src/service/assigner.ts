@@ -27,6 +27,10 @@ export interface CellResult {
 export interface AssignOptionsLike {
   dryRun: boolean;
   allowUnstored: boolean;
+  /** Go from the in-process cache straight to PostgreSQL. Always correct (PostgreSQL holds every
+   * stored assignment, and a NEW cell's INSERT meets any row stored meanwhile); faster where Redis
+   * could only miss, as in a stream of new units. What PostgreSQL answers still fills Redis. */
+  skipRedisRead?: boolean;
 }
 
 /** A distinct (experiment, unit) pair that needs the store, and the request positions asking it.
@@ -38,6 +42,9 @@ interface Lookup extends CacheCell {
   first: number;
   more: number[] | undefined;
 }
+
+/** Values sent to Redis and not yet acknowledged, beyond which callers wait (see fill). */
+export const MAX_PENDING_FILL_CELLS = 40_000;
 
 const STORED_REASONS = new Set([Reason.OVERRIDE, Reason.STICKY]);
 
@@ -64,6 +71,7 @@ function result(reason: Reason, variant: VariantConfig | undefined, stored: bool
  */
 export class Assigner {
   private readonly pendingFills = new Set<Promise<void>>();
+  private pendingFillCells = 0;
 
   constructor(
     private readonly store: AssignmentStore,
@@ -159,7 +167,7 @@ export class Assigner {
     let missing = [...lookups.values()];
 
     // Redis.
-    const cached = await this.redis.getMany(missing);
+    const cached = options.skipRedisRead ? [] : await this.redis.getMany(missing);
     const redisHits: Lookup[] = [];
     const redisValues: StoredAssignment[] = [];
     const afterRedis: Lookup[] = [];
@@ -172,7 +180,7 @@ export class Assigner {
       } else afterRedis.push(l);
     });
     this.memory.setMany(redisHits, redisValues); // already in Redis
-    this.metrics.lookups("redis", redisHits.length, afterRedis.length);
+    if (!options.skipRedisRead) this.metrics.lookups("redis", redisHits.length, afterRedis.length);
     missing = afterRedis;
     if (missing.length === 0) return results;
 
@@ -231,14 +239,27 @@ export class Assigner {
   /**
    * Writes stored values to the faster layers. The memory layer is written at once; the Redis write
    * is not waited for (the values are already stored in PostgreSQL, so the answer need not wait),
-   * but it is tracked so that shutdown can wait for it.
+   * but it is tracked so that shutdown can wait for it; and while Redis is behind by more than
+   * MAX_PENDING_FILL_CELLS values, callers wait for it to catch up. A stream that stores faster
+   * than Redis takes the values is held to Redis's pace, instead of queueing fills until they
+   * time out (which would also pause the Redis layer for everyone).
    */
   private async fill(lookups: Lookup[], values: StoredAssignment[]): Promise<void> {
     if (lookups.length === 0) return;
     this.memory.setMany(lookups, values);
-    const p = this.redis.setMany(lookups, values);
+    const n = lookups.length;
+    this.pendingFillCells += n;
+    const p: Promise<void> = this.redis.setMany(lookups, values).finally(() => {
+      this.pendingFills.delete(p);
+      this.pendingFillCells -= n;
+    });
     this.pendingFills.add(p);
-    p.finally(() => this.pendingFills.delete(p));
+    while (this.pendingFillCells > MAX_PENDING_FILL_CELLS) await Promise.race(this.pendingFills);
+  }
+
+  /** Values sent to Redis and not yet acknowledged. */
+  get pendingCacheWrites(): number {
+    return this.pendingFillCells;
   }
 
   /** Resolves when every started cache write has finished. */

@@ -2,6 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AssignmentService, type StreamAssignRequest } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
 import {
   ExperimentStatus,
+  Layer,
   type AssignmentColumnSchema,
   type AssignmentSchema,
   type AssignOptions,
@@ -117,10 +118,19 @@ export function assignmentHandlers(
   assigner: Assigner,
   shutdown: AbortSignal = new AbortController().signal,
 ): ServiceHandlers<typeof AssignmentService> {
-  /** Answers one batch of a stream or matrix: cells experiment-major, one column per experiment. */
-  const answerColumns = async (keys: readonly string[], unitType: string, unitIds: readonly string[], o: ReturnType<typeof optionsOf>) => {
+  /** Answers one batch of a stream or matrix: cells experiment-major, one column per experiment.
+   * `onStoredFound` learns whether any cell's answer came from a stored assignment found outside
+   * this process (in Redis or PostgreSQL). */
+  const answerColumns = async (
+    keys: readonly string[],
+    unitType: string,
+    unitIds: readonly string[],
+    o: ReturnType<typeof optionsOf>,
+    onStoredFound?: (found: boolean) => void,
+  ) => {
     const exps = keys.map((k) => registry.get(k));
     const results = await assigner.assignGrid(exps, unitIds, unitType, o);
+    if (onStoredFound) onStoredFound(results.some((r) => r.layer === Layer.REDIS || r.layer === Layer.POSTGRES));
     return keys.map((k, j) => toColumn(k, exps[j], unitIds, results, j * unitIds.length, o));
   };
 
@@ -202,6 +212,11 @@ export function assignmentHandlers(
       // Batches are answered concurrently but sent in order; at most STREAM_BATCHES_IN_FLIGHT are
       // read ahead, so a caller that stops reading stops the server from reading.
       const inFlight: Promise<ColumnInit[]>[] = [];
+      // A cohort of new units finds nothing stored: once a whole batch found nothing in Redis or
+      // PostgreSQL, later batches skip the Redis read (which could only miss) until one finds
+      // something stored again. Answers are the same either way; see AssignOptionsLike.
+      let redisMisses = false;
+      const learn = (found: boolean) => void (redisMisses = !found);
       let batch = 0n;
       let position = 0;
       let message: StreamAssignRequest | undefined = first.value;
@@ -213,7 +228,7 @@ export function assignmentHandlers(
           throw invalidArgument(`messages[${position}].unit_ids`, `must hold at most ${maxIds} ids per message (got ${ids.length})`);
         }
         if (ids.length > 0) {
-          const p = answerColumns(keys, unitType, ids, o);
+          const p = answerColumns(keys, unitType, ids, { ...o, skipRedisRead: redisMisses }, learn);
           p.catch(() => {}); // awaited below, in order; this keeps an early failure from being unhandled
           inFlight.push(p);
         }
