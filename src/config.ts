@@ -43,6 +43,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: "REDIS_PREFIX", flag: "redis-prefix", default: "(empty)", help: "prefix of every Redis key, to share one Redis between deployments" },
   { env: "CACHE_TTL_SECONDS", flag: "cache-ttl", default: "86400", help: "lifetime of a Redis cache entry" },
   { env: "MEMORY_CACHE_ENTRIES", flag: "memory-cache-entries", default: "2000000", help: "most stored assignments held in process (32 bytes each, outside the JS heap); 0 turns it off" },
+  { env: "SHUTDOWN_GRACE_MS", flag: "shutdown-grace", default: "10000", help: "on SIGTERM, how long in-flight calls may run before they are cancelled (pending writes are completed either way)" },
   { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: "20", help: "PostgreSQL connections" },
   { env: "LOG_LEVEL", flag: "log-level", default: "info", help: "pino level: debug (one line per call), info, warn, error, silent" },
 ];
@@ -151,6 +152,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       cacheTtlSeconds: int("CACHE_TTL_SECONDS", undefined, 1, 2 ** 31 - 1),
       memoryCacheEntries: int("MEMORY_CACHE_ENTRIES", undefined, 0, 2 ** 31 - 1),
       databasePoolSize: int("DATABASE_POOL_SIZE", undefined, 1, 10_000),
+      shutdownGraceMs: int("SHUTDOWN_GRACE_MS", undefined, 0, 3_600_000),
       adminToken,
       assignToken,
       insecure,

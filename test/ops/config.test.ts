@@ -47,6 +47,7 @@ describe("loadConfig", () => {
       CACHE_TTL_SECONDS: "60",
       MEMORY_CACHE_ENTRIES: "0",
       DATABASE_POOL_SIZE: "5",
+      SHUTDOWN_GRACE_MS: "2500",
       LOG_LEVEL: "debug",
       PGLITE_DATA_DIR: "/var/lib/x",
     };
@@ -61,6 +62,7 @@ describe("loadConfig", () => {
       cacheTtlSeconds: 60,
       memoryCacheEntries: 0,
       databasePoolSize: 5,
+      shutdownGraceMs: 2500,
       pgliteDataDir: "/var/lib/x",
     });
     expect(c.logLevel).toBe("debug");
@@ -68,7 +70,8 @@ describe("loadConfig", () => {
     expect(f.server).toMatchObject({ port: 7000, metricsPort: 9999, databaseUrl: "postgres://other/db" });
     expect(f.logLevel).toBe("warn");
     // Unset numbers are left to startServer's own defaults.
-    expect(load({}).server).toMatchObject({ cacheTtlSeconds: undefined, memoryCacheEntries: undefined, databasePoolSize: undefined });
+    expect(load({}).server).toMatchObject({ cacheTtlSeconds: undefined, memoryCacheEntries: undefined, databasePoolSize: undefined, shutdownGraceMs: undefined });
+    expect(() => load({ SHUTDOWN_GRACE_MS: "-1" })).toThrow(/SHUTDOWN_GRACE_MS \(--shutdown-grace\): must be an integer 0\.\.3600000/);
   });
 
   it("names the setting at fault", () => {
