@@ -40,6 +40,10 @@ export function resourceExhausted(what: string): ServiceError {
   return new ServiceError(status.RESOURCE_EXHAUSTED, what);
 }
 
+export function cancelled(what: string): ServiceError {
+  return new ServiceError(status.CANCELLED, what);
+}
+
 export function unavailable(what: string): ServiceError {
   return new ServiceError(status.UNAVAILABLE, what);
 }

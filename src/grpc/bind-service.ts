@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type {
   Metadata,
@@ -11,6 +12,7 @@ import type {
 import type { CallContext, ServiceHandlers } from "./handler-types.js";
 import { decodeRequest, serverDefinition } from "./service-definition.js";
 import { toGrpcStatus } from "./status-mapping.js";
+import { cancelled } from "../errors.js";
 
 /** Runs before every handler (authentication, logging); throw a ServiceError to refuse the call. */
 export type Interceptor = (method: DescMethod, metadata: Metadata) => void;
@@ -28,14 +30,53 @@ function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "ca
   call.on("cancelled", () => {
     if (!finished) controller.abort();
   });
+  abortOnReset(call, () => {
+    if (!finished) controller.abort();
+  });
   const ctx: CallContext = { metadata: call.metadata, signal: controller.signal, method: method.name };
   return { ctx, finish: () => (finished = true) };
 }
 
+/**
+ * The HTTP/2 stream under a grpc-js server call. grpc-js does not expose it, so this walks its
+ * intercepting calls down to it; undefined if a grpc-js upgrade moves it (a cancel is then noticed
+ * only when grpc-js emits 'cancelled', about a millisecond later).
+ */
+function http2StreamOf(call: object): EventEmitter | undefined {
+  let c = (call as { call?: unknown }).call;
+  for (let depth = 0; c && depth < 8; depth++) {
+    const stream = (c as { stream?: unknown }).stream;
+    if (stream instanceof EventEmitter && typeof (stream as { rstCode?: unknown }).rstCode === "number") return stream;
+    c = (c as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+/**
+ * Calls `abort` as soon as the client resets the call's HTTP/2 stream. A grpc-js client cancels
+ * a call by ending its side of the stream and then resetting it, so the handler first sees the
+ * end of the requests as if the client had finished; grpc-js emits 'cancelled' only when the
+ * stream closes, about a millisecond after the reset. Node emits 'aborted' on the stream the
+ * moment the reset arrives (while the response is still open). An all-or-nothing handler
+ * (ImportAssignments) asks its signal right before it commits; the earlier it knows, the fewer
+ * cancelled imports slip through.
+ */
+function abortOnReset(call: object, abort: () => void): void {
+  http2StreamOf(call)?.once("aborted", abort);
+}
+
 /** Decodes a request stream. The iterator must not destroy the call when the requests end: for
- * a bidi call that would also close the response side before the answers are sent. */
-async function* decodeStream(method: DescMethod, stream: ServerReadableStream<Buffer, unknown> | ServerDuplexStream<Buffer, unknown>) {
+ * a bidi call that would also close the response side before the answers are sent. When the
+ * requests end, a reset that follows the client's end of stream (a cancel, see abortOnReset) gets
+ * one turn of the event loop to arrive; then requests that ended that way end in CANCELLED. */
+async function* decodeStream(
+  method: DescMethod,
+  stream: ServerReadableStream<Buffer, unknown> | ServerDuplexStream<Buffer, unknown>,
+  signal: AbortSignal,
+) {
   for await (const chunk of stream.iterator({ destroyOnReturn: false })) yield decodeRequest(method, chunk as Buffer);
+  await new Promise((resolve) => setImmediate(resolve));
+  if (signal.aborted) throw cancelled("the client cancelled the call before it finished sending");
 }
 
 /** Sends every message a streaming handler yields, then the status. */
@@ -103,7 +144,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
           const { ctx, finish } = contextOf(method, call);
           (async () => {
             options.interceptor?.(method, call.metadata);
-            return handler(decodeStream(method, call), ctx);
+            return handler(decodeStream(method, call, ctx.signal), ctx);
           })()
             .finally(finish)
             .then(
@@ -117,7 +158,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
           const { ctx, finish } = contextOf(method, call);
           sendAll(call, ctx, finish, fail, () => {
             options.interceptor?.(method, call.metadata);
-            return handler(decodeStream(method, call), ctx) as AsyncIterable<unknown>;
+            return handler(decodeStream(method, call, ctx.signal), ctx) as AsyncIterable<unknown>;
           });
         };
         break;

@@ -102,7 +102,7 @@ export class AssignmentTransfers {
           overwrite,
         );
       }
-      const result = await staging.commit(overwrite);
+      const result = await staging.commit(overwrite, () => !ctx.signal.aborted);
       if (result.overwrittenExperiments.length > 0) await this.registry.refresh();
       return {
         received: BigInt(received),

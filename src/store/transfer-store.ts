@@ -7,6 +7,7 @@ import type { Database, Queryable } from "./database.js";
 import { CONFIG_CHANNEL } from "./experiment-store.js";
 import { exportByCopy, type ExportedRow } from "./pg-export.js";
 import { mapDatabaseError, PgDatabase } from "./pg-database.js";
+import { cancelled } from "../errors.js";
 
 /**
  * Rows ready for staging, in columns (one import message's worth, in import order): ids already
@@ -32,8 +33,9 @@ export interface ImportStaging {
    * the import's policy (known from its first message), the same on every call. */
   write(rows: StagedRows, overwrite: boolean): Promise<void>;
   /** Stores every row taken, in one transaction: the first row of a unit counts; existing units
-   * are skipped, or replaced with `overwrite` (overrides never are). */
-  commit(overwrite: boolean): Promise<ImportResult>;
+   * are skipped, or replaced with `overwrite` (overrides never are). `wanted` is asked last,
+   * right before the transaction commits: false rolls everything back (the caller went away). */
+  commit(overwrite: boolean, wanted?: () => boolean): Promise<ImportResult>;
   /** Leaves nothing behind. */
   abort(): Promise<void>;
 }
@@ -159,11 +161,12 @@ export class TransferStore {
         }
         staged += rows.length;
       },
-      async commit(overwrite) {
+      async commit(overwrite, wanted) {
         try {
           const result = await db.transaction(async (tx) => {
             const r = await mergeStaged(tx, table, overwrite);
             await tx.query(`DROP TABLE ${table}`);
+            if (wanted && !wanted()) throw cancelled("the client cancelled the import; nothing was stored");
             return r;
           });
           done = true;
@@ -308,12 +311,13 @@ export class TransferStore {
         if (failure) return mapDatabaseError(failure);
       },
 
-      async commit(overwrite: boolean): Promise<ImportResult> {
+      async commit(overwrite: boolean, wanted?: () => boolean): Promise<ImportResult> {
         try {
           await flush(overwrite);
           await queue;
           if (failure) throw failure;
           const result = overwrite ? await mergeStaged(tx, STAGING, true) : { imported, overwrittenExperiments: [] };
+          if (wanted && !wanted()) throw cancelled("the client cancelled the import; nothing was stored");
           await client.query("COMMIT");
           release(false);
           return result;

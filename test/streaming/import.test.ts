@@ -23,6 +23,7 @@ import {
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
+import { IMPORT_CHUNK_ROWS } from "../../src/store/transfer-store.js";
 import { eventually, expectFailure, separateClients, specVariant, sql, status, storedAssignments, units, type WeightedVariant } from "../grpc/helpers.js";
 import { chunk, differences, responseAnswers, runStream, streamRequests } from "./support/streams.js";
 
@@ -74,6 +75,60 @@ describe("invalid rows", () => {
     // Not even the rows of the messages before the bad one.
     const [{ n }] = await sql<{ n: number }>(t.databaseUrl, `SELECT count(*)::int AS n FROM assignments WHERE unit_id LIKE 'imp-bad-%'`);
     expect(n).toBe(0);
+  });
+
+  it("a bad row after whole chunks were already COPYed into assignments (and one client that gives up midway) leaves no row either", async () => {
+    await create("imp-bad-late");
+    const total = IMPORT_CHUNK_ROWS + 20_000;
+    const bad = IMPORT_CHUNK_ROWS + 10_000; // past the first chunk, which is COPYed before this row is read
+    const rows: Row[] = units("imp-bad-late-", total).map((u, i) => ({ experimentKey: "imp-bad-late", unitId: u, variantKey: i === bad ? "nope" : pick(i) }));
+    await expectFailure(t.experiments.importAssignments(importRequests(rows)), status.INVALID_ARGUMENT, `rows[${bad}]`, "variant_key");
+    expect(await count("imp-bad-late")).toBe(0);
+
+    // The client stops sending after the first chunk and cancels the call.
+    await create("imp-cancel");
+    const controller = new AbortController();
+    const good = units("imp-cancel-", total).map((u, i) => ({ experimentKey: "imp-cancel", unitId: u, variantKey: pick(i) }));
+    const call = t.experiments.importAssignments(
+      (async function* () {
+        for (const [i, part] of chunk(good, 5_000).entries()) {
+          if (i * 5_000 === IMPORT_CHUNK_ROWS + 10_000) {
+            await new Promise((r) => setTimeout(r, 200)); // the first chunk is in the database by now
+            controller.abort();
+            await new Promise(() => {}); // and never sends the rest
+          }
+          yield { rows: [...part] };
+        }
+      })(),
+      { signal: controller.signal },
+    );
+    await expectFailure(call, status.CANCELLED);
+    // The server rolls back as soon as it sees the cancellation: no transaction is left open
+    // holding the rows it COPYed, and a page load of one of them is NEW (not waiting, not STICKY).
+    const openTransactions = async () =>
+      (await sql<{ n: number }>(t.databaseUrl, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`))[0].n;
+    expect(await eventually(async () => (await openTransactions()) === 0, 5_000)).toBe(true);
+    const a = (await t.assignments.assign({ experimentKey: "imp-cancel", unitId: good[17].unitId }, { timeoutMs: 5_000 })).assignment!;
+    expect(a.reason).toBe(Reason.NEW);
+    expect(await count("imp-cancel")).toBe(1);
+
+    // Small imports cancelled right after their only message, so the cancel races the commit.
+    await create("imp-cancel-small");
+    for (let round = 0; round < 5; round++) {
+      const c = new AbortController();
+      const small = units(`imp-cancel-small-${round}-`, 500).map((u, i) => ({ experimentKey: "imp-cancel-small", unitId: u, variantKey: pick(i) }));
+      const smallCall = t.experiments.importAssignments(
+        (async function* () {
+          yield { rows: small };
+          c.abort();
+          await new Promise(() => {});
+        })(),
+        { signal: c.signal },
+      );
+      await expectFailure(smallCall, status.CANCELLED);
+    }
+    expect(await eventually(async () => (await openTransactions()) === 0, 5_000)).toBe(true);
+    expect(await count("imp-cancel-small")).toBe(0);
   });
 
   it("with setup.skip_invalid the valid rows are imported; invalid ones are counted and the first reported with their positions", async () => {
