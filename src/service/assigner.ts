@@ -31,6 +31,9 @@ export interface AssignOptionsLike {
    * stored assignment, and a NEW cell's INSERT meets any row stored meanwhile); faster where Redis
    * could only miss, as in a stream of new units. What PostgreSQL answers still fills Redis. */
   skipRedisRead?: boolean;
+  /** Wait while Redis is more than MAX_PENDING_FILL_CELLS values behind (see fill). For streams:
+   * a page load is never made to wait for the cache. */
+  paceToRedis?: boolean;
 }
 
 /** A distinct (experiment, unit) pair that needs the store, and the request positions asking it.
@@ -228,7 +231,7 @@ export class Assigner {
     let storedHits = 0;
     for (const l of missing) if (results[l.first]?.layer === Layer.POSTGRES) storedHits++;
     this.metrics.lookups("postgres", storedHits, missing.length - storedHits);
-    await this.fill(filled, fillValues);
+    await this.fill(filled, fillValues, options.paceToRedis === true);
     if (failure !== undefined) {
       const failed = [...(read.status === "rejected" ? toRead : []), ...(inserted.status === "rejected" ? toInsert : [])];
       return this.unstored(failure, failed, results, options, answer);
@@ -239,12 +242,12 @@ export class Assigner {
   /**
    * Writes stored values to the faster layers. The memory layer is written at once; the Redis write
    * is not waited for (the values are already stored in PostgreSQL, so the answer need not wait),
-   * but it is tracked so that shutdown can wait for it; and while Redis is behind by more than
-   * MAX_PENDING_FILL_CELLS values, callers wait for it to catch up. A stream that stores faster
-   * than Redis takes the values is held to Redis's pace, instead of queueing fills until they
-   * time out (which would also pause the Redis layer for everyone).
+   * but it is tracked so that shutdown can wait for it. With `pace`, while Redis is behind by more
+   * than MAX_PENDING_FILL_CELLS values, the caller waits for it to catch up: a stream that stores
+   * faster than Redis takes the values is held to Redis's pace, instead of queueing fills until
+   * they time out (which would also pause the Redis layer for everyone).
    */
-  private async fill(lookups: Lookup[], values: StoredAssignment[]): Promise<void> {
+  private async fill(lookups: Lookup[], values: StoredAssignment[], pace: boolean): Promise<void> {
     if (lookups.length === 0) return;
     this.memory.setMany(lookups, values);
     const n = lookups.length;
@@ -254,7 +257,7 @@ export class Assigner {
       this.pendingFillCells -= n;
     });
     this.pendingFills.add(p);
-    while (this.pendingFillCells > MAX_PENDING_FILL_CELLS) await Promise.race(this.pendingFills);
+    while (pace && this.pendingFillCells > MAX_PENDING_FILL_CELLS) await Promise.race(this.pendingFills);
   }
 
   /** Values sent to Redis and not yet acknowledged. */

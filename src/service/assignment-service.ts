@@ -228,7 +228,7 @@ export function assignmentHandlers(
           throw invalidArgument(`messages[${position}].unit_ids`, `must hold at most ${maxIds} ids per message (got ${ids.length})`);
         }
         if (ids.length > 0) {
-          const p = answerColumns(keys, unitType, ids, { ...o, skipRedisRead: redisMisses }, learn);
+          const p = answerColumns(keys, unitType, ids, { ...o, skipRedisRead: redisMisses, paceToRedis: true }, learn);
           p.catch(() => {}); // awaited below, in order; this keeps an early failure from being unhandled
           inFlight.push(p);
         }
