@@ -177,9 +177,10 @@ class ExperimentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ImportAssignments(self, request_iterator, context):
-        """Stored assignments from another system. All or nothing: rows are staged, then merged in one
-        transaction. Invalid rows refuse the whole import (INVALID_ARGUMENT listing the first ones)
-        unless the setup allows skipping them.
+        """Stored assignments from another system. All or nothing: every row is stored in one
+        transaction, or none is; a call cancelled before it finished sending stores nothing. Invalid
+        rows refuse the whole import (INVALID_ARGUMENT listing the first ones) unless the setup allows
+        skipping them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1215,9 +1215,10 @@ export const ExperimentService: GenService<{
     output: typeof GetExperimentStatsResponseSchema;
   },
   /**
-   * Stored assignments from another system. All or nothing: rows are staged, then merged in one
-   * transaction. Invalid rows refuse the whole import (INVALID_ARGUMENT listing the first ones)
-   * unless the setup allows skipping them.
+   * Stored assignments from another system. All or nothing: every row is stored in one
+   * transaction, or none is; a call cancelled before it finished sending stores nothing. Invalid
+   * rows refuse the whole import (INVALID_ARGUMENT listing the first ones) unless the setup allows
+   * skipping them.
    *
    * @generated from rpc assignment.v1.ExperimentService.ImportAssignments
    */
