@@ -45,6 +45,21 @@ const UNNEST_STAGING_ROWS = 10_000;
 /** Rows per COPY (and per savepoint) of an import on PostgreSQL: large enough that the cost of
  * each statement vanishes, small enough that a chunk's text stays a few MB. */
 export const IMPORT_CHUNK_ROWS = 100_000;
+/**
+ * Most chunks of one import COPYed straight into assignments, each under its own savepoint. A
+ * PostgreSQL backend keeps the ids of at most 64 subtransactions where other sessions can see
+ * them; past that its snapshot "overflows" and every other session's visibility checks of recent
+ * rows go through pg_subtrans, slowing the whole database while the import runs. Later chunks take
+ * the staged merge, which needs no savepoint. (4,800,000 rows at the default chunk size.)
+ */
+export const MAX_IMPORT_SAVEPOINTS = 48;
+
+export interface TransferStoreOptions {
+  /** Rows per COPY of an import; default IMPORT_CHUNK_ROWS. */
+  importChunkRows?: number;
+  /** Chunks of one import COPYed straight into assignments; default MAX_IMPORT_SAVEPOINTS. */
+  maxImportSavepoints?: number;
+}
 let stagingTables = 0;
 
 /** COPY text format: backslash, tab, newline and carriage return are escaped. */
@@ -119,7 +134,16 @@ async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): 
  * transaction, exports paged by unit id, and copies between experiments in SQL.
  */
 export class TransferStore {
-  constructor(private readonly db: Database) {}
+  private readonly chunkRows: number;
+  private readonly maxSavepoints: number;
+
+  constructor(
+    private readonly db: Database,
+    options: TransferStoreOptions = {},
+  ) {
+    this.chunkRows = options.importChunkRows ?? IMPORT_CHUNK_ROWS;
+    this.maxSavepoints = options.maxImportSavepoints ?? MAX_IMPORT_SAVEPOINTS;
+  }
 
   /**
    * Starts an import. On PostgreSQL (PgDatabase): a transaction, COPY FROM STDIN, and a temporary
@@ -187,7 +211,8 @@ export class TransferStore {
    *   assignments under a savepoint, as fast as a plain COPY. Nothing there can be skipped, unless
    *   a unit comes twice in the import or a page load assigned it meanwhile: then the unique key
    *   fails the COPY, the savepoint undoes it, and that chunk and every later one take the staged
-   *   path below. The result is the same either way.
+   *   path below. The result is the same either way. After MAX_IMPORT_SAVEPOINTS chunks, the rest
+   *   take the staged path too.
    * - Otherwise each chunk is COPYed into the staging table (whose `pos` numbers rows in import
    *   order) and merged at once by INSERT … ON CONFLICT DO NOTHING in that order, so the first row
    *   of a unit counts and stored units are kept.
@@ -233,6 +258,8 @@ export class TransferStore {
     const versions = new Map<number, string>();
     /** Whether chunks still go straight into assignments (see above); once false, stays false. */
     let direct = true;
+    let savepoints = 0;
+    const { chunkRows, maxSavepoints } = this;
     let imported = 0;
     let queue: Promise<void> = Promise.resolve();
     let failure: unknown;
@@ -261,7 +288,9 @@ export class TransferStore {
     };
 
     const storeChunk = async (chunk: readonly Buffer[], rows: number) => {
+      if (direct && savepoints >= maxSavepoints) direct = false;
       if (direct) {
+        savepoints++;
         await tx.query(`SAVEPOINT import_chunk`);
         try {
           await copy(chunk, "assignments");
@@ -307,7 +336,7 @@ export class TransferStore {
         if (failure) return mapDatabaseError(failure);
         pending.push(copyRows(rows, versions)); // built while the database works on the previous chunk
         pendingRows += rows.length;
-        if (pendingRows >= IMPORT_CHUNK_ROWS) await flush(overwrite);
+        if (pendingRows >= chunkRows) await flush(overwrite);
         if (failure) return mapDatabaseError(failure);
       },
 

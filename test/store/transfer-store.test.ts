@@ -1,0 +1,88 @@
+/**
+ * The PostgreSQL import path of TransferStore, against a real database, with small chunks: which
+ * chunks go straight into assignments (each in its own subtransaction, so with its own xmin) and
+ * which take the staged merge (in the import's top-level transaction).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { PgDatabase } from "../../src/store/pg-database.js";
+import { TransferStore, type StagedRows } from "../../src/store/transfer-store.js";
+import { freshDatabase } from "../support/services.js";
+
+let fresh: Awaited<ReturnType<typeof freshDatabase>>;
+let db: PgDatabase;
+let experiments = 0;
+
+beforeAll(async () => {
+  fresh = await freshDatabase();
+  db = new PgDatabase({ url: fresh.url, max: 4 });
+  await db.migrate();
+});
+afterAll(async () => {
+  await db?.close();
+  await fresh?.drop();
+});
+
+/** A RUNNING experiment with variants 0 and 1, made in SQL: this test is about storage only. */
+async function experiment(): Promise<{ id: number; version: string }> {
+  const key = `t${++experiments}`;
+  await db.query(`INSERT INTO salts VALUES ($1, $2)`, [key, `experiment:${key}`]);
+  const { rows } = await db.query<{ id: number; version: string }>(
+    `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status)
+     VALUES ($1, $1, 'user_id', 1, '[{"id":0,"key":"a","weight":5000},{"id":1,"key":"b","weight":5000}]', 10000, 2)
+     RETURNING id, version::text AS version`,
+    [key],
+  );
+  return rows[0];
+}
+
+const rowsOf = (experimentId: number, unitIds: string[], variant = (i: number) => i % 2): StagedRows => ({
+  length: unitIds.length,
+  experimentIds: Int32Array.from(unitIds, () => experimentId),
+  unitIds,
+  variantIds: Int32Array.from(unitIds, (_, i) => variant(i)),
+});
+
+async function stored(experimentId: number) {
+  const { rows } = await db.query<{ unit_id: string; variant: number; version: string; source: number; xmin: string }>(
+    `SELECT unit_id, variant, version::text AS version, source, xmin::text AS xmin FROM assignments WHERE experiment_id = $1`,
+    [experimentId],
+  );
+  return { rows, units: new Map(rows.map((r) => [r.unit_id, r])), transactions: new Set(rows.map((r) => r.xmin)).size };
+}
+
+describe("TransferStore import on PostgreSQL", () => {
+  it("COPYs at most maxImportSavepoints chunks straight in (one subtransaction each), then merges the rest in the top-level transaction", async () => {
+    const e = await experiment();
+    const store = new TransferStore(db, { importChunkRows: 100, maxImportSavepoints: 3 });
+    const staging = await store.beginImport();
+    for (let m = 0; m < 10; m++) {
+      await staging.write(rowsOf(e.id, Array.from({ length: 100 }, (_, i) => `u-${m * 100 + i}`)), false);
+    }
+    const result = await staging.commit(false);
+    expect(result.imported).toBe(1_000);
+    const s = await stored(e.id);
+    expect(s.rows.length).toBe(1_000);
+    // Chunks 1-3 each in their own subtransaction, chunks 4-10 in the import's transaction.
+    expect(s.transactions).toBe(4);
+    expect(s.rows.filter((r) => r.version !== e.version || r.source !== Source.IMPORT)).toEqual([]);
+    expect(s.units.get("u-7")?.variant).toBe(1);
+  });
+
+  it("after a chunk meets a unit the import already had, that chunk and the rest are merged (first row counts)", async () => {
+    const e = await experiment();
+    const store = new TransferStore(db, { importChunkRows: 100, maxImportSavepoints: 48 });
+    const staging = await store.beginImport();
+    await staging.write(rowsOf(e.id, Array.from({ length: 100 }, (_, i) => `u-${i}`)), false);
+    // The second chunk repeats u-5 with the other variant: its COPY fails on the unique key.
+    await staging.write(rowsOf(e.id, ["u-5", ...Array.from({ length: 99 }, (_, i) => `v-${i}`)], () => 0), false);
+    await staging.write(rowsOf(e.id, Array.from({ length: 100 }, (_, i) => `w-${i}`)), false);
+    const result = await staging.commit(false);
+    expect(result.imported).toBe(299);
+    const s = await stored(e.id);
+    expect(s.rows.length).toBe(299);
+    expect(s.units.get("u-5")?.variant).toBe(1); // the first row of u-5 (i = 5: variant 1)
+    // The first chunk in its subtransaction; the second (undone, then merged) and third in the import's.
+    expect(s.transactions).toBe(2);
+  });
+});
