@@ -30,9 +30,13 @@ function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "ca
   call.on("cancelled", () => {
     if (!finished) controller.abort();
   });
-  abortOnReset(call, () => {
-    if (!finished) controller.abort();
-  });
+  // Only an upload can be mistaken for finished when it was cancelled (see abortOnReset); other
+  // calls (page loads among them) need not walk to their HTTP/2 stream.
+  if (method.methodKind === "client_streaming") {
+    abortOnReset(call, () => {
+      if (!finished) controller.abort();
+    });
+  }
   const ctx: CallContext = { metadata: call.metadata, signal: controller.signal, method: method.name };
   return { ctx, finish: () => (finished = true) };
 }

@@ -98,7 +98,7 @@ export class AssignmentTransfers {
         }
         const n = unitIds.length;
         await staging.write(
-          { length: n, experimentIds: experimentIds.subarray(0, n), unitIds, variantIds: variantIds.subarray(0, n) },
+          { experimentIds: experimentIds.subarray(0, n), unitIds, variantIds: variantIds.subarray(0, n) },
           overwrite,
         );
       }

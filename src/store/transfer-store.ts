@@ -15,7 +15,6 @@ import { cancelled } from "../errors.js";
  * would otherwise spend much of its time allocating and collecting them.
  */
 export interface StagedRows {
-  readonly length: number;
   readonly experimentIds: Int32Array;
   readonly unitIds: readonly string[];
   readonly variantIds: Int32Array;
@@ -78,7 +77,7 @@ function copyRows(rows: StagedRows, versions: ReadonlyMap<number, string>): Buff
   let experiment = -1;
   let prefix = "";
   let suffixes: string[] = [];
-  for (let i = 0; i < rows.length; i++) {
+  for (let i = 0; i < rows.unitIds.length; i++) {
     const e = rows.experimentIds[i];
     if (e !== experiment) {
       experiment = e;
@@ -176,14 +175,14 @@ export class TransferStore {
     return {
       async write(rows) {
         if (done) throw new Error("import already finished");
-        for (let i = 0; i < rows.length; i += UNNEST_STAGING_ROWS) {
-          const end = Math.min(i + UNNEST_STAGING_ROWS, rows.length);
+        for (let i = 0; i < rows.unitIds.length; i += UNNEST_STAGING_ROWS) {
+          const end = Math.min(i + UNNEST_STAGING_ROWS, rows.unitIds.length);
           await db.query(
             `INSERT INTO ${table} SELECT $1::bigint + n - 1, e, u, v FROM unnest($2::int[], $3::text[], $4::smallint[]) WITH ORDINALITY AS t(e, u, v, n)`,
             [staged + i, Array.from(rows.experimentIds.subarray(i, end)), rows.unitIds.slice(i, end), Array.from(rows.variantIds.subarray(i, end))],
           );
         }
-        staged += rows.length;
+        staged += rows.unitIds.length;
       },
       async commit(overwrite, wanted) {
         try {
@@ -331,11 +330,11 @@ export class TransferStore {
     return {
       async write(rows: StagedRows, overwrite: boolean): Promise<void> {
         if (failure) return mapDatabaseError(failure);
-        if (rows.length === 0) return;
+        if (rows.unitIds.length === 0) return;
         await meet(rows);
         if (failure) return mapDatabaseError(failure);
         pending.push(copyRows(rows, versions)); // built while the database works on the previous chunk
-        pendingRows += rows.length;
+        pendingRows += rows.unitIds.length;
         if (pendingRows >= chunkRows) await flush(overwrite);
         if (failure) return mapDatabaseError(failure);
       },

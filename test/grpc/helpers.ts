@@ -163,3 +163,17 @@ export async function eventually(probe: () => Promise<boolean>, ms: number, step
 
 export const units = (prefix: string, n: number, from = 0): string[] =>
   Array.from({ length: n }, (_, i) => `${prefix}${from + i}`);
+
+/** Samples of a Prometheus text exposition: `name{labels}` -> value. */
+export async function scrapeMetrics(port: number): Promise<Map<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toContain("text/plain");
+  const samples = new Map<string, number>();
+  for (const line of (await res.text()).split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const cut = line.lastIndexOf(" ");
+    samples.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+  }
+  return samples;
+}

@@ -3,22 +3,8 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus } from "../../src/client/index.js";
-import { expectFailure, status } from "../grpc/helpers.js";
+import { expectFailure, scrapeMetrics, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
-
-/** Samples of a Prometheus text exposition: `name{labels}` -> value. */
-async function scrape(port: number): Promise<Map<string, number>> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-  expect(res.status).toBe(200);
-  expect(res.headers.get("content-type")).toContain("text/plain");
-  const samples = new Map<string, number>();
-  for (const line of (await res.text()).split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    samples.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return samples;
-}
 
 const calls = (method: string, code: string, service = "assignment.v1.AssignmentService") =>
   `assignment_grpc_calls_total{service="${service}",method="${method}",code="${code}"}`;
@@ -39,7 +25,7 @@ describe("metrics and call logs", () => {
 
   it("serves counts of the calls made, by method and status, and the assignment metrics", async () => {
     expect(t.server.metricsPort).toBeGreaterThan(0);
-    const before = await scrape(t.server.metricsPort!);
+    const before = await scrapeMetrics(t.server.metricsPort!);
     expect(before.get(calls("Assign", "OK")) ?? 0).toBe(0);
 
     await t.experiments.createExperiment({ key: "m", variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }], status: ExperimentStatus.RUNNING });
@@ -50,7 +36,7 @@ describe("metrics and call logs", () => {
     await expectFailure(t.experiments.getExperiment({ key: "missing" }), status.NOT_FOUND);
     await expectFailure(t.assignments.bulkAssign({ experimentKey: "m", unitIds: [] }), status.INVALID_ARGUMENT);
 
-    const m = await scrape(t.server.metricsPort!);
+    const m = await scrapeMetrics(t.server.metricsPort!);
     expect(m.get(calls("Assign", "OK"))).toBe(3);
     expect(m.get(calls("BulkAssign", "OK"))).toBe(2);
     expect(m.get(calls("BulkAssign", "INVALID_ARGUMENT"))).toBe(1);

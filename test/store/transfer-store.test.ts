@@ -37,7 +37,6 @@ async function experiment(): Promise<{ id: number; version: string }> {
 }
 
 const rowsOf = (experimentId: number, unitIds: string[], variant = (i: number) => i % 2): StagedRows => ({
-  length: unitIds.length,
   experimentIds: Int32Array.from(unitIds, () => experimentId),
   unitIds,
   variantIds: Int32Array.from(unitIds, (_, i) => variant(i)),

@@ -6,20 +6,10 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, ImportPolicy, Reason } from "../../src/client/index.js";
-import { eventually, specVariant, units, type WeightedVariant } from "../grpc/helpers.js";
+import { eventually, scrapeMetrics, specVariant, units, type WeightedVariant } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { chunk, differences, responseAnswers, runStream, streamRequests } from "./support/streams.js";
 
-async function scrape(port: number): Promise<Map<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    samples.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return samples;
-}
 const lookups = (m: Map<string, number>, layer: string) =>
   (m.get(`assignment_cache_lookups_total{layer="${layer}",result="hit"}`) ?? 0) + (m.get(`assignment_cache_lookups_total{layer="${layer}",result="miss"}`) ?? 0);
 
@@ -52,7 +42,7 @@ describe("a cohort of new units skips the Redis read", () => {
     // Eight batches of new units, then one mixing the stored units in, then two more new ones.
     const fresh = units("new-", 10_700);
     const batches = [...chunk(fresh.slice(0, 8_000), 1_000), [...old, ...fresh.slice(8_000, 8_700)], ...chunk(fresh.slice(8_700), 1_000)];
-    const before = await scrape(t.server.metricsPort!);
+    const before = await scrapeMetrics(t.server.metricsPort!);
     const responses = await runStream(t.assignments, streamRequests({ experimentKeys: ["cohort"] }, batches));
     const ids = batches.flat();
     const got = responses.flatMap((r) => responseAnswers(r)[0]);
@@ -66,7 +56,7 @@ describe("a cohort of new units skips the Redis read", () => {
     ).toEqual([]);
 
     // Every cell missed the in-process cache; Redis was asked for some (the first batches), not all.
-    const after = await scrape(t.server.metricsPort!);
+    const after = await scrapeMetrics(t.server.metricsPort!);
     const memory = lookups(after, "memory") - lookups(before, "memory");
     const redis = lookups(after, "redis") - lookups(before, "redis");
     expect(memory).toBe(ids.length);
