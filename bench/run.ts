@@ -15,14 +15,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import {
-  AssignmentService,
-  createClient,
-  ExperimentService,
-  ExperimentStatus,
-  Layer,
-  Reason,
-} from "../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Layer, Reason } from "../src/client/index.js";
 import {
   Cleanup,
   createDatabase,
@@ -82,7 +75,11 @@ interface Measured extends Summary {
  * Only the call itself is timed; `check` runs after the clock stopped. `k` numbers the calls of the
  * phase (warm-up included), so callers can derive the units of each call from it.
  */
-async function measure(phase: Phase, call: (k: number) => Promise<Outcome | void>, check: (o: Outcome | void, k: number) => void): Promise<Measured> {
+async function measure(
+  phase: Phase,
+  call: (k: number) => Promise<Outcome | undefined>,
+  check: (o: Outcome | undefined, k: number) => void,
+): Promise<Measured> {
   const deadline = Math.min(performance.now() + phase.budgetMs, softDeadline);
   let k = 0;
   for (; k < phase.warmup && performance.now() < deadline; k++) check(await call(k), k);
@@ -98,7 +95,7 @@ async function measure(phase: Phase, call: (k: number) => Promise<Outcome | void
   return { ...summarize(samples, wall), truncated: samples.length < phase.iterations };
 }
 
-function expectAll(o: Outcome | void, cells: number, reason: Reason, what: string): void {
+function expectAll(o: Outcome | undefined, cells: number, reason: Reason, what: string): void {
   if (!o || o.reasons.length !== cells || o.stored.length !== cells) {
     throw new Error(`${what}: expected ${cells} answers, got ${o?.reasons.length ?? 0}`);
   }
@@ -154,7 +151,8 @@ function report(rows: Row[], trivial: Measured | undefined, machine: string[]): 
       );
     }
   }
-  if (trivial) out.push(`| grpc-js trivial unary (empty echo, no protobuf) | ${ms(trivial.p50)} | ${ms(trivial.p99)} | n/a | n/a | — | — | — |`);
+  if (trivial)
+    out.push(`| grpc-js trivial unary (empty echo, no protobuf) | ${ms(trivial.p50)} | ${ms(trivial.p99)} | n/a | n/a | — | — | — |`);
   out.push("", "### All phases", "");
   out.push("| phase | calls | p50 | p99 | mean | min | max | calls/s | cells/s |");
   out.push("|---|---|---|---|---|---|---|---|---|");
@@ -195,14 +193,16 @@ async function runWarm(row: Row, a: AssignmentClient, b: AssignmentClient, serve
     expectLayer(await s.call(b, units, true), Layer.REDIS, `${s.id} warm check ${k} (Redis only)`);
   }
   const warmCall = (client: AssignmentClient) => (k: number) => s.call(client, pool[k % pool.length], false);
-  const sticky = (what: string) => (o: Outcome | void) => expectAll(o, s.cells, Reason.STICKY, what);
+  const sticky = (what: string) => (o: Outcome | undefined) => expectAll(o, s.cells, Reason.STICKY, what);
   log(`${s.id}: warm …`);
   row.warm = await measure(WARM, warmCall(a), sticky(`${s.id} warm`));
   checkAlive(...servers);
   log(`${s.id}: warm, Redis only …`);
   row.redisOnly = await measure(WARM, warmCall(b), sticky(`${s.id} warm, Redis only`));
   checkAlive(...servers);
-  log(`${s.id}: warm p50 ${ms(row.warm.p50)} p99 ${ms(row.warm.p99)} | Redis only p50 ${ms(row.redisOnly.p50)} p99 ${ms(row.redisOnly.p99)}`);
+  log(
+    `${s.id}: warm p50 ${ms(row.warm.p50)} p99 ${ms(row.warm.p99)} | Redis only p50 ${ms(row.redisOnly.p50)} p99 ${ms(row.redisOnly.p99)}`,
+  );
 }
 
 /** Cold: every call (warm-up included) names units never seen before; all must come back NEW and
@@ -211,15 +211,21 @@ async function runWarm(row: Row, a: AssignmentClient, b: AssignmentClient, serve
 async function runCold(row: Row, a: AssignmentClient, b: AssignmentClient, servers: ServerChild[]): Promise<void> {
   const s = row.scenario;
   const cold = (client: AssignmentClient, tag: string) => (k: number) =>
-    s.call(client, Array.from({ length: s.units }, (_, j) => `c${tag}-${s.id}-${k}-${j}`), false);
-  const fresh = (what: string) => (o: Outcome | void) => expectAll(o, s.cells, Reason.NEW, what);
+    s.call(
+      client,
+      Array.from({ length: s.units }, (_, j) => `c${tag}-${s.id}-${k}-${j}`),
+      false,
+    );
+  const fresh = (what: string) => (o: Outcome | undefined) => expectAll(o, s.cells, Reason.NEW, what);
   log(`${s.id}: cold, in-process cache off …`);
   row.coldRedisOnly = await measure(COLD, cold(b, "b"), fresh(`${s.id} cold, in-process cache off`));
   checkAlive(...servers);
   log(`${s.id}: cold …`);
   row.cold = await measure(COLD, cold(a, "a"), fresh(`${s.id} cold`));
   checkAlive(...servers);
-  log(`${s.id}: cold p50 ${ms(row.cold.p50)} p99 ${ms(row.cold.p99)} | in-process cache off p50 ${ms(row.coldRedisOnly.p50)} p99 ${ms(row.coldRedisOnly.p99)}`);
+  log(
+    `${s.id}: cold p50 ${ms(row.cold.p50)} p99 ${ms(row.cold.p99)} | in-process cache off p50 ${ms(row.coldRedisOnly.p50)} p99 ${ms(row.coldRedisOnly.p99)}`,
+  );
 }
 
 /** "commit abc1234", plus a note when src/, gen/ or proto/ differ from it: what was measured. */
@@ -244,7 +250,9 @@ async function main(cleanup: Cleanup): Promise<number> {
   const db = await createDatabase(ADMIN_DATABASE_URL);
   cleanup.add(`drop database ${db.name}`, db.drop);
   const prefix = `bench:${randomBytes(6).toString("hex")}:`;
-  cleanup.add(`remove Redis keys ${prefix}*`, async () => log(`removed ${await flushPrefix(REDIS_URL, prefix)} Redis keys under ${prefix}`));
+  cleanup.add(`remove Redis keys ${prefix}*`, async () =>
+    log(`removed ${await flushPrefix(REDIS_URL, prefix)} Redis keys under ${prefix}`),
+  );
   log(`database ${db.name} on ${redactUrl(ADMIN_DATABASE_URL)}, Redis prefix ${prefix} on ${redactUrl(REDIS_URL)}`);
 
   const wanted = (id: string) => !ONLY || ONLY.has(id);
@@ -254,13 +262,26 @@ async function main(cleanup: Cleanup): Promise<number> {
     const t = await startServerChild("trivial", { BENCH_TRIVIAL: "1" }, SERVER_NODE_ARGS);
     cleanup.add("stop trivial server", t.stop);
     const c = trivialCaller(t.address);
-    trivial = await measure(WARM, () => c.call(), () => {});
+    trivial = await measure(
+      WARM,
+      async () => {
+        await c.call();
+        return undefined;
+      },
+      () => {},
+    );
     c.close();
     await t.stop();
   }
 
   // A short cache TTL, so that keys left behind by a run that could not clean up expire soon.
-  const serverEnv = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, CACHE_TTL_SECONDS: "3600", LOG_LEVEL: env.BENCH_LOG_LEVEL ?? "warn" };
+  const serverEnv = {
+    DATABASE_URL: db.url,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    CACHE_TTL_SECONDS: "3600",
+    LOG_LEVEL: env.BENCH_LOG_LEVEL ?? "warn",
+  };
   const a0 = await startServerChild("server", serverEnv, SERVER_NODE_ARGS);
   cleanup.add("stop server", a0.stop);
   const admin = createClient(ExperimentService, a0.address, { timeoutMs: 10_000 });
@@ -282,7 +303,10 @@ async function main(cleanup: Cleanup): Promise<number> {
 
   const a = createClient(AssignmentService, a0.address, { timeoutMs: 30_000 });
   const b = createClient(AssignmentService, b0.address, { timeoutMs: 30_000 });
-  cleanup.add("close clients", async () => (a.close(), b.close()));
+  cleanup.add("close clients", async () => {
+    a.close();
+    b.close();
+  });
 
   // Every warm phase first, then the cold ones: cold phases add over a million assignments,
   // more than the in-process cache holds, and must not evict the warm pools.

@@ -1,7 +1,7 @@
 /** The measured calls. Each scenario sends one request shape through the real typed client and
  * returns every cell's answer so the runner can check it (outside the timed span). */
 import * as grpc from "@grpc/grpc-js";
-import { AssignmentService, type Client, type Layer, type Reason } from "../src/client/index.js";
+import type { AssignmentService, Client, Layer, Reason } from "../src/client/index.js";
 
 export type AssignmentClient = Client<typeof AssignmentService>;
 

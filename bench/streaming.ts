@@ -25,7 +25,10 @@ const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:54
 const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
 const UNITS = Number(env.BENCH_STREAM_UNITS ?? 1_000_000);
 const BATCH = 10_000;
-const SERVER_NODE_ARGS = [...(env.BENCH_SERVER_NODE_OPTIONS ?? "--max-old-space-size=192").split(" ").filter(Boolean), ...(env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [])];
+const SERVER_NODE_ARGS = [
+  ...(env.BENCH_SERVER_NODE_OPTIONS ?? "--max-old-space-size=192").split(" ").filter(Boolean),
+  ...(env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : []),
+];
 
 const unitId = (prefix: string, i: number) => `${prefix}-${i}`;
 
@@ -71,7 +74,9 @@ async function timed<T>(what: string, f: () => Promise<T>): Promise<{ seconds: n
   const seconds = (performance.now() - t) / 1000;
   const used = process.cpuUsage(cpu);
   const peakMb = memory?.phase() ?? NaN;
-  log(`${what}: ${seconds.toFixed(2)} s, server peak ${peakMb.toFixed(0)} MB, benchmark client busy ${(((used.user + used.system) / 1e6 / seconds) * 100).toFixed(0)}% of one core`);
+  log(
+    `${what}: ${seconds.toFixed(2)} s, server peak ${peakMb.toFixed(0)} MB, benchmark client busy ${(((used.user + used.system) / 1e6 / seconds) * 100).toFixed(0)}% of one core`,
+  );
   return { seconds, value, peakMb };
 }
 
@@ -82,14 +87,21 @@ async function main(cleanup: Cleanup): Promise<void> {
   const prefix = `bench:${db.name}:`;
   cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
 
-  const server = await startServerChild("server", { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" }, SERVER_NODE_ARGS);
+  const server = await startServerChild(
+    "server",
+    { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
+    SERVER_NODE_ARGS,
+  );
   cleanup.add("stop server", server.stop);
   memory = sampleMemory(server.pid);
   cleanup.add("stop memory sampling", async () => memory?.stop());
   log(`server started: ${rssMb(server.pid).toFixed(0)} MB resident`);
   const admin = createClient(ExperimentService, server.address);
   const assign = createClient(AssignmentService, server.address);
-  cleanup.add("close clients", async () => (admin.close(), assign.close()));
+  cleanup.add("close clients", async () => {
+    admin.close();
+    assign.close();
+  });
 
   const variants = [
     { key: "control", weight: 5000 },
@@ -127,7 +139,8 @@ async function main(cleanup: Cleanup): Promise<void> {
     let n = 0;
     for await (const r of assign.streamAssign(streamOf(prefix, dryRun))) {
       const reasons = r.columns[0].reasons;
-      for (let k = 0; k < reasons.length; k++) if (reasons[k] !== expect) throw new Error(`unit ${n + k}: ${Reason[reasons[k]]}, expected ${Reason[expect]}`);
+      for (let k = 0; k < reasons.length; k++)
+        if (reasons[k] !== expect) throw new Error(`unit ${n + k}: ${Reason[reasons[k]]}, expected ${Reason[expect]}`);
       n += reasons.length;
     }
     if (n !== UNITS) throw new Error(`stream answered ${n} units, expected ${UNITS}`);
@@ -135,7 +148,9 @@ async function main(cleanup: Cleanup): Promise<void> {
 
   // --- StreamAssign: new units, stored (and cached) before each answer
   const stored = await timed(`StreamAssign ${UNITS} new units, stored`, () => consume("u", false, Reason.NEW));
-  const { rows: storedCount } = await sql.query<{ n: string }>(`SELECT count(*) AS n FROM assignments WHERE experiment_id = $1`, [await idOf("stream")]);
+  const { rows: storedCount } = await sql.query<{ n: string }>(`SELECT count(*) AS n FROM assignments WHERE experiment_id = $1`, [
+    await idOf("stream"),
+  ]);
   if (Number(storedCount[0].n) !== UNITS) throw new Error(`expected ${UNITS} stored rows, found ${storedCount[0].n}`);
   // --- the same units again as a dry run (answers from the caches)
   const dryWarm = await timed(`StreamAssign the same ${UNITS} units, dry run`, () => consume("u", true, Reason.STICKY));

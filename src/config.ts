@@ -28,22 +28,68 @@ interface Setting {
 }
 
 export const SETTINGS: readonly Setting[] = [
-  { env: "DATABASE_URL", flag: "database-url", default: "(unset: embedded PGlite)", help: "PostgreSQL connection string; unset: the embedded PostgreSQL (PGlite) in PGLITE_DATA_DIR, in insecure development mode unless ADMIN_TOKEN is set" },
-  { env: "PGLITE_DATA_DIR", flag: "pglite-dir", default: "./data/pglite", help: "folder of the embedded database (without DATABASE_URL); memory:// keeps it in memory only" },
-  { env: "REDIS_URL", flag: "redis-url", default: "(unset: in-process cache only)", help: "Redis connection string (redis-cluster://h:p,h:p for a cluster); unset: no shared cache" },
+  {
+    env: "DATABASE_URL",
+    flag: "database-url",
+    default: "(unset: embedded PGlite)",
+    help: "PostgreSQL connection string; unset: the embedded PostgreSQL (PGlite) in PGLITE_DATA_DIR, in insecure development mode unless ADMIN_TOKEN is set",
+  },
+  {
+    env: "PGLITE_DATA_DIR",
+    flag: "pglite-dir",
+    default: "./data/pglite",
+    help: "folder of the embedded database (without DATABASE_URL); memory:// keeps it in memory only",
+  },
+  {
+    env: "REDIS_URL",
+    flag: "redis-url",
+    default: "(unset: in-process cache only)",
+    help: "Redis connection string (redis-cluster://h:p,h:p for a cluster); unset: no shared cache",
+  },
   { env: "HOST", flag: "host", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for all)" },
   { env: "PORT", flag: "port", default: "50051", help: "gRPC port" },
   { env: "ADMIN_TOKEN", default: "(unset)", help: "bearer token ExperimentService demands; required unless insecure development mode" },
   { env: "ASSIGN_TOKEN", default: "(unset: open)", help: "bearer token AssignmentService demands (the admin token works too)" },
-  { env: "INSECURE_DEV_MODE", flag: "insecure", boolean: true, default: "0", help: "1: serve ExperimentService without ADMIN_TOKEN (local development only)" },
-  { env: "TLS_CERT_FILE", flag: "tls-cert", default: "(unset: plaintext)", help: "PEM certificate chain; with TLS_KEY_FILE the server speaks TLS" },
+  {
+    env: "INSECURE_DEV_MODE",
+    flag: "insecure",
+    boolean: true,
+    default: "0",
+    help: "1: serve ExperimentService without ADMIN_TOKEN (local development only)",
+  },
+  {
+    env: "TLS_CERT_FILE",
+    flag: "tls-cert",
+    default: "(unset: plaintext)",
+    help: "PEM certificate chain; with TLS_KEY_FILE the server speaks TLS",
+  },
   { env: "TLS_KEY_FILE", flag: "tls-key", default: "(unset)", help: "PEM private key of TLS_CERT_FILE" },
-  { env: "METRICS_PORT", flag: "metrics-port", default: "9464", help: "Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0 turns metrics off" },
+  {
+    env: "METRICS_PORT",
+    flag: "metrics-port",
+    default: "9464",
+    help: "Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0 turns metrics off",
+  },
   { env: "METRICS_HOST", flag: "metrics-host", default: "(HOST)", help: "address of the metrics endpoint" },
-  { env: "REDIS_PREFIX", flag: "redis-prefix", default: "(empty)", help: "prefix of every Redis key, to share one Redis between deployments" },
+  {
+    env: "REDIS_PREFIX",
+    flag: "redis-prefix",
+    default: "(empty)",
+    help: "prefix of every Redis key, to share one Redis between deployments",
+  },
   { env: "CACHE_TTL_SECONDS", flag: "cache-ttl", default: "86400", help: "lifetime of a Redis cache entry" },
-  { env: "MEMORY_CACHE_ENTRIES", flag: "memory-cache-entries", default: "2000000", help: "most stored assignments held in process (32 bytes each, outside the JS heap); 0 turns it off" },
-  { env: "SHUTDOWN_GRACE_MS", flag: "shutdown-grace", default: "10000", help: "on SIGTERM, how long in-flight calls may run before they are cancelled (pending writes are completed either way)" },
+  {
+    env: "MEMORY_CACHE_ENTRIES",
+    flag: "memory-cache-entries",
+    default: "2000000",
+    help: "most stored assignments held in process (32 bytes each, outside the JS heap); 0 turns it off",
+  },
+  {
+    env: "SHUTDOWN_GRACE_MS",
+    flag: "shutdown-grace",
+    default: "10000",
+    help: "on SIGTERM, how long in-flight calls may run before they are cancelled (pending writes are completed either way)",
+  },
   { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: "20", help: "PostgreSQL connections" },
   { env: "LOG_LEVEL", flag: "log-level", default: "info", help: "pino level: debug (one line per call), info, warn, error, silent" },
 ];
@@ -56,7 +102,12 @@ export interface LoadedConfig {
 }
 
 export function helpText(): string {
-  const lines = ["Usage: npm start -- [flags]   (or: node --import tsx src/main.ts [flags])", "", "Every flag has an environment variable; the flag wins.", ""];
+  const lines = [
+    "Usage: npm start -- [flags]   (or: node --import tsx src/main.ts [flags])",
+    "",
+    "Every flag has an environment variable; the flag wins.",
+    "",
+  ];
   for (const s of SETTINGS) {
     const flag = s.flag ? `--${s.flag}${s.boolean ? "" : " <value>"}` : "";
     lines.push(`  ${s.env.padEnd(22)}${flag.padEnd(32)}${s.help} [default: ${s.default}]`);
@@ -94,7 +145,8 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   const int = <F extends number | undefined>(name: string, fallback: F, min: number, max: number): number | F => {
     const v = get(name);
     if (v === undefined) return fallback;
-    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new ConfigError(`${label(name)}: must be an integer ${min}..${max} (got "${v}")`);
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max)
+      throw new ConfigError(`${label(name)}: must be an integer ${min}..${max} (got "${v}")`);
     return Number(v);
   };
   const bool = (name: string): boolean => {
@@ -115,7 +167,10 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
         "Set ADMIN_TOKEN (clients send it as 'authorization: Bearer <token>'), or set INSECURE_DEV_MODE=1 (or pass --insecure) for local development.",
     );
   }
-  for (const [name, token] of [["ADMIN_TOKEN", adminToken], ["ASSIGN_TOKEN", assignToken]] as const) {
+  for (const [name, token] of [
+    ["ADMIN_TOKEN", adminToken],
+    ["ASSIGN_TOKEN", assignToken],
+  ] as const) {
     if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(`${name}: must be printable ASCII without spaces`);
   }
 
@@ -124,7 +179,10 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new ConfigError(`${label("TLS_CERT_FILE")} and ${label("TLS_KEY_FILE")}: give both for TLS, or neither`);
   }
-  for (const [name, file] of [["TLS_CERT_FILE", certFile], ["TLS_KEY_FILE", keyFile]] as const) {
+  for (const [name, file] of [
+    ["TLS_CERT_FILE", certFile],
+    ["TLS_KEY_FILE", keyFile],
+  ] as const) {
     if (file === undefined) continue;
     try {
       accessSync(file, constants.R_OK);

@@ -139,9 +139,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
 
   const host = config.host ?? "127.0.0.1";
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${config.port ?? 50051}`, serverCredentials(config.tls), (err, p) =>
-      err ? reject(err) : resolve(p),
-    ),
+    server.bindAsync(`${host}:${config.port ?? 50051}`, serverCredentials(config.tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
   standard.serving();
   const metricsServer = metrics ? await serveMetrics(metrics.registry, config.metricsHost ?? host, config.metricsPort!) : undefined;
@@ -157,11 +155,16 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     {
       host,
       port,
-      database: config.databaseUrl ? redactUrl(config.databaseUrl) : `pglite:${(database as PgliteDatabase).dataDir} (embedded PostgreSQL, in process)`,
+      database: config.databaseUrl
+        ? redactUrl(config.databaseUrl)
+        : `pglite:${(database as PgliteDatabase).dataDir} (embedded PostgreSQL, in process)`,
       cache: config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)",
       tls: config.tls !== undefined,
       metrics: metricsServer ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics` : "off",
-      auth: { experimentService: config.adminToken ? "bearer token" : "OPEN", assignmentService: config.assignToken ? "bearer token" : "open" },
+      auth: {
+        experimentService: config.adminToken ? "bearer token" : "OPEN",
+        assignmentService: config.assignToken ? "bearer token" : "open",
+      },
       ...(config.insecure && !config.adminToken ? { mode: "INSECURE DEVELOPMENT MODE" } : {}),
     },
     "serving",
@@ -205,7 +208,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
 
 function serverCredentials(tls: ServerConfig["tls"]): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
-  return grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) }], false);
+  return grpc.ServerCredentials.createSsl(
+    null,
+    [{ cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) }],
+    false,
+  );
 }
 
 /**

@@ -9,7 +9,6 @@ const VARIANTS = 65_536;
 const SOURCES = 8;
 const encode = (generation: number, v: StoredAssignment) => (generation * VARIANTS + v.variantId) * SOURCES + v.source;
 
-
 /**
  * Two independent 32-bit hashes (cyrb53's lanes, kept whole) of the experiment id and the unit id's
  * UTF-16 code units. With 64 bits, the chance that two of a million cached units share a

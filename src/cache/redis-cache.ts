@@ -95,12 +95,16 @@ export class RedisCache implements AssignmentCache {
   async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
     if (cells.length === 0 || !this.usable()) return;
     if (this.writer.status !== "ready") return;
-    const fill = (this.writer as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(this.writer);
+    const fill = (this.writer as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(
+      this.writer,
+    );
     const calls: Promise<number>[] = [];
     for (const [tag, all] of this.group(cells)) {
       for (let from = 0; from < all.length; from += FILL_CHUNK) {
         const idx = all.slice(from, from + FILL_CHUNK);
-        calls.push(fill(idx.length, ...idx.map((i) => tag + cells[i].unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]))));
+        calls.push(
+          fill(idx.length, ...idx.map((i) => tag + cells[i].unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]))),
+        );
       }
     }
     try {

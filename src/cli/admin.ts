@@ -56,7 +56,8 @@ export interface CreateOptions {
 }
 
 export async function createExperiment(ctx: Context, key: string, o: CreateOptions) {
-  if (!o.variant || o.variant.length === 0) throw new UsageError("--variant: give at least one, e.g. --variant control:50% --variant treatment:50%");
+  if (!o.variant || o.variant.length === 0)
+    throw new UsageError("--variant: give at least one, e.g. --variant control:50% --variant treatment:50%");
   const { experiment } = await ctx.experiments.createExperiment({
     key,
     salt: o.salt,
@@ -106,7 +107,11 @@ export async function updateExperiment(ctx: Context, key: string, o: UpdateOptio
   const exp = current!;
   let variants: Experiment["variants"] | undefined;
   if (o.weight?.length || o.addVariant?.length || o.params?.length) {
-    const next: { key: string; weight: number; params?: JsonObject }[] = exp.variants.map((v) => ({ key: v.key, weight: v.weight, params: v.params }));
+    const next: { key: string; weight: number; params?: JsonObject }[] = exp.variants.map((v) => ({
+      key: v.key,
+      weight: v.weight,
+      params: v.params,
+    }));
     for (const spec of o.weight ?? []) {
       const [name, value] = parsePair("--weight", spec);
       const v = next.find((x) => x.key === name);
@@ -130,7 +135,15 @@ export async function updateExperiment(ctx: Context, key: string, o: UpdateOptio
     status: o.status ? parseStatus(o.status) : ExperimentStatus.UNSPECIFIED,
     winner: o.winner,
     defaultVariant: o.defaultVariant,
-    tags: o.tags === undefined ? undefined : { tags: o.tags.split(",").map((t) => t.trim()).filter((t) => t !== "") },
+    tags:
+      o.tags === undefined
+        ? undefined
+        : {
+            tags: o.tags
+              .split(",")
+              .map((t) => t.trim())
+              .filter((t) => t !== ""),
+          },
     description: o.description,
   });
   o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
@@ -140,10 +153,17 @@ export async function setStatus(ctx: Context, key: string, status: ExperimentSta
   const { experiment: current } = await ctx.experiments.getExperiment({ key });
   const { experiment } = await ctx.experiments.updateExperiment({ key, version: current!.version, status, winner: o.winner });
   if (o.json) printJson(experimentJson(experiment!));
-  else print(`${key}: ${statusName(current!.status)} -> ${statusName(experiment!.status)}${experiment!.winner ? ` (winner ${experiment!.winner})` : ""}, version ${experiment!.version}`);
+  else
+    print(
+      `${key}: ${statusName(current!.status)} -> ${statusName(experiment!.status)}${experiment!.winner ? ` (winner ${experiment!.winner})` : ""}, version ${experiment!.version}`,
+    );
 }
 
-export async function createNamespace(ctx: Context, key: string, o: { segments?: string; unitType?: string; salt?: string; json?: boolean }) {
+export async function createNamespace(
+  ctx: Context,
+  key: string,
+  o: { segments?: string; unitType?: string; salt?: string; json?: boolean },
+) {
   const { namespace } = await ctx.experiments.createNamespace({
     key,
     salt: o.salt,
@@ -164,7 +184,13 @@ export async function listNamespaces(ctx: Context, o: { json?: boolean }) {
       ? "no namespaces"
       : table(
           ["KEY", "UNIT TYPE", "SEGMENTS", "FREE", "EXPERIMENTS"],
-          namespaces.map((n) => [n.key, n.unitType, count(n.segments), count(n.freeSegments), n.allocations.map((a) => `${a.experimentKey} (${count(a.segments)})`).join(", ") || "-"]),
+          namespaces.map((n) => [
+            n.key,
+            n.unitType,
+            count(n.segments),
+            count(n.freeSegments),
+            n.allocations.map((a) => `${a.experimentKey} (${count(a.segments)})`).join(", ") || "-",
+          ]),
         ),
   );
 }
@@ -181,7 +207,9 @@ export async function allocateSegments(ctx: Context, namespaceKey: string, exper
 
 export async function releaseSegments(ctx: Context, namespaceKey: string, experimentKey: string, o: { json?: boolean }) {
   const r = await ctx.experiments.releaseSegments({ namespaceKey, experimentKey });
-  o.json ? printJson({ released: r.released, namespace: namespaceJson(r.namespace!) }) : print(`released ${count(r.released)} segments\n` + namespaceDetails(r.namespace!));
+  o.json
+    ? printJson({ released: r.released, namespace: namespaceJson(r.namespace!) })
+    : print(`released ${count(r.released)} segments\n` + namespaceDetails(r.namespace!));
 }
 
 const MAX_OVERRIDES_PER_CALL = 10_000;
@@ -201,7 +229,8 @@ export async function setOverrides(ctx: Context, experimentKey: string, pairs: s
       }
       const u = header ? rec[header.indexOf("unit_id")] : rec[0];
       const v = header ? rec[header.indexOf("variant_key")] : rec[1];
-      if (u === undefined || v === undefined) throw new UsageError(`--file: every row needs unit_id,variant_key (got ${JSON.stringify(rec)})`);
+      if (u === undefined || v === undefined)
+        throw new UsageError(`--file: every row needs unit_id,variant_key (got ${JSON.stringify(rec)})`);
       overrides.push({ unitId: u, variantKey: v });
     }
   }
@@ -221,7 +250,11 @@ export async function clearOverrides(ctx: Context, experimentKey: string, unitId
   if (o.all && unitIds.length > 0) throw new UsageError("--all removes every override: name no units with it");
   let total = 0;
   let version = 0n;
-  const chunks = o.all ? [[]] : Array.from({ length: Math.ceil(unitIds.length / MAX_OVERRIDES_PER_CALL) }, (_, i) => unitIds.slice(i * MAX_OVERRIDES_PER_CALL, (i + 1) * MAX_OVERRIDES_PER_CALL));
+  const chunks = o.all
+    ? [[]]
+    : Array.from({ length: Math.ceil(unitIds.length / MAX_OVERRIDES_PER_CALL) }, (_, i) =>
+        unitIds.slice(i * MAX_OVERRIDES_PER_CALL, (i + 1) * MAX_OVERRIDES_PER_CALL),
+      );
   for (const chunk of chunks) {
     const r = await ctx.experiments.clearOverrides({ experimentKey, unitIds: chunk, all: o.all ?? false });
     total += r.count;
@@ -244,7 +277,14 @@ export function statsTable(s: GetExperimentStatsResponse): string {
     `experiment ${s.experimentKey} (version ${s.experimentVersion})\n` +
     table(
       ["VARIANT", "EXPECTED", "OBSERVED", "UNITS", "OVERRIDES", "IMPORTED"],
-      s.variants.map((v) => [v.variantKey, percent(v.expectedShare), percent(v.observedShare), count(v.units), count(v.overrides), count(v.imported)]),
+      s.variants.map((v) => [
+        v.variantKey,
+        percent(v.expectedShare),
+        percent(v.observedShare),
+        count(v.units),
+        count(v.overrides),
+        count(v.imported),
+      ]),
       [1, 2, 3, 4, 5],
     ) +
     `units stored by hashing: ${count(s.totalUnits)}; chi-square ${s.chiSquare.toFixed(3)} with ${s.degreesOfFreedom} degrees of freedom\n` +

@@ -77,7 +77,9 @@ export async function assignOne(
   ];
   if (a.explanation) {
     const e = a.explanation;
-    lines.push(`buckets   variant ${e.variantBucket}, rollout ${e.rolloutBucket}${e.segment !== undefined ? `, segment ${e.segment}` : ""}`);
+    lines.push(
+      `buckets   variant ${e.variantBucket}, rollout ${e.rolloutBucket}${e.segment !== undefined ? `, segment ${e.segment}` : ""}`,
+    );
   }
   if (a.params) lines.push(`params    ${JSON.stringify(a.params)}`);
   process.stdout.write(lines.join("\n") + "\n");
@@ -117,7 +119,14 @@ export async function cohort(ctx: Context, experimentKeys: string[], o: CohortCo
             const variant = c.legend[c.variantIndexes[i]] ?? "";
             const reason = reasonName(c.reasons[i]);
             text += jsonl
-              ? JSON.stringify({ unit_id: batch[i], experiment_key: c.experimentKey, variant_key: variant, reason, enrolled: c.enrolled[i], stored: c.stored[i] }) + "\n"
+              ? JSON.stringify({
+                  unit_id: batch[i],
+                  experiment_key: c.experimentKey,
+                  variant_key: variant,
+                  reason,
+                  enrolled: c.enrolled[i],
+                  stored: c.stored[i],
+                }) + "\n"
               : csvLine([batch[i], c.experimentKey, variant, reason, String(c.enrolled[i]), String(c.stored[i])]);
           }
         }
@@ -161,8 +170,11 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
   if (unitCol < 0 || variantCol < 0) throw new UsageError(`the header must name unit_id and variant_key (got ${first.value.join(",")})`);
   if (experimentCol < 0 && !o.experiment) throw new UsageError("the header names no experiment_key column: pass --experiment <key>");
 
-  const progress = new Progress({ unit: "rows", total: total !== undefined && total >= 0 ? total : undefined, enabled: ctx.options.progress && process.stderr.isTTY === true });
-  let line = 1;
+  const progress = new Progress({
+    unit: "rows",
+    total: total !== undefined && total >= 0 ? total : undefined,
+    enabled: ctx.options.progress && process.stderr.isTTY === true,
+  });
   async function* requests(): AsyncGenerator<MessageInitShape<typeof ImportAssignmentsRequestSchema>> {
     let rows: { experimentKey: string; unitId: string; variantKey: string }[] = [];
     let setup: MessageInitShape<typeof ImportAssignmentsRequestSchema>["setup"] = {
@@ -170,7 +182,6 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
       skipInvalid: o.skipInvalid ?? false,
     };
     for await (const rec of records) {
-      line++;
       rows.push({
         experimentKey: o.experiment ?? rec[experimentCol] ?? "",
         unitId: rec[unitCol] ?? "",
@@ -186,14 +197,26 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
     if (rows.length > 0 || setup) yield { setup, rows };
     progress.add(rows.length);
   }
-  let r;
+  let r: Awaited<ReturnType<typeof ctx.experiments.importAssignments>>;
   try {
     r = await ctx.experiments.importAssignments(requests(), { timeoutMs: 0 });
   } finally {
     progress.stop(ctx.options.progress ? "sent" : undefined);
   }
   if (o.json) {
-    process.stdout.write(JSON.stringify({ received: Number(r.received), imported: Number(r.imported), skipped: Number(r.skipped), invalid: Number(r.invalid), errors: r.errors.map((e) => ({ position: Number(e.position), message: e.message })) }, null, 2) + "\n");
+    process.stdout.write(
+      JSON.stringify(
+        {
+          received: Number(r.received),
+          imported: Number(r.imported),
+          skipped: Number(r.skipped),
+          invalid: Number(r.invalid),
+          errors: r.errors.map((e) => ({ position: Number(e.position), message: e.message })),
+        },
+        null,
+        2,
+      ) + "\n",
+    );
     return;
   }
   let text = `received ${count(r.received)} rows: ${count(r.imported)} imported, ${count(r.skipped)} skipped (already stored, overrides, or repeated units), ${count(r.invalid)} invalid\n`;
@@ -216,7 +239,13 @@ export async function exportCsv(ctx: Context, experimentKey: string, o: { output
     for await (const page of ctx.experiments.exportAssignments({ experimentKey, batchSize }, { timeoutMs: 0 })) {
       let text = "";
       for (let i = 0; i < page.unitIds.length; i++) {
-        text += csvLine([page.experimentKey, page.unitIds[i], page.legend[page.variantIndexes[i]] ?? "", sourceName(page.sources[i]), String(page.versions[i])]);
+        text += csvLine([
+          page.experimentKey,
+          page.unitIds[i],
+          page.legend[page.variantIndexes[i]] ?? "",
+          sourceName(page.sources[i]),
+          String(page.versions[i]),
+        ]);
       }
       await out.write(text);
       progress.add(page.unitIds.length);

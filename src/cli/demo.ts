@@ -39,17 +39,25 @@ async function demo(): Promise<void> {
   const admin = createClient(ExperimentService, server.address, { timeoutMs: 30_000 });
   const assign = createClient(AssignmentService, server.address);
   try {
-    out(`Serving on ${server.address} (ready in ${((performance.now() - started) / 1000).toFixed(1)} s), in insecure development mode: no tokens.\n`);
+    out(
+      `Serving on ${server.address} (ready in ${((performance.now() - started) / 1000).toFixed(1)} s), in insecure development mode: no tokens.\n`,
+    );
 
     await admin.createExperiment({
       key: "demo-button-color",
-      variants: [{ key: "blue", weight: 5000 }, { key: "green", weight: 5000, params: { color: "#0a0" } }],
+      variants: [
+        { key: "blue", weight: 5000 },
+        { key: "green", weight: 5000, params: { color: "#0a0" } },
+      ],
       status: ExperimentStatus.RUNNING,
       description: "independent of demo-free-shipping",
     });
     await admin.createExperiment({
       key: "demo-free-shipping",
-      variants: [{ key: "off", weight: 7000 }, { key: "on", weight: 3000 }],
+      variants: [
+        { key: "off", weight: 7000 },
+        { key: "on", weight: 3000 },
+      ],
       status: ExperimentStatus.RUNNING,
       description: "independent of demo-button-color",
     });
@@ -57,7 +65,10 @@ async function demo(): Promise<void> {
     for (const key of EXCLUSIVE) {
       await admin.createExperiment({
         key,
-        variants: [{ key: "control", weight: 5000 }, { key: "treatment", weight: 5000 }],
+        variants: [
+          { key: "control", weight: 5000 },
+          { key: "treatment", weight: 5000 },
+        ],
         status: ExperimentStatus.RUNNING,
       });
     }
@@ -127,7 +138,9 @@ async function demo(): Promise<void> {
       ),
     );
     const { chi, p } = independence(cells);
-    out(`  chi-square test of independence: chi2 = ${chi.toFixed(3)}, df = 1, p = ${p.toFixed(4)} -> ${p >= 0.001 ? "no evidence of dependence: independent, as they should be" : "NOT independent: the assignments are correlated"}\n`);
+    out(
+      `  chi-square test of independence: chi2 = ${chi.toFixed(3)}, df = 1, p = ${p.toFixed(4)} -> ${p >= 0.001 ? "no evidence of dependence: independent, as they should be" : "NOT independent: the assignments are correlated"}\n`,
+    );
 
     out("Overlap of the exclusive pair (namespace demo-pricing, enrolled units):");
     const n = { onlyFirst: 0, onlySecond: 0, both: 0, neither: 0 };
@@ -138,7 +151,9 @@ async function demo(): Promise<void> {
       else if (e2) n.onlySecond++;
       else n.neither++;
     }
-    out(`  ${EXCLUSIVE[0]} only: ${count(n.onlyFirst)}, ${EXCLUSIVE[1]} only: ${count(n.onlySecond)}, both: ${count(n.both)}, neither: ${count(n.neither)}`);
+    out(
+      `  ${EXCLUSIVE[0]} only: ${count(n.onlyFirst)}, ${EXCLUSIVE[1]} only: ${count(n.onlySecond)}, both: ${count(n.both)}, neither: ${count(n.neither)}`,
+    );
     out(`  -> ${n.both === 0 ? "mutually exclusive, as they should be" : "OVERLAP: the namespace failed"}\n`);
 
     out("Sample-ratio check (GetExperimentStats):");

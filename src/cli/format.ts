@@ -1,13 +1,5 @@
 import { toJson, type JsonValue } from "@bufbuild/protobuf";
-import {
-  ExperimentSchema,
-  ExperimentStatus,
-  NamespaceSchema,
-  Reason,
-  Source,
-  type Experiment,
-  type Namespace,
-} from "../client/index.js";
+import { ExperimentSchema, ExperimentStatus, NamespaceSchema, Reason, Source, type Experiment, type Namespace } from "../client/index.js";
 import { UsageError } from "./context.js";
 
 export const reasonName = (r: Reason) => Reason[r] ?? String(r);
@@ -16,7 +8,8 @@ export const statusName = (s: ExperimentStatus) => ExperimentStatus[s] ?? String
 
 export function parseStatus(value: string): ExperimentStatus {
   const s = (ExperimentStatus as unknown as Record<string, ExperimentStatus | undefined>)[value.toUpperCase()];
-  if (s === undefined || s === ExperimentStatus.UNSPECIFIED) throw new UsageError(`status: "${value}" is not one of draft, running, paused, stopped`);
+  if (s === undefined || s === ExperimentStatus.UNSPECIFIED)
+    throw new UsageError(`status: "${value}" is not one of draft, running, paused, stopped`);
   return s;
 }
 

@@ -29,7 +29,11 @@ export function buildProgram(): Command {
   const program = new Command("assignment")
     .description("Command line of the experiment-assignment server (gRPC)")
     .addOption(new Option("-a, --address <host:port>", "server address").env("ASSIGNMENT_ADDRESS").default("127.0.0.1:50051"))
-    .addOption(new Option("-t, --token <token>", "bearer token (ADMIN_TOKEN for administration, ASSIGN_TOKEN for assignments)").env("ASSIGNMENT_TOKEN"))
+    .addOption(
+      new Option("-t, --token <token>", "bearer token (ADMIN_TOKEN for administration, ASSIGN_TOKEN for assignments)").env(
+        "ASSIGNMENT_TOKEN",
+      ),
+    )
     .addOption(
       new Option("--timeout <duration>", "deadline of each unary call: 30s, 500ms, 2m or milliseconds (streams have none)")
         .env("ASSIGNMENT_TIMEOUT")
@@ -56,7 +60,10 @@ export function buildProgram(): Command {
     .option("--tag <tag>", "a tag (repeat)", collect)
     .option("--description <text>", "description")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExample:\n  assignment experiments create checkout-button --variant control:50% --variant 'green:50%:{\"color\":\"#0a0\"}' --rollout 20% --start")
+    .addHelpText(
+      "after",
+      '\nExample:\n  assignment experiments create checkout-button --variant control:50% --variant \'green:50%:{"color":"#0a0"}\' --rollout 20% --start',
+    )
     .action(run((ctx, key: string, o: admin.CreateOptions) => admin.createExperiment(ctx, key, o)));
   experiments
     .command("list")
@@ -79,9 +86,9 @@ export function buildProgram(): Command {
     .option("--params <variant=json>", "replace a variant's params (repeat)", collect)
     .option("--rollout <share>", "basis points or percent")
     .option("--status <status>", "draft, running, paused or stopped")
-    .option("--winner <variant>", "the winner (\"\" clears it)")
+    .option("--winner <variant>", 'the winner ("" clears it)')
     .option("--default-variant <variant>", "default variant")
-    .option("--tags <a,b,c>", "replace the tags (\"\" removes all)")
+    .option("--tags <a,b,c>", 'replace the tags ("" removes all)')
     .option("--description <text>", "description")
     .option("--version <n>", "refuse (ABORTED) unless the experiment is still at this version (default: its current one)")
     .option("--json", "print JSON")
@@ -105,7 +112,11 @@ export function buildProgram(): Command {
     .option("--unit-type <type>", "unit type (default user_id)")
     .option("--salt <salt>", "hash salt (default: the key)")
     .option("--json", "print JSON")
-    .action(run((ctx, key: string, o: { segments?: string; unitType?: string; salt?: string; json?: boolean }) => admin.createNamespace(ctx, key, o)));
+    .action(
+      run((ctx, key: string, o: { segments?: string; unitType?: string; salt?: string; json?: boolean }) =>
+        admin.createNamespace(ctx, key, o),
+      ),
+    );
   namespaces
     .command("list")
     .description("list namespaces")
@@ -169,7 +180,10 @@ export function buildProgram(): Command {
     .option("--overwrite", "replace stored assignments (default: units already stored keep theirs)")
     .option("--skip-invalid", "import the valid rows and report the invalid ones (default: refuse the whole import)")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nThe CSV needs a header naming unit_id and variant_key, and experiment_key unless --experiment; other columns are ignored (so an export can be imported as it is).")
+    .addHelpText(
+      "after",
+      "\nThe CSV needs a header naming unit_id and variant_key, and experiment_key unless --experiment; other columns are ignored (so an export can be imported as it is).",
+    )
     .action(run((ctx, file: string | undefined, o: data.ImportOptions) => data.importCsv(ctx, file, o)));
   program
     .command("export <experiment>")

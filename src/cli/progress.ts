@@ -65,7 +65,9 @@ export class Progress {
     }
     if (summary !== undefined) {
       const s = this.seconds;
-      process.stderr.write(`${summary}: ${fmt(this.value)} ${this.options.unit} in ${s.toFixed(1)} s (${fmt(s > 0 ? this.value / s : 0)} ${this.options.unit}/s)\n`);
+      process.stderr.write(
+        `${summary}: ${fmt(this.value)} ${this.options.unit} in ${s.toFixed(1)} s (${fmt(s > 0 ? this.value / s : 0)} ${this.options.unit}/s)\n`,
+      );
     }
   }
 }

@@ -39,11 +39,7 @@ export function isEnrolled(reason: Reason): boolean {
  * Rules 1 and 2: the answer when the experiment is unknown or the unit cannot be evaluated,
  * else undefined.
  */
-export function refuseUnit(
-  experiment: ExperimentConfig | undefined,
-  unitId: string,
-  unitType: string,
-): Evaluation | undefined {
+export function refuseUnit(experiment: ExperimentConfig | undefined, unitId: string, unitType: string): Evaluation | undefined {
   if (!experiment) return { reason: Reason.UNKNOWN_EXPERIMENT, variant: undefined };
   if (!isValidUnitId(unitId)) return { reason: Reason.INVALID_UNIT, variant: undefined };
   if (unitType !== experiment.unitType) return { reason: Reason.UNIT_TYPE_MISMATCH, variant: undefined };
@@ -63,11 +59,7 @@ export function needsStoreLookup(experiment: ExperimentConfig): boolean {
  * Rules 3 to 9 for a unit that passed rules 1 and 2. `stored` is the unit's stored assignment,
  * or undefined when it has none (or the store was not consulted because needsStoreLookup said so).
  */
-export function decide(
-  experiment: ExperimentConfig,
-  unitId: string,
-  stored: StoredAssignment | undefined,
-): Evaluation {
+export function decide(experiment: ExperimentConfig, unitId: string, stored: StoredAssignment | undefined): Evaluation {
   const storedVariant = stored && experiment.variantsById.get(stored.variantId);
   // 3. Overrides apply in every status.
   if (storedVariant && stored.source === Source.OVERRIDE) return { reason: Reason.OVERRIDE, variant: storedVariant };

@@ -1,5 +1,5 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 
 /** One variant as the engine sees it. `id` is stable for the life of the experiment and is what
  * stored assignments and caches record; it is the variant's position when it was added, never reused. */

@@ -45,7 +45,14 @@ export const healthFileDescriptor: FileDescriptorProto = create(FileDescriptorPr
           name: "StatusesEntry",
           field: [
             { name: "key", number: 1, label: optional, type: Type.STRING, jsonName: "key" },
-            { name: "value", number: 2, label: optional, type: Type.MESSAGE, typeName: ".grpc.health.v1.HealthCheckResponse", jsonName: "value" },
+            {
+              name: "value",
+              number: 2,
+              label: optional,
+              type: Type.MESSAGE,
+              typeName: ".grpc.health.v1.HealthCheckResponse",
+              jsonName: "value",
+            },
           ],
           options: { mapEntry: true },
         },

@@ -23,5 +23,7 @@ export function toGrpcStatus(err: unknown, log: (msg: string, err: unknown) => v
 export const MAX_DETAILS_CHARS = 1_000;
 
 function clipDetails(message: string): string {
-  return message.length <= MAX_DETAILS_CHARS ? message : `${message.slice(0, MAX_DETAILS_CHARS)}… (${message.length - MAX_DETAILS_CHARS} more characters)`;
+  return message.length <= MAX_DETAILS_CHARS
+    ? message
+    : `${message.slice(0, MAX_DETAILS_CHARS)}… (${message.length - MAX_DETAILS_CHARS} more characters)`;
 }

@@ -35,7 +35,10 @@ export function observeCalls(log: Logger, metrics: ServerMetrics | undefined): g
       const codeName = grpc.status[code] ?? String(code);
       metrics?.call(service, method, codeName, ms / 1000);
       if (code !== grpc.status.OK) {
-        log.info({ requestId, service, method, code: codeName, details, durationMs: Math.round(ms * 1000) / 1000, peer: call.getPeer() }, "call failed");
+        log.info(
+          { requestId, service, method, code: codeName, details, durationMs: Math.round(ms * 1000) / 1000, peer: call.getPeer() },
+          "call failed",
+        );
       } else if (debug) {
         log.debug({ requestId, service, method, code: codeName, durationMs: Math.round(ms * 1000) / 1000 }, "call");
       }

@@ -153,7 +153,16 @@ export class Assigner {
       const key = cellId(exp.id, unitId);
       const l = lookups.get(key);
       if (l) (l.more ??= []).push(i);
-      else lookups.set(key, { experiment: exp, experimentId: exp.id, generation: exp.cacheGeneration, unitId, key, first: i, more: undefined });
+      else
+        lookups.set(key, {
+          experiment: exp,
+          experimentId: exp.id,
+          generation: exp.cacheGeneration,
+          unitId,
+          key,
+          first: i,
+          more: undefined,
+        });
     }
     if (memoryHits + lookups.size > 0) this.metrics.lookups("memory", memoryHits, lookups.size);
     if (lookups.size === 0) return results;
@@ -197,7 +206,13 @@ export class Assigner {
       const e = options.dryRun ? undefined : decide(l.experiment, l.unitId, undefined);
       if (e?.reason === Reason.NEW) {
         toInsert.push(l);
-        rows.push({ experimentId: l.experiment.id, unitId: l.unitId, variantId: e.variant!.id, version: l.experiment.version, source: Source.HASH });
+        rows.push({
+          experimentId: l.experiment.id,
+          unitId: l.unitId,
+          variantId: e.variant!.id,
+          version: l.experiment.version,
+          source: Source.HASH,
+        });
       } else toRead.push(l);
     }
     const filled: Lookup[] = [];

@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { AssignmentService, type StreamAssignRequest } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
+import type { AssignmentService, StreamAssignRequest } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
 import {
   ExperimentStatus,
   Layer,

@@ -79,7 +79,8 @@ export class AssignmentTransfers {
               ? last
               : !isValidUnitId(row.unitId)
                 ? `unit_id: ${UNIT_ID_RULE}`
-                : last.variants.get(row.variantKey) ?? `variant_key: "${row.variantKey}" is not a variant of "${lastKey}" (${[...last.variants.keys()].join(", ")})`;
+                : (last.variants.get(row.variantKey) ??
+                  `variant_key: "${row.variantKey}" is not a variant of "${lastKey}" (${[...last.variants.keys()].join(", ")})`);
           if (typeof problem === "string") {
             invalid++;
             if (errors.length < MAX_IMPORT_ERRORS) errors.push({ position: BigInt(position), message: problem });
@@ -97,10 +98,7 @@ export class AssignmentTransfers {
           );
         }
         const n = unitIds.length;
-        await staging.write(
-          { experimentIds: experimentIds.subarray(0, n), unitIds, variantIds: variantIds.subarray(0, n) },
-          overwrite,
-        );
+        await staging.write({ experimentIds: experimentIds.subarray(0, n), unitIds, variantIds: variantIds.subarray(0, n) }, overwrite);
       }
       const result = await staging.commit(overwrite, () => !ctx.signal.aborted);
       if (result.overwrittenExperiments.length > 0) await this.registry.refresh();

@@ -1,6 +1,6 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, JsonValue, MessageInitShape } from "@bufbuild/protobuf";
-import { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import {
   ExperimentStatus,
   Source,
@@ -87,7 +87,8 @@ function checkDescription(field: string, d: string): string {
 }
 
 function variantNamed(field: string, variants: readonly VariantRecord[], key: string): string {
-  if (!variants.some((v) => v.key === key)) throw invalidArgument(field, `must name one of the variants (${variants.map((v) => v.key).join(", ")})`);
+  if (!variants.some((v) => v.key === key))
+    throw invalidArgument(field, `must name one of the variants (${variants.map((v) => v.key).join(", ")})`);
   return key;
 }
 
@@ -100,7 +101,10 @@ export const MAX_EXPERIMENT_PARAMS_BYTES = 65_536;
 function checkParamsTotal(field: string, variants: readonly { params?: JsonObject }[]): void {
   const total = variants.reduce((n, v) => n + (v.params ? Buffer.byteLength(JSON.stringify(v.params)) : 0), 0);
   if (total > MAX_EXPERIMENT_PARAMS_BYTES) {
-    throw invalidArgument(field, `params of all variants together must be at most ${MAX_EXPERIMENT_PARAMS_BYTES} bytes as JSON (got ${total})`);
+    throw invalidArgument(
+      field,
+      `params of all variants together must be at most ${MAX_EXPERIMENT_PARAMS_BYTES} bytes as JSON (got ${total})`,
+    );
   }
 }
 
@@ -218,7 +222,11 @@ export function experimentHandlers(
         }
         const status = req.status === ExperimentStatus.UNSPECIFIED ? cur.status : req.status;
         const winner =
-          req.winner === undefined ? cur.winner : req.winner === "" ? null : variantNamed("winner", variants, checkVariantKey("winner", req.winner));
+          req.winner === undefined
+            ? cur.winner
+            : req.winner === ""
+              ? null
+              : variantNamed("winner", variants, checkVariantKey("winner", req.winner));
         if (winner !== null && !variants.some((v) => v.key === winner)) {
           throw failedPrecondition(`winner: "${winner}" is no longer a variant; name another winner or clear it`);
         }
@@ -288,7 +296,8 @@ export function experimentHandlers(
         if (seen.has(o.unitId)) throw invalidArgument(`overrides[${i}].unit_id`, "must not repeat a unit of the same call");
         seen.add(o.unitId);
         const id = ids.get(o.variantKey);
-        if (id === undefined) throw invalidArgument(`overrides[${i}].variant_key`, `must name one of the variants (${[...ids.keys()].join(", ")})`);
+        if (id === undefined)
+          throw invalidArgument(`overrides[${i}].variant_key`, `must name one of the variants (${[...ids.keys()].join(", ")})`);
         units.push(o.unitId);
         variantIds.push(id);
       });
@@ -298,7 +307,7 @@ export function experimentHandlers(
 
     async clearOverrides(req) {
       const key = checkKey("experiment_key", req.experimentKey);
-      if (req.all === (req.unitIds.length > 0)) throw invalidArgument("unit_ids", "name 1 to 10000 units, or set all (not both)");
+      if (req.all === req.unitIds.length > 0) throw invalidArgument("unit_ids", "name 1 to 10000 units, or set all (not both)");
       if (req.unitIds.length > MAX_OVERRIDES_PER_CALL) throw invalidArgument("unit_ids", `must hold at most ${MAX_OVERRIDES_PER_CALL} ids`);
       req.unitIds.forEach((u, i) => checkUnitId(`unit_ids[${i}]`, u));
       const r = await store.clearOverrides(key, req.all ? undefined : req.unitIds);
@@ -316,7 +325,10 @@ export function experimentHandlers(
         counts.filter((c) => c.variantId === id && c.source === source).reduce((a, c) => a + c.units, 0);
       const hashed = exp.variants.map((v) => per(v.id, Source.HASH));
       const total = hashed.reduce((a, b) => a + b, 0);
-      const srm = sampleRatio(hashed, exp.variants.map((v) => v.weight));
+      const srm = sampleRatio(
+        hashed,
+        exp.variants.map((v) => v.weight),
+      );
       return {
         experimentKey: exp.key,
         experimentVersion: exp.version,

@@ -1,5 +1,5 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { hashV1 } from "../engine/hash.js";
 import { aborted, alreadyExists, failedPrecondition, notFound, resourceExhausted } from "../errors.js";
 import type { Database, Queryable } from "./database.js";
@@ -151,9 +151,7 @@ export class ExperimentStore {
 
   /** Bumps the configuration epoch and tells every server (NOTIFY is delivered at commit). */
   private async changed(tx: Queryable): Promise<void> {
-    const { rows } = await tx.query<{ epoch: string }>(
-      `UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`,
-    );
+    const { rows } = await tx.query<{ epoch: string }>(`UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`);
     await tx.query(`SELECT pg_notify($1, $2)`, [CONFIG_CHANNEL, rows[0].epoch]);
   }
 
@@ -164,7 +162,9 @@ export class ExperimentStore {
     );
     if (rows.length === 0) {
       const { rows: prev } = await tx.query<{ owner: string }>(`SELECT owner FROM salts WHERE salt = $1`, [salt]);
-      throw alreadyExists(`salt: already used by ${prev[0]?.owner ?? "another experiment or namespace"}; salts must be unique across experiments and namespaces`);
+      throw alreadyExists(
+        `salt: already used by ${prev[0]?.owner ?? "another experiment or namespace"}; salts must be unique across experiments and namespaces`,
+      );
     }
   }
 
@@ -177,7 +177,18 @@ export class ExperimentStore {
         const { rows } = await tx.query<{ id: number }>(
           `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status, default_variant, tags, description)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
-          [x.key, x.salt, x.unitType, x.hashVersion, JSON.stringify(x.variants), x.rollout, x.status, x.defaultVariant, x.tags, x.description],
+          [
+            x.key,
+            x.salt,
+            x.unitType,
+            x.hashVersion,
+            JSON.stringify(x.variants),
+            x.rollout,
+            x.status,
+            x.defaultVariant,
+            x.tags,
+            x.description,
+          ],
         );
         await this.changed(tx);
         return this.getExperimentById(tx, rows[0].id);
@@ -235,7 +246,16 @@ export class ExperimentStore {
         `UPDATE experiments SET variants = $2, rollout = $3, status = $4, default_variant = $5, winner = $6,
                 tags = $7, description = $8, version = version + 1, updated_at = now()
           WHERE id = $1`,
-        [current.id, JSON.stringify(next.variants), next.rollout, next.status, next.defaultVariant, next.winner, next.tags, next.description],
+        [
+          current.id,
+          JSON.stringify(next.variants),
+          next.rollout,
+          next.status,
+          next.defaultVariant,
+          next.winner,
+          next.tags,
+          next.description,
+        ],
       );
       await this.changed(tx);
       return this.getExperimentById(tx, current.id);
@@ -308,9 +328,13 @@ export class ExperimentStore {
         throw failedPrecondition(`experiment_key: experiment "${experimentKey}" already belongs to namespace "${exp.namespaceKey}"`);
       }
       if (exp.unitType !== ns.unitType) {
-        throw failedPrecondition(`experiment_key: experiment "${experimentKey}" has unit type ${exp.unitType}, namespace "${namespaceKey}" has ${ns.unitType}`);
+        throw failedPrecondition(
+          `experiment_key: experiment "${experimentKey}" has unit type ${exp.unitType}, namespace "${namespaceKey}" has ${ns.unitType}`,
+        );
       }
-      const { rows: taken } = await tx.query<{ segment: number }>(`SELECT segment FROM namespace_segments WHERE namespace_id = $1`, [ns.id]);
+      const { rows: taken } = await tx.query<{ segment: number }>(`SELECT segment FROM namespace_segments WHERE namespace_id = $1`, [
+        ns.id,
+      ]);
       const used = new Uint8Array(ns.segments);
       for (const t of taken) used[t.segment] = 1;
       const free: number[] = [];
@@ -322,10 +346,11 @@ export class ExperimentStore {
       const rank = new Map(free.map((s) => [s, hashV1(`${ns.salt}:${exp.key}:${s}`)]));
       free.sort((a, b) => rank.get(a)! - rank.get(b)! || a - b);
       const picked = free.slice(0, count);
-      await tx.query(
-        `INSERT INTO namespace_segments (namespace_id, segment, experiment_id) SELECT $1, s, $2 FROM unnest($3::int[]) AS s`,
-        [ns.id, exp.id, picked],
-      );
+      await tx.query(`INSERT INTO namespace_segments (namespace_id, segment, experiment_id) SELECT $1, s, $2 FROM unnest($3::int[]) AS s`, [
+        ns.id,
+        exp.id,
+        picked,
+      ]);
       await tx.query(`UPDATE experiments SET namespace_id = $2, version = version + 1, updated_at = now() WHERE id = $1`, [exp.id, ns.id]);
       await this.changed(tx);
       return { namespace: await this.namespaceByKey(tx, namespaceKey), experiment: await this.getExperimentById(tx, exp.id) };

@@ -6,9 +6,10 @@ import { unavailable } from "../errors.js";
 import type { Database, Queryable, QueryResult } from "./database.js";
 
 /** migrations/ at the package root: two levels up from src/store, three from dist/src/store. */
-export const MIGRATIONS_DIR = [new URL("../../migrations", import.meta.url), new URL("../../../migrations", import.meta.url)]
-  .map((u) => fileURLToPath(u))
-  .find((dir) => existsSync(dir)) ?? fileURLToPath(new URL("../../migrations", import.meta.url));
+export const MIGRATIONS_DIR =
+  [new URL("../../migrations", import.meta.url), new URL("../../../migrations", import.meta.url)]
+    .map((u) => fileURLToPath(u))
+    .find((dir) => existsSync(dir)) ?? fileURLToPath(new URL("../../migrations", import.meta.url));
 
 /** SQLSTATE classes and Node socket errors that mean "the database cannot be reached now". */
 function isConnectionError(err: unknown): boolean {
@@ -19,7 +20,9 @@ function isConnectionError(err: unknown): boolean {
   const msg = e?.message ?? "";
   // 55000 "database … is not currently accepting connections" (ALLOW_CONNECTIONS false) is a refused
   // connection too; matched by message, since 55000 alone also covers unrelated state errors.
-  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect|is not currently accepting connections/i.test(msg);
+  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect|is not currently accepting connections/i.test(
+    msg,
+  );
 }
 
 /** Rethrows connection failures as UNAVAILABLE, anything else unchanged. */

@@ -1,4 +1,5 @@
 import { StringDecoder } from "node:string_decoder";
+import type pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import { mapDatabaseError, type PgDatabase } from "./pg-database.js";
 
@@ -24,7 +25,7 @@ function unescapeCopy(s: string): string {
  */
 export async function* exportByCopy(db: PgDatabase, experimentId: number, batchSize: number): AsyncGenerator<ExportedRow[]> {
   if (!Number.isSafeInteger(experimentId)) throw new TypeError("experimentId must be an integer");
-  let client;
+  let client: pg.PoolClient;
   try {
     client = await db.pool.connect();
   } catch (err) {

@@ -150,7 +150,9 @@ function lockDataDir(dataDir: string): () => void {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       const owner = Number(readFileSync(lockFile, "utf8").trim());
       if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
-        throw new Error(`the embedded database ${dataDir} is in use by process ${owner} (${lockFile}); stop it or choose another PGLITE_DATA_DIR`);
+        throw new Error(
+          `the embedded database ${dataDir} is in use by process ${owner} (${lockFile}); stop it or choose another PGLITE_DATA_DIR`,
+        );
       }
       if (owner === process.pid) {
         throw new Error(`the embedded database ${dataDir} is already open in this process`);

@@ -63,7 +63,9 @@ let stagingTables = 0;
 
 /** COPY text format: backslash, tab, newline and carriage return are escaped. */
 function copyText(s: string): string {
-  return /[\\\t\n\r]/.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r")) : s;
+  return /[\\\t\n\r]/.test(s)
+    ? s.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"))
+    : s;
 }
 
 /**
@@ -133,7 +135,9 @@ async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): 
  * transaction, exports paged by unit id, and copies between experiments in SQL.
  */
 export class TransferStore {
+  // biome-ignore lint/correctness/noUnusedPrivateClassMembers: read through destructuring in beginCopyImport
   private readonly chunkRows: number;
+  // biome-ignore lint/correctness/noUnusedPrivateClassMembers: read through destructuring in beginCopyImport
   private readonly maxSavepoints: number;
 
   constructor(
@@ -179,7 +183,12 @@ export class TransferStore {
           const end = Math.min(i + UNNEST_STAGING_ROWS, rows.unitIds.length);
           await db.query(
             `INSERT INTO ${table} SELECT $1::bigint + n - 1, e, u, v FROM unnest($2::int[], $3::text[], $4::smallint[]) WITH ORDINALITY AS t(e, u, v, n)`,
-            [staged + i, Array.from(rows.experimentIds.subarray(i, end)), rows.unitIds.slice(i, end), Array.from(rows.variantIds.subarray(i, end))],
+            [
+              staged + i,
+              Array.from(rows.experimentIds.subarray(i, end)),
+              rows.unitIds.slice(i, end),
+              Array.from(rows.variantIds.subarray(i, end)),
+            ],
           );
         }
         staged += rows.unitIds.length;
@@ -250,7 +259,10 @@ export class TransferStore {
       },
     };
     const copy = async (chunk: readonly Buffer[], into: string) => {
-      await pipeline(Readable.from(chunk), client.query(copyFrom(`COPY ${into} (experiment_id, unit_id, variant, version, source) FROM STDIN`)));
+      await pipeline(
+        Readable.from(chunk),
+        client.query(copyFrom(`COPY ${into} (experiment_id, unit_id, variant, version, source) FROM STDIN`)),
+      );
     };
 
     /** The version of each experiment met so far, as recorded on its imported rows. */

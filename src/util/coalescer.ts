@@ -72,19 +72,21 @@ export class Coalescer<T, R> {
     this.queuedItems -= n;
     const items = batch.length === 1 ? batch[0].items : batch.flatMap((p) => p.items);
     this.running++;
-    this.flushBatch(items).then(
-      (results) => {
-        let offset = 0;
-        for (const p of batch) {
-          p.resolve(results.slice(offset, offset + p.items.length));
-          offset += p.items.length;
-        }
-      },
-      (err) => batch.forEach((p) => p.reject(err)),
-    ).finally(() => {
-      this.running--;
-      if (this.queue.length > 0) this.pump();
-      else if (this.running === 0) this.idleWaiters.splice(0).forEach((r) => r());
-    });
+    this.flushBatch(items)
+      .then(
+        (results) => {
+          let offset = 0;
+          for (const p of batch) {
+            p.resolve(results.slice(offset, offset + p.items.length));
+            offset += p.items.length;
+          }
+        },
+        (err) => batch.forEach((p) => p.reject(err)),
+      )
+      .finally(() => {
+        this.running--;
+        if (this.queue.length > 0) this.pump();
+        else if (this.running === 0) this.idleWaiters.splice(0).forEach((r) => r());
+      });
   }
 }

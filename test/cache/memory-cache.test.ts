@@ -51,7 +51,10 @@ describe("MemoryCache", () => {
   it("tells apart 200,000 distinct units that all sit in the cache at once", () => {
     const c = new MemoryCache(500_000);
     const ids = Array.from({ length: 200_000 }, (_, i) => `user-${i}`);
-    c.setMany(ids.map((u) => cell(7, u)), ids.map((_, i) => ({ variantId: i % 97, source: Source.HASH })));
+    c.setMany(
+      ids.map((u) => cell(7, u)),
+      ids.map((_, i) => ({ variantId: i % 97, source: Source.HASH })),
+    );
     ids.forEach((u, i) => {
       if (c.get(cell(7, u))?.variantId !== i % 97) throw new Error(`${u} answered ${c.get(cell(7, u))?.variantId}`);
     });

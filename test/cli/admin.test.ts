@@ -14,7 +14,20 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
 
   it("creates, lists, shows, changes, starts, pauses and stops an experiment", async () => {
     const created = JSON.parse(
-      await cli("experiments", "create", "checkout", "--variant", "control:50%", "--variant", 'green:5000:{"color":"#0a0"}', "--rollout", "20%", "--tag", "web", "--json"),
+      await cli(
+        "experiments",
+        "create",
+        "checkout",
+        "--variant",
+        "control:50%",
+        "--variant",
+        'green:5000:{"color":"#0a0"}',
+        "--rollout",
+        "20%",
+        "--tag",
+        "web",
+        "--json",
+      ),
     );
     expect(created).toMatchObject({ key: "checkout", status: "EXPERIMENT_STATUS_DRAFT", rollout: 2000, tags: ["web"] });
     const { experiment } = await t.experiments.getExperiment({ key: "checkout" });
@@ -26,9 +39,25 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     expect(await cli("experiments", "list")).toMatch(/^checkout\s+DRAFT\s+user_id\s+control 50\.00%, green 50\.00%\s+20\.00%/m);
     expect(await cli("exp", "show", "checkout")).toMatch(/rollout\s+20\.00% \(2000 basis points\)/);
 
-    await cli("experiments", "update", "checkout", "--weight", "control=60%", "--weight", "green=40%", "--add-variant", "blue:0", "--description", "new copy");
+    await cli(
+      "experiments",
+      "update",
+      "checkout",
+      "--weight",
+      "control=60%",
+      "--weight",
+      "green=40%",
+      "--add-variant",
+      "blue:0",
+      "--description",
+      "new copy",
+    );
     let e = (await t.experiments.getExperiment({ key: "checkout" })).experiment!;
-    expect(e.variants.map((v) => [v.key, v.weight])).toEqual([["control", 6000], ["green", 4000], ["blue", 0]]);
+    expect(e.variants.map((v) => [v.key, v.weight])).toEqual([
+      ["control", 6000],
+      ["green", 4000],
+      ["blue", 0],
+    ]);
     expect(e.description).toBe("new copy");
 
     expect(await cli("experiments", "start", "checkout")).toContain("checkout: DRAFT -> RUNNING");
@@ -45,10 +74,13 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
 
   it("manages namespaces and segments", async () => {
     await cli("namespaces", "create", "pricing", "--segments", "100");
-    for (const key of ["price-a", "price-b"]) await cli("experiments", "create", key, "--variant", "x:50%", "--variant", "y:50%", "--start");
+    for (const key of ["price-a", "price-b"])
+      await cli("experiments", "create", key, "--variant", "x:50%", "--variant", "y:50%", "--start");
     await cli("namespaces", "allocate", "pricing", "price-a", "30");
     await cli("ns", "allocate", "pricing", "price-b", "50");
-    expect(await cli("namespaces", "show", "pricing")).toMatch(/segments\s+100 \(20 free\)[\s\S]*price-a\s+30\s+30\.00%[\s\S]*price-b\s+50\s+50\.00%/);
+    expect(await cli("namespaces", "show", "pricing")).toMatch(
+      /segments\s+100 \(20 free\)[\s\S]*price-a\s+30\s+30\.00%[\s\S]*price-b\s+50\s+50\.00%/,
+    );
     expect(await cli("namespaces", "list")).toMatch(/pricing\s+user_id\s+100\s+20\s+price-a \(30\), price-b \(50\)/);
     expect(await cli("namespaces", "release", "pricing", "price-a")).toContain("released 30 segments");
     const { namespace } = await t.experiments.getNamespace({ key: "pricing" });
@@ -120,7 +152,9 @@ describe("assignment with tokens", () => {
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain("UNAUTHENTICATED");
 
-    expect(await cliOk(t.server.address, ["--token", "admin-secret-1", "experiments", "create", "e", "--variant", "a:100%", "--start"])).toContain("key              e");
+    expect(
+      await cliOk(t.server.address, ["--token", "admin-secret-1", "experiments", "create", "e", "--variant", "a:100%", "--start"]),
+    ).toContain("key              e");
     const viaEnv = await cliOk(t.server.address, ["assign", "e", "u-1"], { env: { ASSIGNMENT_TOKEN: "assign-secret-1" } });
     expect(viaEnv).toContain("e / u-1: a");
     const assignWithAdmin = await cliOk(t.server.address, ["-t", "admin-secret-1", "assign", "e", "u-2"]);

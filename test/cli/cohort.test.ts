@@ -29,13 +29,20 @@ describe("assignment cohort", () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "cli-cohort-"));
     await t.experiments.createExperiment({
       key: "cohort-a",
-      variants: [{ key: "red", weight: 3334 }, { key: "green", weight: 3333 }, { key: "blue", weight: 3333 }],
+      variants: [
+        { key: "red", weight: 3334 },
+        { key: "green", weight: 3333 },
+        { key: "blue", weight: 3333 },
+      ],
       rollout: 8000,
       status: ExperimentStatus.RUNNING,
     });
     await t.experiments.createExperiment({
       key: "cohort-b",
-      variants: [{ key: "off", weight: 5000 }, { key: "on", weight: 5000 }],
+      variants: [
+        { key: "off", weight: 5000 },
+        { key: "on", weight: 5000 },
+      ],
       status: ExperimentStatus.RUNNING,
     });
   });
@@ -82,12 +89,22 @@ describe("assignment cohort", () => {
   it("reads ids from stdin and writes JSON lines", async () => {
     const some = ids.slice(0, 1_500);
     const out = await cliOk(t.server.address, ["cohort", "cohort-b", "--format", "jsonl"], { stdin: some.join("\r\n") });
-    const lines = out.trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = out
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(some.length);
     const { column } = await t.assignments.bulkAssign({ experimentKey: "cohort-b", unitIds: some });
     const bulk = columnAnswers(column!);
     lines.forEach((l, i) => {
-      expect(l).toEqual({ unit_id: some[i], experiment_key: "cohort-b", variant_key: bulk[i].variantKey, reason: "STICKY", enrolled: true, stored: true });
+      expect(l).toEqual({
+        unit_id: some[i],
+        experiment_key: "cohort-b",
+        variant_key: bulk[i].variantKey,
+        reason: "STICKY",
+        enrolled: true,
+        stored: true,
+      });
     });
   });
 

@@ -12,7 +12,11 @@ export interface CliResult {
 
 /** Runs `bin/assignment.mjs …args` (the `assignment` command) as its own process, the way a user
  * would, against `address`; `stdin` is fed to it and closed. */
-export function runCli(address: string, args: string[], options: { stdin?: string; env?: Record<string, string | undefined> } = {}): Promise<CliResult> {
+export function runCli(
+  address: string,
+  args: string[],
+  options: { stdin?: string; env?: Record<string, string | undefined> } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = { ...process.env, ASSIGNMENT_ADDRESS: address, ASSIGNMENT_TOKEN: undefined, ...options.env };
     for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];

@@ -24,7 +24,10 @@ describe("assignment import / export", () => {
     for (const key of ["legacy", "copy"]) {
       await t.experiments.createExperiment({
         key,
-        variants: [{ key: "control", weight: 5000 }, { key: "treatment", weight: 5000 }],
+        variants: [
+          { key: "control", weight: 5000 },
+          { key: "treatment", weight: 5000 },
+        ],
         status: ExperimentStatus.RUNNING,
       });
     }
@@ -42,7 +45,10 @@ describe("assignment import / export", () => {
 
   it("imports a CSV, and exports exactly those rows back", async () => {
     const file = path.join(dir, "import.csv");
-    writeFileSync(file, csvLine(["experiment_key", "unit_id", "variant_key"]) + rows.map((r) => csvLine(["legacy", r.unit, r.variant])).join(""));
+    writeFileSync(
+      file,
+      csvLine(["experiment_key", "unit_id", "variant_key"]) + rows.map((r) => csvLine(["legacy", r.unit, r.variant])).join(""),
+    );
     const imported = await cliOk(t.server.address, ["import", file, "--json"]);
     expect(JSON.parse(imported)).toEqual({ received: 25_000, imported: 25_000, skipped: 0, invalid: 0, errors: [] });
 

@@ -6,12 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { readFileSync } from "node:fs";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
-import {
-  buildExperimentConfig,
-  type ExperimentConfig,
-  type NamespaceConfig,
-  type VariantConfig,
-} from "../../src/engine/index.js";
+import { buildExperimentConfig, type ExperimentConfig, type NamespaceConfig, type VariantConfig } from "../../src/engine/index.js";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const vectorsPath = path.resolve(repoRoot, "../shared/vectors/assignment-v1.json");

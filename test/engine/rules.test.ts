@@ -287,8 +287,20 @@ describe("Names and limits: checkVariants", () => {
   });
 
   it("refuses weights that do not sum to exactly 10000", () => {
-    for (const ws of [[5000, 4999], [5000, 5001], [0, 0], [10000, 1]]) {
-      const msg = expectInvalid(() => checkVariants("variants", ws.map((w, i) => v(`v${i}`, w))), "variants");
+    for (const ws of [
+      [5000, 4999],
+      [5000, 5001],
+      [0, 0],
+      [10000, 1],
+    ]) {
+      const msg = expectInvalid(
+        () =>
+          checkVariants(
+            "variants",
+            ws.map((w, i) => v(`v${i}`, w)),
+          ),
+        "variants",
+      );
       expect(msg).toContain("weight");
       expect(msg).toContain("10000");
     }

@@ -126,9 +126,7 @@ describe("namespace exclusivity", () => {
     let next = 0;
     for (const a of allocation) for (let k = 0; k < a.count; k++) owners[order[next++]] = a.id;
     const ns: NamespaceConfig = { id: 1, key: "checkout-ns", salt: "checkout-ns-salt", unitType: "user_id", segments, owners };
-    const exps = allocation.map((a) =>
-      makeExperiment({ id: a.id, key: `ns-exp-${a.id}`, weights: [5000, 5000], namespace: ns }),
-    );
+    const exps = allocation.map((a) => makeExperiment({ id: a.id, key: `ns-exp-${a.id}`, weights: [5000, 5000], namespace: ns }));
 
     const enrolledIn = new Uint8Array(N);
     const newCounts = [0, 0, 0];

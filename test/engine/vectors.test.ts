@@ -5,23 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { Reason } from "../../gen/ts/assignment/v1/types_pb.js";
-import {
-  decide,
-  hashV1,
-  pickVariantIndex,
-  rolloutBucket,
-  segmentOf,
-  variantBucket,
-} from "../../src/engine/index.js";
-import {
-  classicWalk,
-  loadVectors,
-  makeExperiment,
-  mulberry32,
-  referenceH,
-  referenceMurmur3,
-  variantId,
-} from "./helpers.js";
+import { decide, hashV1, pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "../../src/engine/index.js";
+import { classicWalk, loadVectors, makeExperiment, mulberry32, referenceH, referenceMurmur3, variantId } from "./helpers.js";
 
 const vectors = loadVectors();
 
@@ -216,7 +201,7 @@ describe('SPEC: "with rollout 10000 the variant equals the classic walk"', () =>
     expect(pickVariantIndex(5000, [5000, 0, 5000])).toBe(2);
   });
 
-  it("decide() with rollout 10000 equals mmh3(f\"{user_id}:{seed}\") % 10000 walked over cumulative weights", () => {
+  it('decide() with rollout 10000 equals mmh3(f"{user_id}:{seed}") % 10000 walked over cumulative weights', () => {
     const rand = mulberry32(7);
     let checked = 0;
     for (const weights of weightSets) {

@@ -4,14 +4,7 @@
  * shape errors, dry runs, explanations (buckets and layers) and params.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  ExperimentStatus,
-  Layer,
-  Reason,
-  type Assignment,
-  type AssignmentColumn,
-  type Explanation,
-} from "../../src/client/index.js";
+import { ExperimentStatus, Layer, Reason, type Assignment, type AssignmentColumn, type Explanation } from "../../src/client/index.js";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { flushPrefix } from "../support/services.js";
@@ -85,7 +78,13 @@ describe("Assign follows the SPEC formulas", () => {
   });
 
   it("rollout: enrolled iff H(unit:salt:rollout) % 10000 < rollout; others get the default, unstored", async () => {
-    await t.experiments.createExperiment({ key: "partial", variants: V3, rollout: 3000, defaultVariant: "green", status: ExperimentStatus.RUNNING });
+    await t.experiments.createExperiment({
+      key: "partial",
+      variants: V3,
+      rollout: 3000,
+      defaultVariant: "green",
+      status: ExperimentStatus.RUNNING,
+    });
     const ids = units("p-", 600);
     const col = (await t.assignments.bulkAssign({ experimentKey: "partial", unitIds: ids })).column!;
     let enrolled = 0;
@@ -140,7 +139,8 @@ describe("BulkAssign and MatrixAssign equal the single answers", () => {
 
     // Half the units are asked singly first, then everything in bulk.
     const singleFirst = new Map<string, ReturnType<typeof single>>();
-    for (const u of base.slice(0, 150)) singleFirst.set(u, single((await t.assignments.assign({ experimentKey: "bulk-x", unitId: u })).assignment!));
+    for (const u of base.slice(0, 150))
+      singleFirst.set(u, single((await t.assignments.assign({ experimentKey: "bulk-x", unitId: u })).assignment!));
 
     const col = (await t.assignments.bulkAssign({ experimentKey: "bulk-x", unitIds: request })).column!;
     expect(col.experimentKey).toBe("bulk-x");
@@ -213,7 +213,9 @@ describe("BulkAssign and MatrixAssign equal the single answers", () => {
       // bulk-y: running, full rollout. The same key twice in one call answers alike.
       expect(cell(cols[5], i)).toEqual(cell(cols[0], i));
       expect(cell(cols[0], i)).toEqual(
-        valid ? { variantKey: specVariant(u, "bulk-y", V3), reason: Reason.NEW, enrolled: true, stored: true } : { variantKey: "", reason: Reason.INVALID_UNIT, enrolled: false, stored: false },
+        valid
+          ? { variantKey: specVariant(u, "bulk-y", V3), reason: Reason.NEW, enrolled: true, stored: true }
+          : { variantKey: "", reason: Reason.INVALID_UNIT, enrolled: false, stored: false },
       );
       expect(cols[1].reasons[i]).toBe(Reason.UNKNOWN_EXPERIMENT);
       expect(cols[2].reasons[i]).toBe(valid ? Reason.UNIT_TYPE_MISMATCH : Reason.INVALID_UNIT);
@@ -244,9 +246,17 @@ describe("BulkAssign and MatrixAssign equal the single answers", () => {
   it("shape errors are INVALID_ARGUMENT naming the field and the limit", async () => {
     await expectFailure(t.assignments.bulkAssign({ experimentKey: "bulk-y", unitIds: [] }), status.INVALID_ARGUMENT, "unit_ids", "10000");
     const tooMany = units("s", 10_001);
-    await expectFailure(t.assignments.bulkAssign({ experimentKey: "bulk-y", unitIds: tooMany }), status.INVALID_ARGUMENT, "unit_ids", "10000", "10001");
+    await expectFailure(
+      t.assignments.bulkAssign({ experimentKey: "bulk-y", unitIds: tooMany }),
+      status.INVALID_ARGUMENT,
+      "unit_ids",
+      "10000",
+      "10001",
+    );
     // 10,000 is allowed.
-    const okCol = (await t.assignments.bulkAssign({ experimentKey: "bulk-y", unitIds: tooMany.slice(0, 10_000), options: { dryRun: true } })).column!;
+    const okCol = (
+      await t.assignments.bulkAssign({ experimentKey: "bulk-y", unitIds: tooMany.slice(0, 10_000), options: { dryRun: true } })
+    ).column!;
     expect(okCol.reasons.length).toBe(10_000);
 
     await expectFailure(t.assignments.matrixAssign({ experimentKeys: ["bulk-y"], unitIds: [] }), status.INVALID_ARGUMENT, "unit_ids");
@@ -266,7 +276,11 @@ describe("BulkAssign and MatrixAssign equal the single answers", () => {
       "100000",
     );
     // Exactly 100,000 cells is allowed (dry run: nothing stored).
-    const full = await t.assignments.matrixAssign({ experimentKeys: ["bulk-y", "bulk-x"], unitIds: half.slice(0, 50_000), options: { dryRun: true } });
+    const full = await t.assignments.matrixAssign({
+      experimentKeys: ["bulk-y", "bulk-x"],
+      unitIds: half.slice(0, 50_000),
+      options: { dryRun: true },
+    });
     expect(full.columns.map((c) => c.reasons.length)).toEqual([50_000, 50_000]);
     await expectFailure(t.assignments.assignUnit({ units: {} }), status.INVALID_ARGUMENT, "units");
   });
@@ -300,7 +314,10 @@ describe("AssignUnit", () => {
     const a = (await t.assignments.assign({ experimentKey: "au-dev-run", unitId: "d-9", unitType: "device_id" })).assignment!;
     expect(single(a)).toEqual(reread(single(dev)));
     // An invalid id inside the map is a per-item reason.
-    const bad = await t.assignments.assignUnit({ units: { user_id: "bad\u0000", device_id: "d-9" }, experimentKeys: ["au-user-run", "au-dev-run"] });
+    const bad = await t.assignments.assignUnit({
+      units: { user_id: "bad\u0000", device_id: "d-9" },
+      experimentKeys: ["au-user-run", "au-dev-run"],
+    });
     expect(bad.assignments.map((x) => x.reason)).toEqual([Reason.INVALID_UNIT, Reason.STICKY]);
   });
 
@@ -317,7 +334,10 @@ describe("AssignUnit", () => {
     const all = (await t.assignments.assignUnit({ units: { user_id: "u-77", device_id: "d-77" } })).assignments;
     // Exactly the running/paused experiments of those types among everything the server has.
     const listed = (await t.experiments.listExperiments({})).experiments
-      .filter((e) => (e.status === ExperimentStatus.RUNNING || e.status === ExperimentStatus.PAUSED) && ["user_id", "device_id"].includes(e.unitType))
+      .filter(
+        (e) =>
+          (e.status === ExperimentStatus.RUNNING || e.status === ExperimentStatus.PAUSED) && ["user_id", "device_id"].includes(e.unitType),
+      )
       .map((e) => e.key);
     expect(all.map((a) => a.experimentKey)).toEqual(listed);
     for (const a of all) {
@@ -350,7 +370,7 @@ describe("dry run, explanation and params", () => {
     expect((await storedAssignments(t.databaseUrl, "dry")).size).toBe(0);
 
     const real = (await t.assignments.bulkAssign({ experimentKey: "dry", unitIds: ids })).column!;
-    ids.forEach((u, i) => expect(cell(real, i)).toEqual({ ...cell(col, i), stored: true }));
+    ids.forEach((_u, i) => expect(cell(real, i)).toEqual({ ...cell(col, i), stored: true }));
     expect(new Set(real.reasons)).toEqual(new Set([Reason.NEW]));
     expect((await t.experiments.getExperimentStats({ key: "dry" })).totalUnits).toBe(100n);
     // A dry run of a stored unit answers the stored value.
@@ -406,7 +426,8 @@ describe("dry run, explanation and params", () => {
     try {
       const enrolledIds = ids.filter((u) => specInRollout(u, "ex-salt", 7000));
       expect(enrolledIds.length).toBeGreaterThan(10);
-      const ask = async (u: string) => (await c2.assignments.assign({ experimentKey: "ex", unitId: u, options: { explain: true } })).assignment!;
+      const ask = async (u: string) =>
+        (await c2.assignments.assign({ experimentKey: "ex", unitId: u, options: { explain: true } })).assignment!;
       // The new process answers before its Redis connection is up (from PostgreSQL, correctly);
       // wait until it reads Redis, with a unit used only for that.
       const probe = enrolledIds.pop()!;
@@ -455,12 +476,16 @@ describe("dry run, explanation and params", () => {
     expect(col.legendParams[1]).toEqual({});
     const m = (await t.assignments.matrixAssign({ experimentKeys: ["params"], unitIds: ids, options: { includeParams: true } })).columns[0];
     expect(m.legendParams[2]).toEqual(pv[1].params);
-    const au = (await t.assignments.assignUnit({ units: { user_id: ids[0] }, experimentKeys: ["params"], options: { includeParams: true } })).assignments[0];
+    const au = (
+      await t.assignments.assignUnit({ units: { user_id: ids[0] }, experimentKeys: ["params"], options: { includeParams: true } })
+    ).assignments[0];
     expect(au.variantKey).toBe(specVariant(ids[0], "params", pv));
   });
 
   it("enrolled is true exactly for OVERRIDE, STICKY and NEW", async () => {
-    const col = (await t.assignments.matrixAssign({ experimentKeys: ["bulk-x", "bulk-draft", "bulk-missing", "dry"], unitIds: units("en-", 50) })).columns;
+    const col = (
+      await t.assignments.matrixAssign({ experimentKeys: ["bulk-x", "bulk-draft", "bulk-missing", "dry"], unitIds: units("en-", 50) })
+    ).columns;
     for (const c of col) c.reasons.forEach((r, i) => expect(c.enrolled[i]).toBe(ENROLLED.has(r)));
   });
 });

@@ -38,12 +38,38 @@ describe("unit ids", () => {
     }
     const ids = ["ok-1", nul, long600, "ok-2", long513, "", "ok-1"];
     const col = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "bad", unitIds: ids })).column!);
-    expect(col.map((c) => c.reason)).toEqual([Reason.NEW, Reason.INVALID_UNIT, Reason.INVALID_UNIT, Reason.NEW, Reason.INVALID_UNIT, Reason.INVALID_UNIT, Reason.NEW]);
+    expect(col.map((c) => c.reason)).toEqual([
+      Reason.NEW,
+      Reason.INVALID_UNIT,
+      Reason.INVALID_UNIT,
+      Reason.NEW,
+      Reason.INVALID_UNIT,
+      Reason.INVALID_UNIT,
+      Reason.NEW,
+    ]);
     expect(col[1]).toEqual({ variantKey: "", reason: Reason.INVALID_UNIT, enrolled: false, stored: false });
     const m = (await t.assignments.matrixAssign({ experimentKeys: ["bad"], unitIds: ids })).columns[0];
-    expect(m.reasons).toEqual([Reason.STICKY, Reason.INVALID_UNIT, Reason.INVALID_UNIT, Reason.STICKY, Reason.INVALID_UNIT, Reason.INVALID_UNIT, Reason.STICKY]);
+    expect(m.reasons).toEqual([
+      Reason.STICKY,
+      Reason.INVALID_UNIT,
+      Reason.INVALID_UNIT,
+      Reason.STICKY,
+      Reason.INVALID_UNIT,
+      Reason.INVALID_UNIT,
+      Reason.STICKY,
+    ]);
     // Overrides and ClearOverrides name the item.
-    await expectFailure(t.experiments.setOverrides({ experimentKey: "bad", overrides: [{ unitId: "fine", variantKey: "a" }, { unitId: nul, variantKey: "a" }] }), status.INVALID_ARGUMENT, "overrides[1].unit_id");
+    await expectFailure(
+      t.experiments.setOverrides({
+        experimentKey: "bad",
+        overrides: [
+          { unitId: "fine", variantKey: "a" },
+          { unitId: nul, variantKey: "a" },
+        ],
+      }),
+      status.INVALID_ARGUMENT,
+      "overrides[1].unit_id",
+    );
     await expectFailure(t.experiments.clearOverrides({ experimentKey: "bad", unitIds: [long600] }), status.INVALID_ARGUMENT, "unit_ids[0]");
     // Nothing invalid reached the database.
     const stored = await storedAssignments(t.databaseUrl, "bad");
@@ -62,7 +88,9 @@ describe("unit ids", () => {
     const a = (await t.assignments.assign({ experimentKey: "bad", unitId: ids[0] })).assignment!;
     expect([a.reason, a.variantKey]).toEqual([Reason.NEW, specVariant(ids[0], "bad", variants)]);
     const col = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "bad", unitIds: ids })).column!);
-    ids.forEach((u, i) => expect([col[i].variantKey, col[i].reason]).toEqual([specVariant(u, "bad", variants), i === 0 ? Reason.STICKY : Reason.NEW]));
+    ids.forEach((u, i) =>
+      expect([col[i].variantKey, col[i].reason]).toEqual([specVariant(u, "bad", variants), i === 0 ? Reason.STICKY : Reason.NEW]),
+    );
     const rows = await sql<{ unit_id: string; len: number; hex: string }>(
       t.databaseUrl,
       `SELECT unit_id, octet_length(unit_id) AS len, encode(convert_to(unit_id, 'UTF8'), 'hex') AS hex
@@ -95,13 +123,20 @@ describe("unit ids", () => {
       " leading and trailing ",
       "tab\tnew\nline",
       "\\x00 literally",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a hostile string, not a template
       "%s%n{0}${x}",
       "ᄀ각",
       "\u200b",
     ];
     expect(new Set(ids).size).toBe(ids.length);
     const col = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "bad", unitIds: ids })).column!);
-    ids.forEach((u, i) => expect([col[i].variantKey, col[i].reason, col[i].stored], JSON.stringify(u)).toEqual([specVariant(u, "bad", variants), Reason.NEW, true]));
+    ids.forEach((u, i) =>
+      expect([col[i].variantKey, col[i].reason, col[i].stored], JSON.stringify(u)).toEqual([
+        specVariant(u, "bad", variants),
+        Reason.NEW,
+        true,
+      ]),
+    );
     const a = (await t.assignments.assign({ experimentKey: "bad", unitId: injection })).assignment!;
     expect([a.reason, a.variantKey]).toEqual([Reason.STICKY, specVariant(injection, "bad", variants)]);
 
@@ -121,7 +156,12 @@ describe("unit ids", () => {
     expect(rows.map((r) => r.unit_id).sort()).toEqual([...ids].sort());
     for (const r of rows) expect(r.hex).toBe(Buffer.from(r.unit_id, "utf8").toString("hex"));
     // e + U+0301 and U+00E9 look alike but are different units with their own rows.
-    expect(rows.filter((r) => r.unit_id === decomposed || r.unit_id === precomposed).map((r) => r.hex).sort()).toEqual(["65cc81", "c3a9"]);
+    expect(
+      rows
+        .filter((r) => r.unit_id === decomposed || r.unit_id === precomposed)
+        .map((r) => r.hex)
+        .sort(),
+    ).toEqual(["65cc81", "c3a9"]);
     await stillServing();
   });
 
@@ -160,17 +200,43 @@ describe("configuration refused with INVALID_ARGUMENT naming the field", () => {
     ["unit type with capitals", { ...ok, unitType: "User_id" }, "unit_type"],
     ["unit type starting with a digit", { ...ok, unitType: "1user" }, "unit_type"],
     ["unit type of 65 characters", { ...ok, unitType: "u".repeat(65) }, "unit_type"],
-    ["weights summing to 9999", { ...ok, variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 4999 }] }, "variants"],
-    ["weights summing to 10001", { ...ok, variants: [{ key: "a", weight: 5001 }, { key: "b", weight: 5000 }] }, "variants"],
-    ["a weight above 10000", { ...ok, variants: [{ key: "a", weight: 20000 }] }, "variants[0].weight"],
-    ["0 variants", { ...ok, variants: [] }, "variants"],
     [
-      "101 variants",
-      { ...ok, variants: Array.from({ length: 101 }, (_, i) => ({ key: `v${i}`, weight: i < 100 ? 100 : 0 })) },
+      "weights summing to 9999",
+      {
+        ...ok,
+        variants: [
+          { key: "a", weight: 5000 },
+          { key: "b", weight: 4999 },
+        ],
+      },
       "variants",
     ],
+    [
+      "weights summing to 10001",
+      {
+        ...ok,
+        variants: [
+          { key: "a", weight: 5001 },
+          { key: "b", weight: 5000 },
+        ],
+      },
+      "variants",
+    ],
+    ["a weight above 10000", { ...ok, variants: [{ key: "a", weight: 20000 }] }, "variants[0].weight"],
+    ["0 variants", { ...ok, variants: [] }, "variants"],
+    ["101 variants", { ...ok, variants: Array.from({ length: 101 }, (_, i) => ({ key: `v${i}`, weight: i < 100 ? 100 : 0 })) }, "variants"],
     ["a bad variant key", { ...ok, variants: [{ key: "a b", weight: 10000 }] }, "variants[0].key"],
-    ["a repeated variant key", { ...ok, variants: [{ key: "a", weight: 5000 }, { key: "a", weight: 5000 }] }, "variants[1].key"],
+    [
+      "a repeated variant key",
+      {
+        ...ok,
+        variants: [
+          { key: "a", weight: 5000 },
+          { key: "a", weight: 5000 },
+        ],
+      },
+      "variants[1].key",
+    ],
     ["rollout 10001", { ...ok, rollout: 10_001 }, "rollout"],
     ["an empty salt", { ...ok, salt: "" }, "salt"],
     ["a salt of 257 bytes", { ...ok, salt: "s".repeat(257) }, "salt"],
@@ -192,14 +258,35 @@ describe("configuration refused with INVALID_ARGUMENT naming the field", () => {
 
   it("UpdateExperiment, namespaces, segments and assignment calls", async () => {
     const e = (await t.experiments.getExperiment({ key: "bad" })).experiment!;
-    await expectFailure(t.experiments.updateExperiment({ key: "bad", version: e.version, rollout: 10_001 }), status.INVALID_ARGUMENT, "rollout");
     await expectFailure(
-      t.experiments.updateExperiment({ key: "bad", version: e.version, variants: { variants: [{ key: "a", weight: 1 }, { key: "b", weight: 1 }] } }),
+      t.experiments.updateExperiment({ key: "bad", version: e.version, rollout: 10_001 }),
+      status.INVALID_ARGUMENT,
+      "rollout",
+    );
+    await expectFailure(
+      t.experiments.updateExperiment({
+        key: "bad",
+        version: e.version,
+        variants: {
+          variants: [
+            { key: "a", weight: 1 },
+            { key: "b", weight: 1 },
+          ],
+        },
+      }),
       status.INVALID_ARGUMENT,
       "variants",
     );
-    await expectFailure(t.experiments.updateExperiment({ key: "bad", version: e.version, variants: { variants: [] } }), status.INVALID_ARGUMENT, "variants");
-    await expectFailure(t.experiments.updateExperiment({ key: "bad", version: e.version, defaultVariant: "nope" }), status.INVALID_ARGUMENT, "default_variant");
+    await expectFailure(
+      t.experiments.updateExperiment({ key: "bad", version: e.version, variants: { variants: [] } }),
+      status.INVALID_ARGUMENT,
+      "variants",
+    );
+    await expectFailure(
+      t.experiments.updateExperiment({ key: "bad", version: e.version, defaultVariant: "nope" }),
+      status.INVALID_ARGUMENT,
+      "default_variant",
+    );
     await expectFailure(t.experiments.updateExperiment({ key: "Bad", version: e.version, rollout: 1 }), status.INVALID_ARGUMENT, "key");
     await expectFailure(t.experiments.updateExperiment({ key: "bad", version: 0n, rollout: 1 }), status.INVALID_ARGUMENT, "version");
     // Nothing changed.
@@ -214,14 +301,34 @@ describe("configuration refused with INVALID_ARGUMENT naming the field", () => {
     expect((await t.experiments.createNamespace({ key: "ns-max", segments: 100_000 })).namespace!.segments).toBe(100_000);
     expect((await t.experiments.createNamespace({ key: "ns-min", segments: 1 })).namespace!.segments).toBe(1);
 
-    await expectFailure(t.experiments.allocateSegments({ namespaceKey: "NS!", experimentKey: "bad", segments: 1 }), status.INVALID_ARGUMENT, "namespace_key");
-    await expectFailure(t.experiments.allocateSegments({ namespaceKey: "ns-max", experimentKey: "Bad!", segments: 1 }), status.INVALID_ARGUMENT, "experiment_key");
+    await expectFailure(
+      t.experiments.allocateSegments({ namespaceKey: "NS!", experimentKey: "bad", segments: 1 }),
+      status.INVALID_ARGUMENT,
+      "namespace_key",
+    );
+    await expectFailure(
+      t.experiments.allocateSegments({ namespaceKey: "ns-max", experimentKey: "Bad!", segments: 1 }),
+      status.INVALID_ARGUMENT,
+      "experiment_key",
+    );
 
     await expectFailure(t.assignments.assign({ experimentKey: "Bad!", unitId: "u" }), status.INVALID_ARGUMENT, "experiment_key");
     await expectFailure(t.assignments.assign({ experimentKey: "k".repeat(129), unitId: "u" }), status.INVALID_ARGUMENT, "experiment_key");
-    await expectFailure(t.assignments.assign({ experimentKey: "bad", unitId: "u", unitType: "User" }), status.INVALID_ARGUMENT, "unit_type");
-    await expectFailure(t.assignments.bulkAssign({ experimentKey: "bad", unitIds: ["u"], unitType: "9x" }), status.INVALID_ARGUMENT, "unit_type");
-    await expectFailure(t.assignments.matrixAssign({ experimentKeys: ["bad"], unitIds: ["u"], unitType: "x-y" }), status.INVALID_ARGUMENT, "unit_type");
+    await expectFailure(
+      t.assignments.assign({ experimentKey: "bad", unitId: "u", unitType: "User" }),
+      status.INVALID_ARGUMENT,
+      "unit_type",
+    );
+    await expectFailure(
+      t.assignments.bulkAssign({ experimentKey: "bad", unitIds: ["u"], unitType: "9x" }),
+      status.INVALID_ARGUMENT,
+      "unit_type",
+    );
+    await expectFailure(
+      t.assignments.matrixAssign({ experimentKeys: ["bad"], unitIds: ["u"], unitType: "x-y" }),
+      status.INVALID_ARGUMENT,
+      "unit_type",
+    );
     await expectFailure(t.assignments.assignUnit({ units: { "Bad Type": "u" } }), status.INVALID_ARGUMENT, "units");
     await expectFailure(t.experiments.getExperiment({ key: "NOPE" }), status.INVALID_ARGUMENT, "key");
     await expectFailure(t.experiments.getExperimentStats({ key: "" }), status.INVALID_ARGUMENT, "key");

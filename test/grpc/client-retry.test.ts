@@ -89,7 +89,8 @@ async function startStub(behaviour: Behaviour, port = 0): Promise<Stub> {
               ? streaming
               : kind === "client_streaming"
                 ? requestsIn
-                : async function* (requests: AsyncIterable<unknown>, ctx: { metadata: grpc.Metadata }) {
+                : // biome-ignore lint/correctness/useYield: a bidi handler that answers nothing
+                  async function* (requests: AsyncIterable<unknown>, ctx: { metadata: grpc.Metadata }) {
                     await requestsIn(requests, ctx);
                   };
         return [m.localName, handler];
@@ -114,7 +115,10 @@ function clients(port: number, retry?: ClientOptions["retry"], timeoutMs = 10_00
   const options = { timeoutMs, token: "secret", retry, channelOptions: { "grpc.use_local_subchannel_pool": 1 } };
   const assignments = createClient(AssignmentService, `127.0.0.1:${port}`, options);
   const experiments = createClient(ExperimentService, `127.0.0.1:${port}`, options);
-  cleanups.push(() => assignments.close(), () => experiments.close());
+  cleanups.push(
+    () => assignments.close(),
+    () => experiments.close(),
+  );
   return { assignments, experiments };
 }
 
@@ -223,14 +227,24 @@ describe("retries on UNAVAILABLE", () => {
     await one("CreateExperiment", () => experiments.createExperiment({ key: "e" }));
     await one("UpdateExperiment", () => experiments.updateExperiment({ key: "e" }));
     await one("SetOverrides", () => experiments.setOverrides({ experimentKey: "e" }));
-    await one("ImportAssignments", () => experiments.importAssignments((async function* () { yield { rows: [] }; })()));
+    await one("ImportAssignments", () =>
+      experiments.importAssignments(
+        (async function* () {
+          yield { rows: [] };
+        })(),
+      ),
+    );
     await one("CopyAssignments", async () => {
       for await (const _ of experiments.copyAssignments({ sourceExperimentKey: "a", targetExperimentKey: "b" })) {
         // nothing
       }
     });
     await one("StreamAssign", async () => {
-      for await (const _ of assignments.streamAssign((async function* () { yield { unitIds: ["u"] }; })())) {
+      for await (const _ of assignments.streamAssign(
+        (async function* () {
+          yield { unitIds: ["u"] };
+        })(),
+      )) {
         // nothing
       }
     });

@@ -29,7 +29,9 @@ describe("hash versions", () => {
     expect(await eventually(unknown, 3_000)).toBe(true);
     const real = (await t.assignments.assign({ experimentKey: "future", unitId: "u-1" })).assignment!;
     expect([real.reason, real.variantKey, real.stored]).toEqual([Reason.UNKNOWN_EXPERIMENT, "", false]);
-    expect(await sql(t.databaseUrl, `SELECT 1 FROM assignments a JOIN experiments e ON e.id = a.experiment_id WHERE e.key = 'future'`)).toEqual([]);
+    expect(
+      await sql(t.databaseUrl, `SELECT 1 FROM assignments a JOIN experiments e ON e.id = a.experiment_id WHERE e.key = 'future'`),
+    ).toEqual([]);
     const ok = (await t.assignments.assign({ experimentKey: "v1", unitId: "u-1" })).assignment!;
     expect(ok.reason).toBe(Reason.NEW);
   });

@@ -20,8 +20,7 @@ export const specVariantBucket = (unitId: string, salt: string): number => hashV
 export const specRolloutBucket = (unitId: string, salt: string): number => hashV1(`${unitId}:${salt}:rollout`) % 10_000;
 
 /** `H(unit_id + ":" + namespace_salt) mod segments`. */
-export const specSegment = (unitId: string, nsSalt: string, segments: number): number =>
-  hashV1(`${unitId}:${nsSalt}`) % segments;
+export const specSegment = (unitId: string, nsSalt: string, segments: number): number => hashV1(`${unitId}:${nsSalt}`) % segments;
 
 export interface WeightedVariant {
   key: string;
@@ -40,8 +39,7 @@ export function specVariant(unitId: string, salt: string, variants: readonly Wei
 }
 
 /** Enrolled by the rollout: rollout bucket < rollout. */
-export const specInRollout = (unitId: string, salt: string, rollout: number): boolean =>
-  specRolloutBucket(unitId, salt) < rollout;
+export const specInRollout = (unitId: string, salt: string, rollout: number): boolean => specRolloutBucket(unitId, salt) < rollout;
 
 // ------------------------------------------------------------------ statistics (independent)
 
@@ -161,8 +159,7 @@ export async function eventually(probe: () => Promise<boolean>, ms: number, step
   }
 }
 
-export const units = (prefix: string, n: number, from = 0): string[] =>
-  Array.from({ length: n }, (_, i) => `${prefix}${from + i}`);
+export const units = (prefix: string, n: number, from = 0): string[] => Array.from({ length: n }, (_, i) => `${prefix}${from + i}`);
 
 /** Samples of a Prometheus text exposition: `name{labels}` -> value. */
 export async function scrapeMetrics(port: number): Promise<Map<string, number>> {

@@ -30,7 +30,8 @@ function shuffled<T>(xs: readonly T[], seed: number): T[] {
   return out;
 }
 
-const chunk = <T>(xs: readonly T[], n: number): T[][] => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, i * n + n));
+const chunk = <T>(xs: readonly T[], n: number): T[][] =>
+  Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, i * n + n));
 
 describe("8 concurrent callers on the same 5,000 new units", () => {
   it("end with exactly one stored row per unit and the same variant in every answer", async () => {
@@ -56,7 +57,14 @@ describe("8 concurrent callers on the same 5,000 new units", () => {
         // Single Assign calls, 200 in flight at a time.
         for (const part of chunk(order, 200)) {
           const rs = await Promise.all(part.map((u) => c.assign({ experimentKey: "race", unitId: u })));
-          rs.forEach((r, i) => put(part[i], { variantKey: r.assignment!.variantKey, reason: r.assignment!.reason, enrolled: r.assignment!.enrolled, stored: r.assignment!.stored }));
+          rs.forEach((r, i) =>
+            put(part[i], {
+              variantKey: r.assignment!.variantKey,
+              reason: r.assignment!.reason,
+              enrolled: r.assignment!.enrolled,
+              stored: r.assignment!.stored,
+            }),
+          );
         }
       } else if (k === 6) {
         for (const part of chunk(order, 2500)) {

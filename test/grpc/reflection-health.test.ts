@@ -40,7 +40,14 @@ function serviceClient(file: string, includeDirs: string[], ...name: string[]): 
   return node as Ctor;
 }
 
-const ReflectionV1 = serviceClient("grpc/reflection/v1/reflection.proto", [reflectionProtoDir], "grpc", "reflection", "v1", "ServerReflection");
+const ReflectionV1 = serviceClient(
+  "grpc/reflection/v1/reflection.proto",
+  [reflectionProtoDir],
+  "grpc",
+  "reflection",
+  "v1",
+  "ServerReflection",
+);
 const ReflectionV1Alpha = serviceClient(
   "grpc/reflection/v1alpha/reflection.proto",
   [reflectionProtoDir],
@@ -62,8 +69,9 @@ interface ReflectionResponse {
 async function reflect(Client: Ctor, address: string, requests: object[]): Promise<ReflectionResponse[]> {
   const client = new Client(address, grpc.credentials.createInsecure());
   try {
-    const call = (client as unknown as { ServerReflectionInfo(o: grpc.CallOptions): grpc.ClientDuplexStream<object, ReflectionResponse> })
-      .ServerReflectionInfo({ deadline: Date.now() + 10_000 });
+    const call = (
+      client as unknown as { ServerReflectionInfo(o: grpc.CallOptions): grpc.ClientDuplexStream<object, ReflectionResponse> }
+    ).ServerReflectionInfo({ deadline: Date.now() + 10_000 });
     const answers: ReflectionResponse[] = [];
     const done = new Promise<void>((resolve, reject) => {
       call.on("data", (r: ReflectionResponse) => answers.push(r));
@@ -85,15 +93,13 @@ const decodeFiles = (r: ReflectionResponse): FileDescriptorProto[] =>
 function healthCall<T>(address: string, method: "Check" | "List", request: object): Promise<T> {
   const client = new Health(address, grpc.credentials.createInsecure());
   return new Promise<T>((resolve, reject) =>
-    (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void>)[method](
-      request,
-      { deadline: Date.now() + 10_000 },
-      (err, res) => {
-        client.close();
-        if (err) reject(err);
-        else resolve(res);
-      },
-    ),
+    (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void>)[
+      method
+    ](request, { deadline: Date.now() + 10_000 }, (err, res) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res);
+    }),
   );
 }
 
@@ -112,7 +118,9 @@ describe("server reflection", () => {
       const [r] = await reflect(Client, t.server.address, [{ list_services: "*" }]);
       expect(r.message_response).toBe("list_services_response");
       const names = r.list_services_response!.service.map((s) => s.name);
-      expect(names).toEqual(expect.arrayContaining(["assignment.v1.AssignmentService", "assignment.v1.ExperimentService", "grpc.health.v1.Health"]));
+      expect(names).toEqual(
+        expect.arrayContaining(["assignment.v1.AssignmentService", "assignment.v1.ExperimentService", "grpc.health.v1.Health"]),
+      );
     });
   }
 
@@ -165,9 +173,16 @@ describe("server reflection", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "health-desc-"));
     try {
       const out = path.join(dir, "health.pb");
-      execFileSync("protoc", [`-I${path.dirname(path.dirname(path.dirname(healthProtoPath)))}`, `--descriptor_set_out=${out}`, "health/v1/health.proto"]);
+      execFileSync("protoc", [
+        `-I${path.dirname(path.dirname(path.dirname(healthProtoPath)))}`,
+        `--descriptor_set_out=${out}`,
+        "health/v1/health.proto",
+      ]);
       const [fromProtoc] = fromBinary(FileDescriptorSetSchema, readFileSync(out)).file;
-      expect(toJson(FileDescriptorProtoSchema, served)).toEqual({ ...(toJson(FileDescriptorProtoSchema, fromProtoc) as object), name: healthFileDescriptor.name });
+      expect(toJson(FileDescriptorProtoSchema, served)).toEqual({
+        ...(toJson(FileDescriptorProtoSchema, fromProtoc) as object),
+        name: healthFileDescriptor.name,
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -176,7 +191,10 @@ describe("server reflection", () => {
   it("is enough to call the server without its protos (what grpcurl does)", async () => {
     await t.experiments.createExperiment({
       key: "reflected",
-      variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }],
+      variants: [
+        { key: "a", weight: 5000 },
+        { key: "b", weight: 5000 },
+      ],
       status: ExperimentStatus.RUNNING,
     });
     const [r] = await reflect(ReflectionV1, t.server.address, [{ file_containing_symbol: "assignment.v1.AssignmentService" }]);
@@ -201,7 +219,9 @@ describe("server reflection", () => {
         ),
       );
       const typed = await t.assignments.assign({ experimentKey: "reflected", unitId: "u-1" });
-      expect(response).toMatchObject({ assignment: { experimentKey: "reflected", variantKey: typed.assignment!.variantKey, reason: "REASON_NEW" } });
+      expect(response).toMatchObject({
+        assignment: { experimentKey: "reflected", variantKey: typed.assignment!.variantKey, reason: "REASON_NEW" },
+      });
     } finally {
       client.close();
     }

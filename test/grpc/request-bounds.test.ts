@@ -38,7 +38,12 @@ describe("request bounds", () => {
       t.experiments.updateExperiment({
         key: "bounded",
         version: cur.version,
-        variants: { variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000, params: over }] },
+        variants: {
+          variants: [
+            { key: "a", weight: 5000 },
+            { key: "b", weight: 5000, params: over },
+          ],
+        },
       }),
       status.INVALID_ARGUMENT,
       "variants.variants[1].params",
@@ -51,7 +56,10 @@ describe("request bounds", () => {
     const fits = Array.from({ length: n }, (_, i) => ({ key: `v${i}`, weight: i === 0 ? 10000 : 0, params: big }));
     await t.experiments.createExperiment({ key: "params-fit", variants: fits });
     await expectFailure(
-      t.experiments.createExperiment({ key: "params-over", variants: [...fits.map((v) => ({ ...v, key: `w${v.key}` })), { key: "extra", weight: 0, params: { a: 1 } }] }),
+      t.experiments.createExperiment({
+        key: "params-over",
+        variants: [...fits.map((v) => ({ ...v, key: `w${v.key}` })), { key: "extra", weight: 0, params: { a: 1 } }],
+      }),
       status.INVALID_ARGUMENT,
       "variants[].params",
       String(MAX_EXPERIMENT_PARAMS_BYTES),

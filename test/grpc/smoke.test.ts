@@ -12,7 +12,10 @@ describe("server smoke", () => {
   it("creates, assigns, and answers the stored value from a cache the second time", async () => {
     await t.experiments.createExperiment({
       key: "smoke",
-      variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }],
+      variants: [
+        { key: "a", weight: 5000 },
+        { key: "b", weight: 5000 },
+      ],
       status: ExperimentStatus.RUNNING,
     });
     const first = await t.assignments.assign({ experimentKey: "smoke", unitId: "u-1", options: { explain: true } });

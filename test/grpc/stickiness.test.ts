@@ -5,7 +5,15 @@
  * configuration; clearing it returns the unit to normal evaluation.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Layer, Reason, columnAnswers, type Client, type AssignmentService, type ExperimentService } from "../../src/client/index.js";
+import {
+  ExperimentStatus,
+  Layer,
+  Reason,
+  columnAnswers,
+  type Client,
+  type AssignmentService,
+  type ExperimentService,
+} from "../../src/client/index.js";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { flushPrefix } from "../support/services.js";
@@ -87,7 +95,7 @@ describe("weight and rollout changes", () => {
     // Lowering the rollout again never moves a stored unit.
     await t.experiments.updateExperiment({ key: "ramp", version: e.version, rollout: 500 });
     const at5 = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "ramp", unitIds: ids })).column!);
-    ids.forEach((u, i) => {
+    ids.forEach((_u, i) => {
       if (at50[i].enrolled) expect(at5[i]).toEqual({ ...at50[i], reason: Reason.STICKY });
     });
     expect((await storedAssignments(t.databaseUrl, "ramp")).size).toBe(enrolled50.length);
@@ -144,7 +152,9 @@ describe("overrides are never answered stale", () => {
     const probe = "os-probe";
     await ask(t.assignments, probe);
     for (const p of [peer, peerNoMemory]) {
-      expect(await eventually(async () => [Layer.REDIS, Layer.MEMORY].includes((await ask(p.assignments, probe)).explanation!.layer), 5_000)).toBe(true);
+      expect(
+        await eventually(async () => [Layer.REDIS, Layer.MEMORY].includes((await ask(p.assignments, probe)).explanation!.layer), 5_000),
+      ).toBe(true);
       for (const u of ids) {
         const a = await ask(p.assignments, u);
         expect([a.variantKey, a.reason]).toEqual([hashed.get(u), Reason.STICKY]);
@@ -196,7 +206,11 @@ describe("overrides are never answered stale", () => {
     expect([fromRedis.variantKey, fromRedis.explanation!.layer]).toEqual([otherThan(hashed.get(ids[0])!), Layer.REDIS]);
     await flushPrefix(t.redisUrl, t.redisPrefix);
     const fromPg = await ask(peerNoMemory.assignments, ids[0]);
-    expect([fromPg.variantKey, fromPg.reason, fromPg.explanation!.layer]).toEqual([otherThan(hashed.get(ids[0])!), Reason.OVERRIDE, Layer.POSTGRES]);
+    expect([fromPg.variantKey, fromPg.reason, fromPg.explanation!.layer]).toEqual([
+      otherThan(hashed.get(ids[0])!),
+      Reason.OVERRIDE,
+      Layer.POSTGRES,
+    ]);
 
     // ClearOverrides: back to normal evaluation (the hashed variant), on every server.
     const cleared = await t.experiments.clearOverrides({ experimentKey: "ovr-stale", unitIds: ids.slice(0, 10) });
@@ -209,7 +223,10 @@ describe("overrides are never answered stale", () => {
     }
     for (const p of [peer, peerNoMemory]) {
       expect(
-        await eventually(async () => (await ask(p.assignments, "os-version-probe", true)).experimentVersion === cleared.experimentVersion, 2_000),
+        await eventually(
+          async () => (await ask(p.assignments, "os-version-probe", true)).experimentVersion === cleared.experimentVersion,
+          2_000,
+        ),
       ).toBe(true);
       for (const [i, u] of ids.entries()) {
         const a = await ask(p.assignments, u);

@@ -66,7 +66,9 @@ describe("PostgreSQL unreachable", () => {
     // allow_unstored: the hashed variant, stored = false.
     const a = (await t.assignments.assign({ experimentKey: "outage", unitId: unit, options: { allowUnstored: true } })).assignment!;
     expect([a.variantKey, a.reason, a.stored]).toEqual([specVariant(unit, "outage", variants), Reason.NEW, false]);
-    const col = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "outage", unitIds: fresh, options: { allowUnstored: true } })).column!);
+    const col = columnAnswers(
+      (await t.assignments.bulkAssign({ experimentKey: "outage", unitIds: fresh, options: { allowUnstored: true } })).column!,
+    );
     fresh.forEach((u, i) => expect([col[i].variantKey, col[i].stored]).toEqual([specVariant(u, "outage", variants), false]));
     // Outside the rollout the default is answered anyway (no store needed for it to be right).
     const outside = units("out-", 60).find((u) => !specInRollout(u, "outage", 8000))!;
@@ -84,10 +86,14 @@ describe("PostgreSQL unreachable", () => {
     await unblock(name);
 
     // The server reconnects by itself.
-    const recovered = await eventually(async () => {
-      await t.assignments.assign({ experimentKey: "outage", unitId: "probe-unit" });
-      return true;
-    }, 15_000, 100);
+    const recovered = await eventually(
+      async () => {
+        await t.assignments.assign({ experimentKey: "outage", unitId: "probe-unit" });
+        return true;
+      },
+      15_000,
+      100,
+    );
     expect(recovered).toBe(true);
     const after = (await t.assignments.assign({ experimentKey: "outage", unitId: unit })).assignment!;
     expect([after.variantKey, after.reason, after.stored]).toEqual([specVariant(unit, "outage", variants), Reason.NEW, true]);

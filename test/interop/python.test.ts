@@ -39,11 +39,23 @@ interface Experiment {
 }
 
 const experiments: Experiment[] = [
-  { key: "py-ab", salt: "py-ab", variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }], rollout: 10_000 },
+  {
+    key: "py-ab",
+    salt: "py-ab",
+    variants: [
+      { key: "a", weight: 5000 },
+      { key: "b", weight: 5000 },
+    ],
+    rollout: 10_000,
+  },
   {
     key: "py-abc",
     salt: "py-abc-sält-🧂",
-    variants: [{ key: "control", weight: 2000 }, { key: "t1", weight: 3000 }, { key: "t2", weight: 5000 }],
+    variants: [
+      { key: "control", weight: 2000 },
+      { key: "t1", weight: 3000 },
+      { key: "t2", weight: 5000 },
+    ],
     rollout: 6_000,
   },
 ];
@@ -53,7 +65,14 @@ const experimentKeys = [...experiments.map((e) => e.key), unknownKey];
 const units = [...Array.from({ length: 12 }, (_, i) => `py-u-${i}`), "Größe-ü", "🙂-emoji", "中文-unit", " spaced id "];
 
 async function pythonClient(address: string, extra: string[] = []): Promise<Line[]> {
-  const args = [address, ...experimentKeys.flatMap((k) => ["--experiment", k]), ...units.flatMap((u) => ["--unit", u]), "--batch-size", "5", ...extra];
+  const args = [
+    address,
+    ...experimentKeys.flatMap((k) => ["--experiment", k]),
+    ...units.flatMap((u) => ["--unit", u]),
+    "--batch-size",
+    "5",
+    ...extra,
+  ];
   const run = await runPython("client.py", args);
   expect(run.code, run.stderr).toBe(0);
   return run.stdout
@@ -78,7 +97,12 @@ async function replay(t: TestServer, line: Line): Promise<JsonValue> {
     case "StreamAssign": {
       const requests = (line.request as JsonValue[]).map((r) => fromJson(StreamAssignRequestSchema, r));
       const out: JsonValue[] = [];
-      for await (const r of a.streamAssign((async function* () { yield* requests; })())) out.push(json(StreamAssignResponseSchema, r));
+      for await (const r of a.streamAssign(
+        (async function* () {
+          yield* requests;
+        })(),
+      ))
+        out.push(json(StreamAssignResponseSchema, r));
       return out;
     }
   }
@@ -97,7 +121,8 @@ interface Answer {
   stored: boolean;
 }
 
-type J = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: proto3 JSON of any message
+type J = Record<string, any>;
 
 /** Every single answer of a call, unpacked (proto3 JSON leaves out empty and false values). */
 function answersOf(line: Line): Answer[] {
@@ -142,7 +167,13 @@ let t: TestServer;
 beforeAll(async () => {
   t = await startTestServer();
   for (const e of experiments) {
-    await t.experiments.createExperiment({ key: e.key, salt: e.salt, variants: e.variants, rollout: e.rollout, status: ExperimentStatus.RUNNING });
+    await t.experiments.createExperiment({
+      key: e.key,
+      salt: e.salt,
+      variants: e.variants,
+      rollout: e.rollout,
+      status: ExperimentStatus.RUNNING,
+    });
   }
 });
 afterAll(async () => t?.stop());
@@ -181,9 +212,15 @@ describe("Python client", () => {
     const expected = new Map<string, { variant: string; enrolled: boolean }>();
     (JSON.parse(spec.stdout) as { variant: number | null }[]).forEach((r, i) => {
       const { e, u } = known[i];
-      expected.set(`${e.key}\u0000${u}`, r.variant === null ? { variant: e.variants[0].key, enrolled: false } : { variant: e.variants[r.variant].key, enrolled: true });
+      expected.set(
+        `${e.key}\u0000${u}`,
+        r.variant === null ? { variant: e.variants[0].key, enrolled: false } : { variant: e.variants[r.variant].key, enrolled: true },
+      );
     });
-    expect([...expected.values()].some((x) => !x.enrolled), "some units are outside the rollout").toBe(true);
+    expect(
+      [...expected.values()].some((x) => !x.enrolled),
+      "some units are outside the rollout",
+    ).toBe(true);
 
     const firstSeen = new Set<string>();
     for (const a of answers) {

@@ -50,7 +50,12 @@ export function runPython(script: string, args: string[], input?: string, timeou
     const child = execFile(
       python(),
       [path.join(examplesDir, script), ...args],
-      { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: "utf8", env: { ...process.env, PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" } },
+      {
+        timeout: timeoutMs,
+        maxBuffer: 64 * 1024 * 1024,
+        encoding: "utf8",
+        env: { ...process.env, PYTHONIOENCODING: "utf-8", PYTHONDONTWRITEBYTECODE: "1" },
+      },
       (err, stdout, stderr) => {
         if (err && typeof err.code !== "number") return reject(Object.assign(err, { stderr }));
         resolve({ code: err ? (err.code as number) : 0, stdout, stderr });

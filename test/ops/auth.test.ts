@@ -51,7 +51,9 @@ describe("authentication", () => {
     expect(experiment!.key).toBe("guarded");
     const other = createClient(ExperimentService, t.server.address, { timeoutMs: 10_000 });
     clients.push(other);
-    expect((await other.getExperiment({ key: "guarded" }, { metadata: { authorization: `bearer ${ADMIN}` } })).experiment!.version).toBe(1n);
+    expect((await other.getExperiment({ key: "guarded" }, { metadata: { authorization: `bearer ${ADMIN}` } })).experiment!.version).toBe(
+      1n,
+    );
   });
 
   it("refuses assignment calls without the assignment token when one is set; the admin token works too", async () => {

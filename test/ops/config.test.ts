@@ -70,7 +70,12 @@ describe("loadConfig", () => {
     expect(f.server).toMatchObject({ port: 7000, metricsPort: 9999, databaseUrl: "postgres://other/db" });
     expect(f.logLevel).toBe("warn");
     // Unset numbers are left to startServer's own defaults.
-    expect(load({}).server).toMatchObject({ cacheTtlSeconds: undefined, memoryCacheEntries: undefined, databasePoolSize: undefined, shutdownGraceMs: undefined });
+    expect(load({}).server).toMatchObject({
+      cacheTtlSeconds: undefined,
+      memoryCacheEntries: undefined,
+      databasePoolSize: undefined,
+      shutdownGraceMs: undefined,
+    });
     expect(() => load({ SHUTDOWN_GRACE_MS: "-1" })).toThrow(/SHUTDOWN_GRACE_MS \(--shutdown-grace\): must be an integer 0\.\.3600000/);
   });
 

@@ -28,7 +28,14 @@ describe("metrics and call logs", () => {
     const before = await scrapeMetrics(t.server.metricsPort!);
     expect(before.get(calls("Assign", "OK")) ?? 0).toBe(0);
 
-    await t.experiments.createExperiment({ key: "m", variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }], status: ExperimentStatus.RUNNING });
+    await t.experiments.createExperiment({
+      key: "m",
+      variants: [
+        { key: "a", weight: 5000 },
+        { key: "b", weight: 5000 },
+      ],
+      status: ExperimentStatus.RUNNING,
+    });
     for (let i = 0; i < 3; i++) await t.assignments.assign({ experimentKey: "m", unitId: "same-unit" });
     const ids = Array.from({ length: 500 }, (_, i) => `u-${i}`);
     await t.assignments.bulkAssign({ experimentKey: "m", unitIds: ids });
@@ -42,7 +49,9 @@ describe("metrics and call logs", () => {
     expect(m.get(calls("BulkAssign", "INVALID_ARGUMENT"))).toBe(1);
     expect(m.get(calls("CreateExperiment", "OK", "assignment.v1.ExperimentService"))).toBe(1);
     expect(m.get(calls("GetExperiment", "NOT_FOUND", "assignment.v1.ExperimentService"))).toBe(1);
-    expect(m.get(`assignment_grpc_call_duration_seconds_count{service="assignment.v1.AssignmentService",method="Assign",code="OK"}`)).toBe(3);
+    expect(m.get(`assignment_grpc_call_duration_seconds_count{service="assignment.v1.AssignmentService",method="Assign",code="OK"}`)).toBe(
+      3,
+    );
 
     // Answers by reason: 1 + 500 new, then 2 + 500 sticky.
     expect(m.get(`assignment_assignments_total{reason="NEW"}`)).toBe(501);

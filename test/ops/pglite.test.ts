@@ -7,7 +7,16 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, columnAnswers, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason, Source } from "../../src/client/index.js";
+import {
+  AssignmentService,
+  columnAnswers,
+  createClient,
+  ExperimentService,
+  ExperimentStatus,
+  ImportPolicy,
+  Reason,
+  Source,
+} from "../../src/client/index.js";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
@@ -44,10 +53,15 @@ describe("server on PGlite", () => {
   });
 
   it("assigns by the SPEC hash, stores, and answers sticky; concurrent admin transactions do not interfere", async () => {
-    const variants = [{ key: "a", weight: 3000 }, { key: "b", weight: 7000 }];
+    const variants = [
+      { key: "a", weight: 3000 },
+      { key: "b", weight: 7000 },
+    ];
     // Transactions are serialized on the one connection: many at once all succeed.
     await Promise.all(
-      Array.from({ length: 8 }, (_, i) => admin.createExperiment({ key: `exp-${i}`, salt: `salt-${i}`, variants, status: ExperimentStatus.RUNNING })),
+      Array.from({ length: 8 }, (_, i) =>
+        admin.createExperiment({ key: `exp-${i}`, salt: `salt-${i}`, variants, status: ExperimentStatus.RUNNING }),
+      ),
     );
     expect((await admin.listExperiments({})).experiments).toHaveLength(8);
     const ids = Array.from({ length: 3_000 }, (_, i) => `unit-${i}`);
@@ -69,13 +83,28 @@ describe("server on PGlite", () => {
   });
 
   it("imports without COPY (staged with unnest), all or nothing, and exports the rows back", async () => {
-    await admin.createExperiment({ key: "imported", variants: [{ key: "x", weight: 5000 }, { key: "y", weight: 5000 }], status: ExperimentStatus.RUNNING });
-    const rows = Array.from({ length: 23_456 }, (_, i) => ({ experimentKey: "imported", unitId: `legacy\t${i}\\`, variantKey: i % 2 ? "x" : "y" }));
+    await admin.createExperiment({
+      key: "imported",
+      variants: [
+        { key: "x", weight: 5000 },
+        { key: "y", weight: 5000 },
+      ],
+      status: ExperimentStatus.RUNNING,
+    });
+    const rows = Array.from({ length: 23_456 }, (_, i) => ({
+      experimentKey: "imported",
+      unitId: `legacy\t${i}\\`,
+      variantKey: i % 2 ? "x" : "y",
+    }));
     async function* messages(list: typeof rows, policy = ImportPolicy.SKIP_EXISTING) {
       for (let i = 0; i < list.length; i += 5_000) yield { setup: i === 0 ? { policy } : undefined, rows: list.slice(i, i + 5_000) };
     }
     // A bad row in the last message refuses the whole import: nothing is stored.
-    await expectFailure(admin.importAssignments(messages([...rows, { experimentKey: "imported", unitId: "z", variantKey: "nope" }])), status.INVALID_ARGUMENT, "nothing was stored");
+    await expectFailure(
+      admin.importAssignments(messages([...rows, { experimentKey: "imported", unitId: "z", variantKey: "nope" }])),
+      status.INVALID_ARGUMENT,
+      "nothing was stored",
+    );
     expect((await admin.getExperimentStats({ key: "imported" })).variants.every((v) => v.imported === 0n)).toBe(true);
 
     const r = await admin.importAssignments(messages(rows));

@@ -52,7 +52,9 @@ async function startMain(env: Record<string, string>): Promise<Started> {
       logs.push(entry);
       if (entry.msg === "serving") resolve(entry);
     });
-    void exited.then(([code]) => reject(new Error(`server exited with ${code} before serving:\n${logs.map((l) => JSON.stringify(l)).join("\n")}\n${stderr}`)));
+    void exited.then(([code]) =>
+      reject(new Error(`server exited with ${code} before serving:\n${logs.map((l) => JSON.stringify(l)).join("\n")}\n${stderr}`)),
+    );
   });
   return {
     child,
@@ -81,7 +83,11 @@ describe("npm start with nothing configured", () => {
     const first = await startMain(env);
     let answer: string;
     try {
-      expect(first.serving).toMatchObject({ port, database: expect.stringContaining(`pglite:${dataDir}`), cache: "in-process only (no Redis)" });
+      expect(first.serving).toMatchObject({
+        port,
+        database: expect.stringContaining(`pglite:${dataDir}`),
+        cache: "in-process only (no Redis)",
+      });
       const warning = first.logs.find((l) => l.level === 40 && String(l.msg).startsWith("INSECURE DEVELOPMENT MODE"));
       expect(warning, JSON.stringify(first.logs)).toBeDefined();
       expect(existsSync(`${dataDir}.lock`)).toBe(true);
@@ -90,7 +96,14 @@ describe("npm start with nothing configured", () => {
       const admin = createClient(ExperimentService, address, { timeoutMs: 20_000 });
       const assign = createClient(AssignmentService, address, { timeoutMs: 20_000 });
       try {
-        await admin.createExperiment({ key: "hello", variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }], status: ExperimentStatus.RUNNING });
+        await admin.createExperiment({
+          key: "hello",
+          variants: [
+            { key: "a", weight: 5000 },
+            { key: "b", weight: 5000 },
+          ],
+          status: ExperimentStatus.RUNNING,
+        });
         const r = (await assign.assign({ experimentKey: "hello", unitId: "u-1" })).assignment!;
         expect(r.reason).toBe(Reason.NEW);
         expect(r.stored).toBe(true);
@@ -101,7 +114,9 @@ describe("npm start with nothing configured", () => {
       }
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toContain('assignment_grpc_calls_total{service="assignment.v1.AssignmentService",method="Assign",code="OK"} 1');
-      expect(metrics).toContain('assignment_grpc_calls_total{service="assignment.v1.ExperimentService",method="CreateExperiment",code="OK"} 1');
+      expect(metrics).toContain(
+        'assignment_grpc_calls_total{service="assignment.v1.ExperimentService",method="CreateExperiment",code="OK"} 1',
+      );
     } finally {
       expect(await first.stop()).toBe(0);
     }
@@ -159,7 +174,11 @@ describe("npm start with DATABASE_URL and REDIS_URL", () => {
       METRICS_PORT: "0",
     });
     try {
-      expect(s.serving).toMatchObject({ database: expect.stringMatching(/^postgres(ql)?:\/\//), cache: expect.stringMatching(/^redis /), metrics: "off" });
+      expect(s.serving).toMatchObject({
+        database: expect.stringMatching(/^postgres(ql)?:\/\//),
+        cache: expect.stringMatching(/^redis /),
+        metrics: "off",
+      });
       expect(s.logs.some((l) => String(l.msg).startsWith("INSECURE"))).toBe(false);
       const open = createClient(ExperimentService, `127.0.0.1:${port}`, { timeoutMs: 20_000 });
       const admin = createClient(ExperimentService, `127.0.0.1:${port}`, { timeoutMs: 20_000, token: "t0ken-for-the-test" });

@@ -25,7 +25,10 @@ describe("TLS", () => {
   afterAll(async () => t?.stop());
 
   it("serves TLS to a client trusting the certificate, and nothing to a plaintext one", async () => {
-    const secure = createClient(ExperimentService, `localhost:${t.server.port}`, { timeoutMs: 10_000, credentials: grpc.credentials.createSsl(readFileSync(certFile)) });
+    const secure = createClient(ExperimentService, `localhost:${t.server.port}`, {
+      timeoutMs: 10_000,
+      credentials: grpc.credentials.createSsl(readFileSync(certFile)),
+    });
     const plain = createClient(ExperimentService, t.server.address, { timeoutMs: 3_000, retry: false });
     try {
       await secure.createExperiment({ key: "tls", variants: [{ key: "a", weight: 10_000 }] });

@@ -21,7 +21,17 @@
  *
  * FUZZ_SEED=<n> replays a run (the seed is printed); FUZZ_RUNS scales the number of runs.
  */
-import { create, fromBinary, toBinary, ScalarType, type DescField, type DescMessage, type DescMethod, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  ScalarType,
+  type DescField,
+  type DescMessage,
+  type DescMethod,
+  type JsonObject,
+  type JsonValue,
+} from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -69,7 +79,24 @@ afterAll(async () => {
 // ------------------------------------------------------------------------------ generators
 
 /** Names that exist on the server (so random calls reach past validation), and near misses. */
-const NAMES = ["fz-a", "fz-b", "fz-c", "fz-ns", "fz-new", "a", "b", "c", "user_id", "device_id", "u-1", "u-2", "web", "Fz-A", "fz-a ", "fz_a"];
+const NAMES = [
+  "fz-a",
+  "fz-b",
+  "fz-c",
+  "fz-ns",
+  "fz-new",
+  "a",
+  "b",
+  "c",
+  "user_id",
+  "device_id",
+  "u-1",
+  "u-2",
+  "web",
+  "Fz-A",
+  "fz-a ",
+  "fz_a",
+];
 
 const stringArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...NAMES) },
@@ -83,6 +110,7 @@ const stringArb: fc.Arbitrary<string> = fc.oneof(
       "\u0000",
       "a\u0000b",
       "'; DROP TABLE assignments; --",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a hostile string, not a template
       "%s%n{0}${x}",
       "\uFFFF\uFFFE",
       "\u202Eevil",
@@ -94,9 +122,16 @@ const stringArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom(513, 10_000, 300_000).map((n) => "x".repeat(n)) },
 );
 
-const uint32Arb = fc.oneof(fc.constantFrom(0, 1, 2, 99, 100, 10_000, 10_001, 50_000, 50_001, 100_000, 100_001, 2 ** 31, 2 ** 32 - 1), fc.nat({ max: 2 ** 32 - 1 }));
+const uint32Arb = fc.oneof(
+  fc.constantFrom(0, 1, 2, 99, 100, 10_000, 10_001, 50_000, 50_001, 100_000, 100_001, 2 ** 31, 2 ** 32 - 1),
+  fc.nat({ max: 2 ** 32 - 1 }),
+);
 const int32Arb = fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 });
-const uint64Arb = fc.oneof(fc.bigInt(0n, 40n), fc.constantFrom(2n ** 31n, 2n ** 53n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n), fc.bigInt(0n, 2n ** 64n - 1n));
+const uint64Arb = fc.oneof(
+  fc.bigInt(0n, 40n),
+  fc.constantFrom(2n ** 31n, 2n ** 53n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n),
+  fc.bigInt(0n, 2n ** 64n - 1n),
+);
 const int64Arb = fc.oneof(fc.bigInt(-40n, 40n), fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n));
 
 const jsonArb: fc.Arbitrary<JsonValue> = fc.letrec<{ value: JsonValue }>((tie) => ({
@@ -142,7 +177,10 @@ function scalarArb(type: ScalarType): fc.Arbitrary<unknown> {
 
 /** Known values and unknown ones (proto3 enums are open: any int32 is on the wire). */
 const enumArb = (f: { enum: { values: readonly { number: number }[] } }) =>
-  fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...f.enum.values.map((v) => v.number)) }, { weight: 1, arbitrary: fc.oneof(fc.integer({ min: -3, max: 40 }), int32Arb) });
+  fc.oneof(
+    { weight: 3, arbitrary: fc.constantFrom(...f.enum.values.map((v) => v.number)) },
+    { weight: 1, arbitrary: fc.oneof(fc.integer({ min: -3, max: 40 }), int32Arb) },
+  );
 
 function singularArb(f: DescField, kind: "scalar" | "enum" | "message", depth: number): fc.Arbitrary<unknown> {
   const ff = f as DescField & { scalar?: ScalarType; enum?: { values: { number: number }[] }; message?: DescMessage };
@@ -174,7 +212,10 @@ function messageArb(desc: DescMessage, depth = 0): fc.Arbitrary<Record<string, u
         const el = singularArb(f, f.listKind, depth);
         fields[f.localName] =
           f.listKind === "scalar" && f.scalar === ScalarType.STRING
-            ? fc.oneof({ weight: 20, arbitrary: fc.array(el, { maxLength: 12 }) }, { weight: 1, arbitrary: fc.constantFrom(10_000, 10_001).map((n) => units("fz-many-", n)) })
+            ? fc.oneof(
+                { weight: 20, arbitrary: fc.array(el, { maxLength: 12 }) },
+                { weight: 1, arbitrary: fc.constantFrom(10_000, 10_001).map((n) => units("fz-many-", n)) },
+              )
             : fc.array(el, { maxLength: 6 });
         break;
       }
@@ -195,7 +236,13 @@ function messageArb(desc: DescMessage, depth = 0): fc.Arbitrary<Record<string, u
 /** Valid encodings of random messages, then corrupted: bytes flipped, cut short, or appended. */
 function corruptedArb(desc: DescMessage): fc.Arbitrary<Uint8Array> {
   return fc
-    .tuple(messageArb(desc), fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }), fc.nat(), fc.uint8Array({ maxLength: 8 }), fc.nat({ max: 2 }))
+    .tuple(
+      messageArb(desc),
+      fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }),
+      fc.nat(),
+      fc.uint8Array({ maxLength: 8 }),
+      fc.nat({ max: 2 }),
+    )
     .map(([init, flips, cut, tail, how]) => {
       const b = toBinary(desc, create(desc, init as never)).slice(0, 2_000);
       if (how === 0 && b.length > 0) for (const [at, v] of flips) b[at % b.length] = v;
@@ -218,11 +265,33 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
   MatrixAssign: [{ experimentKeys: ["fz-a", "fz-c"], unitIds: ["u-1", "u-3"] }],
   StreamAssign: [{ setup: { experimentKeys: ["fz-a"] } }, { unitIds: ["u-1", "u-4"] }, { unitIds: ["u-5"] }],
   CreateExperiment: [
-    { key: "fz-new", variants: [{ key: "a", weight: 5000, params: { color: "red" } }, { key: "b", weight: 5000 }], status: ExperimentStatus.RUNNING, tags: ["web"], description: "d" },
+    {
+      key: "fz-new",
+      variants: [
+        { key: "a", weight: 5000, params: { color: "red" } },
+        { key: "b", weight: 5000 },
+      ],
+      status: ExperimentStatus.RUNNING,
+      tags: ["web"],
+      description: "d",
+    },
   ],
   GetExperiment: [{ key: "fz-a" }],
   ListExperiments: [{ status: ExperimentStatus.RUNNING, tag: "web" }],
-  UpdateExperiment: [{ key: "fz-b", version: 1n, rollout: 5000, variants: { variants: [{ key: "a", weight: 5000, params: { size: 1 } }, { key: "b", weight: 5000 }, { key: "c", weight: 0 }] } }],
+  UpdateExperiment: [
+    {
+      key: "fz-b",
+      version: 1n,
+      rollout: 5000,
+      variants: {
+        variants: [
+          { key: "a", weight: 5000, params: { size: 1 } },
+          { key: "b", weight: 5000 },
+          { key: "c", weight: 0 },
+        ],
+      },
+    },
+  ],
   CreateNamespace: [{ key: "fz-ns2", segments: 10 }],
   GetNamespace: [{ key: "fz-ns" }],
   ListNamespaces: [{}],
@@ -231,7 +300,10 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
   SetOverrides: [{ experimentKey: "fz-a", overrides: [{ unitId: "u-5", variantKey: "a" }] }],
   ClearOverrides: [{ experimentKey: "fz-a", unitIds: ["u-5"] }],
   GetExperimentStats: [{ key: "fz-a" }],
-  ImportAssignments: [{ setup: { policy: 1 }, rows: [{ experimentKey: "fz-a", unitId: "imp-1", variantKey: "a" }] }, { rows: [{ experimentKey: "fz-b", unitId: "imp-2", variantKey: "c" }] }],
+  ImportAssignments: [
+    { setup: { policy: 1 }, rows: [{ experimentKey: "fz-a", unitId: "imp-1", variantKey: "a" }] },
+    { rows: [{ experimentKey: "fz-b", unitId: "imp-2", variantKey: "c" }] },
+  ],
   ExportAssignments: [{ experimentKey: "fz-a", batchSize: 10 }],
   CopyAssignments: [{ sourceExperimentKey: "fz-a", targetExperimentKey: "fz-b", variantMapping: { a: "a", b: "b" } }],
 };
@@ -295,7 +367,15 @@ const REFUSALS = new Set([
 const tally = new Map<string, Map<string, number>>();
 
 function describeRequest(x: unknown): string {
-  return JSON.stringify(x, (_, v) => (typeof v === "bigint" ? `${v}n` : typeof v === "string" && v.length > 80 ? `${v.slice(0, 40)}…(${v.length} chars)` : v instanceof Uint8Array ? `bytes(${Buffer.from(v).toString("hex").slice(0, 80)})` : v)).slice(0, 1_500);
+  return JSON.stringify(x, (_, v) =>
+    typeof v === "bigint"
+      ? `${v}n`
+      : typeof v === "string" && v.length > 80
+        ? `${v.slice(0, 40)}…(${v.length} chars)`
+        : v instanceof Uint8Array
+          ? `bytes(${Buffer.from(v).toString("hex").slice(0, 80)})`
+          : v,
+  ).slice(0, 1_500);
 }
 
 function check(method: DescMethod, out: RawOutcome, request: unknown): void {
@@ -317,7 +397,12 @@ function check(method: DescMethod, out: RawOutcome, request: unknown): void {
  */
 async function assertForAWhile<T>(property: fc.IAsyncProperty<T>, o: { numRuns: number; seed: number; ms: number }): Promise<void> {
   await fc.assert(property, { numRuns: 1, seed: o.seed });
-  if (o.numRuns > 1) await fc.assert(property, { numRuns: o.numRuns - 1, seed: (o.seed + 7_919) % 2_147_483_647, plugins: [fc.interruptAfterTimeLimit(o.ms)] });
+  if (o.numRuns > 1)
+    await fc.assert(property, {
+      numRuns: o.numRuns - 1,
+      seed: (o.seed + 7_919) % 2_147_483_647,
+      plugins: [fc.interruptAfterTimeLimit(o.ms)],
+    });
 }
 
 const kindOf = (m: DescMethod) => m.methodKind;
@@ -339,14 +424,17 @@ describe("fuzzing every RPC", () => {
   for (const method of METHODS) {
     it(`${method.parent.name}/${method.name}: random well-formed messages and random bytes get OK or a refusal naming a field, never INTERNAL`, async () => {
       const path = methodPath(method);
-      const messages = streamsRequests(method) ? fc.array(messageArb(method.input), { maxLength: 4 }) : messageArb(method.input).map((m) => [m]);
+      const messages = streamsRequests(method)
+        ? fc.array(messageArb(method.input), { maxLength: 4 })
+        : messageArb(method.input).map((m) => [m]);
       await assertForAWhile(
         fc.asyncProperty(messages, async (inits) => {
           const bytes = inits.map((i) => Buffer.from(toBinary(method.input, create(method.input, i as never))));
           const t0 = Date.now();
           if (process.env.FUZZ_TRACE) console.error(`SEND ${method.name} ${describeRequest(inits).slice(0, 3000)}`);
           const out = await rawCall(raw, path, kindOf(method), bytes);
-          if (process.env.FUZZ_TRACE) console.error(`TRACE ${method.name} ${Date.now() - t0}ms ${codeName(out.code)} ${describeRequest(inits).slice(0, 600)}`);
+          if (process.env.FUZZ_TRACE)
+            console.error(`TRACE ${method.name} ${Date.now() - t0}ms ${codeName(out.code)} ${describeRequest(inits).slice(0, 600)}`);
           check(method, out, inits);
         }),
         { numRuns: RUNS, seed: SEED, ms: TIME_PER_METHOD_MS },
@@ -364,7 +452,16 @@ describe("fuzzing every RPC", () => {
       const rawMessages = streamsRequests(method) ? fc.array(bytesArb, { maxLength: 4 }) : bytesArb.map((b) => [b]);
       await assertForAWhile(
         fc.asyncProperty(rawMessages, async (chunks) => {
-          check(method, await rawCall(raw, path, kindOf(method), chunks.map((c) => Buffer.from(c))), chunks);
+          check(
+            method,
+            await rawCall(
+              raw,
+              path,
+              kindOf(method),
+              chunks.map((c) => Buffer.from(c)),
+            ),
+            chunks,
+          );
         }),
         { numRuns: RAW_RUNS, seed: SEED + 1, ms: TIME_PER_METHOD_MS },
       );
@@ -376,9 +473,19 @@ describe("fuzzing every RPC", () => {
     // Before: INVALID_ARGUMENT "invalid input: invalid byte sequence for encoding "UTF8": 0x00" /
     // "unsupported Unicode escape sequence" (from PostgreSQL, naming no field), and NaN or
     // infinities silently stored as null.
-    await expectFailure(t.experiments.createExperiment({ key: "fz-pin-1", salt: "a\u0000b", variants: variantsA }), grpc.status.INVALID_ARGUMENT, "salt:");
+    await expectFailure(
+      t.experiments.createExperiment({ key: "fz-pin-1", salt: "a\u0000b", variants: variantsA }),
+      grpc.status.INVALID_ARGUMENT,
+      "salt:",
+    );
     await expectFailure(t.experiments.createNamespace({ key: "fz-pin-2", salt: "\u0000" }), grpc.status.INVALID_ARGUMENT, "salt:");
-    const cases: JsonObject[] = [{ k: "a\u0000" }, { "k\u0000": 1 }, { x: Number.NaN }, { x: [Number.POSITIVE_INFINITY] }, { x: { y: Number.NEGATIVE_INFINITY } }];
+    const cases: JsonObject[] = [
+      { k: "a\u0000" },
+      { "k\u0000": 1 },
+      { x: Number.NaN },
+      { x: [Number.POSITIVE_INFINITY] },
+      { x: { y: Number.NEGATIVE_INFINITY } },
+    ];
     for (const params of cases) {
       await expectFailure(
         t.experiments.createExperiment({ key: "fz-pin-3", variants: [{ key: "a", weight: 10_000, params }] }),
@@ -388,7 +495,11 @@ describe("fuzzing every RPC", () => {
     }
     const e = (await t.experiments.createExperiment({ key: "fz-pin-4", variants: variantsA })).experiment!;
     await expectFailure(
-      t.experiments.updateExperiment({ key: "fz-pin-4", version: e.version, variants: { variants: [variantsA[0], { ...variantsA[1], params: { n: Number.NaN } }] } }),
+      t.experiments.updateExperiment({
+        key: "fz-pin-4",
+        version: e.version,
+        variants: { variants: [variantsA[0], { ...variantsA[1], params: { n: Number.NaN } }] },
+      }),
       grpc.status.INVALID_ARGUMENT,
       "variants.variants[1].params:",
     );
@@ -400,10 +511,25 @@ describe("fuzzing every RPC", () => {
     // Params are free-form JSON; PostgreSQL's jsonb cannot hold U+0000 and JSON has no NaN or
     // infinities, so those must be refused naming the field, not stored altered or refused as
     // "invalid input" without a field.
-    const nasty = fc.constantFrom("\u0000", "a\u0000b", Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, "\uFFFF", "😀", "", "x".repeat(10_000));
-    const paramsArb = fc.tuple(structArb, fc.dictionary(fc.oneof(fc.string({ maxLength: 4 }), fc.constantFrom("\u0000", "k\u0000")), nasty, { maxKeys: 2 }), fc.boolean()).map(
-      ([a, b, nest]) => (nest ? { ...a, nested: { list: [b] } } : { ...a, ...b }),
+    const nasty = fc.constantFrom(
+      "\u0000",
+      "a\u0000b",
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+      -0,
+      "\uFFFF",
+      "😀",
+      "",
+      "x".repeat(10_000),
     );
+    const paramsArb = fc
+      .tuple(
+        structArb,
+        fc.dictionary(fc.oneof(fc.string({ maxLength: 4 }), fc.constantFrom("\u0000", "k\u0000")), nasty, { maxKeys: 2 }),
+        fc.boolean(),
+      )
+      .map(([a, b, nest]) => (nest ? { ...a, nested: { list: [b] } } : { ...a, ...b }));
     let n = 0;
     const outcomes = new Map<string, number>();
     await assertForAWhile(
@@ -414,10 +540,14 @@ describe("fuzzing every RPC", () => {
         if (update) {
           await t.experiments.createExperiment({ key, variants: variantsA, status: ExperimentStatus.RUNNING });
           const req = create(ExperimentService.method.updateExperiment.input, { key, version: 1n, variants: { variants } } as never);
-          out = await rawCall(raw, methodPath(ExperimentService.method.updateExperiment), "unary", [Buffer.from(toBinary(ExperimentService.method.updateExperiment.input, req))]);
+          out = await rawCall(raw, methodPath(ExperimentService.method.updateExperiment), "unary", [
+            Buffer.from(toBinary(ExperimentService.method.updateExperiment.input, req)),
+          ]);
         } else {
           const req = create(ExperimentService.method.createExperiment.input, { key, variants, status: ExperimentStatus.RUNNING } as never);
-          out = await rawCall(raw, methodPath(ExperimentService.method.createExperiment), "unary", [Buffer.from(toBinary(ExperimentService.method.createExperiment.input, req))]);
+          out = await rawCall(raw, methodPath(ExperimentService.method.createExperiment), "unary", [
+            Buffer.from(toBinary(ExperimentService.method.createExperiment.input, req)),
+          ]);
         }
         outcomes.set(codeName(out.code), (outcomes.get(codeName(out.code)) ?? 0) + 1);
         const method = update ? ExperimentService.method.updateExperiment : ExperimentService.method.createExperiment;
@@ -429,7 +559,10 @@ describe("fuzzing every RPC", () => {
         // Stored as sent: read back, and answered with the assignment.
         const a = (await t.assignments.assign({ experimentKey: key, unitId: "p", options: { includeParams: true } })).assignment!;
         // What went over the wire (UTF-8: a lone surrogate arrives as U+FFFD).
-        const wire = fromBinary(CreateExperimentRequestSchema, toBinary(CreateExperimentRequestSchema, create(CreateExperimentRequestSchema, { variants: [{ params }] } as never)));
+        const wire = fromBinary(
+          CreateExperimentRequestSchema,
+          toBinary(CreateExperimentRequestSchema, create(CreateExperimentRequestSchema, { variants: [{ params }] } as never)),
+        );
         const sent = JSON.parse(JSON.stringify(wire.variants[0].params ?? {}));
         expect(JSON.parse(JSON.stringify(a.params ?? {})), describeRequest(params)).toEqual(sent);
         expect(JSON.parse(JSON.stringify((await t.experiments.getExperiment({ key })).experiment!.variants[0].params ?? {}))).toEqual(sent);

@@ -63,9 +63,14 @@ describe("maximum message size (64 MiB each way)", () => {
     expect(unary.details).toMatch(/larger than max/i);
     // A stream whose second message is too large: refused the same way.
     const setup = Buffer.from([0x0a, 0x05, 0x0a, 0x03, ...Buffer.from("lim")]); // StreamAssignRequest { setup { experiment_keys: ["lim"] } }
-    const stream = await rawCall(raw, "/assignment.v1.AssignmentService/StreamAssign", "bidi_streaming", [setup, stringFieldMessage(2, MAX_MESSAGE_BYTES + 1)]);
+    const stream = await rawCall(raw, "/assignment.v1.AssignmentService/StreamAssign", "bidi_streaming", [
+      setup,
+      stringFieldMessage(2, MAX_MESSAGE_BYTES + 1),
+    ]);
     expect(codeName(stream.code)).toBe("RESOURCE_EXHAUSTED");
-    const imp = await rawCall(raw, "/assignment.v1.ExperimentService/ImportAssignments", "client_streaming", [stringFieldMessage(2, 80 * MiB)]);
+    const imp = await rawCall(raw, "/assignment.v1.ExperimentService/ImportAssignments", "client_streaming", [
+      stringFieldMessage(2, 80 * MiB),
+    ]);
     expect(codeName(imp.code)).toBe("RESOURCE_EXHAUSTED");
     // Our typed client has the same limit on what it sends: refused before it leaves.
     const huge = "u".repeat(500);
@@ -78,13 +83,24 @@ describe("maximum message size (64 MiB each way)", () => {
     // Before params were bounded, 70 copies of a 1 MB-params experiment in one 10 KB AssignUnit
     // made the server build a response over the limit (and gigabytes with a matrix's legends).
     await expectFailure(
-      t.experiments.createExperiment({ key: "lim-params-1mb", variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(1_000_000) } }] }),
+      t.experiments.createExperiment({
+        key: "lim-params-1mb",
+        variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(1_000_000) } }],
+      }),
       status.INVALID_ARGUMENT,
       "variants[0].params",
     );
     // The biggest allowed: 16 KiB of params, asked for 1,000 times with include_params.
-    await t.experiments.createExperiment({ key: "lim-params", variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(16_000) } }], status: ExperimentStatus.RUNNING });
-    const ok = await t.assignments.assignUnit({ units: { user_id: "u-1" }, experimentKeys: Array(1_000).fill("lim-params"), options: { includeParams: true } });
+    await t.experiments.createExperiment({
+      key: "lim-params",
+      variants: [{ key: "a", weight: 10_000, params: { blob: "p".repeat(16_000) } }],
+      status: ExperimentStatus.RUNNING,
+    });
+    const ok = await t.assignments.assignUnit({
+      units: { user_id: "u-1" },
+      experimentKeys: Array(1_000).fill("lim-params"),
+      options: { includeParams: true },
+    });
     expect(ok.assignments.length).toBe(1_000);
     expect(ok.assignments.every((a) => (a.params?.blob as string).length === 16_000)).toBe(true);
     await stillServing();
@@ -96,31 +112,80 @@ describe("units and experiments per call", () => {
     const ids = units("lim-u-", 10_001);
     const col = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "lim", unitIds: ids.slice(0, 10_000) })).column!);
     expect(col.length).toBe(10_000);
-    await expectFailure(t.assignments.bulkAssign({ experimentKey: "lim", unitIds: ids }), status.INVALID_ARGUMENT, "unit_ids", "10000", "10001");
+    await expectFailure(
+      t.assignments.bulkAssign({ experimentKey: "lim", unitIds: ids }),
+      status.INVALID_ARGUMENT,
+      "unit_ids",
+      "10000",
+      "10001",
+    );
     await expectFailure(t.assignments.bulkAssign({ experimentKey: "lim", unitIds: [] }), status.INVALID_ARGUMENT, "unit_ids");
 
     // MatrixAssign: 100,000 cells pass, 100,001 do not (ids x keys, and ids alone).
-    const m = await t.assignments.matrixAssign({ experimentKeys: ["lim", "lim"], unitIds: units("lim-m-", 50_000), options: { dryRun: true } });
+    const m = await t.assignments.matrixAssign({
+      experimentKeys: ["lim", "lim"],
+      unitIds: units("lim-m-", 50_000),
+      options: { dryRun: true },
+    });
     expect(m.columns.map((c) => c.variantIndexes.length)).toEqual([50_000, 50_000]);
-    await expectFailure(t.assignments.matrixAssign({ experimentKeys: ["lim", "lim"], unitIds: units("lim-m-", 50_001) }), status.INVALID_ARGUMENT, "unit_ids", "100000");
-    await expectFailure(t.assignments.matrixAssign({ experimentKeys: ["lim"], unitIds: units("lim-m-", 100_001) }), status.INVALID_ARGUMENT, "unit_ids", "100000");
+    await expectFailure(
+      t.assignments.matrixAssign({ experimentKeys: ["lim", "lim"], unitIds: units("lim-m-", 50_001) }),
+      status.INVALID_ARGUMENT,
+      "unit_ids",
+      "100000",
+    );
+    await expectFailure(
+      t.assignments.matrixAssign({ experimentKeys: ["lim"], unitIds: units("lim-m-", 100_001) }),
+      status.INVALID_ARGUMENT,
+      "unit_ids",
+      "100000",
+    );
 
     // AssignUnit: 1,000 experiments.
     const keys = Array.from({ length: 1_000 }, (_, i) => `nope-${i}`);
     expect((await t.assignments.assignUnit({ units: { user_id: "u" }, experimentKeys: keys })).assignments.length).toBe(1_000);
-    await expectFailure(t.assignments.assignUnit({ units: { user_id: "u" }, experimentKeys: [...keys, "one-more"] }), status.INVALID_ARGUMENT, "experiment_keys", "1000");
+    await expectFailure(
+      t.assignments.assignUnit({ units: { user_id: "u" }, experimentKeys: [...keys, "one-more"] }),
+      status.INVALID_ARGUMENT,
+      "experiment_keys",
+      "1000",
+    );
 
     // StreamAssign: 10,000 ids a message, 100 experiments a stream.
-    const stream = (reqs: StreamRequest[]) => (async () => {
-      const out: StreamAssignResponse[] = [];
-      for await (const r of t.assignments.streamAssign((async function* () { yield* reqs; })())) out.push(r);
-      return out;
-    })();
-    expect((await stream([{ setup: { experimentKeys: ["lim"], options: { dryRun: true } } }, { unitIds: ids.slice(0, 10_000) }]))[0].columns[0].variantIndexes.length).toBe(10_000);
-    await expectFailure(stream([{ setup: { experimentKeys: ["lim"] } }, { unitIds: ids }]), status.INVALID_ARGUMENT, "messages[1].unit_ids", "10000");
-    await expectFailure(stream([{ setup: { experimentKeys: Array(101).fill("lim") } }]), status.INVALID_ARGUMENT, "setup.experiment_keys", "100");
+    const stream = (reqs: StreamRequest[]) =>
+      (async () => {
+        const out: StreamAssignResponse[] = [];
+        for await (const r of t.assignments.streamAssign(
+          (async function* () {
+            yield* reqs;
+          })(),
+        ))
+          out.push(r);
+        return out;
+      })();
+    expect(
+      (await stream([{ setup: { experimentKeys: ["lim"], options: { dryRun: true } } }, { unitIds: ids.slice(0, 10_000) }]))[0].columns[0]
+        .variantIndexes.length,
+    ).toBe(10_000);
+    await expectFailure(
+      stream([{ setup: { experimentKeys: ["lim"] } }, { unitIds: ids }]),
+      status.INVALID_ARGUMENT,
+      "messages[1].unit_ids",
+      "10000",
+    );
+    await expectFailure(
+      stream([{ setup: { experimentKeys: Array(101).fill("lim") } }]),
+      status.INVALID_ARGUMENT,
+      "setup.experiment_keys",
+      "100",
+    );
     // With 100 experiments, 1,000 ids a message (100,000 cells).
-    await expectFailure(stream([{ setup: { experimentKeys: Array(100).fill("lim") } }, { unitIds: ids.slice(0, 1_001) }]), status.INVALID_ARGUMENT, "messages[1].unit_ids", "1000");
+    await expectFailure(
+      stream([{ setup: { experimentKeys: Array(100).fill("lim") } }, { unitIds: ids.slice(0, 1_001) }]),
+      status.INVALID_ARGUMENT,
+      "messages[1].unit_ids",
+      "1000",
+    );
 
     // SetOverrides / ClearOverrides: 10,000.
     const overrides = ids.map((u) => ({ unitId: u, variantKey: "a" }));
@@ -136,11 +201,18 @@ describe("refusals quoting huge input", () => {
     // sent, the call hung until its deadline and its connection served nothing any more.
     const huge = "x".repeat(300_000);
     const timeoutMs = 10_000;
-    const f1 = await expectFailure(t.assignments.assignUnit({ units: { [huge]: "u" } }, { timeoutMs }), status.INVALID_ARGUMENT, 'units["xxx');
+    const f1 = await expectFailure(
+      t.assignments.assignUnit({ units: { [huge]: "u" } }, { timeoutMs }),
+      status.INVALID_ARGUMENT,
+      'units["xxx',
+    );
     await t.experiments.createExperiment({ key: "lim-copy", variants });
     const f2 = await expectFailure(
       (async () => {
-        for await (const _ of t.experiments.copyAssignments({ sourceExperimentKey: "lim", targetExperimentKey: "lim-copy", variantMapping: { [huge]: "a" } }, { timeoutMs }));
+        for await (const _ of t.experiments.copyAssignments(
+          { sourceExperimentKey: "lim", targetExperimentKey: "lim-copy", variantMapping: { [huge]: "a" } },
+          { timeoutMs },
+        ));
       })(),
       status.INVALID_ARGUMENT,
       'variant_mapping["xxx',
@@ -187,7 +259,8 @@ describe("50 concurrent StreamAssign streams", () => {
       out.forEach((r, b) => {
         const ids = batchOf(s, b);
         responseAnswers(r)[0].forEach((a, k) => {
-          if (a.variantKey !== specVariant(ids[k], "lim", variants) || !a.stored) wrong.push(`stream ${s} batch ${b} ${ids[k]}: ${JSON.stringify(a)}`);
+          if (a.variantKey !== specVariant(ids[k], "lim", variants) || !a.stored)
+            wrong.push(`stream ${s} batch ${b} ${ids[k]}: ${JSON.stringify(a)}`);
           if (b === 0 && a.reason === Reason.NEW) news++;
           if (b > 0 && a.reason !== Reason.NEW) wrong.push(`stream ${s} batch ${b} ${ids[k]}: ${Reason[a.reason]}`);
         });
@@ -201,7 +274,9 @@ describe("50 concurrent StreamAssign streams", () => {
       `SELECT count(*)::int AS n, count(DISTINCT unit_id)::int AS distinct FROM assignments WHERE unit_id LIKE 'lim-s%' OR unit_id LIKE 'lim-shared-%'`,
     );
     expect([n, distinct]).toEqual([SIZE + STREAMS * (BATCHES - 1) * SIZE, SIZE + STREAMS * (BATCHES - 1) * SIZE]);
-    console.info(`limits: ${STREAMS} concurrent streams x ${BATCHES} batches of ${SIZE} ids (${STREAMS * BATCHES * SIZE} answers) completed in ${tookMs} ms`);
+    console.info(
+      `limits: ${STREAMS} concurrent streams x ${BATCHES} batches of ${SIZE} ids (${STREAMS * BATCHES * SIZE} answers) completed in ${tookMs} ms`,
+    );
     await stillServing();
   });
 });
@@ -234,19 +309,27 @@ describe("deadlines", () => {
     // call ends OK or DEADLINE_EXCEEDED, nothing else.
     const midway: Record<string, string> = {};
     for (const ms of [5, 10, 20, 40, 80, 160]) {
-      midway[ms] = await t.assignments.bulkAssign({ experimentKey: "lim", unitIds: units(`lim-dlm-${ms}-`, 10_000) }, { timeoutMs: ms }).then(
-        () => "OK",
-        (err) => codeName(codeOf(err)),
-      );
+      midway[ms] = await t.assignments
+        .bulkAssign({ experimentKey: "lim", unitIds: units(`lim-dlm-${ms}-`, 10_000) }, { timeoutMs: ms })
+        .then(
+          () => "OK",
+          (err) => codeName(codeOf(err)),
+        );
     }
-    expect(Object.values(midway).every((c) => c === "OK" || c === "DEADLINE_EXCEEDED"), JSON.stringify(midway)).toBe(true);
+    expect(
+      Object.values(midway).every((c) => c === "OK" || c === "DEADLINE_EXCEEDED"),
+      JSON.stringify(midway),
+    ).toBe(true);
     await stillServing();
     // The server may have finished some of that work after the callers gave up: whatever it stored
     // is the SPEC variant, and asking again answers it (stored, STICKY or NEW).
     await sleep(500);
     const again = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "lim", unitIds: big })).column!);
     big.forEach((u, k) => expect([again[k].variantKey, again[k].stored], u).toEqual([specVariant(u, "lim", variants), true]));
-    const stored = await sql<{ unit_id: string; variant: number }>(t.databaseUrl, `SELECT unit_id, variant FROM assignments WHERE unit_id LIKE 'lim-dl%' AND unit_id NOT LIKE 'lim-deadline-%'`);
+    const stored = await sql<{ unit_id: string; variant: number }>(
+      t.databaseUrl,
+      `SELECT unit_id, variant FROM assignments WHERE unit_id LIKE 'lim-dl%' AND unit_id NOT LIKE 'lim-deadline-%'`,
+    );
     const ids = new Map((await t.experiments.getExperiment({ key: "lim" })).experiment!.variants.map((v, i) => [v.key, i]));
     const bad = stored.filter((r) => r.variant !== ids.get(specVariant(r.unit_id, "lim", variants)));
     expect(bad).toEqual([]);
@@ -275,7 +358,9 @@ describe("cancelling a StreamAssign mid-way", () => {
     const cancel = new AbortController();
     const call = t.assignments.streamAssign(requests(), { timeoutMs: 60_000, signal: cancel.signal });
     (call as unknown as NodeJS.EventEmitter).on("error", () => {});
-    const finalStatus = new Promise<number>((resolve) => (call as unknown as NodeJS.EventEmitter).on("status", (s: { code: number }) => resolve(s.code)));
+    const finalStatus = new Promise<number>((resolve) =>
+      (call as unknown as NodeJS.EventEmitter).on("status", (s: { code: number }) => resolve(s.code)),
+    );
     const received: StreamAssignResponse[] = [];
     for await (const r of call) {
       received.push(r);
@@ -290,7 +375,8 @@ describe("cancelling a StreamAssign mid-way", () => {
     expect(received.length).toBe(RECEIVE);
 
     // Stored rows, polled every 50 ms, until they have not moved for 1 s (at most 15 s).
-    const count = async () => (await sql<{ n: number }>(t.databaseUrl, `SELECT count(*)::int AS n FROM assignments WHERE unit_id LIKE 'lim-cancel-%'`))[0].n;
+    const count = async () =>
+      (await sql<{ n: number }>(t.databaseUrl, `SELECT count(*)::int AS n FROM assignments WHERE unit_id LIKE 'lim-cancel-%'`))[0].n;
     const atCancel = await count();
     let last = atCancel;
     let lastChange = cancelledAt;

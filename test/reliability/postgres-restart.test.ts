@@ -107,7 +107,8 @@ describe("PostgreSQL restarted under load", () => {
         unstoredAnswers++;
         tally(at, "unstored");
         if (!allowUnstored) wrong.add(`${u}: stored = false without allow_unstored: ${JSON.stringify(a)}`);
-        if (a.variantKey !== hashedNow(u) || a.reason !== Reason.NEW) wrong.add(`${u}: unstored answer ${JSON.stringify(a)}, hashed variant ${hashedNow(u)}`);
+        if (a.variantKey !== hashedNow(u) || a.reason !== Reason.NEW)
+          wrong.add(`${u}: unstored answer ${JSON.stringify(a)}, hashed variant ${hashedNow(u)}`);
       }
     };
     const failed = (at: string, err: unknown) => {
@@ -125,7 +126,9 @@ describe("PostgreSQL restarted under load", () => {
       const ids = [...OLD.slice(from, from + 100), ...units(`new-${w}-${i}-`, 100)];
       let at = phase;
       try {
-        const col = columnAnswers((await c.assignments.bulkAssign({ experimentKey: KEY, unitIds: ids, options: { allowUnstored } })).column!);
+        const col = columnAnswers(
+          (await c.assignments.bulkAssign({ experimentKey: KEY, unitIds: ids, options: { allowUnstored } })).column!,
+        );
         ids.forEach((u, k) => check(at, u, col[k], allowUnstored));
         tally(at, "ok");
         count("OK");
@@ -154,11 +157,15 @@ describe("PostgreSQL restarted under load", () => {
 
     /** The server stores new units again: polled every 50 ms, at most 30 s. */
     const recovery = () =>
-      timeUntil(async () => {
-        const u = `probe-${Date.now()}-${Math.random()}`;
-        const a = (await c.assignments.assign({ experimentKey: KEY, unitId: u })).assignment!;
-        return a.stored && a.variantKey === hashedNow(u);
-      }, 30_000, 50);
+      timeUntil(
+        async () => {
+          const u = `probe-${Date.now()}-${Math.random()}`;
+          const a = (await c.assignments.assign({ experimentKey: KEY, unitId: u })).assignment!;
+          return a.stored && a.variantKey === hashedNow(u);
+        },
+        30_000,
+        50,
+      );
 
     const outages: Array<{ mode: string; downMs: number; recoveredMs: number | undefined }> = [];
     for (const mode of ["fast", "immediate"] as const) {
@@ -212,18 +219,26 @@ describe("PostgreSQL restarted under load", () => {
       const off = ids.filter((u, j) => col[j].variantKey !== acknowledged.get(u) || col[j].reason !== Reason.STICKY);
       expect(off.slice(0, 10)).toEqual([]);
     }
-    console.info(`postgres restarted under load: ${acknowledged.size} units acknowledged as stored, all found in the database after both restarts (${stored.size} rows)`);
+    console.info(
+      `postgres restarted under load: ${acknowledged.size} units acknowledged as stored, all found in the database after both restarts (${stored.size} rows)`,
+    );
   });
 
   it("after the restarts, a configuration change made through another server is served within 1 s (LISTEN reconnected)", async () => {
-    const other = await startServer({ databaseUrl: pg.url, port: 0, memoryCacheEntries: 0, logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent") });
+    const other = await startServer({
+      databaseUrl: pg.url,
+      port: 0,
+      memoryCacheEntries: 0,
+      logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent"),
+    });
     d.own("second server", () => other.close());
     const oc = rawClients(other.address);
     try {
       const cur = (await oc.experiments.getExperiment({ key: KEY })).experiment!;
       await oc.experiments.updateExperiment({ key: KEY, version: cur.version, status: ExperimentStatus.PAUSED });
       const tookMs = await timeUntil(
-        async () => (await c.assignments.assign({ experimentKey: KEY, unitId: `paused-${Math.random()}` })).assignment!.reason === Reason.PAUSED,
+        async () =>
+          (await c.assignments.assign({ experimentKey: KEY, unitId: `paused-${Math.random()}` })).assignment!.reason === Reason.PAUSED,
         1_000,
         10,
       );

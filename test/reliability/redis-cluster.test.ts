@@ -12,7 +12,15 @@
  * both; the cluster holds keys on each of its three masters, exactly one per stored assignment.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Layer, Reason, columnAnswers, type Client, type AssignmentService, type ExperimentService } from "../../src/client/index.js";
+import {
+  ExperimentStatus,
+  Layer,
+  Reason,
+  columnAnswers,
+  type Client,
+  type AssignmentService,
+  type ExperimentService,
+} from "../../src/client/index.js";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specInRollout, specVariant, sql, units } from "../grpc/helpers.js";
@@ -71,7 +79,8 @@ const EXPERIMENTS = [
 const UNITS = units("cl-u-", 5_000);
 
 async function setUp(c: { experiments: Client<typeof ExperimentService> }) {
-  for (const e of EXPERIMENTS) await c.experiments.createExperiment({ key: e.key, variants: e.variants, rollout: e.rollout, status: ExperimentStatus.RUNNING });
+  for (const e of EXPERIMENTS)
+    await c.experiments.createExperiment({ key: e.key, variants: e.variants, rollout: e.rollout, status: ExperimentStatus.RUNNING });
   await c.experiments.createNamespace({ key: "cl-space", segments: 1_000 });
   await c.experiments.allocateSegments({ namespaceKey: "cl-space", experimentKey: "cl-ns", segments: 500 });
 }
@@ -85,7 +94,10 @@ describe("a three-master Redis Cluster", () => {
     expect(info).toMatch(/cluster_state:ok/);
     expect(info).toMatch(/cluster_slots_assigned:16384/);
     expect(info).toMatch(/cluster_known_nodes:3/);
-    const masters = (await cluster.nodes[0].cliAsync("cluster", "nodes")).trim().split("\n").filter((l) => l.includes("master"));
+    const masters = (await cluster.nodes[0].cliAsync("cluster", "nodes"))
+      .trim()
+      .split("\n")
+      .filter((l) => l.includes("master"));
     expect(masters.length).toBe(3);
     expect(servers.map((s) => s.cacheKind)).toEqual(["redis", "redis"]);
   });
@@ -111,16 +123,24 @@ describe("a three-master Redis Cluster", () => {
 
     // Read again: STICKY, the same variants, from Redis on both (filled off the reply path: polled,
     // at most 10 s).
-    const layerOk = await timeUntil(async () => {
-      for (const c of clients) {
-        for (const e of EXPERIMENTS) {
-          const col = await answersOf(c, e.key, true);
-          const ok = columnAnswers(col).every((x, i) => (x.stored ? x.reason === Reason.STICKY && col.explanations[i].layer === Layer.REDIS : col.explanations[i].layer === Layer.COMPUTED));
-          if (!ok) return false;
+    const layerOk = await timeUntil(
+      async () => {
+        for (const c of clients) {
+          for (const e of EXPERIMENTS) {
+            const col = await answersOf(c, e.key, true);
+            const ok = columnAnswers(col).every((x, i) =>
+              x.stored
+                ? x.reason === Reason.STICKY && col.explanations[i].layer === Layer.REDIS
+                : col.explanations[i].layer === Layer.COMPUTED,
+            );
+            if (!ok) return false;
+          }
         }
-      }
-      return true;
-    }, 10_000, 100);
+        return true;
+      },
+      10_000,
+      100,
+    );
     expect(layerOk, "every stored answer comes from Redis on both servers").toBeDefined();
     for (const e of EXPERIMENTS) {
       const [x, y] = await Promise.all(clients.map(async (c) => columnAnswers(await answersOf(c, e.key))));

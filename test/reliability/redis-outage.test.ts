@@ -55,8 +55,23 @@ afterAll(async () => {
   expect(d.leftovers()).toEqual([]);
 });
 
-const A = { key: "cache-a", variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }], rollout: 10_000 };
-const B = { key: "cache-b", variants: [{ key: "x", weight: 2000 }, { key: "y", weight: 3000 }, { key: "z", weight: 5000 }], rollout: 7_000 };
+const A = {
+  key: "cache-a",
+  variants: [
+    { key: "a", weight: 5000 },
+    { key: "b", weight: 5000 },
+  ],
+  rollout: 10_000,
+};
+const B = {
+  key: "cache-b",
+  variants: [
+    { key: "x", weight: 2000 },
+    { key: "y", weight: 3000 },
+    { key: "z", weight: 5000 },
+  ],
+  rollout: 7_000,
+};
 const EXPERIMENTS = [A, B];
 const UNITS = units("ru-", 2_000);
 const WORKERS = 4;
@@ -65,7 +80,9 @@ const BULK = 250;
 /** What SPEC.md says a unit gets (salt = key): the hashed variant when in the rollout, else the
  * default (first) variant, not enrolled. */
 function expected(e: typeof A, u: string): { variant: string; enrolled: boolean } {
-  return specInRollout(u, e.key, e.rollout) ? { variant: specVariant(u, e.key, e.variants), enrolled: true } : { variant: e.variants[0].key, enrolled: false };
+  return specInRollout(u, e.key, e.rollout)
+    ? { variant: specVariant(u, e.key, e.variants), enrolled: true }
+    : { variant: e.variants[0].key, enrolled: false };
 }
 
 interface CallRecord {
@@ -80,13 +97,20 @@ interface CallRecord {
  * answers from Redis again. Checks every answer against the SPEC (equal to the answers before the
  * fault, which were checked the same way) and returns what happened when.
  */
-async function underLoad(fault: () => Promise<void>, heal: () => Promise<void>, outageMs: number, midOutage: () => Promise<void> = async () => {}) {
+async function underLoad(
+  fault: () => Promise<void>,
+  heal: () => Promise<void>,
+  outageMs: number,
+  midOutage: () => Promise<void> = async () => {},
+) {
   const calls: CallRecord[] = [];
   const errors: string[] = [];
   const wrong = new Mismatches();
   const check = (e: typeof A, u: string, got: { variantKey: string; reason: Reason; stored: boolean }) => {
     const x = expected(e, u);
-    const want = x.enrolled ? { variantKey: x.variant, reason: Reason.STICKY, stored: true } : { variantKey: x.variant, reason: Reason.NOT_IN_ROLLOUT, stored: false };
+    const want = x.enrolled
+      ? { variantKey: x.variant, reason: Reason.STICKY, stored: true }
+      : { variantKey: x.variant, reason: Reason.NOT_IN_ROLLOUT, stored: false };
     if (got.variantKey !== want.variantKey || got.reason !== want.reason || got.stored !== want.stored) {
       wrong.add(`${e.key}/${u}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
     }
@@ -108,7 +132,8 @@ async function underLoad(fault: () => Promise<void>, heal: () => Promise<void>, 
       } else {
         const from = Math.floor(next() * (UNITS.length - BULK));
         const ids = UNITS.slice(from, from + BULK);
-        const col: AssignmentColumn = (await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: ids, options: { explain: true } })).column!;
+        const col: AssignmentColumn = (await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: ids, options: { explain: true } }))
+          .column!;
         columnAnswers(col).forEach((a, k) => check(e, ids[k], a));
         col.explanations.forEach((x) => seen(x.layer));
         calls.push({ start, end: Date.now(), cells: ids.length, layers });
@@ -127,18 +152,21 @@ async function underLoad(fault: () => Promise<void>, heal: () => Promise<void>, 
   await sleep(outageMs - 500);
   const healStart = Date.now();
   await heal();
-  const healedAt = Date.now();
   // The server uses Redis again by itself: a unit read twice is answered from layer REDIS the
   // second time (the first read refills the entry if the restarted Redis lacks it).
   const probe = UNITS.slice(0, 20);
-  const backAfterMs = await timeUntil(async () => {
-    for (const e of EXPERIMENTS) {
-      await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: probe });
-      const col = (await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: probe, options: { explain: true } })).column!;
-      if (!col.explanations.every((x, k) => x.layer === (expected(e, probe[k]).enrolled ? Layer.REDIS : Layer.COMPUTED))) return false;
-    }
-    return true;
-  }, 15_000, 50);
+  const backAfterMs = await timeUntil(
+    async () => {
+      for (const e of EXPERIMENTS) {
+        await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: probe });
+        const col = (await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: probe, options: { explain: true } })).column!;
+        if (!col.explanations.every((x, k) => x.layer === (expected(e, probe[k]).enrolled ? Layer.REDIS : Layer.COMPUTED))) return false;
+      }
+      return true;
+    },
+    15_000,
+    50,
+  );
   const recoveredAt = Date.now();
   await sleep(1_000);
   const result = await load.stop();
@@ -151,7 +179,12 @@ async function underLoad(fault: () => Promise<void>, heal: () => Promise<void>, 
   const describe = (rs: CallRecord[]) => ({
     calls: rs.length,
     cells: rs.reduce((a, r) => a + r.cells, 0),
-    layers: { memory: sum(rs, Layer.MEMORY), redis: sum(rs, Layer.REDIS), postgres: sum(rs, Layer.POSTGRES), computed: sum(rs, Layer.COMPUTED) },
+    layers: {
+      memory: sum(rs, Layer.MEMORY),
+      redis: sum(rs, Layer.REDIS),
+      postgres: sum(rs, Layer.POSTGRES),
+      computed: sum(rs, Layer.COMPUTED),
+    },
     latencyMs: percentiles(rs.map((r) => r.end - r.start)),
   });
   return {
@@ -174,24 +207,37 @@ describe("Redis stopped or hung during load", () => {
       const col = columnAnswers((await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: UNITS })).column!);
       UNITS.forEach((u, k) => {
         const x = expected(e, u);
-        expect([col[k].variantKey, col[k].reason, col[k].stored], u).toEqual([x.variant, x.enrolled ? Reason.NEW : Reason.NOT_IN_ROLLOUT, x.enrolled]);
+        expect([col[k].variantKey, col[k].reason, col[k].stored], u).toEqual([
+          x.variant,
+          x.enrolled ? Reason.NEW : Reason.NOT_IN_ROLLOUT,
+          x.enrolled,
+        ]);
       });
     }
     // Redis is filled off the reply path: wait (bounded) until every stored unit comes from it.
-    const tookMs = await timeUntil(async () => {
-      for (const e of EXPERIMENTS) {
-        const col = (await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: UNITS, options: { explain: true } })).column!;
-        if (!col.explanations.every((x, k) => x.layer === (expected(e, UNITS[k]).enrolled ? Layer.REDIS : Layer.COMPUTED))) return false;
-      }
-      return true;
-    }, 10_000, 50);
+    const tookMs = await timeUntil(
+      async () => {
+        for (const e of EXPERIMENTS) {
+          const col = (await c.assignments.bulkAssign({ experimentKey: e.key, unitIds: UNITS, options: { explain: true } })).column!;
+          if (!col.explanations.every((x, k) => x.layer === (expected(e, UNITS[k]).enrolled ? Layer.REDIS : Layer.COMPUTED))) return false;
+        }
+        return true;
+      },
+      10_000,
+      50,
+    );
     expect(tookMs, "every stored unit answered from Redis").toBeDefined();
     // The unit whose stored value changes while Redis is away: enrolled, stored, cached.
     const ovr = units("ovr-", 50).find((u) => expected(B, u).enrolled)!;
     const a = (await c.assignments.assign({ experimentKey: B.key, unitId: ovr })).assignment!;
     expect([a.reason, a.variantKey]).toEqual([Reason.NEW, specVariant(ovr, B.key, B.variants)]);
     expect(
-      await timeUntil(async () => (await c.assignments.assign({ experimentKey: B.key, unitId: ovr, options: { explain: true } })).assignment!.explanation!.layer === Layer.REDIS, 5_000),
+      await timeUntil(
+        async () =>
+          (await c.assignments.assign({ experimentKey: B.key, unitId: ovr, options: { explain: true } })).assignment!.explanation!.layer ===
+          Layer.REDIS,
+        5_000,
+      ),
     ).toBeDefined();
   });
 
@@ -273,7 +319,9 @@ describe("Redis stopped or hung during load", () => {
       const want = new Map(UNITS.filter((u) => expected(e, u).enrolled).map((u) => [u, expected(e, u).variant]));
       if (e === B) want.set(ovr, "(override)");
       expect(stored.size).toBe(want.size);
-      const wrong = [...want].filter(([u, v]) => (v === "(override)" ? stored.get(u)?.source !== Source.OVERRIDE : stored.get(u)?.variant !== v));
+      const wrong = [...want].filter(([u, v]) =>
+        v === "(override)" ? stored.get(u)?.source !== Source.OVERRIDE : stored.get(u)?.variant !== v,
+      );
       expect(wrong).toEqual([]);
     }
     expect(Number(await redis.cliAsync("DBSIZE"))).toBeGreaterThan(0);

@@ -28,7 +28,13 @@ const prefix = freshRedisPrefix();
 beforeAll(async () => {
   redis = await d.redis({ name: "redis-slow-fills" });
   db = await freshDatabase();
-  server = await startServer({ databaseUrl: db.url, redisUrl: redis.url, redisPrefix: prefix, port: 0, logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent") });
+  server = await startServer({
+    databaseUrl: db.url,
+    redisUrl: redis.url,
+    redisPrefix: prefix,
+    port: 0,
+    logger: createLogger(process.env.TEST_LOG_LEVEL ?? "silent"),
+  });
   d.own("server", () => server.close());
 });
 afterAll(async () => {
@@ -43,7 +49,14 @@ describe("Redis slower than the stream", () => {
     const assign = createClient(AssignmentService, server.address, { timeoutMs: 120_000 });
     const control = new Redis(redis.url);
     try {
-      await admin.createExperiment({ key: "slow", variants: [{ key: "a", weight: 5000 }, { key: "b", weight: 5000 }], status: ExperimentStatus.RUNNING });
+      await admin.createExperiment({
+        key: "slow",
+        variants: [
+          { key: "a", weight: 5000 },
+          { key: "b", weight: 5000 },
+        ],
+        status: ExperimentStatus.RUNNING,
+      });
       const BATCH = 5_000;
       const ids = units("s-", 150_000);
 

@@ -27,19 +27,43 @@ let servers: ServerProcess[] = [];
 let clients: ReturnType<typeof rawClients>[] = [];
 
 const EXPERIMENTS = [
-  { key: "twin-a", rollout: 10_000, variants: [{ key: "a", weight: 2500 }, { key: "b", weight: 2500 }, { key: "c", weight: 2500 }, { key: "d", weight: 2500 }] },
-  { key: "twin-b", rollout: 6_000, variants: [{ key: "x", weight: 3000 }, { key: "y", weight: 7000 }] },
+  {
+    key: "twin-a",
+    rollout: 10_000,
+    variants: [
+      { key: "a", weight: 2500 },
+      { key: "b", weight: 2500 },
+      { key: "c", weight: 2500 },
+      { key: "d", weight: 2500 },
+    ],
+  },
+  {
+    key: "twin-b",
+    rollout: 6_000,
+    variants: [
+      { key: "x", weight: 3000 },
+      { key: "y", weight: 7000 },
+    ],
+  },
 ];
 const UNITS = units("twin-", 10_000);
 const CHUNK = 500;
 const IN_FLIGHT = 4;
 
 const expected = (e: (typeof EXPERIMENTS)[number], u: string) =>
-  specInRollout(u, e.key, e.rollout) ? { variantKey: specVariant(u, e.key, e.variants), enrolled: true } : { variantKey: e.variants[0].key, enrolled: false };
+  specInRollout(u, e.key, e.rollout)
+    ? { variantKey: specVariant(u, e.key, e.variants), enrolled: true }
+    : { variantKey: e.variants[0].key, enrolled: false };
 
 /** Waits (≤ 10 s) until a server's in-memory configuration knows the experiment. */
 const knows = (k: number, key: string) =>
-  timeUntil(async () => (await clients[k].assignments.assign({ experimentKey: key, unitId: "probe", options: { dryRun: true } })).assignment!.reason !== Reason.UNKNOWN_EXPERIMENT, 10_000, 20);
+  timeUntil(
+    async () =>
+      (await clients[k].assignments.assign({ experimentKey: key, unitId: "probe", options: { dryRun: true } })).assignment!.reason !==
+      Reason.UNKNOWN_EXPERIMENT,
+    10_000,
+    20,
+  );
 
 describe("servers starting at once", () => {
   it("run the migrations of one fresh database concurrently: all four succeed (README: several servers may start at once)", async () => {
@@ -47,7 +71,12 @@ describe("servers starting at once", () => {
     const dbs = Array.from({ length: 4 }, () => new PgDatabase({ url: fresh.url, max: 2 }));
     try {
       const outcomes = await Promise.allSettled(dbs.map((x) => x.migrate()));
-      expect(outcomes.map((o) => (o.status === "fulfilled" ? "ok" : String((o as PromiseRejectedResult).reason)))).toEqual(["ok", "ok", "ok", "ok"]);
+      expect(outcomes.map((o) => (o.status === "fulfilled" ? "ok" : String((o as PromiseRejectedResult).reason)))).toEqual([
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+      ]);
       const [{ n }] = await sql<{ n: number }>(fresh.url, `SELECT count(*)::int AS n FROM schema_migrations`);
       expect(n).toBeGreaterThan(0);
     } finally {
@@ -77,7 +106,12 @@ describe("two server processes on one database and one Redis prefix", () => {
   it("racing on the same 10,000 new units: one stored row per (experiment, unit), identical answers, one NEW each", async () => {
     expect(servers[0].pid).not.toBe(servers[1].pid);
     for (const e of EXPERIMENTS) {
-      await clients[0].experiments.createExperiment({ key: e.key, variants: e.variants, rollout: e.rollout, status: ExperimentStatus.RUNNING });
+      await clients[0].experiments.createExperiment({
+        key: e.key,
+        variants: e.variants,
+        rollout: e.rollout,
+        status: ExperimentStatus.RUNNING,
+      });
       expect(await knows(1, e.key)).toBeDefined();
     }
 
@@ -97,13 +131,16 @@ describe("two server processes on one database and one Redis prefix", () => {
           Array.from({ length: IN_FLIGHT }, async () => {
             for (let job = queue.shift(); job; job = queue.shift()) {
               const ids = UNITS.slice(job.from, job.from + CHUNK);
-              const column = (await clients[k].assignments.bulkAssign({ experimentKey: job.e.key, unitIds: ids, options: { explain: true } })).column!;
+              const column = (
+                await clients[k].assignments.bulkAssign({ experimentKey: job.e.key, unitIds: ids, options: { explain: true } })
+              ).column!;
               const col = columnAnswers(column);
               col.forEach((a, j) => (answers[EXPERIMENTS.indexOf(job.e)][k][job.from + j] = a));
               // A STICKY answer read from PostgreSQL here is an INSERT that lost to the other
               // server's (nothing was stored before the race); from Redis, it came after.
               column.explanations.forEach((x, j) => {
-                if (col[j].reason === Reason.STICKY) stickyFrom[x.layer === Layer.POSTGRES ? "postgres" : x.layer === Layer.REDIS ? "redis" : "other"]++;
+                if (col[j].reason === Reason.STICKY)
+                  stickyFrom[x.layer === Layer.POSTGRES ? "postgres" : x.layer === Layer.REDIS ? "redis" : "other"]++;
               });
             }
           }),
@@ -126,7 +163,8 @@ describe("two server processes on one database and one Redis prefix", () => {
         if (want.enrolled) {
           const reasons = [one.reason, two.reason].sort();
           if (reasons[0] !== Reason.STICKY || reasons[1] !== Reason.NEW) {
-            if (reasons[0] !== Reason.NEW || reasons[1] !== Reason.STICKY) problems.push(`${e.key}/${u}: reasons ${reasons.map((r) => Reason[r])}, want one NEW and one STICKY`);
+            if (reasons[0] !== Reason.NEW || reasons[1] !== Reason.STICKY)
+              problems.push(`${e.key}/${u}: reasons ${reasons.map((r) => Reason[r])}, want one NEW and one STICKY`);
           }
           if (one.reason === Reason.NEW) news[0]++;
           if (two.reason === Reason.NEW) news[1]++;
@@ -138,7 +176,10 @@ describe("two server processes on one database and one Redis prefix", () => {
     expect(problems.slice(0, 10), `${problems.length} problems`).toEqual([]);
 
     // Exactly one stored row per (experiment, unit), with the SPEC variant.
-    const dup = await sql<{ n: number }>(db.url, `SELECT count(*)::int AS n FROM (SELECT experiment_id, unit_id FROM assignments GROUP BY 1, 2 HAVING count(*) > 1) d`);
+    const dup = await sql<{ n: number }>(
+      db.url,
+      `SELECT count(*)::int AS n FROM (SELECT experiment_id, unit_id FROM assignments GROUP BY 1, 2 HAVING count(*) > 1) d`,
+    );
     expect(dup[0].n).toBe(0);
     for (const e of EXPERIMENTS) {
       const stored = await storedAssignments(db.url, e.key);
@@ -167,20 +208,40 @@ describe("two server processes on one database and one Redis prefix", () => {
 
     // Weights, through server one; polled on server two with new units.
     const cur = (await clients[0].experiments.getExperiment({ key: e.key })).experiment!;
-    const weights = [{ key: "a", weight: 0 }, { key: "b", weight: 0 }, { key: "c", weight: 0 }, { key: "d", weight: 10_000 }];
-    const updated = (await clients[0].experiments.updateExperiment({ key: e.key, version: cur.version, variants: { variants: weights } })).experiment!;
-    const weightMs = await timeUntil(async () => {
-      const a = (await clients[1].assignments.assign({ experimentKey: e.key, unitId: `fresh-${Math.random()}`, options: { dryRun: true } })).assignment!;
-      return a.experimentVersion === updated.version && a.variantKey === "d";
-    }, 1_000, 10);
+    const weights = [
+      { key: "a", weight: 0 },
+      { key: "b", weight: 0 },
+      { key: "c", weight: 0 },
+      { key: "d", weight: 10_000 },
+    ];
+    const updated = (await clients[0].experiments.updateExperiment({ key: e.key, version: cur.version, variants: { variants: weights } }))
+      .experiment!;
+    const weightMs = await timeUntil(
+      async () => {
+        const a = (
+          await clients[1].assignments.assign({ experimentKey: e.key, unitId: `fresh-${Math.random()}`, options: { dryRun: true } })
+        ).assignment!;
+        return a.experimentVersion === updated.version && a.variantKey === "d";
+      },
+      1_000,
+      10,
+    );
 
     // Status, through server two; polled on server one.
     const curF = (await clients[1].experiments.getExperiment({ key: f.key })).experiment!;
     await clients[1].experiments.updateExperiment({ key: f.key, version: curF.version, status: ExperimentStatus.PAUSED });
     const fresh = units("fresh-in-rollout-", 200).filter((u) => specInRollout(u, f.key, f.rollout))[0];
-    const statusMs = await timeUntil(async () => (await clients[0].assignments.assign({ experimentKey: f.key, unitId: fresh, options: { dryRun: true } })).assignment!.reason === Reason.PAUSED, 1_000, 10);
+    const statusMs = await timeUntil(
+      async () =>
+        (await clients[0].assignments.assign({ experimentKey: f.key, unitId: fresh, options: { dryRun: true } })).assignment!.reason ===
+        Reason.PAUSED,
+      1_000,
+      10,
+    );
 
-    console.info(`two servers: a weight change through server one was served by server two after ${weightMs} ms; a pause through server two by server one after ${statusMs} ms`);
+    console.info(
+      `two servers: a weight change through server one was served by server two after ${weightMs} ms; a pause through server two by server one after ${statusMs} ms`,
+    );
     expect(weightMs, "weights served by the other server within 1 s").toBeDefined();
     expect(weightMs!).toBeLessThan(1_000);
     expect(statusMs, "status served by the other server within 1 s").toBeDefined();
@@ -195,8 +256,12 @@ describe("two server processes on one database and one Redis prefix", () => {
     // Paused: stored units keep answering STICKY on both servers, new ones get the default.
     const enrolledF = UNITS.filter((u) => specInRollout(u, f.key, f.rollout)).slice(0, 500);
     for (const k of [0, 1]) {
-      const col = columnAnswers((await clients[k].assignments.bulkAssign({ experimentKey: f.key, unitIds: [...enrolledF, fresh] })).column!);
-      expect(col.slice(0, -1).map((a) => [a.reason, a.variantKey])).toEqual(enrolledF.map((u) => [Reason.STICKY, specVariant(u, f.key, f.variants)]));
+      const col = columnAnswers(
+        (await clients[k].assignments.bulkAssign({ experimentKey: f.key, unitIds: [...enrolledF, fresh] })).column!,
+      );
+      expect(col.slice(0, -1).map((a) => [a.reason, a.variantKey])).toEqual(
+        enrolledF.map((u) => [Reason.STICKY, specVariant(u, f.key, f.variants)]),
+      );
       expect([col.at(-1)!.reason, col.at(-1)!.variantKey]).toEqual([Reason.PAUSED, "x"]);
     }
   });
@@ -204,6 +269,9 @@ describe("two server processes on one database and one Redis prefix", () => {
   it("both processes shut down gracefully (SIGTERM, exit code 0)", async () => {
     for (const c of clients) c.close();
     const exits = await Promise.all(servers.map((s) => s.stop()));
-    expect(exits).toEqual([{ code: 0, signal: null }, { code: 0, signal: null }]);
+    expect(exits).toEqual([
+      { code: 0, signal: null },
+      { code: 0, signal: null },
+    ]);
   });
 });

@@ -56,7 +56,13 @@ describe("TransferStore import on PostgreSQL", () => {
     const store = new TransferStore(db, { importChunkRows: 100, maxImportSavepoints: 3 });
     const staging = await store.beginImport();
     for (let m = 0; m < 10; m++) {
-      await staging.write(rowsOf(e.id, Array.from({ length: 100 }, (_, i) => `u-${m * 100 + i}`)), false);
+      await staging.write(
+        rowsOf(
+          e.id,
+          Array.from({ length: 100 }, (_, i) => `u-${m * 100 + i}`),
+        ),
+        false,
+      );
     }
     const result = await staging.commit(false);
     expect(result.imported).toBe(1_000);
@@ -72,10 +78,25 @@ describe("TransferStore import on PostgreSQL", () => {
     const e = await experiment();
     const store = new TransferStore(db, { importChunkRows: 100, maxImportSavepoints: 48 });
     const staging = await store.beginImport();
-    await staging.write(rowsOf(e.id, Array.from({ length: 100 }, (_, i) => `u-${i}`)), false);
+    await staging.write(
+      rowsOf(
+        e.id,
+        Array.from({ length: 100 }, (_, i) => `u-${i}`),
+      ),
+      false,
+    );
     // The second chunk repeats u-5 with the other variant: its COPY fails on the unique key.
-    await staging.write(rowsOf(e.id, ["u-5", ...Array.from({ length: 99 }, (_, i) => `v-${i}`)], () => 0), false);
-    await staging.write(rowsOf(e.id, Array.from({ length: 100 }, (_, i) => `w-${i}`)), false);
+    await staging.write(
+      rowsOf(e.id, ["u-5", ...Array.from({ length: 99 }, (_, i) => `v-${i}`)], () => 0),
+      false,
+    );
+    await staging.write(
+      rowsOf(
+        e.id,
+        Array.from({ length: 100 }, (_, i) => `w-${i}`),
+      ),
+      false,
+    );
     const result = await staging.commit(false);
     expect(result.imported).toBe(299);
     const s = await stored(e.id);

@@ -11,7 +11,8 @@ import { startTestServer, type TestServer } from "../support/test-server.js";
 import { chunk, differences, responseAnswers, runStream, streamRequests } from "./support/streams.js";
 
 const lookups = (m: Map<string, number>, layer: string) =>
-  (m.get(`assignment_cache_lookups_total{layer="${layer}",result="hit"}`) ?? 0) + (m.get(`assignment_cache_lookups_total{layer="${layer}",result="miss"}`) ?? 0);
+  (m.get(`assignment_cache_lookups_total{layer="${layer}",result="hit"}`) ?? 0) +
+  (m.get(`assignment_cache_lookups_total{layer="${layer}",result="miss"}`) ?? 0);
 
 describe("a cohort of new units skips the Redis read", () => {
   let t: TestServer;
@@ -34,7 +35,10 @@ describe("a cohort of new units skips the Redis read", () => {
     const old = units("old-", 300);
     const imported = await t.experiments.importAssignments(
       (async function* () {
-        yield { setup: { policy: ImportPolicy.SKIP_EXISTING }, rows: old.map((u) => ({ experimentKey: "cohort", unitId: u, variantKey: other(hashed(u)) })) };
+        yield {
+          setup: { policy: ImportPolicy.SKIP_EXISTING },
+          rows: old.map((u) => ({ experimentKey: "cohort", unitId: u, variantKey: other(hashed(u)) })),
+        };
       })(),
     );
     expect(imported.imported).toBe(300n);

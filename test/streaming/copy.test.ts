@@ -89,7 +89,12 @@ describe("CopyAssignments", () => {
     const unmapped = ids.filter((u) => a.get(u)!.variant === "a2");
     expect(unmapped.length).toBeGreaterThan(8_000);
 
-    const progress = await copy({ sourceExperimentKey: "copy-a", targetExperimentKey: "copy-b", variantMapping: mapping, batchSize: 4_000 });
+    const progress = await copy({
+      sourceExperimentKey: "copy-a",
+      targetExperimentKey: "copy-b",
+      variantMapping: mapping,
+      batchSize: 4_000,
+    });
     expect(progress.length).toBe(8); // 30,000 rows in steps of 4,000
     const last = checkProgress(progress, 30_000n);
     expect(last.copied).toBe(BigInt(willCopy.length));
@@ -113,7 +118,9 @@ describe("CopyAssignments", () => {
     // Reads of B answer the copied values (STICKY, enrolled).
     const sample = willCopy.slice(0, 2_000);
     const col = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "copy-b", unitIds: sample })).column!);
-    expect(sample.filter((u, i) => col[i].variantKey !== mapping[a.get(u)!.variant] || col[i].reason !== Reason.STICKY || !col[i].enrolled)).toEqual([]);
+    expect(
+      sample.filter((u, i) => col[i].variantKey !== mapping[a.get(u)!.variant] || col[i].reason !== Reason.STICKY || !col[i].enrolled),
+    ).toEqual([]);
 
     // Again, in steps of 5,000 (30,000 is a multiple: the last step finds nothing more).
     const before2 = await snapshot("copy-b");

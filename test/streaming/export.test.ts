@@ -79,7 +79,11 @@ describe("ExportAssignments", () => {
     for (const b of batches) {
       expect(b.experimentKey).toBe("export-me");
       expect(b.legend).toEqual(variants.map((v) => v.key));
-      expect([b.variantIndexes.length, b.sources.length, b.versions.length]).toEqual([b.unitIds.length, b.unitIds.length, b.unitIds.length]);
+      expect([b.variantIndexes.length, b.sources.length, b.versions.length]).toEqual([
+        b.unitIds.length,
+        b.unitIds.length,
+        b.unitIds.length,
+      ]);
     }
     // Every stored row exactly once, in unit id order.
     const ids = rows.map((r) => r.unitId);
@@ -116,7 +120,9 @@ describe("ExportAssignments", () => {
   it("returns every stored row once, ordered by unit id, with its variant (via the legend), source and version, in batches of the requested size", async () => {
     // 35,050 = 5 x 7,010: five full batches and no empty sixth one.
     expect(checkExport(await exportAll({ experimentKey: "export-me", batchSize: 7_010 }))).toEqual([7_010, 7_010, 7_010, 7_010, 7_010]);
-    expect(checkExport(await exportAll({ experimentKey: "export-me", batchSize: 6_000 }))).toEqual([6_000, 6_000, 6_000, 6_000, 6_000, 5_050]);
+    expect(checkExport(await exportAll({ experimentKey: "export-me", batchSize: 6_000 }))).toEqual([
+      6_000, 6_000, 6_000, 6_000, 6_000, 5_050,
+    ]);
   });
 
   it("batch_size 0 means 10,000; 1 and 50,000 are allowed", async () => {

@@ -42,7 +42,8 @@ const variants: WeightedVariant[] = [
   { key: "c", weight: 2500 },
 ];
 
-const storedRows = async () => (await sql<{ n: number }>(s.databaseUrl, `SELECT count(*)::int AS n FROM assignments WHERE unit_id LIKE 'flow-unit-%'`))[0].n;
+const storedRows = async () =>
+  (await sql<{ n: number }>(s.databaseUrl, `SELECT count(*)::int AS n FROM assignments WHERE unit_id LIKE 'flow-unit-%'`))[0].n;
 /** What the server holds (after a full collection): heap, plus Buffers and other memory outside it. */
 const held = (m: NodeJS.MemoryUsage) => m.heapUsed + m.external;
 
@@ -52,9 +53,17 @@ describe("a caller that stops reading", () => {
     expect(unitId(0).length).toBe(40);
 
     // Warm up (code paths, pools, caches) with a short stream on other units, read normally.
-    const warm: StreamRequest[] = [{ setup: { experimentKeys: ["flow"] } }, ...[0, 1, 2].map((b) => ({ unitIds: batchIds(b).map((u) => `warm-${u}`) }))];
+    const warm: StreamRequest[] = [
+      { setup: { experimentKeys: ["flow"] } },
+      ...[0, 1, 2].map((b) => ({ unitIds: batchIds(b).map((u) => `warm-${u}`) })),
+    ];
     let warmed = 0;
-    for await (const _ of s.assignments.streamAssign((async function* () { yield* warm; })())) warmed++;
+    for await (const _ of s.assignments.streamAssign(
+      (async function* () {
+        yield* warm;
+      })(),
+    ))
+      warmed++;
     expect(warmed).toBe(3);
     await sleep(200);
     const heldBefore = held(await s.memoryAfterGc());
@@ -145,7 +154,14 @@ describe("a caller that stops reading", () => {
     const mismatches: string[] = [];
     responses.forEach((r, b) => {
       const [col] = responseAnswers(r);
-      mismatches.push(...differences(batchIds(b), col, (u) => ({ variantKey: specVariant(u, "flow", variants), reason: Reason.NEW, enrolled: true, stored: true }), 2));
+      mismatches.push(
+        ...differences(
+          batchIds(b),
+          col,
+          (u) => ({ variantKey: specVariant(u, "flow", variants), reason: Reason.NEW, enrolled: true, stored: true }),
+          2,
+        ),
+      );
     });
     expect(mismatches).toEqual([]);
     expect(await storedRows()).toBe(written * BATCH);

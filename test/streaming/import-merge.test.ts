@@ -37,7 +37,11 @@ describe("import merge paths", () => {
 
   it("into an empty experiment, every row is stored (variant ids 0 and 1 for a and b, source IMPORT = 2)", async () => {
     await t.experiments.createExperiment({ key: "fresh", variants, status: ExperimentStatus.RUNNING });
-    const rows = Array.from({ length: 3_000 }, (_, i) => ({ experimentKey: "fresh", unitId: `f-${String(i).padStart(5, "0")}`, variantKey: i % 3 ? "a" : "b" }));
+    const rows = Array.from({ length: 3_000 }, (_, i) => ({
+      experimentKey: "fresh",
+      unitId: `f-${String(i).padStart(5, "0")}`,
+      variantKey: i % 3 ? "a" : "b",
+    }));
     const r = await importRows(rows);
     expect([r.received, r.imported, r.skipped, r.invalid]).toEqual([3_000n, 3_000n, 0n, 0n]);
     expect(await rowsOf("fresh")).toEqual(rows.map((x, i) => [x.unitId, i % 3 ? 0 : 1, 2]));
@@ -64,7 +68,11 @@ describe("import merge paths", () => {
 
   it("a unit repeated in a later message of the import: the first row still counts", async () => {
     await t.experiments.createExperiment({ key: "repeats-later", variants, status: ExperimentStatus.RUNNING });
-    const first = Array.from({ length: 500 }, (_, i) => ({ experimentKey: "repeats-later", unitId: `l-${String(i).padStart(3, "0")}`, variantKey: "a" }));
+    const first = Array.from({ length: 500 }, (_, i) => ({
+      experimentKey: "repeats-later",
+      unitId: `l-${String(i).padStart(3, "0")}`,
+      variantKey: "a",
+    }));
     const second = [
       { experimentKey: "repeats-later", unitId: "l-007", variantKey: "b" }, // repeat of a row in the first message
       { experimentKey: "repeats-later", unitId: "m-1", variantKey: "b" },
@@ -153,7 +161,8 @@ describe("import chunks into a new experiment, with a page load in the middle", 
         i === pageLoadAt
           ? { variant: pageLoad!.variantKey, source: Source.HASH, version: exp.version }
           : { variant: variantOf(i), source: Source.IMPORT, version: exp.version };
-      if (s?.variant !== want.variant || s.source !== want.source || s.version !== want.version) wrong.push(`${unit(i)}: ${JSON.stringify(s, (_, v) => (typeof v === "bigint" ? Number(v) : v))}`);
+      if (s?.variant !== want.variant || s.source !== want.source || s.version !== want.version)
+        wrong.push(`${unit(i)}: ${JSON.stringify(s, (_, v) => (typeof v === "bigint" ? Number(v) : v))}`);
     }
     expect(wrong).toEqual([]);
     const again = (await t.assignments.assign({ experimentKey: "chunks", unitId: unit(pageLoadAt) })).assignment!;

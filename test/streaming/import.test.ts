@@ -24,7 +24,17 @@ import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { IMPORT_CHUNK_ROWS } from "../../src/store/transfer-store.js";
-import { eventually, expectFailure, separateClients, specVariant, sql, status, storedAssignments, units, type WeightedVariant } from "../grpc/helpers.js";
+import {
+  eventually,
+  expectFailure,
+  separateClients,
+  specVariant,
+  sql,
+  status,
+  storedAssignments,
+  units,
+  type WeightedVariant,
+} from "../grpc/helpers.js";
 import { chunk, differences, responseAnswers, runStream, streamRequests } from "./support/streams.js";
 
 let t: TestServer;
@@ -69,7 +79,12 @@ describe("invalid rows", () => {
     const ids = units("imp-bad-", 50_000);
     const rows: Row[] = ids.map((u, i) => ({ experimentKey: "imp-bad", unitId: u, variantKey: pick(i) }));
     rows[25_000] = { ...rows[25_000], variantKey: "no-such-variant" };
-    const f = await expectFailure(t.experiments.importAssignments(importRequests(rows)), status.INVALID_ARGUMENT, "rows[25000]", "variant_key");
+    const f = await expectFailure(
+      t.experiments.importAssignments(importRequests(rows)),
+      status.INVALID_ARGUMENT,
+      "rows[25000]",
+      "variant_key",
+    );
     expect(f.details).toContain("no-such-variant");
     expect(await count("imp-bad")).toBe(0);
     // Not even the rows of the messages before the bad one.
@@ -81,7 +96,11 @@ describe("invalid rows", () => {
     await create("imp-bad-late");
     const total = IMPORT_CHUNK_ROWS + 20_000;
     const bad = IMPORT_CHUNK_ROWS + 10_000; // past the first chunk, which is COPYed before this row is read
-    const rows: Row[] = units("imp-bad-late-", total).map((u, i) => ({ experimentKey: "imp-bad-late", unitId: u, variantKey: i === bad ? "nope" : pick(i) }));
+    const rows: Row[] = units("imp-bad-late-", total).map((u, i) => ({
+      experimentKey: "imp-bad-late",
+      unitId: u,
+      variantKey: i === bad ? "nope" : pick(i),
+    }));
     await expectFailure(t.experiments.importAssignments(importRequests(rows)), status.INVALID_ARGUMENT, `rows[${bad}]`, "variant_key");
     expect(await count("imp-bad-late")).toBe(0);
 
@@ -106,7 +125,12 @@ describe("invalid rows", () => {
     // The server rolls back as soon as it sees the cancellation: no transaction is left open
     // holding the rows it COPYed, and a page load of one of them is NEW (not waiting, not STICKY).
     const openTransactions = async () =>
-      (await sql<{ n: number }>(t.databaseUrl, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`))[0].n;
+      (
+        await sql<{ n: number }>(
+          t.databaseUrl,
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`,
+        )
+      )[0].n;
     expect(await eventually(async () => (await openTransactions()) === 0, 5_000)).toBe(true);
     const a = (await t.assignments.assign({ experimentKey: "imp-cancel", unitId: good[17].unitId }, { timeoutMs: 5_000 })).assignment!;
     expect(a.reason).toBe(Reason.NEW);
@@ -116,7 +140,11 @@ describe("invalid rows", () => {
     await create("imp-cancel-small");
     for (let round = 0; round < 5; round++) {
       const c = new AbortController();
-      const small = units(`imp-cancel-small-${round}-`, 500).map((u, i) => ({ experimentKey: "imp-cancel-small", unitId: u, variantKey: pick(i) }));
+      const small = units(`imp-cancel-small-${round}-`, 500).map((u, i) => ({
+        experimentKey: "imp-cancel-small",
+        unitId: u,
+        variantKey: pick(i),
+      }));
       const smallCall = t.experiments.importAssignments(
         (async function* () {
           yield { rows: small };
@@ -192,7 +220,14 @@ describe("policies", () => {
     });
 
     const old = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "imp-keep", unitIds: existing })).column!);
-    expect(differences(existing, old, (u) => ({ variantKey: specVariant(u, "imp-keep", variants), reason: Reason.STICKY, enrolled: true, stored: true }))).toEqual([]);
+    expect(
+      differences(existing, old, (u) => ({
+        variantKey: specVariant(u, "imp-keep", variants),
+        reason: Reason.STICKY,
+        enrolled: true,
+        stored: true,
+      })),
+    ).toEqual([]);
     const now = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "imp-keep", unitIds: fresh })).column!);
     expect(differences(fresh, now, (u) => ({ variantKey: want(u), reason: Reason.STICKY, enrolled: true, stored: true }))).toEqual([]);
     for (const u of fresh.slice(0, 5)) {
@@ -239,7 +274,9 @@ describe("policies", () => {
       await t.experiments.setOverrides({ experimentKey: "imp-over", overrides: [{ unitId: overridden, variantKey: "v2" }] });
       const versionBefore = (await t.experiments.getExperiment({ key: "imp-over" })).experiment!.version;
       expect(versionBefore).toBeGreaterThan(before.version);
-      expect(await eventually(async () => (await ask(p.assignments, "imp-over-probe", true)).experimentVersion === versionBefore, 2_000)).toBe(true);
+      expect(
+        await eventually(async () => (await ask(p.assignments, "imp-over-probe", true)).experimentVersion === versionBefore, 2_000),
+      ).toBe(true);
 
       // Warm every layer: stored in PostgreSQL and Redis by the first call, memory by the second.
       for (const u of ids) expect((await ask(t.assignments, u)).reason).toBe(Reason.NEW);
@@ -264,7 +301,11 @@ describe("policies", () => {
         { experimentKey: "imp-over", unitId: overridden, variantKey: "v0" },
       ];
       const res = await t.experiments.importAssignments(importRequests(rows, { policy: ImportPolicy.OVERWRITE }, 30));
-      expect({ received: res.received, imported: res.imported, invalid: res.invalid }).toEqual({ received: 81n, imported: 40n, invalid: 0n });
+      expect({ received: res.received, imported: res.imported, invalid: res.invalid }).toEqual({
+        received: 81n,
+        imported: 40n,
+        invalid: 0n,
+      });
       expect(res.skipped).toBe(41n);
       const version = (await t.experiments.getExperiment({ key: "imp-over" })).experiment!.version;
       expect(version).toBeGreaterThan(versionBefore);
@@ -279,7 +320,13 @@ describe("policies", () => {
       const bulk = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "imp-over", unitIds: ids })).column!);
       expect(differences(ids, bulk, want)).toEqual([]);
       const streamed = await runStream(t.assignments, streamRequests({ experimentKeys: ["imp-over"] }, chunk(ids, 15)));
-      expect(differences(ids, streamed.flatMap((r) => responseAnswers(r)[0]), want)).toEqual([]);
+      expect(
+        differences(
+          ids,
+          streamed.flatMap((r) => responseAnswers(r)[0]),
+          want,
+        ),
+      ).toEqual([]);
       const ov = await ask(t.assignments, overridden);
       expect([ov.variantKey, ov.reason]).toEqual(["v2", Reason.OVERRIDE]);
 
@@ -289,7 +336,9 @@ describe("policies", () => {
       for (let round = 0; round < 2; round++) {
         for (const u of ids) {
           const a = await ask(p.assignments, u);
-          expect({ variantKey: a.variantKey, reason: a.reason, enrolled: a.enrolled, stored: a.stored }, `${u} round ${round}`).toEqual(want(u));
+          expect({ variantKey: a.variantKey, reason: a.reason, enrolled: a.enrolled, stored: a.stored }, `${u} round ${round}`).toEqual(
+            want(u),
+          );
         }
       }
       const peerBulk = columnAnswers((await p.assignments.bulkAssign({ experimentKey: "imp-over", unitIds: ids })).column!);
@@ -336,7 +385,11 @@ describe("unit ids that need escaping", () => {
     const res = await t.experiments.importAssignments(
       importRequests(odd.map((u) => ({ experimentKey: "imp-escape", unitId: u, variantKey: want(u) }))),
     );
-    expect({ imported: res.imported, invalid: res.invalid, skipped: res.skipped }).toEqual({ imported: BigInt(odd.length), invalid: 0n, skipped: 0n });
+    expect({ imported: res.imported, invalid: res.invalid, skipped: res.skipped }).toEqual({
+      imported: BigInt(odd.length),
+      invalid: 0n,
+      skipped: 0n,
+    });
 
     // PostgreSQL holds exactly these ids, each with its variant.
     const stored = await storedAssignments(t.databaseUrl, "imp-escape");
@@ -354,6 +407,8 @@ describe("unit ids that need escaping", () => {
     }
     expect(exported.map((e) => e.unitId).sort()).toEqual([...odd].sort());
     expect(exported.filter((e) => e.variant !== want(e.unitId))).toEqual([]);
-    expect(exported.map((e) => Buffer.from(e.unitId).toString("hex")).sort()).toEqual(odd.map((u) => Buffer.from(u).toString("hex")).sort());
+    expect(exported.map((e) => Buffer.from(e.unitId).toString("hex")).sort()).toEqual(
+      odd.map((u) => Buffer.from(u).toString("hex")).sort(),
+    );
   });
 });

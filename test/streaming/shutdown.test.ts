@@ -102,7 +102,9 @@ describe("SIGTERM during streams", () => {
     if (!s.hasExited()) {
       const fresh = separateClients(s.address);
       try {
-        refusedWhileDraining = (await failure(fresh.assignments.assign({ experimentKey: "drain", unitId: "late-caller" }, { timeoutMs: 5_000 }))).code;
+        refusedWhileDraining = (
+          await failure(fresh.assignments.assign({ experimentKey: "drain", unitId: "late-caller" }, { timeoutMs: 5_000 }))
+        ).code;
       } finally {
         fresh.assignments.close();
         fresh.experiments.close();
@@ -130,8 +132,14 @@ describe("SIGTERM during streams", () => {
     expect(status[busyResult.code]).toBe("UNAVAILABLE");
     expect(busyResult.answers.length).toBeGreaterThanOrEqual(3);
     expect(busyResult.answers.length).toBeLessThanOrEqual(busyWrittenAtEnd);
-    for (const [name, result] of [["busy", busyResult], ["stuck", stuckResult]] as const) {
-      expect(result.answers.map((r) => Number(r.batch)), name).toEqual(result.answers.map((_, i) => i));
+    for (const [name, result] of [
+      ["busy", busyResult],
+      ["stuck", stuckResult],
+    ] as const) {
+      expect(
+        result.answers.map((r) => Number(r.batch)),
+        name,
+      ).toEqual(result.answers.map((_, i) => i));
     }
     expect(stuckResult.code).not.toBe(status.OK);
 
@@ -143,7 +151,9 @@ describe("SIGTERM during streams", () => {
     const ids = acknowledged.flatMap((a) => a.ids);
     const answered = acknowledged.flatMap((a) => a.answers);
     expect(answered.length).toBe(ids.length);
-    expect(answered.filter((a, i) => a.reason !== Reason.NEW || !a.stored || a.variantKey !== specVariant(ids[i], "drain", variants))).toEqual([]);
+    expect(
+      answered.filter((a, i) => a.reason !== Reason.NEW || !a.stored || a.variantKey !== specVariant(ids[i], "drain", variants)),
+    ).toEqual([]);
     const rows = await sql<{ unit_id: string; variant: string }>(
       s.databaseUrl,
       `SELECT a.unit_id, v->>'key' AS variant

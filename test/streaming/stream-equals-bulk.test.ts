@@ -73,7 +73,14 @@ describe("StreamAssign of 200,000 units", () => {
     // Every position answers the id at that position of its request: the variant is the SPEC
     // hash of that very id (three variants, so a shifted or reordered position shows), NEW and
     // stored, since nobody asked for these units before.
-    expect(differences(ids, streamed, (u) => ({ variantKey: specVariant(u, "cohort", variants), reason: Reason.NEW, enrolled: true, stored: true }))).toEqual([]);
+    expect(
+      differences(ids, streamed, (u) => ({
+        variantKey: specVariant(u, "cohort", variants),
+        reason: Reason.NEW,
+        enrolled: true,
+        stored: true,
+      })),
+    ).toEqual([]);
     expect(responses.every((r) => r.columns[0].legend[0] === "")).toBe(true);
 
     // BulkAssign on the same units: the same variants, enrolled and stored; STICKY now.
@@ -101,7 +108,14 @@ describe("StreamAssign of 200,000 units", () => {
 
     const bulkA = await bulk("pair-a", ids);
     const bulkB = await bulk("pair-b", ids);
-    expect(differences(ids, bulkA, (u) => ({ variantKey: specVariant(u, "pair-a", variants), reason: Reason.NEW, enrolled: true, stored: true }))).toEqual([]);
+    expect(
+      differences(ids, bulkA, (u) => ({
+        variantKey: specVariant(u, "pair-a", variants),
+        reason: Reason.NEW,
+        enrolled: true,
+        stored: true,
+      })),
+    ).toEqual([]);
     const inRolloutB = (u: string) => specInRollout(u, "pair-b", 5000);
     expect(
       differences(ids, bulkB, (u) =>
@@ -131,7 +145,14 @@ describe("StreamAssign of 200,000 units", () => {
     const batches = chunk(ids, BATCH);
     const responses = await runStream(t.assignments, streamRequests({ experimentKeys: ["dry"], options: { dryRun: true } }, batches));
     const [answers] = unpack(responses, ["dry"], batches);
-    expect(differences(ids, answers, (u) => ({ variantKey: specVariant(u, "dry", variants), reason: Reason.NEW, enrolled: true, stored: false }))).toEqual([]);
+    expect(
+      differences(ids, answers, (u) => ({
+        variantKey: specVariant(u, "dry", variants),
+        reason: Reason.NEW,
+        enrolled: true,
+        stored: false,
+      })),
+    ).toEqual([]);
     expect(await storedRows("dry")).toBe(0);
     // Nothing cached either: a real call afterwards still answers NEW.
     const again = columnAnswers((await t.assignments.bulkAssign({ experimentKey: "dry", unitIds: ids.slice(0, 100) })).column!);

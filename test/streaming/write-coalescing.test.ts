@@ -65,7 +65,9 @@ describe("write coalescing", () => {
       await Promise.all(clients.map((c, k) => c.assignments.assign({ experimentKey: "coalesce", unitId: `connect-${k}` })));
       const before = await statements();
       const ids = units("co-", 200);
-      const answers = await Promise.all(ids.map((u, i) => clients[i % clients.length].assignments.assign({ experimentKey: "coalesce", unitId: u })));
+      const answers = await Promise.all(
+        ids.map((u, i) => clients[i % clients.length].assignments.assign({ experimentKey: "coalesce", unitId: u })),
+      );
       const after = await statements();
 
       // Each call answered as if alone: its own unit, NEW, stored.
@@ -79,7 +81,9 @@ describe("write coalescing", () => {
       expect(n).toBe(200);
 
       const used = after.statements - before.statements;
-      console.info(`write coalescing: 200 concurrent Assign calls -> ${used} INSERT statements (${(200 / used).toFixed(1)} rows each on average)`);
+      console.info(
+        `write coalescing: 200 concurrent Assign calls -> ${used} INSERT statements (${(200 / used).toFixed(1)} rows each on average)`,
+      );
       // Every new row went through a counted statement…
       expect(after.inserted - before.inserted).toBe(200);
       // …and they were shared.

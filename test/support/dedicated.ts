@@ -124,7 +124,16 @@ export class Dedicated {
       // nodes.conf lands in the node's own temp folder (redis-server has chdir'ed to --dir).
       const node = await this.redis({
         name: `cluster-node-${i}`,
-        args: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(busPort), "--cluster-node-timeout", "5000"],
+        args: [
+          "--cluster-enabled",
+          "yes",
+          "--cluster-config-file",
+          "nodes.conf",
+          "--cluster-port",
+          String(busPort),
+          "--cluster-node-timeout",
+          "5000",
+        ],
       });
       nodes.push(node);
     }
@@ -133,12 +142,20 @@ export class Dedicated {
       ["--cluster", "create", ...nodes.map((n) => `127.0.0.1:${n.port}`), "--cluster-replicas", "0", "--cluster-yes"],
       { encoding: "utf8", timeout: 60_000 },
     );
-    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed (${create.error ?? create.status}):\n${create.stdout}${create.stderr}`);
+    if (create.status !== 0)
+      throw new Error(`redis-cli --cluster create failed (${create.error ?? create.status}):\n${create.stdout}${create.stderr}`);
     const deadline = Date.now() + 30_000;
     for (;;) {
       const states = nodes.map((n) => /cluster_state:(\w+)/.exec(n.cli("cluster", "info"))?.[1]);
       // Every node must also know every other one (the gossip has spread).
-      const known = nodes.map((n) => n.cli("cluster", "nodes").trim().split("\n").filter((l) => l.includes("master")).length);
+      const known = nodes.map(
+        (n) =>
+          n
+            .cli("cluster", "nodes")
+            .trim()
+            .split("\n")
+            .filter((l) => l.includes("master")).length,
+      );
       if (states.every((s) => s === "ok") && known.every((k) => k === masters)) break;
       if (Date.now() > deadline) throw new Error(`cluster not ok after 30 s: ${states.join(",")} / ${known.join(",")}`);
       await sleep(100);
@@ -207,7 +224,10 @@ export class Dedicated {
    * port 0), on the given database and Redis prefix; several may share them. Resolves once it
    * announced its port. It exits by itself if this process dies (its stdin closes).
    */
-  async serverProcess(name: string, env: { DATABASE_URL: string; REDIS_URL: string; REDIS_PREFIX: string; LOG_LEVEL?: string }): Promise<ServerProcess> {
+  async serverProcess(
+    name: string,
+    env: { DATABASE_URL: string; REDIS_URL: string; REDIS_PREFIX: string; LOG_LEVEL?: string },
+  ): Promise<ServerProcess> {
     const child = spawn(process.execPath, ["--import", "tsx", SERVER_SCRIPT], {
       cwd: REPO_ROOT,
       env: { ...process.env, CHILD_MODE: "server", LOG_LEVEL: "warn", ...env },
@@ -307,7 +327,21 @@ export class DedicatedRedis {
     for (;;) {
       const child = spawn(
         "redis-server",
-        ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", this.dir, ...this.args],
+        [
+          "--port",
+          String(this.port),
+          "--bind",
+          "127.0.0.1",
+          "--save",
+          "",
+          "--appendonly",
+          "no",
+          "--daemonize",
+          "no",
+          "--dir",
+          this.dir,
+          ...this.args,
+        ],
         { cwd: this.dir, stdio: ["ignore", "pipe", "pipe"] },
       );
       this.child = child;
@@ -382,7 +416,11 @@ export class DedicatedPostgres {
   /** `pg_ctl start -w`, then waits until it accepts a query (at most 60 s). Asynchronous: a
    * server under test in this process keeps running meanwhile. */
   async start(): Promise<void> {
-    const r = await pgToolAsync(this.tool("pg_ctl"), ["start", "-w", "-t", "60", "-D", this.dataDir, "-l", path.join(this.dir, "postgres.log")], this.dir);
+    const r = await pgToolAsync(
+      this.tool("pg_ctl"),
+      ["start", "-w", "-t", "60", "-D", this.dataDir, "-l", path.join(this.dir, "postgres.log")],
+      this.dir,
+    );
     if (r.status !== 0) {
       const log = spawnSync("tail", ["-n", "30", path.join(this.dir, "postgres.log")], { encoding: "utf8" }).stdout;
       throw new Error(`pg_ctl start failed: ${r.output}\n${log}`);
@@ -413,11 +451,21 @@ function run(cmd: string, args: string[], cwd: string): Promise<{ status: number
     const child = spawn(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let output = "";
-    child.stdout!.on("data", (d: Buffer) => ((stdout += d.toString()), (output += d.toString())));
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      output += d.toString();
+    });
     child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-    child.on("error", (err) => ((output += String(err)), clearTimeout(timer), resolve({ status: null, stdout, output })));
-    child.on("close", (status) => (clearTimeout(timer), resolve({ status, stdout, output })));
+    child.on("error", (err) => {
+      output += String(err);
+      clearTimeout(timer);
+      resolve({ status: null, stdout, output });
+    });
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, output });
+    });
   });
 }
 

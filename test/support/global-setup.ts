@@ -101,9 +101,7 @@ export function pgTool(bin: string, args: string[], cwd: string) {
 function pgToolOrThrow(bin: string, args: string[], cwd: string): void {
   const r = pgTool(bin, args, cwd);
   if (r.error || r.status !== 0) {
-    throw new Error(
-      `${path.basename(bin)} ${args.join(" ")} failed (${r.error ?? `exit ${r.status}`}):\n${r.stdout}${r.stderr}`,
-    );
+    throw new Error(`${path.basename(bin)} ${args.join(" ")} failed (${r.error ?? `exit ${r.status}`}):\n${r.stdout}${r.stderr}`);
   }
 }
 
@@ -137,11 +135,7 @@ async function startPostgres(): Promise<string> {
   const data = path.join(dir, "data");
   const logFile = path.join(dir, "postgres.log");
 
-  pgToolOrThrow(
-    tool("initdb"),
-    ["-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"],
-    dir,
-  );
+  pgToolOrThrow(tool("initdb"), ["-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"], dir);
 
   // Port picking can race with other processes; retry a few times.
   for (let attempt = 1; ; attempt++) {
@@ -211,8 +205,7 @@ async function startRedis(): Promise<string> {
     const port = await freePort();
     const child = spawn(
       "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--daemonize", "no", "--dir", dir],
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir],
       { cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
     );
     let output = "";

@@ -21,9 +21,7 @@ describe("PostgreSQL", () => {
   });
 
   it("withDatabase replaces only the database component", () => {
-    expect(withDatabase("postgres://u:p@h:5433/postgres?sslmode=disable", "t_1")).toBe(
-      "postgres://u:p@h:5433/t_1?sslmode=disable",
-    );
+    expect(withDatabase("postgres://u:p@h:5433/postgres?sslmode=disable", "t_1")).toBe("postgres://u:p@h:5433/t_1?sslmode=disable");
   });
 
   it("fresh databases are real, usable and distinct", async () => {

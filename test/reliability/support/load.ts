@@ -108,7 +108,6 @@ export function rng(seed: number): () => number {
   };
 }
 
-
 /** Clients on their own connection, without client retries: the tests see every status the
  * server sends, none hidden by a retry. */
 export function rawClients(address: string, timeoutMs = 30_000) {
