@@ -11,7 +11,7 @@ algorithm, so it needs no mmh3 package. On top of it, the SPEC formulas:
 
 Usage:
     spec_hash.py check [VECTORS]   check every case of the golden vectors (default:
-                                   ../../../shared/vectors/assignment-v1.json from this file);
+                                   ../../spec/vectors/assignment-v1.json from this file);
                                    prints one JSON line of counts per section, then
                                    "N passed, N failed"; exits 1 on any mismatch
     spec_hash.py evaluate          reads a JSON list of {"unit_id", "salt", "weights", "rollout"}
@@ -105,7 +105,7 @@ def evaluate(unit_id, salt, weights, rollout=10000):
 
 def _default_vectors():
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "vectors", "assignment-v1.json"))
+    return os.path.normpath(os.path.join(here, "..", "..", "spec", "vectors", "assignment-v1.json"))
 
 
 def check(path):

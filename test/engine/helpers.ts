@@ -9,7 +9,7 @@ import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import { buildExperimentConfig, type ExperimentConfig, type NamespaceConfig, type VariantConfig } from "../../src/engine/index.js";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const vectorsPath = path.resolve(repoRoot, "../shared/vectors/assignment-v1.json");
+export const vectorsPath = path.resolve(repoRoot, "spec/vectors/assignment-v1.json");
 
 export interface HashCase {
   input: string;

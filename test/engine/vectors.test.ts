@@ -1,5 +1,5 @@
 /**
- * The golden vectors of shared/vectors/assignment-v1.json (SPEC.md: "the project's tests must read
+ * The golden vectors of spec/vectors/assignment-v1.json (SPEC.md: "the project's tests must read
  * them and match every case"). Every case of every section is checked; a count assertion makes sure
  * none is silently skipped.
  */

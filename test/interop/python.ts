@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const examplesDir = path.join(repoRoot, "examples", "python");
-export const vectorsPath = path.resolve(repoRoot, "../shared/vectors/assignment-v1.json");
+export const vectorsPath = path.resolve(repoRoot, "spec/vectors/assignment-v1.json");
 
 const canImportGrpc = (python: string): boolean => {
   try {
