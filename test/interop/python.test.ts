@@ -1,8 +1,10 @@
 /**
- * The Python client (examples/python/client.py, on the stubs generated into gen/python) against a
- * real server: its answers must equal the TypeScript client's for the same requests, and for new
- * units the variants SPEC.md gives, recomputed in pure Python (examples/python/spec_hash.py).
- * Also runs the Python golden-vector check and holds it to every case of the vector file.
+ * The Python example client (clients/python/examples/client.py, on the assignment-client package's
+ * sources) against a real server: its answers must equal the TypeScript client's for the same
+ * requests, and for new units the variants SPEC.md gives, recomputed in pure Python by the
+ * package's hashing (clients/python/examples/spec_hash.py). Also runs the Python golden-vector
+ * check and holds it to every case of the vector file. The package itself, built and installed,
+ * is tested by python-package.test.ts.
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
