@@ -130,6 +130,7 @@ describe("Python package (clients/python)", () => {
       "test_a_cohort_reads_its_input_only_as_answers_are_taken",
       "test_the_token_is_sent",
       "test_idempotent_calls_made_before_the_server_listens_succeed_once_it_does",
+      "test_the_readme_examples_run",
     ]) {
       expect(cases, name).toContain(name);
     }
