@@ -69,8 +69,9 @@ def stream_cohort(
     StreamAssign call, and returns a generator of the answered batches, in order.
 
     Ids are sent ``batch_size`` to a message (default and most: ``max_batch(len(experiment_keys))``,
-    10,000 for up to 10 experiments). ``unit_ids`` may be any iterable, a generator or a file
-    included; it is read on gRPC's sending thread, and never more than ``max_in_flight`` batches
+    10,000 for up to 10 experiments). ``unit_ids`` may be any iterable of str, a generator
+    included (``(line.strip() for line in open(path))`` for a file of ids); it is read on gRPC's
+    sending thread, and never more than ``max_in_flight`` batches
     ahead of the answers this generator has handed out (default 8; more than 4, the batches the
     server holds before answering): a caller that stops reading stops the input from being read
     and the server from assigning. (gRPC's own flow control alone would let the transport buffer
@@ -82,9 +83,9 @@ def stream_cohort(
     raised here, after the batches sent before it. ``timeout`` (seconds) bounds the whole stream;
     default none.
     """
-    keys = list(experiment_keys)
     if isinstance(experiment_keys, str):
         raise TypeError("experiment_keys: must be a sequence of keys, not one string")
+    keys = list(experiment_keys)
     if not 1 <= len(keys) <= MAX_STREAM_EXPERIMENTS:
         raise ValueError("experiment_keys: must hold 1 to %d keys (got %d)" % (MAX_STREAM_EXPERIMENTS, len(keys)))
     seen = set()
