@@ -3,27 +3,35 @@
  * toolchain (`python3 -m build --wheel --no-isolation`), installed with pip into a fresh virtual
  * environment without any package index (grpcio and protobuf come from the system through
  * --system-site-packages), and the package's own pytest suite runs there against a real server
- * that demands tokens. Fails when pytest fails, skips or collects nothing.
+ * that demands tokens (and a second one speaking TLS, with the certificate of test/ops). Fails
+ * when pytest fails, skips or collects nothing.
  */
 import { randomBytes } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { PACKAGING_MODULES, packageDir, python, run } from "./python.js";
 
 const adminToken = randomBytes(12).toString("hex");
 const assignToken = randomBytes(12).toString("hex");
+// A self-signed certificate for localhost (see test/ops/tls.test.ts).
+const certFile = fileURLToPath(new URL("../ops/fixtures/localhost.crt", import.meta.url));
+const keyFile = fileURLToPath(new URL("../ops/fixtures/localhost.key", import.meta.url));
 
 let dir: string;
 let t: TestServer;
+let tls: TestServer;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "python-package-"));
   t = await startTestServer({ adminToken, assignToken });
+  tls = await startTestServer({ adminToken, tls: { certFile, keyFile } });
 });
 afterAll(async () => {
   await t?.stop();
+  await tls?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -108,7 +116,12 @@ describe("Python package (clients/python)", () => {
       {
         cwd,
         timeoutMs: 300_000,
-        env: { ASSIGNMENT_ADDRESS: t.server.address, ASSIGNMENT_TOKEN: adminToken },
+        env: {
+          ASSIGNMENT_ADDRESS: t.server.address,
+          ASSIGNMENT_TOKEN: adminToken,
+          ASSIGNMENT_TLS_ADDRESS: `localhost:${tls.server.port}`,
+          ASSIGNMENT_CA_FILE: certFile,
+        },
       },
     );
     expect(pytest.code, pytest.stdout + pytest.stderr).toBe(0);
@@ -131,6 +144,7 @@ describe("Python package (clients/python)", () => {
       "test_the_token_is_sent",
       "test_idempotent_calls_made_before_the_server_listens_succeed_once_it_does",
       "test_the_readme_examples_run",
+      "test_tls_with_a_token",
     ]) {
       expect(cases, name).toContain(name);
     }

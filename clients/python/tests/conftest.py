@@ -1,7 +1,9 @@
 """Shared fixtures. The unit tests need nothing; the tests marked ``live`` need a running server:
 
-    ASSIGNMENT_ADDRESS  host:port of the server (the live tests are skipped without it)
-    ASSIGNMENT_TOKEN    the admin token, when the server demands one
+    ASSIGNMENT_ADDRESS      host:port of the server (the live tests are skipped without it)
+    ASSIGNMENT_TOKEN        the admin token, when the server demands one
+    ASSIGNMENT_TLS_ADDRESS  host:port of a server speaking TLS (same token), and
+    ASSIGNMENT_CA_FILE      the PEM certificate to trust for it (the TLS test is skipped without)
 
 They read the repository's contract files, found from this folder (or given by
 ASSIGNMENT_VECTORS and ASSIGNMENT_PROTO_DIR).

@@ -5,6 +5,7 @@ the cohort helper's flow control; retries of a server that is not listening yet.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import threading
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -265,3 +266,19 @@ def test_idempotent_calls_made_before_the_server_listens_succeed_once_it_does(ad
     with connect(address, token, timeout=30) as c, pytest.raises(grpc.RpcError) as missing:
         c.experiments.GetExperiment(admin.GetExperimentRequest(key="py-never-" + unique))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_tls_with_a_token(token: Optional[str], unique: str) -> None:
+    """Against a server speaking TLS (ASSIGNMENT_TLS_ADDRESS, trusting ASSIGNMENT_CA_FILE)."""
+    tls_address, ca_file = os.environ.get("ASSIGNMENT_TLS_ADDRESS"), os.environ.get("ASSIGNMENT_CA_FILE")
+    if not tls_address or not ca_file:
+        pytest.skip("ASSIGNMENT_TLS_ADDRESS and ASSIGNMENT_CA_FILE are not set: no TLS server to test against")
+    with open(ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(f.read())
+    with connect(tls_address, token, credentials=credentials, timeout=30) as c:
+        e = create(c, "py-tls-" + unique, "py-tls-" + unique, {"a": 5000, "b": 5000}, 10_000)
+        a = c.assignments.Assign(pb.AssignRequest(experiment_key=e.key, unit_id="t-1")).assignment
+        assert (a.variant_key, a.reason) == (hashed_variant(e, "t-1"), R.REASON_NEW)
+    with connect(tls_address, token, retry=None, timeout=5) as plaintext, pytest.raises(grpc.RpcError) as failed:
+        plaintext.experiments.ListExperiments(admin.ListExperimentsRequest())
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
