@@ -1,5 +1,10 @@
 import { Metadata, status, type ServiceError as GrpcServiceError } from "@grpc/grpc-js";
-import { ServiceError } from "../errors.js";
+import { type Code, ServiceError } from "../errors.js";
+
+/** The gRPC status of a Code: the same number (see Code). */
+export function grpcStatusOf(code: Code): status {
+  return code as number as status;
+}
 
 /**
  * The one place where errors become gRPC statuses. A ServiceError carries its code; a
@@ -8,7 +13,7 @@ import { ServiceError } from "../errors.js";
  * not sent.
  */
 export function toGrpcStatus(err: unknown, log: (msg: string, err: unknown) => void): Partial<GrpcServiceError> {
-  if (err instanceof ServiceError) return { code: err.code, details: clipDetails(err.message), metadata: new Metadata() };
+  if (err instanceof ServiceError) return { code: grpcStatusOf(err.code), details: clipDetails(err.message), metadata: new Metadata() };
   const sqlState = (err as { code?: unknown })?.code;
   if (typeof sqlState === "string" && sqlState.startsWith("22")) {
     return { code: status.INVALID_ARGUMENT, details: clipDetails(`invalid input: ${(err as Error).message}`), metadata: new Metadata() };

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
-import { status, type Metadata } from "@grpc/grpc-js";
-import { ServiceError } from "../errors.js";
+import type { Metadata } from "@grpc/grpc-js";
+import { unauthenticated } from "../errors.js";
 import type { Interceptor } from "../grpc/bind-service.js";
 
 export interface AuthTokens {
@@ -32,11 +32,11 @@ export function requireToken(serviceName: string, accepted: readonly (string | u
   return (_method: DescMethod, metadata: Metadata) => {
     const token = bearerToken(metadata);
     if (token === undefined) {
-      throw new ServiceError(status.UNAUTHENTICATED, `${serviceName} needs a token: send the metadata "authorization: Bearer <token>"`);
+      throw unauthenticated(`${serviceName} needs a token: send the metadata "authorization: Bearer <token>"`);
     }
     const given = digest(token);
     let ok = false;
     for (const d of digests) ok = timingSafeEqual(given, d) || ok; // every candidate is compared
-    if (!ok) throw new ServiceError(status.UNAUTHENTICATED, `${serviceName}: the bearer token is not valid`);
+    if (!ok) throw unauthenticated(`${serviceName}: the bearer token is not valid`);
   };
 }

@@ -3,8 +3,7 @@ import type { AssignmentCache, CacheCell } from "../cache/assignment-cache.js";
 import type { MemoryCache } from "../cache/memory-cache.js";
 import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
 import type { ExperimentConfig, VariantConfig } from "../engine/experiment-config.js";
-import { ServiceError } from "../errors.js";
-import { status } from "@grpc/grpc-js";
+import { Code, hasCode } from "../errors.js";
 import { cellId, type AssignmentStore, type NewAssignment } from "../store/assignment-store.js";
 import { NO_ASSIGNER_METRICS, type AssignerMetrics } from "./assigner-metrics.js";
 
@@ -293,7 +292,7 @@ export class Assigner {
     options: AssignOptionsLike,
     answer: (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => void,
   ): CellResult[] {
-    if (!(err instanceof ServiceError && err.code === status.UNAVAILABLE) || !options.allowUnstored) throw err;
+    if (!hasCode(err, Code.Unavailable) || !options.allowUnstored) throw err;
     for (const l of lookups) answer(l, decide(l.experiment, l.unitId, undefined), false, Layer.COMPUTED);
     return results;
   }
