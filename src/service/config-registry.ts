@@ -1,7 +1,8 @@
 import { HASH_VERSIONS } from "../engine/hash.js";
 import { buildExperimentConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
 import type { Database } from "../store/database.js";
-import { CONFIG_CHANNEL, type ConfigSnapshot, type ExperimentStore } from "../store/experiment-store.js";
+import { CONFIG_CHANNEL } from "../store/config-change.js";
+import type { ConfigSnapshot, ExperimentStore } from "../store/experiment-store.js";
 
 /**
  * The experiment configuration every evaluation reads, held in memory so that an assignment never
@@ -41,15 +42,21 @@ export class ConfigRegistry {
     return this.epoch;
   }
 
-  /** Loads the configuration, then follows changes. */
+  /** Loads the configuration, then follows changes: by NOTIFY where the database has it, and by
+   * a check of the epoch every `checkIntervalMs`. */
   async start(checkIntervalMs = 1_000): Promise<void> {
-    await this.db.listen(
-      CONFIG_CHANNEL,
-      (payload) => {
-        if (payload === "" || BigInt(payload) > this.epoch) this.refresh().catch((e) => this.log(`config refresh failed: ${e.message}`));
-      },
-      () => this.refresh().catch((e) => this.log(`config refresh failed: ${e.message}`)),
-    );
+    const notifications = this.db.notifications;
+    if (notifications) {
+      await notifications.listen(
+        CONFIG_CHANNEL,
+        (payload) => {
+          if (payload === "" || BigInt(payload) > this.epoch) this.refresh().catch((e) => this.log(`config refresh failed: ${e.message}`));
+        },
+        () => this.refresh().catch((e) => this.log(`config refresh failed: ${e.message}`)),
+      );
+    } else {
+      this.log(`the database has no LISTEN/NOTIFY: changes made through other servers are served within ${checkIntervalMs} ms`);
+    }
     await this.refresh();
     this.timer = setInterval(() => {
       this.store

@@ -2,9 +2,9 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { type ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { hashV1 } from "../engine/hash.js";
 import { aborted, alreadyExists, failedPrecondition, notFound, resourceExhausted } from "../errors.js";
+import { readConfigEpoch, signalConfigChange } from "./config-change.js";
 import type { Database, Queryable } from "./database.js";
-
-export const CONFIG_CHANNEL = "assignment_config";
+import { isUniqueViolation } from "./pg-errors.js";
 
 export interface VariantRecord {
   id: number;
@@ -141,19 +141,9 @@ function toExperiment(r: ExperimentRow): ExperimentRecord {
   };
 }
 
-function isUniqueViolation(err: unknown): boolean {
-  return (err as { code?: string })?.code === "23505";
-}
-
 /** Experiments, namespaces, segments and overrides: the configuration side of the store. */
 export class ExperimentStore {
   constructor(private readonly db: Database) {}
-
-  /** Bumps the configuration epoch and tells every server (NOTIFY is delivered at commit). */
-  private async changed(tx: Queryable): Promise<void> {
-    const { rows } = await tx.query<{ epoch: string }>(`UPDATE config_epoch SET epoch = epoch + 1 RETURNING epoch::text AS epoch`);
-    await tx.query(`SELECT pg_notify($1, $2)`, [CONFIG_CHANNEL, rows[0].epoch]);
-  }
 
   private async claimSalt(tx: Queryable, salt: string, owner: string): Promise<void> {
     const { rows } = await tx.query<{ owner: string }>(
@@ -190,7 +180,7 @@ export class ExperimentStore {
             x.description,
           ],
         );
-        await this.changed(tx);
+        await signalConfigChange(tx);
         return this.getExperimentById(tx, rows[0].id);
       });
     } catch (err) {
@@ -257,7 +247,7 @@ export class ExperimentStore {
           next.description,
         ],
       );
-      await this.changed(tx);
+      await signalConfigChange(tx);
       return this.getExperimentById(tx, current.id);
     });
   }
@@ -275,7 +265,7 @@ export class ExperimentStore {
         if (exists.rowCount > 0) throw alreadyExists(`key: namespace "${key}" already exists`);
         await this.claimSalt(tx, salt, `namespace:${key}`);
         await tx.query(`INSERT INTO namespaces (key, salt, unit_type, segments) VALUES ($1, $2, $3, $4)`, [key, salt, unitType, segments]);
-        await this.changed(tx);
+        await signalConfigChange(tx);
         return this.namespaceByKey(tx, key);
       });
     } catch (err) {
@@ -352,7 +342,7 @@ export class ExperimentStore {
         picked,
       ]);
       await tx.query(`UPDATE experiments SET namespace_id = $2, version = version + 1, updated_at = now() WHERE id = $1`, [exp.id, ns.id]);
-      await this.changed(tx);
+      await signalConfigChange(tx);
       return { namespace: await this.namespaceByKey(tx, namespaceKey), experiment: await this.getExperimentById(tx, exp.id) };
     });
   }
@@ -368,7 +358,7 @@ export class ExperimentStore {
       }
       const { rowCount } = await tx.query(`DELETE FROM namespace_segments WHERE namespace_id = $1 AND experiment_id = $2`, [ns.id, exp.id]);
       await tx.query(`UPDATE experiments SET version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);
-      await this.changed(tx);
+      await signalConfigChange(tx);
       return {
         namespace: await this.namespaceByKey(tx, namespaceKey),
         experiment: await this.getExperimentById(tx, exp.id),
@@ -397,7 +387,7 @@ export class ExperimentStore {
         `UPDATE experiments SET override_count = override_count + $2, cache_generation = cache_generation + 1, version = version + 1, updated_at = now() WHERE id = $1`,
         [exp.id, added],
       );
-      await this.changed(tx);
+      await signalConfigChange(tx);
       return this.getExperimentById(tx, exp.id);
     });
   }
@@ -416,7 +406,7 @@ export class ExperimentStore {
         `UPDATE experiments SET override_count = override_count - $2, cache_generation = cache_generation + 1, version = version + 1, updated_at = now() WHERE id = $1`,
         [exp.id, rows.length],
       );
-      await this.changed(tx);
+      await signalConfigChange(tx);
       return { experiment: await this.getExperimentById(tx, exp.id), cleared: rows.map((r) => r.unit_id) };
     });
   }
@@ -436,15 +426,14 @@ export class ExperimentStore {
   }
 
   async configEpoch(): Promise<bigint> {
-    const { rows } = await this.db.query<{ epoch: string }>(`SELECT epoch::text AS epoch FROM config_epoch`);
-    return BigInt(rows[0].epoch);
+    return readConfigEpoch(this.db);
   }
 
   /** The whole configuration, read in one REPEATABLE READ transaction so that it is consistent. */
   async loadConfig(): Promise<ConfigSnapshot> {
     return this.db.transaction(async (tx) => {
       await tx.query(`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY`);
-      const { rows: ep } = await tx.query<{ epoch: string }>(`SELECT epoch::text AS epoch FROM config_epoch`);
+      const epoch = await readConfigEpoch(tx);
       const { rows: ex } = await tx.query<ExperimentRow>(`SELECT ${EXPERIMENT_COLUMNS} FROM ${EXPERIMENT_FROM} ORDER BY e.key`);
       const { rows: ns } = await tx.query<{ id: number; key: string; salt: string; unit_type: string; segments: number; created_at: Date }>(
         `SELECT id, key, salt, unit_type, segments, created_at FROM namespaces ORDER BY key`,
@@ -459,7 +448,7 @@ export class ExperimentStore {
         list.push([s.segment, s.experiment_id]);
       }
       return {
-        epoch: BigInt(ep[0].epoch),
+        epoch,
         experiments: ex.map(toExperiment),
         namespaces: ns.map((n) => ({
           id: n.id,

@@ -1,35 +1,10 @@
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import pg from "pg";
-import { runner } from "node-pg-migrate";
-import { unavailable } from "../errors.js";
-import type { Database, Queryable, QueryResult } from "./database.js";
-
-/** migrations/ at the package root: two levels up from src/store, three from dist/src/store. */
-export const MIGRATIONS_DIR =
-  [new URL("../../migrations", import.meta.url), new URL("../../../migrations", import.meta.url)]
-    .map((u) => fileURLToPath(u))
-    .find((dir) => existsSync(dir)) ?? fileURLToPath(new URL("../../migrations", import.meta.url));
-
-/** SQLSTATE classes and Node socket errors that mean "the database cannot be reached now". */
-function isConnectionError(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  const code = e?.code ?? "";
-  if (/^(08|57P|53)/.test(code)) return true; // connection exception, operator intervention, insufficient resources
-  if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH"].includes(code)) return true;
-  const msg = e?.message ?? "";
-  // 55000 "database … is not currently accepting connections" (ALLOW_CONNECTIONS false) is a refused
-  // connection too; matched by message, since 55000 alone also covers unrelated state errors.
-  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect|is not currently accepting connections/i.test(
-    msg,
-  );
-}
-
-/** Rethrows connection failures as UNAVAILABLE, anything else unchanged. */
-export function mapDatabaseError(err: unknown): never {
-  if (isConnectionError(err)) throw unavailable(`database unavailable: ${(err as Error).message}`);
-  throw err;
-}
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
+import type { BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
+import { runMigrations } from "./migrations.js";
+import { isConnectionError, rethrowStoreError } from "./pg-errors.js";
 
 export interface PgDatabaseOptions {
   url: string;
@@ -38,10 +13,90 @@ export interface PgDatabaseOptions {
   log?: (msg: string) => void;
 }
 
+function resultOf<R>(r: pg.QueryResult): QueryResult<R> {
+  return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+}
+
+/** A pooled connection of the caller's own (see Session and CopySession). */
+class PgSession implements CopySession {
+  private broken = false;
+  private released = false;
+
+  constructor(private readonly client: pg.PoolClient) {}
+
+  async query<R>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
+    try {
+      return resultOf<R>(await this.client.query(text, values));
+    } catch (err) {
+      if (isConnectionError(err)) this.broken = true;
+      return rethrowStoreError(err);
+    }
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = this.client;
+    const tx: Queryable = {
+      async query<R>(text: string, values?: unknown[]) {
+        return resultOf<R>(await client.query(text, values));
+      },
+    };
+    try {
+      await client.query("BEGIN");
+      const result = await fn(tx);
+      await client.query("COMMIT");
+      return result;
+    } catch (err) {
+      try {
+        await client.query("ROLLBACK");
+      } catch {
+        this.broken = true;
+      }
+      if (isConnectionError(err)) this.broken = true;
+      return rethrowStoreError(err);
+    }
+  }
+
+  async copyFrom(sql: string, chunks: Iterable<Buffer>): Promise<void> {
+    try {
+      await pipeline(Readable.from(chunks), this.client.query(copyFrom(sql)));
+    } catch (err) {
+      if (isConnectionError(err)) this.broken = true;
+      return rethrowStoreError(err);
+    }
+  }
+
+  async *copyTo(sql: string): AsyncGenerator<Buffer> {
+    const stream = this.client.query(copyTo(sql));
+    try {
+      for await (const chunk of stream) yield chunk as Buffer;
+    } catch (err) {
+      this.broken = true;
+      return rethrowStoreError(err);
+    } finally {
+      // A consumer that stops early (a cancelled call) leaves the COPY unfinished: that connection
+      // cannot be reused.
+      if (!stream.readableEnded) {
+        this.broken = true;
+        stream.destroy();
+      }
+    }
+  }
+
+  release(broken = false): void {
+    if (this.released) return;
+    this.released = true;
+    this.client.release(broken || this.broken);
+  }
+}
+
+/** PostgreSQL over the network, through a node-postgres pool: every capability. */
 export class PgDatabase implements Database {
-  readonly pool: pg.Pool;
+  private readonly pool: pg.Pool;
   private listener: pg.Client | undefined;
   private closed = false;
+
+  readonly notifications: Notifications = { listen: (channel, onNotify, onReconnect) => this.listen(channel, onNotify, onReconnect) };
+  readonly bulkCopy: BulkCopy = { session: () => this.session() };
 
   constructor(private readonly options: PgDatabaseOptions) {
     this.pool = new pg.Pool({
@@ -57,46 +112,30 @@ export class PgDatabase implements Database {
 
   async query<R>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
     try {
-      const r = await this.pool.query(text, values as unknown[]);
-      return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+      return resultOf<R>(await this.pool.query(text, values));
     } catch (err) {
-      return mapDatabaseError(err);
+      return rethrowStoreError(err);
+    }
+  }
+
+  async session(): Promise<PgSession> {
+    try {
+      return new PgSession(await this.pool.connect());
+    } catch (err) {
+      return rethrowStoreError(err);
     }
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    let client: pg.PoolClient;
+    const session = await this.session();
     try {
-      client = await this.pool.connect();
-    } catch (err) {
-      return mapDatabaseError(err);
-    }
-    const tx: Queryable = {
-      async query<R>(text: string, values?: unknown[]) {
-        const r = await client.query(text, values as unknown[]);
-        return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
-      },
-    };
-    let broken = false;
-    try {
-      await client.query("BEGIN");
-      const result = await fn(tx);
-      await client.query("COMMIT");
-      return result;
-    } catch (err) {
-      try {
-        await client.query("ROLLBACK");
-      } catch {
-        broken = true;
-      }
-      if (isConnectionError(err)) broken = true;
-      return mapDatabaseError(err);
+      return await session.transaction(fn);
     } finally {
-      client.release(broken);
+      session.release();
     }
   }
 
-  async listen(channel: string, onNotify: (payload: string) => void, onReconnect: () => void): Promise<void> {
+  private async listen(channel: string, onNotify: (payload: string) => void, onReconnect: () => void): Promise<void> {
     const connect = async (): Promise<void> => {
       const client = new pg.Client({ connectionString: this.options.url, application_name: "assignment-server-listen" });
       client.on("notification", (n) => {
@@ -129,18 +168,7 @@ export class PgDatabase implements Database {
   async migrate(): Promise<void> {
     const client = await this.pool.connect();
     try {
-      await runner({
-        dbClient: client,
-        dir: MIGRATIONS_DIR,
-        direction: "up",
-        migrationsTable: "schema_migrations",
-        count: Infinity,
-        log: () => {},
-        singleTransaction: true,
-        // Several servers may start at once: the others wait for the first one's migrations
-        // (node-pg-migrate's default, "fail", made them exit with "Another migration is already running").
-        advisoryLockMode: "wait",
-      });
+      await runMigrations(client);
     } finally {
       client.release();
     }

@@ -1,9 +1,9 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 import { PGlite, types, type Transaction } from "@electric-sql/pglite";
-import { runner } from "node-pg-migrate";
-import type { Database, Queryable, QueryResult } from "./database.js";
-import { MIGRATIONS_DIR } from "./pg-database.js";
+import type { Database, Notifications, Queryable, QueryResult, Session } from "./database.js";
+import { type MigrationClient, runMigrations } from "./migrations.js";
+import { rethrowStoreError } from "./pg-errors.js";
 
 export interface PgliteDatabaseOptions {
   /** Folder holding the database (created when missing), or `memory://` for a throwaway one. */
@@ -32,17 +32,28 @@ function toResult<R>(r: PgliteResults): QueryResult<R> {
  *
  * - PGlite is a single connection, so transactions are serialized: `transaction()` uses PGlite's
  *   own transaction(), which holds its transaction lock; queries outside a transaction wait for it.
+ * - Its one connection is its one session: `session()` hands out that shared session (temporary
+ *   tables last between statements; transactions only through `transaction`).
  * - NOTIFY reaches listeners of the same instance (the only one), so LISTEN works unchanged.
  * - Migrations are node-pg-migrate's, run through a small adapter with the pg-like `query()` its
  *   runner accepts as `dbClient` (statements without parameters go through PGlite's `exec()`, which
  *   accepts several statements, as a migration file has).
- * - There is no COPY FROM STDIN stream: TransferStore stages imports with INSERT … SELECT FROM
- *   unnest instead (see transfer-store.ts).
+ * - There is no COPY FROM STDIN stream (`bulkCopy` is null): imports stage rows with INSERT …
+ *   SELECT FROM unnest and exports page with SELECT instead.
+ * - Its errors carry SQLSTATE codes as node-postgres's do, and are mapped the same way (pg-errors.ts).
  * - A data folder must not be opened by two processes at once: a `<dataDir>.lock` file holding the
  *   owner's pid refuses a second one (a lock left by a dead process is taken over).
  */
 export class PgliteDatabase implements Database {
   private closed = false;
+
+  /** The connection never drops, so `onReconnect` is never called. */
+  readonly notifications: Notifications = {
+    listen: async (channel, onNotify) => {
+      await this.pg.listen(channel, onNotify);
+    },
+  };
+  readonly bulkCopy = null;
 
   private constructor(
     readonly pg: PGlite,
@@ -69,34 +80,34 @@ export class PgliteDatabase implements Database {
   }
 
   async query<R>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
-    return toResult<R>(await this.pg.query(text, values));
+    try {
+      return toResult<R>(await this.pg.query(text, values));
+    } catch (err) {
+      return rethrowStoreError(err);
+    }
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.pg.transaction(async (t: Transaction) =>
-      fn({
-        async query<R>(text: string, values?: unknown[]) {
-          return toResult<R>(await t.query(text, values));
-        },
-      }),
-    );
+    try {
+      return await this.pg.transaction(async (t: Transaction) =>
+        fn({
+          async query<R>(text: string, values?: unknown[]) {
+            return toResult<R>(await t.query(text, values));
+          },
+        }),
+      );
+    } catch (err) {
+      return rethrowStoreError(err);
+    }
   }
 
-  /** The connection never drops, so `onReconnect` is never called. */
-  async listen(channel: string, onNotify: (payload: string) => void, _onReconnect: () => void): Promise<void> {
-    await this.pg.listen(channel, onNotify);
+  /** The one session, shared (see the class comment); releasing it does nothing. */
+  async session(): Promise<Session> {
+    return { query: (text, values) => this.query(text, values), transaction: (fn) => this.transaction(fn), release() {} };
   }
 
   async migrate(): Promise<void> {
-    await runner({
-      dbClient: this.migrationClient() as never,
-      dir: MIGRATIONS_DIR,
-      direction: "up",
-      migrationsTable: "schema_migrations",
-      count: Infinity,
-      log: () => {},
-      singleTransaction: true,
-    });
+    await runMigrations(this.migrationClient());
   }
 
   /**
@@ -104,7 +115,7 @@ export class PgliteDatabase implements Database {
    * answering `{ rows }`. Migration files hold several statements, which only the simple query
    * protocol (PGlite's `exec()`) accepts; parameterized statements use `query()`.
    */
-  private migrationClient() {
+  private migrationClient(): MigrationClient {
     const pg = this.pg;
     return {
       async query(textOrConfig: string | { text: string; values?: unknown[] }, values?: unknown[]) {
