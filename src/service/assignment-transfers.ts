@@ -9,7 +9,7 @@ import {
   type ImportAssignmentsResponseSchema,
 } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rules.js";
-import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
+import { Code, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
 import type { CallContext } from "../grpc/handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
@@ -183,9 +183,16 @@ export class AssignmentTransfers {
     }
   }
 
+  /** The experiment named, from memory, else from the store (one this server does not serve, or
+   * not yet); NOT_FOUND only when the store says so, its other failures as they are. */
   private async experimentByKey(field: string, key: string) {
     if (!isValidKey(key)) throw invalidArgument(field, KEY_RULE);
-    const exp = this.registry.get(key) ?? (await this.experiments.getExperiment(key).catch(() => undefined));
+    const exp =
+      this.registry.get(key) ??
+      (await this.experiments.getExperiment(key).catch((err: unknown) => {
+        if (hasCode(err, Code.NotFound)) return undefined;
+        throw err;
+      }));
     if (!exp) throw notFound(`${field}: no experiment "${key}"`);
     return exp;
   }

@@ -103,4 +103,27 @@ describe("PostgreSQL unreachable", () => {
     for (const u of fresh.slice(1)) expect(stored.has(u)).toBe(false);
     expect((await t.experiments.getExperiment({ key: "outage" })).experiment!.key).toBe("outage");
   });
+
+  it("a call naming an experiment this server does not hold is UNAVAILABLE, not NOT_FOUND, while the store is unreachable", async () => {
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) {
+        // read it all
+      }
+    };
+    const copy = () =>
+      drain(t.experiments.copyAssignments({ sourceExperimentKey: "elsewhere", targetExperimentKey: "outage", variantMapping: { a: "a" } }));
+    const exportIt = () => drain(t.experiments.exportAssignments({ experimentKey: "elsewhere" }));
+    // The store can tell: there is no such experiment.
+    await expectFailure(copy(), status.NOT_FOUND, 'source_experiment_key: no experiment "elsewhere"');
+    await expectFailure(exportIt(), status.NOT_FOUND, 'experiment_key: no experiment "elsewhere"');
+    const name = databaseNameOf(t.databaseUrl);
+    await block(name);
+    try {
+      // It cannot: the experiment may well exist (made through another server a moment ago).
+      await expectFailure(copy(), status.UNAVAILABLE);
+      await expectFailure(exportIt(), status.UNAVAILABLE);
+    } finally {
+      await unblock(name);
+    }
+  });
 });
