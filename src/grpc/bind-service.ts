@@ -9,13 +9,20 @@ import type {
   ServerWritableStream,
   UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import type { CallContext, ServiceHandlers } from "./handler-types.js";
+import { cancelled } from "../errors.js";
+import type { CallContext, Interceptor, RequestHeaders, ServiceHandlers } from "../service/handler-types.js";
 import { decodeRequest, serverDefinition } from "./service-definition.js";
 import { toGrpcStatus } from "./status-mapping.js";
-import { cancelled } from "../errors.js";
 
-/** Runs before every handler (authentication, logging); throw a ServiceError to refuse the call. */
-export type Interceptor = (method: DescMethod, metadata: Metadata) => void;
+/** A call's metadata as the handlers see request headers: the first value of a key. */
+function headersOf(metadata: Metadata): RequestHeaders {
+  return {
+    get(name) {
+      const v = metadata.get(name)[0];
+      return v === undefined ? null : v.toString();
+    },
+  };
+}
 
 export interface BindOptions {
   log: (msg: string, err: unknown) => void;
@@ -37,7 +44,7 @@ function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "ca
       if (!finished) controller.abort();
     });
   }
-  const ctx: CallContext = { metadata: call.metadata, signal: controller.signal, method: method.name };
+  const ctx: CallContext = { method: method.name, requestHeader: headersOf(call.metadata), signal: controller.signal };
   return { ctx, finish: () => (finished = true) };
 }
 
@@ -124,7 +131,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
         impl[method.localName] = (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
           const { ctx, finish } = contextOf(method, call);
           (async () => {
-            options.interceptor?.(method, call.metadata);
+            options.interceptor?.(method, ctx.requestHeader);
             return handler(decodeRequest(method, call.request), ctx);
           })()
             .finally(finish)
@@ -138,7 +145,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
         impl[method.localName] = (call: ServerWritableStream<Buffer, unknown>) => {
           const { ctx, finish } = contextOf(method, call);
           sendAll(call, ctx, finish, fail, () => {
-            options.interceptor?.(method, call.metadata);
+            options.interceptor?.(method, ctx.requestHeader);
             return handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
           });
         };
@@ -147,7 +154,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
         impl[method.localName] = (call: ServerReadableStream<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
           const { ctx, finish } = contextOf(method, call);
           (async () => {
-            options.interceptor?.(method, call.metadata);
+            options.interceptor?.(method, ctx.requestHeader);
             return handler(decodeStream(method, call, ctx.signal), ctx);
           })()
             .finally(finish)
@@ -161,7 +168,7 @@ export function bindService<S extends DescService>(service: S, handlers: Service
         impl[method.localName] = (call: ServerDuplexStream<Buffer, unknown>) => {
           const { ctx, finish } = contextOf(method, call);
           sendAll(call, ctx, finish, fail, () => {
-            options.interceptor?.(method, call.metadata);
+            options.interceptor?.(method, ctx.requestHeader);
             return handler(decodeStream(method, call, ctx.signal), ctx) as AsyncIterable<unknown>;
           });
         };

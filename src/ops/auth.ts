@@ -1,8 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { Metadata } from "@grpc/grpc-js";
 import { unauthenticated } from "../errors.js";
-import type { Interceptor } from "../grpc/bind-service.js";
+import type { Interceptor, RequestHeaders } from "../service/handler-types.js";
 
 export interface AuthTokens {
   /** Required for ExperimentService (administration); absent: that service is open. */
@@ -14,9 +13,9 @@ export interface AuthTokens {
 const digest = (s: string) => createHash("sha256").update(s, "utf8").digest();
 
 /** The bearer token of `authorization: Bearer <token>`, or undefined. */
-export function bearerToken(metadata: Metadata): string | undefined {
-  const value = metadata.get("authorization")[0];
-  if (typeof value !== "string") return undefined;
+export function bearerToken(requestHeader: RequestHeaders): string | undefined {
+  const value = requestHeader.get("authorization");
+  if (value === null) return undefined;
   const m = /^Bearer[ \t]+(\S+)\s*$/i.exec(value);
   return m ? m[1] : undefined;
 }
@@ -29,8 +28,8 @@ export function bearerToken(metadata: Metadata): string | undefined {
 export function requireToken(serviceName: string, accepted: readonly (string | undefined)[]): Interceptor | undefined {
   const digests = accepted.filter((t): t is string => !!t).map(digest);
   if (digests.length === 0) return undefined;
-  return (_method: DescMethod, metadata: Metadata) => {
-    const token = bearerToken(metadata);
+  return (_method: DescMethod, requestHeader: RequestHeaders) => {
+    const token = bearerToken(requestHeader);
     if (token === undefined) {
       throw unauthenticated(`${serviceName} needs a token: send the metadata "authorization: Bearer <token>"`);
     }

@@ -12,7 +12,7 @@ import { explainBuckets, isEnrolled } from "../engine/evaluate.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { checkKey, checkUnitId, checkUnitType, isValidUnitType, UNIT_TYPE_RULE } from "../engine/rules.js";
 import { invalidArgument, unavailable } from "../errors.js";
-import type { ServiceHandlers } from "../grpc/handler-types.js";
+import type { ServiceHandlers } from "./handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
 import type { ConfigRegistry } from "./config-registry.js";
 import { nextOrAbort } from "../util/next-or-abort.js";

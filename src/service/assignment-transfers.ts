@@ -10,7 +10,7 @@ import {
 } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rules.js";
 import { Code, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
-import type { CallContext } from "../grpc/handler-types.js";
+import type { CallContext } from "./handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
 import type { ConfigRegistry } from "./config-registry.js";

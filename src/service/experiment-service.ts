@@ -23,7 +23,7 @@ import {
 } from "../engine/rules.js";
 import { sampleRatio } from "../engine/sample-ratio.js";
 import { invalidArgument, failedPrecondition } from "../errors.js";
-import type { ServiceHandlers } from "../grpc/handler-types.js";
+import type { ServiceHandlers } from "./handler-types.js";
 import type { ExperimentRecord, ExperimentStore, NamespaceRecord, VariantRecord } from "../store/experiment-store.js";
 import type { AssignmentTransfers } from "./assignment-transfers.js";
 import type { ConfigRegistry } from "./config-registry.js";

@@ -22,6 +22,7 @@ import {
 import { backoffMs } from "../../src/client/create-client.js";
 import { ServiceError } from "../../src/errors.js";
 import { bindService } from "../../src/grpc/bind-service.js";
+import type { CallContext } from "../../src/service/handler-types.js";
 import { failure, sleep } from "./helpers.js";
 
 function freePort(): Promise<number> {
@@ -56,19 +57,19 @@ async function startStub(behaviour: Behaviour, port = 0): Promise<Stub> {
   const handlersFor = (service: DescService) =>
     Object.fromEntries(
       service.methods.map((m) => {
-        const count = (ctx: { metadata: grpc.Metadata }) => {
+        const count = (ctx: CallContext) => {
           const n = (calls.get(m.name) ?? 0) + 1;
           calls.set(m.name, n);
-          tokens.push(ctx.metadata.get("authorization")[0]?.toString());
+          tokens.push(ctx.requestHeader.get("authorization") ?? undefined);
           return behaviour(m.name, n);
         };
-        const unary = async (_req: unknown, ctx: { metadata: grpc.Metadata }) => {
+        const unary = async (_req: unknown, ctx: CallContext) => {
           const b = count(ctx);
           if (b === "invalid") throw new ServiceError(grpc.status.INVALID_ARGUMENT, "stub: bad");
           if (b !== "ok") throw unavailable();
           return m.name === "Assign" ? { assignment: { experimentKey: "e", variantKey: "a" } } : {};
         };
-        const streaming = async function* (_req: unknown, ctx: { metadata: grpc.Metadata }) {
+        const streaming = async function* (_req: unknown, ctx: CallContext) {
           const b = count(ctx);
           if (b === "unavailable") throw unavailable();
           yield { experimentKey: "e", unitIds: ["u-1"] };
@@ -76,7 +77,7 @@ async function startStub(behaviour: Behaviour, port = 0): Promise<Stub> {
           yield { experimentKey: "e", unitIds: ["u-2"] };
         };
         const kind = m.methodKind;
-        const requestsIn = async (requests: AsyncIterable<unknown>, ctx: { metadata: grpc.Metadata }) => {
+        const requestsIn = async (requests: AsyncIterable<unknown>, ctx: CallContext) => {
           for await (const _ of requests) {
             // drain
           }
@@ -90,7 +91,7 @@ async function startStub(behaviour: Behaviour, port = 0): Promise<Stub> {
               : kind === "client_streaming"
                 ? requestsIn
                 : // biome-ignore lint/correctness/useYield: a bidi handler that answers nothing
-                  async function* (requests: AsyncIterable<unknown>, ctx: { metadata: grpc.Metadata }) {
+                  async function* (requests: AsyncIterable<unknown>, ctx: CallContext) {
                     await requestsIn(requests, ctx);
                   };
         return [m.localName, handler];

@@ -1,13 +1,28 @@
-import type { DescMessage, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import type { Metadata } from "@grpc/grpc-js";
+import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+
+/**
+ * The handlers of a service, derived from its generated descriptor, and what they see of a call:
+ * nothing of a transport, so that every transport (the grpc-js adapter in src/grpc, an HTTP one)
+ * feeds the same handlers.
+ */
+
+/** A call's request headers: gRPC metadata, or HTTP headers (the Fetch API's Headers is one). */
+export interface RequestHeaders {
+  /** The value of header `name` (case-insensitive), or null. */
+  get(name: string): string | null;
+}
 
 /** What every handler gets besides its request. */
 export interface CallContext {
-  readonly metadata: Metadata;
+  /** The method's name in the proto, e.g. `Assign`. */
+  readonly method: string;
+  readonly requestHeader: RequestHeaders;
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
-  readonly method: string;
 }
+
+/** Runs before every handler of a service (authentication); throws a ServiceError to refuse the call. */
+export type Interceptor = (method: DescMethod, requestHeader: RequestHeaders) => void;
 
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
