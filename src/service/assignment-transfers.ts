@@ -9,7 +9,7 @@ import {
   type ImportAssignmentsResponseSchema,
 } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rules.js";
-import { Code, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
+import { Code, cancelled, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
 import type { CallContext } from "./handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
@@ -51,7 +51,7 @@ export class AssignmentTransfers {
     let last: ImportTarget | string = "";
     try {
       for await (const message of requests) {
-        if (ctx.signal.aborted) throw invalidArgument("stream", "cancelled by the caller; nothing was imported");
+        if (ctx.signal.aborted) throw cancelled("the client cancelled the import; nothing was stored");
         if (message.setup) {
           if (!first) throw invalidArgument(`messages[${received}].setup`, "is allowed only in the first message");
           const policy = message.setup.policy;
