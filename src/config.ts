@@ -10,6 +10,17 @@
 import { accessSync, constants } from "node:fs";
 import { parseArgs } from "node:util";
 import type { ServerConfig } from "./server.js";
+import {
+  DEFAULT_CACHE_TTL_SECONDS,
+  DEFAULT_DATABASE_POOL_SIZE,
+  DEFAULT_HOST,
+  DEFAULT_LOG_LEVEL,
+  DEFAULT_MEMORY_CACHE_ENTRIES,
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PGLITE_DIR,
+  DEFAULT_PORT,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+} from "./server-defaults.js";
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -37,7 +48,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     env: "PGLITE_DATA_DIR",
     flag: "pglite-dir",
-    default: "./data/pglite",
+    default: DEFAULT_PGLITE_DIR,
     help: "folder of the embedded database (without DATABASE_URL); memory:// keeps it in memory only",
   },
   {
@@ -46,8 +57,8 @@ export const SETTINGS: readonly Setting[] = [
     default: "(unset: in-process cache only)",
     help: "Redis connection string (redis-cluster://h:p,h:p for a cluster); unset: no shared cache",
   },
-  { env: "HOST", flag: "host", default: "127.0.0.1", help: "address to listen on (0.0.0.0 for all)" },
-  { env: "PORT", flag: "port", default: "50051", help: "gRPC port" },
+  { env: "HOST", flag: "host", default: DEFAULT_HOST, help: "address to listen on (0.0.0.0 for all)" },
+  { env: "PORT", flag: "port", default: String(DEFAULT_PORT), help: "gRPC port" },
   { env: "ADMIN_TOKEN", default: "(unset)", help: "bearer token ExperimentService demands; required unless insecure development mode" },
   { env: "ASSIGN_TOKEN", default: "(unset: open)", help: "bearer token AssignmentService demands (the admin token works too)" },
   {
@@ -67,7 +78,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     env: "METRICS_PORT",
     flag: "metrics-port",
-    default: "9464",
+    default: String(DEFAULT_METRICS_PORT),
     help: "Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0 turns metrics off",
   },
   { env: "METRICS_HOST", flag: "metrics-host", default: "(HOST)", help: "address of the metrics endpoint" },
@@ -77,21 +88,26 @@ export const SETTINGS: readonly Setting[] = [
     default: "(empty)",
     help: "prefix of every Redis key, to share one Redis between deployments",
   },
-  { env: "CACHE_TTL_SECONDS", flag: "cache-ttl", default: "86400", help: "lifetime of a Redis cache entry" },
+  { env: "CACHE_TTL_SECONDS", flag: "cache-ttl", default: String(DEFAULT_CACHE_TTL_SECONDS), help: "lifetime of a Redis cache entry" },
   {
     env: "MEMORY_CACHE_ENTRIES",
     flag: "memory-cache-entries",
-    default: "2000000",
+    default: String(DEFAULT_MEMORY_CACHE_ENTRIES),
     help: "most stored assignments held in process (32 bytes each, outside the JS heap); 0 turns it off",
   },
   {
     env: "SHUTDOWN_GRACE_MS",
     flag: "shutdown-grace",
-    default: "10000",
+    default: String(DEFAULT_SHUTDOWN_GRACE_MS),
     help: "on SIGTERM, how long in-flight calls may run before they are cancelled (pending writes are completed either way)",
   },
-  { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: "20", help: "PostgreSQL connections" },
-  { env: "LOG_LEVEL", flag: "log-level", default: "info", help: "pino level: debug (one line per call), info, warn, error, silent" },
+  { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: String(DEFAULT_DATABASE_POOL_SIZE), help: "PostgreSQL connections" },
+  {
+    env: "LOG_LEVEL",
+    flag: "log-level",
+    default: DEFAULT_LOG_LEVEL,
+    help: "pino level: debug (one line per call), info, warn, error, silent",
+  },
 ];
 
 export interface LoadedConfig {
@@ -126,7 +142,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   } catch (err) {
     throw new ConfigError(`${(err as Error).message} (see --help)`);
   }
-  if (values.help) return { server: {}, logLevel: "info", help: helpText() };
+  if (values.help) return { server: {}, logLevel: DEFAULT_LOG_LEVEL, help: helpText() };
 
   /** The flag's value, else the variable's; empty counts as unset. */
   const get = (name: string): string | undefined => {
@@ -191,21 +207,21 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
     }
   }
 
-  const logLevel = get("LOG_LEVEL") ?? "info";
+  const logLevel = get("LOG_LEVEL") ?? DEFAULT_LOG_LEVEL;
   if (!["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(logLevel)) {
     throw new ConfigError(`${label("LOG_LEVEL")}: must be one of debug, info, warn, error, silent (got "${logLevel}")`);
   }
-  const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
-  const host = get("HOST") ?? "127.0.0.1";
+  const metricsPort = int("METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535);
+  const host = get("HOST") ?? DEFAULT_HOST;
 
   return {
     logLevel,
     server: {
       databaseUrl,
-      pgliteDataDir: get("PGLITE_DATA_DIR") ?? "./data/pglite",
+      pgliteDataDir: get("PGLITE_DATA_DIR") ?? DEFAULT_PGLITE_DIR,
       redisUrl: get("REDIS_URL"),
       host,
-      port: int("PORT", 50051, 0, 65535),
+      port: int("PORT", DEFAULT_PORT, 0, 65535),
       redisPrefix: get("REDIS_PREFIX") ?? "",
       cacheTtlSeconds: int("CACHE_TTL_SECONDS", undefined, 1, 2 ** 31 - 1),
       memoryCacheEntries: int("MEMORY_CACHE_ENTRIES", undefined, 0, 2 ** 31 - 1),

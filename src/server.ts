@@ -5,7 +5,7 @@ import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb
 import { MemoryCache } from "./cache/memory-cache.js";
 import { NullCache } from "./cache/null-cache.js";
 import { connectRedis, RedisCache } from "./cache/redis-cache.js";
-import { MAX_MESSAGE_BYTES } from "./client/create-client.js";
+import { MAX_MESSAGE_BYTES } from "./protocol-limits.js";
 import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { createLogger, type Logger } from "./logger.js";

@@ -3,6 +3,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { ExperimentStatus, type Experiment, type GetExperimentStatsResponse } from "../client/index.js";
 import { type Context, UsageError } from "./context.js";
 import { readCsv } from "./csv.js";
+import { MAX_OVERRIDES_PER_CALL } from "../protocol-limits.js";
 import {
   bp,
   count,
@@ -211,8 +212,6 @@ export async function releaseSegments(ctx: Context, namespaceKey: string, experi
     ? printJson({ released: r.released, namespace: namespaceJson(r.namespace!) })
     : print(`released ${count(r.released)} segments\n` + namespaceDetails(r.namespace!));
 }
-
-const MAX_OVERRIDES_PER_CALL = 10_000;
 
 /** Overrides from `unit=variant` arguments and/or a CSV file of unit_id,variant_key rows. */
 export async function setOverrides(ctx: Context, experimentKey: string, pairs: string[], o: { file?: string }) {

@@ -2,10 +2,11 @@ import type { AssignmentColumn, AssignOptions } from "../../gen/ts/assignment/v1
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AssignOptionsSchema } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { AssignmentService, Client } from "../client/index.js";
+import { MAX_BULK_UNITS, MAX_MATRIX_CELLS } from "../protocol-limits.js";
 
-/** Largest batch StreamAssign takes: 10,000 ids, and at most 100,000 ids x experiments. */
+/** Largest batch StreamAssign takes: MAX_BULK_UNITS ids, and at most MAX_MATRIX_CELLS ids x experiments. */
 export function maxBatch(experiments: number): number {
-  return Math.max(1, Math.min(10_000, Math.floor(100_000 / Math.max(1, experiments))));
+  return Math.max(1, Math.min(MAX_BULK_UNITS, Math.floor(MAX_MATRIX_CELLS / Math.max(1, experiments))));
 }
 
 export interface CohortOptions {

@@ -10,6 +10,7 @@ import { type Context, UsageError } from "./context.js";
 import { csvLine, readCsv, readLines } from "./csv.js";
 import { count, parseCount, reasonName, sourceName } from "./format.js";
 import { Progress } from "./progress.js";
+import { DEFAULT_EXPORT_BATCH, MAX_BULK_UNITS } from "../protocol-limits.js";
 
 /** A file to read, or stdin for "-" / none. */
 function input(file: string | undefined): Readable {
@@ -140,7 +141,8 @@ export async function cohort(ctx: Context, experimentKeys: string[], o: CohortCo
   await out.end();
 }
 
-const IMPORT_MESSAGE_ROWS = 10_000;
+/** Rows per ImportAssignments message: as many as a BulkAssign takes ids. */
+const IMPORT_MESSAGE_ROWS = MAX_BULK_UNITS;
 
 export interface ImportOptions {
   experiment?: string;
@@ -226,7 +228,7 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
 
 /** Writes every stored assignment of an experiment as CSV (the format `import` reads). */
 export async function exportCsv(ctx: Context, experimentKey: string, o: { output?: string; batchSize?: string }) {
-  const batchSize = o.batchSize === undefined ? 10_000 : parseCount("--batch-size", o.batchSize);
+  const batchSize = o.batchSize === undefined ? DEFAULT_EXPORT_BATCH : parseCount("--batch-size", o.batchSize);
   let total: number | undefined;
   if (ctx.options.progress && process.stderr.isTTY) {
     const s = await ctx.experiments.getExperimentStats({ key: experimentKey });

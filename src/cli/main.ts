@@ -9,6 +9,7 @@ import { ExperimentStatus } from "../client/index.js";
 import * as admin from "./admin.js";
 import { Context, parseDuration, UsageError } from "./context.js";
 import * as data from "./data.js";
+import { DEFAULT_ADDRESS } from "../server-defaults.js";
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
@@ -28,7 +29,7 @@ function run<A extends unknown[]>(body: (ctx: Context, ...args: A) => Promise<vo
 export function buildProgram(): Command {
   const program = new Command("assignment")
     .description("Command line of the experiment-assignment server (gRPC)")
-    .addOption(new Option("-a, --address <host:port>", "server address").env("ASSIGNMENT_ADDRESS").default("127.0.0.1:50051"))
+    .addOption(new Option("-a, --address <host:port>", "server address").env("ASSIGNMENT_ADDRESS").default(DEFAULT_ADDRESS))
     .addOption(
       new Option("-t, --token <token>", "bearer token (ADMIN_TOKEN for administration, ASSIGN_TOKEN for assignments)").env(
         "ASSIGNMENT_TOKEN",

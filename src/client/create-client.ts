@@ -11,6 +11,7 @@ import {
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { methodPath } from "../grpc/service-definition.js";
+import { MAX_MESSAGE_BYTES } from "../protocol-limits.js";
 
 export interface CallOptions {
   /** Milliseconds until the call's deadline; overrides the client's default. */
@@ -80,8 +81,6 @@ type ClientMethod<M> = M extends { methodKind: "unary"; input: infer I extends D
 export type Client<S extends DescService> = {
   [K in keyof S["method"]]: ClientMethod<S["method"][K]>;
 } & { close(): void; readonly channel: grpc.Client };
-
-export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 /**
  * Whether the client may retry `method`: its proto declares it free of side effects or

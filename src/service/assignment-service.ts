@@ -14,13 +14,10 @@ import { checkKey, checkUnitId, checkUnitType, isValidUnitType, UNIT_TYPE_RULE }
 import { invalidArgument, unavailable } from "../errors.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
+import { MAX_BULK_UNITS, MAX_EXPERIMENTS_PER_CALL, MAX_MATRIX_CELLS, MAX_STREAM_EXPERIMENTS } from "../protocol-limits.js";
 import type { ConfigRegistry } from "./config-registry.js";
 import { nextOrAbort } from "../util/next-or-abort.js";
 
-export const MAX_BULK_UNITS = 10_000;
-export const MAX_MATRIX_CELLS = 100_000;
-export const MAX_EXPERIMENTS_PER_CALL = 1_000;
-export const MAX_STREAM_EXPERIMENTS = 100;
 /** Batches of one stream being answered at once; more are not read until the oldest is sent. */
 export const STREAM_BATCHES_IN_FLIGHT = 4;
 

@@ -13,13 +13,8 @@ import { Code, cancelled, failedPrecondition, hasCode, invalidArgument, notFound
 import type { CallContext } from "./handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
+import { DEFAULT_COPY_BATCH, DEFAULT_EXPORT_BATCH, MAX_COPY_BATCH, MAX_EXPORT_BATCH, MAX_IMPORT_ERRORS } from "../protocol-limits.js";
 import type { ConfigRegistry } from "./config-registry.js";
-
-export const MAX_IMPORT_ERRORS = 100;
-export const DEFAULT_EXPORT_BATCH = 10_000;
-export const MAX_EXPORT_BATCH = 50_000;
-export const DEFAULT_COPY_BATCH = 50_000;
-export const MAX_COPY_BATCH = 100_000;
 
 interface ImportTarget {
   id: number;

@@ -26,11 +26,14 @@ import { invalidArgument, failedPrecondition } from "../errors.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import type { ExperimentRecord, ExperimentStore, NamespaceRecord, VariantRecord } from "../store/experiment-store.js";
 import type { AssignmentTransfers } from "./assignment-transfers.js";
+import {
+  MAX_DESCRIPTION_BYTES,
+  MAX_EXPERIMENT_PARAMS_BYTES,
+  MAX_OVERRIDES_PER_CALL,
+  MAX_PARAMS_BYTES,
+  MAX_TAGS,
+} from "../protocol-limits.js";
 import type { ConfigRegistry } from "./config-registry.js";
-
-export const MAX_OVERRIDES_PER_CALL = 10_000;
-export const MAX_TAGS = 100;
-export const MAX_DESCRIPTION_BYTES = 10_000;
 
 const STATUSES = [ExperimentStatus.DRAFT, ExperimentStatus.RUNNING, ExperimentStatus.PAUSED, ExperimentStatus.STOPPED];
 
@@ -91,12 +94,6 @@ function variantNamed(field: string, variants: readonly VariantRecord[], key: st
     throw invalidArgument(field, `must name one of the variants (${variants.map((v) => v.key).join(", ")})`);
   return key;
 }
-
-/** A variant's params, as JSON, at most this long, and an experiment's all together at most
- * MAX_EXPERIMENT_PARAMS_BYTES: answers carry them, so this bounds what one request can make the
- * server build (a matrix of 1,000 columns, each with its legend's params, stays under 64 MiB). */
-export const MAX_PARAMS_BYTES = 16_384;
-export const MAX_EXPERIMENT_PARAMS_BYTES = 65_536;
 
 function checkParamsTotal(field: string, variants: readonly { params?: JsonObject }[]): void {
   const total = variants.reduce((n, v) => n + (v.params ? Buffer.byteLength(JSON.stringify(v.params)) : 0), 0);
@@ -307,7 +304,9 @@ export function experimentHandlers(
 
     async clearOverrides(req) {
       const key = checkKey("experiment_key", req.experimentKey);
-      if (req.all === req.unitIds.length > 0) throw invalidArgument("unit_ids", "name 1 to 10000 units, or set all (not both)");
+      if (req.all === req.unitIds.length > 0) {
+        throw invalidArgument("unit_ids", `name 1 to ${MAX_OVERRIDES_PER_CALL} units, or set all (not both)`);
+      }
       if (req.unitIds.length > MAX_OVERRIDES_PER_CALL) throw invalidArgument("unit_ids", `must hold at most ${MAX_OVERRIDES_PER_CALL} ids`);
       req.unitIds.forEach((u, i) => checkUnitId(`unit_ids[${i}]`, u));
       const r = await store.clearOverrides(key, req.all ? undefined : req.unitIds);

@@ -3,12 +3,13 @@ import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import type { BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
+import { DEFAULT_DATABASE_POOL_SIZE } from "../server-defaults.js";
 import { runMigrations } from "./migrations.js";
 import { isConnectionError, rethrowStoreError } from "./pg-errors.js";
 
 export interface PgDatabaseOptions {
   url: string;
-  /** Pool size; default 20. */
+  /** Pool size; default DEFAULT_DATABASE_POOL_SIZE. */
   max?: number;
   log?: (msg: string) => void;
 }
@@ -101,7 +102,7 @@ export class PgDatabase implements Database {
   constructor(private readonly options: PgDatabaseOptions) {
     this.pool = new pg.Pool({
       connectionString: options.url,
-      max: options.max ?? 20,
+      max: options.max ?? DEFAULT_DATABASE_POOL_SIZE,
       connectionTimeoutMillis: 5_000,
       idleTimeoutMillis: 30_000,
       application_name: "assignment-server",

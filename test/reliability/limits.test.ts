@@ -17,7 +17,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, Reason, columnAnswers, type StreamAssignResponse } from "../../src/client/index.js";
-import { MAX_MESSAGE_BYTES } from "../../src/client/create-client.js";
+import { MAX_MESSAGE_BYTES } from "../../src/protocol-limits.js";
 import { STREAM_BATCHES_IN_FLIGHT } from "../../src/service/assignment-service.js";
 import { expectFailure, specVariant, sql, status, storedAssignments, units } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

@@ -1,0 +1,24 @@
+/**
+ * The server's defaults: what it uses for a setting nobody gave (config.ts documents each one
+ * and startServer applies it). Plain constants; this module imports nothing.
+ */
+
+export const DEFAULT_HOST = "127.0.0.1";
+export const DEFAULT_PORT = 50051;
+/** Where a client finds a server started with the defaults. */
+export const DEFAULT_ADDRESS = `${DEFAULT_HOST}:${DEFAULT_PORT}`;
+/** Prometheus metrics; config.ts turns them on at this port, startServer only when given one. */
+export const DEFAULT_METRICS_PORT = 9464;
+/** Folder of the embedded database (PGlite) when there is no DATABASE_URL. */
+export const DEFAULT_PGLITE_DIR = "./data/pglite";
+/** PostgreSQL connections. */
+export const DEFAULT_DATABASE_POOL_SIZE = 20;
+/** Lifetime of a Redis cache entry. */
+export const DEFAULT_CACHE_TTL_SECONDS = 86_400;
+/** Stored assignments held in process (32 bytes each, outside the JavaScript heap). */
+export const DEFAULT_MEMORY_CACHE_ENTRIES = 2_000_000;
+/** How often the configuration epoch is checked for changes missed by LISTEN/NOTIFY. */
+export const DEFAULT_CONFIG_CHECK_MS = 1_000;
+/** On shutdown, how long in-flight calls may take before they are cancelled. */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+export const DEFAULT_LOG_LEVEL = "info";
