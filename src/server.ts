@@ -5,50 +5,64 @@ import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb
 import { MemoryCache } from "./cache/memory-cache.js";
 import { NullCache } from "./cache/null-cache.js";
 import { connectRedis, RedisCache } from "./cache/redis-cache.js";
-import { MAX_MESSAGE_BYTES } from "./protocol-limits.js";
 import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { createLogger, type Logger } from "./logger.js";
-import { redactUrl } from "./util/redact-url.js";
-import { Assigner } from "./service/assigner.js";
-import { assignmentHandlers } from "./service/assignment-service.js";
-import { ConfigRegistry } from "./service/config-registry.js";
-import { experimentHandlers } from "./service/experiment-service.js";
-import { AssignmentStore } from "./store/assignment-store.js";
-import { TransferStore } from "./store/transfer-store.js";
-import { AssignmentTransfers } from "./service/assignment-transfers.js";
-import { ExperimentStore } from "./store/experiment-store.js";
-import { PgDatabase } from "./store/pg-database.js";
-import type { Database } from "./store/database.js";
-import { PgliteDatabase } from "./store/pglite-database.js";
 import { requireToken } from "./ops/auth.js";
 import { observeCalls } from "./ops/call-observer.js";
 import { MeteredAssigner } from "./ops/metered-assigner.js";
 import { ServerMetrics, serveMetrics } from "./ops/metrics.js";
+import { MAX_MESSAGE_BYTES } from "./protocol-limits.js";
+import {
+  DEFAULT_CACHE_TTL_SECONDS,
+  DEFAULT_CONFIG_CHECK_MS,
+  DEFAULT_DATABASE_POOL_SIZE,
+  DEFAULT_HOST,
+  DEFAULT_MEMORY_CACHE_ENTRIES,
+  DEFAULT_PGLITE_DIR,
+  DEFAULT_PORT,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+} from "./server-defaults.js";
+import { Assigner } from "./service/assigner.js";
+import { assignmentHandlers } from "./service/assignment-service.js";
+import { AssignmentTransfers } from "./service/assignment-transfers.js";
+import { ConfigRegistry } from "./service/config-registry.js";
+import { experimentServiceHandlers } from "./service/experiment-service.js";
+import { AssignmentStore } from "./store/assignment-store.js";
+import { ConfigSnapshotStore } from "./store/config-snapshot-store.js";
+import type { Database } from "./store/database.js";
+import { ExperimentStore } from "./store/experiment-store.js";
+import { NamespaceStore } from "./store/namespace-store.js";
+import { OverrideStore } from "./store/override-store.js";
+import { PgDatabase } from "./store/pg-database.js";
+import { PgliteDatabase } from "./store/pglite-database.js";
+import { TransferStore } from "./store/transfer-store.js";
+import { redactUrl } from "./util/redact-url.js";
 
+/** What startServer needs; every default is in server-defaults.ts. */
 export interface ServerConfig {
   /** PostgreSQL connection string; absent: the embedded PostgreSQL (PGlite) in `pgliteDataDir`. */
   databaseUrl?: string;
   /** Folder of the embedded database when there is no `databaseUrl` (`memory://` for a throwaway
-   * one); default ./data/pglite. */
+   * one); default DEFAULT_PGLITE_DIR. */
   pgliteDataDir?: string;
   /** Redis connection string; absent: no shared cache, only the in-process one. */
   redisUrl?: string;
-  /** Address to listen on; default 127.0.0.1. */
+  /** Address to listen on; default DEFAULT_HOST. */
   host?: string;
-  /** Port to listen on; 0 picks a free one. Default 50051. */
+  /** Port to listen on; 0 picks a free one. Default DEFAULT_PORT. */
   port?: number;
   /** Prefix of every Redis key (lets several deployments or tests share one Redis). */
   redisPrefix?: string;
-  /** Lifetime of a Redis cache entry; default 86400 s. */
+  /** Lifetime of a Redis cache entry in seconds; default DEFAULT_CACHE_TTL_SECONDS. */
   cacheTtlSeconds?: number;
-  /** Most entries of the in-process cache (32 bytes each, outside the JS heap, allocated up front); default 2,000,000; 0 turns it off. */
+  /** Most entries of the in-process cache (32 bytes each, outside the JS heap, allocated up front); default DEFAULT_MEMORY_CACHE_ENTRIES; 0 turns it off. */
   memoryCacheEntries?: number;
-  /** PostgreSQL pool size; default 20. */
+  /** PostgreSQL pool size; default DEFAULT_DATABASE_POOL_SIZE. */
   databasePoolSize?: number;
-  /** How often to check for configuration changes missed by LISTEN/NOTIFY; default 1000 ms. */
+  /** How often to check for configuration changes missed by LISTEN/NOTIFY; default DEFAULT_CONFIG_CHECK_MS. */
   configCheckMs?: number;
-  /** On close, how long in-flight calls may take before they are cancelled; default 10,000 ms. */
+  /** On close, how long in-flight calls may take before they are cancelled; default DEFAULT_SHUTDOWN_GRACE_MS. */
   shutdownGraceMs?: number;
   logger?: Logger;
   /** Bearer token ExperimentService demands. Absent: it is open to anyone who can connect (tests;
@@ -84,31 +98,78 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** Closers of what start-up opened so far, run in reverse order if it fails halfway. */
+class Opened {
+  private readonly closers: Array<() => unknown> = [];
+
+  add<T>(resource: T, close: (resource: T) => unknown): T {
+    this.closers.push(() => close(resource));
+    return resource;
+  }
+
+  async closeAll(log: Logger): Promise<void> {
+    for (const close of this.closers.splice(0).reverse()) {
+      try {
+        await close();
+      } catch (err) {
+        log.warn({ err }, "closing after a failed start failed");
+      }
+    }
+  }
+}
+
+/** The database the configuration names: PostgreSQL at its URL, else the embedded PGlite. */
+async function openDatabase(config: ServerConfig, log: Logger): Promise<{ database: Database; description: string }> {
+  if (config.databaseUrl) {
+    const database = new PgDatabase({
+      url: config.databaseUrl,
+      max: config.databasePoolSize ?? DEFAULT_DATABASE_POOL_SIZE,
+      log: (m) => log.warn(m),
+    });
+    return { database, description: redactUrl(config.databaseUrl) };
+  }
+  const database = await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? DEFAULT_PGLITE_DIR });
+  return { database, description: `pglite:${database.dataDir} (embedded PostgreSQL, in process)` };
+}
+
 /** Connects to PostgreSQL (applying migrations) and Redis, loads the configuration and serves
  * both services. Without a database URL the database is the embedded PGlite; without a Redis URL
- * the only cache is the in-process one. */
+ * the only cache is the in-process one. If start-up fails halfway, what it opened is closed
+ * again (database, Redis, port, metrics endpoint) before the error is thrown. */
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
   const log = config.logger ?? createLogger();
-  const databaseKind = config.databaseUrl ? "postgres" : "pglite";
-  const database: Database = config.databaseUrl
-    ? new PgDatabase({ url: config.databaseUrl, max: config.databasePoolSize, log: (m) => log.warn(m) })
-    : await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? "./data/pglite" });
-  await database.migrate();
-  const experiments = new ExperimentStore(database);
-  const registry = new ConfigRegistry(database, experiments, (m) => log.warn(m));
-  await registry.start(config.configCheckMs ?? 1_000);
+  const opened = new Opened();
+  try {
+    return await start(config, log, opened);
+  } catch (err) {
+    await opened.closeAll(log);
+    throw err;
+  }
+}
 
-  const redis = config.redisUrl ? connectRedis(config.redisUrl) : undefined;
+async function start(config: ServerConfig, log: Logger, opened: Opened): Promise<RunningServer> {
+  const databaseKind = config.databaseUrl ? "postgres" : "pglite";
+  const { database, description } = await openDatabase(config, log);
+  opened.add(database, (d) => d.close());
+  await database.migrate();
+  const snapshots = new ConfigSnapshotStore(database);
+  const registry = opened.add(new ConfigRegistry(snapshots, database.notifications, (m) => log.warn(m)), (r) => r.stop());
+  await registry.start(config.configCheckMs ?? DEFAULT_CONFIG_CHECK_MS);
+
+  const redis = config.redisUrl ? opened.add(connectRedis(config.redisUrl), (r) => r.disconnect()) : undefined;
   redis?.on("error", () => {}); // reported by RedisCache when a command fails
   const cache = redis
-    ? new RedisCache(redis, {
-        // The installation id keeps a cache that outlives its database from answering for a new one.
-        prefix: `${config.redisPrefix ?? ""}${(await experiments.installationId()).slice(0, 12)}:`,
-        ttlSeconds: config.cacheTtlSeconds ?? 86_400,
-        log: (m) => log.warn(m),
-      })
+    ? opened.add(
+        new RedisCache(redis, {
+          // The installation id keeps a cache that outlives its database from answering for a new one.
+          prefix: `${config.redisPrefix ?? ""}${(await snapshots.installationId()).slice(0, 12)}:`,
+          ttlSeconds: config.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS,
+          log: (m) => log.warn(m),
+        }),
+        (c) => c.close(),
+      )
     : new NullCache();
-  const memory = new MemoryCache(config.memoryCacheEntries ?? 2_000_000);
+  const memory = new MemoryCache(config.memoryCacheEntries ?? DEFAULT_MEMORY_CACHE_ENTRIES);
   let assignmentStore!: AssignmentStore;
   const metrics =
     config.metricsPort === undefined
@@ -129,20 +190,34 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     interceptor: requireToken(AssignmentService.typeName, [config.assignToken, config.assignToken ? config.adminToken : undefined]),
   });
   server.addService(a.definition, a.implementation);
+  const experiments = new ExperimentStore(database);
   const transfers = new AssignmentTransfers(new TransferStore(database), experiments, registry);
-  const e = bindService(ExperimentService, experimentHandlers(experiments, registry, transfers), {
-    ...bindOptions,
-    interceptor: requireToken(ExperimentService.typeName, [config.adminToken]),
-  });
+  const e = bindService(
+    ExperimentService,
+    experimentServiceHandlers({
+      experiments,
+      namespaces: new NamespaceStore(database),
+      overrides: new OverrideStore(database),
+      transfers,
+      registry,
+    }),
+    {
+      ...bindOptions,
+      interceptor: requireToken(ExperimentService.typeName, [config.adminToken]),
+    },
+  );
   server.addService(e.definition, e.implementation);
   const standard = addStandardServices(server, [AssignmentService, ExperimentService]);
 
-  const host = config.host ?? "127.0.0.1";
+  const host = config.host ?? DEFAULT_HOST;
+  opened.add(server, (s) => s.forceShutdown());
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${config.port ?? 50051}`, serverCredentials(config.tls), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(`${host}:${config.port ?? DEFAULT_PORT}`, serverCredentials(config.tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
+  const metricsServer = metrics
+    ? opened.add(await serveMetrics(metrics.registry, config.metricsHost ?? host, config.metricsPort!), (m) => m.close())
+    : undefined;
   standard.serving();
-  const metricsServer = metrics ? await serveMetrics(metrics.registry, config.metricsHost ?? host, config.metricsPort!) : undefined;
   const cacheKind = redis ? "redis" : "memory";
   if (!config.adminToken && config.insecure) {
     log.warn(
@@ -155,9 +230,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     {
       host,
       port,
-      database: config.databaseUrl
-        ? redactUrl(config.databaseUrl)
-        : `pglite:${(database as PgliteDatabase).dataDir} (embedded PostgreSQL, in process)`,
+      database: description,
       cache: config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)",
       tls: config.tls !== undefined,
       metrics: metricsServer ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics` : "off",
@@ -190,7 +263,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       shutdown.abort();
       let timer: NodeJS.Timeout | undefined;
       const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
-      const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), config.shutdownGraceMs ?? 10_000)));
+      const late = new Promise<boolean>(
+        (resolve) => (timer = setTimeout(() => resolve(false), config.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS)),
+      );
       if (!(await Promise.race([drained, late]))) {
         log.warn("calls still running after the shutdown grace period: cancelling them");
         server.forceShutdown();

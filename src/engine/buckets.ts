@@ -1,22 +1,22 @@
-import { hashV1 } from "./hash.js";
+import { type HashVersion, hash } from "./hash.js";
 
-/** Buckets of SPEC.md "Hashing (hash version 1)". */
+/** Buckets of SPEC.md "Hashing", each of the hash version of the experiment or namespace. */
 
 export const BUCKETS = 10_000;
 
 /** `H(unit_id + ":" + salt) mod 10000`. */
-export function variantBucket(unitId: string, salt: string): number {
-  return hashV1(unitId + ":" + salt) % BUCKETS;
+export function variantBucket(unitId: string, salt: string, version: HashVersion): number {
+  return hash(unitId + ":" + salt, version) % BUCKETS;
 }
 
 /** `H(unit_id + ":" + salt + ":rollout") mod 10000`. */
-export function rolloutBucket(unitId: string, salt: string): number {
-  return hashV1(unitId + ":" + salt + ":rollout") % BUCKETS;
+export function rolloutBucket(unitId: string, salt: string, version: HashVersion): number {
+  return hash(unitId + ":" + salt + ":rollout", version) % BUCKETS;
 }
 
 /** `H(unit_id + ":" + namespace_salt) mod segments`. */
-export function segmentOf(unitId: string, namespaceSalt: string, segments: number): number {
-  return hashV1(unitId + ":" + namespaceSalt) % segments;
+export function segmentOf(unitId: string, namespaceSalt: string, segments: number, version: HashVersion): number {
+  return hash(unitId + ":" + namespaceSalt, version) % segments;
 }
 
 /**
@@ -26,7 +26,7 @@ export function segmentOf(unitId: string, namespaceSalt: string, segments: numbe
 export function pickVariantIndex(bucket: number, weights: readonly number[]): number {
   let cumulative = 0;
   for (let i = 0; i < weights.length; i++) {
-    cumulative += weights[i];
+    cumulative += weights[i]!;
     if (bucket < cumulative) return i;
   }
   throw new RangeError(`bucket ${bucket} is beyond the weights' total ${cumulative}`);

@@ -78,11 +78,11 @@ export function decide(experiment: ExperimentConfig, unitId: string, stored: Sto
   if (experiment.status === ExperimentStatus.PAUSED) return { reason: Reason.PAUSED, variant: experiment.defaultVariant };
   // 7. Namespace.
   const ns = experiment.namespace;
-  if (ns && ns.owners[segmentOf(unitId, ns.salt, ns.segments)] !== experiment.id) {
+  if (ns && ns.owners[segmentOf(unitId, ns.salt, ns.segments, ns.hashVersion)] !== experiment.id) {
     return { reason: Reason.NOT_IN_NAMESPACE, variant: experiment.defaultVariant };
   }
   // 8. Rollout.
-  if (experiment.rollout < 10_000 && rolloutBucket(unitId, experiment.salt) >= experiment.rollout) {
+  if (experiment.rollout < 10_000 && rolloutBucket(unitId, experiment.salt, experiment.hashVersion) >= experiment.rollout) {
     return { reason: Reason.NOT_IN_ROLLOUT, variant: experiment.defaultVariant };
   }
   // 9. Hashed.
@@ -91,15 +91,15 @@ export function decide(experiment: ExperimentConfig, unitId: string, stored: Sto
 
 /** The variant the hash picks for a unit, ignoring rollout, namespace and stored assignments. */
 export function hashedVariant(experiment: ExperimentConfig, unitId: string): VariantConfig {
-  return experiment.variants[pickVariantIndex(variantBucket(unitId, experiment.salt), experiment.weights)];
+  return experiment.variants[pickVariantIndex(variantBucket(unitId, experiment.salt, experiment.hashVersion), experiment.weights)]!;
 }
 
 /** Buckets and segment behind an answer, for AssignOptions.explain. */
 export function explainBuckets(experiment: ExperimentConfig, unitId: string) {
   const ns = experiment.namespace;
   return {
-    variantBucket: variantBucket(unitId, experiment.salt),
-    rolloutBucket: rolloutBucket(unitId, experiment.salt),
-    segment: ns ? segmentOf(unitId, ns.salt, ns.segments) : undefined,
+    variantBucket: variantBucket(unitId, experiment.salt, experiment.hashVersion),
+    rolloutBucket: rolloutBucket(unitId, experiment.salt, experiment.hashVersion),
+    segment: ns ? segmentOf(unitId, ns.salt, ns.segments, ns.hashVersion) : undefined,
   };
 }

@@ -1,5 +1,6 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type HashVersion, requireHashVersion } from "./hash.js";
 
 /** One variant as the engine sees it. `id` is stable for the life of the experiment and is what
  * stored assignments and caches record; it is the variant's position when it was added, never reused. */
@@ -17,6 +18,8 @@ export interface NamespaceConfig {
   readonly key: string;
   readonly salt: string;
   readonly unitType: string;
+  /** The hash version of its segments. */
+  readonly hashVersion: HashVersion;
   readonly segments: number;
   readonly owners: Int32Array;
 }
@@ -27,7 +30,8 @@ export interface ExperimentConfig {
   readonly key: string;
   readonly salt: string;
   readonly unitType: string;
-  readonly hashVersion: number;
+  /** The hash version of its buckets. */
+  readonly hashVersion: HashVersion;
   /** In evaluation order. */
   readonly variants: readonly VariantConfig[];
   readonly weights: readonly number[];
@@ -43,6 +47,25 @@ export interface ExperimentConfig {
   /** Changes when stored assignments changed under the caches; cache keys carry it. */
   readonly cacheGeneration: number;
   readonly version: bigint;
+}
+
+export interface NamespaceConfigInput {
+  id: number;
+  key: string;
+  salt: string;
+  unitType: string;
+  hashVersion: number;
+  segments: number;
+  /** (segment, experiment id) of every allocated segment. */
+  allocations: Iterable<readonly [number, number]>;
+}
+
+/** Throws UnknownHashVersionError for a hash version this server cannot compute. */
+export function buildNamespaceConfig(input: NamespaceConfigInput): NamespaceConfig {
+  const hashVersion = requireHashVersion(`namespace "${input.key}"`, input.hashVersion);
+  const owners = new Int32Array(input.segments);
+  for (const [segment, experimentId] of input.allocations) owners[segment] = experimentId;
+  return { id: input.id, key: input.key, salt: input.salt, unitType: input.unitType, hashVersion, segments: input.segments, owners };
 }
 
 export interface ExperimentConfigInput {
@@ -63,16 +86,17 @@ export interface ExperimentConfigInput {
   version: bigint;
 }
 
-/** Builds the derived lookups once, so that evaluation does no searching. */
+/** Builds the derived lookups once, so that evaluation does no searching. Throws
+ * UnknownHashVersionError for a hash version this server cannot compute. */
 export function buildExperimentConfig(input: ExperimentConfigInput): ExperimentConfig {
   const byKey = new Map(input.variants.map((v) => [v.key, v]));
-  const defaultVariant = (input.defaultVariantKey && byKey.get(input.defaultVariantKey)) || input.variants[0];
+  const defaultVariant = (input.defaultVariantKey && byKey.get(input.defaultVariantKey)) || input.variants[0]!;
   return {
     id: input.id,
     key: input.key,
     salt: input.salt,
     unitType: input.unitType,
-    hashVersion: input.hashVersion,
+    hashVersion: requireHashVersion(`experiment "${input.key}"`, input.hashVersion),
     variants: input.variants,
     weights: input.variants.map((v) => v.weight),
     variantsById: new Map(input.variants.map((v) => [v.id, v])),

@@ -4,3 +4,7 @@ export * from "./rules.js";
 export * from "./experiment-config.js";
 export * from "./evaluate.js";
 export * from "./sample-ratio.js";
+export * from "./experiment-fields.js";
+export * from "./experiment-update.js";
+export * from "./segment-allocation.js";
+export * from "./utf8.js";

@@ -1,4 +1,5 @@
 import { invalidArgument } from "../errors.js";
+import { utf8ByteLength } from "./utf8.js";
 
 /** The names and limits of SPEC.md "Names and limits". Each `check…` throws INVALID_ARGUMENT
  * naming the field and the rule; each `isValid…` answers without throwing (for per-item reasons). */
@@ -26,7 +27,7 @@ export const MAX_SEGMENTS = 100_000;
 export function isValidUnitId(unitId: string): boolean {
   // Fast path: a string of at most 170 UTF-16 units is at most 510 UTF-8 bytes.
   if (unitId.length === 0 || unitId.includes("\u0000")) return false;
-  return unitId.length <= 170 || Buffer.byteLength(unitId, "utf8") <= MAX_UNIT_ID_BYTES;
+  return unitId.length <= 170 || utf8ByteLength(unitId) <= MAX_UNIT_ID_BYTES;
 }
 
 export function isValidUnitType(unitType: string): boolean {
@@ -59,7 +60,7 @@ export function checkUnitId(field: string, unitId: string): string {
 }
 
 export function checkSalt(field: string, salt: string): string {
-  const bytes = Buffer.byteLength(salt, "utf8");
+  const bytes = utf8ByteLength(salt);
   if (bytes < 1 || bytes > MAX_SALT_BYTES || salt.includes("\u0000")) throw invalidArgument(field, SALT_RULE);
   return salt;
 }

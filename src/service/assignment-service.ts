@@ -15,7 +15,7 @@ import { invalidArgument, unavailable } from "../errors.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
 import { MAX_BULK_UNITS, MAX_EXPERIMENTS_PER_CALL, MAX_MATRIX_CELLS, MAX_STREAM_EXPERIMENTS } from "../protocol-limits.js";
-import type { ConfigRegistry } from "./config-registry.js";
+import type { ConfigView } from "./config-registry.js";
 import { nextOrAbort } from "../util/next-or-abort.js";
 
 /** Batches of one stream being answered at once; more are not read until the oldest is sent. */
@@ -111,7 +111,7 @@ function checkExperimentKeys(keys: readonly string[], min: number, max = MAX_EXP
  * batches already read, and end with UNAVAILABLE saying how many batches were answered.
  */
 export function assignmentHandlers(
-  registry: ConfigRegistry,
+  registry: ConfigView,
   assigner: Assigner,
   shutdown: AbortSignal = new AbortController().signal,
 ): ServiceHandlers<typeof AssignmentService> {

@@ -14,7 +14,7 @@ import type { CallContext } from "./handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
 import { DEFAULT_COPY_BATCH, DEFAULT_EXPORT_BATCH, MAX_COPY_BATCH, MAX_EXPORT_BATCH, MAX_IMPORT_ERRORS } from "../protocol-limits.js";
-import type { ConfigRegistry } from "./config-registry.js";
+import type { ConfigView } from "./config-registry.js";
 
 interface ImportTarget {
   id: number;
@@ -26,7 +26,7 @@ export class AssignmentTransfers {
   constructor(
     private readonly transfers: TransferStore,
     private readonly experiments: ExperimentStore,
-    private readonly registry: ConfigRegistry,
+    private readonly registry: ConfigView,
   ) {}
 
   async importAssignments(

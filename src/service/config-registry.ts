@@ -1,16 +1,37 @@
-import { HASH_VERSIONS } from "../engine/hash.js";
-import { buildExperimentConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
-import type { Database } from "../store/database.js";
+import { buildExperimentConfig, buildNamespaceConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
+import { UnknownHashVersionError } from "../engine/hash.js";
 import { CONFIG_CHANNEL } from "../store/config-change.js";
-import type { ConfigSnapshot, ExperimentStore } from "../store/experiment-store.js";
+import type { ConfigSnapshot } from "../store/config-snapshot-store.js";
+import type { Notifications } from "../store/database.js";
+import { DEFAULT_CONFIG_CHECK_MS } from "../server-defaults.js";
+
+/** Where the registry reads the configuration: the database (ConfigSnapshotStore). */
+export interface ConfigSource {
+  /** The whole configuration, consistent. */
+  loadConfig(): Promise<ConfigSnapshot>;
+  /** The epoch the configuration is at now (cheap). */
+  configEpoch(): Promise<bigint>;
+}
+
+/** What evaluations read: experiments and namespaces by key. */
+export interface ConfigView {
+  get(key: string): ExperimentConfig | undefined;
+  /** All experiments, sorted by key. */
+  all(): readonly ExperimentConfig[];
+  namespace(key: string): NamespaceConfig | undefined;
+  /** Resolves once a load that started after the call has finished (see ConfigRegistry.refresh). */
+  refresh(): Promise<void>;
+}
 
 /**
  * The experiment configuration every evaluation reads, held in memory so that an assignment never
- * waits on a configuration query. Refreshed when PostgreSQL announces a change (LISTEN/NOTIFY),
+ * waits on a configuration query. Refreshed when the database announces a change (LISTEN/NOTIFY),
  * by a periodic epoch check as a fallback for missed notifications, and synchronously by the
- * admin calls of this process before they return.
+ * admin calls of this process before they return. Experiments and namespaces of a hash version
+ * this server cannot compute (made by a newer one) are not served at all: answering them with
+ * another version's formulas would move their units.
  */
-export class ConfigRegistry {
+export class ConfigRegistry implements ConfigView {
   private byKey = new Map<string, ExperimentConfig>();
   private sorted: ExperimentConfig[] = [];
   private namespaces = new Map<string, NamespaceConfig>();
@@ -20,8 +41,8 @@ export class ConfigRegistry {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly db: Database,
-    private readonly store: ExperimentStore,
+    private readonly source: ConfigSource,
+    private readonly notifications: Notifications | null,
     private readonly log: (msg: string) => void = () => {},
   ) {}
 
@@ -29,7 +50,6 @@ export class ConfigRegistry {
     return this.byKey.get(key);
   }
 
-  /** All experiments, sorted by key. */
   all(): readonly ExperimentConfig[] {
     return this.sorted;
   }
@@ -44,22 +64,22 @@ export class ConfigRegistry {
 
   /** Loads the configuration, then follows changes: by NOTIFY where the database has it, and by
    * a check of the epoch every `checkIntervalMs`. */
-  async start(checkIntervalMs = 1_000): Promise<void> {
-    const notifications = this.db.notifications;
-    if (notifications) {
-      await notifications.listen(
+  async start(checkIntervalMs = DEFAULT_CONFIG_CHECK_MS): Promise<void> {
+    const failed = (e: Error) => this.log(`config refresh failed: ${e.message}`);
+    if (this.notifications) {
+      await this.notifications.listen(
         CONFIG_CHANNEL,
         (payload) => {
-          if (payload === "" || BigInt(payload) > this.epoch) this.refresh().catch((e) => this.log(`config refresh failed: ${e.message}`));
+          if (payload === "" || BigInt(payload) > this.epoch) this.refresh().catch(failed);
         },
-        () => this.refresh().catch((e) => this.log(`config refresh failed: ${e.message}`)),
+        () => this.refresh().catch(failed),
       );
     } else {
       this.log(`the database has no LISTEN/NOTIFY: changes made through other servers are served within ${checkIntervalMs} ms`);
     }
     await this.refresh();
     this.timer = setInterval(() => {
-      this.store
+      this.source
         .configEpoch()
         .then((e) => (e !== this.epoch ? this.refresh() : undefined))
         .catch((e) => this.log(`config epoch check failed: ${e.message}`));
@@ -82,7 +102,7 @@ export class ConfigRegistry {
       try {
         do {
           this.again = false;
-          this.apply(await this.store.loadConfig());
+          this.apply(await this.source.loadConfig());
         } while (this.again);
       } finally {
         this.inFlight = undefined;
@@ -93,41 +113,53 @@ export class ConfigRegistry {
 
   private apply(s: ConfigSnapshot): void {
     if (s.epoch < this.epoch) return;
+    const notServed = (err: unknown) => {
+      if (!(err instanceof UnknownHashVersionError)) throw err;
+      this.log(`${err.message}: not serving it`);
+    };
     const namespacesById = new Map<number, NamespaceConfig>();
+    const unservedNamespaces = new Set<number>();
     const namespaces = new Map<string, NamespaceConfig>();
     for (const n of s.namespaces) {
-      const owners = new Int32Array(n.segments);
-      for (const [segment, experimentId] of s.segments.get(n.id) ?? []) owners[segment] = experimentId;
-      const cfg: NamespaceConfig = { id: n.id, key: n.key, salt: n.salt, unitType: n.unitType, segments: n.segments, owners };
-      namespacesById.set(n.id, cfg);
-      namespaces.set(n.key, cfg);
+      try {
+        const cfg = buildNamespaceConfig({ ...n, allocations: s.segments.get(n.id) ?? [] });
+        namespacesById.set(n.id, cfg);
+        namespaces.set(n.key, cfg);
+      } catch (err) {
+        notServed(err);
+        unservedNamespaces.add(n.id);
+      }
     }
     const byKey = new Map<string, ExperimentConfig>();
     const sorted: ExperimentConfig[] = [];
     for (const e of s.experiments) {
-      // An experiment of a hash version this server cannot compute (made by a newer server) is
-      // not served at all: answering it with another version's formulas would move its units.
-      if (!(HASH_VERSIONS as readonly number[]).includes(e.hashVersion)) {
-        this.log(`experiment "${e.key}" uses hash version ${e.hashVersion}, which this server cannot evaluate: not serving it`);
+      if (e.namespaceId !== null && unservedNamespaces.has(e.namespaceId)) {
+        this.log(`experiment "${e.key}" is in a namespace this server cannot evaluate: not serving it`);
         continue;
       }
-      const cfg = buildExperimentConfig({
-        id: e.id,
-        key: e.key,
-        salt: e.salt,
-        unitType: e.unitType,
-        hashVersion: e.hashVersion,
-        variants: e.variants.map((v) => ({ id: v.id, key: v.key, weight: v.weight, params: v.params })),
-        rollout: e.rollout,
-        status: e.status,
-        defaultVariantKey: e.defaultVariant ?? undefined,
-        winnerKey: e.winner ?? undefined,
-        tags: e.tags,
-        namespace: e.namespaceId === null ? undefined : namespacesById.get(e.namespaceId),
-        overrideCount: e.overrideCount,
-        cacheGeneration: e.cacheGeneration,
-        version: e.version,
-      });
+      let cfg: ExperimentConfig;
+      try {
+        cfg = buildExperimentConfig({
+          id: e.id,
+          key: e.key,
+          salt: e.salt,
+          unitType: e.unitType,
+          hashVersion: e.hashVersion,
+          variants: e.variants.map((v) => ({ id: v.id, key: v.key, weight: v.weight, params: v.params })),
+          rollout: e.rollout,
+          status: e.status,
+          defaultVariantKey: e.defaultVariant ?? undefined,
+          winnerKey: e.winner ?? undefined,
+          tags: e.tags,
+          namespace: e.namespaceId === null ? undefined : namespacesById.get(e.namespaceId),
+          overrideCount: e.overrideCount,
+          cacheGeneration: e.cacheGeneration,
+          version: e.version,
+        });
+      } catch (err) {
+        notServed(err);
+        continue;
+      }
       byKey.set(e.key, cfg);
       sorted.push(cfg);
     }

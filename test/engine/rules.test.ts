@@ -36,7 +36,7 @@ const imported = (index: number): StoredAssignment => ({ variantId: variantId(in
 
 /** A namespace of `segments` segments, every one owned by `owner` (0 = free). */
 function namespaceOwnedBy(owner: number, segments = 100): NamespaceConfig {
-  return { id: 9, key: "ns", salt: "ns-salt", unitType: "user_id", segments, owners: new Int32Array(segments).fill(owner) };
+  return { id: 9, key: "ns", salt: "ns-salt", unitType: "user_id", hashVersion: 1, segments, owners: new Int32Array(segments).fill(owner) };
 }
 
 /** Three variants a/b/c (ids 100/107/114), default "b" unless told otherwise. */
@@ -195,7 +195,15 @@ describe("rules 3 to 9: decide", () => {
     const c = vectors.segments[0];
     const owners = new Int32Array(c.segments);
     owners[c.segment] = 5; // only the vector's segment belongs to the experiment
-    const ns: NamespaceConfig = { id: 9, key: "ns", salt: c.namespace_salt, unitType: "user_id", segments: c.segments, owners };
+    const ns: NamespaceConfig = {
+      id: 9,
+      key: "ns",
+      salt: c.namespace_salt,
+      unitType: "user_id",
+      hashVersion: 1,
+      segments: c.segments,
+      owners,
+    };
     expect(decide(exp3({ id: 5, namespace: ns }), c.unit_id, undefined).reason).toBe(Reason.NEW);
     const owners2 = new Int32Array(c.segments).fill(5);
     owners2[c.segment] = 0; // every segment but the vector's

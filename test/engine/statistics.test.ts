@@ -125,7 +125,15 @@ describe("namespace exclusivity", () => {
     ];
     let next = 0;
     for (const a of allocation) for (let k = 0; k < a.count; k++) owners[order[next++]] = a.id;
-    const ns: NamespaceConfig = { id: 1, key: "checkout-ns", salt: "checkout-ns-salt", unitType: "user_id", segments, owners };
+    const ns: NamespaceConfig = {
+      id: 1,
+      key: "checkout-ns",
+      salt: "checkout-ns-salt",
+      unitType: "user_id",
+      hashVersion: 1,
+      segments,
+      owners,
+    };
     const exps = allocation.map((a) => makeExperiment({ id: a.id, key: `ns-exp-${a.id}`, weights: [5000, 5000], namespace: ns }));
 
     const enrolledIn = new Uint8Array(N);

@@ -83,8 +83,8 @@ describe("bucket vectors", () => {
     const failures: string[] = [];
     let checked = 0;
     for (const c of cases) {
-      const vb = variantBucket(c.unit_id, c.salt);
-      const rb = rolloutBucket(c.unit_id, c.salt);
+      const vb = variantBucket(c.unit_id, c.salt, 1);
+      const rb = rolloutBucket(c.unit_id, c.salt, 1);
       if (vb !== c.variant_bucket || rb !== c.rollout_bucket) {
         failures.push(
           `${JSON.stringify(c.unit_id)} / ${JSON.stringify(c.salt)}: got ${vb}/${rb}, want ${c.variant_bucket}/${c.rollout_bucket}`,
@@ -111,7 +111,7 @@ describe("segment vectors", () => {
     const failures: string[] = [];
     let checked = 0;
     for (const c of cases) {
-      const got = segmentOf(c.unit_id, c.namespace_salt, c.segments);
+      const got = segmentOf(c.unit_id, c.namespace_salt, c.segments, 1);
       if (got !== c.segment) {
         failures.push(`${JSON.stringify(c.unit_id)} / ${c.namespace_salt} / ${c.segments}: got ${got}, want ${c.segment}`);
       }

@@ -12,6 +12,7 @@ import { Code, ServiceError } from "../../src/errors.js";
 import { AssignmentTransfers } from "../../src/service/assignment-transfers.js";
 import { ConfigRegistry } from "../../src/service/config-registry.js";
 import type { CallContext } from "../../src/service/handler-types.js";
+import { ConfigSnapshotStore } from "../../src/store/config-snapshot-store.js";
 import { ExperimentStore } from "../../src/store/experiment-store.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
 import { TransferStore } from "../../src/store/transfer-store.js";
@@ -39,7 +40,7 @@ beforeAll(async () => {
     tags: [],
     description: "",
   });
-  registry = new ConfigRegistry(db, experiments);
+  registry = new ConfigRegistry(new ConfigSnapshotStore(db), db.notifications);
   await registry.start();
   transfers = new AssignmentTransfers(new TransferStore(db), experiments, registry);
 });

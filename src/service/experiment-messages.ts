@@ -1,0 +1,40 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ExperimentSchema, NamespaceSchema } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { ExperimentRecord, NamespaceRecord } from "../store/config-records.js";
+
+/** Stored records as the API's messages. */
+
+export function experimentMessage(r: ExperimentRecord): MessageInitShape<typeof ExperimentSchema> {
+  return {
+    key: r.key,
+    salt: r.salt,
+    unitType: r.unitType,
+    hashVersion: r.hashVersion,
+    variants: r.variants.map((v) => ({ key: v.key, weight: v.weight, params: v.params })),
+    rollout: r.rollout,
+    status: r.status,
+    defaultVariant: r.defaultVariant ?? r.variants[0]!.key,
+    winner: r.winner ?? "",
+    tags: r.tags,
+    description: r.description,
+    namespace: r.namespaceKey ?? "",
+    segments: r.segmentCount,
+    version: r.version,
+    createTime: timestampFromDate(r.createdAt),
+    updateTime: timestampFromDate(r.updatedAt),
+  };
+}
+
+export function namespaceMessage(n: NamespaceRecord): MessageInitShape<typeof NamespaceSchema> {
+  const allocated = [...n.allocations.values()].reduce((a, b) => a + b, 0);
+  return {
+    key: n.key,
+    salt: n.salt,
+    unitType: n.unitType,
+    segments: n.segments,
+    freeSegments: n.segments - allocated,
+    allocations: [...n.allocations].map(([experimentKey, segments]) => ({ experimentKey, segments })),
+    createTime: timestampFromDate(n.createdAt),
+  };
+}

@@ -1,0 +1,50 @@
+import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import { CURRENT_HASH_VERSION } from "../engine/hash.js";
+import { checkKey, checkSalt, checkSegments, checkUnitType, DEFAULT_SEGMENTS } from "../engine/rules.js";
+import { invalidArgument } from "../errors.js";
+import type { NamespaceStore } from "../store/namespace-store.js";
+import { experimentMessage, namespaceMessage } from "./experiment-messages.js";
+import type { ServiceHandlers } from "./handler-types.js";
+
+type Handlers = Pick<
+  ServiceHandlers<typeof ExperimentService>,
+  "createNamespace" | "getNamespace" | "listNamespaces" | "allocateSegments" | "releaseSegments"
+>;
+
+/** ExperimentService's calls on namespaces and their segments. `served` resolves once this
+ * server serves a change. */
+export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) => Promise<T>): Handlers {
+  return {
+    async createNamespace(req) {
+      const key = checkKey("key", req.key);
+      const salt = checkSalt("salt", req.salt ?? key);
+      const unitType = checkUnitType("unit_type", req.unitType);
+      const segments = checkSegments("segments", req.segments ?? DEFAULT_SEGMENTS);
+      const record = await store.createNamespace({ key, salt, unitType, segments, hashVersion: CURRENT_HASH_VERSION });
+      return served({ namespace: namespaceMessage(record) });
+    },
+
+    async getNamespace(req) {
+      return { namespace: namespaceMessage(await store.getNamespace(checkKey("key", req.key))) };
+    },
+
+    async listNamespaces() {
+      return { namespaces: (await store.listNamespaces()).map(namespaceMessage) };
+    },
+
+    async allocateSegments(req) {
+      checkKey("namespace_key", req.namespaceKey);
+      checkKey("experiment_key", req.experimentKey);
+      if (req.segments < 1) throw invalidArgument("segments", "must be at least 1");
+      const r = await store.allocateSegments(req.namespaceKey, req.experimentKey, req.segments);
+      return served({ namespace: namespaceMessage(r.namespace), experiment: experimentMessage(r.experiment) });
+    },
+
+    async releaseSegments(req) {
+      checkKey("namespace_key", req.namespaceKey);
+      checkKey("experiment_key", req.experimentKey);
+      const r = await store.releaseSegments(req.namespaceKey, req.experimentKey);
+      return served({ namespace: namespaceMessage(r.namespace), experiment: experimentMessage(r.experiment), released: r.released });
+    },
+  };
+}

@@ -1,0 +1,120 @@
+import { type HashVersion, requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
+import { pickSegments } from "../engine/segment-allocation.js";
+import { alreadyExists, failedPrecondition } from "../errors.js";
+import { signalConfigChange } from "./config-change.js";
+import { experimentById, lockExperiment, type NamespaceRecord, namespaceByKey } from "./config-records.js";
+import type { Database } from "./database.js";
+import { isUniqueViolation } from "./pg-errors.js";
+import { claimSalt } from "./salts.js";
+
+export interface NewNamespace {
+  key: string;
+  salt: string;
+  unitType: string;
+  hashVersion: HashVersion;
+  segments: number;
+}
+
+/** Namespaces and the segments experiments hold in them (SPEC.md "Namespaces"). */
+export class NamespaceStore {
+  constructor(private readonly db: Database) {}
+
+  async createNamespace(x: NewNamespace): Promise<NamespaceRecord> {
+    try {
+      return await this.db.transaction(async (tx) => {
+        const exists = await tx.query(`SELECT 1 FROM namespaces WHERE key = $1`, [x.key]);
+        if (exists.rowCount > 0) throw alreadyExists(`key: namespace "${x.key}" already exists`);
+        await claimSalt(tx, x.salt, `namespace:${x.key}`);
+        await tx.query(`INSERT INTO namespaces (key, salt, unit_type, segments, hash_version) VALUES ($1, $2, $3, $4, $5)`, [
+          x.key,
+          x.salt,
+          x.unitType,
+          x.segments,
+          x.hashVersion,
+        ]);
+        await signalConfigChange(tx);
+        return namespaceByKey(tx, x.key);
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw alreadyExists(`key: namespace "${x.key}" already exists`);
+      throw err;
+    }
+  }
+
+  async getNamespace(key: string): Promise<NamespaceRecord> {
+    return namespaceByKey(this.db, key);
+  }
+
+  async listNamespaces(): Promise<NamespaceRecord[]> {
+    const { rows } = await this.db.query<{ key: string }>(`SELECT key FROM namespaces ORDER BY key`);
+    return Promise.all(rows.map((r) => namespaceByKey(this.db, r.key)));
+  }
+
+  /**
+   * Gives the experiment `count` more free segments (engine/segment-allocation.ts) and stores
+   * them. Nothing else moves.
+   */
+  async allocateSegments(namespaceKey: string, experimentKey: string, count: number) {
+    return this.db.transaction(async (tx) => {
+      const ns = await namespaceByKey(tx, namespaceKey, true);
+      const exp = await lockExperiment(tx, experimentKey);
+      if (exp.namespaceId !== null && exp.namespaceId !== ns.id) {
+        throw failedPrecondition(`experiment_key: experiment "${experimentKey}" already belongs to namespace "${exp.namespaceKey}"`);
+      }
+      if (exp.unitType !== ns.unitType) {
+        throw failedPrecondition(
+          `experiment_key: experiment "${experimentKey}" has unit type ${exp.unitType}, namespace "${namespaceKey}" has ${ns.unitType}`,
+        );
+      }
+      const hashVersion = namespaceHashVersion(ns);
+      const { rows: taken } = await tx.query<{ segment: number }>(`SELECT segment FROM namespace_segments WHERE namespace_id = $1`, [
+        ns.id,
+      ]);
+      const picked = pickSegments(
+        { key: ns.key, salt: ns.salt, segments: ns.segments, hashVersion },
+        taken.map((t) => t.segment),
+        exp.key,
+        count,
+      );
+      await tx.query(`INSERT INTO namespace_segments (namespace_id, segment, experiment_id) SELECT $1, s, $2 FROM unnest($3::int[]) AS s`, [
+        ns.id,
+        exp.id,
+        picked,
+      ]);
+      await tx.query(`UPDATE experiments SET namespace_id = $2, version = version + 1, updated_at = now() WHERE id = $1`, [exp.id, ns.id]);
+      await signalConfigChange(tx);
+      return { namespace: await namespaceByKey(tx, namespaceKey), experiment: await experimentById(tx, exp.id) };
+    });
+  }
+
+  /** Frees every segment the experiment holds; it stays in the namespace, holding none, so it never
+   * overlaps the namespace's other experiments. */
+  async releaseSegments(namespaceKey: string, experimentKey: string) {
+    return this.db.transaction(async (tx) => {
+      const ns = await namespaceByKey(tx, namespaceKey, true);
+      const exp = await lockExperiment(tx, experimentKey);
+      if (exp.namespaceId !== ns.id) {
+        throw failedPrecondition(`experiment_key: experiment "${experimentKey}" is not in namespace "${namespaceKey}"`);
+      }
+      const { rowCount } = await tx.query(`DELETE FROM namespace_segments WHERE namespace_id = $1 AND experiment_id = $2`, [ns.id, exp.id]);
+      await tx.query(`UPDATE experiments SET version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);
+      await signalConfigChange(tx);
+      return {
+        namespace: await namespaceByKey(tx, namespaceKey),
+        experiment: await experimentById(tx, exp.id),
+        released: rowCount,
+      };
+    });
+  }
+}
+
+/** A namespace made by a newer server, with a hash version this one cannot compute, cannot take
+ * allocations here. */
+function namespaceHashVersion(ns: NamespaceRecord): HashVersion {
+  try {
+    return requireHashVersion(`namespace "${ns.key}"`, ns.hashVersion);
+  } catch (err) {
+    if (err instanceof UnknownHashVersionError) throw failedPrecondition(`namespace_key: ${err.message}`);
+    throw err;
+  }
+}
