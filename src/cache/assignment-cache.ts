@@ -12,9 +12,17 @@ export interface CacheCell {
   unitId: string;
 }
 
+/** The shared cache layer (Redis; none: NullCache). */
 export interface AssignmentCache {
   /** Positional; undefined for a miss. Never throws: an unreachable cache is all misses. */
   getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]>;
   /** Stores values (already stored in PostgreSQL). Never throws. */
   setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void>;
+}
+
+/** The in-process layer in front of it (MemoryCache): synchronous, read cell by cell. */
+export interface InProcessCache {
+  /** The value of (experiment, unit) cached under `generation`, or undefined. */
+  lookup(experimentId: number, generation: number, unitId: string): StoredAssignment | undefined;
+  setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): void;
 }

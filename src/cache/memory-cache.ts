@@ -1,5 +1,5 @@
 import { storedValue, type StoredAssignment } from "../engine/evaluate.js";
-import type { CacheCell } from "./assignment-cache.js";
+import type { CacheCell, InProcessCache } from "./assignment-cache.js";
 
 // An entry is one number, (generation * 65536 + variant id) * 8 + source (never 0: sources start
 // at 1), stored under a 64-bit fingerprint of (experiment, unit) in typed arrays: no object, no
@@ -72,7 +72,7 @@ class Table {
  * one is dropped whole. A hit in the old table is copied to the young one, so what is used stays.
  * Every operation is O(1). An entry of another cache generation than the caller's is a miss.
  */
-export class MemoryCache {
+export class MemoryCache implements InProcessCache {
   private young: Table | undefined;
   private old: Table | undefined;
   private readonly half: number;

@@ -1,16 +1,15 @@
-import type { AssignmentCache } from "../cache/assignment-cache.js";
-import type { MemoryCache } from "../cache/memory-cache.js";
+import type { AssignmentCache, InProcessCache } from "../cache/assignment-cache.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { Assigner, type AssignOptionsLike, type Cell, type CellResult } from "../service/assigner.js";
-import type { AssignmentStore } from "../store/assignment-store.js";
+import type { AssignmentStorage } from "../store/assignment-store.js";
 import type { ServerMetrics } from "./metrics.js";
 
 /** The Assigner, reporting its cache lookups and counting each batch's answers by reason. Used only
  * when metrics are on, so that a server without them pays nothing. */
 export class MeteredAssigner extends Assigner {
   constructor(
-    store: AssignmentStore,
-    memory: MemoryCache,
+    store: AssignmentStorage,
+    memory: InProcessCache,
     cache: AssignmentCache,
     private readonly serverMetrics: ServerMetrics,
   ) {

@@ -1,10 +1,9 @@
 import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
-import type { AssignmentCache, CacheCell } from "../cache/assignment-cache.js";
-import type { MemoryCache } from "../cache/memory-cache.js";
+import type { AssignmentCache, CacheCell, InProcessCache } from "../cache/assignment-cache.js";
 import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
 import type { ExperimentConfig, VariantConfig } from "../engine/experiment-config.js";
 import { Code, hasCode } from "../errors.js";
-import { cellId, type AssignmentStore, type NewAssignment } from "../store/assignment-store.js";
+import { type AssignmentStorage, cellId, type NewAssignment } from "../store/assignment-store.js";
 import { NO_ASSIGNER_METRICS, type AssignerMetrics } from "./assigner-metrics.js";
 
 /** One (experiment, unit) question. `experiment` is undefined when the key is unknown. */
@@ -76,8 +75,8 @@ export class Assigner {
   private pendingFillCells = 0;
 
   constructor(
-    private readonly store: AssignmentStore,
-    private readonly memory: MemoryCache,
+    private readonly store: AssignmentStorage,
+    private readonly memory: InProcessCache,
     private readonly redis: AssignmentCache,
     private readonly metrics: AssignerMetrics = NO_ASSIGNER_METRICS,
   ) {}

@@ -25,6 +25,15 @@ export interface InsertOutcome {
   won: boolean;
 }
 
+/** Stored assignments as the Assigner reads and writes them (AssignmentStore). */
+export interface AssignmentStorage {
+  /** Positional: element i is the stored assignment of cells[i], or undefined. */
+  read(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[]>;
+  /** Stores new assignments unless their cell holds one already. Positional: element i is the
+   * outcome for rows[i]; of several rows naming one cell, the first wins. */
+  insert(rows: NewAssignment[]): Promise<InsertOutcome[]>;
+}
+
 export interface AssignmentStoreOptions {
   /** INSERT statements running at once before new rows wait to join a shared one; default 4. */
   writeConcurrency?: number;
@@ -40,7 +49,7 @@ export interface AssignmentStoreOptions {
  * Stored assignments in PostgreSQL, read and written in batches: one statement per batch, never
  * one per row. Concurrent inserts from many calls are coalesced into shared statements.
  */
-export class AssignmentStore {
+export class AssignmentStore implements AssignmentStorage {
   private readonly writes: Coalescer<NewAssignment, InsertOutcome>;
   private readonly onInsertBatch: ((rows: number) => void) | undefined;
 

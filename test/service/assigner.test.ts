@@ -1,0 +1,258 @@
+/**
+ * The Assigner alone (the hot path), against in-memory fakes of PostgreSQL, Redis and the
+ * in-process cache: which layer answers, what is written where, races, repeats, dry runs, outages.
+ * Expected variants come from the reference hash (test/engine/helpers.ts), not from the engine.
+ */
+import { describe, expect, it } from "vitest";
+import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { ExperimentConfig } from "../../src/engine/experiment-config.js";
+import { Code, ServiceError } from "../../src/errors.js";
+import { Assigner, type AssignOptionsLike, type Cell } from "../../src/service/assigner.js";
+import { classicWalk, makeExperiment, referenceH, variantId } from "../engine/helpers.js";
+import { FakeMemory, FakeRedis, FakeStorage } from "./fakes.js";
+
+const running = makeExperiment({ id: 1, key: "running", weights: [5000, 5000], keys: ["a", "b"] });
+const noRollout = makeExperiment({ id: 2, key: "closed", rollout: 0, keys: ["a", "b"] });
+const draft = makeExperiment({ id: 3, key: "draft", status: ExperimentStatus.DRAFT, keys: ["a", "b"] });
+const draftWithOverride = makeExperiment({ id: 4, key: "tried", status: ExperimentStatus.DRAFT, keys: ["a", "b"], overrideCount: 1 });
+
+/** The variant id SPEC.md's hash gives `unit` (rollout 10000). */
+const hashed = (unit: string, e: ExperimentConfig) => variantId(classicWalk(referenceH(`${unit}:${e.salt}`) % 10_000, e.weights));
+/** The other variant of a two-variant experiment. */
+const other = (id: number) => (id === variantId(0) ? variantId(1) : variantId(0));
+
+const options = (o: Partial<AssignOptionsLike> = {}): AssignOptionsLike => ({ dryRun: false, allowUnstored: false, ...o });
+const cell = (unitId: string, experiment: ExperimentConfig | undefined = running, unitType = "user_id"): Cell => ({
+  experiment,
+  unitId,
+  unitType,
+});
+
+function world() {
+  const storage = new FakeStorage();
+  const memory = new FakeMemory();
+  const redis = new FakeRedis();
+  return { storage, memory, redis, assigner: new Assigner(storage, memory, redis) };
+}
+type World = ReturnType<typeof world>;
+
+interface Expected {
+  reason: Reason;
+  /** Variant id, or undefined for no variant. */
+  variant: number | undefined;
+  stored: boolean;
+  layer: Layer;
+}
+
+interface Case {
+  name: string;
+  given?: (w: World) => void;
+  cells: Cell[];
+  options?: Partial<AssignOptionsLike>;
+  expected: (w: World) => Expected[];
+  /** What else must hold afterwards. */
+  after?: (w: World) => void;
+}
+
+const u = "unit-7";
+const stored = (variant: number, source = Source.HASH) => ({ variantId: variant, source });
+
+const cases: Case[] = [
+  {
+    name: "a new unit: NEW and stored, inserted once, then in memory and Redis",
+    cells: [cell(u)],
+    expected: () => [{ reason: Reason.NEW, variant: hashed(u, running), stored: true, layer: Layer.COMPUTED }],
+    after: (w) => {
+      expect(w.storage.inserts).toEqual([
+        [{ experimentId: 1, unitId: u, variantId: hashed(u, running), version: 1n, source: Source.HASH }],
+      ]);
+      expect(w.storage.reads).toEqual([]);
+      expect(w.memory.lookup(1, 0, u)).toEqual(stored(hashed(u, running)));
+      expect(w.redis.has(1, 0, u)).toBe(true);
+    },
+  },
+  {
+    name: "a unit stored in PostgreSQL only: its stored variant, STICKY, then cached in memory and Redis",
+    given: (w) => w.storage.put(1, u, stored(other(hashed(u, running)))),
+    cells: [cell(u)],
+    expected: () => [{ reason: Reason.STICKY, variant: other(hashed(u, running)), stored: true, layer: Layer.POSTGRES }],
+    after: (w) => {
+      expect(w.storage.get(1, u)).toEqual(stored(other(hashed(u, running))));
+      expect(w.memory.lookup(1, 0, u)).toEqual(stored(other(hashed(u, running))));
+      expect(w.redis.has(1, 0, u)).toBe(true);
+    },
+  },
+  {
+    name: "a unit in Redis: STICKY from Redis, copied into memory; PostgreSQL is not asked",
+    given: (w) => w.redis.setMany([{ experimentId: 1, generation: 0, unitId: u }], [stored(variantId(1))]),
+    cells: [cell(u)],
+    expected: () => [{ reason: Reason.STICKY, variant: variantId(1), stored: true, layer: Layer.REDIS }],
+    after: (w) => {
+      expect([w.storage.reads, w.storage.inserts]).toEqual([[], []]);
+      expect(w.memory.lookup(1, 0, u)).toEqual(stored(variantId(1)));
+    },
+  },
+  {
+    name: "a unit in memory: STICKY from memory; nothing else is asked",
+    given: (w) => w.memory.setMany([{ experimentId: 1, generation: 0, unitId: u }], [stored(variantId(0))]),
+    cells: [cell(u)],
+    expected: () => [{ reason: Reason.STICKY, variant: variantId(0), stored: true, layer: Layer.MEMORY }],
+    after: (w) => expect([w.redis.gets, w.storage.reads, w.storage.inserts]).toEqual([[], [], []]),
+  },
+  {
+    name: "a lost insert race: another writer stored the unit first, and its variant is the answer (STICKY)",
+    given: (w) => {
+      w.storage.racers = [{ experimentId: 1, unitId: u, variantId: other(hashed(u, running)), version: 1n, source: Source.HASH }];
+    },
+    cells: [cell(u)],
+    expected: () => [{ reason: Reason.STICKY, variant: other(hashed(u, running)), stored: true, layer: Layer.POSTGRES }],
+    after: (w) => expect(w.memory.lookup(1, 0, u)).toEqual(stored(other(hashed(u, running)))),
+  },
+  {
+    name: "a won race among several units: the winners NEW, the loser STICKY with the racer's variant",
+    given: (w) => {
+      w.storage.racers = [{ experimentId: 1, unitId: "u-2", variantId: other(hashed("u-2", running)), version: 1n, source: Source.HASH }];
+    },
+    cells: [cell("u-1"), cell("u-2"), cell("u-3")],
+    expected: () => [
+      { reason: Reason.NEW, variant: hashed("u-1", running), stored: true, layer: Layer.COMPUTED },
+      { reason: Reason.STICKY, variant: other(hashed("u-2", running)), stored: true, layer: Layer.POSTGRES },
+      { reason: Reason.NEW, variant: hashed("u-3", running), stored: true, layer: Layer.COMPUTED },
+    ],
+  },
+  {
+    name: "the same unit twice in a batch: inserted once, answered NEW at both positions",
+    cells: [cell(u), cell("u-other"), cell(u)],
+    expected: () => [
+      { reason: Reason.NEW, variant: hashed(u, running), stored: true, layer: Layer.COMPUTED },
+      { reason: Reason.NEW, variant: hashed("u-other", running), stored: true, layer: Layer.COMPUTED },
+      { reason: Reason.NEW, variant: hashed(u, running), stored: true, layer: Layer.COMPUTED },
+    ],
+    after: (w) => expect(w.storage.inserts.flat().map((r) => r.unitId)).toEqual([u, "u-other"]),
+  },
+  {
+    name: "a dry run of a new unit: the hashed variant, NEW but not stored; nothing written anywhere",
+    cells: [cell(u)],
+    options: { dryRun: true },
+    expected: () => [{ reason: Reason.NEW, variant: hashed(u, running), stored: false, layer: Layer.COMPUTED }],
+    after: (w) => {
+      expect([w.storage.inserts, w.storage.rows.size, w.memory.entries.size, w.redis.entries.size]).toEqual([[], 0, 0, 0]);
+      expect(w.storage.reads).toEqual([[{ experimentId: 1, unitId: u }]]);
+    },
+  },
+  {
+    name: "a dry run of a stored unit: STICKY, read from PostgreSQL (not inserted)",
+    given: (w) => w.storage.put(1, u, stored(variantId(1))),
+    cells: [cell(u)],
+    options: { dryRun: true },
+    expected: () => [{ reason: Reason.STICKY, variant: variantId(1), stored: true, layer: Layer.POSTGRES }],
+    after: (w) => expect(w.storage.inserts).toEqual([]),
+  },
+  {
+    name: "PostgreSQL unavailable with allow_unstored: the hashed variant, not stored; nothing cached",
+    given: (w) => (w.storage.failure = new ServiceError(Code.Unavailable, "database unavailable: down")),
+    cells: [cell(u), cell("u-2")],
+    options: { allowUnstored: true },
+    expected: () => [
+      { reason: Reason.NEW, variant: hashed(u, running), stored: false, layer: Layer.COMPUTED },
+      { reason: Reason.NEW, variant: hashed("u-2", running), stored: false, layer: Layer.COMPUTED },
+    ],
+    after: (w) => expect([w.memory.entries.size, w.redis.entries.size]).toEqual([0, 0]),
+  },
+  {
+    name: "Redis down: every read misses, PostgreSQL answers as usual, memory is still filled",
+    given: (w) => {
+      w.redis.down = true;
+      w.storage.put(1, "u-stored", stored(variantId(1)));
+    },
+    cells: [cell(u), cell("u-stored")],
+    expected: () => [
+      { reason: Reason.NEW, variant: hashed(u, running), stored: true, layer: Layer.COMPUTED },
+      { reason: Reason.STICKY, variant: variantId(1), stored: true, layer: Layer.POSTGRES },
+    ],
+    after: (w) => expect([w.memory.entries.size, w.redis.entries.size]).toEqual([2, 0]),
+  },
+  {
+    name: "outside the rollout: the default variant, NOT_IN_ROLLOUT; read (the unit may be stored), never inserted",
+    cells: [cell(u, noRollout)],
+    expected: () => [{ reason: Reason.NOT_IN_ROLLOUT, variant: variantId(0), stored: false, layer: Layer.COMPUTED }],
+    after: (w) => expect([w.storage.reads.length, w.storage.inserts]).toEqual([1, []]),
+  },
+  {
+    name: "a DRAFT experiment without overrides: answered from configuration alone",
+    cells: [cell(u, draft)],
+    expected: () => [{ reason: Reason.NOT_RUNNING, variant: variantId(0), stored: false, layer: Layer.MEMORY }],
+    after: (w) => expect([w.memory.lookups, w.redis.gets, w.storage.reads, w.storage.inserts]).toEqual([0, [], [], []]),
+  },
+  {
+    name: "an override of a DRAFT experiment: OVERRIDE (overrides work in every status)",
+    given: (w) => w.storage.put(4, u, stored(variantId(1), Source.OVERRIDE)),
+    cells: [cell(u, draftWithOverride), cell("u-plain", draftWithOverride)],
+    expected: () => [
+      { reason: Reason.OVERRIDE, variant: variantId(1), stored: true, layer: Layer.POSTGRES },
+      { reason: Reason.NOT_RUNNING, variant: variantId(0), stored: false, layer: Layer.COMPUTED },
+    ],
+  },
+  {
+    name: "unknown experiment, invalid unit, other unit type: per-cell reasons without any I/O",
+    cells: [{ experiment: undefined, unitId: u, unitType: "user_id" }, cell(""), cell(u, running, "device_id")],
+    expected: () => [
+      { reason: Reason.UNKNOWN_EXPERIMENT, variant: undefined, stored: false, layer: Layer.MEMORY },
+      { reason: Reason.INVALID_UNIT, variant: undefined, stored: false, layer: Layer.MEMORY },
+      { reason: Reason.UNIT_TYPE_MISMATCH, variant: undefined, stored: false, layer: Layer.MEMORY },
+    ],
+    after: (w) => expect([w.memory.lookups, w.redis.gets, w.storage.reads, w.storage.inserts]).toEqual([0, [], [], []]),
+  },
+];
+
+describe("Assigner", () => {
+  it.each(cases.map((c) => [c.name, c] as const))("%s", async (_name, c) => {
+    const w = world();
+    c.given?.(w);
+    const results = await w.assigner.assign(c.cells, options(c.options));
+    await w.assigner.flush();
+    expect(results.map((r) => ({ reason: r.reason, variant: r.variant?.id, stored: r.stored, layer: r.layer }))).toEqual(c.expected(w));
+    c.after?.(w);
+  });
+
+  it("a unit answered NEW is STICKY on the next call, from memory", async () => {
+    const w = world();
+    await w.assigner.assign([cell(u)], options());
+    const [again] = await w.assigner.assign([cell(u)], options());
+    expect([again!.reason, again!.variant?.id, again!.layer]).toEqual([Reason.STICKY, hashed(u, running), Layer.MEMORY]);
+    expect(w.storage.inserts).toHaveLength(1);
+  });
+
+  it("assignGrid answers experiment-major, as assign does cell by cell", async () => {
+    const units = ["g-1", "g-2", "g-3"];
+    const grid = await world().assigner.assignGrid([running, noRollout], units, "user_id", options({ dryRun: true }));
+    const cells = [running, noRollout].flatMap((e) => units.map((unit) => cell(unit, e)));
+    const one = await world().assigner.assign(cells, options({ dryRun: true }));
+    expect(grid).toEqual(one);
+    expect(grid.map((r) => r.reason)).toEqual([
+      Reason.NEW,
+      Reason.NEW,
+      Reason.NEW,
+      Reason.NOT_IN_ROLLOUT,
+      Reason.NOT_IN_ROLLOUT,
+      Reason.NOT_IN_ROLLOUT,
+    ]);
+  });
+
+  it.each([
+    ["without allow_unstored, PostgreSQL unavailable is UNAVAILABLE", new ServiceError(Code.Unavailable, "down"), {}],
+    ["allow_unstored does not hide other failures", new Error("a bug"), { allowUnstored: true }],
+  ])("%s", async (_name, failure, o) => {
+    const w = world();
+    w.storage.failure = failure;
+    await expect(w.assigner.assign([cell(u)], options(o))).rejects.toBe(failure);
+  });
+
+  it("a hung Redis does not hold the answer; its writes are counted until they finish", async () => {
+    const w = world();
+    w.redis.hung = true;
+    const [r] = await w.assigner.assign([cell(u), cell("u-2")], options());
+    expect(r!.reason).toBe(Reason.NEW);
+    expect(w.assigner.pendingCacheWrites).toBe(2);
+  });
+});
