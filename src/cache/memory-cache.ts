@@ -62,7 +62,7 @@ class Table {
 
   /** The value at slot `o` (0: empty). */
   value(o: number): number {
-    return this.words[o + 2] + this.words[o + 3] * TWO_32;
+    return this.words[o + 2]! + this.words[o + 3]! * TWO_32;
   }
 }
 
@@ -106,8 +106,9 @@ export class MemoryCache implements InProcessCache {
   setMany(cells: readonly CacheCell[], stored: readonly StoredAssignment[]): void {
     if (!this.young) return;
     for (let i = 0; i < cells.length; i++) {
-      fingerprint(cells[i].experimentId, cells[i].unitId);
-      this.put(encode(cells[i].generation, stored[i]));
+      const c = cells[i]!;
+      fingerprint(c.experimentId, c.unitId);
+      this.put(encode(c.generation, stored[i]!));
     }
   }
 

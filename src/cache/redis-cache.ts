@@ -57,7 +57,7 @@ export class RedisCache implements AssignmentCache {
     // experiment id -> generation * shards + shard -> cell indexes
     const byExperiment = new Map<number, Map<number, number[]>>();
     for (let i = 0; i < cells.length; i++) {
-      const c = cells[i];
+      const c = cells[i]!;
       let inner = byExperiment.get(c.experimentId);
       if (!inner) byExperiment.set(c.experimentId, (inner = new Map()));
       const code = c.generation * this.shards + (this.shards === 1 ? 0 : shardOf(c.unitId));
@@ -81,8 +81,8 @@ export class RedisCache implements AssignmentCache {
     try {
       await Promise.all(
         [...this.group(cells)].map(async ([tag, idx]) => {
-          const values = await this.redis.mget(idx.map((i) => tag + cells[i].unitId));
-          values.forEach((v, k) => (out[idx[k]] = v === null ? undefined : decode(v)));
+          const values = await this.redis.mget(idx.map((i) => tag + cells[i]!.unitId));
+          values.forEach((v, k) => (out[idx[k]!] = v === null ? undefined : decode(v)));
         }),
       );
     } catch (err) {
@@ -103,7 +103,7 @@ export class RedisCache implements AssignmentCache {
       for (let from = 0; from < all.length; from += FILL_CHUNK) {
         const idx = all.slice(from, from + FILL_CHUNK);
         calls.push(
-          fill(idx.length, ...idx.map((i) => tag + cells[i].unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]))),
+          fill(idx.length, ...idx.map((i) => tag + cells[i]!.unitId), this.options.ttlSeconds, ...idx.map((i) => encode(values[i]!))),
         );
       }
     }

@@ -14,15 +14,16 @@ export interface SampleRatio {
 }
 
 export function sampleRatio(observed: readonly number[], weights: readonly number[]): SampleRatio {
-  const total = observed.reduce((a, b, i) => (weights[i] > 0 ? a + b : a), 0);
+  const total = observed.reduce((a, b, i) => (weights[i]! > 0 ? a + b : a), 0);
   const weightTotal = weights.reduce((a, b) => a + b, 0);
   let chiSquare = 0;
   let cells = 0;
   for (let i = 0; i < observed.length; i++) {
-    if (weights[i] <= 0) continue;
+    const weight = weights[i]!;
+    if (weight <= 0) continue;
     cells++;
-    const expected = (total * weights[i]) / weightTotal;
-    if (expected > 0) chiSquare += (observed[i] - expected) ** 2 / expected;
+    const expected = (total * weight) / weightTotal;
+    if (expected > 0) chiSquare += (observed[i]! - expected) ** 2 / expected;
   }
   const degreesOfFreedom = Math.max(cells - 1, 0);
   const pValue = total === 0 || degreesOfFreedom === 0 ? 1 : chiSquareSurvival(chiSquare, degreesOfFreedom);
@@ -82,8 +83,8 @@ const LANCZOS = [
 function logGamma(z: number): number {
   if (z < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * z)) - logGamma(1 - z);
   z -= 1;
-  let x = LANCZOS[0];
-  for (let i = 1; i < 9; i++) x += LANCZOS[i] / (z + i);
+  let x = LANCZOS[0]!;
+  for (let i = 1; i < 9; i++) x += LANCZOS[i]! / (z + i);
   const t = z + 7.5;
   return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(x);
 }

@@ -116,10 +116,11 @@ export class ServerMetrics {
   /** Counts a batch's answers by reason. */
   answered(results: readonly CellResult[]): void {
     const counts = this.reasonCounts;
-    for (let i = 0; i < results.length; i++) counts[results[i].reason]++;
+    for (let i = 0; i < results.length; i++) counts[results[i]!.reason]!++;
     for (let r = 0; r < counts.length; r++) {
-      if (counts[r] > 0) {
-        this.byReason[r]?.inc(counts[r]);
+      const n = counts[r]!;
+      if (n > 0) {
+        this.byReason[r]?.inc(n);
         counts[r] = 0;
       }
     }

@@ -84,9 +84,9 @@ export class Assigner {
   assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
     return this.assignEach(
       cells.length,
-      (i) => cells[i].experiment,
-      (i) => cells[i].unitId,
-      (i) => cells[i].unitType,
+      (i) => cells[i]!.experiment,
+      (i) => cells[i]!.unitId,
+      (i) => cells[i]!.unitType,
       options,
     );
   }
@@ -103,7 +103,7 @@ export class Assigner {
     return this.assignEach(
       experiments.length * n,
       (i) => experiments[Math.floor(i / n)],
-      (i) => unitIds[i % n],
+      (i) => unitIds[i % n]!,
       () => unitType,
       options,
     );
@@ -235,7 +235,7 @@ export class Assigner {
     } else failure = read.reason;
     if (inserted.status === "fulfilled") {
       toInsert.forEach((l, k) => {
-        const { stored, won } = inserted.value[k];
+        const { stored, won } = inserted.value[k]!;
         if (won) answer(l, { reason: Reason.NEW, variant: l.experiment.variantsById.get(stored!.variantId) }, true, Layer.COMPUTED);
         else fromStored(l, stored, Layer.POSTGRES);
         remember(l, stored);

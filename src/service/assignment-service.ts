@@ -75,7 +75,7 @@ function toColumn(
   const enrolled = new Array<boolean>(n);
   const stored = new Array<boolean>(n);
   for (let i = 0; i < n; i++) {
-    const r = results[offset + i];
+    const r = results[offset + i]!;
     variantIndexes[i] = r.variant ? legendIndex.get(r.variant.id)! : 0;
     reasons[i] = r.reason;
     enrolled[i] = isEnrolled(r.reason);
@@ -90,7 +90,7 @@ function toColumn(
     reasons,
     enrolled,
     stored,
-    explanations: o.explain ? unitIds.map((u, i) => explanation(exp, u, results[offset + i])!) : [],
+    explanations: o.explain ? unitIds.map((u, i) => explanation(exp, u, results[offset + i]!)!) : [],
   };
 }
 
@@ -139,7 +139,7 @@ export function assignmentHandlers(
       const o = optionsOf(req.options);
       const exp = registry.get(req.experimentKey);
       const [r] = await assigner.assign([{ experiment: exp, unitId: req.unitId, unitType }], o);
-      return { assignment: toAssignment(req.experimentKey, exp, req.unitId, r, o) };
+      return { assignment: toAssignment(req.experimentKey, exp, req.unitId, r!, o) };
     },
 
     async assignUnit(req) {
@@ -165,12 +165,13 @@ export function assignmentHandlers(
         const unitType = exp?.unitType ?? "";
         const unitId = req.units[unitType];
         // No id of the experiment's type: rule 2 answers UNIT_TYPE_MISMATCH.
+        const firstType = types[0]!;
         return unitId === undefined
-          ? { experiment: exp, unitId: req.units[types[0]], unitType: types[0] }
+          ? { experiment: exp, unitId: req.units[firstType]!, unitType: firstType }
           : { experiment: exp, unitId, unitType };
       });
       const results = await assigner.assign(cells, o);
-      return { assignments: keys.map((k, i) => toAssignment(k, cells[i].experiment, cells[i].unitId, results[i], o)) };
+      return { assignments: keys.map((k, i) => toAssignment(k, cells[i]!.experiment, cells[i]!.unitId, results[i]!, o)) };
     },
 
     async bulkAssign(req) {

@@ -62,7 +62,7 @@ export class AssignmentTransfers {
         const variantIds = new Int32Array(rows.length);
         const unitIds: string[] = [];
         for (let i = 0; i < rows.length; i++) {
-          const row = rows[i];
+          const row = rows[i]!;
           const position = received++;
           if (row.experimentKey !== lastKey) {
             lastKey = row.experimentKey;
@@ -86,10 +86,11 @@ export class AssignmentTransfers {
           variantIds[k] = problem;
           unitIds.push(row.unitId);
         }
-        if (invalid > 0 && !skipInvalid) {
+        const firstError = errors[0];
+        if (firstError && !skipInvalid) {
           throw invalidArgument(
-            `rows[${errors[0].position}]`,
-            `${errors[0].message.replace(/^rows\[\d+\]\./, "")}; the import is refused whole and nothing was stored (set setup.skip_invalid to import the valid rows)`,
+            `rows[${firstError.position}]`,
+            `${firstError.message.replace(/^rows\[\d+\]\./, "")}; the import is refused whole and nothing was stored (set setup.skip_invalid to import the valid rows)`,
           );
         }
         const n = unitIds.length;

@@ -106,7 +106,7 @@ export class AssignmentStore implements AssignmentStorage {
     let lastId = -1;
     let units: Map<string, number> | undefined;
     for (let i = 0; i < rows.length; i++) {
-      const r = rows[i];
+      const r = rows[i]!;
       if (r.experimentId !== lastId) {
         lastId = r.experimentId;
         units = byExperiment.get(lastId);
@@ -135,8 +135,9 @@ export class AssignmentStore implements AssignmentStorage {
     const ver = new Array<bigint>(n);
     const s = new Array<number>(n);
     for (let k = 0; k < n; k++) {
-      const r = rows[unique[k]];
-      position[unique[k]] = k;
+      const row = unique[k]!;
+      const r = rows[row]!;
+      position[row] = k;
       e[k] = r.experimentId;
       u[k] = r.unitId;
       v[k] = r.variantId;
@@ -159,19 +160,20 @@ export class AssignmentStore implements AssignmentStorage {
       [numberArray(e), textArray(u), numberArray(v), numberArray(ver), numberArray(s), n],
     );
     const outcome = new Array<InsertOutcome>(n);
-    for (let k = 0; k < n; k++) outcome[k] = outcomeOf(storedValue(v[k], s[k]), true);
-    if (answer[0].n < n) {
-      const winners = new Set((answer[0].e ?? []).map((id, k) => cellId(id, answer[0].u![k])));
+    for (let k = 0; k < n; k++) outcome[k] = outcomeOf(storedValue(v[k]!, s[k]!), true);
+    const counted = answer[0]!;
+    if (counted.n < n) {
+      const winners = new Set((counted.e ?? []).map((id, k) => cellId(id, counted.u![k]!)));
       const lost: number[] = [];
-      for (let k = 0; k < n; k++) if (!winners.has(cellId(e[k], u[k]))) lost.push(k);
-      const current = await this.read(lost.map((k) => rows[unique[k]]));
+      for (let k = 0; k < n; k++) if (!winners.has(cellId(e[k]!, u[k]!))) lost.push(k);
+      const current = await this.read(lost.map((k) => rows[unique[k]!]!));
       lost.forEach((k, j) => (outcome[k] = outcomeOf(current[j], false)));
     }
     // Only the representative row was written; a later row naming the same cell (another
     // caller's) lost the race to it and must not answer NEW as well.
     const out = new Array<InsertOutcome>(rows.length);
     for (let i = 0; i < rows.length; i++) {
-      const o = outcome[position[rep[i]]];
+      const o = outcome[position[rep[i]!]!]!;
       out[i] = rep[i] === i ? o : outcomeOf(o.stored, false);
     }
     return out;

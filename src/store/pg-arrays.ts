@@ -19,7 +19,7 @@ export function textArray(values: readonly string[]): string {
   if (!NEEDS_ESCAPE.test(values.join(""))) return `{"${values.join('","')}"}`;
   let out = "{";
   for (let i = 0; i < values.length; i++) {
-    const v = values[i];
+    const v = values[i]!;
     out += (i > 0 ? ',"' : '"') + (NEEDS_ESCAPE.test(v) ? v.replace(/[\\"]/g, "\\$&") : v) + '"';
   }
   return out + "}";

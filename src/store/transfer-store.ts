@@ -83,7 +83,7 @@ export class TransferStore {
 
   async countAssignments(experimentId: number): Promise<number> {
     const { rows } = await this.db.query<{ n: string }>(`SELECT count(*) AS n FROM assignments WHERE experiment_id = $1`, [experimentId]);
-    return Number(rows[0].n);
+    return Number(rows[0]!.n);
   }
 
   /**
@@ -115,6 +115,7 @@ export class TransferStore {
               (SELECT unit_id FROM src ORDER BY unit_id DESC LIMIT 1) AS last`,
       [sourceId, targetId, targetVersion.toString(), [...mapping.keys()], [...mapping.values()], afterUnit ?? null, limit],
     );
-    return { scanned: Number(rows[0].scanned), copied: Number(rows[0].copied), last: rows[0].last };
+    const r = rows[0]!;
+    return { scanned: Number(r.scanned), copied: Number(r.copied), last: r.last };
   }
 }

@@ -64,13 +64,13 @@ export class Coalescer<T, R> {
   private flush(): void {
     const batch: Pending<T, R>[] = [];
     let n = 0;
-    while (this.queue.length > 0 && (batch.length === 0 || n + this.queue[0].items.length <= this.options.maxItems)) {
+    while (this.queue.length > 0 && (batch.length === 0 || n + this.queue[0]!.items.length <= this.options.maxItems)) {
       const p = this.queue.shift()!;
       batch.push(p);
       n += p.items.length;
     }
     this.queuedItems -= n;
-    const items = batch.length === 1 ? batch[0].items : batch.flatMap((p) => p.items);
+    const items = batch.length === 1 ? batch[0]!.items : batch.flatMap((p) => p.items);
     this.running++;
     this.flushBatch(items)
       .then(
