@@ -65,6 +65,13 @@ export function checkSalt(field: string, salt: string): string {
   return salt;
 }
 
+/** The key, salt (the key when absent) and unit type (DEFAULT_UNIT_TYPE when empty) of a new
+ * experiment or namespace. */
+export function checkNewIdentity(req: { key: string; salt?: string; unitType: string }): { key: string; salt: string; unitType: string } {
+  const key = checkKey("key", req.key);
+  return { key, salt: checkSalt("salt", req.salt ?? key), unitType: checkUnitType("unit_type", req.unitType) };
+}
+
 export function checkBasisPoints(field: string, value: number): number {
   if (!Number.isInteger(value) || value < 0 || value > 10_000) {
     throw invalidArgument(field, "must be an integer number of basis points 0..10000");

@@ -3,7 +3,7 @@ import { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js
 import { checkDescription, checkParams, checkParamsTotal, checkStatus, checkTags, checkVariantNamed } from "../engine/experiment-fields.js";
 import { applyExperimentChanges } from "../engine/experiment-update.js";
 import { CURRENT_HASH_VERSION } from "../engine/hash.js";
-import { checkBasisPoints, checkKey, checkSalt, checkUnitType, checkVariants, FULL_ROLLOUT, TOTAL_WEIGHT } from "../engine/rules.js";
+import { checkBasisPoints, checkKey, checkNewIdentity, checkVariants, FULL_ROLLOUT, TOTAL_WEIGHT } from "../engine/rules.js";
 import { sampleRatio } from "../engine/sample-ratio.js";
 import { invalidArgument } from "../errors.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
@@ -20,9 +20,7 @@ type Handlers = Pick<
 export function experimentHandlers(store: ExperimentStore, served: <T>(value: T) => Promise<T>): Handlers {
   return {
     async createExperiment(req) {
-      const key = checkKey("key", req.key);
-      const salt = checkSalt("salt", req.salt ?? key);
-      const unitType = checkUnitType("unit_type", req.unitType);
+      const { key, salt, unitType } = checkNewIdentity(req);
       checkVariants("variants", req.variants);
       const variants = req.variants.map((v, id) => ({
         id,

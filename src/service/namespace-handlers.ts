@@ -1,6 +1,6 @@
 import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { CURRENT_HASH_VERSION } from "../engine/hash.js";
-import { checkKey, checkSalt, checkSegments, checkUnitType, DEFAULT_SEGMENTS } from "../engine/rules.js";
+import { checkKey, checkNewIdentity, checkSegments, DEFAULT_SEGMENTS } from "../engine/rules.js";
 import { invalidArgument } from "../errors.js";
 import type { NamespaceStore } from "../store/namespace-store.js";
 import { experimentMessage, namespaceMessage } from "./experiment-messages.js";
@@ -16,9 +16,7 @@ type Handlers = Pick<
 export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) => Promise<T>): Handlers {
   return {
     async createNamespace(req) {
-      const key = checkKey("key", req.key);
-      const salt = checkSalt("salt", req.salt ?? key);
-      const unitType = checkUnitType("unit_type", req.unitType);
+      const { key, salt, unitType } = checkNewIdentity(req);
       const segments = checkSegments("segments", req.segments ?? DEFAULT_SEGMENTS);
       const record = await store.createNamespace({ key, salt, unitType, segments, hashVersion: CURRENT_HASH_VERSION });
       return served({ namespace: namespaceMessage(record) });

@@ -1,31 +1,21 @@
-import type { JsonObject } from "@bufbuild/protobuf";
 import type { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { NamespaceConfigInput } from "../engine/experiment-config.js";
+import type { ExperimentState, VariantState } from "../engine/experiment-update.js";
 import { notFound } from "../errors.js";
 import type { Queryable } from "./database.js";
 
 /** The configuration tables (experiments, namespaces) as records, and the reads every store of
  * them shares. */
 
-export interface VariantRecord {
-  id: number;
-  key: string;
-  weight: number;
-  params?: JsonObject;
-}
+export type VariantRecord = VariantState;
 
-export interface ExperimentRecord {
+/** An experiment: what UpdateExperiment may change (ExperimentState) and what it may not. */
+export interface ExperimentRecord extends ExperimentState {
   id: number;
   key: string;
   salt: string;
   unitType: string;
   hashVersion: number;
-  variants: VariantRecord[];
-  rollout: number;
-  status: ExperimentStatus;
-  defaultVariant: string | null;
-  winner: string | null;
-  tags: string[];
-  description: string;
   namespaceId: number | null;
   namespaceKey: string | null;
   segmentCount: number;
@@ -36,13 +26,8 @@ export interface ExperimentRecord {
   updatedAt: Date;
 }
 
-export interface NamespaceRecord {
-  id: number;
-  key: string;
-  salt: string;
-  unitType: string;
-  hashVersion: number;
-  segments: number;
+/** A namespace: what the engine builds its configuration from, and when it was made. */
+export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations"> {
   createdAt: Date;
   /** experiment key -> segments held */
   allocations: Map<string, number>;

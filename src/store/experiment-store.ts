@@ -1,6 +1,6 @@
-import type { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentState } from "../engine/experiment-update.js";
-import { aborted, alreadyExists, failedPrecondition, notFound } from "../errors.js";
+import { aborted, failedPrecondition, notFound } from "../errors.js";
 import { signalConfigChange } from "./config-change.js";
 import {
   type ExperimentRecord,
@@ -9,26 +9,16 @@ import {
   lockExperiment,
   SELECT_EXPERIMENTS,
   toExperimentRecord,
-  type VariantRecord,
 } from "./config-records.js";
 import type { Database } from "./database.js";
-import { isUniqueViolation } from "./pg-errors.js";
-import { claimSalt } from "./salts.js";
+import { createUnique } from "./unique-keys.js";
 
 export type { ExperimentRecord, NamespaceRecord, VariantRecord } from "./config-records.js";
 
-export interface NewExperiment {
-  key: string;
-  salt: string;
-  unitType: string;
-  hashVersion: number;
-  variants: VariantRecord[];
-  rollout: number;
-  status: ExperimentStatus;
-  defaultVariant: string | null;
-  tags: string[];
-  description: string;
-}
+export type NewExperiment = Pick<
+  ExperimentRecord,
+  "key" | "salt" | "unitType" | "hashVersion" | "variants" | "rollout" | "status" | "defaultVariant" | "tags" | "description"
+>;
 
 export interface VariantCount {
   variantId: number;
@@ -41,34 +31,25 @@ export class ExperimentStore {
   constructor(private readonly db: Database) {}
 
   async createExperiment(x: NewExperiment): Promise<ExperimentRecord> {
-    try {
-      return await this.db.transaction(async (tx) => {
-        const exists = await tx.query(`SELECT 1 FROM experiments WHERE key = $1`, [x.key]);
-        if (exists.rowCount > 0) throw alreadyExists(`key: experiment "${x.key}" already exists`);
-        await claimSalt(tx, x.salt, `experiment:${x.key}`);
-        const { rows } = await tx.query<{ id: number }>(
-          `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status, default_variant, tags, description)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
-          [
-            x.key,
-            x.salt,
-            x.unitType,
-            x.hashVersion,
-            JSON.stringify(x.variants),
-            x.rollout,
-            x.status,
-            x.defaultVariant,
-            x.tags,
-            x.description,
-          ],
-        );
-        await signalConfigChange(tx);
-        return experimentById(tx, rows[0]!.id);
-      });
-    } catch (err) {
-      if (isUniqueViolation(err)) throw alreadyExists(`key: experiment "${x.key}" already exists`);
-      throw err;
-    }
+    return createUnique(this.db, "experiment", x.key, x.salt, async (tx) => {
+      const { rows } = await tx.query<{ id: number }>(
+        `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status, default_variant, tags, description)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
+        [
+          x.key,
+          x.salt,
+          x.unitType,
+          x.hashVersion,
+          JSON.stringify(x.variants),
+          x.rollout,
+          x.status,
+          x.defaultVariant,
+          x.tags,
+          x.description,
+        ],
+      );
+      return experimentById(tx, rows[0]!.id);
+    });
   }
 
   async getExperiment(key: string): Promise<ExperimentRecord> {

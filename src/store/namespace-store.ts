@@ -1,11 +1,10 @@
 import { type HashVersion, requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
 import { pickSegments } from "../engine/segment-allocation.js";
-import { alreadyExists, failedPrecondition } from "../errors.js";
+import { failedPrecondition } from "../errors.js";
 import { signalConfigChange } from "./config-change.js";
 import { experimentById, lockExperiment, type NamespaceRecord, namespaceByKey } from "./config-records.js";
 import type { Database } from "./database.js";
-import { isUniqueViolation } from "./pg-errors.js";
-import { claimSalt } from "./salts.js";
+import { createUnique } from "./unique-keys.js";
 
 export interface NewNamespace {
   key: string;
@@ -20,25 +19,16 @@ export class NamespaceStore {
   constructor(private readonly db: Database) {}
 
   async createNamespace(x: NewNamespace): Promise<NamespaceRecord> {
-    try {
-      return await this.db.transaction(async (tx) => {
-        const exists = await tx.query(`SELECT 1 FROM namespaces WHERE key = $1`, [x.key]);
-        if (exists.rowCount > 0) throw alreadyExists(`key: namespace "${x.key}" already exists`);
-        await claimSalt(tx, x.salt, `namespace:${x.key}`);
-        await tx.query(`INSERT INTO namespaces (key, salt, unit_type, segments, hash_version) VALUES ($1, $2, $3, $4, $5)`, [
-          x.key,
-          x.salt,
-          x.unitType,
-          x.segments,
-          x.hashVersion,
-        ]);
-        await signalConfigChange(tx);
-        return namespaceByKey(tx, x.key);
-      });
-    } catch (err) {
-      if (isUniqueViolation(err)) throw alreadyExists(`key: namespace "${x.key}" already exists`);
-      throw err;
-    }
+    return createUnique(this.db, "namespace", x.key, x.salt, async (tx) => {
+      await tx.query(`INSERT INTO namespaces (key, salt, unit_type, segments, hash_version) VALUES ($1, $2, $3, $4, $5)`, [
+        x.key,
+        x.salt,
+        x.unitType,
+        x.segments,
+        x.hashVersion,
+      ]);
+      return namespaceByKey(tx, x.key);
+    });
   }
 
   async getNamespace(key: string): Promise<NamespaceRecord> {

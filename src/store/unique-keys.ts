@@ -1,0 +1,50 @@
+import { alreadyExists } from "../errors.js";
+import { signalConfigChange } from "./config-change.js";
+import type { Database, Queryable } from "./database.js";
+import { isUniqueViolation } from "./pg-errors.js";
+
+/** Keys are unique per kind, salts across experiments and namespaces (SPEC.md): a reused salt
+ * would make two "independent" splits identical. */
+
+/** Claims `salt` for `owner` ("experiment:<key>", "namespace:<key>") inside `tx`, else
+ * ALREADY_EXISTS naming who has it. */
+export async function claimSalt(tx: Queryable, salt: string, owner: string): Promise<void> {
+  const { rows } = await tx.query<{ owner: string }>(
+    `INSERT INTO salts (salt, owner) VALUES ($1, $2) ON CONFLICT (salt) DO NOTHING RETURNING owner`,
+    [salt, owner],
+  );
+  if (rows.length === 0) {
+    const { rows: prev } = await tx.query<{ owner: string }>(`SELECT owner FROM salts WHERE salt = $1`, [salt]);
+    throw alreadyExists(
+      `salt: already used by ${prev[0]?.owner ?? "another experiment or namespace"}; salts must be unique across experiments and namespaces`,
+    );
+  }
+}
+
+/**
+ * Creates the experiment or namespace `key` with `salt` through `insert`, in one transaction that
+ * also signals the configuration change. ALREADY_EXISTS when the key is taken (also by a creation
+ * racing this one) or the salt is.
+ */
+export async function createUnique<R>(
+  db: Database,
+  kind: "experiment" | "namespace",
+  key: string,
+  salt: string,
+  insert: (tx: Queryable) => Promise<R>,
+): Promise<R> {
+  const taken = () => alreadyExists(`key: ${kind} "${key}" already exists`);
+  try {
+    return await db.transaction(async (tx) => {
+      const exists = await tx.query(`SELECT 1 FROM ${kind}s WHERE key = $1`, [key]);
+      if (exists.rowCount > 0) throw taken();
+      await claimSalt(tx, salt, `${kind}:${key}`);
+      const created = await insert(tx);
+      await signalConfigChange(tx);
+      return created;
+    });
+  } catch (err) {
+    if (isUniqueViolation(err)) throw taken();
+    throw err;
+  }
+}
