@@ -275,7 +275,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       await assigner.flush();
       registry.stop();
       await metricsServer?.close();
-      if (cache instanceof RedisCache) await cache.close();
+      await cache.close();
       await database.close();
     },
   };

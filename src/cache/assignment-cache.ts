@@ -18,6 +18,8 @@ export interface AssignmentCache {
   getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]>;
   /** Stores values (already stored in PostgreSQL). Never throws. */
   setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void>;
+  /** Closes its connections, after the writes already sent. */
+  close(): Promise<void>;
 }
 
 /** The in-process layer in front of it (MemoryCache): synchronous, read cell by cell. */

@@ -13,4 +13,6 @@ export class NullCache implements AssignmentCache {
   }
 
   async setMany(): Promise<void> {}
+
+  async close(): Promise<void> {}
 }

@@ -87,6 +87,8 @@ export class FakeRedis implements AssignmentCache {
     cells.forEach((c, i) => this.entries.set(cacheKey(c), values[i]!));
   }
 
+  async close(): Promise<void> {}
+
   has(experimentId: number, generation: number, unitId: string): boolean {
     return this.entries.has(cacheKey({ experimentId, generation, unitId }));
   }
