@@ -1,7 +1,7 @@
 import { ExperimentStatus, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "./buckets.js";
 import type { ExperimentConfig, VariantConfig } from "./experiment-config.js";
-import { isValidUnitId } from "./rules.js";
+import { FULL_ROLLOUT, isValidUnitId } from "./rules.js";
 
 /** A stored assignment as read from the store or a cache. */
 export interface StoredAssignment {
@@ -82,7 +82,7 @@ export function decide(experiment: ExperimentConfig, unitId: string, stored: Sto
     return { reason: Reason.NOT_IN_NAMESPACE, variant: experiment.defaultVariant };
   }
   // 8. Rollout.
-  if (experiment.rollout < 10_000 && rolloutBucket(unitId, experiment.salt, experiment.hashVersion) >= experiment.rollout) {
+  if (experiment.rollout < FULL_ROLLOUT && rolloutBucket(unitId, experiment.salt, experiment.hashVersion) >= experiment.rollout) {
     return { reason: Reason.NOT_IN_ROLLOUT, variant: experiment.defaultVariant };
   }
   // 9. Hashed.
