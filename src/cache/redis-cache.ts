@@ -10,6 +10,17 @@ export const CLUSTER_SHARDS = 16;
 const FILL_CHUNK = 250;
 
 /**
+ * How long a fill may wait for Redis's acknowledgement before Redis counts as failed (which pauses
+ * the Redis layer, see pauseAfterFailureMs, and drops the fills of that pause). Reads keep the
+ * 500 ms timeout of connectRedis: a read slower than that is slower than asking PostgreSQL. A fill
+ * is answered by nobody and waits behind the fills sent before it, up to MAX_PENDING_FILL_CELLS
+ * values (src/service/assigner.ts) plus a stream's batches in flight: on a busy machine, or while
+ * Redis holds writes back, the last of them is acknowledged well after 500 ms (over 1.5 s seen)
+ * though Redis is healthy. Only a Redis that acknowledges nothing for this long is failing.
+ */
+export const FILL_TIMEOUT_MS = 5_000;
+
+/**
  * Redis layer. Key layout: `<prefix><installation>:a:{<experiment id>.<generation>.<shard>}:<unit id>`,
  * value `<variant id>.<source>`. The hash tag keeps a shard's keys in one slot, so a batch is one
  * MGET (or one fill script) per experiment and shard, all in one round trip with auto-pipelining,
@@ -19,9 +30,12 @@ export class RedisCache implements AssignmentCache {
   private readonly redis: Redis | Cluster;
   private readonly shards: number;
   private warned = 0;
-  /** After a failed command Redis is left alone until then (ms since epoch): a hung Redis costs
-   * one command timeout per second, not one per call. */
-  private resumeAt = 0;
+  /** After a failed read or fill, reads leave Redis alone until then (ms since epoch): a hung
+   * Redis costs one command timeout per second, not one per call. */
+  private readsResumeAt = 0;
+  /** After a failed fill, fills leave Redis alone until then. A slow read does not stop fills:
+   * they are answered by nobody and have their own timeout (FILL_TIMEOUT_MS). */
+  private fillsResumeAt = 0;
 
   constructor(
     redis: Redis | Cluster,
@@ -35,8 +49,12 @@ export class RedisCache implements AssignmentCache {
   ) {
     this.redis = redis;
     // Fills go over their own connection, in chunks: a read never queues behind a big fill
-    // (Redis runs one script at a time, so a chunk is the longest a read can wait).
-    this.writer = redis.duplicate();
+    // (Redis runs one script at a time, so a chunk is the longest a read can wait). That
+    // connection has its own, longer command timeout (see FILL_TIMEOUT_MS).
+    this.writer =
+      redis instanceof Cluster
+        ? redis.duplicate([], { redisOptions: { ...redis.options.redisOptions, commandTimeout: FILL_TIMEOUT_MS } })
+        : redis.duplicate({ commandTimeout: FILL_TIMEOUT_MS });
     this.writer.on("error", () => {}); // reported by setMany when a command fails
     this.shards = redis instanceof Cluster ? CLUSTER_SHARDS : 1;
     this.writer.defineCommand("fillAssignments", {
@@ -77,7 +95,7 @@ export class RedisCache implements AssignmentCache {
 
   async getMany(cells: readonly CacheCell[]): Promise<(StoredAssignment | undefined)[]> {
     const out = new Array<StoredAssignment | undefined>(cells.length);
-    if (cells.length === 0 || !this.usable()) return out;
+    if (cells.length === 0 || this.redis.status !== "ready" || Date.now() < this.readsResumeAt) return out;
     try {
       await Promise.all(
         [...this.group(cells)].map(async ([tag, idx]) => {
@@ -93,8 +111,7 @@ export class RedisCache implements AssignmentCache {
   }
 
   async setMany(cells: readonly CacheCell[], values: readonly StoredAssignment[]): Promise<void> {
-    if (cells.length === 0 || !this.usable()) return;
-    if (this.writer.status !== "ready") return;
+    if (cells.length === 0 || this.writer.status !== "ready" || Date.now() < this.fillsResumeAt) return;
     const fill = (this.writer as unknown as { fillAssignments(...args: (string | number)[]): Promise<number> }).fillAssignments.bind(
       this.writer,
     );
@@ -114,12 +131,10 @@ export class RedisCache implements AssignmentCache {
     }
   }
 
-  private usable(): boolean {
-    return this.redis.status === "ready" && Date.now() >= this.resumeAt;
-  }
-
-  private warn(what: string, err: unknown) {
-    this.resumeAt = Date.now() + (this.options.pauseAfterFailureMs ?? 1_000);
+  private warn(what: "read" | "write", err: unknown) {
+    const resumeAt = Date.now() + (this.options.pauseAfterFailureMs ?? 1_000);
+    this.readsResumeAt = resumeAt;
+    if (what === "write") this.fillsResumeAt = resumeAt;
     // One line per burst, not one per call, while Redis is down.
     const now = Date.now();
     if (now - this.warned > 5_000) {
