@@ -16,18 +16,10 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Layer, Reason } from "../src/client/index.js";
-import {
-  Cleanup,
-  createDatabase,
-  flushPrefix,
-  log,
-  probePostgres,
-  probeRedis,
-  redactUrl,
-  startServerChild,
-  Unreachable,
-  type ServerChild,
-} from "./infra.js";
+import { Cleanup } from "../harness/cleanup.js";
+import { createDatabase, flushPrefix } from "../harness/databases.js";
+import type { ServerProcess } from "../harness/spawn-server.js";
+import { log, probePostgres, probeRedis, redactUrl, startServerChild, Unreachable } from "./infra.js";
 import { EXPERIMENT_KEYS, SCENARIOS, trivialCaller, type AssignmentClient, type Outcome, type Scenario } from "./scenarios.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
@@ -175,8 +167,8 @@ function report(rows: Row[], trivial: Measured | undefined, machine: string[]): 
 
 // ------------------------------------------------------------------ the run
 
-function checkAlive(...servers: ServerChild[]): void {
-  for (const c of servers) if (c.exited()) throw new Error(`server ${c.label} ${c.exited()}`);
+function checkAlive(...servers: ServerProcess[]): void {
+  for (const c of servers) if (c.hasExited()) throw new Error(`server ${c.label} ${c.exitReason()}`);
 }
 
 /**
@@ -184,7 +176,7 @@ function checkAlive(...servers: ServerChild[]): void {
  * PostgreSQL, filled into Redis and the in-process cache), every pool request is then checked to
  * be answered from the expected layer, and the measured calls cycle through the pool.
  */
-async function runWarm(row: Row, a: AssignmentClient, b: AssignmentClient, servers: ServerChild[]): Promise<void> {
+async function runWarm(row: Row, a: AssignmentClient, b: AssignmentClient, servers: ServerProcess[]): Promise<void> {
   const s = row.scenario;
   const pool = Array.from({ length: s.warmPool }, (_, k) => Array.from({ length: s.units }, (_, j) => `w-${s.id}-${k}-${j}`));
   for (const [k, units] of pool.entries()) expectAll(await s.call(a, units, false), s.cells, Reason.NEW, `${s.id} prime ${k}`);
@@ -208,7 +200,7 @@ async function runWarm(row: Row, a: AssignmentClient, b: AssignmentClient, serve
 /** Cold: every call (warm-up included) names units never seen before; all must come back NEW and
  * stored, i.e. inserted into PostgreSQL before the reply. The server without the in-process cache
  * goes first (the other one's cold phase is the one compared with the targets). */
-async function runCold(row: Row, a: AssignmentClient, b: AssignmentClient, servers: ServerChild[]): Promise<void> {
+async function runCold(row: Row, a: AssignmentClient, b: AssignmentClient, servers: ServerProcess[]): Promise<void> {
   const s = row.scenario;
   const cold = (client: AssignmentClient, tag: string) => (k: number) =>
     s.call(
@@ -247,7 +239,7 @@ async function main(cleanup: Cleanup): Promise<number> {
     codeVersion(),
   ];
 
-  const db = await createDatabase(ADMIN_DATABASE_URL);
+  const db = await createDatabase(ADMIN_DATABASE_URL, "bench_");
   cleanup.add(`drop database ${db.name}`, db.drop);
   const prefix = `bench:${randomBytes(6).toString("hex")}:`;
   cleanup.add(`remove Redis keys ${prefix}*`, async () =>
@@ -259,7 +251,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   let trivial: Measured | undefined;
   if (wanted("trivial")) {
     log("grpc-js trivial unary …");
-    const t = await startServerChild("trivial", { BENCH_TRIVIAL: "1" }, SERVER_NODE_ARGS);
+    const t = await startServerChild("trivial", {}, SERVER_NODE_ARGS, "trivial");
     cleanup.add("stop trivial server", t.stop);
     const c = trivialCaller(t.address);
     trivial = await measure(
@@ -334,7 +326,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   return 0;
 }
 
-const cleanup = new Cleanup();
+const cleanup = new Cleanup({ name: "bench" });
 let exiting = false;
 function exitAfterCleanup(code: number): void {
   if (exiting) return;

@@ -2,6 +2,7 @@
  * returns every cell's answer so the runner can check it (outside the timed span). */
 import * as grpc from "@grpc/grpc-js";
 import type { AssignmentService, Client, Layer, Reason } from "../src/client/index.js";
+import { TRIVIAL_PATH } from "../harness/trivial-echo.js";
 
 export type AssignmentClient = Client<typeof AssignmentService>;
 
@@ -85,9 +86,6 @@ export const SCENARIOS: Scenario[] = [
     },
   },
 ];
-
-/** Keep in step with bench/server-process.ts. */
-export const TRIVIAL_PATH = "/bench.Trivial/Echo";
 
 /** One empty unary call to the bare grpc-js echo server: the transport's floor. */
 export function trivialCaller(address: string): { call(): Promise<void>; close(): void } {

@@ -10,7 +10,6 @@
  * lets garbage pile up to several hundred MB before collecting);
  * BENCH_CPU_PROF_DIR (write a V8 CPU profile of the server there).
  */
-import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { pipeline } from "node:stream/promises";
@@ -18,7 +17,10 @@ import { Readable } from "node:stream";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
-import { Cleanup, createDatabase, flushPrefix, log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { Cleanup } from "../harness/cleanup.js";
+import { createDatabase, flushPrefix } from "../harness/databases.js";
+import { residentBytes } from "../harness/processes.js";
+import { log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
 
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
@@ -33,10 +35,7 @@ const SERVER_NODE_ARGS = [
 const unitId = (prefix: string, i: number) => `${prefix}-${i}`;
 
 /** Resident memory of a process in MB, from /proc. */
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const rssMb = (pid: number): number => residentBytes(pid) / 2 ** 20;
 
 /** Samples a process's resident memory every 100 ms: the peak of the whole run, and of the
  * current phase (reset by `phase()`). */
@@ -82,7 +81,7 @@ async function timed<T>(what: string, f: () => Promise<T>): Promise<{ seconds: n
 
 async function main(cleanup: Cleanup): Promise<void> {
   log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
-  const db = await createDatabase(ADMIN_DATABASE_URL);
+  const db = await createDatabase(ADMIN_DATABASE_URL, "bench_");
   cleanup.add(`drop database ${db.name}`, db.drop);
   const prefix = `bench:${db.name}:`;
   cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
@@ -218,7 +217,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-const cleanup = new Cleanup();
+const cleanup = new Cleanup({ name: "bench" });
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
 try {
   await main(cleanup);

@@ -6,7 +6,6 @@
  *
  * Imported through the package's own "./client" entry point, as another package would.
  */
-import net from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
@@ -24,17 +23,7 @@ import { ServiceError } from "../../src/errors.js";
 import { bindService } from "../../src/grpc/bind-service.js";
 import type { CallContext } from "../../src/service/handler-types.js";
 import { failure, sleep } from "./helpers.js";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from "../../harness/free-port.js";
 
 type Behaviour = (method: string, call: number) => "unavailable" | "invalid" | "ok" | "ok-then-unavailable";
 

@@ -1,71 +1,38 @@
 /**
- * `npm start` as a user runs it: `node --import tsx src/main.ts` in its own process.
+ * `npm start` as a user runs it: `node --import tsx src/main.ts` in its own process (the servers
+ * that serve through harness/server-process.ts, mode main, which runs src/main.ts as it is and
+ * only ends it when this process dies).
  * - With no DATABASE_URL / REDIS_URL: embedded PGlite in a local folder, in-process cache,
  *   insecure development mode said loudly; it serves real gRPC calls and keeps its data.
  * - With them set: the real PostgreSQL and Redis, and ADMIN_TOKEN required.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "../../src/client/index.js";
 import { expectFailure, status } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";
 import { REPO_ROOT } from "../cli/run-cli.js";
+import { freePort } from "../../harness/free-port.js";
+import { runCommand } from "../../harness/processes.js";
+import { spawnServer } from "../../harness/spawn-server.js";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-interface Started {
-  child: ChildProcess;
-  logs: Record<string, unknown>[];
-  serving: Record<string, unknown>;
-  stop(): Promise<number | null>;
-}
-
-/** Spawns the server with exactly `env` (plus PATH/HOME) and waits for its "serving" line. */
-async function startMain(env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    cwd: REPO_ROOT,
+/** src/main.ts in its own process (harness/server-process.ts, mode main) with exactly `env` (plus
+ * PATH/HOME); resolves at its "serving" log line. */
+async function startMain(env: Record<string, string>) {
+  const s = await spawnServer({
+    label: "npm start",
+    mode: "main",
+    cleanEnv: true,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const logs: Record<string, unknown>[] = [];
-  let stderr = "";
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  const exited = once(child, "exit");
-  const serving = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    readline.createInterface({ input: child.stdout! }).on("line", (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      logs.push(entry);
-      if (entry.msg === "serving") resolve(entry);
-    });
-    void exited.then(([code]) =>
-      reject(new Error(`server exited with ${code} before serving:\n${logs.map((l) => JSON.stringify(l)).join("\n")}\n${stderr}`)),
-    );
   });
   return {
-    child,
-    logs,
-    serving,
-    async stop() {
-      if (child.exitCode !== null) return child.exitCode;
-      child.kill("SIGTERM");
-      const [code] = await exited;
-      return code as number | null;
-    },
+    /** Every log entry so far. */
+    logs: s.messages,
+    serving: s.announcement,
+    /** SIGTERM; resolves with the exit code. */
+    stop: async () => (await s.stop()).code,
   };
 }
 
@@ -150,14 +117,10 @@ describe("npm start with DATABASE_URL and REDIS_URL", () => {
   });
 
   it("refuses to start without ADMIN_TOKEN (exit code 2), and says why", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    const { status: code, stderr } = await runCommand(process.execPath, ["--import", "tsx", "src/main.ts"], {
       cwd: REPO_ROOT,
       env: { PATH: process.env.PATH ?? "", DATABASE_URL: db.url, REDIS_URL: redisUrl(), PORT: "0", METRICS_PORT: "0" },
-      stdio: ["ignore", "pipe", "pipe"],
     });
-    let stderr = "";
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const [code] = await once(child, "exit");
     expect(code).toBe(2);
     expect(stderr).toContain("refusing to start: ExperimentService");
     expect(stderr).toContain("ADMIN_TOKEN");

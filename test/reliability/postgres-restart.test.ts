@@ -24,11 +24,12 @@ import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "../.
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specVariant, storedAssignments, units } from "../grpc/helpers.js";
-import { Dedicated, type DedicatedPostgres } from "../support/dedicated.js";
+import type { PostgresServer } from "../../harness/postgres-server.js";
+import { Dedicated } from "../support/dedicated.js";
 import { codeName, codeOf, Mismatches, rawClients, rng, sleep, startLoad, status, timeUntil } from "./support/load.js";
 
 const d = new Dedicated();
-let pg: DedicatedPostgres;
+let pg: PostgresServer;
 let server: RunningServer;
 let c: ReturnType<typeof rawClients>;
 

@@ -24,13 +24,14 @@ import {
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specInRollout, specVariant, sql, units } from "../grpc/helpers.js";
-import { Dedicated, type DedicatedRedis } from "../support/dedicated.js";
+import type { RedisServer } from "../../harness/redis-server.js";
+import { Dedicated } from "../support/dedicated.js";
 import { freshDatabase } from "../support/services.js";
 import { rawClients, timeUntil } from "./support/load.js";
 
 const d = new Dedicated();
-let cluster: { nodes: DedicatedRedis[]; url: string };
-let single: DedicatedRedis;
+let cluster: { nodes: RedisServer[]; url: string };
+let single: RedisServer;
 const dbs: Awaited<ReturnType<typeof freshDatabase>>[] = [];
 const servers: RunningServer[] = [];
 const clients: ReturnType<typeof rawClients>[] = [];

@@ -24,12 +24,13 @@ import { ExperimentStatus, Layer, Reason, Source, columnAnswers, type Assignment
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specInRollout, specVariant, storedAssignments, units } from "../grpc/helpers.js";
-import { Dedicated, type DedicatedRedis } from "../support/dedicated.js";
+import type { RedisServer } from "../../harness/redis-server.js";
+import { Dedicated } from "../support/dedicated.js";
 import { freshDatabase, freshRedisPrefix } from "../support/services.js";
 import { codeName, codeOf, Mismatches, percentiles, rawClients, rng, sleep, startLoad, timeUntil } from "./support/load.js";
 
 const d = new Dedicated();
-let redis: DedicatedRedis;
+let redis: RedisServer;
 let db: Awaited<ReturnType<typeof freshDatabase>>;
 let server: RunningServer;
 let c: ReturnType<typeof rawClients>;

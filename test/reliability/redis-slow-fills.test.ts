@@ -15,12 +15,13 @@ import { startServer, type RunningServer } from "../../src/server.js";
 import { MAX_PENDING_FILL_CELLS } from "../../src/service/assigner.js";
 import { STREAM_BATCHES_IN_FLIGHT } from "../../src/service/assignment-service.js";
 import { units } from "../grpc/helpers.js";
-import { Dedicated, type DedicatedRedis } from "../support/dedicated.js";
+import type { RedisServer } from "../../harness/redis-server.js";
+import { Dedicated } from "../support/dedicated.js";
 import { freshDatabase, freshRedisPrefix } from "../support/services.js";
 import { chunk, runStream, streamRequests } from "../streaming/support/streams.js";
 
 const d = new Dedicated();
-let redis: DedicatedRedis;
+let redis: RedisServer;
 let db: Awaited<ReturnType<typeof freshDatabase>>;
 let server: RunningServer;
 const prefix = freshRedisPrefix();

@@ -3,7 +3,7 @@
  * servers may start at once"; SPEC.md: one row per (experiment, unit), every later evaluation
  * answers the stored variant).
  *
- * Two DEDICATED server processes (test/streaming/support/server-process.ts: startServer on port 0,
+ * Two DEDICATED server processes (harness/server-process.ts: startServer on port 0,
  * each its own node process) start at the same time on one fresh database (both run the
  * migrations) and one Redis key prefix. Two clients, one per server, race on the same 10,000 new
  * units of two experiments: each sends every BulkAssign chunk (500 ids) of both experiments,
@@ -16,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, Layer, Reason, columnAnswers, type ColumnAnswer } from "../../src/client/index.js";
 import { specInRollout, specVariant, sql, storedAssignments, units } from "../grpc/helpers.js";
 import { PgDatabase } from "../../src/store/pg-database.js";
-import { Dedicated, type ServerProcess } from "../support/dedicated.js";
+import type { ServerProcess } from "../../harness/spawn-server.js";
+import { Dedicated } from "../support/dedicated.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";
 import { rawClients, shuffled, timeUntil } from "./support/load.js";
 

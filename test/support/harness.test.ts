@@ -2,17 +2,8 @@
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { sql as query } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl, withDatabase } from "./services.js";
-
-async function query<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql, params)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 describe("PostgreSQL", () => {
   const drops: Array<() => Promise<void>> = [];
@@ -83,3 +74,4 @@ describe("Redis", () => {
     expect(await redis.get(`${other}a`)).toBe("3");
   });
 });
+
