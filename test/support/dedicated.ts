@@ -1,6 +1,6 @@
 /**
  * DEDICATED services for fault-injection tests (test/reliability): a test file starts its own
- * redis-server, Redis Cluster, PostgreSQL or server processes here, so it can kill,
+ * redis-server, Redis Cluster, PostgreSQL, NATS server or server processes here, so it can kill,
  * pause and restart them without disturbing the services every other test file shares
  * (./global-setup.ts). The servers themselves are harness/'s, the same the global setup starts.
  *
@@ -12,6 +12,7 @@
 import { spawnSync } from "node:child_process";
 import { Cleanup } from "../../harness/cleanup.js";
 import { freePort } from "../../harness/free-port.js";
+import { startNats, type NatsServer } from "../../harness/nats-server.js";
 import { startPostgres, type PostgresServer } from "../../harness/postgres-server.js";
 import { isAlive, processesMatching } from "../../harness/processes.js";
 import { startRedis, type RedisServer } from "../../harness/redis-server.js";
@@ -125,6 +126,21 @@ export class Dedicated {
     const p = await startPostgres(this.cleanup, { name: "rel-pg", crashSafe: true });
     this.traces.push({ name: "postgres", needle: p.dataDir });
     return p;
+  }
+
+  // ------------------------------------------------------------------------------------- NATS
+
+  /**
+   * A nats-server with JetStream of this test alone on a free port, its store in its own folder.
+   * `kill()` ends it (SIGKILL by default: a crash; "SIGTERM" for a clean shutdown), `start()`
+   * starts it again on the same port with the same store (streams and acknowledged messages
+   * survive), `pause()`/`resume()` freeze it (a hung server whose connections stay open).
+   */
+  async nats(options: { name?: string } = {}): Promise<NatsServer> {
+    const name = options.name ?? "nats";
+    const n = await startNats(this.cleanup, { name: `rel-${name}` });
+    this.traces.push({ name, needle: n.dir });
+    return n;
   }
 
   // ------------------------------------------------------------------------- server processes

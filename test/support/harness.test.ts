@@ -1,9 +1,17 @@
-/** Proves the test harness gives each file a real, isolated PostgreSQL database and Redis namespace. */
+/**
+ * Proves the test harness gives each file a real, isolated PostgreSQL database and Redis namespace,
+ * and a real NATS server with JetStream (shared, and dedicated ones a test can crash and restart).
+ */
+import { existsSync } from "node:fs";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { Cleanup } from "../../harness/cleanup.js";
+import { startDaemon, Daemon } from "../../harness/daemon.js";
+import { jetStreamRequest, natsInfo, natsServerCommand } from "../../harness/nats-server.js";
 import { sql as query } from "../grpc/helpers.js";
-import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl, withDatabase } from "./services.js";
+import { Dedicated } from "./dedicated.js";
+import { flushPrefix, freshDatabase, freshRedisPrefix, natsUrl, redisUrl, uniqueHex, withDatabase } from "./services.js";
 
 describe("PostgreSQL", () => {
   const drops: Array<() => Promise<void>> = [];
@@ -75,3 +83,69 @@ describe("Redis", () => {
   });
 });
 
+describe("NATS", () => {
+  it("the shared server greets as a JetStream server, and its JetStream API answers", async () => {
+    expect(await natsInfo(natsUrl())).toMatchObject({ jetstream: true });
+    const account = await jetStreamRequest(natsUrl(), "$JS.API.INFO");
+    expect(account).toMatchObject({ type: "io.nats.jetstream.api.v1.account_info_response" });
+    expect(account.error).toBeUndefined();
+  });
+
+  it("a stream created on the shared server is there, and can be removed again", async () => {
+    const name = `harness_${uniqueHex()}`;
+    const created = await jetStreamRequest(natsUrl(), `$JS.API.STREAM.CREATE.${name}`, {
+      name,
+      subjects: [`${name}.>`],
+      storage: "memory",
+    });
+    expect(created.error).toBeUndefined();
+    expect(await jetStreamRequest(natsUrl(), `$JS.API.STREAM.INFO.${name}`)).toMatchObject({ config: { name } });
+    expect(await jetStreamRequest(natsUrl(), `$JS.API.STREAM.DELETE.${name}`)).toMatchObject({ success: true });
+    expect(await jetStreamRequest(natsUrl(), `$JS.API.STREAM.INFO.${name}`)).toMatchObject({ error: { code: 404 } });
+  });
+
+  it("a dedicated server keeps its streams across a crash (SIGKILL) and a start on the same port; stopAll leaves nothing", async () => {
+    const d = new Dedicated();
+    try {
+      const nats = await d.nats({ name: "harness-nats" });
+      const stream = { name: "kept", subjects: ["kept.>"], storage: "file" };
+      expect((await jetStreamRequest(nats.url, "$JS.API.STREAM.CREATE.kept", stream)).error).toBeUndefined();
+      const port = nats.port;
+
+      await nats.kill();
+      expect(nats.running).toBe(false);
+      await expect(natsInfo(nats.url)).rejects.toThrow();
+
+      await nats.start();
+      expect(nats.port).toBe(port);
+      expect(await jetStreamRequest(nats.url, "$JS.API.STREAM.INFO.kept")).toMatchObject({ config: { name: "kept", storage: "file" } });
+
+      await d.stopAll();
+      expect(existsSync(nats.dir)).toBe(false);
+      expect(d.leftovers()).toEqual([]);
+    } finally {
+      await d.stopAll();
+    }
+  });
+
+  it("a NATS server without JetStream is told apart (the probe can fail)", async () => {
+    const owner = new Cleanup({ name: "harness test" });
+    try {
+      const plain = await startDaemon(
+        owner,
+        { name: "plain-nats" },
+        (port, dir) =>
+          new Daemon("plain-nats", port, dir, {
+            command: natsServerCommand(),
+            args: (p) => ["--addr", "127.0.0.1", "--port", String(p)],
+            ready: async (p) => (await natsInfo(`nats://127.0.0.1:${p}`)).server_id !== undefined,
+          }),
+      );
+      const url = `nats://127.0.0.1:${plain.port}`;
+      expect((await natsInfo(url)).jetstream).toBeUndefined();
+      await expect(jetStreamRequest(url, "$JS.API.INFO")).rejects.toThrow(/no JetStream/);
+    } finally {
+      await owner.run();
+    }
+  });
+});

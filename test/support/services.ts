@@ -1,10 +1,11 @@
 /**
  * Per-test-file isolation on top of the servers from ./global-setup.ts.
  *
- * Test files run in parallel worker processes against ONE PostgreSQL server and ONE Redis server,
- * so each file must use:
+ * Test files run in parallel worker processes against ONE PostgreSQL server, ONE Redis server and
+ * ONE NATS server, so each file must use:
  *   - its own database:   const db = await freshDatabase(); ... await db.drop();
  *   - its own key prefix: const prefix = freshRedisPrefix(); ... await flushPrefix(redisUrl(), prefix);
+ *   - its own NATS stream and subject names (e.g. with uniqueHex()), deleted afterwards.
  */
 import { inject } from "vitest";
 import { createDatabase, uniqueHex, type FreshDatabase } from "../../harness/databases.js";
@@ -30,4 +31,9 @@ export function redisUrl(): string {
 /** A unique key prefix (`t:<hex>:`); call once per test file and put every key under it. */
 export function freshRedisPrefix(): string {
   return `t:${uniqueHex()}:`;
+}
+
+/** URL of the NATS server (JetStream enabled), from global setup. */
+export function natsUrl(): string {
+  return inject("natsUrl");
 }
