@@ -19,6 +19,7 @@ interface Pending<T, R> {
 export class Coalescer<T, R> {
   private queue: Pending<T, R>[] = [];
   private queuedItems = 0;
+  private flushingItems = 0;
   private running = 0;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: Array<() => void> = [];
@@ -38,9 +39,9 @@ export class Coalescer<T, R> {
     });
   }
 
-  /** Requests waiting or being flushed. */
+  /** Items waiting or being flushed. */
   get pending(): number {
-    return this.queuedItems;
+    return this.queuedItems + this.flushingItems;
   }
 
   /** Resolves once nothing is queued or running. */
@@ -70,9 +71,11 @@ export class Coalescer<T, R> {
       n += p.items.length;
     }
     this.queuedItems -= n;
+    this.flushingItems += n;
     const items = batch.length === 1 ? batch[0]!.items : batch.flatMap((p) => p.items);
     this.running++;
-    this.flushBatch(items)
+    // A flush function that throws instead of returning a rejected promise fails its batch alike.
+    new Promise<R[]>((resolve) => resolve(this.flushBatch(items)))
       .then(
         (results) => {
           let offset = 0;
@@ -85,6 +88,7 @@ export class Coalescer<T, R> {
       )
       .finally(() => {
         this.running--;
+        this.flushingItems -= n;
         if (this.queue.length > 0) this.pump();
         else if (this.running === 0) this.idleWaiters.splice(0).forEach((r) => r());
       });
