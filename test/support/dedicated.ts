@@ -18,8 +18,6 @@ import { isAlive, processesMatching } from "../../harness/processes.js";
 import { startRedis, type RedisServer } from "../../harness/redis-server.js";
 import { spawnServer, type ServerProcess } from "../../harness/spawn-server.js";
 
-export { freePort };
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Owner of every dedicated process and folder a test file starts. */
