@@ -16,6 +16,7 @@ import { startServer, type ServerConfig } from "../../src/server.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
 import { eventually } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl, serverDatabaseUrl } from "../support/services.js";
+import { freePort } from "../../harness/free-port.js";
 
 /** A port something else listens on. */
 let taken: net.Server;
@@ -27,14 +28,6 @@ beforeAll(async () => {
   takenPort = (taken.address() as net.AddressInfo).port;
 });
 afterAll(() => new Promise((r) => taken.close(r)));
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** Whether this process can listen on `port` now. */
 async function canListen(port: number): Promise<boolean> {
