@@ -17,7 +17,7 @@ const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
 /** Directory holding initdb/pg_ctl/postgres: $PG_BINDIR, else the newest
  * /usr/lib/postgresql/<version>/bin (Debian's layout), else "" (use $PATH). */
-export function pgBinDir(): string {
+function pgBinDir(): string {
   if (process.env.PG_BINDIR) return process.env.PG_BINDIR;
   const root = "/usr/lib/postgresql";
   if (!existsSync(root)) return "";
@@ -44,7 +44,7 @@ function pgTool(name: string, args: string[], cwd: string): Promise<CommandResul
 }
 
 /** Resolves once PostgreSQL at `url` answers a query (at most `timeoutMs`, default 30 s). */
-export async function waitForPostgres(url: string, timeoutMs = 30_000): Promise<void> {
+async function waitForPostgres(url: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const client = new pg.Client({ connectionString: url });

@@ -6,7 +6,7 @@ import { Daemon, startDaemon } from "./daemon.js";
 import { runCommand } from "./processes.js";
 
 /** True when a Redis server answers PING on 127.0.0.1:port. */
-export function redisPing(port: number): Promise<boolean> {
+function redisPing(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect(port, "127.0.0.1");
     let buf = "";

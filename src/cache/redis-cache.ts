@@ -18,7 +18,7 @@ const FILL_CHUNK = 250;
  * Redis holds writes back, the last of them is acknowledged well after 500 ms (over 1.5 s seen)
  * though Redis is healthy. Only a Redis that acknowledges nothing for this long is failing.
  */
-export const FILL_TIMEOUT_MS = 5_000;
+const FILL_TIMEOUT_MS = 5_000;
 
 /**
  * Redis layer. Key layout: `<prefix><installation>:a:{<experiment id>.<generation>.<shard>}:<unit id>`,
