@@ -172,7 +172,10 @@ async function underLoad(
   await sleep(1_000);
   const result = await load.stop();
 
-  const window = (from: number, to: number) => calls.filter((r) => r.start >= from && r.end <= to);
+  // Strictly inside: Date.now() counts milliseconds, and a call that started in the millisecond
+  // of the fault may have started (and been answered by Redis) just before it; one that ended in
+  // the millisecond of the heal may have been answered just after it.
+  const window = (from: number, to: number) => calls.filter((r) => r.start > from && r.end < to);
   const sum = (rs: CallRecord[], l: Layer) => rs.reduce((a, r) => a + (r.layers[l] ?? 0), 0);
   const before = window(0, faultStart);
   const outage = window(faultAt, healStart);
