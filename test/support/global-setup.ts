@@ -1,7 +1,7 @@
 /**
  * Vitest globalSetup: makes one PostgreSQL server, one Redis server and one NATS server (with
  * JetStream) available to every test file, and shares their URLs through `project.provide` (read
- * them in tests through the helpers in ./services.ts).
+ * them in tests through the functions in ./services.ts).
  *
  * Rule: DATABASE_URL / REDIS_URL / NATS_URL are used when set. Otherwise a throwaway server is
  * started on a free loopback port in a temp dir (harness/) and removed again in teardown (also
