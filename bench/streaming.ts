@@ -3,7 +3,8 @@
  * StreamAssign, ImportAssignments and ExportAssignments through the real gRPC client, each next
  * to a raw baseline measured in the same run on the same PostgreSQL: a plain
  * INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING, and a plain COPY, of the same rows into the
- * same table. The server runs in its own process; its resident memory is sampled throughout.
+ * same table, and a plain COPY … TO STDOUT of the exported rows. The server runs in its own process;
+ * its resident memory is sampled throughout.
  *
  * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_STREAM_UNITS (1,000,000);
  * BENCH_SERVER_NODE_OPTIONS (node flags of the server, default --max-old-space-size=192: V8 otherwise
@@ -15,7 +16,7 @@ import { performance } from "node:perf_hooks";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import pg from "pg";
-import { from as copyFrom } from "pg-copy-streams";
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
@@ -191,6 +192,19 @@ async function main(cleanup: Cleanup): Promise<void> {
   );
   if (imported.value.imported !== BigInt(UNITS)) throw new Error(`imported ${imported.value.imported}, expected ${UNITS}`);
 
+  // --- baseline: plain COPY … TO STDOUT of the same rows, in unit id order, read by one client
+  const importedId = await idOf("imported");
+  const rawExport = await timed(`raw COPY TO of ${UNITS} rows`, async () => {
+    let lines = 0;
+    const copy = sql.query(
+      copyTo(
+        `COPY (SELECT unit_id, variant, source, version FROM assignments WHERE experiment_id = ${importedId} ORDER BY unit_id) TO STDOUT`,
+      ),
+    );
+    for await (const chunk of copy) for (const byte of chunk as Buffer) if (byte === 10) lines++;
+    if (lines !== UNITS) throw new Error(`raw COPY TO read ${lines} rows, expected ${UNITS}`);
+  });
+
   // --- ExportAssignments
   const exported = await timed(`ExportAssignments ${UNITS} rows`, async () => {
     let n = 0;
@@ -210,7 +224,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     `| StreamAssign dry run, same units (cached) | ${f(rate(dryWarm.seconds))} | | | ≥ 1,000,000 | ${dryWarm.peakMb.toFixed(0)} MB |`,
     `| StreamAssign dry run, new units (looked up, nothing stored) | ${f(rate(dryNew.seconds))} | | | (information) | ${dryNew.peakMb.toFixed(0)} MB |`,
     `| ImportAssignments | ${f(rate(imported.seconds))} | raw COPY ${f(rate(rawCopy.seconds))} | ${(rawCopy.seconds / imported.seconds).toFixed(2)} | ≥ 0.5 | ${imported.peakMb.toFixed(0)} MB |`,
-    `| ExportAssignments | ${f(rate(exported.seconds))} | | | ≥ 500,000 | ${exported.peakMb.toFixed(0)} MB |`,
+    `| ExportAssignments | ${f(rate(exported.seconds))} | raw COPY TO ${f(rate(rawExport.seconds))} | ${(rawExport.seconds / exported.seconds).toFixed(2)} | ≥ 500,000 | ${exported.peakMb.toFixed(0)} MB |`,
     "",
     `Server resident memory, peak over the whole run: ${memory.peak().toFixed(0)} MB (target ≤ 300 MB).`,
   ];
