@@ -14,12 +14,14 @@ import {
   DEFAULT_CACHE_TTL_SECONDS,
   DEFAULT_DATABASE_POOL_SIZE,
   DEFAULT_HOST,
+  DEFAULT_IMPORT_IDLE_MS,
   DEFAULT_LOG_LEVEL,
   DEFAULT_MEMORY_CACHE_ENTRIES,
   DEFAULT_METRICS_PORT,
   DEFAULT_PGLITE_DIR,
   DEFAULT_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
+  DEFAULT_TRANSFER_POOL_SIZE,
 } from "./server-defaults.js";
 
 export class ConfigError extends Error {
@@ -101,7 +103,24 @@ export const SETTINGS: readonly Setting[] = [
     default: String(DEFAULT_SHUTDOWN_GRACE_MS),
     help: "on SIGTERM, how long in-flight calls may run before they are cancelled (pending writes are completed either way)",
   },
-  { env: "DATABASE_POOL_SIZE", flag: "database-pool-size", default: String(DEFAULT_DATABASE_POOL_SIZE), help: "PostgreSQL connections" },
+  {
+    env: "DATABASE_POOL_SIZE",
+    flag: "database-pool-size",
+    default: String(DEFAULT_DATABASE_POOL_SIZE),
+    help: "PostgreSQL connections of everything but bulk transfers",
+  },
+  {
+    env: "TRANSFER_POOL_SIZE",
+    flag: "transfer-pool-size",
+    default: String(DEFAULT_TRANSFER_POOL_SIZE),
+    help: "PostgreSQL connections of imports, exports and copies, apart from the others (streams never take page loads' connections)",
+  },
+  {
+    env: "IMPORT_IDLE_MS",
+    flag: "import-idle",
+    default: String(DEFAULT_IMPORT_IDLE_MS),
+    help: "an import whose client sends nothing for this long is abandoned (nothing stored; it holds a transaction open meanwhile)",
+  },
   {
     env: "LOG_LEVEL",
     flag: "log-level",
@@ -226,6 +245,8 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       cacheTtlSeconds: int("CACHE_TTL_SECONDS", undefined, 1, 2 ** 31 - 1),
       memoryCacheEntries: int("MEMORY_CACHE_ENTRIES", undefined, 0, 2 ** 31 - 1),
       databasePoolSize: int("DATABASE_POOL_SIZE", undefined, 1, 10_000),
+      transferPoolSize: int("TRANSFER_POOL_SIZE", undefined, 1, 1_000),
+      importIdleMs: int("IMPORT_IDLE_MS", undefined, 1_000, 3_600_000),
       shutdownGraceMs: int("SHUTDOWN_GRACE_MS", undefined, 0, 3_600_000),
       adminToken,
       assignToken,

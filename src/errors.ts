@@ -76,6 +76,10 @@ export function cancelled(what: string): ServiceError {
   return new ServiceError(Code.Canceled, what);
 }
 
+export function deadlineExceeded(what: string): ServiceError {
+  return new ServiceError(Code.DeadlineExceeded, what);
+}
+
 export function unavailable(what: string): ServiceError {
   return new ServiceError(Code.Unavailable, what);
 }

@@ -13,6 +13,14 @@ export const DEFAULT_METRICS_PORT = 9464;
 export const DEFAULT_PGLITE_DIR = "./data/pglite";
 /** PostgreSQL connections. */
 export const DEFAULT_DATABASE_POOL_SIZE = 20;
+/** PostgreSQL connections of bulk transfers (imports, exports, copies), apart from the pool above
+ * so that no number of streams can take the connections page loads need. */
+export const DEFAULT_TRANSFER_POOL_SIZE = 4;
+/** How long a bulk transfer waits for one of those connections before UNAVAILABLE. */
+export const DEFAULT_TRANSFER_CONNECTION_WAIT_MS = 30_000;
+/** How long an import may wait for its client's next message before it is abandoned (it holds a
+ * transfer connection and an open transaction meanwhile). */
+export const DEFAULT_IMPORT_IDLE_MS = 30_000;
 /** Lifetime of a Redis cache entry. */
 export const DEFAULT_CACHE_TTL_SECONDS = 86_400;
 /** Stored assignments held in process (32 bytes each, outside the JavaScript heap). */

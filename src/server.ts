@@ -18,10 +18,13 @@ import {
   DEFAULT_CONFIG_CHECK_MS,
   DEFAULT_DATABASE_POOL_SIZE,
   DEFAULT_HOST,
+  DEFAULT_IMPORT_IDLE_MS,
   DEFAULT_MEMORY_CACHE_ENTRIES,
   DEFAULT_PGLITE_DIR,
   DEFAULT_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
+  DEFAULT_TRANSFER_CONNECTION_WAIT_MS,
+  DEFAULT_TRANSFER_POOL_SIZE,
 } from "./server-defaults.js";
 import { Assigner } from "./service/assigner.js";
 import { assignmentHandlers } from "./service/assignment-service.js";
@@ -60,6 +63,12 @@ export interface ServerConfig {
   memoryCacheEntries?: number;
   /** PostgreSQL pool size; default DEFAULT_DATABASE_POOL_SIZE. */
   databasePoolSize?: number;
+  /** PostgreSQL connections of imports, exports and copies, a pool of their own; default
+   * DEFAULT_TRANSFER_POOL_SIZE. (The embedded database has one connection for everything.) */
+  transferPoolSize?: number;
+  /** How long an import waits for its client's next message before it is abandoned (nothing is
+   * stored); default DEFAULT_IMPORT_IDLE_MS. */
+  importIdleMs?: number;
   /** How often to check for configuration changes missed by LISTEN/NOTIFY; default DEFAULT_CONFIG_CHECK_MS. */
   configCheckMs?: number;
   /** On close, how long in-flight calls may take before they are cancelled; default DEFAULT_SHUTDOWN_GRACE_MS. */
@@ -118,18 +127,41 @@ class Opened {
   }
 }
 
-/** The database the configuration names: PostgreSQL at its URL, else the embedded PGlite. */
-async function openDatabase(config: ServerConfig, log: Logger): Promise<{ database: Database; description: string }> {
+/**
+ * The database the configuration names: PostgreSQL at its URL, else the embedded PGlite. On
+ * PostgreSQL, bulk transfers (imports, exports, copies) get connections of their own
+ * (`transfers`, a second small pool): a stream can hold one while its peer is slow (an import's
+ * transaction lasts as long as its upload), and no number of streams may take the connections
+ * that page loads need. The embedded database has one connection, shared by everything.
+ */
+async function openDatabase(
+  config: ServerConfig,
+  log: Logger,
+  opened: Opened,
+): Promise<{ database: Database; transfers: Database; description: string }> {
   if (config.databaseUrl) {
-    const database = new PgDatabase({
-      url: config.databaseUrl,
-      max: config.databasePoolSize ?? DEFAULT_DATABASE_POOL_SIZE,
-      log: (m) => log.warn(m),
-    });
-    return { database, description: redactUrl(config.databaseUrl) };
+    const database = opened.add(
+      new PgDatabase({
+        url: config.databaseUrl,
+        max: config.databasePoolSize ?? DEFAULT_DATABASE_POOL_SIZE,
+        log: (m) => log.warn(m),
+      }),
+      (d) => d.close(),
+    );
+    const transfers = opened.add(
+      new PgDatabase({
+        url: config.databaseUrl,
+        max: config.transferPoolSize ?? DEFAULT_TRANSFER_POOL_SIZE,
+        connectionTimeoutMs: DEFAULT_TRANSFER_CONNECTION_WAIT_MS,
+        applicationName: "assignment-server-transfers",
+        log: (m) => log.warn(m),
+      }),
+      (d) => d.close(),
+    );
+    return { database, transfers, description: redactUrl(config.databaseUrl) };
   }
-  const database = await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? DEFAULT_PGLITE_DIR });
-  return { database, description: `pglite:${database.dataDir} (embedded PostgreSQL, in process)` };
+  const database = opened.add(await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? DEFAULT_PGLITE_DIR }), (d) => d.close());
+  return { database, transfers: database, description: `pglite:${database.dataDir} (embedded PostgreSQL, in process)` };
 }
 
 /** Connects to PostgreSQL (applying migrations) and Redis, loads the configuration and serves
@@ -149,8 +181,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
 
 async function start(config: ServerConfig, log: Logger, opened: Opened): Promise<RunningServer> {
   const databaseKind = config.databaseUrl ? "postgres" : "pglite";
-  const { database, description } = await openDatabase(config, log);
-  opened.add(database, (d) => d.close());
+  const { database, transfers: transferDatabase, description } = await openDatabase(config, log, opened);
   await database.migrate();
   const snapshots = new ConfigSnapshotStore(database);
   const registry = opened.add(new ConfigRegistry(snapshots, database.notifications, (m) => log.warn(m)), (r) => r.stop());
@@ -191,7 +222,9 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   });
   server.addService(a.definition, a.implementation);
   const experiments = new ExperimentStore(database);
-  const transfers = new AssignmentTransfers(new TransferStore(database), experiments, registry);
+  const transfers = new AssignmentTransfers(new TransferStore(transferDatabase), experiments, registry, {
+    importIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS,
+  });
   const e = bindService(
     ExperimentService,
     experimentServiceHandlers({
@@ -276,6 +309,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       registry.stop();
       await metricsServer?.close();
       await cache.close();
+      if (transferDatabase !== database) await transferDatabase.close();
       await database.close();
     },
   };

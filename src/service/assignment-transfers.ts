@@ -9,24 +9,38 @@ import {
   type ImportAssignmentsResponseSchema,
 } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rules.js";
-import { Code, cancelled, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
+import { Code, cancelled, deadlineExceeded, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
 import type { CallContext } from "./handler-types.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
 import { DEFAULT_COPY_BATCH, DEFAULT_EXPORT_BATCH, MAX_COPY_BATCH, MAX_EXPORT_BATCH, MAX_IMPORT_ERRORS } from "../protocol-limits.js";
 import type { ConfigView } from "./config-registry.js";
+import { withIdleDeadline } from "../util/idle-deadline.js";
 
 interface ImportTarget {
   id: number;
   variants: Map<string, number>;
 }
 
-/** ImportAssignments, ExportAssignments and CopyAssignments. */
+export interface TransferOptions {
+  /** How long an import waits for its client's next message before it is abandoned. */
+  importIdleMs: number;
+}
+
+/**
+ * ImportAssignments, ExportAssignments and CopyAssignments. What a slow or stalled peer can hold
+ * (the TransferStore's connections are a pool of their own, apart from page loads'):
+ * - an export holds one page of rows and no connection while it waits for its reader;
+ * - a copy holds nothing while it waits for its reader (each page is one statement, committed);
+ * - an import holds a connection and its open transaction while it waits for the next message,
+ *   for at most `importIdleMs`: then it is abandoned (DEADLINE_EXCEEDED) and nothing is stored.
+ */
 export class AssignmentTransfers {
   constructor(
     private readonly transfers: TransferStore,
     private readonly experiments: ExperimentStore,
     private readonly registry: ConfigView,
+    private readonly options: TransferOptions,
   ) {}
 
   async importAssignments(
@@ -45,7 +59,13 @@ export class AssignmentTransfers {
     let lastKey: string | undefined;
     let last: ImportTarget | string = "";
     try {
-      for await (const message of requests) {
+      const idleSeconds = this.options.importIdleMs / 1000;
+      const messages = withIdleDeadline(requests, this.options.importIdleMs, () =>
+        deadlineExceeded(
+          `no message from the client for ${idleSeconds} s after ${received} rows: the import was abandoned and nothing was stored (an import holds a transaction open while it waits: send its rows without pauses)`,
+        ),
+      );
+      for await (const message of messages) {
         if (ctx.signal.aborted) throw cancelled("the client cancelled the import; nothing was stored");
         if (message.setup) {
           if (!first) throw invalidArgument(`messages[${received}].setup`, "is allowed only in the first message");

@@ -11,6 +11,10 @@ export interface PgDatabaseOptions {
   url: string;
   /** Pool size; default DEFAULT_DATABASE_POOL_SIZE. */
   max?: number;
+  /** How long a caller waits for a free connection before UNAVAILABLE; default 5 s. */
+  connectionTimeoutMs?: number;
+  /** What PostgreSQL shows of these connections (pg_stat_activity); default "assignment-server". */
+  applicationName?: string;
   log?: (msg: string) => void;
 }
 
@@ -103,9 +107,9 @@ export class PgDatabase implements Database {
     this.pool = new pg.Pool({
       connectionString: options.url,
       max: options.max ?? DEFAULT_DATABASE_POOL_SIZE,
-      connectionTimeoutMillis: 5_000,
+      connectionTimeoutMillis: options.connectionTimeoutMs ?? 5_000,
       idleTimeoutMillis: 30_000,
-      application_name: "assignment-server",
+      application_name: options.applicationName ?? "assignment-server",
     });
     // An idle client losing its connection must not crash the process; the next query reconnects.
     this.pool.on("error", (err) => options.log?.(`idle database connection lost: ${err.message}`));

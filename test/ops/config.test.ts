@@ -47,6 +47,8 @@ describe("loadConfig", () => {
       CACHE_TTL_SECONDS: "60",
       MEMORY_CACHE_ENTRIES: "0",
       DATABASE_POOL_SIZE: "5",
+      TRANSFER_POOL_SIZE: "2",
+      IMPORT_IDLE_MS: "5000",
       SHUTDOWN_GRACE_MS: "2500",
       LOG_LEVEL: "debug",
       PGLITE_DATA_DIR: "/var/lib/x",
@@ -62,6 +64,8 @@ describe("loadConfig", () => {
       cacheTtlSeconds: 60,
       memoryCacheEntries: 0,
       databasePoolSize: 5,
+      transferPoolSize: 2,
+      importIdleMs: 5000,
       shutdownGraceMs: 2500,
       pgliteDataDir: "/var/lib/x",
     });
@@ -74,9 +78,13 @@ describe("loadConfig", () => {
       cacheTtlSeconds: undefined,
       memoryCacheEntries: undefined,
       databasePoolSize: undefined,
+      transferPoolSize: undefined,
+      importIdleMs: undefined,
       shutdownGraceMs: undefined,
     });
     expect(() => load({ SHUTDOWN_GRACE_MS: "-1" })).toThrow(/SHUTDOWN_GRACE_MS \(--shutdown-grace\): must be an integer 0\.\.3600000/);
+    expect(() => load({ TRANSFER_POOL_SIZE: "0" })).toThrow(/TRANSFER_POOL_SIZE \(--transfer-pool-size\): must be an integer 1\.\.1000/);
+    expect(() => load({ IMPORT_IDLE_MS: "10" })).toThrow(/IMPORT_IDLE_MS \(--import-idle\): must be an integer 1000\.\.3600000/);
   });
 
   it("names the setting at fault", () => {

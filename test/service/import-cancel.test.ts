@@ -1,7 +1,8 @@
 /**
  * ImportAssignments cancelled by its caller ends CANCELLED (not INVALID_ARGUMENT) and stores
  * nothing, whenever the cancel comes: while rows are still arriving, or after the last one, right
- * before the commit. Against the embedded database (the stores are real), with the handler called
+ * before the commit. One whose caller stops sending is abandoned after the idle deadline
+ * (DEADLINE_EXCEEDED), stores nothing and gives its session back. Against the embedded database (the stores are real), with the handler called
  * directly: a cancelling gRPC client never sees the status its server chose.
  */
 import { create } from "@bufbuild/protobuf";
@@ -20,6 +21,7 @@ import { TransferStore } from "../../src/store/transfer-store.js";
 let db: PgliteDatabase;
 let registry: ConfigRegistry;
 let transfers: AssignmentTransfers;
+const IDLE_MS = 300;
 
 beforeAll(async () => {
   db = await PgliteDatabase.open({ dataDir: "memory://" });
@@ -42,7 +44,7 @@ beforeAll(async () => {
   });
   registry = new ConfigRegistry(new ConfigSnapshotStore(db), db.notifications);
   await registry.start();
-  transfers = new AssignmentTransfers(new TransferStore(db), experiments, registry);
+  transfers = new AssignmentTransfers(new TransferStore(db), experiments, registry, { importIdleMs: IDLE_MS });
 });
 afterAll(async () => {
   registry?.stop();
@@ -85,5 +87,39 @@ describe("a cancelled import", () => {
     const r = await transfers.importAssignments(requests(), context(new AbortController().signal));
     expect(r.imported).toBe(300n);
     expect((await db.query(`SELECT 1 FROM assignments`)).rowCount).toBe(300);
+  });
+});
+
+describe("an import whose caller stops sending", () => {
+  it("is abandoned after the idle deadline: DEADLINE_EXCEEDED, nothing stored, and the next import runs", async () => {
+    await db.query(`DELETE FROM assignments`);
+    let sent = 0;
+    async function* requests() {
+      yield message(1_000, true);
+      sent++;
+      yield message(1_100);
+      sent++;
+      await new Promise(() => {}); // the caller goes quiet, without ending the stream
+    }
+    const outcome = await transfers.importAssignments(requests(), context(new AbortController().signal)).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(sent).toBe(2);
+    expect(outcome).toBeInstanceOf(ServiceError);
+    expect((outcome as ServiceError).code).toBe(Code.DeadlineExceeded);
+    expect((outcome as ServiceError).message).toMatch(
+      /no message from the client for 0\.3 s after 200 rows: the import was abandoned and nothing was stored/,
+    );
+    expect((await db.query(`SELECT 1 FROM assignments`)).rowCount).toBe(0);
+
+    // Pauses shorter than the deadline are fine, and the abandoned import holds nothing.
+    async function* slow() {
+      for (let m = 0; m < 3; m++) {
+        yield message(2_000 + m * 100, m === 0);
+        await new Promise((r) => setTimeout(r, IDLE_MS / 3));
+      }
+    }
+    expect((await transfers.importAssignments(slow(), context(new AbortController().signal))).imported).toBe(300n);
   });
 });
