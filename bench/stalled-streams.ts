@@ -1,0 +1,186 @@
+/**
+ * `npm run bench:stalled` (also the last part of `npm run bench`): page loads beside stalled
+ * streams. 4 clients, each on its own connection, load pages (AssignUnit of a new unit against the
+ * 3 experiments tagged "page": every answer NEW and stored) for BENCH_STALLED_SECONDS (20), first
+ * alone, then beside 50 ExportAssignments calls of a 200,000-row experiment that each read one
+ * message and stop reading (each on its own connection). Reports the latency of both runs and the
+ * ratio of their p99 (target ≤ 3). Every answer is checked against SPEC.md's hash; a failed page
+ * load fails the run. The server runs in its own process, with the default pools.
+ *
+ * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_STALLED_SECONDS (20);
+ * BENCH_STALLED_EXPORTS (50).
+ */
+import os from "node:os";
+import { performance } from "node:perf_hooks";
+import {
+  AssignmentService,
+  createClient,
+  ExperimentService,
+  ExperimentStatus,
+  ImportPolicy,
+  Reason,
+  type Client,
+  type ExportAssignmentsResponse,
+} from "../src/client/index.js";
+import { hashV1 } from "../src/engine/hash.js";
+import { Cleanup, createDatabase, flushPrefix, log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { ms, summarize, type Summary } from "./stats.js";
+
+const env = process.env;
+const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
+const SECONDS = Number(env.BENCH_STALLED_SECONDS ?? 20);
+const STALLED_EXPORTS = Number(env.BENCH_STALLED_EXPORTS ?? 50);
+const PAGE_CLIENTS = 4;
+const BIG_ROWS = 200_000;
+
+const PAGE_EXPERIMENTS: Record<string, { key: string; weight: number }[]> = {
+  "page-header": [
+    { key: "old", weight: 5000 },
+    { key: "new", weight: 5000 },
+  ],
+  "page-price": [
+    { key: "p9", weight: 3000 },
+    { key: "p10", weight: 3000 },
+    { key: "p11", weight: 4000 },
+  ],
+  "page-layout": [
+    { key: "grid", weight: 2500 },
+    { key: "list", weight: 7500 },
+  ],
+};
+
+const ownConnection = { "grpc.use_local_subchannel_pool": 1 };
+
+/** SPEC.md: the first variant whose cumulative weight exceeds H(unit_id + ":" + salt) mod 10000. */
+function specVariant(unitId: string, salt: string): string | undefined {
+  const bucket = hashV1(`${unitId}:${salt}`) % 10_000;
+  let cumulative = 0;
+  return PAGE_EXPERIMENTS[salt]?.find((v) => bucket < (cumulative += v.weight))?.key;
+}
+
+/** 4 clients load pages of new units for SECONDS; every answer is checked. */
+async function pageLoads(address: string, label: string, seconds: number): Promise<Summary> {
+  const clients = Array.from({ length: PAGE_CLIENTS }, () =>
+    createClient(AssignmentService, address, { timeoutMs: 30_000, retry: false, channelOptions: ownConnection }),
+  );
+  const samples: number[] = [];
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  try {
+    await Promise.all(
+      clients.map(async (client, w) => {
+        for (let i = 0; performance.now() < deadline; i++) {
+          const unit = `${label}-${w}-${i}`;
+          const t = performance.now();
+          const { assignments } = await client.assignUnit({ units: { user_id: unit }, tag: "page" });
+          samples.push(performance.now() - t);
+          if (assignments.length !== 3) throw new Error(`${unit}: ${assignments.length} answers, expected 3`);
+          for (const a of assignments) {
+            const want = specVariant(unit, a.experimentKey);
+            if (a.variantKey !== want || a.reason !== Reason.NEW || !a.stored) {
+              throw new Error(`${unit} ${a.experimentKey}: ${a.variantKey} ${Reason[a.reason]}, expected ${want} NEW stored`);
+            }
+          }
+        }
+      }),
+    );
+  } finally {
+    for (const c of clients) c.close();
+  }
+  return summarize(samples, performance.now() - started);
+}
+
+/** An export that reads one message and stops reading, on a connection of its own. */
+async function stalledExport(address: string) {
+  const client: Client<typeof ExperimentService> = createClient(ExperimentService, address, {
+    retry: false,
+    channelOptions: ownConnection,
+  });
+  const call = client.exportAssignments({ experimentKey: "big", batchSize: 2_000 }) as AsyncIterable<ExportAssignmentsResponse> & {
+    cancel(): void;
+    on(event: "error", f: () => void): void;
+  };
+  call.on("error", () => {});
+  const first = await call[Symbol.asyncIterator]().next();
+  if (first.done) throw new Error("an export ended after its first message");
+  return () => {
+    call.cancel();
+    client.close();
+  };
+}
+
+async function main(cleanup: Cleanup): Promise<void> {
+  log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
+  const db = await createDatabase(ADMIN_DATABASE_URL);
+  cleanup.add(`drop database ${db.name}`, db.drop);
+  const prefix = `bench:${db.name}:`;
+  cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
+  const server = await startServerChild("server", { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" });
+  cleanup.add("stop server", server.stop);
+  const admin = createClient(ExperimentService, server.address, { timeoutMs: 60_000 });
+  cleanup.add("close client", async () => admin.close());
+
+  for (const [key, variants] of Object.entries(PAGE_EXPERIMENTS)) {
+    await admin.createExperiment({ key, variants, tags: ["page"], status: ExperimentStatus.RUNNING });
+  }
+  await admin.createExperiment({
+    key: "big",
+    variants: [
+      { key: "a", weight: 5000 },
+      { key: "b", weight: 5000 },
+    ],
+    status: ExperimentStatus.RUNNING,
+  });
+  await admin.importAssignments(
+    (async function* () {
+      for (let i = 0; i < BIG_ROWS; i += 20_000) {
+        const rows = Array.from({ length: 20_000 }, (_, k) => ({
+          experimentKey: "big",
+          unitId: `big-unit-${String(i + k).padStart(9, "0")}`,
+          variantKey: (i + k) % 2 ? "a" : "b",
+        }));
+        yield i === 0 ? { setup: { policy: ImportPolicy.SKIP_EXISTING }, rows } : { rows };
+      }
+    })(),
+  );
+
+  log("warming up …");
+  await pageLoads(server.address, "warm", 2);
+  log(`page loads alone, ${SECONDS} s …`);
+  const alone = await pageLoads(server.address, "alone", SECONDS);
+  log(`${STALLED_EXPORTS} stalled exports …`);
+  const stops = await Promise.all(Array.from({ length: STALLED_EXPORTS }, () => stalledExport(server.address)));
+  let beside: Summary;
+  try {
+    log(`page loads beside them, ${SECONDS} s …`);
+    beside = await pageLoads(server.address, "beside", SECONDS);
+  } finally {
+    for (const stop of stops) stop();
+  }
+
+  const row = (what: string, s: Summary) =>
+    `| ${what} | ${s.n.toLocaleString("en-US")} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.max)} | ${Math.round(s.callsPerSecond)} |`;
+  const lines = [
+    `Page loads beside stalled streams, ${SECONDS} s each, ${PAGE_CLIENTS} clients, ${os.cpus().length} cores, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`,
+    "",
+    "| run | page loads | p50 | p99 | max | per second |",
+    "|---|---|---|---|---|---|",
+    row("alone", alone),
+    row(`beside ${STALLED_EXPORTS} stalled exports`, beside),
+    "",
+    `p99 beside the stalled exports / p99 alone: ${(beside.p99 / alone.p99).toFixed(2)} (target ≤ 3); no page load failed.`,
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+const cleanup = new Cleanup();
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
+try {
+  await main(cleanup);
+  await cleanup.run();
+} catch (err) {
+  log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
+  await cleanup.run();
+  process.exit(err instanceof Unreachable ? 2 : 1);
+}
