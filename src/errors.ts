@@ -84,6 +84,10 @@ export function unavailable(what: string): ServiceError {
   return new ServiceError(Code.Unavailable, what);
 }
 
+export function permissionDenied(what: string): ServiceError {
+  return new ServiceError(Code.PermissionDenied, what);
+}
+
 export function unauthenticated(what: string): ServiceError {
   return new ServiceError(Code.Unauthenticated, what);
 }

@@ -8,7 +8,7 @@ import { connectRedis, RedisCache } from "./cache/redis-cache.js";
 import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { createLogger, type Logger } from "./logger.js";
-import { requireToken } from "./ops/auth.js";
+import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
 import { observeCalls } from "./ops/call-observer.js";
 import { MeteredAssigner } from "./ops/metered-assigner.js";
 import { ServerMetrics, serveMetrics } from "./ops/metrics.js";
@@ -74,11 +74,16 @@ export interface ServerConfig {
   /** On close, how long in-flight calls may take before they are cancelled; default DEFAULT_SHUTDOWN_GRACE_MS. */
   shutdownGraceMs?: number;
   logger?: Logger;
-  /** Bearer token ExperimentService demands. Absent: it is open to anyone who can connect (tests;
-   * `loadConfig` in config.ts refuses that unless insecure development mode is asked for). */
+  /** An `admin` token (named ADMIN_TOKEN). */
   adminToken?: string;
-  /** Bearer token AssignmentService demands (the admin token is accepted too); absent: open. */
+  /** An `assign` token (named ASSIGN_TOKEN). */
   assignToken?: string;
+  /** Named tokens with their roles (the token file's); `replaceTokens` swaps them later. Whether a
+   * service demands a token at all is decided at start: ExperimentService does when there is an
+   * admin, operator or reader token, AssignmentService when there is an assign token. Without
+   * any, the service is open to anyone who can connect (tests; `loadConfig` in config.ts refuses an
+   * open ExperimentService unless insecure development mode is asked for). */
+  tokens?: readonly TokenEntry[];
   /** Insecure development mode was asked for: only changes what the log says. */
   insecure?: boolean;
   /** Serve TLS with this certificate chain and key (PEM files); plaintext when absent. */
@@ -104,6 +109,10 @@ export interface RunningServer {
   cacheKind: "redis" | "memory";
   /** The metrics endpoint's port, when metrics are on. */
   metricsPort?: number;
+  /** Replaces the named tokens (a reloaded token file; ADMIN_TOKEN and ASSIGN_TOKEN stay), for
+   * every call from now on. Throws, changing nothing, when a name or a token is given twice. A
+   * service that was open stays open, and one that demanded a token still does. */
+  replaceTokens(tokens: readonly TokenEntry[]): TokenSet;
   close(): Promise<void>;
 }
 
@@ -215,11 +224,16 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     interceptors: [observeCalls(log, metrics)],
   });
-  const bindOptions = { log: (msg: string, err: unknown) => log.error({ err }, msg) };
-  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner, shutdown.signal), {
-    ...bindOptions,
-    interceptor: requireToken(AssignmentService.typeName, [config.assignToken, config.assignToken ? config.adminToken : undefined]),
-  });
+  const fixedTokens = envTokens(config.adminToken, config.assignToken);
+  let tokens = new TokenSet([...(config.tokens ?? []), ...fixedTokens]);
+  const open = new Set<string>();
+  if (!tokens.entries.some((t) => t.role !== "assign")) open.add(ExperimentService.typeName);
+  if (!tokens.entries.some((t) => t.role === "assign")) open.add(AssignmentService.typeName);
+  const bindOptions = {
+    log: (msg: string, err: unknown) => log.error({ err }, msg),
+    interceptor: authenticator({ open, tokens: () => tokens }),
+  };
+  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner, shutdown.signal), bindOptions);
   server.addService(a.definition, a.implementation);
   const experiments = new ExperimentStore(database);
   const transfers = new AssignmentTransfers(new TransferStore(transferDatabase), experiments, registry, {
@@ -234,10 +248,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       transfers,
       registry,
     }),
-    {
-      ...bindOptions,
-      interceptor: requireToken(ExperimentService.typeName, [config.adminToken]),
-    },
+    bindOptions,
   );
   server.addService(e.definition, e.implementation);
   const standard = addStandardServices(server, [AssignmentService, ExperimentService]);
@@ -252,12 +263,13 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     : undefined;
   standard.serving();
   const cacheKind = redis ? "redis" : "memory";
-  if (!config.adminToken && config.insecure) {
+  const experimentsOpen = open.has(ExperimentService.typeName);
+  if (experimentsOpen && config.insecure) {
     log.warn(
-      "INSECURE DEVELOPMENT MODE: ExperimentService (create, change and stop experiments, import assignments) accepts calls without a token from anyone who can reach this port. Set ADMIN_TOKEN for anything but local development.",
+      "INSECURE DEVELOPMENT MODE: ExperimentService (create, change and stop experiments, import assignments) accepts calls without a token from anyone who can reach this port. Set ADMIN_TOKEN or TOKENS_FILE for anything but local development.",
     );
-  } else if (!config.adminToken) {
-    log.info("ExperimentService accepts calls without a token (no adminToken configured)");
+  } else if (experimentsOpen) {
+    log.info("ExperimentService accepts calls without a token (no admin, operator or reader token configured)");
   }
   log.info(
     {
@@ -268,10 +280,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       tls: config.tls !== undefined,
       metrics: metricsServer ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics` : "off",
       auth: {
-        experimentService: config.adminToken ? "bearer token" : "OPEN",
-        assignmentService: config.assignToken ? "bearer token" : "open",
+        experimentService: experimentsOpen ? "OPEN" : "bearer token",
+        assignmentService: open.has(AssignmentService.typeName) ? "open" : "bearer token",
+        tokens: tokens.countByRole(),
       },
-      ...(config.insecure && !config.adminToken ? { mode: "INSECURE DEVELOPMENT MODE" } : {}),
+      ...(config.insecure && experimentsOpen ? { mode: "INSECURE DEVELOPMENT MODE" } : {}),
     },
     "serving",
   );
@@ -285,6 +298,10 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     databaseKind,
     cacheKind,
     metricsPort: metricsServer?.port,
+    replaceTokens(named) {
+      tokens = new TokenSet([...named, ...fixedTokens]);
+      return tokens;
+    },
     /**
      * Graceful stop: no new calls are accepted; streams stop reading and answer what they read;
      * in-flight calls get `shutdownGraceMs` to finish, then are cancelled; pending writes to

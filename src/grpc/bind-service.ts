@@ -11,6 +11,7 @@ import type {
 } from "@grpc/grpc-js";
 import { cancelled } from "../errors.js";
 import type { CallContext, Interceptor, RequestHeaders, ServiceHandlers } from "../service/handler-types.js";
+import { ANONYMOUS } from "../service/roles.js";
 import { decodeRequest, serverDefinition } from "./service-definition.js";
 import { toGrpcStatus } from "./status-mapping.js";
 
@@ -26,12 +27,18 @@ function headersOf(metadata: Metadata): RequestHeaders {
 
 export interface BindOptions {
   log: (msg: string, err: unknown) => void;
+  /** Authenticates every call; absent: every caller is ANONYMOUS. */
   interceptor?: Interceptor;
 }
 
-/** The handler's context; `finish()` marks the handler done, after which grpc-js's "cancelled"
- * (which it also emits when a finished call closes) no longer aborts anything. */
-function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "cancelled", f: () => void): unknown }) {
+/** The handler's context, once `authenticate()` found the caller (it throws to refuse the call);
+ * `finish()` marks the handler done, after which grpc-js's "cancelled" (which it also emits when a
+ * finished call closes) no longer aborts anything. */
+function contextOf(
+  method: DescMethod,
+  call: { metadata: Metadata; on(event: "cancelled", f: () => void): unknown },
+  interceptor: Interceptor | undefined,
+) {
   const controller = new AbortController();
   let finished = false;
   call.on("cancelled", () => {
@@ -44,8 +51,14 @@ function contextOf(method: DescMethod, call: { metadata: Metadata; on(event: "ca
       if (!finished) controller.abort();
     });
   }
-  const ctx: CallContext = { method: method.name, requestHeader: headersOf(call.metadata), signal: controller.signal };
-  return { ctx, finish: () => (finished = true) };
+  const requestHeader = headersOf(call.metadata);
+  const authenticate = (): CallContext => ({
+    method: method.name,
+    requestHeader,
+    signal: controller.signal,
+    caller: interceptor ? interceptor(method, requestHeader) : ANONYMOUS,
+  });
+  return { authenticate, signal: controller.signal, finish: () => (finished = true) };
 }
 
 /**
@@ -93,14 +106,14 @@ async function* decodeStream(
 /** Sends every message a streaming handler yields, then the status. */
 function sendAll(
   call: ServerWritableStream<Buffer, unknown> | ServerDuplexStream<Buffer, unknown>,
-  ctx: CallContext,
+  signal: AbortSignal,
   finish: () => void,
   fail: (err: unknown) => object,
   start: () => AsyncIterable<unknown>,
 ): void {
   (async () => {
     for await (const msg of start()) {
-      if (ctx.signal.aborted) return;
+      if (signal.aborted) return;
       // Wait until grpc-js handed the message to HTTP/2 (which respects the peer's window): its
       // own buffer takes 16 messages before write() returns false, so waiting for 'drain' let a
       // caller that stopped reading have 16 more batches answered (and held).
@@ -129,9 +142,9 @@ export function bindService<S extends DescService>(service: S, handlers: Service
     switch (method.methodKind) {
       case "unary":
         impl[method.localName] = (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
-          const { ctx, finish } = contextOf(method, call);
+          const { authenticate, finish } = contextOf(method, call, options.interceptor);
           (async () => {
-            options.interceptor?.(method, ctx.requestHeader);
+            const ctx = authenticate(); // before the request is decoded: a stranger learns nothing of its shape
             return handler(decodeRequest(method, call.request), ctx);
           })()
             .finally(finish)
@@ -143,19 +156,19 @@ export function bindService<S extends DescService>(service: S, handlers: Service
         break;
       case "server_streaming":
         impl[method.localName] = (call: ServerWritableStream<Buffer, unknown>) => {
-          const { ctx, finish } = contextOf(method, call);
-          sendAll(call, ctx, finish, fail, () => {
-            options.interceptor?.(method, ctx.requestHeader);
+          const { authenticate, signal, finish } = contextOf(method, call, options.interceptor);
+          sendAll(call, signal, finish, fail, () => {
+            const ctx = authenticate();
             return handler(decodeRequest(method, call.request), ctx) as AsyncIterable<unknown>;
           });
         };
         break;
       case "client_streaming":
         impl[method.localName] = (call: ServerReadableStream<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
-          const { ctx, finish } = contextOf(method, call);
+          const { authenticate, signal, finish } = contextOf(method, call, options.interceptor);
           (async () => {
-            options.interceptor?.(method, ctx.requestHeader);
-            return handler(decodeStream(method, call, ctx.signal), ctx);
+            const ctx = authenticate();
+            return handler(decodeStream(method, call, signal), ctx);
           })()
             .finally(finish)
             .then(
@@ -166,10 +179,10 @@ export function bindService<S extends DescService>(service: S, handlers: Service
         break;
       case "bidi_streaming":
         impl[method.localName] = (call: ServerDuplexStream<Buffer, unknown>) => {
-          const { ctx, finish } = contextOf(method, call);
-          sendAll(call, ctx, finish, fail, () => {
-            options.interceptor?.(method, ctx.requestHeader);
-            return handler(decodeStream(method, call, ctx.signal), ctx) as AsyncIterable<unknown>;
+          const { authenticate, signal, finish } = contextOf(method, call, options.interceptor);
+          sendAll(call, signal, finish, fail, () => {
+            const ctx = authenticate();
+            return handler(decodeStream(method, call, signal), ctx) as AsyncIterable<unknown>;
           });
         };
         break;

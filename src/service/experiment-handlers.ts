@@ -9,6 +9,7 @@ import { invalidArgument } from "../errors.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import { experimentMessage } from "./experiment-messages.js";
 import type { ServiceHandlers } from "./handler-types.js";
+import { checkUpdateAllowed } from "./roles.js";
 
 type Handlers = Pick<
   ServiceHandlers<typeof ExperimentService>,
@@ -67,7 +68,8 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
       };
     },
 
-    async updateExperiment(req) {
+    async updateExperiment(req, ctx) {
+      checkUpdateAllowed(ctx.caller, req);
       const key = checkKey("key", req.key);
       if (req.version === 0n) throw invalidArgument("version", "must be the experiment's current version (from GetExperiment)");
       if (req.variants) checkVariants("variants.variants", req.variants.variants);

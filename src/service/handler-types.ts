@@ -1,4 +1,5 @@
 import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { Caller } from "./roles.js";
 
 /**
  * The handlers of a service, derived from its generated descriptor, and what they see of a call:
@@ -19,10 +20,16 @@ export interface CallContext {
   readonly requestHeader: RequestHeaders;
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
+  /** Who made the call (its token's name and role), as the Interceptor found. */
+  readonly caller: Caller;
 }
 
-/** Runs before every handler of a service (authentication); throws a ServiceError to refuse the call. */
-export type Interceptor = (method: DescMethod, requestHeader: RequestHeaders) => void;
+/**
+ * Runs before every handler of a service, on every transport (authentication and roles): returns
+ * who makes the call, or throws a ServiceError to refuse it. It sees only the method's descriptor
+ * and the request headers.
+ */
+export type Interceptor = (method: DescMethod, requestHeader: RequestHeaders) => Caller;
 
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,

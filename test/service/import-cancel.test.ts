@@ -13,6 +13,7 @@ import { Code, ServiceError } from "../../src/errors.js";
 import { AssignmentTransfers } from "../../src/service/assignment-transfers.js";
 import { ConfigRegistry } from "../../src/service/config-registry.js";
 import type { CallContext } from "../../src/service/handler-types.js";
+import { ANONYMOUS } from "../../src/service/roles.js";
 import { ConfigSnapshotStore } from "../../src/store/config-snapshot-store.js";
 import { ExperimentStore } from "../../src/store/experiment-store.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
@@ -57,7 +58,12 @@ const message = (from: number, setup = false): ImportAssignmentsRequest =>
     rows: Array.from({ length: 100 }, (_, i) => ({ experimentKey: "target", unitId: `u-${from + i}`, variantKey: i % 2 ? "b" : "a" })),
   });
 
-const context = (signal: AbortSignal): CallContext => ({ method: "ImportAssignments", requestHeader: { get: () => null }, signal });
+const context = (signal: AbortSignal): CallContext => ({
+  method: "ImportAssignments",
+  requestHeader: { get: () => null },
+  signal,
+  caller: ANONYMOUS,
+});
 
 describe("a cancelled import", () => {
   it.each([
