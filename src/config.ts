@@ -2,13 +2,16 @@
  * The server's configuration from environment variables and command-line flags (a flag wins over
  * its variable). Every setting is listed in SETTINGS, which is also the --help text and what the
  * README's table documents. This is where the security policy lives: ExperimentService must not
- * be exposed without ADMIN_TOKEN unless insecure development mode is asked for (INSECURE_DEV_MODE=1
- * or --insecure) or implied by the embedded database (no DATABASE_URL: a laptop, not production).
+ * be exposed without a token (ADMIN_TOKEN, or an admin, operator or reader token in TOKENS_FILE)
+ * unless insecure development mode is asked for (INSECURE_DEV_MODE=1 or --insecure) or implied by
+ * the embedded database (no DATABASE_URL: a laptop, not production).
  * startServer itself enforces whatever tokens it is given and refuses nothing, so that tests and
  * benchmarks can start servers directly.
  */
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { type TokenEntry, TokenSet, envTokens } from "./ops/auth.js";
+import { parseTokenFile, TokenFileError } from "./ops/token-file.js";
 import type { ServerConfig } from "./server.js";
 import {
   DEFAULT_CACHE_TTL_SECONDS,
@@ -61,14 +64,28 @@ export const SETTINGS: readonly Setting[] = [
   },
   { env: "HOST", flag: "host", default: DEFAULT_HOST, help: "address to listen on (0.0.0.0 for all)" },
   { env: "PORT", flag: "port", default: String(DEFAULT_PORT), help: "gRPC port" },
-  { env: "ADMIN_TOKEN", default: "(unset)", help: "bearer token ExperimentService demands; required unless insecure development mode" },
-  { env: "ASSIGN_TOKEN", default: "(unset: open)", help: "bearer token AssignmentService demands (the admin token works too)" },
+  {
+    env: "ADMIN_TOKEN",
+    default: "(unset)",
+    help: "an admin token (named ADMIN_TOKEN); this or TOKENS_FILE is required unless insecure development mode",
+  },
+  {
+    env: "ASSIGN_TOKEN",
+    default: "(unset)",
+    help: "an assign token (named ASSIGN_TOKEN); with it (or assign tokens in TOKENS_FILE) AssignmentService demands a token",
+  },
+  {
+    env: "TOKENS_FILE",
+    flag: "tokens-file",
+    default: "(unset)",
+    help: "file of named tokens and their roles, one '<name> <role> <token>' a line; reloaded on SIGHUP",
+  },
   {
     env: "INSECURE_DEV_MODE",
     flag: "insecure",
     boolean: true,
     default: "0",
-    help: "1: serve ExperimentService without ADMIN_TOKEN (local development only)",
+    help: "1: serve ExperimentService without a token (local development only)",
   },
   {
     env: "TLS_CERT_FILE",
@@ -131,6 +148,8 @@ export const SETTINGS: readonly Setting[] = [
 
 export interface LoadedConfig {
   server: Omit<ServerConfig, "logger">;
+  /** The token file, read again on SIGHUP (loadTokenFile). */
+  tokensFile?: string;
   logLevel: string;
   /** Set when --help was asked for: print it and exit. */
   help?: string;
@@ -194,19 +213,28 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   const databaseUrl = get("DATABASE_URL");
   const adminToken = get("ADMIN_TOKEN");
   const assignToken = get("ASSIGN_TOKEN");
-  const embedded = databaseUrl === undefined;
-  const insecure = bool("INSECURE_DEV_MODE") || (embedded && adminToken === undefined);
-  if (!adminToken && !insecure) {
-    throw new ConfigError(
-      "refusing to start: ExperimentService (create, change and stop experiments, import assignments) would be open to anyone who can reach the port. " +
-        "Set ADMIN_TOKEN (clients send it as 'authorization: Bearer <token>'), or set INSECURE_DEV_MODE=1 (or pass --insecure) for local development.",
-    );
-  }
   for (const [name, token] of [
     ["ADMIN_TOKEN", adminToken],
     ["ASSIGN_TOKEN", assignToken],
   ] as const) {
     if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(`${name}: must be printable ASCII without spaces`);
+  }
+  const tokensFile = get("TOKENS_FILE");
+  const tokens = tokensFile === undefined ? undefined : loadTokenFile(tokensFile, label("TOKENS_FILE"));
+  try {
+    new TokenSet([...(tokens ?? []), ...envTokens(adminToken, assignToken)]);
+  } catch (err) {
+    throw new ConfigError(`${label("TOKENS_FILE")}, ADMIN_TOKEN and ASSIGN_TOKEN: ${(err as Error).message}`);
+  }
+  const guarded = adminToken !== undefined || (tokens ?? []).some((t) => t.role !== "assign");
+  const embedded = databaseUrl === undefined;
+  const insecure = bool("INSECURE_DEV_MODE") || (embedded && !guarded);
+  if (!guarded && !insecure) {
+    throw new ConfigError(
+      "refusing to start: ExperimentService (create, change and stop experiments, import assignments) would be open to anyone who can reach the port. " +
+        "Set ADMIN_TOKEN (clients send it as 'authorization: Bearer <token>') or TOKENS_FILE with an admin, operator or reader token, " +
+        "or set INSECURE_DEV_MODE=1 (or pass --insecure) for local development.",
+    );
   }
 
   const certFile = get("TLS_CERT_FILE");
@@ -235,6 +263,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
 
   return {
     logLevel,
+    tokensFile,
     server: {
       databaseUrl,
       pgliteDataDir: get("PGLITE_DATA_DIR") ?? DEFAULT_PGLITE_DIR,
@@ -250,10 +279,28 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       shutdownGraceMs: int("SHUTDOWN_GRACE_MS", undefined, 0, 3_600_000),
       adminToken,
       assignToken,
+      tokens,
       insecure,
       tls: certFile && keyFile ? { certFile, keyFile } : undefined,
       metricsPort: metricsPort === 0 ? undefined : metricsPort,
       metricsHost: get("METRICS_HOST") ?? host,
     },
   };
+}
+
+/** The entries of the token file at `path` (see src/ops/token-file.ts for its format); throws
+ * ConfigError naming the file and the line at fault. */
+export function loadTokenFile(path: string, setting = "TOKENS_FILE"): TokenEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`${setting}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  try {
+    return parseTokenFile(text);
+  } catch (err) {
+    if (err instanceof TokenFileError) throw new ConfigError(`${setting}: ${path} ${err.message}`);
+    throw err;
+  }
 }

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, type LoadedConfig } from "./config.js";
+import { ConfigError, loadConfig, loadTokenFile, type LoadedConfig } from "./config.js";
 import { createLogger } from "./logger.js";
 import { closeOnSignals, startServer } from "./server.js";
 
@@ -26,3 +26,20 @@ try {
 }
 
 closeOnSignals(server, log);
+
+// SIGHUP reads the token file again: its tokens replace the old ones for every call from then on.
+// A file that cannot be read or is bad changes nothing (the old tokens stay) and is logged.
+const tokensFile = config.tokensFile;
+if (tokensFile !== undefined) {
+  process.on("SIGHUP", () => {
+    try {
+      const tokens = server.replaceTokens(loadTokenFile(tokensFile));
+      log.info({ file: tokensFile, tokens: tokens.countByRole() }, "token file reloaded");
+    } catch (err) {
+      log.error(
+        { file: tokensFile, err: { message: (err as Error).message } },
+        `token file not reloaded, the tokens in use stay: ${(err as Error).message}`,
+      );
+    }
+  });
+}
