@@ -49,6 +49,11 @@ export class Context {
     } else if (o.tls) {
       credentials = grpc.credentials.createSsl();
     }
+    if (o.token !== undefined && !/^[\x21-\x7e]+$/.test(o.token)) {
+      throw new UsageError(
+        "--token (ASSIGNMENT_TOKEN): must be printable ASCII without whitespace (check for a space or a newline around it)",
+      );
+    }
     return { timeoutMs: o.timeout, token: o.token, credentials };
   }
 

@@ -31,9 +31,7 @@ export function buildProgram(): Command {
     .description("Command line of the experiment-assignment server (gRPC)")
     .addOption(new Option("-a, --address <host:port>", "server address").env("ASSIGNMENT_ADDRESS").default(DEFAULT_ADDRESS))
     .addOption(
-      new Option("-t, --token <token>", "bearer token (ADMIN_TOKEN for administration, ASSIGN_TOKEN for assignments)").env(
-        "ASSIGNMENT_TOKEN",
-      ),
+      new Option("-t, --token <token>", "bearer token (one whose role may make the calls: see the README's roles)").env("ASSIGNMENT_TOKEN"),
     )
     .addOption(
       new Option("--timeout <duration>", "deadline of each unary call: 30s, 500ms, 2m or milliseconds (streams have none)")
@@ -225,6 +223,7 @@ export async function main(argv: string[]): Promise<number> {
       let text = `error: ${grpc.status[e.code]} (gRPC status ${e.code}): ${e.details ?? e.message}\n`;
       if (e.code === grpc.status.UNAVAILABLE) text += `  is the server running at ${address}? (--address, ASSIGNMENT_ADDRESS)\n`;
       if (e.code === grpc.status.UNAUTHENTICATED) text += `  pass the right token: --token or ASSIGNMENT_TOKEN\n`;
+      if (e.code === grpc.status.PERMISSION_DENIED) text += `  this token's role may not do that: use a token of the role named above\n`;
       if (e.code === grpc.status.DEADLINE_EXCEEDED) text += `  the call took longer than --timeout\n`;
       process.stderr.write(text);
       return 1;

@@ -96,6 +96,11 @@ export function isRetryable(method: DescMethod): boolean {
 
 /** Creates a typed client for `service` at `address` (host:port). */
 export function createClient<S extends DescService>(service: S, address: string, options: ClientOptions = {}): Client<S> {
+  if (options.token !== undefined && !/^[\x21-\x7e]+$/.test(options.token)) {
+    // Sent as it is, a token with whitespace around it would not even reach the server: HTTP/2
+    // drops a header value that begins or ends with whitespace.
+    throw new TypeError("token: must be printable ASCII without whitespace (check for a space or a newline around it)");
+  }
   const channel = new grpc.Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
