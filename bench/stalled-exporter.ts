@@ -4,8 +4,10 @@
  * `node stalled-exporter.js <address> <count> <experiment key> [batch size]` opens `count`
  * ExportAssignments calls, each on its own connection, reads one message of each and then reads
  * nothing more. It prints one JSON line, `{"stalled": n, "failed": [...]}`, once every call has
- * its first message (or failed), and holds the calls open until stdin closes or SIGTERM, then
- * cancels them and exits.
+ * its first message (or failed); then `{"settled": m}` once the messages its clients buffered
+ * (m in all: grpc-js reads ahead of its reader) stopped growing for a second, that is once the
+ * server stopped sending; and holds the calls open until stdin closes or SIGTERM, then cancels
+ * them and exits.
  */
 import { createClient, ExperimentService, type ExportAssignmentsResponse } from "../src/client/index.js";
 
@@ -25,9 +27,12 @@ const calls = await Promise.allSettled(
     call.on("error", () => {}); // nobody reads: a late error must not be an uncaught 'error' event
     const first = await call[Symbol.asyncIterator]().next();
     if (first.done) throw new Error("the export ended after its first message");
-    return () => {
-      call.cancel();
-      client.close();
+    return {
+      buffered: () => (call as unknown as { readableLength: number }).readableLength,
+      stop() {
+        call.cancel();
+        client.close();
+      },
     };
   }),
 );
@@ -35,8 +40,20 @@ const failed = calls.filter((c) => c.status === "rejected").map((c) => String((c
 process.stdout.write(`${JSON.stringify({ stalled: calls.length - failed.length, failed })}\n`);
 
 const stop = () => {
-  for (const c of calls) if (c.status === "fulfilled") c.value();
+  for (const c of calls) if (c.status === "fulfilled") c.value.stop();
   process.exit(0);
 };
 process.once("SIGTERM", stop);
 process.stdin.on("end", stop).on("close", stop).resume();
+
+// Settled: nothing more arrived for a second (at most 60 s of waiting).
+const buffered = () => calls.reduce((n, c) => n + (c.status === "fulfilled" ? c.value.buffered() : 0), 0);
+let last = -1;
+let since = Date.now();
+for (const started = Date.now(); Date.now() - started < 60_000; ) {
+  await new Promise((r) => setTimeout(r, 100));
+  const now = buffered();
+  if (now !== last) [last, since] = [now, Date.now()];
+  else if (Date.now() - since >= 1_000) break;
+}
+process.stdout.write(`${JSON.stringify({ settled: last })}\n`);

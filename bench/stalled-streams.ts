@@ -4,22 +4,22 @@
  * 3 experiments tagged "page": every answer NEW and stored) for BENCH_STALLED_SECONDS (20), first
  * alone, then beside 50 ExportAssignments calls of a 200,000-row experiment that each read one
  * message and stop reading (each on its own connection, in a process of their own:
- * bench/stalled-exporter), after BENCH_STALLED_SETTLE_MS (3,000) for them to stall. Reports the
- * latency of both runs and the ratio of their p99 (target ≤ 3). Every answer is checked against SPEC.md's hash; a failed page
+ * bench/stalled-exporter), once they stalled (their clients' buffers stopped growing). Reports the
+ * latency of both runs, and of a third one alone again afterwards (the machine drifts), and the
+ * ratio of the p99 beside the stalled exports to each run alone (target ≤ 3). Every answer is checked against SPEC.md's hash; a failed page
  * load fails the run. The server runs in its own process, with the default pools.
  *
  * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_STALLED_SECONDS (20);
- * BENCH_STALLED_EXPORTS (50); BENCH_STALLED_SETTLE_MS (3000).
+ * BENCH_STALLED_EXPORTS (50); BENCH_SERVER_NODE_OPTIONS (node flags of the
+ * server, default --max-old-space-size=192, as bench/streaming.ts).
  */
-import { spawn } from "node:child_process";
-import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import readline from "node:readline";
-import { fileURLToPath } from "node:url";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
 import { hashV1 } from "../src/engine/hash.js";
 import { Cleanup, createDatabase, flushPrefix, log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { startStalledExports } from "./stalled-exports.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
 const env = process.env;
@@ -27,7 +27,8 @@ const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:54
 const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
 const SECONDS = Number(env.BENCH_STALLED_SECONDS ?? 20);
 const STALLED_EXPORTS = Number(env.BENCH_STALLED_EXPORTS ?? 50);
-const SETTLE_MS = Number(env.BENCH_STALLED_SETTLE_MS ?? 3_000);
+/** As in production (README: give Node a heap limit) and in bench/streaming.ts. */
+const SERVER_NODE_ARGS = (env.BENCH_SERVER_NODE_OPTIONS ?? "--max-old-space-size=192").split(" ").filter(Boolean);
 const PAGE_CLIENTS = 4;
 const BIG_ROWS = 200_000;
 
@@ -48,6 +49,12 @@ const PAGE_EXPERIMENTS: Record<string, { key: string; weight: number }[]> = {
 };
 
 const ownConnection = { "grpc.use_local_subchannel_pool": 1 };
+
+/** Resident memory of a process in MB, from /proc. */
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
 
 /** SPEC.md: the first variant whose cumulative weight exceeds H(unit_id + ":" + salt) mod 10000. */
 function specVariant(unitId: string, salt: string): string | undefined {
@@ -88,37 +95,17 @@ async function pageLoads(address: string, label: string, seconds: number): Promi
   return summarize(samples, performance.now() - started);
 }
 
-/**
- * 50 exports that read one message and stop, in a process of their own (bench/stalled-exporter):
- * what their clients buffer must not slow this process, which measures the page loads. Resolves
- * once every export has its first message.
- */
-async function startStalledExports(address: string, count: number): Promise<() => Promise<void>> {
-  const compiled = import.meta.url.endsWith(".js");
-  const script = fileURLToPath(new URL(compiled ? "./stalled-exporter.js" : "./stalled-exporter.ts", import.meta.url));
-  const loader = compiled ? [] : ["--import", import.meta.resolve("tsx")];
-  const child = spawn(process.execPath, [...loader, script, address, String(count), "big", "2000"], { stdio: ["pipe", "pipe", "inherit"] });
-  const exited = once(child, "exit");
-  const [line] = (await Promise.race([
-    once(readline.createInterface({ input: child.stdout! }), "line"),
-    exited.then(() => ["exited"]),
-  ])) as [string];
-  if (line === "exited") throw new Error("the stalled exporter exited before its exports stalled");
-  const report = JSON.parse(line) as { stalled: number; failed: string[] };
-  if (report.stalled !== count) throw new Error(`only ${report.stalled} of ${count} exports stalled: ${report.failed.join("; ")}`);
-  return async () => {
-    child.stdin!.end();
-    await exited;
-  };
-}
-
 async function main(cleanup: Cleanup): Promise<void> {
   log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
   const db = await createDatabase(ADMIN_DATABASE_URL);
   cleanup.add(`drop database ${db.name}`, db.drop);
   const prefix = `bench:${db.name}:`;
   cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
-  const server = await startServerChild("server", { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" });
+  const server = await startServerChild(
+    "server",
+    { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
+    SERVER_NODE_ARGS,
+  );
   cleanup.add("stop server", server.stop);
   const admin = createClient(ExperimentService, server.address, { timeoutMs: 60_000 });
   cleanup.add("close client", async () => admin.close());
@@ -151,15 +138,21 @@ async function main(cleanup: Cleanup): Promise<void> {
   await pageLoads(server.address, "warm", 5);
   log(`page loads alone, ${SECONDS} s …`);
   const alone = await pageLoads(server.address, "alone", SECONDS);
+  const rssAlone = rssMb(server.pid);
   log(`${STALLED_EXPORTS} stalled exports …`);
-  const stopExports = await startStalledExports(server.address, STALLED_EXPORTS);
-  cleanup.add("stop the stalled exports", stopExports);
-  // Each export sends what its client takes before stalling (grpc-js buffers 16 messages, HTTP/2
-  // a window more): a burst of work that the settle time keeps out of the measured run.
-  await new Promise((r) => setTimeout(r, SETTLE_MS));
+  const exports = await startStalledExports(server.address, STALLED_EXPORTS, "big", 2_000);
+  cleanup.add("stop the stalled exports", exports.stop);
+  if (exports.started !== STALLED_EXPORTS) {
+    throw new Error(`only ${exports.started} of ${STALLED_EXPORTS} exports started: ${exports.failed.join("; ")}`);
+  }
+  log(`they stalled, with ${exports.buffered} messages read ahead by their clients`);
   log(`page loads beside them, ${SECONDS} s …`);
   const beside = await pageLoads(server.address, "beside", SECONDS);
-  await stopExports();
+  const rssBeside = rssMb(server.pid);
+  await exports.stop();
+  // Alone again: the machine's own drift over the run, seen from both sides of the stalled run.
+  log(`page loads alone again, ${SECONDS} s …`);
+  const after = await pageLoads(server.address, "after", SECONDS);
 
   const row = (what: string, s: Summary) =>
     `| ${what} | ${s.n.toLocaleString("en-US")} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.max)} | ${Math.round(s.callsPerSecond)} |`;
@@ -170,8 +163,10 @@ async function main(cleanup: Cleanup): Promise<void> {
     "|---|---|---|---|---|---|",
     row("alone", alone),
     row(`beside ${STALLED_EXPORTS} stalled exports`, beside),
+    row("alone again", after),
     "",
-    `p99 beside the stalled exports / p99 alone: ${(beside.p99 / alone.p99).toFixed(2)} (target ≤ 3); no page load failed.`,
+    `p99 beside the stalled exports / p99 alone: ${(beside.p99 / alone.p99).toFixed(2)} (before), ${(beside.p99 / after.p99).toFixed(2)} (after); target ≤ 3. No page load failed.`,
+    `Server resident memory after the run alone ${rssAlone.toFixed(0)} MB, after the run beside the stalled exports ${rssBeside.toFixed(0)} MB.`,
   ];
   process.stdout.write(lines.join("\n") + "\n");
 }

@@ -11,15 +11,12 @@
  * The same load runs first without the stalled exports; the p99 of both runs is printed (timing is
  * reported, never asserted here: the ratio is in RELIABILITY.md).
  */
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import readline from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, ImportPolicy, Reason } from "../../src/client/index.js";
-import { REPO_ROOT } from "../cli/run-cli.js";
+import { startStalledExports } from "../../bench/stalled-exports.js";
 import { specVariant, storedAssignments, type WeightedVariant } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
-import { codeName, codeOf, Mismatches, percentiles, rawClients, sleep, startLoad } from "./support/load.js";
+import { codeName, codeOf, Mismatches, percentiles, rawClients, startLoad } from "./support/load.js";
 
 const PAGE_LOAD_MS = Number(process.env.STALLED_STREAMS_LOAD_MS ?? 20_000);
 const BASELINE_MS = Number(process.env.STALLED_STREAMS_BASELINE_MS ?? 10_000);
@@ -109,31 +106,6 @@ const summary = (r: PageLoadRun) => {
   return `${r.latenciesMs.length} page loads, p50 ${p.p50!.toFixed(1)} ms, p99 ${p.p99!.toFixed(1)} ms, max ${p.p100!.toFixed(1)} ms`;
 };
 
-/**
- * `count` exports of "big" that each read one message and then stop reading, each on its own
- * connection, from a process of their own (bench/stalled-exporter.ts: what their grpc-js clients
- * buffer must not slow the process that measures page loads). Resolves once every one has its
- * first message, or failed; `stop()` cancels them.
- */
-async function stalledExports(address: string, count: number) {
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/stalled-exporter.ts", address, String(count), "big", "2000"], {
-    cwd: REPO_ROOT,
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  const exited = once(child, "exit");
-  const [line] = (await Promise.race([once(readline.createInterface({ input: child.stdout! }), "line"), exited.then(() => ["{}"])])) as [
-    string,
-  ];
-  const report = JSON.parse(line) as { stalled?: number; failed?: string[] };
-  return {
-    report,
-    async stop() {
-      child.stdin!.end();
-      await exited;
-    },
-  };
-}
-
 describe("50 stalled exports beside page loads", () => {
   it("answers every page load, correctly, and stores every answer", { timeout: 180_000 }, async () => {
     await createPageExperiments(t);
@@ -164,12 +136,11 @@ describe("50 stalled exports beside page loads", () => {
     await pageLoads(t.server.address, "warm", 1_000, wrong);
     const baseline = await pageLoads(t.server.address, "base", BASELINE_MS, wrong);
 
-    const exports = await stalledExports(t.server.address, STALLED_EXPORTS);
+    // Each export first sends what its client reads ahead (grpc-js buffers 16 messages, HTTP/2 a
+    // window more); the page loads run once that is over.
+    const exports = await startStalledExports(t.server.address, STALLED_EXPORTS, "big", 2_000);
     let stalled: PageLoadRun;
     try {
-      // Each export first sends what its client takes before stalling (grpc-js buffers 16
-      // messages, HTTP/2 a window more); the page loads run once they have stalled.
-      await sleep(3_000);
       stalled = await pageLoads(t.server.address, "stalled", PAGE_LOAD_MS, wrong);
     } finally {
       await exports.stop();
@@ -183,7 +154,7 @@ describe("50 stalled exports beside page loads", () => {
     expect(Object.fromEntries(baseline.failures)).toEqual({});
     expect(Object.fromEntries(stalled.failures)).toEqual({});
     // Every export was alive and stalled: it had its first batch and was never read again.
-    expect(exports.report).toEqual({ stalled: STALLED_EXPORTS, failed: [] });
+    expect({ started: exports.started, failed: exports.failed }).toEqual({ started: STALLED_EXPORTS, failed: [] });
     expect(stalled.answered.length).toBeGreaterThan(0);
     expect(wrong.first).toEqual([]);
     expect(wrong.count).toBe(0);
