@@ -4,7 +4,7 @@
  * 3 experiments tagged "page": every answer NEW and stored) for BENCH_STALLED_SECONDS (20), first
  * alone, then beside 50 ExportAssignments calls of a 200,000-row experiment that each read one
  * message and stop reading (each on its own connection, in a process of their own:
- * bench/stalled-exporter), once they stalled (their clients' buffers stopped growing). Reports the
+ * harness/stalled-exporter.ts), once they stalled (their clients' buffers stopped growing). Reports the
  * latency of both runs, and of a third one alone again afterwards (the machine drifts), and the
  * ratio of the p99 beside the stalled exports to each run alone (target ≤ 3). Every answer is checked against SPEC.md's hash; a failed page
  * load fails the run. The server runs in its own process, with the default pools.
@@ -13,13 +13,14 @@
  * BENCH_STALLED_EXPORTS (50); BENCH_SERVER_NODE_OPTIONS (node flags of the
  * server, default --max-old-space-size=192, as bench/streaming.ts).
  */
-import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
 import { hashV1 } from "../src/engine/hash.js";
-import { Cleanup, createDatabase, flushPrefix, log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
-import { startStalledExports } from "./stalled-exports.js";
+import { Cleanup } from "../harness/cleanup.js";
+import { createDatabase, flushPrefix } from "../harness/databases.js";
+import { startStalledExports } from "../harness/stalled-exports.js";
+import { log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
 const env = process.env;
@@ -49,12 +50,6 @@ const PAGE_EXPERIMENTS: Record<string, { key: string; weight: number }[]> = {
 };
 
 const ownConnection = { "grpc.use_local_subchannel_pool": 1 };
-
-/** Resident memory of a process in MB, from /proc. */
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
-}
 
 /** SPEC.md: the first variant whose cumulative weight exceeds H(unit_id + ":" + salt) mod 10000. */
 function specVariant(unitId: string, salt: string): string | undefined {
@@ -97,7 +92,7 @@ async function pageLoads(address: string, label: string, seconds: number): Promi
 
 async function main(cleanup: Cleanup): Promise<void> {
   log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
-  const db = await createDatabase(ADMIN_DATABASE_URL);
+  const db = await createDatabase(ADMIN_DATABASE_URL, "bench_");
   cleanup.add(`drop database ${db.name}`, db.drop);
   const prefix = `bench:${db.name}:`;
   cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
@@ -138,7 +133,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   await pageLoads(server.address, "warm", 5);
   log(`page loads alone, ${SECONDS} s …`);
   const alone = await pageLoads(server.address, "alone", SECONDS);
-  const rssAlone = rssMb(server.pid);
+  const rssAlone = server.residentBytes() / 2 ** 20;
   log(`${STALLED_EXPORTS} stalled exports …`);
   const exports = await startStalledExports(server.address, STALLED_EXPORTS, "big", 2_000);
   cleanup.add("stop the stalled exports", exports.stop);
@@ -148,7 +143,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   log(`they stalled, with ${exports.buffered} messages read ahead by their clients`);
   log(`page loads beside them, ${SECONDS} s …`);
   const beside = await pageLoads(server.address, "beside", SECONDS);
-  const rssBeside = rssMb(server.pid);
+  const rssBeside = server.residentBytes() / 2 ** 20;
   await exports.stop();
   // Alone again: the machine's own drift over the run, seen from both sides of the stalled run.
   log(`page loads alone again, ${SECONDS} s …`);
@@ -171,7 +166,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-const cleanup = new Cleanup();
+const cleanup = new Cleanup({ name: "bench" });
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
 try {
   await main(cleanup);

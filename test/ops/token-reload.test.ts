@@ -3,29 +3,17 @@
  * start, SIGHUP reading the file again (a bad or missing file keeps the tokens in use and logs an
  * error), and a bad file refusing the start.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../../harness/free-port.js";
+import { runCommand } from "../../harness/processes.js";
+import { spawnServer } from "../../harness/spawn-server.js";
 import { createClient, ExperimentService } from "../../src/client/index.js";
 import { REPO_ROOT } from "../cli/run-cli.js";
 import { eventually, failure, status } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const TOKEN = {
   alice: "alice-token-0123456789abcdef",
@@ -46,19 +34,6 @@ afterAll(async () => {
   await db?.drop();
 });
 
-function spawnMain(env: Record<string, string>): { child: ChildProcess; logs: Record<string, unknown>[]; stderr: () => string } {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const logs: Record<string, unknown>[] = [];
-  let stderr = "";
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  readline.createInterface({ input: child.stdout! }).on("line", (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
-  return { child, logs, stderr: () => stderr };
-}
-
 describe("TOKENS_FILE with npm start", () => {
   it(
     "serves the file's tokens by role; SIGHUP swaps them; a bad or missing file keeps the old ones and logs why",
@@ -67,15 +42,23 @@ describe("TOKENS_FILE with npm start", () => {
       const file = path.join(dir, "tokens");
       writeFileSync(file, `# the team\nalice admin ${TOKEN.alice}\nbob reader ${TOKEN.bob}\n`);
       const port = await freePort();
-      const { child, logs, stderr } = spawnMain({
-        DATABASE_URL: db.url,
-        REDIS_URL: redisUrl(),
-        REDIS_PREFIX: prefix,
-        TOKENS_FILE: file,
-        PORT: String(port),
-        METRICS_PORT: "0",
+      // src/main.ts itself (harness/server-process.ts, mode main), with exactly this environment.
+      const server = await spawnServer({
+        label: "npm start",
+        mode: "main",
+        cleanEnv: true,
+        env: {
+          PATH: process.env.PATH ?? "",
+          HOME: process.env.HOME ?? "",
+          DATABASE_URL: db.url,
+          REDIS_URL: redisUrl(),
+          REDIS_PREFIX: prefix,
+          TOKENS_FILE: file,
+          PORT: String(port),
+          METRICS_PORT: "0",
+        },
       });
-      const exited = once(child, "exit");
+      const logs = server.messages;
       const clients: { close(): void }[] = [];
       const as = (who: keyof typeof TOKEN) => {
         const c = createClient(ExperimentService, `127.0.0.1:${port}`, { token: TOKEN[who], timeoutMs: 20_000, retry: false });
@@ -85,8 +68,7 @@ describe("TOKENS_FILE with npm start", () => {
       const codeOf = async (p: Promise<unknown>) => status[(await failure(p)).code];
       const logged = (msg: RegExp) => eventually(async () => logs.some((l) => msg.test(String(l.msg))), 20_000);
       try {
-        expect(await logged(/^serving$/), `${JSON.stringify(logs)}\n${stderr()}`).toBe(true);
-        expect(logs.find((l) => l.msg === "serving")!.auth).toMatchObject({
+        expect(server.announcement.auth).toMatchObject({
           experimentService: "bearer token",
           assignmentService: "open",
           tokens: { admin: 1, reader: 1, operator: 0, assign: 0 },
@@ -100,7 +82,7 @@ describe("TOKENS_FILE with npm start", () => {
 
         // New file: alice gone, bob an operator now, carol an admin.
         writeFileSync(file, `bob operator ${TOKEN.bob}\ncarol admin ${TOKEN.carol}\n`);
-        child.kill("SIGHUP");
+        server.signal("SIGHUP");
         expect(await logged(/^token file reloaded$/)).toBe(true);
         expect(logs.find((l) => l.msg === "token file reloaded")).toMatchObject({
           tokens: { admin: 1, operator: 1, reader: 0, assign: 0 },
@@ -114,7 +96,7 @@ describe("TOKENS_FILE with npm start", () => {
 
         // A bad file: refused, logged with its line, and the tokens in use stay.
         writeFileSync(file, `carol admin ${TOKEN.carol}\nalice root ${TOKEN.alice}\n`);
-        child.kill("SIGHUP");
+        server.signal("SIGHUP");
         expect(await logged(/^token file not reloaded, the tokens in use stay: .*line 2: unknown role "root"/)).toBe(true);
         expect(logs.find((l) => String(l.msg).startsWith("token file not reloaded"))!.level).toBe(50); // error
         expect(await codeOf(as("alice").listExperiments({}))).toBe("UNAUTHENTICATED");
@@ -123,15 +105,14 @@ describe("TOKENS_FILE with npm start", () => {
 
         // A file gone: the same.
         rmSync(file);
-        child.kill("SIGHUP");
+        server.signal("SIGHUP");
         expect(await logged(/^token file not reloaded, the tokens in use stay: .*cannot read .*\(ENOENT\)/)).toBe(true);
         expect((await as("carol").listExperiments({})).experiments).toHaveLength(1);
         expect(JSON.stringify(logs)).not.toContain(TOKEN.alice.slice(0, 12));
         expect(JSON.stringify(logs)).not.toContain(TOKEN.carol.slice(0, 12));
       } finally {
         clients.forEach((c) => c.close());
-        child.kill("SIGTERM");
-        await exited;
+        await server.stop();
       }
     },
   );
@@ -139,10 +120,12 @@ describe("TOKENS_FILE with npm start", () => {
   it("refuses to start on a bad file (exit code 2), naming the file and the line", async () => {
     const file = path.join(dir, "bad-tokens");
     writeFileSync(file, `alice admin ${TOKEN.alice}\nbob admin ${TOKEN.alice}\n`);
-    const { child, stderr } = spawnMain({ DATABASE_URL: db.url, TOKENS_FILE: file, PORT: "0", METRICS_PORT: "0" });
-    const [code] = await once(child, "exit");
+    const { status: code, stderr } = await runCommand(process.execPath, ["--import", "tsx", "src/main.ts"], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? "", DATABASE_URL: db.url, TOKENS_FILE: file, PORT: "0", METRICS_PORT: "0" },
+    });
     expect(code).toBe(2);
-    expect(stderr()).toContain(`TOKENS_FILE (--tokens-file): ${file} line 2: token "bob" is the same token as "alice" on line 1`);
-    expect(stderr()).not.toContain(TOKEN.alice);
+    expect(stderr).toContain(`TOKENS_FILE (--tokens-file): ${file} line 2: token "bob" is the same token as "alice" on line 1`);
+    expect(stderr).not.toContain(TOKEN.alice);
   });
 });

@@ -13,7 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, ImportPolicy, Reason } from "../../src/client/index.js";
-import { startStalledExports } from "../../bench/stalled-exports.js";
+import { startStalledExports } from "../../harness/stalled-exports.js";
 import { specVariant, storedAssignments, type WeightedVariant } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { codeName, codeOf, Mismatches, percentiles, rawClients, startLoad } from "./support/load.js";

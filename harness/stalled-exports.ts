@@ -1,5 +1,5 @@
 /**
- * Starts bench/stalled-exporter in a process of its own (compiled next to this file, or the .ts
+ * Starts ./stalled-exporter.ts in a process of its own (compiled next to this file, or the .ts
  * under the tsx loader): `count` ExportAssignments calls of `experimentKey` that each read one
  * message and stop reading. Resolves once every call has stalled, that is once the messages their
  * clients read ahead stopped growing (each export first sends a burst: grpc-js buffers 16 messages,
@@ -28,8 +28,9 @@ export async function startStalledExports(
 ): Promise<StalledExports> {
   const compiled = import.meta.url.endsWith(".js");
   const script = fileURLToPath(new URL(compiled ? "./stalled-exporter.js" : "./stalled-exporter.ts", import.meta.url));
-  const loader = compiled ? [] : ["--import", import.meta.resolve("tsx")];
+  const loader = compiled ? [] : ["--import", "tsx"];
   const child = spawn(process.execPath, [...loader, script, address, String(count), experimentKey, String(batchSize)], {
+    cwd: fileURLToPath(new URL(compiled ? "../.." : "..", import.meta.url)),
     stdio: ["pipe", "pipe", "inherit"],
   });
   const exited = once(child, "exit");
