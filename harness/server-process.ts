@@ -6,8 +6,9 @@
  * SERVER_PROCESS_MODE
  *   server (default)  startServer on 127.0.0.1, port 0, from DATABASE_URL, REDIS_URL, REDIS_PREFIX
  *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS (server defaults when
- *                     unset) and LOG_LEVEL (default warn); prints one JSON line
- *                     {"serverProcess":{"port":N,"pid":P}}. SIGTERM/SIGINT shut it down exactly as
+ *                     unset), METRICS_PORT (unset: no metrics; 0: a free port) and LOG_LEVEL
+ *                     (default warn); prints one JSON line
+ *                     {"serverProcess":{"port":N,"pid":P,"metricsPort":M}}. SIGTERM/SIGINT shut it down exactly as
  *                     src/main.ts does (closeOnSignals: exit 0 once everything was flushed).
  *   main              src/main.ts itself, configured by its environment (src/config.ts), so that its
  *                     own start-up and signal handling are what runs; its "serving" log line
@@ -46,7 +47,8 @@ function optionalInt(name: string): number | undefined {
   return n;
 }
 
-const announce = (port: number) => process.stdout.write(`${JSON.stringify({ serverProcess: { port, pid: process.pid } })}\n`);
+const announce = (port: number, metricsPort?: number) =>
+  process.stdout.write(`${JSON.stringify({ serverProcess: { port, pid: process.pid, metricsPort } })}\n`);
 const mode = env.SERVER_PROCESS_MODE ?? "server";
 
 try {
@@ -66,10 +68,11 @@ try {
       port: 0,
       memoryCacheEntries: optionalInt("MEMORY_CACHE_ENTRIES"),
       cacheTtlSeconds: optionalInt("CACHE_TTL_SECONDS"),
+      metricsPort: optionalInt("METRICS_PORT"),
       logger: log,
     });
     closeOnSignals(server, log);
-    announce(server.port);
+    announce(server.port, server.metricsPort);
   } else {
     throw new Error(`SERVER_PROCESS_MODE must be server, main or trivial (got ${JSON.stringify(mode)})`);
   }
