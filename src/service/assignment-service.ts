@@ -207,8 +207,9 @@ export function assignmentHandlers(
       const o = optionsOf(setup.options);
       const maxIds = Math.min(MAX_BULK_UNITS, Math.floor(MAX_MATRIX_CELLS / keys.length));
 
-      // Batches are answered concurrently but sent in order; at most STREAM_BATCHES_IN_FLIGHT are
-      // read ahead, so a caller that stops reading stops the server from reading.
+      // Batches are answered concurrently but sent in order, each as soon as it and those before it
+      // are done; at most STREAM_BATCHES_IN_FLIGHT are read ahead, so a caller that stops reading
+      // stops the server from reading.
       const inFlight: Promise<ColumnInit[]>[] = [];
       // A cohort of new units finds nothing stored: once a whole batch found nothing in Redis or
       // PostgreSQL, later batches skip the Redis read (which could only miss) until one finds
@@ -232,7 +233,25 @@ export function assignmentHandlers(
         }
         while (inFlight.length >= STREAM_BATCHES_IN_FLIGHT) yield { batch: batch++, columns: await inFlight.shift()! };
         position++;
-        const next = await nextOrAbort(it, shutdown);
+        // While the next message is awaited, the batches that finished are answered: a caller
+        // that waits for an answer before it sends more (a bounded read-ahead of its own, of any
+        // size) is never left waiting for a batch that is done.
+        const pending = nextOrAbort(it, shutdown);
+        let next: Awaited<typeof pending> | undefined;
+        while (next === undefined) {
+          const head = inFlight[0];
+          const first = head
+            ? await Promise.race([
+                pending.then((n) => ({ n })),
+                head.then(
+                  () => undefined,
+                  () => undefined,
+                ),
+              ])
+            : { n: await pending };
+          if (first) next = first.n;
+          else yield { batch: batch++, columns: await inFlight.shift()! };
+        }
         if (next === "aborted") {
           while (inFlight.length > 0) yield { batch: batch++, columns: await inFlight.shift()! };
           throw unavailable(`server is shutting down: batches 0 to ${batch - 1n} were answered (and stored); send the rest again`);

@@ -28,8 +28,8 @@ def test_bad_arguments_name_the_parameter() -> None:
             client.stream_cohort("e", ["u"])
         with pytest.raises(TypeError, match="unit_ids: must be an iterable of ids, not one string"):
             client.stream_cohort(["e"], "u-1")
-        with pytest.raises(ValueError, match="max_in_flight: must be more than 4"):
-            client.stream_cohort(["e"], ["u"], max_in_flight=4)
+        with pytest.raises(ValueError, match="max_in_flight: must be 1 or more"):
+            client.stream_cohort(["e"], ["u"], max_in_flight=0)
 
 
 def test_bad_connection_arguments_name_the_parameter() -> None:

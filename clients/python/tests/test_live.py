@@ -137,6 +137,17 @@ def test_a_cohort_reads_its_input_only_as_answers_are_taken(client: Client, uniq
     assert [a.stored for a in column_answers(column)] == [True, True]
 
 
+def test_one_batch_in_flight_is_answered_batch_by_batch(client: Client, unique: str) -> None:
+    # The server answers a finished batch while it waits for the next one, so a window of one
+    # batch (send, wait for its answer, send the next) streams the whole cohort.
+    e = create(client, "py-one-" + unique, "py-one-" + unique, {"a": 5000, "b": 5000}, 10_000)
+    units = ["one-%d" % i for i in range(500)]
+    batches = list(client.stream_cohort([e.key], units, batch_size=100, max_in_flight=1, timeout=60))
+    assert [b.index for b in batches] == [0, 1, 2, 3, 4]
+    assert [u for b in batches for u in b.unit_ids] == units
+    assert [as_tuple(a) for b in batches for a in b.answers[e.key]] == [expected(e, u, True) for u in units]
+
+
 def test_a_failing_input_is_raised_after_the_batches_before_it(client: Client, unique: str) -> None:
     e = create(client, "py-fail-" + unique, "py-fail-" + unique, {"a": 5000, "b": 5000}, 10_000)
 

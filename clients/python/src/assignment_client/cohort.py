@@ -18,9 +18,6 @@ MAX_BATCH_IDS = 10_000
 MAX_BATCH_CELLS = 100_000
 #: Most experiments in a stream's setup.
 MAX_STREAM_EXPERIMENTS = 100
-#: Batches the server holds before it answers the oldest one (while more input comes): a stream
-#: must let more batches than this be in flight, or it waits forever.
-SERVER_BATCHES_IN_FLIGHT = 4
 #: Default of ``max_in_flight``: batches sent and not yet answered.
 DEFAULT_MAX_IN_FLIGHT = 8
 
@@ -72,8 +69,8 @@ def stream_cohort(
     10,000 for up to 10 experiments). ``unit_ids`` may be any iterable of str, a generator
     included (``(line.strip() for line in open(path))`` for a file of ids); it is read on gRPC's
     sending thread, and never more than ``max_in_flight`` batches
-    ahead of the answers this generator has handed out (default 8; more than 4, the batches the
-    server holds before answering): a caller that stops reading stops the input from being read
+    ahead of the answers this generator has handed out (default 8; 1 or more: the server
+    answers each batch as soon as it is done): a caller that stops reading stops the input from being read
     and the server from assigning. (gRPC's own flow control alone would let the transport buffer
     a hundred batches and more, each assigned and stored.) Nothing is sent before the first
     ``next()``.
@@ -104,11 +101,8 @@ def stream_cohort(
             "batch_size: must be 1 to %d for %d experiment(s) (10,000 ids and 100,000 ids x experiments a message), got %r"
             % (largest, len(keys), batch_size)
         )
-    if not isinstance(max_in_flight, int) or max_in_flight <= SERVER_BATCHES_IN_FLIGHT:
-        raise ValueError(
-            "max_in_flight: must be more than %d (the batches the server holds before it answers one), got %r"
-            % (SERVER_BATCHES_IN_FLIGHT, max_in_flight)
-        )
+    if not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ValueError("max_in_flight: must be 1 or more (batches sent and not yet answered), got %r" % (max_in_flight,))
     setup = assignment_service_pb2.StreamAssignSetup(experiment_keys=keys, unit_type=unit_type, options=options)
     return _stream(stub, keys, setup, unit_ids, size, max_in_flight, timeout, metadata)
 
