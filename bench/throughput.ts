@@ -17,6 +17,8 @@
  *   BENCH_THROUGHPUT_SECONDS      measured seconds per phase (10), after 2 s of warm-up (h2load)
  *   BENCH_CONCURRENCY             comma-separated calls in flight (16,64)
  *   H2LOAD                        the h2load binary (h2load)
+ *   BENCH_CPU_PROF_DIR            write a V8 CPU profile of the assignment server there
+ *   BENCH_ONLY                    comma-separated phases to run (echo,warm,bulk,cold; default all)
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -48,6 +50,11 @@ const SECONDS = Number(env.BENCH_THROUGHPUT_SECONDS ?? 10);
 const WARMUP_SECONDS = 2;
 const CONCURRENCY = (env.BENCH_CONCURRENCY ?? "16,64").split(",").map((s) => Number(s.trim()));
 const H2LOAD = env.H2LOAD ?? "h2load";
+const PHASES = ["echo", "warm", "bulk", "cold"];
+const ONLY = new Set((env.BENCH_ONLY ?? PHASES.join(",")).split(",").map((s) => s.trim()));
+for (const p of ONLY)
+  if (!PHASES.includes(p)) throw new Error(`BENCH_ONLY: unknown phase ${JSON.stringify(p)} (known: ${PHASES.join(", ")})`);
+const SERVER_NODE_ARGS = env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [];
 for (const c of CONCURRENCY) if (!Number.isInteger(c) || c < 1) throw new Error(`BENCH_CONCURRENCY: ${c} is not a positive integer`);
 if (!(SECONDS > 0)) throw new Error(`BENCH_THROUGHPUT_SECONDS must be a positive number`);
 
@@ -255,7 +262,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   cleanup.add("stop echo server", echoServer.stop);
   const echoBody = path.join(dir, "echo.bin");
   writeFileSync(echoBody, grpcFrame(new Uint8Array(0)));
-  for (const c of CONCURRENCY) {
+  for (const c of ONLY.has("echo") ? CONCURRENCY : []) {
     log(`echo c${c} …`);
     const r = await h2load(`http://${echoServer.address}${TRIVIAL_PATH}`, echoBody, c);
     if (r.failed > 0) throw new Error(`echo c${c}: ${r.failed} failed`);
@@ -270,14 +277,18 @@ async function main(cleanup: Cleanup): Promise<number> {
   }
   await echoServer.stop();
 
-  const server = await startServerChild("server", {
-    DATABASE_URL: db.url,
-    REDIS_URL,
-    REDIS_PREFIX: prefix,
-    CACHE_TTL_SECONDS: "3600",
-    METRICS_PORT: "0",
-    LOG_LEVEL: env.BENCH_LOG_LEVEL ?? "warn",
-  });
+  const server = await startServerChild(
+    "server",
+    {
+      DATABASE_URL: db.url,
+      REDIS_URL,
+      REDIS_PREFIX: prefix,
+      CACHE_TTL_SECONDS: "3600",
+      METRICS_PORT: "0",
+      LOG_LEVEL: env.BENCH_LOG_LEVEL ?? "warn",
+    },
+    SERVER_NODE_ARGS,
+  );
   cleanup.add("stop server", server.stop);
   const metricsPort = (server.announcement.serverProcess as { metricsPort?: number } | undefined)?.metricsPort;
   if (!metricsPort) throw new Error("the server did not announce a metrics port");
@@ -308,7 +319,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   }
   const unitBody = grpcFrame(toBinary(AssignUnitRequestSchema, unitReq));
   const bulkBody = grpcFrame(toBinary(BulkAssignRequestSchema, bulkReq));
-  for (const c of CONCURRENCY) {
+  for (const c of ONLY.has("warm") ? CONCURRENCY : []) {
     log(`AssignUnit 1×10 warm c${c} …`);
     const r = await h2loadPhase(server, metricsPort, "AssignUnit", unitBody, dir, c);
     rows.push({
@@ -320,7 +331,7 @@ async function main(cleanup: Cleanup): Promise<number> {
       generator: "h2load",
     });
   }
-  for (const c of CONCURRENCY) {
+  for (const c of ONLY.has("bulk") ? CONCURRENCY : []) {
     log(`BulkAssign 1,000 warm c${c} …`);
     const r = await h2loadPhase(server, metricsPort, "BulkAssign", bulkBody, dir, c);
     rows.push({
@@ -332,7 +343,7 @@ async function main(cleanup: Cleanup): Promise<number> {
       generator: "h2load",
     });
   }
-  for (const c of CONCURRENCY) {
+  for (const c of ONLY.has("cold") ? CONCURRENCY : []) {
     log(`AssignUnit 1×10 cold c${c} …`);
     const before = await insertRows(metricsPort);
     const r = await coldPhase(server.address, c, `c${c}`);

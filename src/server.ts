@@ -222,6 +222,10 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    // Channelz (grpc-js's call and socket statistics for the channelz service) counts every call
+    // and message; the server does not offer that service, so it is bookkeeping nobody reads,
+    // about 4% of a warm page load's CPU in a profile.
+    "grpc.enable_channelz": 0,
     interceptors: [observeCalls(log, metrics)],
   });
   const fixedTokens = envTokens(config.adminToken, config.assignToken);
