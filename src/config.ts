@@ -139,6 +139,12 @@ export const SETTINGS: readonly Setting[] = [
     help: "an import whose client sends nothing for this long is abandoned (nothing stored; it holds a transaction open meanwhile)",
   },
   {
+    env: "WORKERS",
+    flag: "workers",
+    default: "1",
+    help: "server processes on the one port (Node's cluster module; one per core to use every core); needs DATABASE_URL",
+  },
+  {
     env: "LOG_LEVEL",
     flag: "log-level",
     default: DEFAULT_LOG_LEVEL,
@@ -151,6 +157,8 @@ export interface LoadedConfig {
   /** The token file, read again on SIGHUP (loadTokenFile). */
   tokensFile?: string;
   logLevel: string;
+  /** Server processes (src/cluster.ts); 1: this process serves. */
+  workers: number;
   /** Set when --help was asked for: print it and exit. */
   help?: string;
 }
@@ -180,7 +188,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   } catch (err) {
     throw new ConfigError(`${(err as Error).message} (see --help)`);
   }
-  if (values.help) return { server: {}, logLevel: DEFAULT_LOG_LEVEL, help: helpText() };
+  if (values.help) return { server: {}, logLevel: DEFAULT_LOG_LEVEL, workers: 1, help: helpText() };
 
   /** The flag's value, else the variable's; empty counts as unset. */
   const get = (name: string): string | undefined => {
@@ -261,9 +269,15 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   const metricsPort = int("METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535);
   const host = get("HOST") ?? DEFAULT_HOST;
 
+  const workers = int("WORKERS", 1, 1, 1_024);
+  if (workers > 1 && !databaseUrl) {
+    throw new ConfigError(`${label("WORKERS")}: several workers need DATABASE_URL (the embedded PGlite database belongs to one process)`);
+  }
+
   return {
     logLevel,
     tokensFile,
+    workers,
     server: {
       databaseUrl,
       pgliteDataDir: get("PGLITE_DATA_DIR") ?? DEFAULT_PGLITE_DIR,

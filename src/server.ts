@@ -11,6 +11,7 @@ import { createLogger, type Logger } from "./logger.js";
 import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
 import { observeCalls } from "./ops/call-observer.js";
 import { MeteredAssigner } from "./ops/metered-assigner.js";
+import { AggregatorRegistry } from "prom-client";
 import { ServerMetrics, serveMetrics } from "./ops/metrics.js";
 import { MAX_MESSAGE_BYTES } from "./protocol-limits.js";
 import {
@@ -93,6 +94,9 @@ export interface ServerConfig {
   metricsPort?: number;
   /** Address of the metrics endpoint; default `host`. */
   metricsHost?: string;
+  /** A worker of a cluster (src/cluster.ts): metrics are counted (when metricsPort is set) but
+   * served by the primary, which collects them from every worker, not by this process. */
+  clusterWorker?: boolean;
 }
 
 export interface RunningServer {
@@ -262,9 +266,16 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host}:${config.port ?? DEFAULT_PORT}`, serverCredentials(config.tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
-  const metricsServer = metrics
-    ? opened.add(await serveMetrics(metrics.registry, config.metricsHost ?? host, config.metricsPort!), (m) => m.close())
-    : undefined;
+  if (metrics && config.clusterWorker) {
+    // prom-client answers the primary's requests for metrics only once an AggregatorRegistry was
+    // made in this process too; which registry it answers with is set apart.
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([metrics.registry]);
+  }
+  const metricsServer =
+    metrics && !config.clusterWorker
+      ? opened.add(await serveMetrics(metrics.registry, config.metricsHost ?? host, config.metricsPort!), (m) => m.close())
+      : undefined;
   standard.serving();
   const cacheKind = redis ? "redis" : "memory";
   const experimentsOpen = open.has(ExperimentService.typeName);
@@ -282,7 +293,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       database: description,
       cache: config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)",
       tls: config.tls !== undefined,
-      metrics: metricsServer ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics` : "off",
+      metrics: metricsServer
+        ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics`
+        : metrics
+          ? "served by the cluster's primary"
+          : "off",
       auth: {
         experimentService: experimentsOpen ? "OPEN" : "bearer token",
         assignmentService: open.has(AssignmentService.typeName) ? "open" : "bearer token",

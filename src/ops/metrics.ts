@@ -74,6 +74,8 @@ export class ServerMetrics {
     const counts = this.lookupCounts;
     new Gauge({
       name: "assignment_cache_hit_ratio",
+      // Across a cluster's workers (src/cluster.ts) a ratio is averaged, not summed.
+      aggregator: "average",
       help: "Share of the lookups reaching a layer that it answered, since the start (rate() of assignment_cache_lookups_total is better for recent values)",
       labelNames: ["layer"],
       registers,
@@ -137,7 +139,13 @@ export class ServerMetrics {
 }
 
 /** Serves `GET /metrics` (Prometheus text format) on host:port; 0 picks a free port. */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
+/** `registry`: one process's metrics, or (in a cluster's primary) anything that gives the text of
+ * all of them. */
+export async function serveMetrics(
+  registry: { metrics(): Promise<string>; contentType: string },
+  host: string,
+  port: number,
+): Promise<{ port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" || (path !== "/metrics" && path !== "/")) {
