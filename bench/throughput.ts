@@ -38,7 +38,8 @@ import {
 } from "../src/client/index.js";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
-import type { ServerProcess } from "../harness/spawn-server.js";
+import { freePort } from "../harness/free-port.js";
+import { type ServerProcess, spawnServer } from "../harness/spawn-server.js";
 import { TRIVIAL_PATH } from "../harness/trivial-echo.js";
 import { log, probePostgres, probeRedis, redactUrl, startServerChild, Unreachable } from "./infra.js";
 import { EXPERIMENT_KEYS, type AssignmentClient } from "./scenarios.js";
@@ -50,7 +51,7 @@ const SECONDS = Number(env.BENCH_THROUGHPUT_SECONDS ?? 10);
 const WARMUP_SECONDS = 2;
 const CONCURRENCY = (env.BENCH_CONCURRENCY ?? "16,64").split(",").map((s) => Number(s.trim()));
 const H2LOAD = env.H2LOAD ?? "h2load";
-const PHASES = ["echo", "warm", "bulk", "cold"];
+const PHASES = ["echo", "warm", "bulk", "cold", "workers"];
 const ONLY = new Set((env.BENCH_ONLY ?? PHASES.join(",")).split(",").map((s) => s.trim()));
 for (const p of ONLY)
   if (!PHASES.includes(p)) throw new Error(`BENCH_ONLY: unknown phase ${JSON.stringify(p)} (known: ${PHASES.join(", ")})`);
@@ -187,7 +188,7 @@ async function h2loadPhase(server: ServerProcess, metricsPort: number, method: s
  * answer came, spread over 4 clients (channels); every answer must be NEW and stored. */
 async function coldPhase(address: string, concurrency: number, tag: string): Promise<{ requestsPerSecond: number; meanMs: number }> {
   const clients: AssignmentClient[] = Array.from({ length: Math.min(4, concurrency) }, () =>
-    createClient(AssignmentService, address, { timeoutMs: 30_000 }),
+    createClient(AssignmentService, address, { timeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }),
   );
   let next = 0;
   let done = 0;
@@ -358,6 +359,67 @@ async function main(cleanup: Cleanup): Promise<number> {
       rowsPerInsert,
       generator: "node client",
     });
+  }
+  if (ONLY.has("workers")) {
+    // The same warm and cold page loads against WORKERS=2 (src/cluster.ts: npm start itself),
+    // on the same database and Redis, after the single server stopped.
+    await server.stop();
+    const workersMetrics = await freePort();
+    const two = await spawnServer({
+      label: "server (2 workers)",
+      mode: "main",
+      env: {
+        WORKERS: "2",
+        DATABASE_URL: db.url,
+        REDIS_URL,
+        REDIS_PREFIX: prefix,
+        CACHE_TTL_SECONDS: "3600",
+        INSECURE_DEV_MODE: "1",
+        PORT: String(await freePort()),
+        METRICS_PORT: String(workersMetrics),
+        // "serving" (info) is what announces the port; calls are logged at debug only.
+        LOG_LEVEL: "info",
+      },
+      startTimeoutMs: 60_000,
+    });
+    cleanup.add("stop the 2-worker server", two.stop);
+    // A worker's own "serving" line is the announcement; wait until the primary says both serve.
+    while (!two.messages.some((m) => m.msg === "serving" && m.workers === 2)) {
+      if (two.hasExited()) throw new Error(`the 2-worker server ${two.exitReason()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const c2 = createClient(AssignmentService, two.address, { timeoutMs: 30_000 });
+    const sticky = await c2.assignUnit(unitReq);
+    c2.close();
+    if (sticky.assignments.some((a) => a.reason !== Reason.STICKY)) throw new Error("2 workers: the warm unit is not STICKY");
+    for (const c of CONCURRENCY) {
+      log(`AssignUnit 1×10 warm c${c}, 2 workers …`);
+      const r = await h2loadPhase(two, workersMetrics, "AssignUnit", unitBody, dir, c);
+      rows.push({
+        call: "AssignUnit 1×10, warm, WORKERS=2",
+        cellsPerCall: 10,
+        concurrency: c,
+        requestsPerSecond: r.requestsPerSecond,
+        meanMs: r.meanMs,
+        generator: "h2load",
+      });
+    }
+    for (const c of CONCURRENCY) {
+      log(`AssignUnit 1×10 cold c${c}, 2 workers …`);
+      const before = await insertRows(workersMetrics);
+      const r = await coldPhase(two.address, c, `w2c${c}`);
+      const after = await insertRows(workersMetrics);
+      rows.push({
+        call: "AssignUnit 1×10, cold, WORKERS=2",
+        cellsPerCall: 10,
+        concurrency: c,
+        requestsPerSecond: r.requestsPerSecond,
+        meanMs: r.meanMs,
+        rowsPerInsert: (after.sum - before.sum) / Math.max(1, after.count - before.count),
+        generator: "node client",
+      });
+    }
+    await two.stop();
   }
   process.stdout.write(`${report(rows, machine)}\n`);
   return 0;
