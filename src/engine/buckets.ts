@@ -14,6 +14,11 @@ export function rolloutBucket(unitId: string, salt: string, version: HashVersion
   return hash(unitId + ":" + salt + ":rollout", version) % BUCKETS;
 }
 
+/** `H(unit_id + ":" + holdout_salt) mod 10000`; held out when below the holdout's share. */
+export function holdoutBucket(unitId: string, holdoutSalt: string, version: HashVersion): number {
+  return hash(unitId + ":" + holdoutSalt, version) % BUCKETS;
+}
+
 /** `H(unit_id + ":" + namespace_salt) mod segments`. */
 export function segmentOf(unitId: string, namespaceSalt: string, segments: number, version: HashVersion): number {
   return hash(unitId + ":" + namespaceSalt, version) % segments;

@@ -1,5 +1,5 @@
 import { ExperimentStatus, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
-import { pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "./buckets.js";
+import { holdoutBucket, pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "./buckets.js";
 import type { ExperimentConfig, VariantConfig } from "./experiment-config.js";
 import { FULL_ROLLOUT, isValidUnitId } from "./rules.js";
 
@@ -56,10 +56,13 @@ export function needsStoreLookup(experiment: ExperimentConfig): boolean {
 }
 
 /**
- * Rules 3 to 9 for a unit that passed rules 1 and 2. `stored` is the unit's stored assignment,
- * or undefined when it has none (or the store was not consulted because needsStoreLookup said so).
+ * Rules 3 to 11 for a unit that passed rules 1 and 2. `stored` is the unit's override (source
+ * OVERRIDE) when it has one, else its stored assignment, or undefined when it has neither (or the
+ * store was not consulted because needsStoreLookup said so). `targeted` is the outcome of the
+ * experiment's targeting condition for the call's attributes: undefined when the experiment has
+ * no condition, false when it is not true (a missing attribute or an evaluation error included).
  */
-export function decide(experiment: ExperimentConfig, unitId: string, stored: StoredAssignment | undefined): Evaluation {
+export function decide(experiment: ExperimentConfig, unitId: string, stored: StoredAssignment | undefined, targeted?: boolean): Evaluation {
   const storedVariant = stored && experiment.variantsById.get(stored.variantId);
   // 3. Overrides apply in every status.
   if (storedVariant && stored.source === Source.OVERRIDE) return { reason: Reason.OVERRIDE, variant: storedVariant };
@@ -76,16 +79,22 @@ export function decide(experiment: ExperimentConfig, unitId: string, stored: Sto
   if (storedVariant) return { reason: Reason.STICKY, variant: storedVariant };
   // 6. Paused: nobody new.
   if (experiment.status === ExperimentStatus.PAUSED) return { reason: Reason.PAUSED, variant: experiment.defaultVariant };
-  // 7. Namespace.
+  // 7. Held out by a holdout covering the experiment.
+  for (const h of experiment.holdouts) {
+    if (holdoutBucket(unitId, h.salt, h.hashVersion) < h.share) return { reason: Reason.HOLDOUT, variant: experiment.defaultVariant };
+  }
+  // 8. Targeting: a condition that is not true.
+  if (targeted === false) return { reason: Reason.NOT_TARGETED, variant: experiment.defaultVariant };
+  // 9. Namespace.
   const ns = experiment.namespace;
   if (ns && ns.owners[segmentOf(unitId, ns.salt, ns.segments, ns.hashVersion)] !== experiment.id) {
     return { reason: Reason.NOT_IN_NAMESPACE, variant: experiment.defaultVariant };
   }
-  // 8. Rollout.
+  // 10. Rollout.
   if (experiment.rollout < FULL_ROLLOUT && rolloutBucket(unitId, experiment.salt, experiment.hashVersion) >= experiment.rollout) {
     return { reason: Reason.NOT_IN_ROLLOUT, variant: experiment.defaultVariant };
   }
-  // 9. Hashed.
+  // 11. Hashed.
   return { reason: Reason.NEW, variant: hashedVariant(experiment, unitId) };
 }
 

@@ -24,6 +24,16 @@ export interface NamespaceConfig {
   readonly owners: Int32Array;
 }
 
+/** A holdout covering an experiment (SPEC.md "Holdouts"): units whose holdout bucket is below
+ * `share` (basis points) are not enrolled anew. */
+export interface HoldoutConfig {
+  readonly id: number;
+  readonly key: string;
+  readonly salt: string;
+  readonly hashVersion: HashVersion;
+  readonly share: number;
+}
+
 /** The in-memory configuration of one experiment: everything an evaluation needs, no I/O. */
 export interface ExperimentConfig {
   readonly id: number;
@@ -42,6 +52,8 @@ export interface ExperimentConfig {
   readonly winner: VariantConfig | undefined;
   readonly tags: readonly string[];
   readonly namespace: NamespaceConfig | undefined;
+  /** The holdouts covering it (rule 7), in no particular order. */
+  readonly holdouts: readonly HoldoutConfig[];
   /** How many overrides exist; when 0, DRAFT and STOPPED answers need no store lookup. */
   readonly overrideCount: number;
   /** Changes when stored assignments changed under the caches; cache keys carry it. */
@@ -81,6 +93,8 @@ export interface ExperimentConfigInput {
   winnerKey: string | undefined;
   tags: string[];
   namespace: NamespaceConfig | undefined;
+  /** The holdouts covering it; none when absent. */
+  holdouts?: readonly HoldoutConfig[];
   overrideCount: number;
   cacheGeneration: number;
   version: bigint;
@@ -106,6 +120,7 @@ export function buildExperimentConfig(input: ExperimentConfigInput): ExperimentC
     winner: input.winnerKey ? byKey.get(input.winnerKey) : undefined,
     tags: input.tags,
     namespace: input.namespace,
+    holdouts: input.holdouts ?? [],
     overrideCount: input.overrideCount,
     cacheGeneration: input.cacheGeneration,
     version: input.version,

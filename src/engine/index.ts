@@ -8,3 +8,4 @@ export * from "./experiment-fields.js";
 export * from "./experiment-update.js";
 export * from "./segment-allocation.js";
 export * from "./utf8.js";
+export * from "./params.js";

@@ -6,7 +6,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { readFileSync } from "node:fs";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
-import { buildExperimentConfig, type ExperimentConfig, type NamespaceConfig, type VariantConfig } from "../../src/engine/index.js";
+import {
+  buildExperimentConfig,
+  type ExperimentConfig,
+  type HoldoutConfig,
+  type NamespaceConfig,
+  type VariantConfig,
+} from "../../src/engine/index.js";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const vectorsPath = path.resolve(repoRoot, "spec/vectors/assignment-v1.json");
@@ -141,6 +147,7 @@ export interface ExperimentOptions {
   defaultVariantKey?: string;
   winnerKey?: string;
   namespace?: NamespaceConfig;
+  holdouts?: readonly HoldoutConfig[];
   overrideCount?: number;
 }
 
@@ -161,6 +168,7 @@ export function makeExperiment(o: ExperimentOptions = {}): ExperimentConfig {
     winnerKey: o.winnerKey,
     tags: [],
     namespace: o.namespace,
+    holdouts: o.holdouts,
     overrideCount: o.overrideCount ?? 0,
     cacheGeneration: 0,
     version: 1n,
