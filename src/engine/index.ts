@@ -9,3 +9,5 @@ export * from "./experiment-update.js";
 export * from "./segment-allocation.js";
 export * from "./utf8.js";
 export * from "./params.js";
+export * from "./attributes.js";
+export * from "./condition.js";
