@@ -3,7 +3,8 @@
  * database, Redis prefix, server processes, cleanup): a readable message when PostgreSQL or Redis
  * is unreachable, and server processes whose output goes to stderr.
  */
-import { oneShotRedis, adminQuery } from "../harness/databases.js";
+import type { Cleanup } from "../harness/cleanup.js";
+import { adminQuery, createDatabase, flushPrefix, oneShotRedis } from "../harness/databases.js";
 import { spawnServer, type ServerProcess, type ServerProcessMode } from "../harness/spawn-server.js";
 import { redactUrl } from "../src/util/redact-url.js";
 
@@ -57,4 +58,27 @@ export function startServerChild(
   mode: ServerProcessMode = "server",
 ): Promise<ServerProcess> {
   return spawnServer({ label, mode, env, nodeArgs, forwardOutput: true, startTimeoutMs: 30_000 });
+}
+
+/**
+ * What the streaming benchmarks start from: PostgreSQL and Redis probed (and named in the log), a
+ * fresh database and Redis prefix, and one server on them (LOG_LEVEL warn); all removed by
+ * `cleanup`.
+ */
+export async function benchServer(
+  cleanup: Cleanup,
+  o: { adminDatabaseUrl: string; redisUrl: string; nodeArgs: string[] },
+): Promise<{ db: { name: string; url: string }; prefix: string; server: ServerProcess }> {
+  log(`${await probePostgres(o.adminDatabaseUrl)}; ${await probeRedis(o.redisUrl)}`);
+  const db = await createDatabase(o.adminDatabaseUrl, "bench_");
+  cleanup.add(`drop database ${db.name}`, db.drop);
+  const prefix = `bench:${db.name}:`;
+  cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(o.redisUrl, prefix)));
+  const server = await startServerChild(
+    "server",
+    { DATABASE_URL: db.url, REDIS_URL: o.redisUrl, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
+    o.nodeArgs,
+  );
+  cleanup.add("stop server", server.stop);
+  return { db, prefix, server };
 }

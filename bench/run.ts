@@ -15,12 +15,12 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Layer, Reason } from "../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, Layer, Reason } from "../src/client/index.js";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
 import type { ServerProcess } from "../harness/spawn-server.js";
 import { log, probePostgres, probeRedis, redactUrl, startServerChild, Unreachable } from "./infra.js";
-import { EXPERIMENT_KEYS, SCENARIOS, trivialCaller, type AssignmentClient, type Outcome, type Scenario } from "./scenarios.js";
+import { createBenchExperiments, SCENARIOS, trivialCaller, type AssignmentClient, type Outcome, type Scenario } from "./scenarios.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
 const env = process.env;
@@ -278,16 +278,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   cleanup.add("stop server", a0.stop);
   const admin = createClient(ExperimentService, a0.address, { timeoutMs: 10_000 });
   cleanup.add("close admin client", async () => admin.close());
-  for (const key of EXPERIMENT_KEYS) {
-    await admin.createExperiment({
-      key,
-      variants: [
-        { key: "control", weight: 5_000 },
-        { key: "treatment", weight: 5_000 },
-      ],
-      status: ExperimentStatus.RUNNING,
-    });
-  }
+  await createBenchExperiments(admin);
   // Started after the experiments exist, so its configuration holds them from the start.
   const b0 = await startServerChild("server-redis-only", { ...serverEnv, MEMORY_CACHE_ENTRIES: "0" }, SERVER_NODE_ARGS);
   cleanup.add("stop Redis-only server", b0.stop);

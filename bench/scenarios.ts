@@ -1,13 +1,34 @@
 /** The measured calls. Each scenario sends one request shape through the real typed client and
  * returns every cell's answer so the runner can check it (outside the timed span). */
 import * as grpc from "@grpc/grpc-js";
-import type { AssignmentService, Client, Layer, Reason } from "../src/client/index.js";
+import {
+  type AssignmentService,
+  type Client,
+  type ExperimentService,
+  ExperimentStatus,
+  type Layer,
+  type Reason,
+} from "../src/client/index.js";
 import { TRIVIAL_PATH } from "../harness/trivial-echo.js";
 
 export type AssignmentClient = Client<typeof AssignmentService>;
 
 /** The experiments every scenario uses: RUNNING, 50/50, full rollout, unit type user_id. */
 export const EXPERIMENT_KEYS = Array.from({ length: 10 }, (_, i) => `bench-exp-${i}`);
+
+/** Creates the EXPERIMENT_KEYS experiments through `admin`. */
+export async function createBenchExperiments(admin: Client<typeof ExperimentService>): Promise<void> {
+  for (const key of EXPERIMENT_KEYS) {
+    await admin.createExperiment({
+      key,
+      variants: [
+        { key: "control", weight: 5_000 },
+        { key: "treatment", weight: 5_000 },
+      ],
+      status: ExperimentStatus.RUNNING,
+    });
+  }
+}
 
 export interface Outcome {
   reasons: Reason[];

@@ -18,9 +18,8 @@ import { performance } from "node:perf_hooks";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
 import { hashV1 } from "../src/engine/hash.js";
 import { Cleanup } from "../harness/cleanup.js";
-import { createDatabase, flushPrefix } from "../harness/databases.js";
 import { startStalledExports } from "../harness/stalled-exports.js";
-import { log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { benchServer, log, Unreachable } from "./infra.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
 const env = process.env;
@@ -91,17 +90,7 @@ async function pageLoads(address: string, label: string, seconds: number): Promi
 }
 
 async function main(cleanup: Cleanup): Promise<void> {
-  log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
-  const db = await createDatabase(ADMIN_DATABASE_URL, "bench_");
-  cleanup.add(`drop database ${db.name}`, db.drop);
-  const prefix = `bench:${db.name}:`;
-  cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
-  const server = await startServerChild(
-    "server",
-    { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
-    SERVER_NODE_ARGS,
-  );
-  cleanup.add("stop server", server.stop);
+  const { server } = await benchServer(cleanup, { adminDatabaseUrl: ADMIN_DATABASE_URL, redisUrl: REDIS_URL, nodeArgs: SERVER_NODE_ARGS });
   const admin = createClient(ExperimentService, server.address, { timeoutMs: 60_000 });
   cleanup.add("close client", async () => admin.close());
 

@@ -19,9 +19,8 @@ import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
 import { Cleanup } from "../harness/cleanup.js";
-import { createDatabase, flushPrefix } from "../harness/databases.js";
 import { residentBytes } from "../harness/processes.js";
-import { log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { benchServer, log, Unreachable } from "./infra.js";
 
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
@@ -81,18 +80,11 @@ async function timed<T>(what: string, f: () => Promise<T>): Promise<{ seconds: n
 }
 
 async function main(cleanup: Cleanup): Promise<void> {
-  log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
-  const db = await createDatabase(ADMIN_DATABASE_URL, "bench_");
-  cleanup.add(`drop database ${db.name}`, db.drop);
-  const prefix = `bench:${db.name}:`;
-  cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
-
-  const server = await startServerChild(
-    "server",
-    { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
-    SERVER_NODE_ARGS,
-  );
-  cleanup.add("stop server", server.stop);
+  const { db, server } = await benchServer(cleanup, {
+    adminDatabaseUrl: ADMIN_DATABASE_URL,
+    redisUrl: REDIS_URL,
+    nodeArgs: SERVER_NODE_ARGS,
+  });
   memory = sampleMemory(server.pid);
   cleanup.add("stop memory sampling", async () => memory?.stop());
   log(`server started: ${rssMb(server.pid).toFixed(0)} MB resident`);

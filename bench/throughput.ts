@@ -33,7 +33,6 @@ import {
   BulkAssignRequestSchema,
   createClient,
   ExperimentService,
-  ExperimentStatus,
   Reason,
 } from "../src/client/index.js";
 import { Cleanup } from "../harness/cleanup.js";
@@ -42,7 +41,7 @@ import { freePort } from "../harness/free-port.js";
 import { type ServerProcess, spawnServer } from "../harness/spawn-server.js";
 import { TRIVIAL_PATH } from "../harness/trivial-echo.js";
 import { log, probePostgres, probeRedis, redactUrl, startServerChild, Unreachable } from "./infra.js";
-import { EXPERIMENT_KEYS, type AssignmentClient } from "./scenarios.js";
+import { createBenchExperiments, EXPERIMENT_KEYS, type AssignmentClient } from "./scenarios.js";
 
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
@@ -295,16 +294,7 @@ async function main(cleanup: Cleanup): Promise<number> {
   if (!metricsPort) throw new Error("the server did not announce a metrics port");
   const admin = createClient(ExperimentService, server.address, { timeoutMs: 10_000 });
   cleanup.add("close admin client", async () => admin.close());
-  for (const key of EXPERIMENT_KEYS) {
-    await admin.createExperiment({
-      key,
-      variants: [
-        { key: "control", weight: 5_000 },
-        { key: "treatment", weight: 5_000 },
-      ],
-      status: ExperimentStatus.RUNNING,
-    });
-  }
+  await createBenchExperiments(admin);
   const client = createClient(AssignmentService, server.address, { timeoutMs: 30_000 });
   cleanup.add("close client", async () => client.close());
 
