@@ -10,6 +10,7 @@ package adds what every caller needs around them:
 - ``stream_cohort()``: a cohort of any size through one StreamAssign call, as a generator of
   answered batches;
 - ``hashing``: SPEC.md's hash version 1, to recompute answers offline;
+- ``Params``: typed access to params (``get_string("button_color", "blue")``);
 - ``rules``: SPEC.md's rule order (holdouts and the targeting outcome included) and namespace
   parameter merging, to recompute a whole answer offline from an experiment's state.
 """
@@ -18,6 +19,7 @@ from .client import MAX_MESSAGE_BYTES, Client, connect
 from .cohort import MAX_BATCH_CELLS, MAX_BATCH_IDS, MAX_STREAM_EXPERIMENTS, CohortBatch, max_batch, stream_cohort
 from .columns import ColumnAnswer, column_answers
 from .hashing import evaluate, hash_v1, hashed_variant, rollout_bucket, segment, variant_bucket, variant_index
+from .params import Params
 from .rules import ExperimentState, Holdout, Namespace, Outcome, decide, holdout_bucket, merge_params
 from .retry import DEFAULT_RETRY, RetryPolicy, idempotent_methods, is_retryable, retry_service_config
 
@@ -29,6 +31,7 @@ __all__ = [
     "Holdout",
     "Namespace",
     "Outcome",
+    "Params",
     "decide",
     "holdout_bucket",
     "merge_params",
