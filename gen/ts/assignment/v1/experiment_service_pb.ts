@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Experiment, ExperimentStatus, Namespace, Source, Variant } from "./types_pb.js";
 import { file_assignment_v1_types } from "./types_pb.js";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file assignment/v1/experiment_service.proto.
  */
 export const file_assignment_v1_experiment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCIjChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkiRgoVR2V0RXhwZXJpbWVudFJlc3BvbnNlEi0KCmV4cGVyaW1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiaQoWTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBIvCgZzdGF0dXMYASABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSCwoDdGFnGAIgASgJEhEKCW5hbWVzcGFjZRgDIAEoCSJJChdMaXN0RXhwZXJpbWVudHNSZXNwb25zZRIuCgtleHBlcmltZW50cxgBIAMoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCI3CgtWYXJpYW50TGlzdBIoCgh2YXJpYW50cxgBIAMoCzIWLmFzc2lnbm1lbnQudjEuVmFyaWFudCIXCgdUYWdMaXN0EgwKBHRhZ3MYASADKAki2gIKF1VwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgEEiwKCHZhcmlhbnRzGAMgASgLMhouYXNzaWdubWVudC52MS5WYXJpYW50TGlzdBIUCgdyb2xsb3V0GAQgASgNSACIAQESLwoGc3RhdHVzGAUgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEhMKBndpbm5lchgGIAEoCUgBiAEBEhwKD2RlZmF1bHRfdmFyaWFudBgHIAEoCUgCiAEBEiQKBHRhZ3MYCCABKAsyFi5hc3NpZ25tZW50LnYxLlRhZ0xpc3QSGAoLZGVzY3JpcHRpb24YCSABKAlIA4gBAUIKCghfcm9sbG91dEIJCgdfd2lubmVyQhIKEF9kZWZhdWx0X3ZhcmlhbnRCDgoMX2Rlc2NyaXB0aW9uIkkKGFVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IngKFkNyZWF0ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSFQoIc2VnbWVudHMYBCABKA1IAYgBAUIHCgVfc2FsdEILCglfc2VnbWVudHMiRgoXQ3JlYXRlTmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiIgoTR2V0TmFtZXNwYWNlUmVxdWVzdBILCgNrZXkYASABKAkiQwoUR2V0TmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiFwoVTGlzdE5hbWVzcGFjZXNSZXF1ZXN0IkYKFkxpc3ROYW1lc3BhY2VzUmVzcG9uc2USLAoKbmFtZXNwYWNlcxgBIAMoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIloKF0FsbG9jYXRlU2VnbWVudHNSZXF1ZXN0EhUKDW5hbWVzcGFjZV9rZXkYASABKAkSFgoOZXhwZXJpbWVudF9rZXkYAiABKAkSEAoIc2VnbWVudHMYAyABKA0idgoYQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlEi0KCmV4cGVyaW1lbnQYAiABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiRwoWUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJIocBChdSZWxlYXNlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50EhAKCHJlbGVhc2VkGAMgASgNIjAKCE92ZXJyaWRlEg8KB3VuaXRfaWQYASABKAkSEwoLdmFyaWFudF9rZXkYAiABKAkiWQoTU2V0T3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIqCglvdmVycmlkZXMYAiADKAsyFy5hc3NpZ25tZW50LnYxLk92ZXJyaWRlIkEKFFNldE92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCJOChVDbGVhck92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEAoIdW5pdF9pZHMYAiADKAkSCwoDYWxsGAMgASgIIkMKFkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USDQoFY291bnQYASABKA0SGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEIigKGUdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QSCwoDa2V5GAEgASgJIocBCgxWYXJpYW50U3RhdHMSEwoLdmFyaWFudF9rZXkYASABKAkSDQoFdW5pdHMYAiABKAQSFgoOZXhwZWN0ZWRfc2hhcmUYAyABKAESFgoOb2JzZXJ2ZWRfc2hhcmUYBCABKAESEQoJb3ZlcnJpZGVzGAUgASgEEhAKCGltcG9ydGVkGAYgASgEIvQBChpHZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQSLQoIdmFyaWFudHMYAyADKAsyGy5hc3NpZ25tZW50LnYxLlZhcmlhbnRTdGF0cxITCgt0b3RhbF91bml0cxgEIAEoBBISCgpjaGlfc3F1YXJlGAUgASgBEhoKEmRlZ3JlZXNfb2ZfZnJlZWRvbRgGIAEoDRIPCgdwX3ZhbHVlGAcgASgBEh0KFXNhbXBsZV9yYXRpb19taXNtYXRjaBgIIAEoCCJQCgtJbXBvcnRTZXR1cBIrCgZwb2xpY3kYASABKA4yGy5hc3NpZ25tZW50LnYxLkltcG9ydFBvbGljeRIUCgxza2lwX2ludmFsaWQYAiABKAgiSQoJSW1wb3J0Um93EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEwoLdmFyaWFudF9rZXkYAyABKAkibQoYSW1wb3J0QXNzaWdubWVudHNSZXF1ZXN0EikKBXNldHVwGAEgASgLMhouYXNzaWdubWVudC52MS5JbXBvcnRTZXR1cBImCgRyb3dzGAIgAygLMhguYXNzaWdubWVudC52MS5JbXBvcnRSb3ciMwoOSW1wb3J0Um93RXJyb3ISEAoIcG9zaXRpb24YASABKAQSDwoHbWVzc2FnZRgCIAEoCSKQAQoZSW1wb3J0QXNzaWdubWVudHNSZXNwb25zZRIQCghyZWNlaXZlZBgBIAEoBBIQCghpbXBvcnRlZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg8KB2ludmFsaWQYBCABKAQSLQoGZXJyb3JzGAUgAygLMh0uYXNzaWdubWVudC52MS5JbXBvcnRSb3dFcnJvciJGChhFeHBvcnRBc3NpZ25tZW50c1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDSKoAQoZRXhwb3J0QXNzaWdubWVudHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIOCgZsZWdlbmQYAiADKAkSEAoIdW5pdF9pZHMYAyADKAkSFwoPdmFyaWFudF9pbmRleGVzGAQgAygNEiYKB3NvdXJjZXMYBSADKA4yFS5hc3NpZ25tZW50LnYxLlNvdXJjZRIQCgh2ZXJzaW9ucxgGIAMoBCL1AQoWQ29weUFzc2lnbm1lbnRzUmVxdWVzdBIdChVzb3VyY2VfZXhwZXJpbWVudF9rZXkYASABKAkSHQoVdGFyZ2V0X2V4cGVyaW1lbnRfa2V5GAIgASgJElIKD3ZhcmlhbnRfbWFwcGluZxgDIAMoCzI5LmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVxdWVzdC5WYXJpYW50TWFwcGluZ0VudHJ5EhIKCmJhdGNoX3NpemUYBCABKA0aNQoTVmFyaWFudE1hcHBpbmdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKF0NvcHlBc3NpZ25tZW50c1Jlc3BvbnNlEg8KB3NjYW5uZWQYASABKAQSDgoGY29waWVkGAIgASgEEg8KB3NraXBwZWQYAyABKAQSDQoFdG90YWwYBCABKAQSDAoEZG9uZRgFIAEoCCprCgxJbXBvcnRQb2xpY3kSHQoZSU1QT1JUX1BPTElDWV9VTlNQRUNJRklFRBAAEh8KG0lNUE9SVF9QT0xJQ1lfU0tJUF9FWElTVElORxABEhsKF0lNUE9SVF9QT0xJQ1lfT1ZFUldSSVRFEAIy9QsKEUV4cGVyaW1lbnRTZXJ2aWNlEmMKEENyZWF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5DcmVhdGVFeHBlcmltZW50UmVzcG9uc2USXwoNR2V0RXhwZXJpbWVudBIjLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlcXVlc3QaJC5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRSZXNwb25zZSIDkAIBEmUKD0xpc3RFeHBlcmltZW50cxIlLmFzc2lnbm1lbnQudjEuTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2UiA5ACARJjChBVcGRhdGVFeHBlcmltZW50EiYuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVxdWVzdBonLmFzc2lnbm1lbnQudjEuVXBkYXRlRXhwZXJpbWVudFJlc3BvbnNlEmAKD0NyZWF0ZU5hbWVzcGFjZRIlLmFzc2lnbm1lbnQudjEuQ3JlYXRlTmFtZXNwYWNlUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuQ3JlYXRlTmFtZXNwYWNlUmVzcG9uc2USXAoMR2V0TmFtZXNwYWNlEiIuYXNzaWdubWVudC52MS5HZXROYW1lc3BhY2VSZXF1ZXN0GiMuYXNzaWdubWVudC52MS5HZXROYW1lc3BhY2VSZXNwb25zZSIDkAIBEmIKDkxpc3ROYW1lc3BhY2VzEiQuYXNzaWdubWVudC52MS5MaXN0TmFtZXNwYWNlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVzcG9uc2UiA5ACARJjChBBbGxvY2F0ZVNlZ21lbnRzEiYuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEmAKD1JlbGVhc2VTZWdtZW50cxIlLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USVwoMU2V0T3ZlcnJpZGVzEiIuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXF1ZXN0GiMuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXNwb25zZRJdCg5DbGVhck92ZXJyaWRlcxIkLmFzc2lnbm1lbnQudjEuQ2xlYXJPdmVycmlkZXNSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1Jlc3BvbnNlEm4KEkdldEV4cGVyaW1lbnRTdGF0cxIoLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFN0YXRzUmVxdWVzdBopLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2UiA5ACARJoChFJbXBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuSW1wb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlKAESbQoRRXhwb3J0QXNzaWdubWVudHMSJy5hc3NpZ25tZW50LnYxLkV4cG9ydEFzc2lnbm1lbnRzUmVxdWVzdBooLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXNwb25zZSIDkAIBMAESYgoPQ29weUFzc2lnbm1lbnRzEiUuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXNwb25zZTABYgZwcm90bzM", [file_assignment_v1_types]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJFChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSFAoHdmVyc2lvbhgCIAEoBEgAiAEBQgoKCF92ZXJzaW9uIkYKFUdldEV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50ImkKFkxpc3RFeHBlcmltZW50c1JlcXVlc3QSLwoGc3RhdHVzGAEgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEgsKA3RhZxgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkiSQoXTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USLgoLZXhwZXJpbWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiNwoLVmFyaWFudExpc3QSKAoIdmFyaWFudHMYASADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQiFwoHVGFnTGlzdBIMCgR0YWdzGAEgAygJItoCChdVcGRhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoBBIsCgh2YXJpYW50cxgDIAEoCzIaLmFzc2lnbm1lbnQudjEuVmFyaWFudExpc3QSFAoHcm9sbG91dBgEIAEoDUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxITCgZ3aW5uZXIYBiABKAlIAYgBARIcCg9kZWZhdWx0X3ZhcmlhbnQYByABKAlIAogBARIkCgR0YWdzGAggASgLMhYuYXNzaWdubWVudC52MS5UYWdMaXN0EhgKC2Rlc2NyaXB0aW9uGAkgASgJSAOIAQFCCgoIX3JvbGxvdXRCCQoHX3dpbm5lckISChBfZGVmYXVsdF92YXJpYW50Qg4KDF9kZXNjcmlwdGlvbiJJChhVcGRhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJ4ChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCRIRCgRzYWx0GAIgASgJSACIAQESEQoJdW5pdF90eXBlGAMgASgJEhUKCHNlZ21lbnRzGAQgASgNSAGIAQFCBwoFX3NhbHRCCwoJX3NlZ21lbnRzIkYKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIiIKE0dldE5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkMKFEdldE5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIhcKFUxpc3ROYW1lc3BhY2VzUmVxdWVzdCJGChZMaXN0TmFtZXNwYWNlc1Jlc3BvbnNlEiwKCm5hbWVzcGFjZXMYASADKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSJaChdBbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJEhAKCHNlZ21lbnRzGAMgASgNInYKGEFsbG9jYXRlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IkcKFlJlbGVhc2VTZWdtZW50c1JlcXVlc3QSFQoNbmFtZXNwYWNlX2tleRgBIAEoCRIWCg5leHBlcmltZW50X2tleRgCIAEoCSKHAQoXUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2USLQoKZXhwZXJpbWVudBgCIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudBIQCghyZWxlYXNlZBgDIAEoDSIwCghPdmVycmlkZRIPCgd1bml0X2lkGAEgASgJEhMKC3ZhcmlhbnRfa2V5GAIgASgJIlkKE1NldE92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSKgoJb3ZlcnJpZGVzGAIgAygLMhcuYXNzaWdubWVudC52MS5PdmVycmlkZSJBChRTZXRPdmVycmlkZXNSZXNwb25zZRINCgVjb3VudBgBIAEoDRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQiTgoVQ2xlYXJPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhAKCHVuaXRfaWRzGAIgAygJEgsKA2FsbBgDIAEoCCJDChZDbGVhck92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCIoChlHZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0EgsKA2tleRgBIAEoCSKHAQoMVmFyaWFudFN0YXRzEhMKC3ZhcmlhbnRfa2V5GAEgASgJEg0KBXVuaXRzGAIgASgEEhYKDmV4cGVjdGVkX3NoYXJlGAMgASgBEhYKDm9ic2VydmVkX3NoYXJlGAQgASgBEhEKCW92ZXJyaWRlcxgFIAEoBBIQCghpbXBvcnRlZBgGIAEoBCL0AQoaR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEEi0KCHZhcmlhbnRzGAMgAygLMhsuYXNzaWdubWVudC52MS5WYXJpYW50U3RhdHMSEwoLdG90YWxfdW5pdHMYBCABKAQSEgoKY2hpX3NxdWFyZRgFIAEoARIaChJkZWdyZWVzX29mX2ZyZWVkb20YBiABKA0SDwoHcF92YWx1ZRgHIAEoARIdChVzYW1wbGVfcmF0aW9fbWlzbWF0Y2gYCCABKAgiUAoLSW1wb3J0U2V0dXASKwoGcG9saWN5GAEgASgOMhsuYXNzaWdubWVudC52MS5JbXBvcnRQb2xpY3kSFAoMc2tpcF9pbnZhbGlkGAIgASgIIkkKCUltcG9ydFJvdxIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhMKC3ZhcmlhbnRfa2V5GAMgASgJIm0KGEltcG9ydEFzc2lnbm1lbnRzUmVxdWVzdBIpCgVzZXR1cBgBIAEoCzIaLmFzc2lnbm1lbnQudjEuSW1wb3J0U2V0dXASJgoEcm93cxgCIAMoCzIYLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93IjMKDkltcG9ydFJvd0Vycm9yEhAKCHBvc2l0aW9uGAEgASgEEg8KB21lc3NhZ2UYAiABKAkikAEKGUltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAQSEAoIaW1wb3J0ZWQYAiABKAQSDwoHc2tpcHBlZBgDIAEoBBIPCgdpbnZhbGlkGAQgASgEEi0KBmVycm9ycxgFIAMoCzIdLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93RXJyb3IiRgoYRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhIKCmJhdGNoX3NpemUYAiABKA0iqAEKGUV4cG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSDgoGbGVnZW5kGAIgAygJEhAKCHVuaXRfaWRzGAMgAygJEhcKD3ZhcmlhbnRfaW5kZXhlcxgEIAMoDRImCgdzb3VyY2VzGAUgAygOMhUuYXNzaWdubWVudC52MS5Tb3VyY2USEAoIdmVyc2lvbnMYBiADKAQi9QEKFkNvcHlBc3NpZ25tZW50c1JlcXVlc3QSHQoVc291cmNlX2V4cGVyaW1lbnRfa2V5GAEgASgJEh0KFXRhcmdldF9leHBlcmltZW50X2tleRgCIAEoCRJSCg92YXJpYW50X21hcHBpbmcYAyADKAsyOS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QuVmFyaWFudE1hcHBpbmdFbnRyeRISCgpiYXRjaF9zaXplGAQgASgNGjUKE1ZhcmlhbnRNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJoChdDb3B5QXNzaWdubWVudHNSZXNwb25zZRIPCgdzY2FubmVkGAEgASgEEg4KBmNvcGllZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg0KBXRvdGFsGAQgASgEEgwKBGRvbmUYBSABKAgizgEKEkxpc3RDaGFuZ2VzUmVxdWVzdBITCgtvYmplY3Rfa2luZBgBIAEoCRISCgpvYmplY3Rfa2V5GAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkSKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKA0SEgoKcGFnZV90b2tlbhgHIAEoCSJWChNMaXN0Q2hhbmdlc1Jlc3BvbnNlEiYKB2NoYW5nZXMYASADKAsyFS5hc3NpZ25tZW50LnYxLkNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgIKBkNoYW5nZRIKCgJpZBgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0b2tlbl9uYW1lGAMgASgJEhIKCnRva2VuX3JvbGUYBCABKAkSCwoDcnBjGAUgASgJEhMKC29iamVjdF9raW5kGAYgASgJEhIKCm9iamVjdF9rZXkYByABKAkSGwoOdmVyc2lvbl9iZWZvcmUYCCABKARIAIgBARIaCg12ZXJzaW9uX2FmdGVyGAkgASgESAGIAQESKgoGZmllbGRzGAogAygLMhouYXNzaWdubWVudC52MS5GaWVsZENoYW5nZUIRCg9fdmVyc2lvbl9iZWZvcmVCEAoOX3ZlcnNpb25fYWZ0ZXIiawoLRmllbGRDaGFuZ2USDQoFZmllbGQYASABKAkSJgoGYmVmb3JlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWFmdGVyGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKmsKDEltcG9ydFBvbGljeRIdChlJTVBPUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobSU1QT1JUX1BPTElDWV9TS0lQX0VYSVNUSU5HEAESGwoXSU1QT1JUX1BPTElDWV9PVkVSV1JJVEUQAjLQDAoRRXhwZXJpbWVudFNlcnZpY2USYwoQQ3JlYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJfCg1HZXRFeHBlcmltZW50EiMuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVxdWVzdBokLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlc3BvbnNlIgOQAgESZQoPTGlzdEV4cGVyaW1lbnRzEiUuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXNwb25zZSIDkAIBEmMKEFVwZGF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJcCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlIgOQAgESYgoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZSIDkAIBEmMKEEFsbG9jYXRlU2VnbWVudHMSJi5hc3NpZ25tZW50LnYxLkFsbG9jYXRlU2VnbWVudHNSZXF1ZXN0GicuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVzcG9uc2USYAoPUmVsZWFzZVNlZ21lbnRzEiUuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXNwb25zZRJXCgxTZXRPdmVycmlkZXMSIi5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1JlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1Jlc3BvbnNlEl0KDkNsZWFyT3ZlcnJpZGVzEiQuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USbgoSR2V0RXhwZXJpbWVudFN0YXRzEiguYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0GikuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZSIDkAIBEmgKEUltcG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UoARJtChFFeHBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlIgOQAgEwARJiCg9Db3B5QXNzaWdubWVudHMSJS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1Jlc3BvbnNlMAESWQoLTGlzdENoYW5nZXMSIS5hc3NpZ25tZW50LnYxLkxpc3RDaGFuZ2VzUmVxdWVzdBoiLmFzc2lnbm1lbnQudjEuTGlzdENoYW5nZXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message assignment.v1.CreateExperimentRequest
@@ -110,6 +112,14 @@ export type GetExperimentRequest = Message<"assignment.v1.GetExperimentRequest">
    * @generated from field: string key = 1;
    */
   key: string;
+
+  /**
+   * The experiment as it was at this version (from the audit log's record of every version);
+   * the current one when absent. NOT_FOUND for a version it never had.
+   *
+   * @generated from field: optional uint64 version = 2;
+   */
+  version?: bigint | undefined;
 };
 
 /**
@@ -1067,6 +1077,201 @@ export const CopyAssignmentsResponseSchema: GenMessage<CopyAssignmentsResponse> 
   messageDesc(file_assignment_v1_experiment_service, 36);
 
 /**
+ * @generated from message assignment.v1.ListChangesRequest
+ */
+export type ListChangesRequest = Message<"assignment.v1.ListChangesRequest"> & {
+  /**
+   * Only changes of objects of this kind ("experiment" or "namespace"), when set.
+   *
+   * @generated from field: string object_kind = 1;
+   */
+  objectKind: string;
+
+  /**
+   * Only changes of the object with this key, when set (with object_kind, or of either kind).
+   *
+   * @generated from field: string object_key = 2;
+   */
+  objectKey: string;
+
+  /**
+   * Only changes made with the token of this name, when set.
+   *
+   * @generated from field: string token_name = 3;
+   */
+  tokenName: string;
+
+  /**
+   * Only changes made at or after this time, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 4;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Only changes made before this time, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 5;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Changes per page, 1..1000; 100 when 0.
+   *
+   * @generated from field: uint32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page (same filters), or empty for the first.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message assignment.v1.ListChangesRequest.
+ * Use `create(ListChangesRequestSchema)` to create a new message.
+ */
+export const ListChangesRequestSchema: GenMessage<ListChangesRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 37);
+
+/**
+ * @generated from message assignment.v1.ListChangesResponse
+ */
+export type ListChangesResponse = Message<"assignment.v1.ListChangesResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated assignment.v1.Change changes = 1;
+   */
+  changes: Change[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message assignment.v1.ListChangesResponse.
+ * Use `create(ListChangesResponseSchema)` to create a new message.
+ */
+export const ListChangesResponseSchema: GenMessage<ListChangesResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 38);
+
+/**
+ * One successful administrative change, recorded in the transaction that made it.
+ *
+ * @generated from message assignment.v1.Change
+ */
+export type Change = Message<"assignment.v1.Change"> & {
+  /**
+   * Increases with every change recorded.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * When the change was made (the database server's clock).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The name and role of the token that made it ("anonymous" without tokens).
+   *
+   * @generated from field: string token_name = 3;
+   */
+  tokenName: string;
+
+  /**
+   * @generated from field: string token_role = 4;
+   */
+  tokenRole: string;
+
+  /**
+   * The RPC that made it, e.g. "UpdateExperiment".
+   *
+   * @generated from field: string rpc = 5;
+   */
+  rpc: string;
+
+  /**
+   * What changed: "experiment" or "namespace", and its key.
+   *
+   * @generated from field: string object_kind = 6;
+   */
+  objectKind: string;
+
+  /**
+   * @generated from field: string object_key = 7;
+   */
+  objectKey: string;
+
+  /**
+   * The experiment's version before and after; absent for a namespace, and before a creation.
+   *
+   * @generated from field: optional uint64 version_before = 8;
+   */
+  versionBefore?: bigint | undefined;
+
+  /**
+   * @generated from field: optional uint64 version_after = 9;
+   */
+  versionAfter?: bigint | undefined;
+
+  /**
+   * The fields changed, with their values before and after (params included); for changes about
+   * units (overrides, imports, copies, erasures) counts, never unit ids.
+   *
+   * @generated from field: repeated assignment.v1.FieldChange fields = 10;
+   */
+  fields: FieldChange[];
+};
+
+/**
+ * Describes the message assignment.v1.Change.
+ * Use `create(ChangeSchema)` to create a new message.
+ */
+export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 39);
+
+/**
+ * @generated from message assignment.v1.FieldChange
+ */
+export type FieldChange = Message<"assignment.v1.FieldChange"> & {
+  /**
+   * @generated from field: string field = 1;
+   */
+  field: string;
+
+  /**
+   * null when the field had no value (before a creation, or for a count).
+   *
+   * @generated from field: google.protobuf.Value before = 2;
+   */
+  before?: Value | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Value after = 3;
+   */
+  after?: Value | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.FieldChange.
+ * Use `create(FieldChangeSchema)` to create a new message.
+ */
+export const FieldChangeSchema: GenMessage<FieldChange> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 40);
+
+/**
  * @generated from enum assignment.v1.ImportPolicy
  */
 export enum ImportPolicy {
@@ -1248,6 +1453,17 @@ export const ExperimentService: GenService<{
     methodKind: "server_streaming";
     input: typeof CopyAssignmentsRequestSchema;
     output: typeof CopyAssignmentsResponseSchema;
+  },
+  /**
+   * The audit log: every successful administrative change, newest first. Refused calls are not
+   * in it (the server log has them).
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ListChanges
+   */
+  listChanges: {
+    methodKind: "unary";
+    input: typeof ListChangesRequestSchema;
+    output: typeof ListChangesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assignment_v1_experiment_service, 0);

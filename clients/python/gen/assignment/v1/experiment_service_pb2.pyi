@@ -1,4 +1,6 @@
 from assignment.v1 import types_pb2 as _types_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -27,6 +29,30 @@ class AllocateSegmentsResponse(_message.Message):
     experiment: _types_pb2.Experiment
     namespace: _types_pb2.Namespace
     def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ..., experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ["fields", "id", "object_key", "object_kind", "rpc", "time", "token_name", "token_role", "version_after", "version_before"]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KIND_FIELD_NUMBER: _ClassVar[int]
+    RPC_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_NAME_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ROLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_AFTER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedCompositeFieldContainer[FieldChange]
+    id: int
+    object_key: str
+    object_kind: str
+    rpc: str
+    time: _timestamp_pb2.Timestamp
+    token_name: str
+    token_role: str
+    version_after: int
+    version_before: int
+    def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., token_name: _Optional[str] = ..., token_role: _Optional[str] = ..., rpc: _Optional[str] = ..., object_kind: _Optional[str] = ..., object_key: _Optional[str] = ..., version_before: _Optional[int] = ..., version_after: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[FieldChange, _Mapping]]] = ...) -> None: ...
 
 class ClearOverridesRequest(_message.Message):
     __slots__ = ["all", "experiment_key", "unit_ids"]
@@ -149,11 +175,23 @@ class ExportAssignmentsResponse(_message.Message):
     versions: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, experiment_key: _Optional[str] = ..., legend: _Optional[_Iterable[str]] = ..., unit_ids: _Optional[_Iterable[str]] = ..., variant_indexes: _Optional[_Iterable[int]] = ..., sources: _Optional[_Iterable[_Union[_types_pb2.Source, str]]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class FieldChange(_message.Message):
+    __slots__ = ["after", "before", "field"]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    after: _struct_pb2.Value
+    before: _struct_pb2.Value
+    field: str
+    def __init__(self, field: _Optional[str] = ..., before: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., after: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
 class GetExperimentRequest(_message.Message):
-    __slots__ = ["key"]
+    __slots__ = ["key", "version"]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GetExperimentResponse(_message.Message):
     __slots__ = ["experiment"]
@@ -246,6 +284,32 @@ class ImportSetup(_message.Message):
     policy: ImportPolicy
     skip_invalid: bool
     def __init__(self, policy: _Optional[_Union[ImportPolicy, str]] = ..., skip_invalid: bool = ...) -> None: ...
+
+class ListChangesRequest(_message.Message):
+    __slots__ = ["object_key", "object_kind", "page_size", "page_token", "since", "token_name", "until"]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KIND_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_NAME_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    object_key: str
+    object_kind: str
+    page_size: int
+    page_token: str
+    since: _timestamp_pb2.Timestamp
+    token_name: str
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, object_kind: _Optional[str] = ..., object_key: _Optional[str] = ..., token_name: _Optional[str] = ..., since: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListChangesResponse(_message.Message):
+    __slots__ = ["changes", "next_page_token"]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsRequest(_message.Message):
     __slots__ = ["namespace", "status", "tag"]

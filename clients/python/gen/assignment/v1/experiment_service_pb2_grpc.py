@@ -90,6 +90,11 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.CopyAssignmentsRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.CopyAssignmentsResponse.FromString,
                 )
+        self.ListChanges = channel.unary_unary(
+                '/assignment.v1.ExperimentService/ListChanges',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesResponse.FromString,
+                )
 
 
 class ExperimentServiceServicer(object):
@@ -202,6 +207,14 @@ class ExperimentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChanges(self, request, context):
+        """The audit log: every successful administrative change, newest first. Refused calls are not
+        in it (the server log has them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -279,6 +292,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.CopyAssignments,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.CopyAssignmentsRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.CopyAssignmentsResponse.SerializeToString,
+            ),
+            'ListChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChanges,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -543,5 +561,22 @@ class ExperimentService(object):
         return grpc.experimental.unary_stream(request, target, '/assignment.v1.ExperimentService/CopyAssignments',
             assignment_dot_v1_dot_experiment__service__pb2.CopyAssignmentsRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.CopyAssignmentsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ListChanges',
+            assignment_dot_v1_dot_experiment__service__pb2.ListChangesRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.ListChangesResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

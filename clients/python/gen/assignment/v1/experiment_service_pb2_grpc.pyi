@@ -90,6 +90,13 @@ class ExperimentServiceStub:
     running it twice changes nothing the second time.
     """
 
+    ListChanges: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.ListChangesRequest,
+        assignment.v1.experiment_service_pb2.ListChangesResponse]
+    """The audit log: every successful administrative change, newest first. Refused calls are not
+    in it (the server log has them).
+    """
+
 
 class ExperimentServiceServicer(metaclass=abc.ABCMeta):
     """Administration of experiments, namespaces and overrides."""
@@ -209,6 +216,16 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         """Copies the stored assignments of one experiment into another through a variant mapping, in
         SQL on the server, streaming progress. Units the target already has are left alone, so
         running it twice changes nothing the second time.
+        """
+        pass
+
+    @abc.abstractmethod
+    def ListChanges(self,
+        request: assignment.v1.experiment_service_pb2.ListChangesRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.ListChangesResponse:
+        """The audit log: every successful administrative change, newest first. Refused calls are not
+        in it (the server log has them).
         """
         pass
 
