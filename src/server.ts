@@ -255,6 +255,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       overrides: new OverrideStore(database),
       transfers,
       registry,
+      database,
     }),
     bindOptions,
   );

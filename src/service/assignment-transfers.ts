@@ -11,6 +11,8 @@ import {
 import { isValidKey, isValidUnitId, KEY_RULE, UNIT_ID_RULE } from "../engine/rules.js";
 import { Code, cancelled, deadlineExceeded, failedPrecondition, hasCode, invalidArgument, notFound } from "../errors.js";
 import type { CallContext } from "./handler-types.js";
+import { actorOf } from "./audit-handlers.js";
+import { recordImport } from "../store/import-staging.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
 import { DEFAULT_COPY_BATCH, DEFAULT_EXPORT_BATCH, MAX_COPY_BATCH, MAX_EXPORT_BATCH, MAX_IMPORT_ERRORS } from "../protocol-limits.js";
@@ -56,6 +58,7 @@ export class AssignmentTransfers {
     let first = true;
     const targets = new Map<string, ImportTarget>(); // experiments met, by key
     // The experiment of the previous row, looked up again only when the key changes.
+    const receivedPer = new Map<number, number>(); // valid rows per experiment id, for the audit log
     let lastKey: string | undefined;
     let last: ImportTarget | string = "";
     try {
@@ -102,7 +105,9 @@ export class AssignmentTransfers {
             continue;
           }
           const k = unitIds.length;
-          experimentIds[k] = (last as ImportTarget).id;
+          const id = (last as ImportTarget).id;
+          experimentIds[k] = id;
+          receivedPer.set(id, (receivedPer.get(id) ?? 0) + 1);
           variantIds[k] = problem;
           unitIds.push(row.unitId);
         }
@@ -116,7 +121,12 @@ export class AssignmentTransfers {
         const n = unitIds.length;
         await staging.write({ experimentIds: experimentIds.subarray(0, n), unitIds, variantIds: variantIds.subarray(0, n) }, overwrite);
       }
-      const result = await staging.commit(overwrite, () => !ctx.signal.aborted);
+      const actor = actorOf(ctx);
+      const result = await staging.commit(
+        overwrite,
+        () => !ctx.signal.aborted,
+        (tx, r) => recordImport(tx, actor, overwrite, receivedPer, r),
+      );
       if (result.overwrittenExperiments.length > 0) await this.registry.refresh();
       return {
         received: BigInt(received),
@@ -184,12 +194,13 @@ export class AssignmentTransfers {
       mapping.set(f, t);
     }
     const total = BigInt(await this.transfers.countAssignments(source.id));
+    const actor = actorOf(ctx);
     let scanned = 0n;
     let copied = 0n;
     let after: string | undefined;
     for (;;) {
       if (ctx.signal.aborted) return;
-      const page = await this.transfers.copyPage(source.id, target.id, target.version, mapping, after, size);
+      const page = await this.transfers.copyPage(source, target, mapping, after, size, actor);
       scanned += BigInt(page.scanned);
       copied += BigInt(page.copied);
       const done = page.scanned < size || page.last === null;

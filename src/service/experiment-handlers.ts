@@ -8,6 +8,7 @@ import { sampleRatio } from "../engine/sample-ratio.js";
 import { invalidArgument } from "../errors.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import { experimentMessage } from "./experiment-messages.js";
+import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import { checkUpdateAllowed } from "./roles.js";
 
@@ -20,7 +21,7 @@ type Handlers = Pick<
  * serves a change (admin calls return only then). */
 export function experimentHandlers(store: ExperimentStore, served: <T>(value: T) => Promise<T>): Handlers {
   return {
-    async createExperiment(req) {
+    async createExperiment(req, ctx) {
       const { key, salt, unitType } = checkNewIdentity(req);
       checkVariants("variants", req.variants);
       const variants = req.variants.map((v, id) => ({
@@ -34,23 +35,28 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
       const status = req.status === ExperimentStatus.UNSPECIFIED ? ExperimentStatus.DRAFT : checkStatus("status", req.status);
       if (status === ExperimentStatus.STOPPED) throw invalidArgument("status", "a new experiment must be DRAFT, RUNNING or PAUSED");
       const defaultVariant = req.defaultVariant === "" ? null : checkVariantNamed("default_variant", variants, req.defaultVariant);
-      const record = await store.createExperiment({
-        key,
-        salt,
-        unitType,
-        hashVersion: CURRENT_HASH_VERSION,
-        variants,
-        rollout,
-        status,
-        defaultVariant,
-        tags: checkTags("tags", req.tags),
-        description: checkDescription("description", req.description),
-      });
+      const record = await store.createExperiment(
+        {
+          key,
+          salt,
+          unitType,
+          hashVersion: CURRENT_HASH_VERSION,
+          variants,
+          rollout,
+          status,
+          defaultVariant,
+          tags: checkTags("tags", req.tags),
+          description: checkDescription("description", req.description),
+        },
+        actorOf(ctx),
+      );
       return served({ experiment: experimentMessage(record) });
     },
 
     async getExperiment(req) {
-      return { experiment: experimentMessage(await store.getExperiment(checkKey("key", req.key))) };
+      const key = checkKey("key", req.key);
+      if (req.version !== undefined) return { experiment: experimentMessage(await store.getExperimentAtVersion(key, req.version)) };
+      return { experiment: experimentMessage(await store.getExperiment(key)) };
     },
 
     async listExperiments(req) {
@@ -78,16 +84,20 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
       const tags = req.tags ? checkTags("tags.tags", req.tags.tags) : undefined;
       if (req.description !== undefined) checkDescription("description", req.description);
       // The rest depends on the current state: checked in the transaction that changes it.
-      const record = await store.updateExperiment(key, req.version, (current) =>
-        applyExperimentChanges(current, {
-          variants: req.variants?.variants,
-          rollout: req.rollout,
-          status: req.status === ExperimentStatus.UNSPECIFIED ? undefined : req.status,
-          winner: req.winner,
-          defaultVariant: req.defaultVariant,
-          tags,
-          description: req.description,
-        }),
+      const record = await store.updateExperiment(
+        key,
+        req.version,
+        (current) =>
+          applyExperimentChanges(current, {
+            variants: req.variants?.variants,
+            rollout: req.rollout,
+            status: req.status === ExperimentStatus.UNSPECIFIED ? undefined : req.status,
+            winner: req.winner,
+            defaultVariant: req.defaultVariant,
+            tags,
+            description: req.description,
+          }),
+        actorOf(ctx),
       );
       return served({ experiment: experimentMessage(record) });
     },

@@ -1,9 +1,11 @@
 import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import type { Queryable } from "../store/database.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { NamespaceStore } from "../store/namespace-store.js";
 import type { OverrideStore } from "../store/override-store.js";
 import type { AssignmentTransfers } from "./assignment-transfers.js";
 import type { ConfigView } from "./config-registry.js";
+import { auditHandlers } from "./audit-handlers.js";
 import { experimentHandlers } from "./experiment-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import { namespaceHandlers } from "./namespace-handlers.js";
@@ -15,6 +17,8 @@ export interface ExperimentServiceParts {
   overrides: OverrideStore;
   transfers: AssignmentTransfers;
   registry: ConfigView;
+  /** Where the audit log is read (ListChanges). */
+  database: Queryable;
 }
 
 /**
@@ -36,5 +40,6 @@ export function experimentServiceHandlers(parts: ExperimentServiceParts): Servic
     importAssignments: (requests, ctx) => transfers.importAssignments(requests, ctx),
     exportAssignments: (req, ctx) => transfers.exportAssignments(req, ctx),
     copyAssignments: (req, ctx) => transfers.copyAssignments(req, ctx),
+    ...auditHandlers(parts.database),
   };
 }

@@ -4,6 +4,7 @@ import { checkKey, checkNewIdentity, checkSegments, DEFAULT_SEGMENTS } from "../
 import { invalidArgument } from "../errors.js";
 import type { NamespaceStore } from "../store/namespace-store.js";
 import { experimentMessage, namespaceMessage } from "./experiment-messages.js";
+import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 
 type Handlers = Pick<
@@ -15,10 +16,10 @@ type Handlers = Pick<
  * server serves a change. */
 export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) => Promise<T>): Handlers {
   return {
-    async createNamespace(req) {
+    async createNamespace(req, ctx) {
       const { key, salt, unitType } = checkNewIdentity(req);
       const segments = checkSegments("segments", req.segments ?? DEFAULT_SEGMENTS);
-      const record = await store.createNamespace({ key, salt, unitType, segments, hashVersion: CURRENT_HASH_VERSION });
+      const record = await store.createNamespace({ key, salt, unitType, segments, hashVersion: CURRENT_HASH_VERSION }, actorOf(ctx));
       return served({ namespace: namespaceMessage(record) });
     },
 
@@ -30,18 +31,18 @@ export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) =
       return { namespaces: (await store.listNamespaces()).map(namespaceMessage) };
     },
 
-    async allocateSegments(req) {
+    async allocateSegments(req, ctx) {
       checkKey("namespace_key", req.namespaceKey);
       checkKey("experiment_key", req.experimentKey);
       if (req.segments < 1) throw invalidArgument("segments", "must be at least 1");
-      const r = await store.allocateSegments(req.namespaceKey, req.experimentKey, req.segments);
+      const r = await store.allocateSegments(req.namespaceKey, req.experimentKey, req.segments, actorOf(ctx));
       return served({ namespace: namespaceMessage(r.namespace), experiment: experimentMessage(r.experiment) });
     },
 
-    async releaseSegments(req) {
+    async releaseSegments(req, ctx) {
       checkKey("namespace_key", req.namespaceKey);
       checkKey("experiment_key", req.experimentKey);
-      const r = await store.releaseSegments(req.namespaceKey, req.experimentKey);
+      const r = await store.releaseSegments(req.namespaceKey, req.experimentKey, actorOf(ctx));
       return served({ namespace: namespaceMessage(r.namespace), experiment: experimentMessage(r.experiment), released: r.released });
     },
   };

@@ -4,6 +4,7 @@ import { invalidArgument } from "../errors.js";
 import { MAX_OVERRIDES_PER_CALL } from "../protocol-limits.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { OverrideStore } from "../store/override-store.js";
+import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 
 type Handlers = Pick<ServiceHandlers<typeof ExperimentService>, "setOverrides" | "clearOverrides">;
@@ -11,7 +12,7 @@ type Handlers = Pick<ServiceHandlers<typeof ExperimentService>, "setOverrides" |
 /** ExperimentService's calls on overrides. `served` resolves once this server serves a change. */
 export function overrideHandlers(experiments: ExperimentStore, store: OverrideStore, served: <T>(value: T) => Promise<T>): Handlers {
   return {
-    async setOverrides(req) {
+    async setOverrides(req, ctx) {
       const key = checkKey("experiment_key", req.experimentKey);
       if (req.overrides.length < 1 || req.overrides.length > MAX_OVERRIDES_PER_CALL) {
         throw invalidArgument("overrides", `must hold 1 to ${MAX_OVERRIDES_PER_CALL} overrides (got ${req.overrides.length})`);
@@ -31,18 +32,18 @@ export function overrideHandlers(experiments: ExperimentStore, store: OverrideSt
         units.push(o.unitId);
         variantIds.push(id);
       });
-      const after = await store.setOverrides(key, units, variantIds);
+      const after = await store.setOverrides(key, units, variantIds, actorOf(ctx));
       return served({ count: units.length, experimentVersion: after.version });
     },
 
-    async clearOverrides(req) {
+    async clearOverrides(req, ctx) {
       const key = checkKey("experiment_key", req.experimentKey);
       if (req.all === req.unitIds.length > 0) {
         throw invalidArgument("unit_ids", `name 1 to ${MAX_OVERRIDES_PER_CALL} units, or set all (not both)`);
       }
       if (req.unitIds.length > MAX_OVERRIDES_PER_CALL) throw invalidArgument("unit_ids", `must hold at most ${MAX_OVERRIDES_PER_CALL} ids`);
       req.unitIds.forEach((u, i) => checkUnitId(`unit_ids[${i}]`, u));
-      const r = await store.clearOverrides(key, req.all ? undefined : req.unitIds);
+      const r = await store.clearOverrides(key, req.all ? undefined : req.unitIds, actorOf(ctx));
       return served({ count: r.cleared.length, experimentVersion: r.experiment.version });
     },
   };

@@ -59,6 +59,7 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/ImportAssignments": OPERATORS,
   "assignment.v1.ExperimentService/ExportAssignments": READERS,
   "assignment.v1.ExperimentService/CopyAssignments": OPERATORS,
+  "assignment.v1.ExperimentService/ListChanges": READERS,
 };
 
 /** `assignment.v1.ExperimentService/UpdateExperiment`: the key of METHOD_ROLES. */

@@ -2,7 +2,7 @@ import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { cancelled } from "../errors.js";
 import { escapeCopyText } from "./copy-text.js";
 import type { CopySession } from "./database.js";
-import { type ImportResult, type ImportStaging, mergeStaged, type StagedRows } from "./import-staging.js";
+import { addCounts, type ImportResult, type ImportStaging, mergeStaged, type StagedRows } from "./import-staging.js";
 import { isUniqueViolation, rethrowStoreError } from "./pg-errors.js";
 
 export interface CopyImportOptions {
@@ -34,6 +34,19 @@ function copyRows(rows: StagedRows, versions: ReadonlyMap<number, string>): Buff
     text += prefix + escapeCopyText(rows.unitIds[i]!) + (suffixes[v] ??= `\t${v}\t${versions.get(e)}\t${Source.IMPORT}\n`);
   }
   return Buffer.from(text, "utf8");
+}
+
+/** Adds the rows of each experiment in `ids` to `counts`, a run of equal ids at a time (an
+ * import's rows come grouped by experiment, mostly). */
+function countRuns(ids: Int32Array, counts: Map<number, number>): void {
+  let start = 0;
+  for (let i = 1; i <= ids.length; i++) {
+    if (i === ids.length || ids[i] !== ids[start]) {
+      const id = ids[start]!;
+      counts.set(id, (counts.get(id) ?? 0) + (i - start));
+      start = i;
+    }
+  }
 }
 
 /**
@@ -82,11 +95,13 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
   let savepoints = 0;
   const { chunkRows, maxSavepoints } = options;
   let imported = 0;
+  const importedPerExperiment = new Map<number, number>();
   let queue: Promise<void> = Promise.resolve();
   let failure: unknown;
   // The chunk being gathered, as COPY text.
   let pending: Buffer[] = [];
   let pendingRows = 0;
+  let pendingCounts = new Map<number, number>(); // rows per experiment id
 
   /** Looks up experiments met for the first time: their version, and whether they hold stored
    * assignments already (then nothing more goes straight in). */
@@ -108,7 +123,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     if (found.length < unseen.size) direct = false; // an unknown id: the staged merge's join leaves it out
   };
 
-  const storeChunk = async (chunk: readonly Buffer[], rows: number) => {
+  const storeChunk = async (chunk: readonly Buffer[], rows: number, counts: ReadonlyMap<number, number>) => {
     if (direct && savepoints >= maxSavepoints) direct = false;
     if (direct) {
       savepoints++;
@@ -117,6 +132,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
         await copy(chunk, "assignments");
         await session.query(`RELEASE SAVEPOINT import_chunk`);
         imported += rows;
+        addCounts(importedPerExperiment, counts);
         return;
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
@@ -125,7 +141,9 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       }
     }
     await copy(chunk, STAGING);
-    imported += (await mergeStaged(session, STAGING, false)).imported;
+    const merged = await mergeStaged(session, STAGING, false);
+    imported += merged.imported;
+    addCounts(importedPerExperiment, merged.importedPerExperiment);
     await session.query(`TRUNCATE ${STAGING}`);
   };
 
@@ -134,14 +152,16 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     if (pendingRows === 0) return;
     const chunk = pending;
     const rows = pendingRows;
+    const counts = pendingCounts;
     pending = [];
     pendingRows = 0;
+    pendingCounts = new Map();
     const previous = queue;
     queue = previous
       .then(async () => {
         if (failure) return;
         if (overwrite) await copy(chunk, STAGING);
-        else await storeChunk(chunk, rows);
+        else await storeChunk(chunk, rows, counts);
       })
       .catch((err) => void (failure ??= err));
     // One chunk in the database and this one waiting: the caller's next rows are decoded
@@ -157,16 +177,20 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       if (failure) return rethrowStoreError(failure);
       pending.push(copyRows(rows, versions)); // built while the database works on the previous chunk
       pendingRows += rows.unitIds.length;
+      countRuns(rows.experimentIds, pendingCounts);
       if (pendingRows >= chunkRows) await flush(overwrite);
       if (failure) return rethrowStoreError(failure);
     },
 
-    async commit(overwrite: boolean, wanted?: () => boolean): Promise<ImportResult> {
+    async commit(overwrite, wanted, record): Promise<ImportResult> {
       try {
         await flush(overwrite);
         await queue;
         if (failure) throw failure;
-        const result = overwrite ? await mergeStaged(session, STAGING, true) : { imported, overwrittenExperiments: [] };
+        const result = overwrite
+          ? await mergeStaged(session, STAGING, true)
+          : { imported, importedPerExperiment, overwrittenExperiments: [] };
+        if (record) await record(session, result);
         if (wanted && !wanted()) throw cancelled("the client cancelled the import; nothing was stored");
         await session.query("COMMIT");
         release(false);

@@ -1,6 +1,7 @@
 import type { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentState } from "../engine/experiment-update.js";
 import { aborted, failedPrecondition, notFound } from "../errors.js";
+import { type Actor, experimentAtVersion, recordExperimentChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import {
   type ExperimentRecord,
@@ -30,7 +31,7 @@ export interface VariantCount {
 export class ExperimentStore {
   constructor(private readonly db: Database) {}
 
-  async createExperiment(x: NewExperiment): Promise<ExperimentRecord> {
+  async createExperiment(x: NewExperiment, actor: Actor): Promise<ExperimentRecord> {
     return createUnique(this.db, "experiment", x.key, x.salt, async (tx) => {
       const { rows } = await tx.query<{ id: number }>(
         `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status, default_variant, tags, description)
@@ -48,8 +49,15 @@ export class ExperimentStore {
           x.description,
         ],
       );
-      return experimentById(tx, rows[0]!.id);
+      const created = await experimentById(tx, rows[0]!.id);
+      await recordExperimentChange(tx, actor, null, created);
+      return created;
     });
+  }
+
+  /** The experiment `key` as it was at `version` (audit-log.ts): NOT_FOUND when it never had it. */
+  async getExperimentAtVersion(key: string, version: bigint): Promise<ExperimentRecord> {
+    return experimentAtVersion(this.db, await this.getExperiment(key), version);
   }
 
   async getExperiment(key: string): Promise<ExperimentRecord> {
@@ -71,6 +79,7 @@ export class ExperimentStore {
     key: string,
     expectedVersion: bigint,
     patch: (current: ExperimentRecord) => ExperimentState,
+    actor: Actor,
   ): Promise<ExperimentRecord> {
     return this.db.transaction(async (tx) => {
       const current = await lockExperiment(tx, key);
@@ -106,7 +115,9 @@ export class ExperimentStore {
         ],
       );
       await signalConfigChange(tx);
-      return experimentById(tx, current.id);
+      const after = await experimentById(tx, current.id);
+      await recordExperimentChange(tx, actor, current, after);
+      return after;
     });
   }
 

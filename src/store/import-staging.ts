@@ -1,5 +1,7 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type Actor, recordChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
+import { experimentById } from "./config-records.js";
 import type { Queryable } from "./database.js";
 
 /**
@@ -15,6 +17,8 @@ export interface StagedRows {
 
 export interface ImportResult {
   imported: number;
+  /** Rows stored, per experiment id (experiments with none stored may be missing). */
+  importedPerExperiment: Map<number, number>;
   /** Experiments whose stored values were replaced (OVERWRITE): their caches must move on. */
   overwrittenExperiments: number[];
 }
@@ -26,8 +30,13 @@ export interface ImportStaging {
   write(rows: StagedRows, overwrite: boolean): Promise<void>;
   /** Stores every row taken, in one transaction: the first row of a unit counts; existing units
    * are skipped, or replaced with `overwrite` (overrides never are). `wanted` is asked last,
-   * right before the transaction commits: false rolls everything back (the caller went away). */
-  commit(overwrite: boolean, wanted?: () => boolean): Promise<ImportResult>;
+   * right before the transaction commits: false rolls everything back (the caller went away).
+   * `record` runs in that transaction, after the merge and before `wanted` (the audit log). */
+  commit(
+    overwrite: boolean,
+    wanted?: () => boolean,
+    record?: (tx: Queryable, result: ImportResult) => Promise<void>,
+  ): Promise<ImportResult>;
   /** Leaves nothing behind. */
   abort(): Promise<void>;
 }
@@ -40,6 +49,13 @@ export interface ImportStaging {
  */
 export async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): Promise<ImportResult> {
   const columns = `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)`;
+  // The rows stored, counted per experiment.
+  const counted = async (insert: string): Promise<Map<number, number>> => {
+    const { rows } = await tx.query<{ experiment_id: number; n: number }>(
+      `WITH ins AS (${insert} RETURNING experiment_id) SELECT experiment_id, count(*)::int AS n FROM ins GROUP BY experiment_id`,
+    );
+    return new Map(rows.map((r) => [r.experiment_id, r.n]));
+  };
   let overwrittenExperiments: number[] = [];
   if (overwrite) {
     const { rows: ex } = await tx.query<{ id: number }>(
@@ -48,7 +64,7 @@ export async function mergeStaged(tx: Queryable, staging: string, overwrite: boo
     );
     overwrittenExperiments = ex.map((e) => e.id);
     await signalConfigChange(tx);
-    const { rowCount } = await tx.query(
+    const importedPerExperiment = await counted(
       `${columns}
        SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
          FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
@@ -57,14 +73,53 @@ export async function mergeStaged(tx: Queryable, staging: string, overwrite: boo
          SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
          WHERE assignments.source <> ${Source.OVERRIDE}`,
     );
-    return { imported: rowCount, overwrittenExperiments };
+    return { imported: total(importedPerExperiment), importedPerExperiment, overwrittenExperiments };
   }
-  const { rowCount } = await tx.query(
+  const importedPerExperiment = await counted(
     `${columns}
      SELECT s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}
        FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
       ORDER BY s.pos
      ON CONFLICT DO NOTHING`,
   );
-  return { imported: rowCount, overwrittenExperiments };
+  return { imported: total(importedPerExperiment), importedPerExperiment, overwrittenExperiments };
+}
+
+const total = (counts: Map<number, number>): number => [...counts.values()].reduce((a, b) => a + b, 0);
+
+/** Adds `more` into `into` (counts per experiment). */
+export function addCounts(into: Map<number, number>, more: ReadonlyMap<number, number>): void {
+  for (const [id, n] of more) into.set(id, (into.get(id) ?? 0) + n);
+}
+
+/**
+ * Records an import in the audit log, inside its transaction: one change per experiment it had
+ * valid rows for (`received`: rows per experiment id), with counts, never unit ids. An OVERWRITE
+ * import made a new version of each experiment it touched.
+ */
+export async function recordImport(
+  tx: Queryable,
+  actor: Actor,
+  overwrite: boolean,
+  received: ReadonlyMap<number, number>,
+  result: ImportResult,
+): Promise<void> {
+  const overwritten = new Set(result.overwrittenExperiments);
+  for (const [id, rows] of received) {
+    const after = await experimentById(tx, id);
+    const moved = overwritten.has(id);
+    await recordChange(tx, {
+      actor,
+      objectKind: "experiment",
+      objectKey: after.key,
+      versionBefore: moved ? after.version - 1n : after.version,
+      versionAfter: after.version,
+      fields: {
+        policy: { before: null, after: overwrite ? "OVERWRITE" : "SKIP_EXISTING" },
+        rows_received: { before: null, after: rows },
+        rows_imported: { before: null, after: result.importedPerExperiment.get(id) ?? 0 },
+      },
+      newVersion: moved ? after : undefined,
+    });
+  }
 }

@@ -1,6 +1,7 @@
 import { type HashVersion, requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
 import { pickSegments } from "../engine/segment-allocation.js";
 import { failedPrecondition } from "../errors.js";
+import { type Actor, recordChange, recordExperimentChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import { experimentById, lockExperiment, type NamespaceRecord, namespaceByKey } from "./config-records.js";
 import type { Database } from "./database.js";
@@ -18,7 +19,7 @@ export interface NewNamespace {
 export class NamespaceStore {
   constructor(private readonly db: Database) {}
 
-  async createNamespace(x: NewNamespace): Promise<NamespaceRecord> {
+  async createNamespace(x: NewNamespace, actor: Actor): Promise<NamespaceRecord> {
     return createUnique(this.db, "namespace", x.key, x.salt, async (tx) => {
       await tx.query(`INSERT INTO namespaces (key, salt, unit_type, segments, hash_version) VALUES ($1, $2, $3, $4, $5)`, [
         x.key,
@@ -27,6 +28,20 @@ export class NamespaceStore {
         x.segments,
         x.hashVersion,
       ]);
+      await recordChange(tx, {
+        actor,
+        objectKind: "namespace",
+        objectKey: x.key,
+        versionBefore: null,
+        versionAfter: null,
+        fields: {
+          key: { before: null, after: x.key },
+          salt: { before: null, after: x.salt },
+          unit_type: { before: null, after: x.unitType },
+          segments: { before: null, after: x.segments },
+          hash_version: { before: null, after: x.hashVersion },
+        },
+      });
       return namespaceByKey(tx, x.key);
     });
   }
@@ -44,7 +59,7 @@ export class NamespaceStore {
    * Gives the experiment `count` more free segments (engine/segment-allocation.ts) and stores
    * them. Nothing else moves.
    */
-  async allocateSegments(namespaceKey: string, experimentKey: string, count: number) {
+  async allocateSegments(namespaceKey: string, experimentKey: string, count: number, actor: Actor) {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, namespaceKey, true);
       const exp = await lockExperiment(tx, experimentKey);
@@ -73,13 +88,16 @@ export class NamespaceStore {
       ]);
       await tx.query(`UPDATE experiments SET namespace_id = $2, version = version + 1, updated_at = now() WHERE id = $1`, [exp.id, ns.id]);
       await signalConfigChange(tx);
-      return { namespace: await namespaceByKey(tx, namespaceKey), experiment: await experimentById(tx, exp.id) };
+      const after = await experimentById(tx, exp.id);
+      // One change: the experiment's (its version moves); the namespace is named in its fields.
+      await recordExperimentChange(tx, actor, exp, after, { segments_allocated: { before: null, after: picked.length } });
+      return { namespace: await namespaceByKey(tx, namespaceKey), experiment: after };
     });
   }
 
   /** Frees every segment the experiment holds; it stays in the namespace, holding none, so it never
    * overlaps the namespace's other experiments. */
-  async releaseSegments(namespaceKey: string, experimentKey: string) {
+  async releaseSegments(namespaceKey: string, experimentKey: string, actor: Actor) {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, namespaceKey, true);
       const exp = await lockExperiment(tx, experimentKey);
@@ -89,11 +107,11 @@ export class NamespaceStore {
       const { rowCount } = await tx.query(`DELETE FROM namespace_segments WHERE namespace_id = $1 AND experiment_id = $2`, [ns.id, exp.id]);
       await tx.query(`UPDATE experiments SET version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);
       await signalConfigChange(tx);
-      return {
-        namespace: await namespaceByKey(tx, namespaceKey),
-        experiment: await experimentById(tx, exp.id),
-        released: rowCount,
-      };
+      const after = await experimentById(tx, exp.id);
+      await recordExperimentChange(tx, actor, exp, after, {
+        segments_released: { before: null, after: rowCount },
+      });
+      return { namespace: await namespaceByKey(tx, namespaceKey), experiment: after, released: rowCount };
     });
   }
 }

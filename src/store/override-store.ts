@@ -1,4 +1,5 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type Actor, recordExperimentChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import { type ExperimentRecord, experimentById, lockExperiment } from "./config-records.js";
 import type { Database } from "./database.js";
@@ -11,7 +12,7 @@ export class OverrideStore {
   constructor(private readonly db: Database) {}
 
   /** Upserts overrides for many units; returns the experiment after the change. */
-  async setOverrides(experimentKey: string, units: string[], variantIds: number[]): Promise<ExperimentRecord> {
+  async setOverrides(experimentKey: string, units: string[], variantIds: number[], actor: Actor): Promise<ExperimentRecord> {
     return this.db.transaction(async (tx) => {
       const exp = await lockExperiment(tx, experimentKey);
       const { rows } = await tx.query<{ was_override: boolean }>(
@@ -31,12 +32,17 @@ export class OverrideStore {
         [exp.id, added],
       );
       await signalConfigChange(tx);
-      return experimentById(tx, exp.id);
+      const after = await experimentById(tx, exp.id);
+      await recordExperimentChange(tx, actor, exp, after, {
+        overrides_set: { before: null, after: units.length },
+        override_count: { before: exp.overrideCount, after: after.overrideCount },
+      });
+      return after;
     });
   }
 
   /** Removes overrides (of `units`, or all when undefined); returns the units cleared. */
-  async clearOverrides(experimentKey: string, units: string[] | undefined) {
+  async clearOverrides(experimentKey: string, units: string[] | undefined, actor: Actor) {
     return this.db.transaction(async (tx) => {
       const exp = await lockExperiment(tx, experimentKey);
       const { rows } = await tx.query<{ unit_id: string }>(
@@ -50,7 +56,12 @@ export class OverrideStore {
         [exp.id, rows.length],
       );
       await signalConfigChange(tx);
-      return { experiment: await experimentById(tx, exp.id), cleared: rows.map((r) => r.unit_id) };
+      const after = await experimentById(tx, exp.id);
+      await recordExperimentChange(tx, actor, exp, after, {
+        overrides_cleared: { before: null, after: rows.length },
+        override_count: { before: exp.overrideCount, after: after.overrideCount },
+      });
+      return { experiment: after, cleared: rows.map((r) => r.unit_id) };
     });
   }
 }

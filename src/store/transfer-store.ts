@@ -1,4 +1,5 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type Actor, recordChange } from "./audit-log.js";
 import { beginCopyImport } from "./copy-import.js";
 import { type ExportedRow, exportByCopy } from "./copy-export.js";
 import type { Database } from "./database.js";
@@ -89,33 +90,49 @@ export class TransferStore {
   /**
    * Copies one page of the source experiment's rows (after `afterUnit`, by unit id) into the
    * target through `mapping` (source variant id -> target variant id), leaving units the target
-   * already has alone. One statement, committed on its own: an interrupted copy resumes by
-   * running again.
+   * already has alone. One transaction, committed on its own and recorded in the audit log as one
+   * change of the target (its counts): an interrupted copy resumes by running again.
    */
   async copyPage(
-    sourceId: number,
-    targetId: number,
-    targetVersion: bigint,
+    source: { id: number; key: string },
+    target: { id: number; key: string; version: bigint },
     mapping: Map<number, number>,
     afterUnit: string | undefined,
     limit: number,
+    actor: Actor,
   ) {
-    const { rows } = await this.db.query<{ scanned: string; copied: string; last: string | null }>(
-      `WITH src AS (
-         SELECT unit_id, variant FROM assignments
-          WHERE experiment_id = $1 AND ($6::text IS NULL OR unit_id > $6) ORDER BY unit_id LIMIT $7
-       ), ins AS (
-         INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
-         SELECT $2, s.unit_id, m.t, $3, ${Source.IMPORT}
-           FROM src s JOIN unnest($4::smallint[], $5::smallint[]) AS m(f, t) ON m.f = s.variant
-         ON CONFLICT DO NOTHING
-         RETURNING 1
-       )
-       SELECT (SELECT count(*) FROM src) AS scanned, (SELECT count(*) FROM ins) AS copied,
-              (SELECT unit_id FROM src ORDER BY unit_id DESC LIMIT 1) AS last`,
-      [sourceId, targetId, targetVersion.toString(), [...mapping.keys()], [...mapping.values()], afterUnit ?? null, limit],
-    );
-    const r = rows[0]!;
-    return { scanned: Number(r.scanned), copied: Number(r.copied), last: r.last };
+    return this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<{ scanned: string; copied: string; last: string | null; version: string }>(
+        `WITH src AS (
+           SELECT unit_id, variant FROM assignments
+            WHERE experiment_id = $1 AND ($6::text IS NULL OR unit_id > $6) ORDER BY unit_id LIMIT $7
+         ), ins AS (
+           INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+           SELECT $2, s.unit_id, m.t, $3, ${Source.IMPORT}
+             FROM src s JOIN unnest($4::smallint[], $5::smallint[]) AS m(f, t) ON m.f = s.variant
+           ON CONFLICT DO NOTHING
+           RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM src) AS scanned, (SELECT count(*) FROM ins) AS copied,
+                (SELECT unit_id FROM src ORDER BY unit_id DESC LIMIT 1) AS last,
+                (SELECT version::text FROM experiments WHERE id = $2) AS version`,
+        [source.id, target.id, target.version.toString(), [...mapping.keys()], [...mapping.values()], afterUnit ?? null, limit],
+      );
+      const r = rows[0]!;
+      const page = { scanned: Number(r.scanned), copied: Number(r.copied), last: r.last };
+      await recordChange(tx, {
+        actor,
+        objectKind: "experiment",
+        objectKey: target.key,
+        versionBefore: BigInt(r.version), // a copy makes no new version
+        versionAfter: BigInt(r.version),
+        fields: {
+          source_experiment: { before: null, after: source.key },
+          rows_scanned: { before: null, after: page.scanned },
+          rows_copied: { before: null, after: page.copied },
+        },
+      });
+      return page;
+    });
   }
 }

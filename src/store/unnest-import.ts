@@ -47,11 +47,12 @@ export async function beginUnnestImport(session: Session): Promise<ImportStaging
       }
       staged += rows.unitIds.length;
     },
-    async commit(overwrite, wanted) {
+    async commit(overwrite, wanted, record) {
       try {
         const result = await session.transaction(async (tx) => {
           const r = await mergeStaged(tx, table, overwrite);
           await tx.query(`DROP TABLE ${table}`);
+          if (record) await record(tx, r);
           if (wanted && !wanted()) throw cancelled("the client cancelled the import; nothing was stored");
           return r;
         });

@@ -28,21 +28,24 @@ beforeAll(async () => {
   db = await PgliteDatabase.open({ dataDir: "memory://" });
   await db.migrate();
   const experiments = new ExperimentStore(db);
-  await experiments.createExperiment({
-    key: "target",
-    salt: "target",
-    unitType: "user_id",
-    hashVersion: 1,
-    variants: [
-      { id: 0, key: "a", weight: 5000 },
-      { id: 1, key: "b", weight: 5000 },
-    ],
-    rollout: 10_000,
-    status: ExperimentStatus.RUNNING,
-    defaultVariant: null,
-    tags: [],
-    description: "",
-  });
+  await experiments.createExperiment(
+    {
+      key: "target",
+      salt: "target",
+      unitType: "user_id",
+      hashVersion: 1,
+      variants: [
+        { id: 0, key: "a", weight: 5000 },
+        { id: 1, key: "b", weight: 5000 },
+      ],
+      rollout: 10_000,
+      status: ExperimentStatus.RUNNING,
+      defaultVariant: null,
+      tags: [],
+      description: "",
+    },
+    { tokenName: "test", tokenRole: "admin", rpc: "CreateExperiment" },
+  );
   registry = new ConfigRegistry(new ConfigSnapshotStore(db), db.notifications);
   await registry.start();
   transfers = new AssignmentTransfers(new TransferStore(db), experiments, registry, { importIdleMs: IDLE_MS });
