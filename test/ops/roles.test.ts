@@ -51,6 +51,7 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/ImportAssignments": OP,
   "ExperimentService/ExportAssignments": RD,
   "ExperimentService/CopyAssignments": OP,
+  "ExperimentService/ListChanges": RD,
 };
 
 let t: TestServer;
@@ -98,6 +99,7 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   importAssignments: (who) => [{ rows: [{ experimentKey: "fixture", unitId: `imported-by-${who}`, variantKey: "b" }] }],
   exportAssignments: () => ({ experimentKey: "fixture" }),
   copyAssignments: () => ({ sourceExperimentKey: "fixture", targetExperimentKey: "fixture-copy", variantMapping: { a: "a", b: "b" } }),
+  listChanges: () => ({ objectKind: "experiment", objectKey: "fixture" }),
 };
 
 /** Calls `method` as `who` and returns the status code and details (OK: code 0). */
