@@ -288,7 +288,7 @@ export async function listChanges(q: Queryable, f: ChangeFilter): Promise<Change
     `SELECT id::text AS id, at, token_name, token_role, rpc, object_kind, object_key,
             version_before::text AS version_before, version_after::text AS version_after, changes
        FROM audit_log ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
-      ORDER BY id DESC LIMIT $${values.length}`,
+      ORDER BY audit_log.id DESC LIMIT $${values.length}`,
     values,
   );
   return rows.map((r) => ({
