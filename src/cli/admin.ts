@@ -21,6 +21,9 @@ import {
   table,
 } from "./format.js";
 import { toJson } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { Change, ListChangesRequestSchema } from "../client/index.js";
 import { GetExperimentStatsResponseSchema } from "../client/index.js";
 
 const print = (text: string) => process.stdout.write(text.endsWith("\n") ? text : text + "\n");
@@ -83,8 +86,9 @@ export async function listExperiments(ctx: Context, o: { status?: string; tag?: 
   else print(experiments.length === 0 ? "no experiments" : experimentTable(experiments));
 }
 
-export async function showExperiment(ctx: Context, key: string, o: { json?: boolean }) {
-  const { experiment } = await ctx.experiments.getExperiment({ key });
+export async function showExperiment(ctx: Context, key: string, o: { version?: string; json?: boolean }) {
+  const version = o.version === undefined ? undefined : BigInt(parseCount("--version", o.version));
+  const { experiment } = await ctx.experiments.getExperiment({ key, version });
   o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
 }
 
@@ -299,3 +303,83 @@ export async function stats(ctx: Context, key: string, o: { json?: boolean; fail
 }
 
 export { bp };
+
+export interface ChangesOptions {
+  experiment?: string;
+  namespace?: string;
+  tokenName?: string;
+  since?: string;
+  until?: string;
+  limit?: string;
+  json?: boolean;
+}
+
+/** `--since`/`--until`: an ISO time, or an age before now (90s, 30m, 2h, 7d). */
+export function parseTime(flag: string, value: string, now = Date.now()): Date {
+  const age = /^(\d+)(s|m|h|d)$/.exec(value.trim());
+  if (age) return new Date(now - Number(age[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[age[2] as "s" | "m" | "h" | "d"]);
+  const d = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(d.getTime())) {
+    throw new UsageError(`${flag}: "${value}" is neither an ISO time (2026-01-31T12:00:00Z) nor an age (90s, 30m, 2h, 7d)`);
+  }
+  return d;
+}
+
+/** One change as JSON: field values as they are (params included). */
+function changeJson(c: Change) {
+  return {
+    id: c.id.toString(),
+    time: timestampDate(c.time!).toISOString(),
+    token_name: c.tokenName,
+    token_role: c.tokenRole,
+    rpc: c.rpc,
+    object_kind: c.objectKind,
+    object_key: c.objectKey,
+    version_before: c.versionBefore?.toString() ?? null,
+    version_after: c.versionAfter?.toString() ?? null,
+    fields: Object.fromEntries(
+      c.fields.map((f) => [
+        f.field,
+        { before: f.before ? toJson(ValueSchema, f.before) : null, after: f.after ? toJson(ValueSchema, f.after) : null },
+      ]),
+    ),
+  };
+}
+
+export async function listChanges(ctx: Context, o: ChangesOptions) {
+  if (o.experiment !== undefined && o.namespace !== undefined) throw new UsageError("--experiment and --namespace: give one of them");
+  const limit = o.limit === undefined ? 50 : parseCount("--limit", o.limit, 0);
+  const request: MessageInitShape<typeof ListChangesRequestSchema> = {
+    objectKind: o.experiment !== undefined ? "experiment" : o.namespace !== undefined ? "namespace" : "",
+    objectKey: o.experiment ?? o.namespace ?? "",
+    tokenName: o.tokenName ?? "",
+    since: o.since === undefined ? undefined : timestampFromDate(parseTime("--since", o.since)),
+    until: o.until === undefined ? undefined : timestampFromDate(parseTime("--until", o.until)),
+  };
+  const changes: Change[] = [];
+  let pageToken = "";
+  do {
+    const want = limit === 0 ? 1000 : Math.min(1000, limit - changes.length);
+    const page = await ctx.experiments.listChanges({ ...request, pageSize: want, pageToken });
+    changes.push(...page.changes);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "" && (limit === 0 || changes.length < limit));
+  if (o.json) {
+    for (const c of changes) print(JSON.stringify(changeJson(c)));
+    return;
+  }
+  if (changes.length === 0) {
+    print("no changes");
+    return;
+  }
+  const value = (v: unknown) => (v === null || v === undefined ? "-" : JSON.stringify(v));
+  const versions = (c: Change) =>
+    c.versionAfter === undefined ? "" : c.versionBefore === undefined ? `v${c.versionAfter}` : `v${c.versionBefore}→v${c.versionAfter}`;
+  const lines: string[] = [];
+  for (const c of changes) {
+    const j = changeJson(c);
+    lines.push(`${j.time}  ${c.tokenName} (${c.tokenRole})  ${c.rpc}  ${c.objectKind} ${c.objectKey}  ${versions(c)}`.trimEnd());
+    for (const [field, v] of Object.entries(j.fields)) lines.push(`    ${field}: ${value(v.before)} → ${value(v.after)}`);
+  }
+  print(lines.join("\n"));
+}

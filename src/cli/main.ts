@@ -74,9 +74,11 @@ export function buildProgram(): Command {
     .action(run((ctx, o: { status?: string; tag?: string; namespace?: string; json?: boolean }) => admin.listExperiments(ctx, o)));
   experiments
     .command("show <key>")
-    .description("show one experiment")
+    .alias("get")
+    .description("show one experiment (as it is now, or as it was at --version)")
+    .option("--version <n>", "the experiment as it was at this version (see `assignment changes`)")
     .option("--json", "print JSON")
-    .action(run((ctx, key: string, o: { json?: boolean }) => admin.showExperiment(ctx, key, o)));
+    .action(run((ctx, key: string, o: { version?: string; json?: boolean }) => admin.showExperiment(ctx, key, o)));
   experiments
     .command("update <key>")
     .description("change an experiment (fields not given are unchanged)")
@@ -197,6 +199,24 @@ export function buildProgram(): Command {
     .option("--json", "print JSON")
     .option("--fail-on-srm", "exit with code 3 on a sample-ratio mismatch")
     .action(run((ctx, exp: string, o: { json?: boolean; failOnSrm?: boolean }) => admin.stats(ctx, exp, o)));
+
+  program
+    .command("get <experiment>")
+    .description("show one experiment (as it is now, or as it was at --version); same as `experiments show`")
+    .option("--version <n>", "the experiment as it was at this version")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { version?: string; json?: boolean }) => admin.showExperiment(ctx, key, o)));
+  program
+    .command("changes")
+    .description("the audit log: administrative changes, newest first (who, when, which RPC, what changed)")
+    .option("--experiment <key>", "only changes of this experiment")
+    .option("--namespace <key>", "only changes of this namespace")
+    .option("--token-name <name>", "only changes made with the token of this name")
+    .option("--since <time>", "only changes at or after: an ISO time (2026-01-31T12:00:00Z) or an age (90s, 30m, 2h, 7d)")
+    .option("--until <time>", "only changes before: an ISO time or an age")
+    .option("--limit <n>", "at most this many (default 50; 0: all)")
+    .option("--json", "print JSON, one change per line")
+    .action(run((ctx, o: admin.ChangesOptions) => admin.listChanges(ctx, o)));
 
   return program;
 }
