@@ -10,6 +10,7 @@ import type { CallContext, ServiceHandlers } from "./handler-types.js";
 /** Changes per ListChanges page: the default and the most. */
 export const DEFAULT_CHANGES_PAGE = 100;
 export const MAX_CHANGES_PAGE = 1000;
+const TOKEN_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 const OBJECT_KINDS: readonly ObjectKind[] = ["experiment", "namespace"];
 
 /** Who makes a change through this call, as the audit log records it (store/audit-log.ts). */
@@ -32,7 +33,9 @@ export function auditHandlers(db: Queryable): Handlers {
       }
       if (req.objectKey !== "") filter.objectKey = checkKey("object_key", req.objectKey);
       if (req.tokenName !== "") {
-        if (req.tokenName.length > 256) throw invalidArgument("token_name", "must be at most 256 characters");
+        // Every token's name (the token file's rule; ADMIN_TOKEN, ASSIGN_TOKEN, anonymous) matches it.
+        if (!TOKEN_NAME.test(req.tokenName))
+          throw invalidArgument("token_name", "must be a token's name: [A-Za-z0-9][A-Za-z0-9._@-]{0,63}");
         filter.tokenName = req.tokenName;
       }
       if (req.since) filter.since = checkTime("since", req.since);

@@ -308,6 +308,8 @@ export async function listChanges(q: Queryable, f: ChangeFilter): Promise<Change
 /** A page token: the id of the last change of the previous page. */
 export function parsePageToken(token: string): bigint | undefined {
   if (token === "") return undefined;
-  if (!/^[1-9][0-9]{0,18}$/.test(token)) throw invalidArgument("page_token", "must be a next_page_token from ListChanges");
+  if (!/^[1-9][0-9]{0,18}$/.test(token) || BigInt(token) > 2n ** 63n - 1n) {
+    throw invalidArgument("page_token", "must be a next_page_token from ListChanges");
+  }
   return BigInt(token);
 }

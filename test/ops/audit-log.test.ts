@@ -447,6 +447,9 @@ function checks(get: () => { c: Clients; expected: Expected[]; rowCount: () => P
     await expectFailure(c.rita.listChanges({ objectKind: "table" }), status.INVALID_ARGUMENT, "object_kind");
     await expectFailure(c.rita.listChanges({ objectKey: "Not A Key" }), status.INVALID_ARGUMENT, "object_key");
     await expectFailure(c.rita.listChanges({ pageToken: "abc" }), status.INVALID_ARGUMENT, "page_token");
+    await expectFailure(c.rita.listChanges({ pageToken: "9999999999999999999" }), status.INVALID_ARGUMENT, "page_token");
+    await expectFailure(c.rita.listChanges({ tokenName: "no\u0000name" }), status.INVALID_ARGUMENT, "token_name");
+    await expectFailure(c.rita.listChanges({ since: { seconds: 10n ** 15n, nanos: 0 } }), status.INVALID_ARGUMENT, "since");
     await expectFailure(c.rita.listChanges({ pageSize: 1001 }), status.INVALID_ARGUMENT, "page_size");
     const t = timestampFromDate(new Date());
     await expectFailure(c.rita.listChanges({ since: t, until: t }), status.INVALID_ARGUMENT, "until");

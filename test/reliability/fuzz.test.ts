@@ -276,7 +276,7 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
       description: "d",
     },
   ],
-  GetExperiment: [{ key: "fz-a" }],
+  GetExperiment: [{ key: "fz-a", version: 1n }],
   ListExperiments: [{ status: ExperimentStatus.RUNNING, tag: "web" }],
   UpdateExperiment: [
     {
@@ -306,6 +306,17 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
   ],
   ExportAssignments: [{ experimentKey: "fz-a", batchSize: 10 }],
   CopyAssignments: [{ sourceExperimentKey: "fz-a", targetExperimentKey: "fz-b", variantMapping: { a: "a", b: "b" } }],
+  ListChanges: [
+    {
+      objectKind: "experiment",
+      objectKey: "fz-a",
+      tokenName: "anonymous",
+      since: { seconds: 1n, nanos: 0 },
+      until: { seconds: 4_000_000_000n, nanos: 0 },
+      pageSize: 5,
+      pageToken: "100",
+    },
+  ],
 };
 
 /** `template` with zero to two of its fields changed: each replaced by a random value of its
