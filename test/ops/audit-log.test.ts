@@ -375,6 +375,12 @@ async function scenario(c: Clients): Promise<Expected[]> {
     fields: { overrides_cleared: [null, 1], override_count: [2, 1] },
   });
 
+  // Refused inside the transaction: removing a variant that stored assignments use.
+  await expectFailure(
+    c.alice.updateExperiment({ key: "checkout", version: 7n, variants: { variants: [{ key: "a", weight: 10000 }] } }),
+    status.FAILED_PRECONDITION,
+    "b",
+  );
   // 14: admin changes everything else an update can.
   await c.alice.updateExperiment({
     key: "checkout",
