@@ -133,6 +133,7 @@ describe("which calls are retried", () => {
         "ListNamespaces",
         "GetExperimentStats",
         "ExportAssignments",
+        "ListChanges",
       ].sort(),
     );
   });
