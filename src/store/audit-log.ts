@@ -88,7 +88,9 @@ export async function recordExperimentChange(
   });
 }
 
-/** What GetExperiment answers of an experiment, as JSON: the fields a version is made of. */
+/** What GetExperiment answers of an experiment, as JSON: the fields a version is made of. A new
+ * field of an experiment goes here (so updates record it) and into ExperimentSnapshot (so past
+ * versions show it rather than the current value). */
 interface ExperimentFields {
   key: string;
   salt: string;
