@@ -65,6 +65,12 @@ export const SETTINGS: readonly Setting[] = [
   { env: "HOST", flag: "host", default: DEFAULT_HOST, help: "address to listen on (0.0.0.0 for all)" },
   { env: "PORT", flag: "port", default: String(DEFAULT_PORT), help: "gRPC port" },
   {
+    env: "HTTP_PORT",
+    flag: "http-port",
+    default: "(unset: off)",
+    help: "port of Connect, gRPC-Web and HTTP/JSON (e.g. 8080), beside gRPC on PORT; unset or 0: off",
+  },
+  {
     env: "ADMIN_TOKEN",
     default: "(unset)",
     help: "an admin token (named ADMIN_TOKEN); this or TOKENS_FILE is required unless insecure development mode",
@@ -267,6 +273,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
     throw new ConfigError(`${label("LOG_LEVEL")}: must be one of debug, info, warn, error, silent (got "${logLevel}")`);
   }
   const metricsPort = int("METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535);
+  const httpPort = int("HTTP_PORT", 0, 0, 65535);
   const host = get("HOST") ?? DEFAULT_HOST;
 
   const workers = int("WORKERS", 1, 1, 1_024);
@@ -284,6 +291,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       redisUrl: get("REDIS_URL"),
       host,
       port: int("PORT", DEFAULT_PORT, 0, 65535),
+      httpPort: httpPort === 0 ? undefined : httpPort,
       redisPrefix: get("REDIS_PREFIX") ?? "",
       cacheTtlSeconds: int("CACHE_TTL_SECONDS", undefined, 1, 2 ** 31 - 1),
       memoryCacheEntries: int("MEMORY_CACHE_ENTRIES", undefined, 0, 2 ** 31 - 1),

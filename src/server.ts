@@ -9,7 +9,11 @@ import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { createLogger, type Logger } from "./logger.js";
 import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
-import { observeCalls } from "./ops/call-observer.js";
+import { callRecorder, observeCalls } from "./ops/call-observer.js";
+import { connectRoutes, grpcOnlyMethods } from "./connect/connect-routes.js";
+import { serveHttp } from "./connect/serve-http.js";
+import type { ServiceHandlers } from "./service/handler-types.js";
+import type { DescService } from "@bufbuild/protobuf";
 import { MeteredAssigner } from "./ops/metered-assigner.js";
 import { AggregatorRegistry } from "prom-client";
 import { ServerMetrics, serveMetrics } from "./ops/metrics.js";
@@ -56,6 +60,9 @@ export interface ServerConfig {
   host?: string;
   /** Port to listen on; 0 picks a free one. Default DEFAULT_PORT. */
   port?: number;
+  /** Port of Connect, gRPC-Web and HTTP/JSON (the same handlers, auth, limits, metrics and logs
+   * as gRPC), on `host`; 0 picks a free one; absent: no HTTP port. */
+  httpPort?: number;
   /** Prefix of every Redis key (lets several deployments or tests share one Redis). */
   redisPrefix?: string;
   /** Lifetime of a Redis cache entry in seconds; default DEFAULT_CACHE_TTL_SECONDS. */
@@ -113,6 +120,8 @@ export interface RunningServer {
   cacheKind: "redis" | "memory";
   /** The metrics endpoint's port, when metrics are on. */
   metricsPort?: number;
+  /** The HTTP port (Connect, gRPC-Web, HTTP/JSON), when it is on. */
+  httpPort?: number;
   /** Replaces the named tokens (a reloaded token file; ADMIN_TOKEN and ASSIGN_TOKEN stay), for
    * every call from now on. Throws, changing nothing, when a name or a token is given twice. A
    * service that was open stays open, and one that demanded a token still does. */
@@ -241,24 +250,22 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     log: (msg: string, err: unknown) => log.error({ err }, msg),
     interceptor: authenticator({ open, tokens: () => tokens }),
   };
-  const a = bindService(AssignmentService, assignmentHandlers(registry, assigner, shutdown.signal), bindOptions);
+  const assignmentImpl = assignmentHandlers(registry, assigner, shutdown.signal);
+  const a = bindService(AssignmentService, assignmentImpl, bindOptions);
   server.addService(a.definition, a.implementation);
   const experiments = new ExperimentStore(database);
   const transfers = new AssignmentTransfers(new TransferStore(transferDatabase), experiments, registry, {
     importIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS,
   });
-  const e = bindService(
-    ExperimentService,
-    experimentServiceHandlers({
-      experiments,
-      namespaces: new NamespaceStore(database),
-      overrides: new OverrideStore(database),
-      transfers,
-      registry,
-      database,
-    }),
-    bindOptions,
-  );
+  const experimentImpl = experimentServiceHandlers({
+    experiments,
+    namespaces: new NamespaceStore(database),
+    overrides: new OverrideStore(database),
+    transfers,
+    registry,
+    database,
+  });
+  const e = bindService(ExperimentService, experimentImpl, bindOptions);
   server.addService(e.definition, e.implementation);
   const standard = addStandardServices(server, [AssignmentService, ExperimentService]);
 
@@ -267,6 +274,29 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${host}:${config.port ?? DEFAULT_PORT}`, serverCredentials(config.tls), (err, p) => (err ? reject(err) : resolve(p))),
   );
+  // The HTTP port: the same handler objects, the same interceptor (tokens and roles), the same
+  // call records (logs and metrics) as the gRPC port.
+  const httpServer =
+    config.httpPort === undefined
+      ? undefined
+      : opened.add(
+          await serveHttp({
+            routes: connectRoutes(
+              [
+                { service: AssignmentService, handlers: assignmentImpl as unknown as ServiceHandlers<DescService> },
+                { service: ExperimentService, handlers: experimentImpl as unknown as ServiceHandlers<DescService> },
+              ],
+              { ...bindOptions, record: callRecorder(log, metrics) },
+            ),
+            grpcOnly: grpcOnlyMethods([AssignmentService, ExperimentService], `${host}:${port}`),
+            record: callRecorder(log, metrics),
+            host,
+            port: config.httpPort,
+            tls: config.tls,
+            shutdownSignal: shutdown.signal,
+          }),
+          (h) => h.close(0),
+        );
   if (metrics && config.clusterWorker) {
     // prom-client answers the primary's requests for metrics only once an AggregatorRegistry was
     // made in this process too; which registry it answers with is set apart.
@@ -294,6 +324,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       database: description,
       cache: config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)",
       tls: config.tls !== undefined,
+      http: httpServer ? `${config.tls ? "https" : "http"}://${host}:${httpServer.port} (Connect, gRPC-Web, HTTP/JSON)` : "off",
       metrics: metricsServer
         ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics`
         : metrics
@@ -318,6 +349,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     databaseKind,
     cacheKind,
     metricsPort: metricsServer?.port,
+    httpPort: httpServer?.port,
     replaceTokens(named) {
       tokens = new TokenSet([...named, ...fixedTokens]);
       return tokens;
@@ -332,15 +364,16 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       standard.shutdown();
       shutdown.abort();
       let timer: NodeJS.Timeout | undefined;
+      const grace = config.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+      const httpClosed = httpServer?.close(grace);
       const drained = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
-      const late = new Promise<boolean>(
-        (resolve) => (timer = setTimeout(() => resolve(false), config.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS)),
-      );
+      const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), grace)));
       if (!(await Promise.race([drained, late]))) {
         log.warn("calls still running after the shutdown grace period: cancelling them");
         server.forceShutdown();
       }
       clearTimeout(timer);
+      await httpClosed;
       await assignmentStore.flush();
       await assigner.flush();
       registry.stop();

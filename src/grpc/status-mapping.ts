@@ -12,9 +12,19 @@ export function grpcStatusOf(code: Code): status {
  * INTERNAL, with the detail logged, not sent.
  */
 export function toGrpcStatus(err: unknown, log: (msg: string, err: unknown) => void): Partial<GrpcServiceError> {
-  if (err instanceof ServiceError) return { code: grpcStatusOf(err.code), details: clipDetails(err.message), metadata: new Metadata() };
+  const { code, details } = wireStatus(err, log);
+  return { code, details, metadata: new Metadata() };
+}
+
+/**
+ * The status code and message of an error on any wire: gRPC's status, or the Connect protocol's
+ * error (whose codes are gRPC's, by number; src/connect turns this into a ConnectError, which
+ * Connect sends as the HTTP status and JSON body its specification gives each code).
+ */
+export function wireStatus(err: unknown, log: (msg: string, err: unknown) => void): { code: status; details: string } {
+  if (err instanceof ServiceError) return { code: grpcStatusOf(err.code), details: clipDetails(err.message) };
   log("internal error", err);
-  return { code: status.INTERNAL, details: "internal error", metadata: new Metadata() };
+  return { code: status.INTERNAL, details: "internal error" };
 }
 
 /** Details travel in the grpc-message trailer: one over HTTP/2's header limit (64 KB, e.g. a

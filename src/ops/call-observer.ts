@@ -7,17 +7,61 @@ export const REQUEST_ID_HEADER = "x-request-id";
 /** A caller's request id is kept when it is this short and plain; otherwise one is made. */
 const USABLE_REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 
+/** What is known of a call when it ends, on any transport. */
+export interface FinishedCall {
+  requestId: string;
+  /** `assignment.v1.AssignmentService` */
+  service: string;
+  /** `Assign` */
+  method: string;
+  /** Status code name: `OK`, `UNAUTHENTICATED`, … */
+  code: string;
+  details?: string;
+  ms: number;
+  peer?: string;
+  /** `grpc`, `connect`, `grpc-web` */
+  protocol: string;
+}
+
+/**
+ * Records a finished call, whatever its transport: the metrics, and one log line (debug level;
+ * info for a call that did not end OK). The line names the call as `rpc`
+ * (`assignment.v1.AssignmentService/Assign`) and `method` (`Assign`): the logger's own `service`
+ * key names the server,
+ * and a second `service` key would be lost by every JSON parser.
+ */
+export function callRecorder(log: Logger, metrics: ServerMetrics | undefined): (call: FinishedCall) => void {
+  const debug = log.isLevelEnabled("debug");
+  return (c) => {
+    metrics?.call(c.service, c.method, c.code, c.ms / 1000);
+    const durationMs = Math.round(c.ms * 1000) / 1000;
+    const rpc = `${c.service}/${c.method}`;
+    if (c.code !== "OK") {
+      log.info(
+        { requestId: c.requestId, rpc, method: c.method, protocol: c.protocol, code: c.code, details: c.details, durationMs, peer: c.peer },
+        "call failed",
+      );
+    } else if (debug) {
+      log.debug({ requestId: c.requestId, rpc, method: c.method, protocol: c.protocol, code: c.code, durationMs }, "call");
+    }
+  };
+}
+
+/** The caller's request id when it is usable, else a new one. */
+export function requestIdOf(given: unknown): string {
+  return typeof given === "string" && USABLE_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
 /**
  * A grpc-js server interceptor that sees every call of every service (health and reflection
  * included) from its metadata to its status:
  *
  * - gives it a request id: the caller's `x-request-id`, or a new UUID, put into the metadata the
  *   handler sees and sent back in the response headers (or trailers, when it fails at once);
- * - when it ends, logs method, status and duration with that id (debug level; info for a call
- *   that did not end OK), and records it in the metrics.
+ * - when it ends, records it (callRecorder: log line and metrics).
  */
 export function observeCalls(log: Logger, metrics: ServerMetrics | undefined): grpc.ServerInterceptor {
-  const debug = log.isLevelEnabled("debug");
+  const record = callRecorder(log, metrics);
   return (definition, call) => {
     const path = definition.path; // "/assignment.v1.AssignmentService/Assign"
     const slash = path.lastIndexOf("/");
@@ -31,25 +75,24 @@ export function observeCalls(log: Logger, metrics: ServerMetrics | undefined): g
     const finish = (code: grpc.status, details: string | undefined) => {
       if (finished) return;
       finished = true;
-      const ms = performance.now() - started;
       const codeName = grpc.status[code] ?? String(code);
-      metrics?.call(service, method, codeName, ms / 1000);
-      if (code !== grpc.status.OK) {
-        log.info(
-          { requestId, service, method, code: codeName, details, durationMs: Math.round(ms * 1000) / 1000, peer: call.getPeer() },
-          "call failed",
-        );
-      } else if (debug) {
-        log.debug({ requestId, service, method, code: codeName, durationMs: Math.round(ms * 1000) / 1000 }, "call");
-      }
+      record({
+        requestId,
+        service,
+        method,
+        code: codeName,
+        details,
+        ms: performance.now() - started,
+        peer: call.getPeer(),
+        protocol: "grpc",
+      });
     };
 
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, nextMetadata) {
-            const given = metadata.get(REQUEST_ID_HEADER)[0];
-            requestId = typeof given === "string" && USABLE_REQUEST_ID.test(given) ? given : randomUUID();
+            requestId = requestIdOf(metadata.get(REQUEST_ID_HEADER)[0]);
             metadata.set(REQUEST_ID_HEADER, requestId);
             nextMetadata(metadata);
           },

@@ -12,14 +12,19 @@ const calls = (method: string, code: string, service = "assignment.v1.Assignment
 describe("metrics and call logs", () => {
   let t: TestServer;
   const logLines: Record<string, unknown>[] = [];
+  const rawLines: string[] = [];
   beforeAll(async () => {
     const sink = new Writable({
       write(chunk, _enc, done) {
-        for (const line of String(chunk).split("\n")) if (line) logLines.push(JSON.parse(line));
+        for (const line of String(chunk).split("\n")) {
+          if (!line) continue;
+          rawLines.push(line);
+          logLines.push(JSON.parse(line));
+        }
         done();
       },
     });
-    t = await startTestServer({ metricsPort: 0, logger: pino({ level: "debug" }, sink) });
+    t = await startTestServer({ metricsPort: 0, logger: pino({ level: "debug", base: { service: "assignment-server" } }, sink) });
   });
   afterAll(async () => t?.stop());
 
@@ -72,7 +77,17 @@ describe("metrics and call logs", () => {
     await t.assignments.assign({ experimentKey: "m", unitId: "u-1" }, { metadata: { "x-request-id": "req-from-caller-42" } });
     await expectFailure(t.experiments.getExperiment({ key: "missing-too" }), status.NOT_FOUND);
     const mine = logLines.find((l) => l.requestId === "req-from-caller-42");
-    expect(mine).toMatchObject({ level: 20, service: "assignment.v1.AssignmentService", method: "Assign", code: "OK", msg: "call" });
+    expect(mine).toMatchObject({
+      level: 20,
+      service: "assignment-server",
+      rpc: "assignment.v1.AssignmentService/Assign",
+      method: "Assign",
+      protocol: "grpc",
+      code: "OK",
+      msg: "call",
+    });
+    // One "service" key a line (the server's): a second one would be lost by every JSON parser.
+    for (const raw of rawLines) expect(raw.match(/"service":/g)?.length ?? 0, raw).toBeLessThanOrEqual(1);
     expect(typeof mine!.durationMs).toBe("number");
     const failed = logLines.find((l) => l.method === "GetExperiment" && l.details === 'key: no experiment "missing-too"');
     expect(failed).toMatchObject({ level: 30, code: "NOT_FOUND", msg: "call failed" });
