@@ -7,7 +7,7 @@
  *   DATABASE_URL, REDIS_URL     servers to use (default: local PostgreSQL and Redis)
  *   BENCH_WARM_ITERATIONS       measured warm calls per phase (2000), after BENCH_WARM_WARMUP (200)
  *   BENCH_COLD_ITERATIONS       measured cold calls per phase (500), after BENCH_COLD_WARMUP (50)
- *   BENCH_ONLY                  comma-separated scenario ids to run (1x10,1000x1,100x10,trivial)
+ *   BENCH_ONLY                  comma-separated scenario ids to run (1x10,1000x1,100x10,trivial,transport)
  *   BENCH_MAX_SECONDS           soft limit of the whole run (150; hard stop 20 s later); phases stop early to keep it
  *   BENCH_CPU_PROF_DIR          write V8 CPU profiles of the server processes there
  */
@@ -20,7 +20,16 @@ import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
 import type { ServerProcess } from "../harness/spawn-server.js";
 import { log, probePostgres, probeRedis, redactUrl, startServerChild, Unreachable } from "./infra.js";
-import { createBenchExperiments, SCENARIOS, trivialCaller, type AssignmentClient, type Outcome, type Scenario } from "./scenarios.js";
+import {
+  connectAssignClient,
+  createBenchExperiments,
+  EXPERIMENT_KEYS,
+  SCENARIOS,
+  trivialCaller,
+  type AssignmentClient,
+  type Outcome,
+  type Scenario,
+} from "./scenarios.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
 const env = process.env;
@@ -40,8 +49,10 @@ const COLD = { warmup: intEnv("BENCH_COLD_WARMUP", 50), iterations: intEnv("BENC
 const MAX_MS = intEnv("BENCH_MAX_SECONDS", 150) * 1_000;
 const ONLY = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(",").map((s) => s.trim())) : undefined;
 for (const id of ONLY ?? []) {
-  if (id !== "trivial" && !SCENARIOS.some((s) => s.id === id)) {
-    throw new Error(`BENCH_ONLY: unknown scenario ${JSON.stringify(id)} (known: ${[...SCENARIOS.map((s) => s.id), "trivial"].join(", ")})`);
+  if (id !== "trivial" && id !== "transport" && !SCENARIOS.some((s) => s.id === id)) {
+    throw new Error(
+      `BENCH_ONLY: unknown scenario ${JSON.stringify(id)} (known: ${[...SCENARIOS.map((s) => s.id), "trivial", "transport"].join(", ")})`,
+    );
   }
 }
 const SERVER_NODE_ARGS = env.BENCH_CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${env.BENCH_CPU_PROF_DIR}`] : [];
@@ -123,7 +134,13 @@ function mark(v: number | undefined, target: number): string {
   return `${ms(v)} ${v <= target ? "✅" : "❌"}`;
 }
 
-function report(rows: Row[], trivial: Measured | undefined, machine: string[]): string {
+/** The same unary call (Assign, 1 unit × 1 experiment, warm) over each transport of one server. */
+interface TransportRow {
+  name: string;
+  measured: Measured;
+}
+
+function report(rows: Row[], trivial: Measured | undefined, transports: TransportRow[], machine: string[]): string {
   const out: string[] = [];
   out.push("### Environment", "", ...machine.map((m) => `- ${m}`), "");
   out.push("### Latency per call (one call in flight; ✅/❌ = at or under / over the target)", "");
@@ -145,6 +162,17 @@ function report(rows: Row[], trivial: Measured | undefined, machine: string[]): 
   }
   if (trivial)
     out.push(`| grpc-js trivial unary (empty echo, no protobuf) | ${ms(trivial.p50)} | ${ms(trivial.p99)} | n/a | n/a | — | — | — |`);
+  if (transports.length > 0) {
+    const grpcP50 = transports[0]!.measured.p50;
+    out.push("", "### Unary Assign by transport (1 unit × 1 experiment, warm; same server, same run)", "");
+    out.push("| transport | p50 | p99 | calls/s | p50 / gRPC p50 |");
+    out.push("|---|---|---|---|---|");
+    for (const t of transports) {
+      out.push(
+        `| ${t.name} | ${ms(t.measured.p50)} | ${ms(t.measured.p99)} | ${fmtRate(t.measured.callsPerSecond)} | ${(t.measured.p50 / grpcP50).toFixed(2)} |`,
+      );
+    }
+  }
   out.push("", "### All phases", "");
   out.push("| phase | calls | p50 | p99 | mean | min | max | calls/s | cells/s |");
   out.push("|---|---|---|---|---|---|---|---|---|");
@@ -162,6 +190,7 @@ function report(rows: Row[], trivial: Measured | undefined, machine: string[]): 
     line(`${r.scenario.id} cold, in-process cache off`, r.coldRedisOnly, r.scenario.cells);
   }
   line("grpc-js trivial unary", trivial, 1);
+  for (const t of transports) line(`Assign 1x1 warm, ${t.name}`, t.measured, 1);
   return out.join("\n");
 }
 
@@ -220,6 +249,38 @@ async function runCold(row: Row, a: AssignmentClient, b: AssignmentClient, serve
   );
 }
 
+/**
+ * The same warm unary call, Assign of one stored unit to one experiment, over gRPC (the typed
+ * client, HTTP/2) and over the HTTP port (a Connect client of @connectrpc/connect-node over
+ * HTTP/1.1 with keep-alive: binary protobuf, then JSON), against the same server process, one
+ * phase after the other. Every answer is checked to be STICKY and stored.
+ */
+async function runTransports(a: AssignmentClient, server: ServerProcess, servers: ServerProcess[]): Promise<TransportRow[]> {
+  const httpPort = (server.announcement.serverProcess as { httpPort?: number } | undefined)?.httpPort;
+  if (!httpPort) throw new Error("the server did not announce its HTTP port");
+  const pool = Array.from({ length: 200 }, (_, k) => `t-${k}`);
+  const key = EXPERIMENT_KEYS[0]!;
+  for (const unitId of pool) await a.assign({ experimentKey: key, unitId });
+  const sticky = (what: string) => (o: Outcome | undefined) => expectAll(o, 1, Reason.STICKY, what);
+  const viaGrpc = async (k: number): Promise<Outcome> => {
+    const { assignment } = await a.assign({ experimentKey: key, unitId: pool[k % pool.length]! });
+    return { reasons: [assignment!.reason], stored: [assignment!.stored], layers: [] };
+  };
+  const out: TransportRow[] = [];
+  log("transport: gRPC …");
+  out.push({ name: "gRPC (grpc-js, HTTP/2, protobuf)", measured: await measure(WARM, viaGrpc, sticky("gRPC")) });
+  checkAlive(...servers);
+  for (const json of [false, true]) {
+    const name = `Connect (connect-node, HTTP/1.1, ${json ? "JSON" : "protobuf"})`;
+    log(`transport: ${name} …`);
+    const c = connectAssignClient(`http://127.0.0.1:${httpPort}`, json);
+    out.push({ name, measured: await measure(WARM, (k) => c.assign(key, pool[k % pool.length]!), sticky(name)) });
+    checkAlive(...servers);
+  }
+  log(`transport: ${out.map((t) => `${t.name} p50 ${ms(t.measured.p50)}`).join(" | ")}`);
+  return out;
+}
+
 /** "commit abc1234", plus a note when src/, gen/ or proto/ differ from it: what was measured. */
 function codeVersion(): string {
   const git = (...args: string[]) => spawnSync("git", args, { cwd: new URL("..", import.meta.url), encoding: "utf8" });
@@ -274,7 +335,8 @@ async function main(cleanup: Cleanup): Promise<number> {
     CACHE_TTL_SECONDS: "3600",
     LOG_LEVEL: env.BENCH_LOG_LEVEL ?? "warn",
   };
-  const a0 = await startServerChild("server", serverEnv, SERVER_NODE_ARGS);
+  // The measured server also serves the HTTP port, for the transport comparison.
+  const a0 = await startServerChild("server", { ...serverEnv, HTTP_PORT: "0" }, SERVER_NODE_ARGS);
   cleanup.add("stop server", a0.stop);
   const admin = createClient(ExperimentService, a0.address, { timeoutMs: 10_000 });
   cleanup.add("close admin client", async () => admin.close());
@@ -304,12 +366,17 @@ async function main(cleanup: Cleanup): Promise<number> {
     if (performance.now() > softDeadline) skipped.push(`${row.scenario.id} cold`);
     else await runCold(row, a, b, servers);
   }
+  const transports: TransportRow[] = [];
+  if (wanted("transport")) {
+    if (performance.now() > softDeadline) skipped.push("transport");
+    else transports.push(...(await runTransports(a, a0, servers)));
+  }
   admin.close();
   a.close();
   b.close();
   await Promise.all([a0.stop(), b0.stop()]);
 
-  process.stdout.write(report(rows, trivial, machine) + "\n");
+  process.stdout.write(report(rows, trivial, transports, machine) + "\n");
   if (skipped.length > 0) log(`skipped (BENCH_MAX_SECONDS reached): ${skipped.join(", ")}`);
   const truncated = [...rows.flatMap((r) => [r.warm, r.redisOnly, r.cold, r.coldRedisOnly]), trivial].filter((m) => m?.truncated).length;
   if (truncated > 0) log(`${truncated} phase(s) stopped early at their time budget; see the calls column`);

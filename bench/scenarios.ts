@@ -1,8 +1,10 @@
 /** The measured calls. Each scenario sends one request shape through the real typed client and
  * returns every cell's answer so the runner can check it (outside the timed span). */
+import { createClient as createConnectClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import {
-  type AssignmentService,
+  AssignmentService,
   type Client,
   type ExperimentService,
   ExperimentStatus,
@@ -119,5 +121,16 @@ export function trivialCaller(address: string): { call(): Promise<void>; close()
         client.makeUnaryRequest(TRIVIAL_PATH, identity, identity, empty, new grpc.Metadata(), {}, (err) => (err ? reject(err) : resolve())),
       ),
     close: () => client.close(),
+  };
+}
+
+/** Assign over the HTTP port: a Connect client (binary protobuf, or JSON) over HTTP/1.1. */
+export function connectAssignClient(baseUrl: string, json: boolean): { assign(experimentKey: string, unitId: string): Promise<Outcome> } {
+  const client = createConnectClient(AssignmentService, createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: !json }));
+  return {
+    async assign(experimentKey, unitId) {
+      const { assignment } = await client.assign({ experimentKey, unitId });
+      return { reasons: [assignment!.reason], stored: [assignment!.stored], layers: [] };
+    },
   };
 }

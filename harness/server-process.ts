@@ -6,9 +6,9 @@
  * SERVER_PROCESS_MODE
  *   server (default)  startServer on 127.0.0.1, port 0, from DATABASE_URL, REDIS_URL, REDIS_PREFIX
  *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS (server defaults when
- *                     unset), METRICS_PORT (unset: no metrics; 0: a free port) and LOG_LEVEL
- *                     (default warn); prints one JSON line
- *                     {"serverProcess":{"port":N,"pid":P,"metricsPort":M}}. SIGTERM/SIGINT shut it down exactly as
+ *                     unset), METRICS_PORT (unset: no metrics; 0: a free port), HTTP_PORT (unset: no
+ *                     HTTP port; 0: a free one) and LOG_LEVEL (default warn); prints one JSON line
+ *                     {"serverProcess":{"port":N,"pid":P,"metricsPort":M,"httpPort":H}}. SIGTERM/SIGINT shut it down exactly as
  *                     src/main.ts does (closeOnSignals: exit 0 once everything was flushed).
  *   main              src/main.ts itself, configured by its environment (src/config.ts), so that its
  *                     own start-up and signal handling are what runs; its "serving" log line
@@ -47,8 +47,8 @@ function optionalInt(name: string): number | undefined {
   return n;
 }
 
-const announce = (port: number, metricsPort?: number) =>
-  process.stdout.write(`${JSON.stringify({ serverProcess: { port, pid: process.pid, metricsPort } })}\n`);
+const announce = (port: number, metricsPort?: number, httpPort?: number) =>
+  process.stdout.write(`${JSON.stringify({ serverProcess: { port, pid: process.pid, metricsPort, httpPort } })}\n`);
 const mode = env.SERVER_PROCESS_MODE ?? "server";
 
 try {
@@ -69,10 +69,11 @@ try {
       memoryCacheEntries: optionalInt("MEMORY_CACHE_ENTRIES"),
       cacheTtlSeconds: optionalInt("CACHE_TTL_SECONDS"),
       metricsPort: optionalInt("METRICS_PORT"),
+      httpPort: optionalInt("HTTP_PORT"),
       logger: log,
     });
     closeOnSignals(server, log);
-    announce(server.port, server.metricsPort);
+    announce(server.port, server.metricsPort, server.httpPort);
   } else {
     throw new Error(`SERVER_PROCESS_MODE must be server, main or trivial (got ${JSON.stringify(mode)})`);
   }
