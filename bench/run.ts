@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { AssignmentService, createClient, ExperimentService, Layer, Reason } from "../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, Layer, Reason } from "assignment-client";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
 import type { ServerProcess } from "../harness/spawn-server.js";

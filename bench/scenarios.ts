@@ -10,7 +10,7 @@ import {
   ExperimentStatus,
   type Layer,
   type Reason,
-} from "../src/client/index.js";
+} from "assignment-client";
 import { TRIVIAL_PATH } from "../harness/trivial-echo.js";
 
 export type AssignmentClient = Client<typeof AssignmentService>;

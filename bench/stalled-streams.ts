@@ -15,7 +15,7 @@
  */
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "assignment-client";
 import { hashV1 } from "../src/engine/hash.js";
 import { Cleanup } from "../harness/cleanup.js";
 import { startStalledExports } from "../harness/stalled-exports.js";

@@ -17,7 +17,7 @@ import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "assignment-client";
 import { Cleanup } from "../harness/cleanup.js";
 import { residentBytes } from "../harness/processes.js";
 import { benchServer, log, Unreachable } from "./infra.js";

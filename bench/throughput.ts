@@ -34,7 +34,7 @@ import {
   createClient,
   ExperimentService,
   Reason,
-} from "../src/client/index.js";
+} from "assignment-client";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
 import { freePort } from "../harness/free-port.js";

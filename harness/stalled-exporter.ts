@@ -9,7 +9,7 @@
  * server stopped sending; and holds the calls open until stdin closes or SIGTERM, then cancels
  * them and exits.
  */
-import { createClient, ExperimentService, type ExportAssignmentsResponse } from "../src/client/index.js";
+import { createClient, ExperimentService, type ExportAssignmentsResponse } from "assignment-client";
 
 const [address, count = "50", experimentKey = "big", batchSize = "2000"] = process.argv.slice(2);
 if (!address) {

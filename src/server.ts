@@ -17,7 +17,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { MeteredAssigner } from "./ops/metered-assigner.js";
 import { AggregatorRegistry } from "prom-client";
 import { ServerMetrics, serveMetrics } from "./ops/metrics.js";
-import { MAX_MESSAGE_BYTES } from "./protocol-limits.js";
+import { MAX_MESSAGE_BYTES } from "assignment-client/limits";
 import {
   DEFAULT_CACHE_TTL_SECONDS,
   DEFAULT_CONFIG_CHECK_MS,

@@ -1,9 +1,9 @@
 import { createReadStream } from "node:fs";
 import type { JsonObject } from "@bufbuild/protobuf";
-import { ExperimentStatus, type Experiment, type GetExperimentStatsResponse } from "../client/index.js";
+import { ExperimentStatus, type Experiment, type GetExperimentStatsResponse } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
 import { readCsv } from "./csv.js";
-import { MAX_OVERRIDES_PER_CALL } from "../protocol-limits.js";
+import { MAX_OVERRIDES_PER_CALL } from "assignment-client/limits";
 import {
   bp,
   count,
@@ -23,8 +23,8 @@ import {
 import { toJson } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Change, ListChangesRequestSchema } from "../client/index.js";
-import { GetExperimentStatsResponseSchema } from "../client/index.js";
+import type { Change, ListChangesRequestSchema } from "assignment-client";
+import { GetExperimentStatsResponseSchema } from "assignment-client";
 
 const print = (text: string) => process.stdout.write(text.endsWith("\n") ? text : text + "\n");
 const printJson = (value: unknown) => print(JSON.stringify(value, null, 2));

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import type { Command } from "commander";
-import { AssignmentService, createClient, ExperimentService, type Client } from "../client/index.js";
+import { AssignmentService, createClient, ExperimentService, type Client } from "assignment-client";
 
 /** A failure of the CLI's own making (bad input, unreadable file): exit code 2. */
 export class UsageError extends Error {

@@ -2,15 +2,15 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import type { Readable, Writable } from "node:stream";
 import { toJson } from "@bufbuild/protobuf";
-import { AssignmentSchema, ImportPolicy } from "../client/index.js";
+import { AssignmentSchema, ImportPolicy } from "assignment-client";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { ImportAssignmentsRequestSchema } from "../client/index.js";
-import { assignCohort, maxBatch } from "./cohort.js";
+import type { ImportAssignmentsRequestSchema } from "assignment-client";
+import { assignCohort, maxBatch } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
 import { csvLine, readCsv, readLines } from "./csv.js";
 import { count, parseCount, reasonName, sourceName } from "./format.js";
 import { Progress } from "./progress.js";
-import { DEFAULT_EXPORT_BATCH, MAX_BULK_UNITS } from "../protocol-limits.js";
+import { DEFAULT_EXPORT_BATCH, MAX_BULK_UNITS } from "assignment-client/limits";
 
 /** A file to read, or stdin for "-" / none. */
 function input(file: string | undefined): Readable {

@@ -10,12 +10,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus } from "../client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus } from "assignment-client";
 import { chiSquareSurvival } from "../engine/sample-ratio.js";
 import { createLogger } from "../logger.js";
 import { startServer } from "../server.js";
 import { srmVerdict } from "./admin.js";
-import { assignCohort } from "./cohort.js";
+import { assignCohort } from "assignment-client";
 import { count, percent, table } from "./format.js";
 import { Progress } from "./progress.js";
 

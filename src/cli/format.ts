@@ -1,5 +1,5 @@
 import { toJson, type JsonValue } from "@bufbuild/protobuf";
-import { ExperimentSchema, ExperimentStatus, NamespaceSchema, Reason, Source, type Experiment, type Namespace } from "../client/index.js";
+import { ExperimentSchema, ExperimentStatus, NamespaceSchema, Reason, Source, type Experiment, type Namespace } from "assignment-client";
 import { UsageError } from "./context.js";
 
 export const reasonName = (r: Reason) => Reason[r] ?? String(r);

@@ -5,7 +5,7 @@
 import { pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { Command, CommanderError, Option } from "commander";
-import { ExperimentStatus } from "../client/index.js";
+import { ExperimentStatus } from "assignment-client";
 import * as admin from "./admin.js";
 import { Context, parseDuration, UsageError } from "./context.js";
 import * as data from "./data.js";

@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { MAX_MESSAGE_BYTES } from "../protocol-limits.js";
+import { MAX_MESSAGE_BYTES } from "assignment-client/limits";
 import { type FinishedCall, REQUEST_ID_HEADER, requestIdOf } from "../ops/call-observer.js";
 import { PEER } from "./connect-routes.js";
 

@@ -1,7 +1,7 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import { invalidArgument } from "../errors.js";
-import { MAX_DESCRIPTION_BYTES, MAX_EXPERIMENT_PARAMS_BYTES, MAX_PARAMS_BYTES, MAX_TAGS } from "../protocol-limits.js";
+import { MAX_DESCRIPTION_BYTES, MAX_EXPERIMENT_PARAMS_BYTES, MAX_PARAMS_BYTES, MAX_TAGS } from "assignment-client/limits";
 import { checkKey } from "./rules.js";
 import { utf8ByteLength } from "./utf8.js";
 

@@ -14,7 +14,7 @@ import { checkKey, checkUnitId, checkUnitType, isValidUnitType, UNIT_TYPE_RULE }
 import { invalidArgument, unavailable } from "../errors.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
-import { MAX_BULK_UNITS, MAX_EXPERIMENTS_PER_CALL, MAX_MATRIX_CELLS, MAX_STREAM_EXPERIMENTS } from "../protocol-limits.js";
+import { MAX_BULK_UNITS, MAX_EXPERIMENTS_PER_CALL, MAX_MATRIX_CELLS, MAX_STREAM_EXPERIMENTS } from "assignment-client/limits";
 import type { ConfigView } from "./config-registry.js";
 import { nextOrAbort } from "../util/next-or-abort.js";
 

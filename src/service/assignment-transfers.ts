@@ -15,7 +15,7 @@ import { actorOf } from "./audit-handlers.js";
 import { recordImport } from "../store/import-staging.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { TransferStore } from "../store/transfer-store.js";
-import { DEFAULT_COPY_BATCH, DEFAULT_EXPORT_BATCH, MAX_COPY_BATCH, MAX_EXPORT_BATCH, MAX_IMPORT_ERRORS } from "../protocol-limits.js";
+import { DEFAULT_COPY_BATCH, DEFAULT_EXPORT_BATCH, MAX_COPY_BATCH, MAX_EXPORT_BATCH, MAX_IMPORT_ERRORS } from "assignment-client/limits";
 import type { ConfigView } from "./config-registry.js";
 import { withIdleDeadline } from "../util/idle-deadline.js";
 

@@ -1,7 +1,7 @@
 import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { checkKey, checkUnitId } from "../engine/rules.js";
 import { invalidArgument } from "../errors.js";
-import { MAX_OVERRIDES_PER_CALL } from "../protocol-limits.js";
+import { MAX_OVERRIDES_PER_CALL } from "assignment-client/limits";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { OverrideStore } from "../store/override-store.js";
 import { actorOf } from "./audit-handlers.js";

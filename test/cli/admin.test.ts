@@ -1,6 +1,6 @@
 /** The CLI's administration commands against a real server, checked through the gRPC client. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason } from "../../src/client/index.js";
+import { ExperimentStatus, Reason } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk, runCli } from "./run-cli.js";
 

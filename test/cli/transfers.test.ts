@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus } from "../../src/client/index.js";
+import { ExperimentStatus } from "assignment-client";
 import { csvLine, readCsv } from "../../src/cli/csv.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk, runCli } from "./run-cli.js";

@@ -11,7 +11,7 @@ import { type DescMethod, fromJson, type JsonValue, toJson } from "@bufbuild/pro
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, type Client, createClient, ExperimentService, ExperimentStatus } from "../../src/client/index.js";
+import { AssignmentService, type Client, createClient, ExperimentService, ExperimentStatus } from "assignment-client";
 import { parseTokenFile } from "../../src/ops/token-file.js";
 import { scrapeMetrics } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

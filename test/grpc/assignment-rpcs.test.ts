@@ -4,7 +4,7 @@
  * shape errors, dry runs, explanations (buckets and layers) and params.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Layer, Reason, type Assignment, type AssignmentColumn, type Explanation } from "../../src/client/index.js";
+import { ExperimentStatus, Layer, Reason, type Assignment, type AssignmentColumn, type Explanation } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { flushPrefix } from "../support/services.js";

@@ -4,7 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, columnAnswers } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, failure, specVariant, sql, status, storedAssignments } from "./helpers.js";
 

@@ -6,7 +6,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, createClient, ExperimentService } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService } from "assignment-client";
 import { bindService } from "../../src/grpc/bind-service.js";
 import { authenticator, TokenSet, tokenDigest } from "../../src/ops/auth.js";
 import type { CallContext } from "../../src/service/handler-types.js";

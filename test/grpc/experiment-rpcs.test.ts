@@ -3,7 +3,7 @@
  * every RPC, with assertions on the answers, checked against SPEC.md and the database itself.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, Source } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, Source } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import {
   chiSquareOf,

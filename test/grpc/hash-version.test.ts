@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason } from "../../src/client/index.js";
+import { ExperimentStatus, Reason } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { eventually, sql } from "./helpers.js";
 

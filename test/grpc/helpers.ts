@@ -6,7 +6,7 @@
 import { status } from "@grpc/grpc-js";
 import pg from "pg";
 import { expect } from "vitest";
-import { AssignmentService, createClient, ExperimentService, Reason, type Client } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, Reason, type Client } from "assignment-client";
 import { hashV1 } from "../../src/engine/hash.js";
 
 export { status };

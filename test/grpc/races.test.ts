@@ -3,7 +3,7 @@
  * (experiment, unit); every later evaluation answers the stored variant).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { separateClients, specVariant, sql, storedAssignments, units } from "./helpers.js";
 

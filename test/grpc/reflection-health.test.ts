@@ -25,7 +25,7 @@ import {
   ExperimentStatus,
   file_assignment_v1_assignment_service,
   file_assignment_v1_types,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { healthFileDescriptor } from "../../src/grpc/health-descriptor.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 

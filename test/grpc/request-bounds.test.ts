@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus } from "../../src/client/index.js";
-import { MAX_EXPERIMENT_PARAMS_BYTES, MAX_PARAMS_BYTES } from "../../src/protocol-limits.js";
+import { ExperimentStatus } from "assignment-client";
+import { MAX_EXPERIMENT_PARAMS_BYTES, MAX_PARAMS_BYTES } from "assignment-client/limits";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, status } from "./helpers.js";
 

@@ -13,7 +13,7 @@ import {
   type Client,
   type AssignmentService,
   type ExperimentService,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { flushPrefix } from "../support/services.js";

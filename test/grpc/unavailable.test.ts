@@ -5,7 +5,7 @@
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, columnAnswers } from "assignment-client";
 import { serverDatabaseUrl } from "../support/services.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { databaseNameOf, eventually, expectFailure, specInRollout, specVariant, status, storedAssignments, units } from "./helpers.js";

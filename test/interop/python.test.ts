@@ -23,7 +23,7 @@ import {
   MatrixAssignResponseSchema,
   StreamAssignRequestSchema,
   StreamAssignResponseSchema,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { runPython, vectorsPath } from "./python.js";
 

@@ -13,7 +13,7 @@ import path from "node:path";
 import { type JsonValue, toJson } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Change, type Client, createClient, ExperimentService, ExperimentStatus, ImportPolicy } from "../../src/client/index.js";
+import { type Change, type Client, createClient, ExperimentService, ExperimentStatus, ImportPolicy } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { parseTokenFile } from "../../src/ops/token-file.js";
 import { type RunningServer, startServer } from "../../src/server.js";

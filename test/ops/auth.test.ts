@@ -5,7 +5,7 @@
  * method is PERMISSION_DENIED. No message repeats what the caller sent.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus } from "assignment-client";
 import { expectFailure, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 

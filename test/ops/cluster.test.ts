@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../harness/free-port.js";
 import { spawnServer, type ServerProcess } from "../../harness/spawn-server.js";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
 import { eventually, specVariant, sql, units, type WeightedVariant } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";
 

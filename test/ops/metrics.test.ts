@@ -2,7 +2,7 @@
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus } from "../../src/client/index.js";
+import { ExperimentStatus } from "assignment-client";
 import { expectFailure, scrapeMetrics, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 

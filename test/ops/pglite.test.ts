@@ -16,7 +16,7 @@ import {
   ImportPolicy,
   Reason,
   Source,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";

@@ -10,7 +10,7 @@
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, type Client } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus, type Client } from "assignment-client";
 import { parseTokenFile } from "../../src/ops/token-file.js";
 import { failure, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
 import { expectFailure, status } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";
 import { REPO_ROOT } from "../cli/run-cli.js";

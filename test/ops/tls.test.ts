@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient, ExperimentService } from "../../src/client/index.js";
+import { createClient, ExperimentService } from "assignment-client";
 import { failure } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk } from "../cli/run-cli.js";

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../harness/free-port.js";
 import { runCommand } from "../../harness/processes.js";
 import { spawnServer } from "../../harness/spawn-server.js";
-import { createClient, ExperimentService } from "../../src/client/index.js";
+import { createClient, ExperimentService } from "assignment-client";
 import { REPO_ROOT } from "../cli/run-cli.js";
 import { eventually, failure, status } from "../grpc/helpers.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";

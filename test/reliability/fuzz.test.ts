@@ -35,7 +35,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, CreateExperimentRequestSchema, ExperimentService, ExperimentStatus } from "../../src/client/index.js";
+import { AssignmentService, CreateExperimentRequestSchema, ExperimentService, ExperimentStatus } from "assignment-client";
 import { methodPath } from "../../src/grpc/service-definition.js";
 import { expectFailure, specVariant, units } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

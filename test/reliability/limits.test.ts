@@ -16,8 +16,8 @@
  *   stored later.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers, type StreamAssignResponse } from "../../src/client/index.js";
-import { MAX_MESSAGE_BYTES } from "../../src/protocol-limits.js";
+import { ExperimentStatus, Reason, columnAnswers, type StreamAssignResponse } from "assignment-client";
+import { MAX_MESSAGE_BYTES } from "assignment-client/limits";
 import { STREAM_BATCHES_IN_FLIGHT } from "../../src/service/assignment-service.js";
 import { expectFailure, specVariant, sql, status, storedAssignments, units } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

@@ -20,7 +20,7 @@
  * every row in the database holds the unit's sticky variant.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specVariant, storedAssignments, units } from "../grpc/helpers.js";

@@ -20,7 +20,7 @@ import {
   type Client,
   type AssignmentService,
   type ExperimentService,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specInRollout, specVariant, sql, units } from "../grpc/helpers.js";

@@ -20,7 +20,7 @@
  * stored rows (SQL) are exactly the units enrolled before the load, with the same variants.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Layer, Reason, Source, columnAnswers, type AssignmentColumn } from "../../src/client/index.js";
+import { ExperimentStatus, Layer, Reason, Source, columnAnswers, type AssignmentColumn } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { specInRollout, specVariant, storedAssignments, units } from "../grpc/helpers.js";

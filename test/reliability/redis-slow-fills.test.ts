@@ -9,7 +9,7 @@
  */
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient, AssignmentService, ExperimentService, ExperimentStatus, Reason } from "../../src/client/index.js";
+import { createClient, AssignmentService, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { MAX_PENDING_FILL_CELLS } from "../../src/service/assigner.js";

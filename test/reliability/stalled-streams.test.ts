@@ -12,7 +12,7 @@
  * reported, never asserted here: the ratio is in RELIABILITY.md).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ImportPolicy, Reason } from "../../src/client/index.js";
+import { ExperimentStatus, ImportPolicy, Reason } from "assignment-client";
 import { startStalledExports } from "../../harness/stalled-exports.js";
 import { specVariant, storedAssignments, type WeightedVariant } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

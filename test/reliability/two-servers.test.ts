@@ -13,7 +13,7 @@
  * one server (weights, then status) is served by the other within 1 s (polled every 10 ms).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Layer, Reason, columnAnswers, type ColumnAnswer } from "../../src/client/index.js";
+import { ExperimentStatus, Layer, Reason, columnAnswers, type ColumnAnswer } from "assignment-client";
 import { specInRollout, specVariant, sql, storedAssignments, units } from "../grpc/helpers.js";
 import { PgDatabase } from "../../src/store/pg-database.js";
 import type { ServerProcess } from "../../harness/spawn-server.js";

@@ -7,7 +7,7 @@
  * or the input ended, and such a caller waited forever (here: until the wait below gives up).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers, type StreamAssignResponse } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, columnAnswers, type StreamAssignResponse } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { specVariant, units, type WeightedVariant } from "../grpc/helpers.js";
 import type { StreamRequest } from "./support/streams.js";

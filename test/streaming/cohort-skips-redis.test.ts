@@ -5,7 +5,7 @@
  */
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ImportPolicy, Reason } from "../../src/client/index.js";
+import { ExperimentStatus, ImportPolicy, Reason } from "assignment-client";
 import { eventually, scrapeMetrics, specVariant, units, type WeightedVariant } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { chunk, differences, responseAnswers, runStream, streamRequests } from "./support/streams.js";

@@ -13,7 +13,7 @@ import {
   columnAnswers,
   type CopyAssignmentsRequestSchema,
   type CopyAssignmentsResponse,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, specVariant, sql, status, storedAssignments, units, type WeightedVariant } from "../grpc/helpers.js";
 import { chunk } from "./support/streams.js";

@@ -11,7 +11,7 @@ import {
   Source,
   type ExportAssignmentsRequestSchema,
   type ExportAssignmentsResponse,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, specVariant, status, storedAssignments, units, type WeightedVariant } from "../grpc/helpers.js";
 import { chunk } from "./support/streams.js";

@@ -16,7 +16,7 @@
  */
 import { toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, StreamAssignResponseSchema, type StreamAssignResponse } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, StreamAssignResponseSchema, type StreamAssignResponse } from "assignment-client";
 import { STREAM_BATCHES_IN_FLIGHT } from "../../src/service/assignment-service.js";
 import { specVariant, sql, sleep, type WeightedVariant } from "../grpc/helpers.js";
 import { startChildServer, type ChildServer } from "./support/child-server.js";

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ImportPolicy, Reason, Source } from "../../src/client/index.js";
+import { ExperimentStatus, ImportPolicy, Reason, Source } from "assignment-client";
 import { IMPORT_CHUNK_ROWS } from "../../src/store/transfer-store.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { sql, storedAssignments } from "../grpc/helpers.js";

@@ -19,7 +19,7 @@ import {
   type ExperimentService,
   type ImportAssignmentsRequestSchema,
   type ImportRowSchema,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer } from "../../src/server.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";

@@ -6,7 +6,7 @@
  * grace period, and the process exits with code 0.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, type StreamAssignResponse } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, type StreamAssignResponse } from "assignment-client";
 import { failure, separateClients, specVariant, sql, sleep, status, type WeightedVariant } from "../grpc/helpers.js";
 import { startChildServer, type ChildServer } from "./support/child-server.js";
 import { responseAnswers, type StreamRequest } from "./support/streams.js";

@@ -4,7 +4,7 @@
  * row per enrolled unit, and a dry-run stream stores nothing (SPEC.md rule 9).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "../../src/client/index.js";
+import { ExperimentStatus, Reason, columnAnswers, type ColumnAnswer } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { specInRollout, specVariant, sql, units, type WeightedVariant } from "../grpc/helpers.js";
 import { chunk, differences, responseAnswers, runStream, streamRequests } from "./support/streams.js";

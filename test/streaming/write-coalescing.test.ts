@@ -21,7 +21,7 @@
  * must add up to the 200 new rows, which shows that no statement escaped it.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason } from "../../src/client/index.js";
+import { ExperimentStatus, Reason } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { separateClients, specVariant, sql, units, type WeightedVariant } from "../grpc/helpers.js";
 

@@ -1,4 +1,4 @@
-import { AssignmentService, createClient, ExperimentService, type Client } from "../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, type Client } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer, type RunningServer, type ServerConfig } from "../../src/server.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "./services.js";

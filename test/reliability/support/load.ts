@@ -4,7 +4,7 @@
  * in count and time, so a test stops by itself whatever the server does.
  */
 import { status } from "@grpc/grpc-js";
-import { AssignmentService, createClient, ExperimentService, type Client } from "../../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, type Client } from "assignment-client";
 
 export { status };
 

@@ -3,7 +3,7 @@
  * fresh database and Redis prefix of the test services, with real gRPC clients; lets a test read
  * its memory and signal it.
  */
-import { AssignmentService, createClient, ExperimentService, type Client } from "../../../src/client/index.js";
+import { AssignmentService, createClient, ExperimentService, type Client } from "assignment-client";
 import { spawnServer } from "../../../harness/spawn-server.js";
 import type { Exit } from "../../../harness/processes.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../../support/services.js";

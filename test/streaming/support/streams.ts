@@ -10,7 +10,7 @@ import {
   type ColumnAnswer,
   type StreamAssignRequestSchema,
   type StreamAssignResponse,
-} from "../../../src/client/index.js";
+} from "assignment-client";
 
 export type StreamRequest = MessageInitShape<typeof StreamAssignRequestSchema>;
 

@@ -1,8 +1,8 @@
-import type { AssignmentColumn, AssignOptions } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { AssignOptionsSchema } from "../../gen/ts/assignment/v1/types_pb.js";
-import type { AssignmentService, Client } from "../client/index.js";
-import { MAX_BULK_UNITS, MAX_MATRIX_CELLS } from "../protocol-limits.js";
+import type { Client } from "./create-client.js";
+import type { AssignmentService } from "./gen/assignment/v1/assignment_service_pb.js";
+import type { AssignmentColumn, AssignOptions, AssignOptionsSchema } from "./gen/assignment/v1/types_pb.js";
+import { MAX_BULK_UNITS, MAX_MATRIX_CELLS } from "./limits.js";
 
 /** Largest batch StreamAssign takes: MAX_BULK_UNITS ids, and at most MAX_MATRIX_CELLS ids x experiments. */
 export function maxBatch(experiments: number): number {

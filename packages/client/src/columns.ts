@@ -1,4 +1,4 @@
-import type { AssignmentColumn, Reason } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { AssignmentColumn, Reason } from "./gen/assignment/v1/types_pb.js";
 
 /** One unit's answer, unpacked from an AssignmentColumn. */
 export interface ColumnAnswer {

@@ -1,0 +1,170 @@
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { MAX_MESSAGE_BYTES } from "./limits.js";
+import { type RetryOptions, retryChannelOptions } from "./retry.js";
+
+/** `/assignment.v1.AssignmentService/Assign` */
+export function methodPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}
+
+export interface CallOptions {
+  /** Milliseconds until the call's deadline; overrides the client's default. */
+  timeoutMs?: number;
+  /** Extra metadata for this call. */
+  metadata?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+export interface ClientOptions {
+  /** Default deadline of every call in milliseconds; none when 0 or absent. */
+  timeoutMs?: number;
+  /** Sent as `authorization: Bearer <token>` on every call. */
+  token?: string;
+  credentials?: grpc.ChannelCredentials;
+  /** Extra grpc-js channel options. */
+  channelOptions?: grpc.ChannelOptions;
+  /** Retries of idempotent calls (see RetryOptions); on by default, `false` turns them off. */
+  retry?: RetryOptions | false;
+}
+
+type ClientMethod<M> = M extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+  ? (request: MessageInitShape<I>, options?: CallOptions) => Promise<MessageShape<O>>
+  : M extends { methodKind: "server_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    ? (request: MessageInitShape<I>, options?: CallOptions) => AsyncIterable<MessageShape<O>>
+    : M extends { methodKind: "client_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? (requests: AsyncIterable<MessageInitShape<I>>, options?: CallOptions) => Promise<MessageShape<O>>
+      : M extends { methodKind: "bidi_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+        ? (requests: AsyncIterable<MessageInitShape<I>>, options?: CallOptions) => AsyncIterable<MessageShape<O>>
+        : never;
+
+/** A typed client of a service, derived from its generated descriptor. */
+export type Client<S extends DescService> = {
+  [K in keyof S["method"]]: ClientMethod<S["method"][K]>;
+} & { close(): void; readonly channel: grpc.Client };
+
+/** Creates a typed client for `service` at `address` (host:port). */
+export function createClient<S extends DescService>(service: S, address: string, options: ClientOptions = {}): Client<S> {
+  if (options.token !== undefined && !/^[\x21-\x7e]+$/.test(options.token)) {
+    // Sent as it is, a token with whitespace around it would not even reach the server: HTTP/2
+    // drops a header value that begins or ends with whitespace.
+    throw new TypeError("token: must be printable ASCII without whitespace (check for a space or a newline around it)");
+  }
+  const channel = new grpc.Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    ...retryChannelOptions([service], options.retry),
+    ...options.channelOptions,
+  });
+  const client: Record<string, unknown> = { channel, close: () => channel.close() };
+
+  const metadataFor = (o: CallOptions | undefined) => {
+    const md = new grpc.Metadata();
+    if (options.token) md.set("authorization", `Bearer ${options.token}`);
+    for (const [k, v] of Object.entries(o?.metadata ?? {})) md.set(k, v);
+    return md;
+  };
+  /** The call's absolute deadline, which grpc-js's retries (all attempts) stay within. */
+  const deadlineFor = (o: CallOptions | undefined) => {
+    const timeout = o?.timeoutMs ?? options.timeoutMs;
+    return timeout ? Date.now() + timeout : undefined;
+  };
+  const callArgs = (o: CallOptions | undefined) => {
+    const deadline = deadlineFor(o);
+    const callOptions: grpc.CallOptions = deadline !== undefined ? { deadline } : {};
+    return { md: metadataFor(o), callOptions };
+  };
+  /** Cancels `call` when `signal` aborts; returns the function that stops listening. */
+  const onAbort = (signal: AbortSignal | undefined, call: { cancel(): void }) => {
+    if (!signal) return () => {};
+    if (signal.aborted) {
+      call.cancel();
+      return () => {};
+    }
+    const cancel = () => call.cancel();
+    signal.addEventListener("abort", cancel, { once: true });
+    return () => signal.removeEventListener("abort", cancel);
+  };
+  for (const m of service.methods) {
+    const path = methodPath(m);
+    const serialize = (msg: object) => Buffer.from(toBinary(m.input, create(m.input, msg as never)));
+    const deserialize = (b: Buffer) => fromBinary(m.output, b);
+    switch (m.methodKind) {
+      case "unary":
+        client[m.localName] = (request: object, o?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const { md, callOptions } = callArgs(o);
+            let stopListening = () => {};
+            const call = channel.makeUnaryRequest(path, serialize, deserialize, request, md, callOptions, (err, res) => {
+              stopListening();
+              if (err) reject(err);
+              else resolve(res);
+            });
+            stopListening = onAbort(o?.signal, call);
+          });
+        break;
+      case "server_streaming":
+        client[m.localName] = (request: object, o?: CallOptions) =>
+          readAll(() => {
+            const { md, callOptions } = callArgs(o);
+            const call = channel.makeServerStreamRequest(path, serialize, deserialize, request, md, callOptions);
+            call.on("status", onAbort(o?.signal, call));
+            return call;
+          });
+        break;
+      case "client_streaming":
+        client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const { md, callOptions } = callArgs(o);
+            const call = channel.makeClientStreamRequest(path, serialize, deserialize, md, callOptions, (err, res) =>
+              err ? reject(err) : resolve(res),
+            );
+            onAbort(o?.signal, call);
+            pump(requests, call).catch((err) => {
+              call.cancel();
+              reject(err);
+            });
+          });
+        break;
+      case "bidi_streaming":
+        client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) => {
+          const { md, callOptions } = callArgs(o);
+          const call = channel.makeBidiStreamRequest(path, serialize, deserialize, md, callOptions);
+          onAbort(o?.signal, call);
+          pump(requests, call).catch((err) => call.destroy(err));
+          return call as AsyncIterable<unknown>;
+        };
+        break;
+    }
+  }
+  return client as Client<S>;
+}
+
+/** The messages of a server stream; a caller that stops reading early ends the call. */
+async function* readAll(start: () => grpc.ClientReadableStream<unknown>): AsyncGenerator<unknown> {
+  const call = start();
+  let finished = false;
+  call.on("status", () => (finished = true));
+  try {
+    yield* call;
+  } finally {
+    if (!finished) call.cancel();
+  }
+}
+
+/** Writes every request, waiting for drain when the stream's buffer is full, then half-closes. */
+async function pump(requests: AsyncIterable<object>, call: grpc.ClientWritableStream<object>): Promise<void> {
+  for await (const r of requests) {
+    if (!call.write(r)) await new Promise<void>((res) => call.once("drain", res));
+  }
+  call.end();
+}
