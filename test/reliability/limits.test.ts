@@ -2,7 +2,7 @@
  * Limits: what the server does at and past each of its bounds, and that it keeps serving.
  *
  * - Message size: the server receives and sends at most MAX_MESSAGE_BYTES (64 MiB,
- *   src/client/create-client.ts, used by src/server.ts for both directions). A request of exactly
+ *   packages/client/src/limits.ts, used by src/server.ts for both directions). A request of exactly
  *   64 MiB is read (and refused by validation); one byte more is RESOURCE_EXHAUSTED from grpc-js
  *   before any handler runs; a response that would exceed it is RESOURCE_EXHAUSTED too.
  * - Units per call: 10,000 ids per BulkAssign / StreamAssign message, 100,000 cells per
