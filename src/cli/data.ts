@@ -2,7 +2,8 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { once } from "node:events";
 import type { Readable, Writable } from "node:stream";
 import { toJson } from "@bufbuild/protobuf";
-import { AssignmentSchema, ImportPolicy } from "assignment-client";
+import { AssignmentSchema, ImportPolicy, Layer, Reason } from "assignment-client";
+import * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ImportAssignmentsRequestSchema } from "assignment-client";
 import { assignCohort, maxBatch } from "assignment-client";
@@ -56,7 +57,7 @@ export async function assignOne(
   ctx: Context,
   experimentKey: string,
   unitId: string,
-  o: { unitType?: string; dryRun?: boolean; explain?: boolean; params?: boolean; json?: boolean },
+  o: { unitType?: string; dryRun?: boolean; explain?: boolean; params?: boolean; json?: boolean; allowUnknown?: boolean },
 ) {
   const { assignment } = await ctx.assignments.assign({
     experimentKey,
@@ -65,10 +66,20 @@ export async function assignOne(
     options: { dryRun: o.dryRun ?? false, explain: o.explain ?? false, includeParams: o.params ?? false },
   });
   const a = assignment!;
-  if (o.json) {
-    process.stdout.write(JSON.stringify(toJson(AssignmentSchema, a), null, 2) + "\n");
-    return;
-  }
+  if (o.json) process.stdout.write(JSON.stringify(toJson(AssignmentSchema, a), null, 2) + "\n");
+  else printAssignment(a, unitId);
+  if (a.reason === Reason.UNKNOWN_EXPERIMENT && !o.allowUnknown) throw unknownExperiments([experimentKey]);
+}
+
+/** The refusal of a command naming experiments that do not exist (a typo, usually). */
+function unknownExperiments(keys: string[]): UsageError {
+  const list = keys.map((k) => `"${k}"`).join(", ");
+  return new UsageError(
+    `no experiment ${list} on this server (check the spelling: assignment experiments list); --allow-unknown answers such units UNKNOWN_EXPERIMENT and exits 0`,
+  );
+}
+
+function printAssignment(a: NonNullable<Awaited<ReturnType<Context["assignments"]["assign"]>>["assignment"]>, unitId: string) {
   const lines = [
     `${a.experimentKey} / ${unitId}: ${a.variantKey || "(no variant)"}`,
     `reason    ${reasonName(a.reason)}`,
@@ -80,11 +91,20 @@ export async function assignOne(
     const e = a.explanation;
     lines.push(
       `buckets   variant ${e.variantBucket}, rollout ${e.rolloutBucket}${e.segment !== undefined ? `, segment ${e.segment}` : ""}`,
+      `layer     ${LAYER_TEXT[e.layer] ?? Layer[e.layer] ?? String(e.layer)}`,
     );
   }
   if (a.params) lines.push(`params    ${JSON.stringify(a.params)}`);
   process.stdout.write(lines.join("\n") + "\n");
 }
+
+/** Which layer answered, as `assign --explain` prints it. */
+const LAYER_TEXT: Partial<Record<Layer, string>> = {
+  [Layer.MEMORY]: "MEMORY (the server's in-process cache)",
+  [Layer.REDIS]: "REDIS (the shared cache)",
+  [Layer.POSTGRES]: "POSTGRES (stored, read from the database)",
+  [Layer.COMPUTED]: "COMPUTED (hashed now, per SPEC.md)",
+};
 
 export interface CohortCommandOptions {
   file?: string;
@@ -93,6 +113,7 @@ export interface CohortCommandOptions {
   unitType?: string;
   batchSize?: string;
   dryRun?: boolean;
+  allowUnknown?: boolean;
 }
 
 /** Assigns every id of the file (or stdin), one per line, through StreamAssign. */
@@ -114,6 +135,12 @@ export async function cohort(ctx: Context, experimentKeys: string[], o: CohortCo
       ids,
       { experimentKeys, unitType: o.unitType, options: { dryRun: o.dryRun ?? false }, batchSize },
       async (batch, columns) => {
+        // An unknown experiment answers every unit UNKNOWN_EXPERIMENT: refuse at the first batch
+        // rather than write a row per unit of a typo.
+        if (!o.allowUnknown && batch.length > 0) {
+          const unknown = columns.filter((c) => c.reasons[0] === Reason.UNKNOWN_EXPERIMENT).map((c) => c.experimentKey);
+          if (unknown.length > 0) throw unknownExperiments(unknown);
+        }
         let text = "";
         for (let i = 0; i < batch.length; i++) {
           for (const c of columns) {
@@ -198,10 +225,14 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
     }
     if (rows.length > 0 || setup) yield { setup, rows };
     progress.add(rows.length);
+    // Every row is sent; the server now stores them all in one transaction.
+    progress.note("committing…");
   }
   let r: Awaited<ReturnType<typeof ctx.experiments.importAssignments>>;
   try {
     r = await ctx.experiments.importAssignments(requests(), { timeoutMs: 0 });
+  } catch (err) {
+    throw inCliTerms(err, fromFile ? file! : "stdin");
   } finally {
     progress.stop(ctx.options.progress ? "sent" : undefined);
   }
@@ -224,6 +255,22 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
   let text = `received ${count(r.received)} rows: ${count(r.imported)} imported, ${count(r.skipped)} skipped (already stored, overrides, or repeated units), ${count(r.invalid)} invalid\n`;
   for (const e of r.errors) text += `  row ${Number(e.position) + 1} (line ${Number(e.position) + 2}): ${e.message}\n`;
   process.stdout.write(text);
+}
+
+/**
+ * The server's refusal of an import, in the command's terms: its `rows[N]` (the N-th row sent,
+ * from 0) is line N + 2 of the file (after the header), and `setup.skip_invalid` is
+ * `--skip-invalid`, `setup.policy` `--overwrite`.
+ */
+function inCliTerms(err: unknown, source: string): unknown {
+  const e = err as Partial<grpc.ServiceError>;
+  if (e.code !== grpc.status.INVALID_ARGUMENT || typeof e.details !== "string") return err;
+  const details = e.details
+    .replace(/^rows\[(\d+)\]/, (_, n: string) => `${source} line ${Number(n) + 2} (data row ${Number(n) + 1})`)
+    .replace(/set setup\.skip_invalid/g, "pass --skip-invalid")
+    .replace(/setup\.skip_invalid/g, "--skip-invalid")
+    .replace(/setup\.policy/g, "--overwrite");
+  return Object.assign(err as object, { details, message: `${e.code} INVALID_ARGUMENT: ${details}` });
 }
 
 /** Writes every stored assignment of an experiment as CSV (the format `import` reads). */

@@ -158,9 +158,10 @@ export function buildProgram(): Command {
     .description("assign one unit")
     .option("--unit-type <type>", "the unit's type (default user_id)")
     .option("--dry-run", "store nothing")
-    .option("--explain", "show buckets and segment")
+    .option("--explain", "show buckets, segment and which layer answered")
     .option("--params", "show the variant's params")
     .option("--json", "print JSON")
+    .option("--allow-unknown", "an unknown experiment is an answer (UNKNOWN_EXPERIMENT), not an error: exit 0")
     .action(run((ctx, exp: string, unit: string, o: Parameters<typeof data.assignOne>[3]) => data.assignOne(ctx, exp, unit, o)));
   program
     .command("cohort <experiments...>")
@@ -172,6 +173,7 @@ export function buildProgram(): Command {
     .option("--unit-type <type>", "the units' type (default user_id)")
     .option("--batch-size <n>", "ids per message (default and most: 10,000, or 100,000 / experiments)")
     .option("--dry-run", "store nothing")
+    .option("--allow-unknown", "answer units of unknown experiments UNKNOWN_EXPERIMENT instead of stopping with exit code 2")
     .addHelpText("after", "\nOutput: one row per unit and experiment: unit_id,experiment_key,variant_key,reason,enrolled,stored")
     .action(run((ctx, exps: string[], o: data.CohortCommandOptions) => data.cohort(ctx, exps, o)));
   program

@@ -19,6 +19,7 @@ export class Progress {
   private readonly bar: cliProgress.SingleBar | undefined;
   private readonly started = performance.now();
   private value = 0;
+  private noteText = "";
 
   constructor(private readonly options: ProgressOptions) {
     const enabled = options.enabled ?? process.stderr.isTTY === true;
@@ -27,8 +28,8 @@ export class Progress {
     this.bar = new cliProgress.SingleBar(
       {
         format: known
-          ? `{bar} {percentage}% | {done}/{all} ${options.unit} | {rate} ${options.unit}/s | ETA {eta_formatted}`
-          : `{done} ${options.unit} | {rate} ${options.unit}/s | {duration_formatted}`,
+          ? `{bar} {percentage}% | {done}/{all} ${options.unit} | {rate} ${options.unit}/s | ETA {eta_formatted}{note}`
+          : `{done} ${options.unit} | {rate} ${options.unit}/s | {duration_formatted}{note}`,
         stream: process.stderr,
         hideCursor: true,
         etaBuffer: 50,
@@ -41,7 +42,19 @@ export class Progress {
 
   private payload() {
     const seconds = (performance.now() - this.started) / 1000;
-    return { done: fmt(this.value), all: fmt(this.options.total ?? 0), rate: seconds > 0 ? fmt(this.value / seconds) : "-" };
+    return {
+      done: fmt(this.value),
+      all: fmt(this.options.total ?? 0),
+      rate: seconds > 0 ? fmt(this.value / seconds) : "-",
+      note: this.noteText ? ` | ${this.noteText}` : "",
+    };
+  }
+
+  /** Shows what happens now at the end of the bar (e.g. "committing…" once everything is sent
+   * and the server is still at work). */
+  note(text: string): void {
+    this.noteText = text;
+    this.bar?.update(this.value, this.payload());
   }
 
   add(n: number): void {

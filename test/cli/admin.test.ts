@@ -99,6 +99,18 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     const plain = await cli("assign", "banner", "tester-1", "--explain");
     expect(plain).toMatch(/^banner \/ tester-1: [ab]\nreason\s+NEW/);
     expect(plain).toMatch(/buckets\s+variant \d+, rollout \d+/);
+    // A new assignment was computed (hashed) by this call; asked again, a cache answers.
+    expect(plain).toMatch(/^layer\s+COMPUTED \(hashed now, per SPEC\.md\)$/m);
+    expect(await cli("assign", "banner", "tester-1", "--explain")).toMatch(/^layer\s+(MEMORY|REDIS|POSTGRES) \(/m);
+
+    // A misspelt experiment: said on stderr, exit code 2; --allow-unknown makes it an answer.
+    const typo = await runCli(t.server.address, ["assign", "baner", "tester-1"]);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('error: no experiment "baner" on this server');
+    expect(typo.stdout).toContain("UNKNOWN_EXPERIMENT");
+    const allowed = await runCli(t.server.address, ["assign", "baner", "tester-1", "--allow-unknown"]);
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect(allowed.stderr).toBe("");
 
     await t.assignments.bulkAssign({ experimentKey: "banner", unitIds: Array.from({ length: 2_000 }, (_, i) => `u-${i}`) });
     const stats = await cli("stats", "banner");

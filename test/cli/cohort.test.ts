@@ -113,6 +113,18 @@ describe("assignment cohort", () => {
     expect(out.trimEnd().split("\n")).toHaveLength(2_001);
   });
 
+  it("stops at the first batch naming an unknown experiment: stderr says which, exit code 2, no rows written", async () => {
+    const many = Array.from({ length: 30_000 }, (_, i) => `x-${i}`).join("\n");
+    const r = await runCli(t.server.address, ["cohort", "cohort-a", "cohort-typo", "--batch-size", "1000"], { stdin: many });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('error: no experiment "cohort-typo" on this server');
+    // The header only: nothing of the 30,000 units was written.
+    expect(r.stdout.trimEnd().split("\n")).toEqual(["unit_id,experiment_key,variant_key,reason,enrolled,stored"]);
+    const allowed = await runCli(t.server.address, ["cohort", "cohort-typo", "--allow-unknown"], { stdin: "u-1\nu-2\n" });
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect(allowed.stdout).toContain("u-1,cohort-typo,,UNKNOWN_EXPERIMENT,false,false");
+  });
+
   it("fails with the gRPC status and a non-zero exit code for an unknown unit type", async () => {
     const r = await runCli(t.server.address, ["cohort", "cohort-a", "--unit-type", "Bad Type"], { stdin: "u-1\n" });
     expect(r.code).toBe(1);

@@ -75,6 +75,10 @@ describe("assignment import / export", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("INVALID_ARGUMENT");
     expect(r.stderr).toContain('"no-such-variant" is not a variant of "legacy"');
+    // In the command's terms: the file's line (header is line 1) and the flag, not proto fields.
+    expect(r.stderr).toContain("stdin line 3 (data row 2): variant_key:");
+    expect(r.stderr).toContain("pass --skip-invalid to import the valid rows");
+    expect(r.stderr).not.toMatch(/rows\[|setup\./);
     const { column } = await t.assignments.bulkAssign({ experimentKey: "legacy", unitIds: ["fresh-1"], options: { dryRun: true } });
     expect(column!.stored[0]).toBe(false);
 

@@ -136,13 +136,14 @@ export function createClient<S extends DescService>(service: S, address: string,
           });
         break;
       case "bidi_streaming":
-        client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) => {
-          const { md, callOptions } = callArgs(o);
-          const call = channel.makeBidiStreamRequest(path, serialize, deserialize, md, callOptions);
-          onAbort(o?.signal, call);
-          pump(requests, call).catch((err) => call.destroy(err));
-          return call as AsyncIterable<unknown>;
-        };
+        client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) =>
+          readAll(() => {
+            const { md, callOptions } = callArgs(o);
+            const call = channel.makeBidiStreamRequest(path, serialize, deserialize, md, callOptions);
+            onAbort(o?.signal, call);
+            pump(requests, call).catch((err) => call.destroy(err));
+            return call;
+          });
         break;
     }
   }
@@ -163,8 +164,28 @@ async function* readAll(start: () => grpc.ClientReadableStream<unknown>): AsyncG
 
 /** Writes every request, waiting for drain when the stream's buffer is full, then half-closes. */
 async function pump(requests: AsyncIterable<object>, call: grpc.ClientWritableStream<object>): Promise<void> {
+  // Once the call ended (answered, failed or cancelled: the caller stopped reading), reading more
+  // requests would only hold their source (a file, stdin) open.
+  let ended = false;
+  const stop = () => (ended = true);
+  call.once("status", stop);
+  call.once("error", stop);
   for await (const r of requests) {
-    if (!call.write(r)) await new Promise<void>((res) => call.once("drain", res));
+    if (ended) return;
+    if (!call.write(r)) {
+      await new Promise<void>((res) => {
+        const done = () => {
+          call.off("drain", done);
+          call.off("status", done);
+          call.off("error", done);
+          res();
+        };
+        call.once("drain", done);
+        call.once("status", done);
+        call.once("error", done);
+      });
+    }
+    if (ended) return;
   }
   call.end();
 }
