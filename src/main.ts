@@ -1,4 +1,5 @@
 import cluster from "node:cluster";
+import net from "node:net";
 import { announceWorkerServing, runPrimary } from "./cluster.js";
 import { ConfigError, loadConfig, loadTokenFile, type LoadedConfig } from "./config.js";
 import { createLogger } from "./logger.js";
@@ -16,6 +17,34 @@ try {
 if (config.help) {
   process.stdout.write(config.help);
   process.exit(0);
+}
+
+/** Whether `port` on `host` can be listened on now (0: any port can). */
+function canListen(host: string, port: number): Promise<boolean> {
+  if (port === 0) return Promise.resolve(true);
+  const probe = net.createServer();
+  return new Promise((resolve) => {
+    probe.once("error", () => resolve(false));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
+const portHint = (setting: string, flag: string, port: number, host: string) =>
+  `${setting} (--${flag}): port ${port} on ${host} is already in use (is another server running?): stop it, or pick another port with --${flag} <n> (or ${setting})`;
+
+// A taken port is found out before the database is opened (creating an embedded one takes a
+// while), and reported as a setting to change, not as a stack trace.
+// (Cluster workers listen through the primary, which checked.)
+const host = config.server.host ?? "127.0.0.1";
+for (const [setting, flag, port, on] of [
+  ["PORT", "port", config.server.port, host],
+  ["HTTP_PORT", "http-port", config.server.httpPort, host],
+  ["METRICS_PORT", "metrics-port", config.server.metricsPort, config.server.metricsHost ?? host],
+] as const) {
+  if (!cluster.isWorker && port !== undefined && !(await canListen(on, port))) {
+    process.stderr.write(`assignment-server: ${portHint(setting, flag, port, on)}\n`);
+    process.exit(2);
+  }
 }
 
 // A cluster worker's log lines (call lines included) say which worker wrote them.
@@ -38,7 +67,16 @@ async function serve(): Promise<void> {
   try {
     server = await startServer({ ...config.server, clusterWorker: cluster.isWorker, logger: log });
   } catch (err) {
-    log.fatal({ err }, "could not start");
+    const message = (err as Error)?.message ?? String(err);
+    if ((err as NodeJS.ErrnoException)?.code === "EADDRINUSE" || /EADDRINUSE|No address added out of total/.test(message)) {
+      // Taken between the check above and the start.
+      log.fatal(
+        { error: message },
+        `could not start: a port is already in use (${message}); pick another with --port, --http-port or --metrics-port`,
+      );
+    } else {
+      log.fatal({ err }, "could not start");
+    }
     process.exit(1);
   }
   closeOnSignals(server, log);

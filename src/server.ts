@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { AssignmentService } from "../gen/ts/assignment/v1/assignment_service_pb.js";
 import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb.js";
@@ -201,7 +201,26 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   }
 }
 
+/** The first log line: which database and cache, and what opening the database is about to do
+ * (creating an embedded one takes a while, so a first start says so instead of being silent). */
+function logStarting(config: ServerConfig, log: Logger): void {
+  const cache = config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)";
+  if (config.databaseUrl) {
+    log.info({ database: redactUrl(config.databaseUrl), cache }, "starting: connecting to PostgreSQL and applying migrations…");
+    return;
+  }
+  const dir = config.pgliteDataDir ?? DEFAULT_PGLITE_DIR;
+  const fresh = dir.startsWith("memory://") || !existsSync(dir) || readdirSync(dir).length === 0;
+  log.info(
+    { database: `pglite:${dir} (embedded PostgreSQL, in process)`, cache },
+    fresh
+      ? `starting: creating the embedded database (PGlite) in ${dir}… (a first start takes about 20 s)`
+      : `starting: opening the embedded database (PGlite) in ${dir}…`,
+  );
+}
+
 async function start(config: ServerConfig, log: Logger, opened: Opened): Promise<RunningServer> {
+  logStarting(config, log);
   const databaseKind = config.databaseUrl ? "postgres" : "pglite";
   const { database, transfers: transferDatabase, description } = await openDatabase(config, log, opened);
   await database.migrate();

@@ -7,6 +7,7 @@
  * - With them set: the real PostgreSQL and Redis, and ADMIN_TOKEN required.
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -55,6 +56,12 @@ describe("npm start with nothing configured", () => {
         database: expect.stringContaining(`pglite:${dataDir}`),
         cache: "in-process only (no Redis)",
       });
+      // The first line names the database (and says a first start creates it: it takes a while).
+      expect(first.logs[0]).toMatchObject({
+        database: expect.stringContaining(`pglite:${dataDir}`),
+        cache: "in-process only (no Redis)",
+        msg: expect.stringContaining(`creating the embedded database (PGlite) in ${dataDir}…`),
+      });
       const warning = first.logs.find((l) => l.level === 40 && String(l.msg).startsWith("INSECURE DEVELOPMENT MODE"));
       expect(warning, JSON.stringify(first.logs)).toBeDefined();
       expect(existsSync(`${dataDir}.lock`)).toBe(true);
@@ -92,6 +99,7 @@ describe("npm start with nothing configured", () => {
     // Started again on the same folder: the experiment and the stored assignment are still there.
     const second = await startMain({ ...env, METRICS_PORT: "0" });
     try {
+      expect(second.logs[0]?.msg).toBe(`starting: opening the embedded database (PGlite) in ${dataDir}…`);
       const assign = createClient(AssignmentService, `127.0.0.1:${port}`, { timeoutMs: 20_000 });
       try {
         const r = (await assign.assign({ experimentKey: "hello", unitId: "u-1" })).assignment!;
@@ -101,6 +109,30 @@ describe("npm start with nothing configured", () => {
       }
     } finally {
       expect(await second.stop()).toBe(0);
+    }
+  });
+});
+
+describe("npm start on a taken port", () => {
+  it("fails before opening any database, without a stack trace, and names --port (exit code 2)", async () => {
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const port = (taken.address() as net.AddressInfo).port;
+    const dir = mkdtempSync(path.join(os.tmpdir(), "start-taken-"));
+    try {
+      const dataDir = path.join(dir, "pglite");
+      const { status: code, stderr } = await runCommand(process.execPath, ["--import", "tsx", "src/main.ts"], {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env.PATH ?? "", PGLITE_DATA_DIR: dataDir, PORT: String(port), METRICS_PORT: "0" },
+      });
+      expect(code).toBe(2);
+      expect(stderr).toContain(`PORT (--port): port ${port} on 127.0.0.1 is already in use`);
+      expect(stderr).toContain("pick another port with --port <n>");
+      expect(stderr).not.toMatch(/\n\s+at /);
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      await new Promise((r) => taken.close(r));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
