@@ -113,13 +113,12 @@ export function createClient<S extends DescService>(service: S, address: string,
           });
         break;
       case "server_streaming":
-        client[m.localName] = (request: object, o?: CallOptions) =>
-          readAll(() => {
-            const { md, callOptions } = callArgs(o);
-            const call = channel.makeServerStreamRequest(path, serialize, deserialize, request, md, callOptions);
-            call.on("status", onAbort(o?.signal, call));
-            return call;
-          });
+        client[m.localName] = (request: object, o?: CallOptions) => {
+          const { md, callOptions } = callArgs(o);
+          const call = channel.makeServerStreamRequest(path, serialize, deserialize, request, md, callOptions);
+          call.on("status", onAbort(o?.signal, call));
+          return cancelOnEarlyReturn(call);
+        };
         break;
       case "client_streaming":
         client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) =>
@@ -136,30 +135,42 @@ export function createClient<S extends DescService>(service: S, address: string,
           });
         break;
       case "bidi_streaming":
-        client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) =>
-          readAll(() => {
-            const { md, callOptions } = callArgs(o);
-            const call = channel.makeBidiStreamRequest(path, serialize, deserialize, md, callOptions);
-            onAbort(o?.signal, call);
-            pump(requests, call).catch((err) => call.destroy(err));
-            return call;
-          });
+        client[m.localName] = (requests: AsyncIterable<object>, o?: CallOptions) => {
+          const { md, callOptions } = callArgs(o);
+          const call = channel.makeBidiStreamRequest(path, serialize, deserialize, md, callOptions);
+          onAbort(o?.signal, call);
+          pump(requests, call).catch((err) => call.destroy(err));
+          return cancelOnEarlyReturn(call);
+        };
         break;
     }
   }
   return client as Client<S>;
 }
 
-/** The messages of a server stream; a caller that stops reading early ends the call. */
-async function* readAll(start: () => grpc.ClientReadableStream<unknown>): AsyncGenerator<unknown> {
-  const call = start();
+/**
+ * The grpc-js call itself (an async iterable of the answers, and an EventEmitter with `cancel()`),
+ * whose iterator cancels the call when the caller stops reading before it ended (a `break` out of
+ * `for await`), rather than leave it running (and its requests being read).
+ */
+function cancelOnEarlyReturn<C extends grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<object, unknown>>(call: C): C {
   let finished = false;
   call.on("status", () => (finished = true));
-  try {
-    yield* call;
-  } finally {
-    if (!finished) call.cancel();
-  }
+  const iterate = call[Symbol.asyncIterator].bind(call);
+  Object.defineProperty(call, Symbol.asyncIterator, {
+    configurable: true,
+    value: () => {
+      const it = iterate();
+      const stop = it.return?.bind(it);
+      return Object.assign(it, {
+        return: async (value?: unknown) => {
+          if (!finished) call.cancel();
+          return stop ? stop(value) : { done: true as const, value };
+        },
+      });
+    },
+  });
+  return call;
 }
 
 /** Writes every request, waiting for drain when the stream's buffer is full, then half-closes. */
