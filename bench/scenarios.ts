@@ -3,14 +3,7 @@
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import {
-  AssignmentService,
-  type Client,
-  type ExperimentService,
-  ExperimentStatus,
-  type Layer,
-  type Reason,
-} from "assignment-client";
+import { AssignmentService, type Client, type ExperimentService, ExperimentStatus, type Layer, type Reason } from "assignment-client";
 import { TRIVIAL_PATH } from "../harness/trivial-echo.js";
 
 export type AssignmentClient = Client<typeof AssignmentService>;

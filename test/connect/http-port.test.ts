@@ -89,7 +89,7 @@ const CASES: Record<string, { request: (tag: string) => Record<string, unknown>;
       description: "made over one transport",
     }),
   },
-  "ExperimentService/GetExperiment": { same: true, request: () => ({ key: "shared" }) },
+  "ExperimentService/GetExperiment": { same: true, request: () => ({ key: "shared", version: "1" }) },
   "ExperimentService/ListExperiments": { same: true, request: () => ({ status: "EXPERIMENT_STATUS_RUNNING" }) },
   "ExperimentService/UpdateExperiment": {
     request: (tag) => ({ key: `upd-${tag}`, version: "1", rollout: 5000, tags: { tags: ["changed"] } }),
@@ -102,6 +102,7 @@ const CASES: Record<string, { request: (tag: string) => Record<string, unknown>;
   "ExperimentService/SetOverrides": { request: (tag) => ({ experimentKey: `e-${tag}`, overrides: [{ unitId: "t-1", variantKey: "a" }] }) },
   "ExperimentService/ClearOverrides": { request: (tag) => ({ experimentKey: `e-${tag}`, unitIds: ["to-clear"] }) },
   "ExperimentService/GetExperimentStats": { same: true, request: () => ({ key: "shared" }) },
+  "ExperimentService/ListChanges": { same: true, request: () => ({ objectKind: "experiment", objectKey: "shared", pageSize: 2 }) },
 };
 
 const unaryMethods: DescMethod[] = [...AssignmentService.methods, ...ExperimentService.methods].filter((m) => m.methodKind === "unary");

@@ -164,6 +164,7 @@ describe("which calls are retried", () => {
             { service: "assignment.v1.ExperimentService", method: "ListNamespaces" },
             { service: "assignment.v1.ExperimentService", method: "GetExperimentStats" },
             { service: "assignment.v1.ExperimentService", method: "ExportAssignments" },
+            { service: "assignment.v1.ExperimentService", method: "ListChanges" },
           ],
           retryPolicy: {
             maxAttempts: 5,
