@@ -19,10 +19,6 @@ import { AggregatorRegistry } from "prom-client";
 import type { Logger } from "./logger.js";
 import { serveMetrics } from "./ops/metrics.js";
 
-/** A worker that dies within this long of its start is not restarted (it would only die again:
- * a bad configuration, an unreachable database at start); the primary then stops everything. */
-const MIN_LIFETIME_MS = 5_000;
-
 export interface PrimaryOptions {
   workers: number;
   /** Port of the aggregated metrics endpoint; undefined: none. */
@@ -36,15 +32,14 @@ export interface PrimaryOptions {
 /** Runs the cluster's primary: forks the workers and supervises them until a signal stops it. */
 export async function runPrimary(options: PrimaryOptions): Promise<void> {
   const { log } = options;
-  const started = new Map<number, number>();
   const ready = new Set<number>();
+  /** Workers that announced they serve, ever: one that dies before it did is a start-up fault. */
+  const served = new Set<number>();
   let stopping = false;
   let announced = false;
 
   const fork = (): Worker => {
-    const w = cluster.fork();
-    started.set(w.id, Date.now());
-    return w;
+    return cluster.fork();
   };
   const metrics = options.metricsPort === undefined ? undefined : new AggregatorRegistry();
   const metricsServer =
@@ -76,6 +71,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   cluster.on("message", (worker, message: { serving?: { port: number } }) => {
     if (!message?.serving) return;
     ready.add(worker.id);
+    served.add(worker.id);
     if (!announced && ready.size === options.workers) {
       announced = true;
       log.info(
@@ -92,9 +88,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   cluster.on("exit", (worker, code, signal) => {
     ready.delete(worker.id);
     if (stopping) return;
-    const lived = Date.now() - (started.get(worker.id) ?? 0);
-    if (lived < MIN_LIFETIME_MS) {
-      log.fatal({ pid: worker.process.pid, code, signal }, "a worker died right after it started: stopping");
+    // A worker that never served would only die again (a bad configuration, a database that
+    // cannot be reached at start): stop everything rather than fork it in a loop.
+    if (!served.has(worker.id)) {
+      log.fatal({ pid: worker.process.pid, code, signal }, "a worker died before it served: stopping");
       void stopAll(1);
       return;
     }
