@@ -266,6 +266,32 @@ export async function clearOverrides(ctx: Context, experimentKey: string, unitId
   print(`${experimentKey}: ${count(total)} overrides removed (experiment version ${version})`);
 }
 
+/** Every override (of one experiment, or of all), read page by page: a table, or JSON lines. */
+export async function listOverrides(ctx: Context, experimentKey: string | undefined, o: { pageSize?: string; json?: boolean }) {
+  const pageSize = o.pageSize === undefined ? 0 : parseCount("--page-size", o.pageSize);
+  const rows: (string | number)[][] = [];
+  let pageToken = "";
+  do {
+    const page = await ctx.experiments.listOverrides({ experimentKey: experimentKey ?? "", pageSize, pageToken });
+    for (const x of page.overrides) {
+      const setAt = x.setTime ? timestampDate(x.setTime).toISOString() : "";
+      if (o.json) {
+        print(
+          JSON.stringify({
+            experimentKey: x.experimentKey,
+            unitId: x.unitId,
+            variantKey: x.variantKey,
+            experimentVersion: Number(x.experimentVersion),
+            setTime: setAt,
+          }),
+        );
+      } else rows.push([x.experimentKey, x.unitId, x.variantKey, Number(x.experimentVersion), setAt]);
+    }
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  if (!o.json) print(rows.length === 0 ? "no overrides" : table(["EXPERIMENT", "UNIT", "VARIANT", "VERSION", "SET"], rows, [3]));
+}
+
 /** The sample-ratio verdict line. */
 export function srmVerdict(s: GetExperimentStatsResponse): string {
   if (s.totalUnits === 0n) return "no units stored by hashing yet: nothing to check";

@@ -252,7 +252,7 @@ export async function importCsv(ctx: Context, file: string | undefined, o: Impor
     );
     return;
   }
-  let text = `received ${count(r.received)} rows: ${count(r.imported)} imported, ${count(r.skipped)} skipped (already stored, overrides, or repeated units), ${count(r.invalid)} invalid\n`;
+  let text = `received ${count(r.received)} rows: ${count(r.imported)} imported, ${count(r.skipped)} skipped (already stored, or repeated units), ${count(r.invalid)} invalid\n`;
   for (const e of r.errors) text += `  row ${Number(e.position) + 1} (line ${Number(e.position) + 2}): ${e.message}\n`;
   process.stdout.write(text);
 }

@@ -151,6 +151,12 @@ export function buildProgram(): Command {
     .description("remove the overrides of these units, or --all")
     .option("--all", "remove every override of the experiment")
     .action(run((ctx, exp: string, units: string[], o: { all?: boolean }) => admin.clearOverrides(ctx, exp, units, o)));
+  overrides
+    .command("list [experiment]")
+    .description("list the overrides of an experiment (of every experiment when none is named)")
+    .option("--page-size <n>", "overrides fetched per call, 1..10000 (default 1000)")
+    .option("--json", "print one JSON object a line")
+    .action(run((ctx, exp: string | undefined, o: { pageSize?: string; json?: boolean }) => admin.listOverrides(ctx, exp, o)));
 
   // ---------------------------------------------------------------- assignments
   program

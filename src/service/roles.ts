@@ -55,6 +55,7 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/ReleaseSegments": ADMIN,
   "assignment.v1.ExperimentService/SetOverrides": OPERATORS,
   "assignment.v1.ExperimentService/ClearOverrides": OPERATORS,
+  "assignment.v1.ExperimentService/ListOverrides": READERS,
   "assignment.v1.ExperimentService/GetExperimentStats": READERS,
   "assignment.v1.ExperimentService/ImportAssignments": OPERATORS,
   "assignment.v1.ExperimentService/ExportAssignments": READERS,

@@ -1,4 +1,4 @@
-import type { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { storedValue, type StoredAssignment } from "../engine/evaluate.js";
 import { Coalescer } from "../util/coalescer.js";
 import type { Database } from "./database.js";
@@ -17,9 +17,10 @@ export interface NewAssignment extends CellKey {
   source: Source;
 }
 
-/** What is stored for one inserted row: its own value (`won`) or that of whoever stored the cell
- * first (undefined in the rare case where that row was removed again, by ClearOverrides, before it
- * could be read). */
+/** What is stored for one inserted row: its own value (`won`), or what the cell answers from the
+ * store otherwise: whoever stored it first, or the unit's override (a unit with an override is
+ * never stored by hashing: rule 3 comes before rule 11). Undefined in the rare case where that
+ * value was removed again before it could be read. */
 export interface InsertOutcome {
   stored: StoredAssignment | undefined;
   won: boolean;
@@ -29,7 +30,7 @@ export interface InsertOutcome {
 export interface AssignmentStorage {
   /** Positional: element i is the stored assignment of cells[i], or undefined. */
   read(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[]>;
-  /** Stores new assignments unless their cell holds one already. Positional: element i is the
+  /** Stores new assignments unless their cell holds one already or has an override. Positional: element i is the
    * outcome for rows[i]; of several rows naming one cell, the first wins. */
   insert(rows: NewAssignment[]): Promise<InsertOutcome[]>;
 }
@@ -75,14 +76,21 @@ export class AssignmentStore implements AssignmentStorage {
     return this.writes.drain();
   }
 
-  /** Positional: element i is the stored assignment of cells[i], or undefined. */
+  /** Positional: element i is what the store answers for cells[i] (its override, source OVERRIDE,
+   * else its stored assignment), or undefined. */
   async read(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[]> {
     const out = new Array<StoredAssignment | undefined>(cells.length);
     if (cells.length === 0) return out;
+    // What the unit is answered from the store: its override (rule 3) when it has one, else its
+    // stored assignment (rule 5). Overrides live apart (SPEC.md "Stored assignments"), so the
+    // stored row under an override stays as it was and answers again once the override is cleared.
     const { rows } = await this.db.query<{ i: string; variant: number; source: number }>(
-      `SELECT t.i, a.variant, a.source
+      `SELECT t.i, coalesce(o.variant, a.variant) AS variant,
+              CASE WHEN o.variant IS NULL THEN a.source ELSE ${Source.OVERRIDE} END AS source
          FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(e, u, i)
-         JOIN assignments a ON a.experiment_id = t.e AND a.unit_id = t.u`,
+         LEFT JOIN overrides o ON o.experiment_id = t.e AND o.unit_id = t.u
+         LEFT JOIN assignments a ON a.experiment_id = t.e AND a.unit_id = t.u
+        WHERE o.variant IS NOT NULL OR a.variant IS NOT NULL`,
       [numberArray(cells.map((c) => c.experimentId)), textArray(cells.map((c) => c.unitId))],
     );
     for (const r of rows) out[Number(r.i) - 1] = storedValue(r.variant, r.source);
@@ -91,7 +99,8 @@ export class AssignmentStore implements AssignmentStorage {
 
   /**
    * Stores new assignments (INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING, shared with
-   * concurrent callers), then reads back the cells that lost a race to another writer.
+   * concurrent callers; cells with an override are left out), then reads back the cells that
+   * lost a race to another writer or have an override.
    * Positional: element i is the outcome for rows[i].
    */
   insert(rows: NewAssignment[]): Promise<InsertOutcome[]> {
@@ -149,7 +158,8 @@ export class AssignmentStore implements AssignmentStorage {
     const { rows: answer } = await this.db.query<{ n: number; e: number[] | null; u: string[] | null }>(
       `WITH ins AS (
          INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
-         SELECT * FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::smallint[])
+         SELECT * FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::smallint[]) AS t(e, u, v, ver, s)
+          WHERE NOT EXISTS (SELECT 1 FROM overrides o WHERE o.experiment_id = t.e AND o.unit_id = t.u)
          ON CONFLICT DO NOTHING
          RETURNING experiment_id, unit_id
        )

@@ -1,4 +1,4 @@
-import type { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentState } from "../engine/experiment-update.js";
 import { aborted, failedPrecondition, notFound } from "../errors.js";
 import { type Actor, experimentAtVersion, recordExperimentChange } from "./audit-log.js";
@@ -91,12 +91,13 @@ export class ExperimentStore {
       const removed = current.variants.filter((v) => !kept.has(v.id));
       if (removed.length > 0) {
         const { rows } = await tx.query<{ variant: number }>(
-          `SELECT DISTINCT variant FROM assignments WHERE experiment_id = $1 AND variant = ANY($2::smallint[])`,
+          `SELECT DISTINCT variant FROM assignments WHERE experiment_id = $1 AND variant = ANY($2::smallint[])
+           UNION SELECT DISTINCT variant FROM overrides WHERE experiment_id = $1 AND variant = ANY($2::smallint[])`,
           [current.id, removed.map((v) => v.id)],
         );
         if (rows.length > 0) {
           const keys = removed.filter((v) => rows.some((r) => r.variant === v.id)).map((v) => v.key);
-          throw failedPrecondition(`variants: cannot remove ${keys.join(", ")}: stored assignments use it`);
+          throw failedPrecondition(`variants: cannot remove ${keys.join(", ")}: stored assignments or overrides use it`);
         }
       }
       await tx.query(
@@ -121,10 +122,13 @@ export class ExperimentStore {
     });
   }
 
-  /** Stored assignments of an experiment, per variant and source. */
+  /** Stored assignments of an experiment, per variant and source, and its overrides (source
+   * OVERRIDE; they live apart, and a unit with an override may have a stored assignment too). */
   async countAssignments(experimentId: number): Promise<VariantCount[]> {
     const { rows } = await this.db.query<{ variant: number; source: number; n: string }>(
-      `SELECT variant, source, count(*) AS n FROM assignments WHERE experiment_id = $1 GROUP BY variant, source`,
+      `SELECT variant, source, count(*) AS n FROM assignments WHERE experiment_id = $1 GROUP BY variant, source
+       UNION ALL
+       SELECT variant, ${Source.OVERRIDE}, count(*) FROM overrides WHERE experiment_id = $1 GROUP BY variant`,
       [experimentId],
     );
     return rows.map((r) => ({ variantId: r.variant, source: r.source as Source, units: Number(r.n) }));

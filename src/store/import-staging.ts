@@ -44,7 +44,8 @@ export interface ImportStaging {
 /**
  * The merge of an import, inside the caller's transaction: staged rows (table `staging`, with
  * columns pos, experiment_id, unit_id, variant) into assignments. The first row of a unit (by
- * pos) counts. With `overwrite`, stored units are replaced (except overrides), and the
+ * pos) counts. With `overwrite`, stored units are replaced (an override, kept apart, still answers
+ * before the imported row until it is cleared), and the
  * experiments touched move to a new version, which the rows record, and a new cache generation.
  */
 export async function mergeStaged(tx: Queryable, staging: string, overwrite: boolean): Promise<ImportResult> {
@@ -70,8 +71,7 @@ export async function mergeStaged(tx: Queryable, staging: string, overwrite: boo
          FROM ${staging} s JOIN experiments e ON e.id = s.experiment_id
         ORDER BY s.experiment_id, s.unit_id, s.pos
        ON CONFLICT (experiment_id, unit_id) DO UPDATE
-         SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()
-         WHERE assignments.source <> ${Source.OVERRIDE}`,
+         SET variant = excluded.variant, version = excluded.version, source = excluded.source, assigned_at = now()`,
     );
     return { imported: total(importedPerExperiment), importedPerExperiment, overwrittenExperiments };
   }

@@ -95,7 +95,21 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     expect(await cli("overrides", "set", "banner", "tester-1=b", "tester-2=a")).toContain("2 overrides set");
     const one = JSON.parse(await cli("assign", "banner", "tester-1", "--json"));
     expect(one).toMatchObject({ experimentKey: "banner", variantKey: "b", reason: "REASON_OVERRIDE", enrolled: true });
+    // Listed a page at a time (one override a page here), as one table.
+    const listed = await cli("overrides", "list", "banner", "--page-size", "1");
+    expect(listed).toMatch(/^EXPERIMENT\s+UNIT\s+VARIANT\s+VERSION\s+SET$/m);
+    expect(listed).toMatch(/^banner\s+tester-1\s+b\s+\d+\s+\d{4}-\d\d-\d\dT/m);
+    expect(listed).toMatch(/^banner\s+tester-2\s+a\s+\d+\s/m);
+    const lines = (await cli("overrides", "list", "--json"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.experimentKey === "banner").map((l) => [l.unitId, l.variantKey])).toEqual([
+      ["tester-1", "b"],
+      ["tester-2", "a"],
+    ]);
     expect(await cli("overrides", "clear", "banner", "--all")).toContain("2 overrides removed");
+    expect(await cli("overrides", "list", "banner")).toContain("no overrides");
     const plain = await cli("assign", "banner", "tester-1", "--explain");
     expect(plain).toMatch(/^banner \/ tester-1: [ab]\nreason\s+NEW/);
     expect(plain).toMatch(/buckets\s+variant \d+, rollout \d+/);

@@ -565,9 +565,10 @@ describe("overrides", () => {
     });
     expect([col.legend[col.variantIndexes[250]], col.reasons[250], col.stored[250]]).toEqual(["off", Reason.NOT_RUNNING, false]);
 
-    const stored = await storedAssignments(t.databaseUrl, "ovr");
-    expect(stored.size).toBe(250);
-    testers.forEach((u, i) => expect(stored.get(u)).toMatchObject({ variant: i % 2 ? "on" : "off", source: Source.OVERRIDE }));
+    // Overrides are kept apart from stored assignments: nothing is stored for the testers.
+    expect((await storedAssignments(t.databaseUrl, "ovr")).size).toBe(0);
+    const listed = (await t.experiments.listOverrides({ experimentKey: "ovr", pageSize: 10_000 })).overrides;
+    expect(new Map(listed.map((o) => [o.unitId, o.variantKey]))).toEqual(new Map(testers.map((u, i) => [u, i % 2 ? "on" : "off"])));
 
     // Overriding again replaces (upsert), in the same call for many units.
     await t.experiments.setOverrides({
@@ -627,14 +628,15 @@ describe("GetExperimentStats", () => {
     await t.assignments.bulkAssign({ experimentKey: "stats", unitIds: ids });
     // Dry runs and NOT_RUNNING answers count for nothing.
     await t.assignments.bulkAssign({ experimentKey: "stats", unitIds: units("stats-dry", 500), options: { dryRun: true } });
-    // Overrides: 40 units never hashed, and one unit that had been hashed before.
+    // Overrides: 40 units never hashed, and one unit that had been hashed before. Overrides are
+    // kept apart: that unit's row stored by hashing stays, and still counts for the split.
     const overridden = units("stats-ovr", 40);
     await t.experiments.setOverrides({
       experimentKey: "stats",
       overrides: [...overridden.map((u) => ({ unitId: u, variantKey: "z" })), { unitId: ids[0], variantKey: "z" }],
     });
 
-    const hashedUnits = ids.slice(1);
+    const hashedUnits = ids;
     const expected = variants.map((v) => hashedUnits.filter((u) => specVariant(u, "stats", variants) === v.key).length);
     const s = await t.experiments.getExperimentStats({ key: "stats" });
     e = (await t.experiments.getExperiment({ key: "stats" })).experiment!;
@@ -645,15 +647,15 @@ describe("GetExperimentStats", () => {
     expect(s.variants.map((v) => Number(v.overrides))).toEqual([0, 0, 0, 41]);
     expect(s.variants.map((v) => Number(v.imported))).toEqual([0, 0, 0, 0]);
     expect(s.variants.map((v) => v.expectedShare)).toEqual([0.2, 0.3, 0.5, 0]);
-    s.variants.forEach((v, i) => expect(v.observedShare).toBeCloseTo(expected[i] / 2999, 12));
-    expect(s.totalUnits).toBe(2999n);
+    s.variants.forEach((v, i) => expect(v.observedShare).toBeCloseTo(expected[i] / 3000, 12));
+    expect(s.totalUnits).toBe(3000n);
     // The same counts straight from PostgreSQL.
     const rows = await sql<{ variant: string; n: number }>(
       t.databaseUrl,
       `SELECT variant::int AS variant, count(*)::int AS n FROM assignments a JOIN experiments e ON e.id = a.experiment_id
         WHERE e.key = 'stats' AND a.source = ${Source.HASH} GROUP BY variant ORDER BY variant`,
     );
-    expect(rows.reduce((acc, r) => acc + r.n, 0)).toBe(2999);
+    expect(rows.reduce((acc, r) => acc + r.n, 0)).toBe(3000);
 
     const { chi, df } = chiSquareOf(
       expected,

@@ -2,7 +2,7 @@
  * Stickiness (SPEC.md "What may change after creation", "Stored assignments"): weight and rollout
  * changes never move a stored unit; an override is never answered stale by any cache layer, on
  * this server right after the call and on another server process once it has the new
- * configuration; clearing it returns the unit to normal evaluation.
+ * configuration; clearing it makes the unit answer its stored assignment again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -212,14 +212,14 @@ describe("overrides are never answered stale", () => {
       Layer.POSTGRES,
     ]);
 
-    // ClearOverrides: back to normal evaluation (the hashed variant), on every server.
+    // ClearOverrides: the stored assignment answers again (it was never touched), on every server.
     const cleared = await t.experiments.clearOverrides({ experimentKey: "ovr-stale", unitIds: ids.slice(0, 10) });
     expect(cleared.count).toBe(10);
     for (const u of ids.slice(0, 10)) {
       const a = await ask(t.assignments, u);
-      expect([a.variantKey, a.reason], u).toEqual([hashed.get(u), Reason.NEW]);
+      expect([a.variantKey, a.reason], u).toEqual([hashed.get(u), Reason.STICKY]);
       const b = await ask(t.assignments, u);
-      expect([b.variantKey, b.reason], u).toEqual([hashed.get(u), Reason.STICKY]);
+      expect([b.variantKey, b.reason, b.explanation!.layer], u).toEqual([hashed.get(u), Reason.STICKY, Layer.MEMORY]);
     }
     for (const p of [peer, peerNoMemory]) {
       expect(

@@ -269,8 +269,9 @@ describe("policies", () => {
       const ask = async (c: Client<typeof AssignmentService>, u: string, dryRun = false) =>
         (await c.assign({ experimentKey: "imp-over", unitId: u, options: { explain: true, dryRun } })).assignment!;
 
-      // One unit has an override, which an import never replaces. (Set first: a change of
-      // overrides moves the cache generation on, which would cool the caches warmed below.)
+      // One unit has an override: the import stores its row, but the override, kept apart, still
+      // answers first. (Set first: a change of overrides moves the cache generation on, which would
+      // cool the caches warmed below.)
       await t.experiments.setOverrides({ experimentKey: "imp-over", overrides: [{ unitId: overridden, variantKey: "v2" }] });
       const versionBefore = (await t.experiments.getExperiment({ key: "imp-over" })).experiment!.version;
       expect(versionBefore).toBeGreaterThan(before.version);
@@ -303,10 +304,10 @@ describe("policies", () => {
       const res = await t.experiments.importAssignments(importRequests(rows, { policy: ImportPolicy.OVERWRITE }, 30));
       expect({ received: res.received, imported: res.imported, invalid: res.invalid }).toEqual({
         received: 81n,
-        imported: 40n,
+        imported: 41n,
         invalid: 0n,
       });
-      expect(res.skipped).toBe(41n);
+      expect(res.skipped).toBe(40n);
       const version = (await t.experiments.getExperiment({ key: "imp-over" })).experiment!.version;
       expect(version).toBeGreaterThan(versionBefore);
 
@@ -348,7 +349,11 @@ describe("policies", () => {
       expect(ids.filter((u) => stored.get(u)?.variant !== otherThan(hashed(u)) || stored.get(u)?.source !== Source.IMPORT)).toEqual([]);
       // The rows the import wrote record the version it moved the experiment to.
       expect(ids.filter((u) => stored.get(u)?.version !== version)).toEqual([]);
-      expect(stored.get(overridden)).toMatchObject({ variant: "v2", source: Source.OVERRIDE });
+      expect(stored.get(overridden)).toMatchObject({ variant: "v0", source: Source.IMPORT, version });
+      // Cleared, the override gives way to the imported row.
+      await t.experiments.clearOverrides({ experimentKey: "imp-over", unitIds: [overridden] });
+      const un = await ask(t.assignments, overridden);
+      expect([un.variantKey, un.reason]).toEqual(["v0", Reason.STICKY]);
     });
   });
 });

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/experiment_service.proto.
  */
 export const file_assignment_v1_experiment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJFChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSFAoHdmVyc2lvbhgCIAEoBEgAiAEBQgoKCF92ZXJzaW9uIkYKFUdldEV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50ImkKFkxpc3RFeHBlcmltZW50c1JlcXVlc3QSLwoGc3RhdHVzGAEgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEgsKA3RhZxgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkiSQoXTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USLgoLZXhwZXJpbWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiNwoLVmFyaWFudExpc3QSKAoIdmFyaWFudHMYASADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQiFwoHVGFnTGlzdBIMCgR0YWdzGAEgAygJItoCChdVcGRhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoBBIsCgh2YXJpYW50cxgDIAEoCzIaLmFzc2lnbm1lbnQudjEuVmFyaWFudExpc3QSFAoHcm9sbG91dBgEIAEoDUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxITCgZ3aW5uZXIYBiABKAlIAYgBARIcCg9kZWZhdWx0X3ZhcmlhbnQYByABKAlIAogBARIkCgR0YWdzGAggASgLMhYuYXNzaWdubWVudC52MS5UYWdMaXN0EhgKC2Rlc2NyaXB0aW9uGAkgASgJSAOIAQFCCgoIX3JvbGxvdXRCCQoHX3dpbm5lckISChBfZGVmYXVsdF92YXJpYW50Qg4KDF9kZXNjcmlwdGlvbiJJChhVcGRhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJ4ChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCRIRCgRzYWx0GAIgASgJSACIAQESEQoJdW5pdF90eXBlGAMgASgJEhUKCHNlZ21lbnRzGAQgASgNSAGIAQFCBwoFX3NhbHRCCwoJX3NlZ21lbnRzIkYKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIiIKE0dldE5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkMKFEdldE5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIhcKFUxpc3ROYW1lc3BhY2VzUmVxdWVzdCJGChZMaXN0TmFtZXNwYWNlc1Jlc3BvbnNlEiwKCm5hbWVzcGFjZXMYASADKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSJaChdBbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJEhAKCHNlZ21lbnRzGAMgASgNInYKGEFsbG9jYXRlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IkcKFlJlbGVhc2VTZWdtZW50c1JlcXVlc3QSFQoNbmFtZXNwYWNlX2tleRgBIAEoCRIWCg5leHBlcmltZW50X2tleRgCIAEoCSKHAQoXUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2USLQoKZXhwZXJpbWVudBgCIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudBIQCghyZWxlYXNlZBgDIAEoDSIwCghPdmVycmlkZRIPCgd1bml0X2lkGAEgASgJEhMKC3ZhcmlhbnRfa2V5GAIgASgJIlkKE1NldE92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSKgoJb3ZlcnJpZGVzGAIgAygLMhcuYXNzaWdubWVudC52MS5PdmVycmlkZSJBChRTZXRPdmVycmlkZXNSZXNwb25zZRINCgVjb3VudBgBIAEoDRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQiTgoVQ2xlYXJPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhAKCHVuaXRfaWRzGAIgAygJEgsKA2FsbBgDIAEoCCJDChZDbGVhck92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCIoChlHZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0EgsKA2tleRgBIAEoCSKHAQoMVmFyaWFudFN0YXRzEhMKC3ZhcmlhbnRfa2V5GAEgASgJEg0KBXVuaXRzGAIgASgEEhYKDmV4cGVjdGVkX3NoYXJlGAMgASgBEhYKDm9ic2VydmVkX3NoYXJlGAQgASgBEhEKCW92ZXJyaWRlcxgFIAEoBBIQCghpbXBvcnRlZBgGIAEoBCL0AQoaR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEEi0KCHZhcmlhbnRzGAMgAygLMhsuYXNzaWdubWVudC52MS5WYXJpYW50U3RhdHMSEwoLdG90YWxfdW5pdHMYBCABKAQSEgoKY2hpX3NxdWFyZRgFIAEoARIaChJkZWdyZWVzX29mX2ZyZWVkb20YBiABKA0SDwoHcF92YWx1ZRgHIAEoARIdChVzYW1wbGVfcmF0aW9fbWlzbWF0Y2gYCCABKAgiUAoLSW1wb3J0U2V0dXASKwoGcG9saWN5GAEgASgOMhsuYXNzaWdubWVudC52MS5JbXBvcnRQb2xpY3kSFAoMc2tpcF9pbnZhbGlkGAIgASgIIkkKCUltcG9ydFJvdxIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhMKC3ZhcmlhbnRfa2V5GAMgASgJIm0KGEltcG9ydEFzc2lnbm1lbnRzUmVxdWVzdBIpCgVzZXR1cBgBIAEoCzIaLmFzc2lnbm1lbnQudjEuSW1wb3J0U2V0dXASJgoEcm93cxgCIAMoCzIYLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93IjMKDkltcG9ydFJvd0Vycm9yEhAKCHBvc2l0aW9uGAEgASgEEg8KB21lc3NhZ2UYAiABKAkikAEKGUltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAQSEAoIaW1wb3J0ZWQYAiABKAQSDwoHc2tpcHBlZBgDIAEoBBIPCgdpbnZhbGlkGAQgASgEEi0KBmVycm9ycxgFIAMoCzIdLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93RXJyb3IiRgoYRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhIKCmJhdGNoX3NpemUYAiABKA0iqAEKGUV4cG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSDgoGbGVnZW5kGAIgAygJEhAKCHVuaXRfaWRzGAMgAygJEhcKD3ZhcmlhbnRfaW5kZXhlcxgEIAMoDRImCgdzb3VyY2VzGAUgAygOMhUuYXNzaWdubWVudC52MS5Tb3VyY2USEAoIdmVyc2lvbnMYBiADKAQi9QEKFkNvcHlBc3NpZ25tZW50c1JlcXVlc3QSHQoVc291cmNlX2V4cGVyaW1lbnRfa2V5GAEgASgJEh0KFXRhcmdldF9leHBlcmltZW50X2tleRgCIAEoCRJSCg92YXJpYW50X21hcHBpbmcYAyADKAsyOS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QuVmFyaWFudE1hcHBpbmdFbnRyeRISCgpiYXRjaF9zaXplGAQgASgNGjUKE1ZhcmlhbnRNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJoChdDb3B5QXNzaWdubWVudHNSZXNwb25zZRIPCgdzY2FubmVkGAEgASgEEg4KBmNvcGllZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg0KBXRvdGFsGAQgASgEEgwKBGRvbmUYBSABKAgizgEKEkxpc3RDaGFuZ2VzUmVxdWVzdBITCgtvYmplY3Rfa2luZBgBIAEoCRISCgpvYmplY3Rfa2V5GAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkSKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKA0SEgoKcGFnZV90b2tlbhgHIAEoCSJWChNMaXN0Q2hhbmdlc1Jlc3BvbnNlEiYKB2NoYW5nZXMYASADKAsyFS5hc3NpZ25tZW50LnYxLkNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgIKBkNoYW5nZRIKCgJpZBgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0b2tlbl9uYW1lGAMgASgJEhIKCnRva2VuX3JvbGUYBCABKAkSCwoDcnBjGAUgASgJEhMKC29iamVjdF9raW5kGAYgASgJEhIKCm9iamVjdF9rZXkYByABKAkSGwoOdmVyc2lvbl9iZWZvcmUYCCABKARIAIgBARIaCg12ZXJzaW9uX2FmdGVyGAkgASgESAGIAQESKgoGZmllbGRzGAogAygLMhouYXNzaWdubWVudC52MS5GaWVsZENoYW5nZUIRCg9fdmVyc2lvbl9iZWZvcmVCEAoOX3ZlcnNpb25fYWZ0ZXIiawoLRmllbGRDaGFuZ2USDQoFZmllbGQYASABKAkSJgoGYmVmb3JlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWFmdGVyGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKmsKDEltcG9ydFBvbGljeRIdChlJTVBPUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobSU1QT1JUX1BPTElDWV9TS0lQX0VYSVNUSU5HEAESGwoXSU1QT1JUX1BPTElDWV9PVkVSV1JJVEUQAjLQDAoRRXhwZXJpbWVudFNlcnZpY2USYwoQQ3JlYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJfCg1HZXRFeHBlcmltZW50EiMuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVxdWVzdBokLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlc3BvbnNlIgOQAgESZQoPTGlzdEV4cGVyaW1lbnRzEiUuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXNwb25zZSIDkAIBEmMKEFVwZGF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJcCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlIgOQAgESYgoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZSIDkAIBEmMKEEFsbG9jYXRlU2VnbWVudHMSJi5hc3NpZ25tZW50LnYxLkFsbG9jYXRlU2VnbWVudHNSZXF1ZXN0GicuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVzcG9uc2USYAoPUmVsZWFzZVNlZ21lbnRzEiUuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXNwb25zZRJXCgxTZXRPdmVycmlkZXMSIi5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1JlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1Jlc3BvbnNlEl0KDkNsZWFyT3ZlcnJpZGVzEiQuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USbgoSR2V0RXhwZXJpbWVudFN0YXRzEiguYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0GikuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZSIDkAIBEmgKEUltcG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UoARJtChFFeHBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlIgOQAgEwARJiCg9Db3B5QXNzaWdubWVudHMSJS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1Jlc3BvbnNlMAESWQoLTGlzdENoYW5nZXMSIS5hc3NpZ25tZW50LnYxLkxpc3RDaGFuZ2VzUmVxdWVzdBoiLmFzc2lnbm1lbnQudjEuTGlzdENoYW5nZXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJFChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSFAoHdmVyc2lvbhgCIAEoBEgAiAEBQgoKCF92ZXJzaW9uIkYKFUdldEV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50ImkKFkxpc3RFeHBlcmltZW50c1JlcXVlc3QSLwoGc3RhdHVzGAEgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEgsKA3RhZxgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkiSQoXTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USLgoLZXhwZXJpbWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiNwoLVmFyaWFudExpc3QSKAoIdmFyaWFudHMYASADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQiFwoHVGFnTGlzdBIMCgR0YWdzGAEgAygJItoCChdVcGRhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoBBIsCgh2YXJpYW50cxgDIAEoCzIaLmFzc2lnbm1lbnQudjEuVmFyaWFudExpc3QSFAoHcm9sbG91dBgEIAEoDUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxITCgZ3aW5uZXIYBiABKAlIAYgBARIcCg9kZWZhdWx0X3ZhcmlhbnQYByABKAlIAogBARIkCgR0YWdzGAggASgLMhYuYXNzaWdubWVudC52MS5UYWdMaXN0EhgKC2Rlc2NyaXB0aW9uGAkgASgJSAOIAQFCCgoIX3JvbGxvdXRCCQoHX3dpbm5lckISChBfZGVmYXVsdF92YXJpYW50Qg4KDF9kZXNjcmlwdGlvbiJJChhVcGRhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJ4ChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCRIRCgRzYWx0GAIgASgJSACIAQESEQoJdW5pdF90eXBlGAMgASgJEhUKCHNlZ21lbnRzGAQgASgNSAGIAQFCBwoFX3NhbHRCCwoJX3NlZ21lbnRzIkYKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIiIKE0dldE5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkMKFEdldE5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIhcKFUxpc3ROYW1lc3BhY2VzUmVxdWVzdCJGChZMaXN0TmFtZXNwYWNlc1Jlc3BvbnNlEiwKCm5hbWVzcGFjZXMYASADKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSJaChdBbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJEhAKCHNlZ21lbnRzGAMgASgNInYKGEFsbG9jYXRlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IkcKFlJlbGVhc2VTZWdtZW50c1JlcXVlc3QSFQoNbmFtZXNwYWNlX2tleRgBIAEoCRIWCg5leHBlcmltZW50X2tleRgCIAEoCSKHAQoXUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2USLQoKZXhwZXJpbWVudBgCIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudBIQCghyZWxlYXNlZBgDIAEoDSIwCghPdmVycmlkZRIPCgd1bml0X2lkGAEgASgJEhMKC3ZhcmlhbnRfa2V5GAIgASgJIlkKE1NldE92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSKgoJb3ZlcnJpZGVzGAIgAygLMhcuYXNzaWdubWVudC52MS5PdmVycmlkZSJBChRTZXRPdmVycmlkZXNSZXNwb25zZRINCgVjb3VudBgBIAEoDRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQiTgoVQ2xlYXJPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhAKCHVuaXRfaWRzGAIgAygJEgsKA2FsbBgDIAEoCCJDChZDbGVhck92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCJVChRMaXN0T3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSKYAQoOTGlzdGVkT3ZlcnJpZGUSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSDwoHdW5pdF9pZBgCIAEoCRITCgt2YXJpYW50X2tleRgDIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YBCABKAQSLAoIc2V0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKFUxpc3RPdmVycmlkZXNSZXNwb25zZRIwCglvdmVycmlkZXMYASADKAsyHS5hc3NpZ25tZW50LnYxLkxpc3RlZE92ZXJyaWRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChlHZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0EgsKA2tleRgBIAEoCSKHAQoMVmFyaWFudFN0YXRzEhMKC3ZhcmlhbnRfa2V5GAEgASgJEg0KBXVuaXRzGAIgASgEEhYKDmV4cGVjdGVkX3NoYXJlGAMgASgBEhYKDm9ic2VydmVkX3NoYXJlGAQgASgBEhEKCW92ZXJyaWRlcxgFIAEoBBIQCghpbXBvcnRlZBgGIAEoBCL0AQoaR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEEi0KCHZhcmlhbnRzGAMgAygLMhsuYXNzaWdubWVudC52MS5WYXJpYW50U3RhdHMSEwoLdG90YWxfdW5pdHMYBCABKAQSEgoKY2hpX3NxdWFyZRgFIAEoARIaChJkZWdyZWVzX29mX2ZyZWVkb20YBiABKA0SDwoHcF92YWx1ZRgHIAEoARIdChVzYW1wbGVfcmF0aW9fbWlzbWF0Y2gYCCABKAgiUAoLSW1wb3J0U2V0dXASKwoGcG9saWN5GAEgASgOMhsuYXNzaWdubWVudC52MS5JbXBvcnRQb2xpY3kSFAoMc2tpcF9pbnZhbGlkGAIgASgIIkkKCUltcG9ydFJvdxIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhMKC3ZhcmlhbnRfa2V5GAMgASgJIm0KGEltcG9ydEFzc2lnbm1lbnRzUmVxdWVzdBIpCgVzZXR1cBgBIAEoCzIaLmFzc2lnbm1lbnQudjEuSW1wb3J0U2V0dXASJgoEcm93cxgCIAMoCzIYLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93IjMKDkltcG9ydFJvd0Vycm9yEhAKCHBvc2l0aW9uGAEgASgEEg8KB21lc3NhZ2UYAiABKAkikAEKGUltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAQSEAoIaW1wb3J0ZWQYAiABKAQSDwoHc2tpcHBlZBgDIAEoBBIPCgdpbnZhbGlkGAQgASgEEi0KBmVycm9ycxgFIAMoCzIdLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93RXJyb3IiRgoYRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhIKCmJhdGNoX3NpemUYAiABKA0iqAEKGUV4cG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSDgoGbGVnZW5kGAIgAygJEhAKCHVuaXRfaWRzGAMgAygJEhcKD3ZhcmlhbnRfaW5kZXhlcxgEIAMoDRImCgdzb3VyY2VzGAUgAygOMhUuYXNzaWdubWVudC52MS5Tb3VyY2USEAoIdmVyc2lvbnMYBiADKAQi9QEKFkNvcHlBc3NpZ25tZW50c1JlcXVlc3QSHQoVc291cmNlX2V4cGVyaW1lbnRfa2V5GAEgASgJEh0KFXRhcmdldF9leHBlcmltZW50X2tleRgCIAEoCRJSCg92YXJpYW50X21hcHBpbmcYAyADKAsyOS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QuVmFyaWFudE1hcHBpbmdFbnRyeRISCgpiYXRjaF9zaXplGAQgASgNGjUKE1ZhcmlhbnRNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJoChdDb3B5QXNzaWdubWVudHNSZXNwb25zZRIPCgdzY2FubmVkGAEgASgEEg4KBmNvcGllZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg0KBXRvdGFsGAQgASgEEgwKBGRvbmUYBSABKAgizgEKEkxpc3RDaGFuZ2VzUmVxdWVzdBITCgtvYmplY3Rfa2luZBgBIAEoCRISCgpvYmplY3Rfa2V5GAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkSKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKA0SEgoKcGFnZV90b2tlbhgHIAEoCSJWChNMaXN0Q2hhbmdlc1Jlc3BvbnNlEiYKB2NoYW5nZXMYASADKAsyFS5hc3NpZ25tZW50LnYxLkNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgIKBkNoYW5nZRIKCgJpZBgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0b2tlbl9uYW1lGAMgASgJEhIKCnRva2VuX3JvbGUYBCABKAkSCwoDcnBjGAUgASgJEhMKC29iamVjdF9raW5kGAYgASgJEhIKCm9iamVjdF9rZXkYByABKAkSGwoOdmVyc2lvbl9iZWZvcmUYCCABKARIAIgBARIaCg12ZXJzaW9uX2FmdGVyGAkgASgESAGIAQESKgoGZmllbGRzGAogAygLMhouYXNzaWdubWVudC52MS5GaWVsZENoYW5nZUIRCg9fdmVyc2lvbl9iZWZvcmVCEAoOX3ZlcnNpb25fYWZ0ZXIiawoLRmllbGRDaGFuZ2USDQoFZmllbGQYASABKAkSJgoGYmVmb3JlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWFmdGVyGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKmsKDEltcG9ydFBvbGljeRIdChlJTVBPUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobSU1QT1JUX1BPTElDWV9TS0lQX0VYSVNUSU5HEAESGwoXSU1QT1JUX1BPTElDWV9PVkVSV1JJVEUQAjKxDQoRRXhwZXJpbWVudFNlcnZpY2USYwoQQ3JlYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJfCg1HZXRFeHBlcmltZW50EiMuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVxdWVzdBokLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlc3BvbnNlIgOQAgESZQoPTGlzdEV4cGVyaW1lbnRzEiUuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXNwb25zZSIDkAIBEmMKEFVwZGF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJcCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlIgOQAgESYgoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZSIDkAIBEmMKEEFsbG9jYXRlU2VnbWVudHMSJi5hc3NpZ25tZW50LnYxLkFsbG9jYXRlU2VnbWVudHNSZXF1ZXN0GicuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVzcG9uc2USYAoPUmVsZWFzZVNlZ21lbnRzEiUuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXNwb25zZRJXCgxTZXRPdmVycmlkZXMSIi5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1JlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1Jlc3BvbnNlEl0KDkNsZWFyT3ZlcnJpZGVzEiQuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USXwoNTGlzdE92ZXJyaWRlcxIjLmFzc2lnbm1lbnQudjEuTGlzdE92ZXJyaWRlc1JlcXVlc3QaJC5hc3NpZ25tZW50LnYxLkxpc3RPdmVycmlkZXNSZXNwb25zZSIDkAIBEm4KEkdldEV4cGVyaW1lbnRTdGF0cxIoLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFN0YXRzUmVxdWVzdBopLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2UiA5ACARJoChFJbXBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuSW1wb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlKAESbQoRRXhwb3J0QXNzaWdubWVudHMSJy5hc3NpZ25tZW50LnYxLkV4cG9ydEFzc2lnbm1lbnRzUmVxdWVzdBooLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXNwb25zZSIDkAIBMAESYgoPQ29weUFzc2lnbm1lbnRzEiUuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXNwb25zZTABElkKC0xpc3RDaGFuZ2VzEiEuYXNzaWdubWVudC52MS5MaXN0Q2hhbmdlc1JlcXVlc3QaIi5hc3NpZ25tZW50LnYxLkxpc3RDaGFuZ2VzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message assignment.v1.CreateExperimentRequest
@@ -656,6 +656,102 @@ export const ClearOverridesResponseSchema: GenMessage<ClearOverridesResponse> = 
   messageDesc(file_assignment_v1_experiment_service, 24);
 
 /**
+ * @generated from message assignment.v1.ListOverridesRequest
+ */
+export type ListOverridesRequest = Message<"assignment.v1.ListOverridesRequest"> & {
+  /**
+   * Only this experiment's overrides, when set.
+   *
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * Overrides per page, 1..10000; 1000 when 0.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the page before; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message assignment.v1.ListOverridesRequest.
+ * Use `create(ListOverridesRequestSchema)` to create a new message.
+ */
+export const ListOverridesRequestSchema: GenMessage<ListOverridesRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 25);
+
+/**
+ * @generated from message assignment.v1.ListedOverride
+ */
+export type ListedOverride = Message<"assignment.v1.ListedOverride"> & {
+  /**
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * @generated from field: string unit_id = 2;
+   */
+  unitId: string;
+
+  /**
+   * @generated from field: string variant_key = 3;
+   */
+  variantKey: string;
+
+  /**
+   * The experiment's version the override was set at.
+   *
+   * @generated from field: uint64 experiment_version = 4;
+   */
+  experimentVersion: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp set_time = 5;
+   */
+  setTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.ListedOverride.
+ * Use `create(ListedOverrideSchema)` to create a new message.
+ */
+export const ListedOverrideSchema: GenMessage<ListedOverride> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 26);
+
+/**
+ * @generated from message assignment.v1.ListOverridesResponse
+ */
+export type ListOverridesResponse = Message<"assignment.v1.ListOverridesResponse"> & {
+  /**
+   * @generated from field: repeated assignment.v1.ListedOverride overrides = 1;
+   */
+  overrides: ListedOverride[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message assignment.v1.ListOverridesResponse.
+ * Use `create(ListOverridesResponseSchema)` to create a new message.
+ */
+export const ListOverridesResponseSchema: GenMessage<ListOverridesResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 27);
+
+/**
  * @generated from message assignment.v1.GetExperimentStatsRequest
  */
 export type GetExperimentStatsRequest = Message<"assignment.v1.GetExperimentStatsRequest"> & {
@@ -670,7 +766,7 @@ export type GetExperimentStatsRequest = Message<"assignment.v1.GetExperimentStat
  * Use `create(GetExperimentStatsRequestSchema)` to create a new message.
  */
 export const GetExperimentStatsRequestSchema: GenMessage<GetExperimentStatsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 25);
+  messageDesc(file_assignment_v1_experiment_service, 28);
 
 /**
  * @generated from message assignment.v1.VariantStats
@@ -682,7 +778,8 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
   variantKey: string;
 
   /**
-   * Units stored by hashing (the ones the sample-ratio check counts).
+   * Units stored by hashing (the ones the sample-ratio check counts; a unit with an override
+   * still counts here by its stored assignment).
    *
    * @generated from field: uint64 units = 2;
    */
@@ -701,6 +798,8 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
   observedShare: number;
 
   /**
+   * Overrides naming this variant (kept apart from stored assignments).
+   *
    * @generated from field: uint64 overrides = 5;
    */
   overrides: bigint;
@@ -716,7 +815,7 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
  * Use `create(VariantStatsSchema)` to create a new message.
  */
 export const VariantStatsSchema: GenMessage<VariantStats> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 26);
+  messageDesc(file_assignment_v1_experiment_service, 29);
 
 /**
  * @generated from message assignment.v1.GetExperimentStatsResponse
@@ -774,7 +873,7 @@ export type GetExperimentStatsResponse = Message<"assignment.v1.GetExperimentSta
  * Use `create(GetExperimentStatsResponseSchema)` to create a new message.
  */
 export const GetExperimentStatsResponseSchema: GenMessage<GetExperimentStatsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 27);
+  messageDesc(file_assignment_v1_experiment_service, 30);
 
 /**
  * @generated from message assignment.v1.ImportSetup
@@ -798,7 +897,7 @@ export type ImportSetup = Message<"assignment.v1.ImportSetup"> & {
  * Use `create(ImportSetupSchema)` to create a new message.
  */
 export const ImportSetupSchema: GenMessage<ImportSetup> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 28);
+  messageDesc(file_assignment_v1_experiment_service, 31);
 
 /**
  * @generated from message assignment.v1.ImportRow
@@ -825,7 +924,7 @@ export type ImportRow = Message<"assignment.v1.ImportRow"> & {
  * Use `create(ImportRowSchema)` to create a new message.
  */
 export const ImportRowSchema: GenMessage<ImportRow> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 29);
+  messageDesc(file_assignment_v1_experiment_service, 32);
 
 /**
  * @generated from message assignment.v1.ImportAssignmentsRequest
@@ -849,7 +948,7 @@ export type ImportAssignmentsRequest = Message<"assignment.v1.ImportAssignmentsR
  * Use `create(ImportAssignmentsRequestSchema)` to create a new message.
  */
 export const ImportAssignmentsRequestSchema: GenMessage<ImportAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 30);
+  messageDesc(file_assignment_v1_experiment_service, 33);
 
 /**
  * @generated from message assignment.v1.ImportRowError
@@ -875,7 +974,7 @@ export type ImportRowError = Message<"assignment.v1.ImportRowError"> & {
  * Use `create(ImportRowErrorSchema)` to create a new message.
  */
 export const ImportRowErrorSchema: GenMessage<ImportRowError> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 31);
+  messageDesc(file_assignment_v1_experiment_service, 34);
 
 /**
  * @generated from message assignment.v1.ImportAssignmentsResponse
@@ -896,8 +995,8 @@ export type ImportAssignmentsResponse = Message<"assignment.v1.ImportAssignments
   imported: bigint;
 
   /**
-   * Rows left out because the unit already had a stored assignment (SKIP_EXISTING), or an
-   * override (OVERWRITE), or because a later row of the import named the same unit.
+   * Rows left out because the unit already had a stored assignment (SKIP_EXISTING), or because
+   * an earlier row of the import named the same unit.
    *
    * @generated from field: uint64 skipped = 3;
    */
@@ -923,7 +1022,7 @@ export type ImportAssignmentsResponse = Message<"assignment.v1.ImportAssignments
  * Use `create(ImportAssignmentsResponseSchema)` to create a new message.
  */
 export const ImportAssignmentsResponseSchema: GenMessage<ImportAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 32);
+  messageDesc(file_assignment_v1_experiment_service, 35);
 
 /**
  * @generated from message assignment.v1.ExportAssignmentsRequest
@@ -947,7 +1046,7 @@ export type ExportAssignmentsRequest = Message<"assignment.v1.ExportAssignmentsR
  * Use `create(ExportAssignmentsRequestSchema)` to create a new message.
  */
 export const ExportAssignmentsRequestSchema: GenMessage<ExportAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 33);
+  messageDesc(file_assignment_v1_experiment_service, 36);
 
 /**
  * @generated from message assignment.v1.ExportAssignmentsResponse
@@ -993,7 +1092,7 @@ export type ExportAssignmentsResponse = Message<"assignment.v1.ExportAssignments
  * Use `create(ExportAssignmentsResponseSchema)` to create a new message.
  */
 export const ExportAssignmentsResponseSchema: GenMessage<ExportAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 34);
+  messageDesc(file_assignment_v1_experiment_service, 37);
 
 /**
  * @generated from message assignment.v1.CopyAssignmentsRequest
@@ -1029,7 +1128,7 @@ export type CopyAssignmentsRequest = Message<"assignment.v1.CopyAssignmentsReque
  * Use `create(CopyAssignmentsRequestSchema)` to create a new message.
  */
 export const CopyAssignmentsRequestSchema: GenMessage<CopyAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 35);
+  messageDesc(file_assignment_v1_experiment_service, 38);
 
 /**
  * @generated from message assignment.v1.CopyAssignmentsResponse
@@ -1074,7 +1173,7 @@ export type CopyAssignmentsResponse = Message<"assignment.v1.CopyAssignmentsResp
  * Use `create(CopyAssignmentsResponseSchema)` to create a new message.
  */
 export const CopyAssignmentsResponseSchema: GenMessage<CopyAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 36);
+  messageDesc(file_assignment_v1_experiment_service, 39);
 
 /**
  * @generated from message assignment.v1.ListChangesRequest
@@ -1135,7 +1234,7 @@ export type ListChangesRequest = Message<"assignment.v1.ListChangesRequest"> & {
  * Use `create(ListChangesRequestSchema)` to create a new message.
  */
 export const ListChangesRequestSchema: GenMessage<ListChangesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 37);
+  messageDesc(file_assignment_v1_experiment_service, 40);
 
 /**
  * @generated from message assignment.v1.ListChangesResponse
@@ -1161,7 +1260,7 @@ export type ListChangesResponse = Message<"assignment.v1.ListChangesResponse"> &
  * Use `create(ListChangesResponseSchema)` to create a new message.
  */
 export const ListChangesResponseSchema: GenMessage<ListChangesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 38);
+  messageDesc(file_assignment_v1_experiment_service, 41);
 
 /**
  * One successful administrative change, recorded in the transaction that made it.
@@ -1240,7 +1339,7 @@ export type Change = Message<"assignment.v1.Change"> & {
  * Use `create(ChangeSchema)` to create a new message.
  */
 export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 39);
+  messageDesc(file_assignment_v1_experiment_service, 42);
 
 /**
  * @generated from message assignment.v1.FieldChange
@@ -1269,7 +1368,7 @@ export type FieldChange = Message<"assignment.v1.FieldChange"> & {
  * Use `create(FieldChangeSchema)` to create a new message.
  */
 export const FieldChangeSchema: GenMessage<FieldChange> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 40);
+  messageDesc(file_assignment_v1_experiment_service, 43);
 
 /**
  * @generated from enum assignment.v1.ImportPolicy
@@ -1290,7 +1389,8 @@ export enum ImportPolicy {
   SKIP_EXISTING = 1,
 
   /**
-   * Imported rows replace stored assignments (overrides excepted: clear them first).
+   * Imported rows replace stored assignments. An override, kept apart, still answers before
+   * them until it is cleared.
    *
    * @generated from enum value: IMPORT_POLICY_OVERWRITE = 2;
    */
@@ -1390,7 +1490,8 @@ export const ExperimentService: GenService<{
     output: typeof ReleaseSegmentsResponseSchema;
   },
   /**
-   * Forces variants for units (testers); stored with source OVERRIDE.
+   * Forces variants for units (testers). Overrides are kept apart from stored assignments:
+   * setting one never changes or removes the unit's stored assignment.
    *
    * @generated from rpc assignment.v1.ExperimentService.SetOverrides
    */
@@ -1400,7 +1501,8 @@ export const ExperimentService: GenService<{
     output: typeof SetOverridesResponseSchema;
   },
   /**
-   * Removes overrides; those units are evaluated normally again.
+   * Removes overrides: those units answer their stored assignment again (STICKY), or are
+   * evaluated anew when they have none.
    *
    * @generated from rpc assignment.v1.ExperimentService.ClearOverrides
    */
@@ -1408,6 +1510,16 @@ export const ExperimentService: GenService<{
     methodKind: "unary";
     input: typeof ClearOverridesRequestSchema;
     output: typeof ClearOverridesResponseSchema;
+  },
+  /**
+   * Overrides, of one experiment or of all, a page at a time (by experiment, then unit id).
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ListOverrides
+   */
+  listOverrides: {
+    methodKind: "unary";
+    input: typeof ListOverridesRequestSchema;
+    output: typeof ListOverridesResponseSchema;
   },
   /**
    * Units stored per variant and the sample-ratio check.
@@ -1433,7 +1545,8 @@ export const ExperimentService: GenService<{
     output: typeof ImportAssignmentsResponseSchema;
   },
   /**
-   * Every stored assignment of an experiment, in batches ordered by unit id.
+   * Every stored assignment of an experiment, in batches ordered by unit id. Overrides are not
+   * stored assignments: ListOverrides lists them.
    *
    * @generated from rpc assignment.v1.ExperimentService.ExportAssignments
    */

@@ -337,6 +337,38 @@ class ListNamespacesResponse(_message.Message):
     namespaces: _containers.RepeatedCompositeFieldContainer[_types_pb2.Namespace]
     def __init__(self, namespaces: _Optional[_Iterable[_Union[_types_pb2.Namespace, _Mapping]]] = ...) -> None: ...
 
+class ListOverridesRequest(_message.Message):
+    __slots__ = ["experiment_key", "page_size", "page_token"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    page_size: int
+    page_token: str
+    def __init__(self, experiment_key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListOverridesResponse(_message.Message):
+    __slots__ = ["next_page_token", "overrides"]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    next_page_token: str
+    overrides: _containers.RepeatedCompositeFieldContainer[ListedOverride]
+    def __init__(self, overrides: _Optional[_Iterable[_Union[ListedOverride, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListedOverride(_message.Message):
+    __slots__ = ["experiment_key", "experiment_version", "set_time", "unit_id", "variant_key"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_TIME_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    experiment_version: int
+    set_time: _timestamp_pb2.Timestamp
+    unit_id: str
+    variant_key: str
+    def __init__(self, experiment_key: _Optional[str] = ..., unit_id: _Optional[str] = ..., variant_key: _Optional[str] = ..., experiment_version: _Optional[int] = ..., set_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Override(_message.Message):
     __slots__ = ["unit_id", "variant_key"]
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]

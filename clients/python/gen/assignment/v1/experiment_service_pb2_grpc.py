@@ -70,6 +70,11 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ClearOverridesRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ClearOverridesResponse.FromString,
                 )
+        self.ListOverrides = channel.unary_unary(
+                '/assignment.v1.ExperimentService/ListOverrides',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListOverridesRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListOverridesResponse.FromString,
+                )
         self.GetExperimentStats = channel.unary_unary(
                 '/assignment.v1.ExperimentService/GetExperimentStats',
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.GetExperimentStatsRequest.SerializeToString,
@@ -161,14 +166,23 @@ class ExperimentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def SetOverrides(self, request, context):
-        """Forces variants for units (testers); stored with source OVERRIDE.
+        """Forces variants for units (testers). Overrides are kept apart from stored assignments:
+        setting one never changes or removes the unit's stored assignment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ClearOverrides(self, request, context):
-        """Removes overrides; those units are evaluated normally again.
+        """Removes overrides: those units answer their stored assignment again (STICKY), or are
+        evaluated anew when they have none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOverrides(self, request, context):
+        """Overrides, of one experiment or of all, a page at a time (by experiment, then unit id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,7 +206,8 @@ class ExperimentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ExportAssignments(self, request, context):
-        """Every stored assignment of an experiment, in batches ordered by unit id.
+        """Every stored assignment of an experiment, in batches ordered by unit id. Overrides are not
+        stored assignments: ListOverrides lists them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -272,6 +287,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ClearOverrides,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ClearOverridesRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ClearOverridesResponse.SerializeToString,
+            ),
+            'ListOverrides': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOverrides,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListOverridesRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListOverridesResponse.SerializeToString,
             ),
             'GetExperimentStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExperimentStats,
@@ -493,6 +513,23 @@ class ExperimentService(object):
         return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ClearOverrides',
             assignment_dot_v1_dot_experiment__service__pb2.ClearOverridesRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.ClearOverridesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListOverrides(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ListOverrides',
+            assignment_dot_v1_dot_experiment__service__pb2.ListOverridesRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.ListOverridesResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -56,12 +56,21 @@ class ExperimentServiceStub:
     SetOverrides: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.SetOverridesRequest,
         assignment.v1.experiment_service_pb2.SetOverridesResponse]
-    """Forces variants for units (testers); stored with source OVERRIDE."""
+    """Forces variants for units (testers). Overrides are kept apart from stored assignments:
+    setting one never changes or removes the unit's stored assignment.
+    """
 
     ClearOverrides: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.ClearOverridesRequest,
         assignment.v1.experiment_service_pb2.ClearOverridesResponse]
-    """Removes overrides; those units are evaluated normally again."""
+    """Removes overrides: those units answer their stored assignment again (STICKY), or are
+    evaluated anew when they have none.
+    """
+
+    ListOverrides: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.ListOverridesRequest,
+        assignment.v1.experiment_service_pb2.ListOverridesResponse]
+    """Overrides, of one experiment or of all, a page at a time (by experiment, then unit id)."""
 
     GetExperimentStats: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.GetExperimentStatsRequest,
@@ -80,7 +89,9 @@ class ExperimentServiceStub:
     ExportAssignments: grpc.UnaryStreamMultiCallable[
         assignment.v1.experiment_service_pb2.ExportAssignmentsRequest,
         assignment.v1.experiment_service_pb2.ExportAssignmentsResponse]
-    """Every stored assignment of an experiment, in batches ordered by unit id."""
+    """Every stored assignment of an experiment, in batches ordered by unit id. Overrides are not
+    stored assignments: ListOverrides lists them.
+    """
 
     CopyAssignments: grpc.UnaryStreamMultiCallable[
         assignment.v1.experiment_service_pb2.CopyAssignmentsRequest,
@@ -169,7 +180,9 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         request: assignment.v1.experiment_service_pb2.SetOverridesRequest,
         context: grpc.ServicerContext,
     ) -> assignment.v1.experiment_service_pb2.SetOverridesResponse:
-        """Forces variants for units (testers); stored with source OVERRIDE."""
+        """Forces variants for units (testers). Overrides are kept apart from stored assignments:
+        setting one never changes or removes the unit's stored assignment.
+        """
         pass
 
     @abc.abstractmethod
@@ -177,7 +190,17 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         request: assignment.v1.experiment_service_pb2.ClearOverridesRequest,
         context: grpc.ServicerContext,
     ) -> assignment.v1.experiment_service_pb2.ClearOverridesResponse:
-        """Removes overrides; those units are evaluated normally again."""
+        """Removes overrides: those units answer their stored assignment again (STICKY), or are
+        evaluated anew when they have none.
+        """
+        pass
+
+    @abc.abstractmethod
+    def ListOverrides(self,
+        request: assignment.v1.experiment_service_pb2.ListOverridesRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.ListOverridesResponse:
+        """Overrides, of one experiment or of all, a page at a time (by experiment, then unit id)."""
         pass
 
     @abc.abstractmethod
@@ -205,7 +228,9 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         request: assignment.v1.experiment_service_pb2.ExportAssignmentsRequest,
         context: grpc.ServicerContext,
     ) -> typing.Iterator[assignment.v1.experiment_service_pb2.ExportAssignmentsResponse]:
-        """Every stored assignment of an experiment, in batches ordered by unit id."""
+        """Every stored assignment of an experiment, in batches ordered by unit id. Overrides are not
+        stored assignments: ListOverrides lists them.
+        """
         pass
 
     @abc.abstractmethod
