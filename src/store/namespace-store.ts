@@ -1,3 +1,4 @@
+import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type HashVersion, requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
 import { pickSegments } from "../engine/segment-allocation.js";
 import { failedPrecondition } from "../errors.js";
@@ -96,13 +97,28 @@ export class NamespaceStore {
   }
 
   /** Frees every segment the experiment holds; it stays in the namespace, holding none, so it never
-   * overlaps the namespace's other experiments. */
+   * overlaps the namespace's other experiments. Only when the experiment is STOPPED or holds no
+   * stored assignment (SPEC.md "Namespaces"): otherwise its stored units answer STICKY before the
+   * namespace rule while another experiment could take their segments and enrol them too. */
   async releaseSegments(namespaceKey: string, experimentKey: string, actor: Actor) {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, namespaceKey, true);
       const exp = await lockExperiment(tx, experimentKey);
       if (exp.namespaceId !== ns.id) {
         throw failedPrecondition(`experiment_key: experiment "${experimentKey}" is not in namespace "${namespaceKey}"`);
+      }
+      if (exp.status !== ExperimentStatus.STOPPED) {
+        const { rows } = await tx.query<{ stored: boolean }>(
+          `SELECT EXISTS (SELECT 1 FROM assignments WHERE experiment_id = $1) AS stored`,
+          [exp.id],
+        );
+        if (rows[0]!.stored) {
+          throw failedPrecondition(
+            `experiment_key: experiment "${experimentKey}" is ${ExperimentStatus[exp.status]} and has stored assignments; ` +
+              `stop it before releasing its segments (its stored units keep answering STICKY, so another experiment ` +
+              `taking the freed segments would enrol the same units and the namespace would no longer be exclusive)`,
+          );
+        }
       }
       const { rowCount } = await tx.query(`DELETE FROM namespace_segments WHERE namespace_id = $1 AND experiment_id = $2`, [ns.id, exp.id]);
       await tx.query(`UPDATE experiments SET version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);

@@ -461,7 +461,27 @@ describe("namespaces and segments", () => {
     expect(inA).toBeGreaterThan(0);
     expect(inB).toBeGreaterThan(0);
 
-    // Releasing one experiment moves nothing of the other.
+    // Not while nsa has stored units and is not STOPPED (SPEC.md "Namespaces"): they answer STICKY
+    // before the namespace rule, so another experiment taking their segments would enrol them too.
+    // FAILED_PRECONDITION saying why, and nothing is freed.
+    let nsa = (await t.experiments.getExperiment({ key: "nsa" })).experiment!;
+    for (const s of [ExperimentStatus.RUNNING, ExperimentStatus.PAUSED]) {
+      if (nsa.status !== s) nsa = (await t.experiments.updateExperiment({ key: "nsa", version: nsa.version, status: s })).experiment!;
+      const f = await expectFailure(
+        t.experiments.releaseSegments({ namespaceKey: "ns-alloc", experimentKey: "nsa" }),
+        status.FAILED_PRECONDITION,
+        "experiment_key",
+        ExperimentStatus[s],
+        "stored assignments",
+        "stop it",
+      );
+      expect(f.details).toMatch(/exclusive/);
+      expect(await owned()).toEqual(segs);
+      expect((await t.experiments.getExperiment({ key: "nsa" })).experiment!.version).toBe(nsa.version);
+    }
+    nsa = (await t.experiments.updateExperiment({ key: "nsa", version: nsa.version, status: ExperimentStatus.STOPPED })).experiment!;
+
+    // Stopped: releasing it moves nothing of the other.
     const rel = await t.experiments.releaseSegments({ namespaceKey: "ns-alloc", experimentKey: "nsa" });
     expect(rel.released).toBe(2500);
     expect(rel.experiment!.segments).toBe(0);
@@ -476,16 +496,11 @@ describe("namespaces and segments", () => {
         .sort((a, b) => a - b),
     ).toEqual(of("nsb").sort((a, b) => a - b));
 
-    // After the release: units enrolled in nsa stay (STICKY), nobody new gets in.
+    // After the release: nsa (stopped) answers everyone its default, NOT_RUNNING; its stored
+    // units stay stored.
     const again = (await t.assignments.bulkAssign({ experimentKey: "nsa", unitIds: ids })).column!;
-    ids.forEach((_u, i) => {
-      if (ca.reasons[i] === Reason.NEW) {
-        expect(again.reasons[i]).toBe(Reason.STICKY);
-        expect(again.legend[again.variantIndexes[i]]).toBe(ca.legend[ca.variantIndexes[i]]);
-      } else expect(again.reasons[i]).toBe(Reason.NOT_IN_NAMESPACE);
-    });
-    const newcomers = (await t.assignments.bulkAssign({ experimentKey: "nsa", unitIds: units("ns-late-", 200) })).column!;
-    expect(new Set(newcomers.reasons)).toEqual(new Set([Reason.NOT_IN_NAMESPACE]));
+    expect(new Set(again.reasons)).toEqual(new Set([Reason.NOT_RUNNING]));
+    expect((await storedAssignments(t.databaseUrl, "nsa")).size).toBe(inA);
 
     // Another experiment now gets segments that are free again, without moving nsb's.
     await t.experiments.createExperiment({ key: "nsc", variants, status: ExperimentStatus.RUNNING });
@@ -493,6 +508,22 @@ describe("namespaces and segments", () => {
     const full = await owned();
     expect(full.size).toBe(10_000);
     for (const s of of("nsb")) expect(full.get(s)).toBe("nsb");
+  });
+
+  it("ReleaseSegments of an experiment with nothing stored works in any status", async () => {
+    await t.experiments.createNamespace({ key: "ns-empty", segments: 100 });
+    const ab = [
+      { key: "a", weight: 5000 },
+      { key: "b", weight: 5000 },
+    ];
+    await t.experiments.createExperiment({ key: "ns-empty-draft", variants: ab });
+    await t.experiments.createExperiment({ key: "ns-empty-run", variants: ab, status: ExperimentStatus.RUNNING });
+    for (const key of ["ns-empty-draft", "ns-empty-run"]) {
+      await t.experiments.allocateSegments({ namespaceKey: "ns-empty", experimentKey: key, segments: 10 });
+      const r = await t.experiments.releaseSegments({ namespaceKey: "ns-empty", experimentKey: key });
+      expect([key, r.released, r.experiment!.segments]).toEqual([key, 10, 0]);
+    }
+    expect((await t.experiments.getNamespace({ key: "ns-empty" })).namespace!.freeSegments).toBe(100);
   });
 
   it("RESOURCE_EXHAUSTED allocates nothing; unit-type mismatch and another namespace are FAILED_PRECONDITION", async () => {

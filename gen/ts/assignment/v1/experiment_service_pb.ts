@@ -1480,7 +1480,9 @@ export const ExperimentService: GenService<{
     output: typeof AllocateSegmentsResponseSchema;
   },
   /**
-   * Frees every segment an experiment holds in its namespace.
+   * Frees every segment an experiment holds in its namespace. Only when the experiment is STOPPED
+   * or has no stored assignment (else FAILED_PRECONDITION): its stored units answer STICKY before
+   * the namespace rule, so freeing their segments would end the namespace's exclusivity.
    *
    * @generated from rpc assignment.v1.ExperimentService.ReleaseSegments
    */

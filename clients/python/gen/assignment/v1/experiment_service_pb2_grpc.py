@@ -159,7 +159,9 @@ class ExperimentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseSegments(self, request, context):
-        """Frees every segment an experiment holds in its namespace.
+        """Frees every segment an experiment holds in its namespace. Only when the experiment is STOPPED
+        or has no stored assignment (else FAILED_PRECONDITION): its stored units answer STICKY before
+        the namespace rule, so freeing their segments would end the namespace's exclusivity.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,7 +51,10 @@ class ExperimentServiceStub:
     ReleaseSegments: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.ReleaseSegmentsRequest,
         assignment.v1.experiment_service_pb2.ReleaseSegmentsResponse]
-    """Frees every segment an experiment holds in its namespace."""
+    """Frees every segment an experiment holds in its namespace. Only when the experiment is STOPPED
+    or has no stored assignment (else FAILED_PRECONDITION): its stored units answer STICKY before
+    the namespace rule, so freeing their segments would end the namespace's exclusivity.
+    """
 
     SetOverrides: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.SetOverridesRequest,
@@ -172,7 +175,10 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         request: assignment.v1.experiment_service_pb2.ReleaseSegmentsRequest,
         context: grpc.ServicerContext,
     ) -> assignment.v1.experiment_service_pb2.ReleaseSegmentsResponse:
-        """Frees every segment an experiment holds in its namespace."""
+        """Frees every segment an experiment holds in its namespace. Only when the experiment is STOPPED
+        or has no stored assignment (else FAILED_PRECONDITION): its stored units answer STICKY before
+        the namespace rule, so freeing their segments would end the namespace's exclusivity.
+        """
         pass
 
     @abc.abstractmethod
