@@ -2,7 +2,7 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import { invalidArgument } from "../errors.js";
 import { MAX_DESCRIPTION_BYTES, MAX_EXPERIMENT_PARAMS_BYTES, MAX_PARAMS_BYTES, MAX_TAGS } from "assignment-client/limits";
-import { checkKey } from "./rules.js";
+import { checkKey, MAX_PARAMS_DEPTH } from "./rules.js";
 import { utf8ByteLength } from "./utf8.js";
 
 /** The rules of an experiment's fields beyond SPEC.md's names (rules.ts): status, tags,
@@ -45,10 +45,11 @@ export function checkVariantNamed(field: string, variants: readonly { key: strin
 
 const jsonBytes = (value: JsonValue) => utf8ByteLength(JSON.stringify(value));
 
-/** A variant's params: none when empty; else JSON that jsonb can hold, at most MAX_PARAMS_BYTES. */
+/** A variant's params: none when empty; else JSON that jsonb can hold, nested at most
+ * MAX_PARAMS_DEPTH deep (SPEC.md "Names and limits"), at most MAX_PARAMS_BYTES. */
 export function checkParams(field: string, params: JsonObject | undefined): JsonObject | undefined {
   if (!params || Object.keys(params).length === 0) return undefined;
-  checkJson(field, params);
+  checkJson(field, params, 1);
   if (jsonBytes(params) > MAX_PARAMS_BYTES) throw invalidArgument(field, `must be at most ${MAX_PARAMS_BYTES} bytes as JSON`);
   return params;
 }
@@ -66,18 +67,27 @@ export function checkParamsTotal(field: string, variants: readonly { params?: Js
 
 /** Params are stored as jsonb, which cannot hold U+0000, and JSON has no NaN or infinities (a
  * Struct's number_value can): refused naming the field rather than failing in the database or
- * being stored as null. */
-function checkJson(field: string, value: JsonValue): void {
+ * being stored as null. Objects and lists nest at most MAX_PARAMS_DEPTH deep (`depth` is that of
+ * `value` when it is one). */
+function checkJson(field: string, value: JsonValue, depth: number): void {
   if (typeof value === "number") {
     if (!Number.isFinite(value)) throw invalidArgument(field, "numbers must be finite (JSON has no NaN or infinities)");
   } else if (typeof value === "string") {
     if (value.includes("\u0000")) throw invalidArgument(field, "must not contain U+0000");
-  } else if (Array.isArray(value)) {
-    for (const x of value) checkJson(field, x);
   } else if (value !== null && typeof value === "object") {
-    for (const [k, x] of Object.entries(value)) {
-      if (k.includes("\u0000")) throw invalidArgument(field, "must not contain U+0000");
-      checkJson(field, x);
+    if (depth > MAX_PARAMS_DEPTH) {
+      throw invalidArgument(
+        field,
+        `must nest objects and lists at most ${MAX_PARAMS_DEPTH} levels deep (the params object is level 1; every protobuf runtime can read that back)`,
+      );
+    }
+    if (Array.isArray(value)) {
+      for (const x of value) checkJson(field, x, depth + 1);
+    } else {
+      for (const [k, x] of Object.entries(value)) {
+        if (k.includes("\u0000")) throw invalidArgument(field, "must not contain U+0000");
+        checkJson(field, x, depth + 1);
+      }
     }
   }
 }

@@ -23,6 +23,9 @@ export const TOTAL_WEIGHT = 10_000;
 export const FULL_ROLLOUT = 10_000;
 export const DEFAULT_SEGMENTS = 10_000;
 export const MAX_SEGMENTS = 100_000;
+/** Params nest at most this deep: the params object is level 1, each object or list inside one
+ * more (every protobuf runtime can read a Struct that deep back; Python's stops near 50). */
+export const MAX_PARAMS_DEPTH = 32;
 
 export function isValidUnitId(unitId: string): boolean {
   // Fast path: a string of at most 170 UTF-16 units is at most 510 UTF-8 bytes.

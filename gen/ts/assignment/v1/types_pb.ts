@@ -33,7 +33,8 @@ export type Variant = Message<"assignment.v1.Variant"> & {
   weight: number;
 
   /**
-   * Free-form configuration handed to callers that ask for params.
+   * Free-form configuration handed to callers that ask for params. At most 16,384 bytes as JSON,
+   * nested at most 32 levels deep (this object is level 1, each object or list inside one more).
    *
    * @generated from field: google.protobuf.Struct params = 3;
    */
