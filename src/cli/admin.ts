@@ -76,11 +76,15 @@ export async function createExperiment(ctx: Context, key: string, o: CreateOptio
   o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
 }
 
-export async function listExperiments(ctx: Context, o: { status?: string; tag?: string; namespace?: string; json?: boolean }) {
+export async function listExperiments(
+  ctx: Context,
+  o: { status?: string; tag?: string; namespace?: string; archived?: boolean; json?: boolean },
+) {
   const { experiments } = await ctx.experiments.listExperiments({
     status: o.status ? parseStatus(o.status) : ExperimentStatus.UNSPECIFIED,
     tag: o.tag ?? "",
     namespace: o.namespace ?? "",
+    includeArchived: o.archived ?? false,
   });
   if (o.json) printJson(experiments.map(experimentJson));
   else print(experiments.length === 0 ? "no experiments" : experimentTable(experiments));
@@ -178,8 +182,26 @@ export async function createNamespace(
   o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
 }
 
-export async function listNamespaces(ctx: Context, o: { json?: boolean }) {
-  const { namespaces } = await ctx.experiments.listNamespaces({});
+/** Archives (or with `undo`, unarchives) an experiment. */
+export async function archiveExperiment(ctx: Context, key: string, undo: boolean, o: { json?: boolean }) {
+  const { experiment } = undo ? await ctx.experiments.unarchiveExperiment({ key }) : await ctx.experiments.archiveExperiment({ key });
+  o.json
+    ? printJson(experimentJson(experiment!))
+    : print(
+        undo
+          ? `${key}: unarchived (${statusName(experiment!.status)}, version ${experiment!.version})`
+          : `${key}: archived (version ${experiment!.version}); it answers UNKNOWN_EXPERIMENT, and its key and salt stay taken`,
+      );
+}
+
+/** Archives (or with `undo`, unarchives) a namespace. */
+export async function archiveNamespace(ctx: Context, key: string, undo: boolean, o: { json?: boolean }) {
+  const { namespace } = undo ? await ctx.experiments.unarchiveNamespace({ key }) : await ctx.experiments.archiveNamespace({ key });
+  o.json ? printJson(namespaceJson(namespace!)) : print(`${key}: ${undo ? "unarchived" : "archived; its key and salt stay taken"}`);
+}
+
+export async function listNamespaces(ctx: Context, o: { archived?: boolean; json?: boolean }) {
+  const { namespaces } = await ctx.experiments.listNamespaces({ includeArchived: o.archived ?? false });
   if (o.json) {
     printJson(namespaces.map(namespaceJson));
     return;
@@ -190,7 +212,7 @@ export async function listNamespaces(ctx: Context, o: { json?: boolean }) {
       : table(
           ["KEY", "UNIT TYPE", "SEGMENTS", "FREE", "EXPERIMENTS"],
           namespaces.map((n) => [
-            n.key,
+            n.key + (n.archived ? " (archived)" : ""),
             n.unitType,
             count(n.segments),
             count(n.freeSegments),

@@ -66,7 +66,7 @@ export function experimentTable(list: readonly Experiment[]): string {
     ["KEY", "STATUS", "UNIT TYPE", "VARIANTS", "ROLLOUT", "NAMESPACE", "VERSION"],
     list.map((e) => [
       e.key,
-      statusName(e.status) + (e.winner ? ` (winner ${e.winner})` : ""),
+      statusName(e.status) + (e.winner ? ` (winner ${e.winner})` : "") + (e.archived ? ", archived" : ""),
       e.unitType,
       e.variants.map((v) => `${v.key} ${bp(v.weight)}`).join(", "),
       bp(e.rollout),
@@ -80,7 +80,7 @@ export function experimentDetails(e: Experiment): string {
   const time = (t: Experiment["createTime"]) => (t ? new Date(Number(t.seconds) * 1000 + Math.round(t.nanos / 1e6)).toISOString() : "-");
   const lines = [
     `key              ${e.key}`,
-    `status           ${statusName(e.status)}`,
+    `status           ${statusName(e.status)}${e.archived ? `, archived ${time(e.archiveTime)} (answers UNKNOWN_EXPERIMENT)` : ""}`,
     `version          ${e.version}`,
     `unit type        ${e.unitType}`,
     `salt             ${e.salt}`,
@@ -110,6 +110,7 @@ export function namespaceDetails(n: Namespace): string {
       `salt           ${n.salt}`,
       `unit type      ${n.unitType}`,
       `segments       ${count(n.segments)} (${count(n.freeSegments)} free)`,
+      ...(n.archived ? ["archived       yes (takes no allocations)"] : []),
       "",
     ].join("\n") +
     (n.allocations.length === 0

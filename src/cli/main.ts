@@ -70,8 +70,13 @@ export function buildProgram(): Command {
     .option("--status <status>", "only draft, running, paused or stopped ones")
     .option("--tag <tag>", "only those with this tag")
     .option("--namespace <key>", "only those of this namespace")
+    .option("--archived", "archived ones too")
     .option("--json", "print JSON")
-    .action(run((ctx, o: { status?: string; tag?: string; namespace?: string; json?: boolean }) => admin.listExperiments(ctx, o)));
+    .action(
+      run((ctx, o: { status?: string; tag?: string; namespace?: string; archived?: boolean; json?: boolean }) =>
+        admin.listExperiments(ctx, o),
+      ),
+    );
   experiments
     .command("show <key>")
     .alias("get")
@@ -104,6 +109,17 @@ export function buildProgram(): Command {
     c.action(run((ctx, key: string, o: { winner?: string; json?: boolean }) => admin.setStatus(ctx, key, status, o)));
   }
 
+  experiments
+    .command("archive <key>")
+    .description("archive a DRAFT or STOPPED experiment: it answers UNKNOWN_EXPERIMENT; its key and salt stay taken")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { json?: boolean }) => admin.archiveExperiment(ctx, key, false, o)));
+  experiments
+    .command("unarchive <key>")
+    .description("serve an archived experiment again, as it was")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { json?: boolean }) => admin.archiveExperiment(ctx, key, true, o)));
+
   // ---------------------------------------------------------------- namespaces
   const namespaces = program.command("namespaces").alias("ns").description("namespaces of mutually exclusive experiments");
   namespaces
@@ -121,8 +137,19 @@ export function buildProgram(): Command {
   namespaces
     .command("list")
     .description("list namespaces")
+    .option("--archived", "archived ones too")
     .option("--json", "print JSON")
-    .action(run((ctx, o: { json?: boolean }) => admin.listNamespaces(ctx, o)));
+    .action(run((ctx, o: { archived?: boolean; json?: boolean }) => admin.listNamespaces(ctx, o)));
+  namespaces
+    .command("archive <key>")
+    .description("archive a namespace whose experiments are all archived; its key and salt stay taken")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { json?: boolean }) => admin.archiveNamespace(ctx, key, false, o)));
+  namespaces
+    .command("unarchive <key>")
+    .description("let an archived namespace take allocations again")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { json?: boolean }) => admin.archiveNamespace(ctx, key, true, o)));
   namespaces
     .command("show <key>")
     .description("show a namespace and which experiment holds how many segments")

@@ -176,6 +176,9 @@ export class AssignmentTransfers {
   ): AsyncIterable<MessageInitShape<typeof CopyAssignmentsResponseSchema>> {
     const source = await this.experimentByKey("source_experiment_key", req.sourceExperimentKey);
     const target = await this.experimentByKey("target_experiment_key", req.targetExperimentKey);
+    if ("archivedAt" in target && target.archivedAt) {
+      throw failedPrecondition(`target_experiment_key: experiment "${target.key}" is archived; unarchive it before copying into it`);
+    }
     if (source.id === target.id) throw invalidArgument("target_experiment_key", "must differ from source_experiment_key");
     if (source.unitType !== target.unitType) {
       throw failedPrecondition(`target_experiment_key: unit type ${target.unitType} differs from the source's ${source.unitType}`);

@@ -27,7 +27,8 @@ export interface ConfigView {
  * The experiment configuration every evaluation reads, held in memory so that an assignment never
  * waits on a configuration query. Refreshed when the database announces a change (LISTEN/NOTIFY),
  * by a periodic epoch check as a fallback for missed notifications, and synchronously by the
- * admin calls of this process before they return. Experiments and namespaces of a hash version
+ * admin calls of this process before they return. Archived experiments and namespaces are not
+ * served (an archived experiment answers UNKNOWN_EXPERIMENT). Experiments and namespaces of a hash version
  * this server cannot compute (made by a newer one) are not served at all: answering them with
  * another version's formulas would move their units.
  */
@@ -121,6 +122,11 @@ export class ConfigRegistry implements ConfigView {
     const unservedNamespaces = new Set<number>();
     const namespaces = new Map<string, NamespaceConfig>();
     for (const n of s.namespaces) {
+      // Archived: not served, nor any experiment in it (they are all archived too).
+      if (n.archivedAt) {
+        unservedNamespaces.add(n.id);
+        continue;
+      }
       try {
         const cfg = buildNamespaceConfig({ ...n, allocations: s.segments.get(n.id) ?? [] });
         namespacesById.set(n.id, cfg);
@@ -133,6 +139,8 @@ export class ConfigRegistry implements ConfigView {
     const byKey = new Map<string, ExperimentConfig>();
     const sorted: ExperimentConfig[] = [];
     for (const e of s.experiments) {
+      // Archived: unknown to every assignment path (UNKNOWN_EXPERIMENT).
+      if (e.archivedAt) continue;
       if (e.namespaceId !== null && unservedNamespaces.has(e.namespaceId)) {
         this.log(`experiment "${e.key}" is in a namespace this server cannot evaluate: not serving it`);
         continue;

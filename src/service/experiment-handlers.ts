@@ -14,7 +14,13 @@ import { checkUpdateAllowed } from "./roles.js";
 
 type Handlers = Pick<
   ServiceHandlers<typeof ExperimentService>,
-  "createExperiment" | "getExperiment" | "listExperiments" | "updateExperiment" | "getExperimentStats"
+  | "createExperiment"
+  | "getExperiment"
+  | "listExperiments"
+  | "updateExperiment"
+  | "archiveExperiment"
+  | "unarchiveExperiment"
+  | "getExperimentStats"
 >;
 
 /** ExperimentService's calls on experiments themselves. `served` resolves once this server
@@ -61,7 +67,7 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
 
     async listExperiments(req) {
       if (req.status !== ExperimentStatus.UNSPECIFIED) checkStatus("status", req.status);
-      const all = await store.listExperiments();
+      const all = await store.listExperiments(req.includeArchived);
       return {
         experiments: all
           .filter(
@@ -99,6 +105,16 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
           }),
         actorOf(ctx),
       );
+      return served({ experiment: experimentMessage(record) });
+    },
+
+    async archiveExperiment(req, ctx) {
+      const record = await store.archiveExperiment(checkKey("key", req.key), actorOf(ctx));
+      return served({ experiment: experimentMessage(record) });
+    },
+
+    async unarchiveExperiment(req, ctx) {
+      const record = await store.unarchiveExperiment(checkKey("key", req.key), actorOf(ctx));
       return served({ experiment: experimentMessage(record) });
     },
 

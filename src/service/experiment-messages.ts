@@ -23,6 +23,8 @@ export function experimentMessage(r: ExperimentRecord): MessageInitShape<typeof 
     version: r.version,
     createTime: timestampFromDate(r.createdAt),
     updateTime: timestampFromDate(r.updatedAt),
+    archived: r.archivedAt !== null,
+    archiveTime: r.archivedAt ? timestampFromDate(r.archivedAt) : undefined,
   };
 }
 
@@ -36,5 +38,7 @@ export function namespaceMessage(n: NamespaceRecord): MessageInitShape<typeof Na
     freeSegments: n.segments - allocated,
     allocations: [...n.allocations].map(([experimentKey, segments]) => ({ experimentKey, segments })),
     createTime: timestampFromDate(n.createdAt),
+    archived: n.archivedAt !== null,
+    archiveTime: n.archivedAt ? timestampFromDate(n.archivedAt) : undefined,
   };
 }

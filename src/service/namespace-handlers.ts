@@ -9,7 +9,7 @@ import type { ServiceHandlers } from "./handler-types.js";
 
 type Handlers = Pick<
   ServiceHandlers<typeof ExperimentService>,
-  "createNamespace" | "getNamespace" | "listNamespaces" | "allocateSegments" | "releaseSegments"
+  "createNamespace" | "getNamespace" | "listNamespaces" | "archiveNamespace" | "unarchiveNamespace" | "allocateSegments" | "releaseSegments"
 >;
 
 /** ExperimentService's calls on namespaces and their segments. `served` resolves once this
@@ -27,8 +27,16 @@ export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) =
       return { namespace: namespaceMessage(await store.getNamespace(checkKey("key", req.key))) };
     },
 
-    async listNamespaces() {
-      return { namespaces: (await store.listNamespaces()).map(namespaceMessage) };
+    async listNamespaces(req) {
+      return { namespaces: (await store.listNamespaces(req.includeArchived)).map(namespaceMessage) };
+    },
+
+    async archiveNamespace(req, ctx) {
+      return served({ namespace: namespaceMessage(await store.archiveNamespace(checkKey("key", req.key), actorOf(ctx))) });
+    },
+
+    async unarchiveNamespace(req, ctx) {
+      return served({ namespace: namespaceMessage(await store.unarchiveNamespace(checkKey("key", req.key), actorOf(ctx))) });
     },
 
     async allocateSegments(req, ctx) {

@@ -1,6 +1,6 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
-import { checkKey, checkUnitId } from "../engine/rules.js";
+import { checkKey, checkUnitId, isValidUnitId } from "../engine/rules.js";
 import { invalidArgument } from "../errors.js";
 import { MAX_OVERRIDES_PER_CALL } from "assignment-client/limits";
 import type { ExperimentStore } from "../store/experiment-store.js";
@@ -23,7 +23,8 @@ function encodeCursor(c: OverrideCursor): string {
 function decodeCursor(token: string): OverrideCursor {
   try {
     const v: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (Array.isArray(v) && v.length === 2 && Number.isSafeInteger(v[0]) && typeof v[1] === "string") {
+    // What the store can take: an int4 id and a valid unit id (no U+0000, which text cannot hold).
+    if (Array.isArray(v) && v.length === 2 && Number.isInteger(v[0]) && v[0] >= 0 && v[0] <= 2 ** 31 - 1 && isValidUnitId(v[1])) {
       return { experimentId: v[0] as number, unitId: v[1] };
     }
   } catch {

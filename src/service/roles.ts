@@ -46,9 +46,14 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/ListExperiments": READERS,
   // An operator may change only the status, the winner and the rollout (OPERATOR_UPDATE_FIELDS).
   "assignment.v1.ExperimentService/UpdateExperiment": OPERATORS,
+  // Archiving retires an experiment or namespace for good (it answers UNKNOWN_EXPERIMENT): admin.
+  "assignment.v1.ExperimentService/ArchiveExperiment": ADMIN,
+  "assignment.v1.ExperimentService/UnarchiveExperiment": ADMIN,
   "assignment.v1.ExperimentService/CreateNamespace": ADMIN,
   "assignment.v1.ExperimentService/GetNamespace": READERS,
   "assignment.v1.ExperimentService/ListNamespaces": READERS,
+  "assignment.v1.ExperimentService/ArchiveNamespace": ADMIN,
+  "assignment.v1.ExperimentService/UnarchiveNamespace": ADMIN,
   // Segments decide which units each experiment of a namespace may ever enrol: the design of the
   // namespace, not the running of an experiment (an operator ramps with the rollout).
   "assignment.v1.ExperimentService/AllocateSegments": ADMIN,

@@ -1,7 +1,7 @@
 import type { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { NamespaceConfigInput } from "../engine/experiment-config.js";
 import type { ExperimentState, VariantState } from "../engine/experiment-update.js";
-import { notFound } from "../errors.js";
+import { failedPrecondition, notFound } from "../errors.js";
 import type { Queryable } from "./database.js";
 
 /** The configuration tables (experiments, namespaces) as records, and the reads every store of
@@ -24,11 +24,15 @@ export interface ExperimentRecord extends ExperimentState {
   version: bigint;
   createdAt: Date;
   updatedAt: Date;
+  /** When it was archived; null when it is not. */
+  archivedAt: Date | null;
 }
 
 /** A namespace: what the engine builds its configuration from, and when it was made. */
 export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations"> {
   createdAt: Date;
+  /** When it was archived; null when it is not. */
+  archivedAt: Date | null;
   /** experiment key -> segments held */
   allocations: Map<string, number>;
 }
@@ -36,7 +40,7 @@ export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations
 const EXPERIMENT_COLUMNS = `e.id, e.key, e.salt, e.unit_type, e.hash_version, e.variants, e.rollout, e.status,
   e.default_variant, e.winner, e.tags, e.description, e.namespace_id, n.key AS namespace_key,
   (SELECT count(*) FROM namespace_segments s WHERE s.experiment_id = e.id)::int AS segment_count,
-  e.override_count, e.cache_generation, e.version::text AS version, e.created_at, e.updated_at`;
+  e.override_count, e.cache_generation, e.version::text AS version, e.created_at, e.updated_at, e.archived_at`;
 
 /** `SELECT … FROM` every experiment column, for a query to finish with WHERE / ORDER BY. */
 export const SELECT_EXPERIMENTS = `SELECT ${EXPERIMENT_COLUMNS} FROM experiments e LEFT JOIN namespaces n ON n.id = e.namespace_id`;
@@ -62,6 +66,7 @@ export interface ExperimentRow {
   version: string;
   created_at: Date;
   updated_at: Date;
+  archived_at: Date | null;
 }
 
 export function toExperimentRecord(r: ExperimentRow): ExperimentRecord {
@@ -86,6 +91,7 @@ export function toExperimentRecord(r: ExperimentRow): ExperimentRecord {
     version: BigInt(r.version),
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    archivedAt: r.archived_at,
   };
 }
 
@@ -94,15 +100,25 @@ export async function experimentById(q: Queryable, id: number): Promise<Experime
   return toExperimentRecord(rows[0]!);
 }
 
-/** The experiment `key`, locked for the transaction `tx` (FOR UPDATE); NOT_FOUND naming `field`. */
-export async function lockExperiment(tx: Queryable, key: string, field = "experiment_key"): Promise<ExperimentRecord> {
+/** The experiment `key`, locked for the transaction `tx` (FOR UPDATE); NOT_FOUND naming `field`.
+ * An archived experiment changes no more (FAILED_PRECONDITION) unless `allowArchived`. */
+export async function lockExperiment(
+  tx: Queryable,
+  key: string,
+  field = "experiment_key",
+  allowArchived = false,
+): Promise<ExperimentRecord> {
   const { rows } = await tx.query<{ id: number }>(`SELECT id FROM experiments WHERE key = $1 FOR UPDATE`, [key]);
   if (rows.length === 0) throw notFound(`${field}: no experiment "${key}"`);
-  return experimentById(tx, rows[0]!.id);
+  const exp = await experimentById(tx, rows[0]!.id);
+  if (exp.archivedAt && !allowArchived) {
+    throw failedPrecondition(`${field}: experiment "${key}" is archived; unarchive it (UnarchiveExperiment) before changing it`);
+  }
+  return exp;
 }
 
 /** `SELECT … FROM namespaces` with every column a record needs. */
-export const SELECT_NAMESPACES = `SELECT id, key, salt, unit_type, hash_version, segments, created_at FROM namespaces`;
+export const SELECT_NAMESPACES = `SELECT id, key, salt, unit_type, hash_version, segments, created_at, archived_at FROM namespaces`;
 
 export interface NamespaceRow {
   id: number;
@@ -112,6 +128,7 @@ export interface NamespaceRow {
   hash_version: number;
   segments: number;
   created_at: Date;
+  archived_at: Date | null;
 }
 
 export function toNamespaceRecord(n: NamespaceRow, allocations: Map<string, number>): NamespaceRecord {
@@ -123,14 +140,16 @@ export function toNamespaceRecord(n: NamespaceRow, allocations: Map<string, numb
     hashVersion: n.hash_version,
     segments: n.segments,
     createdAt: n.created_at,
+    archivedAt: n.archived_at,
     allocations,
   };
 }
 
-/** The namespace `key` with its allocations (locked FOR UPDATE with `lock`); NOT_FOUND otherwise. */
-export async function namespaceByKey(q: Queryable, key: string, lock = false): Promise<NamespaceRecord> {
+/** The namespace `key` with its allocations (locked FOR UPDATE with `lock`); NOT_FOUND naming
+ * `field` otherwise. */
+export async function namespaceByKey(q: Queryable, key: string, lock = false, field = "namespace_key"): Promise<NamespaceRecord> {
   const { rows } = await q.query<NamespaceRow>(`${SELECT_NAMESPACES} WHERE key = $1${lock ? " FOR UPDATE" : ""}`, [key]);
-  if (rows.length === 0) throw notFound(`namespace_key: no namespace "${key}"`);
+  if (rows.length === 0) throw notFound(`${field}: no namespace "${key}"`);
   const n = rows[0]!;
   const { rows: alloc } = await q.query<{ key: string; n: number }>(
     `SELECT e.key, count(*)::int AS n FROM namespace_segments s JOIN experiments e ON e.id = s.experiment_id

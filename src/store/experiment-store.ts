@@ -1,4 +1,4 @@
-import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentState } from "../engine/experiment-update.js";
 import { aborted, failedPrecondition, notFound } from "../errors.js";
 import { type Actor, experimentAtVersion, recordExperimentChange } from "./audit-log.js";
@@ -27,7 +27,7 @@ export interface VariantCount {
   units: number;
 }
 
-/** Experiments: created, read, updated (never deleted), and counted. */
+/** Experiments: created, read, updated, archived (never deleted), and counted. */
 export class ExperimentStore {
   constructor(private readonly db: Database) {}
 
@@ -66,9 +66,60 @@ export class ExperimentStore {
     return toExperimentRecord(rows[0]!);
   }
 
-  async listExperiments(): Promise<ExperimentRecord[]> {
-    const { rows } = await this.db.query<ExperimentRow>(`${SELECT_EXPERIMENTS} ORDER BY e.key`);
+  /** Sorted by key; archived ones only when `includeArchived`. */
+  async listExperiments(includeArchived = false): Promise<ExperimentRecord[]> {
+    const { rows } = await this.db.query<ExperimentRow>(
+      `${SELECT_EXPERIMENTS}${includeArchived ? "" : " WHERE e.archived_at IS NULL"} ORDER BY e.key`,
+    );
     return rows.map(toExperimentRecord);
+  }
+
+  /**
+   * Archives the experiment (README "Archiving"): only a DRAFT or STOPPED one (a RUNNING or PAUSED
+   * one still answers its units: FAILED_PRECONDITION, stop it first). From then on it answers
+   * UNKNOWN_EXPERIMENT, is left out of lists unless asked for, and changes no more; its key and
+   * salt stay taken. Archiving an archived experiment changes nothing.
+   */
+  async archiveExperiment(key: string, actor: Actor): Promise<ExperimentRecord> {
+    return this.db.transaction(async (tx) => {
+      const exp = await lockExperiment(tx, key, "key", true);
+      if (exp.archivedAt) return exp;
+      if (exp.status !== ExperimentStatus.DRAFT && exp.status !== ExperimentStatus.STOPPED) {
+        throw failedPrecondition(
+          `key: experiment "${key}" is ${ExperimentStatus[exp.status]}; only a DRAFT or STOPPED experiment is archived (stop it first, optionally with a winner)`,
+        );
+      }
+      await tx.query(`UPDATE experiments SET archived_at = now(), version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);
+      await signalConfigChange(tx);
+      const after = await experimentById(tx, exp.id);
+      await recordExperimentChange(tx, actor, exp, after, { archived: { before: false, after: true } });
+      return after;
+    });
+  }
+
+  /** Serves an archived experiment again, as it was (its namespace must not be archived).
+   * Unarchiving one that is not archived changes nothing. */
+  async unarchiveExperiment(key: string, actor: Actor): Promise<ExperimentRecord> {
+    return this.db.transaction(async (tx) => {
+      const exp = await lockExperiment(tx, key, "key", true);
+      if (!exp.archivedAt) return exp;
+      if (exp.namespaceId !== null) {
+        const { rows } = await tx.query<{ archived: boolean }>(
+          `SELECT archived_at IS NOT NULL AS archived FROM namespaces WHERE id = $1 FOR SHARE`,
+          [exp.namespaceId],
+        );
+        if (rows[0]?.archived) {
+          throw failedPrecondition(
+            `key: experiment "${key}" belongs to namespace "${exp.namespaceKey}", which is archived: unarchive it first`,
+          );
+        }
+      }
+      await tx.query(`UPDATE experiments SET archived_at = NULL, version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);
+      await signalConfigChange(tx);
+      const after = await experimentById(tx, exp.id);
+      await recordExperimentChange(tx, actor, exp, after, { archived: { before: true, after: false } });
+      return after;
+    });
   }
 
   /**

@@ -5,7 +5,7 @@ import { failedPrecondition } from "../errors.js";
 import { type Actor, recordChange, recordExperimentChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import { experimentById, lockExperiment, type NamespaceRecord, namespaceByKey } from "./config-records.js";
-import type { Database } from "./database.js";
+import type { Database, Queryable } from "./database.js";
 import { createUnique } from "./unique-keys.js";
 
 export interface NewNamespace {
@@ -51,9 +51,51 @@ export class NamespaceStore {
     return namespaceByKey(this.db, key);
   }
 
-  async listNamespaces(): Promise<NamespaceRecord[]> {
-    const { rows } = await this.db.query<{ key: string }>(`SELECT key FROM namespaces ORDER BY key`);
+  /** Sorted by key; archived ones only when `includeArchived`. */
+  async listNamespaces(includeArchived = false): Promise<NamespaceRecord[]> {
+    const { rows } = await this.db.query<{ key: string }>(
+      `SELECT key FROM namespaces${includeArchived ? "" : " WHERE archived_at IS NULL"} ORDER BY key`,
+    );
     return Promise.all(rows.map((r) => namespaceByKey(this.db, r.key)));
+  }
+
+  /**
+   * Archives the namespace (README "Archiving"): only once every experiment in it is archived
+   * (else FAILED_PRECONDITION naming them). It is left out of lists unless asked for and takes no
+   * more allocations; its key and salt stay taken, its segments as they are. Archiving an archived
+   * namespace changes nothing.
+   */
+  async archiveNamespace(key: string, actor: Actor): Promise<NamespaceRecord> {
+    return this.db.transaction(async (tx) => {
+      const ns = await namespaceByKey(tx, key, true, "key");
+      if (ns.archivedAt) return ns;
+      const { rows } = await tx.query<{ key: string }>(
+        `SELECT key FROM experiments WHERE namespace_id = $1 AND archived_at IS NULL ORDER BY key FOR SHARE`,
+        [ns.id],
+      );
+      if (rows.length > 0) {
+        throw failedPrecondition(
+          `key: namespace "${key}" still holds experiments that are not archived (${rows.map((r) => r.key).join(", ")}): archive them first`,
+        );
+      }
+      await tx.query(`UPDATE namespaces SET archived_at = now() WHERE id = $1`, [ns.id]);
+      await signalConfigChange(tx);
+      await recordNamespaceArchive(tx, actor, key, true);
+      return namespaceByKey(tx, key);
+    });
+  }
+
+  /** Makes an archived namespace take allocations again. Unarchiving one that is not archived
+   * changes nothing. */
+  async unarchiveNamespace(key: string, actor: Actor): Promise<NamespaceRecord> {
+    return this.db.transaction(async (tx) => {
+      const ns = await namespaceByKey(tx, key, true, "key");
+      if (!ns.archivedAt) return ns;
+      await tx.query(`UPDATE namespaces SET archived_at = NULL WHERE id = $1`, [ns.id]);
+      await signalConfigChange(tx);
+      await recordNamespaceArchive(tx, actor, key, false);
+      return namespaceByKey(tx, key);
+    });
   }
 
   /**
@@ -63,6 +105,9 @@ export class NamespaceStore {
   async allocateSegments(namespaceKey: string, experimentKey: string, count: number, actor: Actor) {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, namespaceKey, true);
+      if (ns.archivedAt) {
+        throw failedPrecondition(`namespace_key: namespace "${namespaceKey}" is archived; unarchive it (UnarchiveNamespace) first`);
+      }
       const exp = await lockExperiment(tx, experimentKey);
       if (exp.namespaceId !== null && exp.namespaceId !== ns.id) {
         throw failedPrecondition(`experiment_key: experiment "${experimentKey}" already belongs to namespace "${exp.namespaceKey}"`);
@@ -103,7 +148,8 @@ export class NamespaceStore {
   async releaseSegments(namespaceKey: string, experimentKey: string, actor: Actor) {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, namespaceKey, true);
-      const exp = await lockExperiment(tx, experimentKey);
+      // An archived experiment (DRAFT or STOPPED) may still give its segments back.
+      const exp = await lockExperiment(tx, experimentKey, "experiment_key", true);
       if (exp.namespaceId !== ns.id) {
         throw failedPrecondition(`experiment_key: experiment "${experimentKey}" is not in namespace "${namespaceKey}"`);
       }
@@ -141,4 +187,16 @@ function namespaceHashVersion(ns: NamespaceRecord): HashVersion {
     if (err instanceof UnknownHashVersionError) throw failedPrecondition(`namespace_key: ${err.message}`);
     throw err;
   }
+}
+
+/** The audit log's row of an (un)archived namespace (namespaces have no versions). */
+function recordNamespaceArchive(tx: Queryable, actor: Actor, key: string, archived: boolean): Promise<void> {
+  return recordChange(tx, {
+    actor,
+    objectKind: "namespace",
+    objectKey: key,
+    versionBefore: null,
+    versionAfter: null,
+    fields: { archived: { before: !archived, after: archived } },
+  });
 }

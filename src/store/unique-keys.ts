@@ -14,9 +14,17 @@ export async function claimSalt(tx: Queryable, salt: string, owner: string): Pro
     [salt, owner],
   );
   if (rows.length === 0) {
-    const { rows: prev } = await tx.query<{ owner: string }>(`SELECT owner FROM salts WHERE salt = $1`, [salt]);
+    const { rows: prev } = await tx.query<{ owner: string; archived: boolean }>(
+      `SELECT s.owner, coalesce(e.archived_at, n.archived_at) IS NOT NULL AS archived
+         FROM salts s
+         LEFT JOIN experiments e ON s.owner = 'experiment:' || e.key
+         LEFT JOIN namespaces n ON s.owner = 'namespace:' || n.key
+        WHERE s.salt = $1`,
+      [salt],
+    );
+    const owner = prev[0] ? `${prev[0].owner}${prev[0].archived ? " (archived: salts stay taken forever)" : ""}` : undefined;
     throw alreadyExists(
-      `salt: already used by ${prev[0]?.owner ?? "another experiment or namespace"}; salts must be unique across experiments and namespaces`,
+      `salt: already used by ${owner ?? "another experiment or namespace"}; salts must be unique across experiments and namespaces`,
     );
   }
 }
@@ -36,7 +44,14 @@ export async function createUnique<R>(
   const taken = () => alreadyExists(`key: ${kind} "${key}" already exists`);
   try {
     return await db.transaction(async (tx) => {
-      const exists = await tx.query(`SELECT 1 FROM ${kind}s WHERE key = $1`, [key]);
+      const exists = await tx.query<{ archived: boolean }>(`SELECT archived_at IS NOT NULL AS archived FROM ${kind}s WHERE key = $1`, [
+        key,
+      ]);
+      if (exists.rows[0]?.archived) {
+        throw alreadyExists(
+          `key: ${kind} "${key}" already exists, archived; keys and salts of archived ${kind}s stay taken forever (reusing a salt would recreate old splits): choose another key, or unarchive it`,
+        );
+      }
       if (exists.rowCount > 0) throw taken();
       await claimSalt(tx, salt, `${kind}:${key}`);
       const created = await insert(tx);

@@ -66,6 +66,18 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     e = (await t.experiments.getExperiment({ key: "checkout" })).experiment!;
     expect([e.status, e.winner]).toEqual([ExperimentStatus.STOPPED, "green"]);
 
+    // Archived: hidden from the list unless --archived, shown as such; unarchived again.
+    expect(await cli("experiments", "archive", "checkout")).toMatch(/^checkout: archived \(version \d+\); it answers UNKNOWN_EXPERIMENT/);
+    expect(await cli("experiments", "list")).not.toMatch(/^checkout\s/m);
+    expect(await cli("experiments", "list", "--archived")).toMatch(/^checkout\s+STOPPED \(winner green\), archived\s/m);
+    expect(await cli("exp", "show", "checkout")).toMatch(/status\s+STOPPED, archived \d{4}-\d\d-\d\dT.*UNKNOWN_EXPERIMENT/);
+    expect(JSON.parse(await cli("assign", "checkout", "u-1", "--json"))).toMatchObject({ reason: "REASON_UNKNOWN_EXPERIMENT" });
+    const again = await runCli(t.server.address, ["experiments", "create", "checkout", "--variant", "a:100%"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/ALREADY_EXISTS.*archived/);
+    expect(await cli("experiments", "unarchive", "checkout")).toContain("checkout: unarchived (STOPPED");
+    expect(await cli("experiments", "list")).toMatch(/^checkout\s+STOPPED/m);
+
     // A stale --version is refused by the server: ABORTED, exit code 1.
     const stale = await runCli(t.server.address, ["experiments", "update", "checkout", "--rollout", "5000", "--version", "1"]);
     expect(stale.code).toBe(1);
@@ -85,6 +97,15 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     expect(await cli("namespaces", "release", "pricing", "price-a")).toContain("released 30 segments");
     const { namespace } = await t.experiments.getNamespace({ key: "pricing" });
     expect(namespace!.freeSegments).toBe(50);
+    // A namespace with experiments that are not archived stays; archived, it leaves the list.
+    const refused = await runCli(t.server.address, ["namespaces", "archive", "pricing"]);
+    expect([refused.code, refused.stderr]).toEqual([1, expect.stringMatching(/FAILED_PRECONDITION.*price-a, price-b/)]);
+    await cli("namespaces", "create", "old-space", "--segments", "10");
+    expect(await cli("ns", "archive", "old-space")).toContain("old-space: archived");
+    expect(await cli("namespaces", "list")).not.toContain("old-space");
+    expect(await cli("namespaces", "list", "--archived")).toMatch(/^old-space \(archived\)\s+user_id\s+10/m);
+    expect(await cli("namespaces", "show", "old-space")).toMatch(/archived\s+yes/);
+    expect(await cli("ns", "unarchive", "old-space")).toContain("old-space: unarchived");
     const full = await runCli(t.server.address, ["namespaces", "allocate", "pricing", "price-a", "51"]);
     expect(full.code).toBe(1);
     expect(full.stderr).toContain("RESOURCE_EXHAUSTED");

@@ -173,6 +173,15 @@ describe("ListOverrides", () => {
       status.INVALID_ARGUMENT,
       "page_token",
     );
+    for (const forged of [
+      [1, "\u0000"],
+      [-1, "u"],
+      [2 ** 40, "u"],
+      ["1", "u"],
+    ]) {
+      const pageToken = Buffer.from(JSON.stringify(forged)).toString("base64url");
+      await expectFailure(t.experiments.listOverrides({ pageToken }), status.INVALID_ARGUMENT, "page_token");
+    }
     await expectFailure(
       t.experiments.listOverrides({ experimentKey: "lo-a", pageSize: 10_001 }),
       status.INVALID_ARGUMENT,

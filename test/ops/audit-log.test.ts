@@ -404,6 +404,28 @@ async function scenario(c: Clients): Promise<Expected[]> {
       description: ["first", "second"],
     },
   });
+
+  // 15-17: archiving. Refused: a RUNNING experiment, by an operator, and a namespace whose
+  // experiment is not archived; no row for those, nor for archiving what is archived already.
+  await expectFailure(c.alice.archiveExperiment({ key: "checkout" }), status.FAILED_PRECONDITION, "RUNNING");
+  await expectFailure(c.olga.archiveExperiment({ key: "pricing" }), status.PERMISSION_DENIED);
+  await expectFailure(c.alice.archiveNamespace({ key: "ns" }), status.FAILED_PRECONDITION, "pricing");
+  const pricing = (await c.alice.getExperiment({ key: "pricing" })).experiment!.version;
+  await c.alice.archiveExperiment({ key: "pricing" });
+  log.push({
+    rpc: "ArchiveExperiment",
+    ...alice,
+    kind: "experiment",
+    key: "pricing",
+    before: pricing,
+    after: pricing + 1n,
+    fields: { archived: [false, true] },
+  });
+  await c.alice.archiveExperiment({ key: "pricing" });
+  await c.alice.archiveNamespace({ key: "ns" });
+  log.push({ rpc: "ArchiveNamespace", ...alice, kind: "namespace", key: "ns", fields: { archived: [false, true] } });
+  await c.alice.unarchiveNamespace({ key: "ns" });
+  log.push({ rpc: "UnarchiveNamespace", ...alice, kind: "namespace", key: "ns", fields: { archived: [true, false] } });
   return log;
 }
 

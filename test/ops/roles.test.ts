@@ -40,9 +40,13 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/GetExperiment": RD,
   "ExperimentService/ListExperiments": RD,
   "ExperimentService/UpdateExperiment": OP,
+  "ExperimentService/ArchiveExperiment": A,
+  "ExperimentService/UnarchiveExperiment": A,
   "ExperimentService/CreateNamespace": A,
   "ExperimentService/GetNamespace": RD,
   "ExperimentService/ListNamespaces": RD,
+  "ExperimentService/ArchiveNamespace": A,
+  "ExperimentService/UnarchiveNamespace": A,
   "ExperimentService/AllocateSegments": A,
   "ExperimentService/ReleaseSegments": A,
   "ExperimentService/SetOverrides": OP,
@@ -71,6 +75,8 @@ beforeAll(async () => {
   await admin.createExperiment({ key: "fixture-copy", variants: ab, status: ExperimentStatus.RUNNING });
   await admin.createExperiment({ key: "fixture-ns", variants: ab });
   await admin.createNamespace({ key: "ns", segments: 100 });
+  await admin.createExperiment({ key: "fixture-archive", variants: ab });
+  await admin.createNamespace({ key: "ns-archive", segments: 10 });
 });
 afterAll(async () => {
   admin?.close();
@@ -92,6 +98,10 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   createNamespace: (who) => ({ key: `ns-by-${who}`, segments: 10 }),
   getNamespace: () => ({ key: "ns" }),
   listNamespaces: () => ({}),
+  archiveExperiment: () => ({ key: "fixture-archive" }),
+  unarchiveExperiment: () => ({ key: "fixture-archive" }),
+  archiveNamespace: () => ({ key: "ns-archive" }),
+  unarchiveNamespace: () => ({ key: "ns-archive" }),
   allocateSegments: () => ({ namespaceKey: "ns", experimentKey: "fixture-ns", segments: 1 }),
   releaseSegments: () => ({ namespaceKey: "ns", experimentKey: "fixture-ns" }),
   setOverrides: () => ({ experimentKey: "fixture", overrides: [{ unitId: "o-1", variantKey: "a" }] }),

@@ -69,6 +69,9 @@ beforeAll(async () => {
   await t.experiments.allocateSegments({ namespaceKey: "fz-ns", experimentKey: "fz-c", segments: 10 });
   await t.assignments.bulkAssign({ experimentKey: "fz-a", unitIds: units("u-", 50) });
   await t.experiments.setOverrides({ experimentKey: "fz-a", overrides: [{ unitId: "u-1", variantKey: "b" }] });
+  // Retired things to archive and take back.
+  await t.experiments.createExperiment({ key: "fz-old", variants: variantsA });
+  await t.experiments.createNamespace({ key: "fz-old-ns", segments: 10 });
   console.info(`fuzz: seed ${SEED} (FUZZ_SEED=${SEED} replays it), ${RUNS} structured + ${RAW_RUNS} raw runs per method`);
 });
 afterAll(async () => {
@@ -277,7 +280,7 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
     },
   ],
   GetExperiment: [{ key: "fz-a", version: 1n }],
-  ListExperiments: [{ status: ExperimentStatus.RUNNING, tag: "web" }],
+  ListExperiments: [{ status: ExperimentStatus.RUNNING, tag: "web", includeArchived: true }],
   UpdateExperiment: [
     {
       key: "fz-b",
@@ -294,11 +297,16 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
   ],
   CreateNamespace: [{ key: "fz-ns2", segments: 10 }],
   GetNamespace: [{ key: "fz-ns" }],
-  ListNamespaces: [{}],
+  ListNamespaces: [{ includeArchived: true }],
   AllocateSegments: [{ namespaceKey: "fz-ns", experimentKey: "fz-c", segments: 5 }],
   ReleaseSegments: [{ namespaceKey: "fz-ns", experimentKey: "fz-c" }],
   SetOverrides: [{ experimentKey: "fz-a", overrides: [{ unitId: "u-5", variantKey: "a" }] }],
   ClearOverrides: [{ experimentKey: "fz-a", unitIds: ["u-5"] }],
+  ListOverrides: [{ experimentKey: "fz-a", pageSize: 2 }],
+  ArchiveExperiment: [{ key: "fz-old" }],
+  UnarchiveExperiment: [{ key: "fz-old" }],
+  ArchiveNamespace: [{ key: "fz-old-ns" }],
+  UnarchiveNamespace: [{ key: "fz-old-ns" }],
   GetExperimentStats: [{ key: "fz-a" }],
   ImportAssignments: [
     { setup: { policy: 1 }, rows: [{ experimentKey: "fz-a", unitId: "imp-1", variantKey: "a" }] },

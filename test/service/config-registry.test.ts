@@ -37,11 +37,23 @@ function experiment(id: number, key: string, o: Partial<ExperimentRecord> = {}):
     version: 1n,
     createdAt: at,
     updatedAt: at,
+    archivedAt: null,
     ...o,
   };
 }
 function namespace(id: number, key: string, o: Partial<NamespaceRecord> = {}): NamespaceRecord {
-  return { id, key, salt: `${key}-salt`, unitType: "user_id", hashVersion: 1, segments: 4, createdAt: at, allocations: new Map(), ...o };
+  return {
+    id,
+    key,
+    salt: `${key}-salt`,
+    unitType: "user_id",
+    hashVersion: 1,
+    segments: 4,
+    createdAt: at,
+    archivedAt: null,
+    allocations: new Map(),
+    ...o,
+  };
 }
 const snapshot = (epoch: bigint, o: Partial<ConfigSnapshot> = {}): ConfigSnapshot => ({
   epoch,
@@ -156,6 +168,24 @@ describe("ConfigRegistry.refresh", () => {
       'experiment "future" uses hash version 2, which this server cannot evaluate (it knows 1): not serving it',
       'experiment "inside" is in a namespace this server cannot evaluate: not serving it',
     ]);
+  });
+
+  it("does not serve archived experiments or namespaces (they answer UNKNOWN_EXPERIMENT), nor log them", async () => {
+    const { registry: r, logs } = registry(
+      snapshot(1n, {
+        experiments: [
+          experiment(1, "live"),
+          experiment(2, "retired", { archivedAt: at, status: ExperimentStatus.STOPPED }),
+          experiment(3, "retired-in-ns", { archivedAt: at, namespaceId: 9, namespaceKey: "old-ns" }),
+        ],
+        namespaces: [namespace(9, "old-ns", { archivedAt: at }), namespace(10, "live-ns")],
+      }),
+    );
+    await r.refresh();
+    expect(r.all().map((e) => e.key)).toEqual(["live"]);
+    expect([r.get("retired"), r.get("retired-in-ns"), r.namespace("old-ns")]).toEqual([undefined, undefined, undefined]);
+    expect(r.namespace("live-ns")).toBeDefined();
+    expect(logs).toEqual([]);
   });
 });
 

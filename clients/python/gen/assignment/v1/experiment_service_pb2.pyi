@@ -30,6 +30,30 @@ class AllocateSegmentsResponse(_message.Message):
     namespace: _types_pb2.Namespace
     def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ..., experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
 
+class ArchiveExperimentRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ArchiveExperimentResponse(_message.Message):
+    __slots__ = ["experiment"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class ArchiveNamespaceRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ArchiveNamespaceResponse(_message.Message):
+    __slots__ = ["namespace"]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _types_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
+
 class Change(_message.Message):
     __slots__ = ["fields", "id", "object_key", "object_kind", "rpc", "time", "token_name", "token_role", "version_after", "version_before"]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
@@ -312,14 +336,16 @@ class ListChangesResponse(_message.Message):
     def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsRequest(_message.Message):
-    __slots__ = ["namespace", "status", "tag"]
+    __slots__ = ["include_archived", "namespace", "status", "tag"]
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    include_archived: bool
     namespace: str
     status: _types_pb2.ExperimentStatus
     tag: str
-    def __init__(self, status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., tag: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., tag: _Optional[str] = ..., namespace: _Optional[str] = ..., include_archived: bool = ...) -> None: ...
 
 class ListExperimentsResponse(_message.Message):
     __slots__ = ["experiments"]
@@ -328,8 +354,10 @@ class ListExperimentsResponse(_message.Message):
     def __init__(self, experiments: _Optional[_Iterable[_Union[_types_pb2.Experiment, _Mapping]]] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
-    __slots__ = []
-    def __init__(self) -> None: ...
+    __slots__ = ["include_archived"]
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    include_archived: bool
+    def __init__(self, include_archived: bool = ...) -> None: ...
 
 class ListNamespacesResponse(_message.Message):
     __slots__ = ["namespaces"]
@@ -416,6 +444,30 @@ class TagList(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     tags: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UnarchiveExperimentRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class UnarchiveExperimentResponse(_message.Message):
+    __slots__ = ["experiment"]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _types_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class UnarchiveNamespaceRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class UnarchiveNamespaceResponse(_message.Message):
+    __slots__ = ["namespace"]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _types_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
 
 class UpdateExperimentRequest(_message.Message):
     __slots__ = ["default_variant", "description", "key", "rollout", "status", "tags", "variants", "version", "winner"]

@@ -35,6 +35,16 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateExperimentRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateExperimentResponse.FromString,
                 )
+        self.ArchiveExperiment = channel.unary_unary(
+                '/assignment.v1.ExperimentService/ArchiveExperiment',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveExperimentRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveExperimentResponse.FromString,
+                )
+        self.UnarchiveExperiment = channel.unary_unary(
+                '/assignment.v1.ExperimentService/UnarchiveExperiment',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveExperimentRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveExperimentResponse.FromString,
+                )
         self.CreateNamespace = channel.unary_unary(
                 '/assignment.v1.ExperimentService/CreateNamespace',
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.CreateNamespaceRequest.SerializeToString,
@@ -49,6 +59,16 @@ class ExperimentServiceStub(object):
                 '/assignment.v1.ExperimentService/ListNamespaces',
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesResponse.FromString,
+                )
+        self.ArchiveNamespace = channel.unary_unary(
+                '/assignment.v1.ExperimentService/ArchiveNamespace',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceResponse.FromString,
+                )
+        self.UnarchiveNamespace = channel.unary_unary(
+                '/assignment.v1.ExperimentService/UnarchiveNamespace',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveNamespaceRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveNamespaceResponse.FromString,
                 )
         self.AllocateSegments = channel.unary_unary(
                 '/assignment.v1.ExperimentService/AllocateSegments',
@@ -132,6 +152,24 @@ class ExperimentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ArchiveExperiment(self, request, context):
+        """Archives a DRAFT or STOPPED experiment (FAILED_PRECONDITION otherwise: stop it first). An
+        archived experiment answers UNKNOWN_EXPERIMENT on every assignment path, is left out of
+        ListExperiments unless include_archived, and changes no more until unarchived; GetExperiment,
+        stats and exports still read it. Its key and salt stay taken forever. Archiving an archived
+        experiment changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnarchiveExperiment(self, request, context):
+        """Serves an archived experiment again, exactly as it was (its namespace must not be archived).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateNamespace(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -145,6 +183,21 @@ class ExperimentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListNamespaces(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveNamespace(self, request, context):
+        """Archives a namespace whose experiments are all archived (FAILED_PRECONDITION otherwise): it is
+        left out of ListNamespaces unless include_archived and takes no allocations until unarchived.
+        Its key and salt stay taken forever.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnarchiveNamespace(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,6 +308,16 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateExperimentRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateExperimentResponse.SerializeToString,
             ),
+            'ArchiveExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveExperiment,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveExperimentRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveExperimentResponse.SerializeToString,
+            ),
+            'UnarchiveExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveExperiment,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveExperimentRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveExperimentResponse.SerializeToString,
+            ),
             'CreateNamespace': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateNamespace,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.CreateNamespaceRequest.FromString,
@@ -269,6 +332,16 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ListNamespaces,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesResponse.SerializeToString,
+            ),
+            'ArchiveNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveNamespace,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceResponse.SerializeToString,
+            ),
+            'UnarchiveNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveNamespace,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveNamespaceRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.UnarchiveNamespaceResponse.SerializeToString,
             ),
             'AllocateSegments': grpc.unary_unary_rpc_method_handler(
                     servicer.AllocateSegments,
@@ -400,6 +473,40 @@ class ExperimentService(object):
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
+    def ArchiveExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ArchiveExperiment',
+            assignment_dot_v1_dot_experiment__service__pb2.ArchiveExperimentRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.ArchiveExperimentResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UnarchiveExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/UnarchiveExperiment',
+            assignment_dot_v1_dot_experiment__service__pb2.UnarchiveExperimentRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.UnarchiveExperimentResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
     def CreateNamespace(request,
             target,
             options=(),
@@ -447,6 +554,40 @@ class ExperimentService(object):
         return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ListNamespaces',
             assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ArchiveNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ArchiveNamespace',
+            assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UnarchiveNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/UnarchiveNamespace',
+            assignment_dot_v1_dot_experiment__service__pb2.UnarchiveNamespaceRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.UnarchiveNamespaceResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

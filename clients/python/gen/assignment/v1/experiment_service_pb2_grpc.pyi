@@ -29,6 +29,21 @@ class ExperimentServiceStub:
     Fields left unset are unchanged. Refused with ABORTED unless `version` is the current one.
     """
 
+    ArchiveExperiment: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.ArchiveExperimentRequest,
+        assignment.v1.experiment_service_pb2.ArchiveExperimentResponse]
+    """Archives a DRAFT or STOPPED experiment (FAILED_PRECONDITION otherwise: stop it first). An
+    archived experiment answers UNKNOWN_EXPERIMENT on every assignment path, is left out of
+    ListExperiments unless include_archived, and changes no more until unarchived; GetExperiment,
+    stats and exports still read it. Its key and salt stay taken forever. Archiving an archived
+    experiment changes nothing.
+    """
+
+    UnarchiveExperiment: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.UnarchiveExperimentRequest,
+        assignment.v1.experiment_service_pb2.UnarchiveExperimentResponse]
+    """Serves an archived experiment again, exactly as it was (its namespace must not be archived)."""
+
     CreateNamespace: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.CreateNamespaceRequest,
         assignment.v1.experiment_service_pb2.CreateNamespaceResponse]
@@ -40,6 +55,18 @@ class ExperimentServiceStub:
     ListNamespaces: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.ListNamespacesRequest,
         assignment.v1.experiment_service_pb2.ListNamespacesResponse]
+
+    ArchiveNamespace: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.ArchiveNamespaceRequest,
+        assignment.v1.experiment_service_pb2.ArchiveNamespaceResponse]
+    """Archives a namespace whose experiments are all archived (FAILED_PRECONDITION otherwise): it is
+    left out of ListNamespaces unless include_archived and takes no allocations until unarchived.
+    Its key and salt stay taken forever.
+    """
+
+    UnarchiveNamespace: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.UnarchiveNamespaceRequest,
+        assignment.v1.experiment_service_pb2.UnarchiveNamespaceResponse]
 
     AllocateSegments: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.AllocateSegmentsRequest,
@@ -143,6 +170,27 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         pass
 
     @abc.abstractmethod
+    def ArchiveExperiment(self,
+        request: assignment.v1.experiment_service_pb2.ArchiveExperimentRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.ArchiveExperimentResponse:
+        """Archives a DRAFT or STOPPED experiment (FAILED_PRECONDITION otherwise: stop it first). An
+        archived experiment answers UNKNOWN_EXPERIMENT on every assignment path, is left out of
+        ListExperiments unless include_archived, and changes no more until unarchived; GetExperiment,
+        stats and exports still read it. Its key and salt stay taken forever. Archiving an archived
+        experiment changes nothing.
+        """
+        pass
+
+    @abc.abstractmethod
+    def UnarchiveExperiment(self,
+        request: assignment.v1.experiment_service_pb2.UnarchiveExperimentRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.UnarchiveExperimentResponse:
+        """Serves an archived experiment again, exactly as it was (its namespace must not be archived)."""
+        pass
+
+    @abc.abstractmethod
     def CreateNamespace(self,
         request: assignment.v1.experiment_service_pb2.CreateNamespaceRequest,
         context: grpc.ServicerContext,
@@ -159,6 +207,23 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         request: assignment.v1.experiment_service_pb2.ListNamespacesRequest,
         context: grpc.ServicerContext,
     ) -> assignment.v1.experiment_service_pb2.ListNamespacesResponse: ...
+
+    @abc.abstractmethod
+    def ArchiveNamespace(self,
+        request: assignment.v1.experiment_service_pb2.ArchiveNamespaceRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.ArchiveNamespaceResponse:
+        """Archives a namespace whose experiments are all archived (FAILED_PRECONDITION otherwise): it is
+        left out of ListNamespaces unless include_archived and takes no allocations until unarchived.
+        Its key and salt stay taken forever.
+        """
+        pass
+
+    @abc.abstractmethod
+    def UnarchiveNamespace(self,
+        request: assignment.v1.experiment_service_pb2.UnarchiveNamespaceRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.UnarchiveNamespaceResponse: ...
 
     @abc.abstractmethod
     def AllocateSegments(self,
