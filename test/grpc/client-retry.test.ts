@@ -133,6 +133,7 @@ describe("which calls are retried", () => {
         "GetNamespace",
         "ListNamespaces",
         "GetExperimentStats",
+        "ListOverrides",
         "ExportAssignments",
         "ListChanges",
       ].sort(),
