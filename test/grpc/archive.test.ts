@@ -86,12 +86,13 @@ describe("archiving an experiment", () => {
     expect(exported).toBe(20);
 
     // Frozen: no change until unarchived.
+    // One call at a time: a refusal not yet awaited would be an unhandled rejection.
     for (const call of [
-      t.experiments.updateExperiment({ key: "arch", version: archived.version, description: "x" }),
-      t.experiments.setOverrides({ experimentKey: "arch", overrides: [{ unitId: "x", variantKey: "a" }] }),
-      t.experiments.clearOverrides({ experimentKey: "arch", all: true }),
+      () => t.experiments.updateExperiment({ key: "arch", version: archived.version, description: "x" }),
+      () => t.experiments.setOverrides({ experimentKey: "arch", overrides: [{ unitId: "x", variantKey: "a" }] }),
+      () => t.experiments.clearOverrides({ experimentKey: "arch", all: true }),
     ]) {
-      await expectFailure(call, status.FAILED_PRECONDITION, "archived", "unarchive");
+      await expectFailure(call(), status.FAILED_PRECONDITION, "archived", "unarchive");
     }
     await t.experiments.createExperiment({ key: "arch-copy", variants, status: ExperimentStatus.RUNNING });
     await expectFailure(
