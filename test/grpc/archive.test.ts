@@ -5,7 +5,7 @@
  * taken forever. Unarchiving serves it again exactly as it was.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { columnAnswers, ExperimentStatus, Reason, Source } from "../../src/client/index.js";
+import { columnAnswers, ExperimentStatus, Reason, Source } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, specVariant, status, storedAssignments, units } from "./helpers.js";
 

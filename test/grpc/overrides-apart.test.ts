@@ -6,7 +6,7 @@
  * ListOverrides lists the overrides a page at a time.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { columnAnswers, ExperimentStatus, Reason, Source } from "../../src/client/index.js";
+import { columnAnswers, ExperimentStatus, Reason, Source } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, specVariant, sql, status, storedAssignments, units } from "./helpers.js";
 

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { type JsonObject, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ListExperimentsResponseSchema } from "../../src/client/index.js";
+import { ExperimentStatus, ListExperimentsResponseSchema } from "assignment-client";
 import { packageDir, python, run } from "../interop/python.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, specVariant, status, units } from "./helpers.js";

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/experiment_service.proto.
  */
 export const file_assignment_v1_experiment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJFChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSFAoHdmVyc2lvbhgCIAEoBEgAiAEBQgoKCF92ZXJzaW9uIkYKFUdldEV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50ImkKFkxpc3RFeHBlcmltZW50c1JlcXVlc3QSLwoGc3RhdHVzGAEgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEgsKA3RhZxgCIAEoCRIRCgluYW1lc3BhY2UYAyABKAkiSQoXTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USLgoLZXhwZXJpbWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiNwoLVmFyaWFudExpc3QSKAoIdmFyaWFudHMYASADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQiFwoHVGFnTGlzdBIMCgR0YWdzGAEgAygJItoCChdVcGRhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoBBIsCgh2YXJpYW50cxgDIAEoCzIaLmFzc2lnbm1lbnQudjEuVmFyaWFudExpc3QSFAoHcm9sbG91dBgEIAEoDUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxITCgZ3aW5uZXIYBiABKAlIAYgBARIcCg9kZWZhdWx0X3ZhcmlhbnQYByABKAlIAogBARIkCgR0YWdzGAggASgLMhYuYXNzaWdubWVudC52MS5UYWdMaXN0EhgKC2Rlc2NyaXB0aW9uGAkgASgJSAOIAQFCCgoIX3JvbGxvdXRCCQoHX3dpbm5lckISChBfZGVmYXVsdF92YXJpYW50Qg4KDF9kZXNjcmlwdGlvbiJJChhVcGRhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJ4ChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCRIRCgRzYWx0GAIgASgJSACIAQESEQoJdW5pdF90eXBlGAMgASgJEhUKCHNlZ21lbnRzGAQgASgNSAGIAQFCBwoFX3NhbHRCCwoJX3NlZ21lbnRzIkYKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIiIKE0dldE5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkMKFEdldE5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIhcKFUxpc3ROYW1lc3BhY2VzUmVxdWVzdCJGChZMaXN0TmFtZXNwYWNlc1Jlc3BvbnNlEiwKCm5hbWVzcGFjZXMYASADKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSJaChdBbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJEhAKCHNlZ21lbnRzGAMgASgNInYKGEFsbG9jYXRlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IkcKFlJlbGVhc2VTZWdtZW50c1JlcXVlc3QSFQoNbmFtZXNwYWNlX2tleRgBIAEoCRIWCg5leHBlcmltZW50X2tleRgCIAEoCSKHAQoXUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2USLQoKZXhwZXJpbWVudBgCIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudBIQCghyZWxlYXNlZBgDIAEoDSIwCghPdmVycmlkZRIPCgd1bml0X2lkGAEgASgJEhMKC3ZhcmlhbnRfa2V5GAIgASgJIlkKE1NldE92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSKgoJb3ZlcnJpZGVzGAIgAygLMhcuYXNzaWdubWVudC52MS5PdmVycmlkZSJBChRTZXRPdmVycmlkZXNSZXNwb25zZRINCgVjb3VudBgBIAEoDRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQiTgoVQ2xlYXJPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhAKCHVuaXRfaWRzGAIgAygJEgsKA2FsbBgDIAEoCCJDChZDbGVhck92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCIoChlHZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0EgsKA2tleRgBIAEoCSKHAQoMVmFyaWFudFN0YXRzEhMKC3ZhcmlhbnRfa2V5GAEgASgJEg0KBXVuaXRzGAIgASgEEhYKDmV4cGVjdGVkX3NoYXJlGAMgASgBEhYKDm9ic2VydmVkX3NoYXJlGAQgASgBEhEKCW92ZXJyaWRlcxgFIAEoBBIQCghpbXBvcnRlZBgGIAEoBCL0AQoaR2V0RXhwZXJpbWVudFN0YXRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEEi0KCHZhcmlhbnRzGAMgAygLMhsuYXNzaWdubWVudC52MS5WYXJpYW50U3RhdHMSEwoLdG90YWxfdW5pdHMYBCABKAQSEgoKY2hpX3NxdWFyZRgFIAEoARIaChJkZWdyZWVzX29mX2ZyZWVkb20YBiABKA0SDwoHcF92YWx1ZRgHIAEoARIdChVzYW1wbGVfcmF0aW9fbWlzbWF0Y2gYCCABKAgiUAoLSW1wb3J0U2V0dXASKwoGcG9saWN5GAEgASgOMhsuYXNzaWdubWVudC52MS5JbXBvcnRQb2xpY3kSFAoMc2tpcF9pbnZhbGlkGAIgASgIIkkKCUltcG9ydFJvdxIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhMKC3ZhcmlhbnRfa2V5GAMgASgJIm0KGEltcG9ydEFzc2lnbm1lbnRzUmVxdWVzdBIpCgVzZXR1cBgBIAEoCzIaLmFzc2lnbm1lbnQudjEuSW1wb3J0U2V0dXASJgoEcm93cxgCIAMoCzIYLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93IjMKDkltcG9ydFJvd0Vycm9yEhAKCHBvc2l0aW9uGAEgASgEEg8KB21lc3NhZ2UYAiABKAkikAEKGUltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAQSEAoIaW1wb3J0ZWQYAiABKAQSDwoHc2tpcHBlZBgDIAEoBBIPCgdpbnZhbGlkGAQgASgEEi0KBmVycm9ycxgFIAMoCzIdLmFzc2lnbm1lbnQudjEuSW1wb3J0Um93RXJyb3IiRgoYRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhIKCmJhdGNoX3NpemUYAiABKA0iqAEKGUV4cG9ydEFzc2lnbm1lbnRzUmVzcG9uc2USFgoOZXhwZXJpbWVudF9rZXkYASABKAkSDgoGbGVnZW5kGAIgAygJEhAKCHVuaXRfaWRzGAMgAygJEhcKD3ZhcmlhbnRfaW5kZXhlcxgEIAMoDRImCgdzb3VyY2VzGAUgAygOMhUuYXNzaWdubWVudC52MS5Tb3VyY2USEAoIdmVyc2lvbnMYBiADKAQi9QEKFkNvcHlBc3NpZ25tZW50c1JlcXVlc3QSHQoVc291cmNlX2V4cGVyaW1lbnRfa2V5GAEgASgJEh0KFXRhcmdldF9leHBlcmltZW50X2tleRgCIAEoCRJSCg92YXJpYW50X21hcHBpbmcYAyADKAsyOS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QuVmFyaWFudE1hcHBpbmdFbnRyeRISCgpiYXRjaF9zaXplGAQgASgNGjUKE1ZhcmlhbnRNYXBwaW5nRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJoChdDb3B5QXNzaWdubWVudHNSZXNwb25zZRIPCgdzY2FubmVkGAEgASgEEg4KBmNvcGllZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg0KBXRvdGFsGAQgASgEEgwKBGRvbmUYBSABKAgizgEKEkxpc3RDaGFuZ2VzUmVxdWVzdBITCgtvYmplY3Rfa2luZBgBIAEoCRISCgpvYmplY3Rfa2V5GAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkSKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKA0SEgoKcGFnZV90b2tlbhgHIAEoCSJWChNMaXN0Q2hhbmdlc1Jlc3BvbnNlEiYKB2NoYW5nZXMYASADKAsyFS5hc3NpZ25tZW50LnYxLkNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgIKBkNoYW5nZRIKCgJpZBgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp0b2tlbl9uYW1lGAMgASgJEhIKCnRva2VuX3JvbGUYBCABKAkSCwoDcnBjGAUgASgJEhMKC29iamVjdF9raW5kGAYgASgJEhIKCm9iamVjdF9rZXkYByABKAkSGwoOdmVyc2lvbl9iZWZvcmUYCCABKARIAIgBARIaCg12ZXJzaW9uX2FmdGVyGAkgASgESAGIAQESKgoGZmllbGRzGAogAygLMhouYXNzaWdubWVudC52MS5GaWVsZENoYW5nZUIRCg9fdmVyc2lvbl9iZWZvcmVCEAoOX3ZlcnNpb25fYWZ0ZXIiawoLRmllbGRDaGFuZ2USDQoFZmllbGQYASABKAkSJgoGYmVmb3JlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWFmdGVyGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKmsKDEltcG9ydFBvbGljeRIdChlJTVBPUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobSU1QT1JUX1BPTElDWV9TS0lQX0VYSVNUSU5HEAESGwoXSU1QT1JUX1BPTElDWV9PVkVSV1JJVEUQAjLQDAoRRXhwZXJpbWVudFNlcnZpY2USYwoQQ3JlYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJfCg1HZXRFeHBlcmltZW50EiMuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVxdWVzdBokLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlc3BvbnNlIgOQAgESZQoPTGlzdEV4cGVyaW1lbnRzEiUuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXNwb25zZSIDkAIBEmMKEFVwZGF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJcCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlIgOQAgESYgoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZSIDkAIBEmMKEEFsbG9jYXRlU2VnbWVudHMSJi5hc3NpZ25tZW50LnYxLkFsbG9jYXRlU2VnbWVudHNSZXF1ZXN0GicuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVzcG9uc2USYAoPUmVsZWFzZVNlZ21lbnRzEiUuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5SZWxlYXNlU2VnbWVudHNSZXNwb25zZRJXCgxTZXRPdmVycmlkZXMSIi5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1JlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlNldE92ZXJyaWRlc1Jlc3BvbnNlEl0KDkNsZWFyT3ZlcnJpZGVzEiQuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USbgoSR2V0RXhwZXJpbWVudFN0YXRzEiguYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0GikuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZSIDkAIBEmgKEUltcG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UoARJtChFFeHBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlIgOQAgEwARJiCg9Db3B5QXNzaWdubWVudHMSJS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1Jlc3BvbnNlMAESWQoLTGlzdENoYW5nZXMSIS5hc3NpZ25tZW50LnYxLkxpc3RDaGFuZ2VzUmVxdWVzdBoiLmFzc2lnbm1lbnQudjEuTGlzdENoYW5nZXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKOAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJFChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSFAoHdmVyc2lvbhgCIAEoBEgAiAEBQgoKCF92ZXJzaW9uIkYKFUdldEV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IoMBChZMaXN0RXhwZXJpbWVudHNSZXF1ZXN0Ei8KBnN0YXR1cxgBIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxILCgN0YWcYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEhgKEGluY2x1ZGVfYXJjaGl2ZWQYBCABKAgiSQoXTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USLgoLZXhwZXJpbWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiNwoLVmFyaWFudExpc3QSKAoIdmFyaWFudHMYASADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQiFwoHVGFnTGlzdBIMCgR0YWdzGAEgAygJItoCChdVcGRhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoBBIsCgh2YXJpYW50cxgDIAEoCzIaLmFzc2lnbm1lbnQudjEuVmFyaWFudExpc3QSFAoHcm9sbG91dBgEIAEoDUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxITCgZ3aW5uZXIYBiABKAlIAYgBARIcCg9kZWZhdWx0X3ZhcmlhbnQYByABKAlIAogBARIkCgR0YWdzGAggASgLMhYuYXNzaWdubWVudC52MS5UYWdMaXN0EhgKC2Rlc2NyaXB0aW9uGAkgASgJSAOIAQFCCgoIX3JvbGxvdXRCCQoHX3dpbm5lckISChBfZGVmYXVsdF92YXJpYW50Qg4KDF9kZXNjcmlwdGlvbiJJChhVcGRhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCInChhBcmNoaXZlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJIkoKGUFyY2hpdmVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCIpChpVbmFyY2hpdmVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkiTAobVW5hcmNoaXZlRXhwZXJpbWVudFJlc3BvbnNlEi0KCmV4cGVyaW1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiJgoXQXJjaGl2ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkcKGEFyY2hpdmVOYW1lc3BhY2VSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSIoChlVbmFyY2hpdmVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCSJJChpVbmFyY2hpdmVOYW1lc3BhY2VSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSJ4ChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCRIRCgRzYWx0GAIgASgJSACIAQESEQoJdW5pdF90eXBlGAMgASgJEhUKCHNlZ21lbnRzGAQgASgNSAGIAQFCBwoFX3NhbHRCCwoJX3NlZ21lbnRzIkYKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIiIKE0dldE5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkMKFEdldE5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIjEKFUxpc3ROYW1lc3BhY2VzUmVxdWVzdBIYChBpbmNsdWRlX2FyY2hpdmVkGAEgASgIIkYKFkxpc3ROYW1lc3BhY2VzUmVzcG9uc2USLAoKbmFtZXNwYWNlcxgBIAMoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIloKF0FsbG9jYXRlU2VnbWVudHNSZXF1ZXN0EhUKDW5hbWVzcGFjZV9rZXkYASABKAkSFgoOZXhwZXJpbWVudF9rZXkYAiABKAkSEAoIc2VnbWVudHMYAyABKA0idgoYQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlEi0KCmV4cGVyaW1lbnQYAiABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiRwoWUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJIocBChdSZWxlYXNlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50EhAKCHJlbGVhc2VkGAMgASgNIjAKCE92ZXJyaWRlEg8KB3VuaXRfaWQYASABKAkSEwoLdmFyaWFudF9rZXkYAiABKAkiWQoTU2V0T3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIqCglvdmVycmlkZXMYAiADKAsyFy5hc3NpZ25tZW50LnYxLk92ZXJyaWRlIkEKFFNldE92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCJOChVDbGVhck92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEAoIdW5pdF9pZHMYAiADKAkSCwoDYWxsGAMgASgIIkMKFkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USDQoFY291bnQYASABKA0SGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEIlUKFExpc3RPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIpgBCg5MaXN0ZWRPdmVycmlkZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhMKC3ZhcmlhbnRfa2V5GAMgASgJEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgEIAEoBBIsCghzZXRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoVTGlzdE92ZXJyaWRlc1Jlc3BvbnNlEjAKCW92ZXJyaWRlcxgBIAMoCzIdLmFzc2lnbm1lbnQudjEuTGlzdGVkT3ZlcnJpZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKGUdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QSCwoDa2V5GAEgASgJIocBCgxWYXJpYW50U3RhdHMSEwoLdmFyaWFudF9rZXkYASABKAkSDQoFdW5pdHMYAiABKAQSFgoOZXhwZWN0ZWRfc2hhcmUYAyABKAESFgoOb2JzZXJ2ZWRfc2hhcmUYBCABKAESEQoJb3ZlcnJpZGVzGAUgASgEEhAKCGltcG9ydGVkGAYgASgEIvQBChpHZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQSLQoIdmFyaWFudHMYAyADKAsyGy5hc3NpZ25tZW50LnYxLlZhcmlhbnRTdGF0cxITCgt0b3RhbF91bml0cxgEIAEoBBISCgpjaGlfc3F1YXJlGAUgASgBEhoKEmRlZ3JlZXNfb2ZfZnJlZWRvbRgGIAEoDRIPCgdwX3ZhbHVlGAcgASgBEh0KFXNhbXBsZV9yYXRpb19taXNtYXRjaBgIIAEoCCJQCgtJbXBvcnRTZXR1cBIrCgZwb2xpY3kYASABKA4yGy5hc3NpZ25tZW50LnYxLkltcG9ydFBvbGljeRIUCgxza2lwX2ludmFsaWQYAiABKAgiSQoJSW1wb3J0Um93EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEwoLdmFyaWFudF9rZXkYAyABKAkibQoYSW1wb3J0QXNzaWdubWVudHNSZXF1ZXN0EikKBXNldHVwGAEgASgLMhouYXNzaWdubWVudC52MS5JbXBvcnRTZXR1cBImCgRyb3dzGAIgAygLMhguYXNzaWdubWVudC52MS5JbXBvcnRSb3ciMwoOSW1wb3J0Um93RXJyb3ISEAoIcG9zaXRpb24YASABKAQSDwoHbWVzc2FnZRgCIAEoCSKQAQoZSW1wb3J0QXNzaWdubWVudHNSZXNwb25zZRIQCghyZWNlaXZlZBgBIAEoBBIQCghpbXBvcnRlZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg8KB2ludmFsaWQYBCABKAQSLQoGZXJyb3JzGAUgAygLMh0uYXNzaWdubWVudC52MS5JbXBvcnRSb3dFcnJvciJGChhFeHBvcnRBc3NpZ25tZW50c1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDSKoAQoZRXhwb3J0QXNzaWdubWVudHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIOCgZsZWdlbmQYAiADKAkSEAoIdW5pdF9pZHMYAyADKAkSFwoPdmFyaWFudF9pbmRleGVzGAQgAygNEiYKB3NvdXJjZXMYBSADKA4yFS5hc3NpZ25tZW50LnYxLlNvdXJjZRIQCgh2ZXJzaW9ucxgGIAMoBCL1AQoWQ29weUFzc2lnbm1lbnRzUmVxdWVzdBIdChVzb3VyY2VfZXhwZXJpbWVudF9rZXkYASABKAkSHQoVdGFyZ2V0X2V4cGVyaW1lbnRfa2V5GAIgASgJElIKD3ZhcmlhbnRfbWFwcGluZxgDIAMoCzI5LmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVxdWVzdC5WYXJpYW50TWFwcGluZ0VudHJ5EhIKCmJhdGNoX3NpemUYBCABKA0aNQoTVmFyaWFudE1hcHBpbmdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKF0NvcHlBc3NpZ25tZW50c1Jlc3BvbnNlEg8KB3NjYW5uZWQYASABKAQSDgoGY29waWVkGAIgASgEEg8KB3NraXBwZWQYAyABKAQSDQoFdG90YWwYBCABKAQSDAoEZG9uZRgFIAEoCCLOAQoSTGlzdENoYW5nZXNSZXF1ZXN0EhMKC29iamVjdF9raW5kGAEgASgJEhIKCm9iamVjdF9rZXkYAiABKAkSEgoKdG9rZW5fbmFtZRgDIAEoCRIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoDRISCgpwYWdlX3Rva2VuGAcgASgJIlYKE0xpc3RDaGFuZ2VzUmVzcG9uc2USJgoHY2hhbmdlcxgBIAMoCzIVLmFzc2lnbm1lbnQudjEuQ2hhbmdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKmAgoGQ2hhbmdlEgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX25hbWUYAyABKAkSEgoKdG9rZW5fcm9sZRgEIAEoCRILCgNycGMYBSABKAkSEwoLb2JqZWN0X2tpbmQYBiABKAkSEgoKb2JqZWN0X2tleRgHIAEoCRIbCg52ZXJzaW9uX2JlZm9yZRgIIAEoBEgAiAEBEhoKDXZlcnNpb25fYWZ0ZXIYCSABKARIAYgBARIqCgZmaWVsZHMYCiADKAsyGi5hc3NpZ25tZW50LnYxLkZpZWxkQ2hhbmdlQhEKD192ZXJzaW9uX2JlZm9yZUIQCg5fdmVyc2lvbl9hZnRlciJrCgtGaWVsZENoYW5nZRINCgVmaWVsZBgBIAEoCRImCgZiZWZvcmUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFYWZ0ZXIYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUqawoMSW1wb3J0UG9saWN5Eh0KGUlNUE9SVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIfChtJTVBPUlRfUE9MSUNZX1NLSVBfRVhJU1RJTkcQARIbChdJTVBPUlRfUE9MSUNZX09WRVJXUklURRACMtcQChFFeHBlcmltZW50U2VydmljZRJjChBDcmVhdGVFeHBlcmltZW50EiYuYXNzaWdubWVudC52MS5DcmVhdGVFeHBlcmltZW50UmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlc3BvbnNlEl8KDUdldEV4cGVyaW1lbnQSIy5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVzcG9uc2UiA5ACARJlCg9MaXN0RXhwZXJpbWVudHMSJS5hc3NpZ25tZW50LnYxLkxpc3RFeHBlcmltZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkxpc3RFeHBlcmltZW50c1Jlc3BvbnNlIgOQAgESYwoQVXBkYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuVXBkYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRJmChFBcmNoaXZlRXhwZXJpbWVudBInLmFzc2lnbm1lbnQudjEuQXJjaGl2ZUV4cGVyaW1lbnRSZXF1ZXN0GiguYXNzaWdubWVudC52MS5BcmNoaXZlRXhwZXJpbWVudFJlc3BvbnNlEmwKE1VuYXJjaGl2ZUV4cGVyaW1lbnQSKS5hc3NpZ25tZW50LnYxLlVuYXJjaGl2ZUV4cGVyaW1lbnRSZXF1ZXN0GiouYXNzaWdubWVudC52MS5VbmFyY2hpdmVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJcCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlIgOQAgESYgoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZSIDkAIBEmMKEEFyY2hpdmVOYW1lc3BhY2USJi5hc3NpZ25tZW50LnYxLkFyY2hpdmVOYW1lc3BhY2VSZXF1ZXN0GicuYXNzaWdubWVudC52MS5BcmNoaXZlTmFtZXNwYWNlUmVzcG9uc2USaQoSVW5hcmNoaXZlTmFtZXNwYWNlEiguYXNzaWdubWVudC52MS5VbmFyY2hpdmVOYW1lc3BhY2VSZXF1ZXN0GikuYXNzaWdubWVudC52MS5VbmFyY2hpdmVOYW1lc3BhY2VSZXNwb25zZRJjChBBbGxvY2F0ZVNlZ21lbnRzEiYuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEmAKD1JlbGVhc2VTZWdtZW50cxIlLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USVwoMU2V0T3ZlcnJpZGVzEiIuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXF1ZXN0GiMuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXNwb25zZRJdCg5DbGVhck92ZXJyaWRlcxIkLmFzc2lnbm1lbnQudjEuQ2xlYXJPdmVycmlkZXNSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1Jlc3BvbnNlEl8KDUxpc3RPdmVycmlkZXMSIy5hc3NpZ25tZW50LnYxLkxpc3RPdmVycmlkZXNSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5MaXN0T3ZlcnJpZGVzUmVzcG9uc2UiA5ACARJuChJHZXRFeHBlcmltZW50U3RhdHMSKC5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QaKS5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRTdGF0c1Jlc3BvbnNlIgOQAgESaAoRSW1wb3J0QXNzaWdubWVudHMSJy5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVxdWVzdBooLmFzc2lnbm1lbnQudjEuSW1wb3J0QXNzaWdubWVudHNSZXNwb25zZSgBEm0KEUV4cG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkV4cG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UiA5ACATABEmIKD0NvcHlBc3NpZ25tZW50cxIlLmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVzcG9uc2UwARJZCgtMaXN0Q2hhbmdlcxIhLmFzc2lnbm1lbnQudjEuTGlzdENoYW5nZXNSZXF1ZXN0GiIuYXNzaWdubWVudC52MS5MaXN0Q2hhbmdlc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message assignment.v1.CreateExperimentRequest
@@ -170,6 +170,13 @@ export type ListExperimentsRequest = Message<"assignment.v1.ListExperimentsReque
    * @generated from field: string namespace = 3;
    */
   namespace: string;
+
+  /**
+   * Archived experiments too (left out otherwise).
+   *
+   * @generated from field: bool include_archived = 4;
+   */
+  includeArchived: boolean;
 };
 
 /**
@@ -314,6 +321,142 @@ export const UpdateExperimentResponseSchema: GenMessage<UpdateExperimentResponse
   messageDesc(file_assignment_v1_experiment_service, 9);
 
 /**
+ * @generated from message assignment.v1.ArchiveExperimentRequest
+ */
+export type ArchiveExperimentRequest = Message<"assignment.v1.ArchiveExperimentRequest"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message assignment.v1.ArchiveExperimentRequest.
+ * Use `create(ArchiveExperimentRequestSchema)` to create a new message.
+ */
+export const ArchiveExperimentRequestSchema: GenMessage<ArchiveExperimentRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 10);
+
+/**
+ * @generated from message assignment.v1.ArchiveExperimentResponse
+ */
+export type ArchiveExperimentResponse = Message<"assignment.v1.ArchiveExperimentResponse"> & {
+  /**
+   * @generated from field: assignment.v1.Experiment experiment = 1;
+   */
+  experiment?: Experiment | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.ArchiveExperimentResponse.
+ * Use `create(ArchiveExperimentResponseSchema)` to create a new message.
+ */
+export const ArchiveExperimentResponseSchema: GenMessage<ArchiveExperimentResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 11);
+
+/**
+ * @generated from message assignment.v1.UnarchiveExperimentRequest
+ */
+export type UnarchiveExperimentRequest = Message<"assignment.v1.UnarchiveExperimentRequest"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message assignment.v1.UnarchiveExperimentRequest.
+ * Use `create(UnarchiveExperimentRequestSchema)` to create a new message.
+ */
+export const UnarchiveExperimentRequestSchema: GenMessage<UnarchiveExperimentRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 12);
+
+/**
+ * @generated from message assignment.v1.UnarchiveExperimentResponse
+ */
+export type UnarchiveExperimentResponse = Message<"assignment.v1.UnarchiveExperimentResponse"> & {
+  /**
+   * @generated from field: assignment.v1.Experiment experiment = 1;
+   */
+  experiment?: Experiment | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.UnarchiveExperimentResponse.
+ * Use `create(UnarchiveExperimentResponseSchema)` to create a new message.
+ */
+export const UnarchiveExperimentResponseSchema: GenMessage<UnarchiveExperimentResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 13);
+
+/**
+ * @generated from message assignment.v1.ArchiveNamespaceRequest
+ */
+export type ArchiveNamespaceRequest = Message<"assignment.v1.ArchiveNamespaceRequest"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message assignment.v1.ArchiveNamespaceRequest.
+ * Use `create(ArchiveNamespaceRequestSchema)` to create a new message.
+ */
+export const ArchiveNamespaceRequestSchema: GenMessage<ArchiveNamespaceRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 14);
+
+/**
+ * @generated from message assignment.v1.ArchiveNamespaceResponse
+ */
+export type ArchiveNamespaceResponse = Message<"assignment.v1.ArchiveNamespaceResponse"> & {
+  /**
+   * @generated from field: assignment.v1.Namespace namespace = 1;
+   */
+  namespace?: Namespace | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.ArchiveNamespaceResponse.
+ * Use `create(ArchiveNamespaceResponseSchema)` to create a new message.
+ */
+export const ArchiveNamespaceResponseSchema: GenMessage<ArchiveNamespaceResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 15);
+
+/**
+ * @generated from message assignment.v1.UnarchiveNamespaceRequest
+ */
+export type UnarchiveNamespaceRequest = Message<"assignment.v1.UnarchiveNamespaceRequest"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message assignment.v1.UnarchiveNamespaceRequest.
+ * Use `create(UnarchiveNamespaceRequestSchema)` to create a new message.
+ */
+export const UnarchiveNamespaceRequestSchema: GenMessage<UnarchiveNamespaceRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 16);
+
+/**
+ * @generated from message assignment.v1.UnarchiveNamespaceResponse
+ */
+export type UnarchiveNamespaceResponse = Message<"assignment.v1.UnarchiveNamespaceResponse"> & {
+  /**
+   * @generated from field: assignment.v1.Namespace namespace = 1;
+   */
+  namespace?: Namespace | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.UnarchiveNamespaceResponse.
+ * Use `create(UnarchiveNamespaceResponseSchema)` to create a new message.
+ */
+export const UnarchiveNamespaceResponseSchema: GenMessage<UnarchiveNamespaceResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 17);
+
+/**
  * @generated from message assignment.v1.CreateNamespaceRequest
  */
 export type CreateNamespaceRequest = Message<"assignment.v1.CreateNamespaceRequest"> & {
@@ -349,7 +492,7 @@ export type CreateNamespaceRequest = Message<"assignment.v1.CreateNamespaceReque
  * Use `create(CreateNamespaceRequestSchema)` to create a new message.
  */
 export const CreateNamespaceRequestSchema: GenMessage<CreateNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 10);
+  messageDesc(file_assignment_v1_experiment_service, 18);
 
 /**
  * @generated from message assignment.v1.CreateNamespaceResponse
@@ -366,7 +509,7 @@ export type CreateNamespaceResponse = Message<"assignment.v1.CreateNamespaceResp
  * Use `create(CreateNamespaceResponseSchema)` to create a new message.
  */
 export const CreateNamespaceResponseSchema: GenMessage<CreateNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 11);
+  messageDesc(file_assignment_v1_experiment_service, 19);
 
 /**
  * @generated from message assignment.v1.GetNamespaceRequest
@@ -383,7 +526,7 @@ export type GetNamespaceRequest = Message<"assignment.v1.GetNamespaceRequest"> &
  * Use `create(GetNamespaceRequestSchema)` to create a new message.
  */
 export const GetNamespaceRequestSchema: GenMessage<GetNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 12);
+  messageDesc(file_assignment_v1_experiment_service, 20);
 
 /**
  * @generated from message assignment.v1.GetNamespaceResponse
@@ -400,12 +543,18 @@ export type GetNamespaceResponse = Message<"assignment.v1.GetNamespaceResponse">
  * Use `create(GetNamespaceResponseSchema)` to create a new message.
  */
 export const GetNamespaceResponseSchema: GenMessage<GetNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 13);
+  messageDesc(file_assignment_v1_experiment_service, 21);
 
 /**
  * @generated from message assignment.v1.ListNamespacesRequest
  */
 export type ListNamespacesRequest = Message<"assignment.v1.ListNamespacesRequest"> & {
+  /**
+   * Archived namespaces too (left out otherwise).
+   *
+   * @generated from field: bool include_archived = 1;
+   */
+  includeArchived: boolean;
 };
 
 /**
@@ -413,7 +562,7 @@ export type ListNamespacesRequest = Message<"assignment.v1.ListNamespacesRequest
  * Use `create(ListNamespacesRequestSchema)` to create a new message.
  */
 export const ListNamespacesRequestSchema: GenMessage<ListNamespacesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 14);
+  messageDesc(file_assignment_v1_experiment_service, 22);
 
 /**
  * @generated from message assignment.v1.ListNamespacesResponse
@@ -430,7 +579,7 @@ export type ListNamespacesResponse = Message<"assignment.v1.ListNamespacesRespon
  * Use `create(ListNamespacesResponseSchema)` to create a new message.
  */
 export const ListNamespacesResponseSchema: GenMessage<ListNamespacesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 15);
+  messageDesc(file_assignment_v1_experiment_service, 23);
 
 /**
  * @generated from message assignment.v1.AllocateSegmentsRequest
@@ -459,7 +608,7 @@ export type AllocateSegmentsRequest = Message<"assignment.v1.AllocateSegmentsReq
  * Use `create(AllocateSegmentsRequestSchema)` to create a new message.
  */
 export const AllocateSegmentsRequestSchema: GenMessage<AllocateSegmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 16);
+  messageDesc(file_assignment_v1_experiment_service, 24);
 
 /**
  * @generated from message assignment.v1.AllocateSegmentsResponse
@@ -481,7 +630,7 @@ export type AllocateSegmentsResponse = Message<"assignment.v1.AllocateSegmentsRe
  * Use `create(AllocateSegmentsResponseSchema)` to create a new message.
  */
 export const AllocateSegmentsResponseSchema: GenMessage<AllocateSegmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 17);
+  messageDesc(file_assignment_v1_experiment_service, 25);
 
 /**
  * @generated from message assignment.v1.ReleaseSegmentsRequest
@@ -503,7 +652,7 @@ export type ReleaseSegmentsRequest = Message<"assignment.v1.ReleaseSegmentsReque
  * Use `create(ReleaseSegmentsRequestSchema)` to create a new message.
  */
 export const ReleaseSegmentsRequestSchema: GenMessage<ReleaseSegmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 18);
+  messageDesc(file_assignment_v1_experiment_service, 26);
 
 /**
  * @generated from message assignment.v1.ReleaseSegmentsResponse
@@ -532,7 +681,7 @@ export type ReleaseSegmentsResponse = Message<"assignment.v1.ReleaseSegmentsResp
  * Use `create(ReleaseSegmentsResponseSchema)` to create a new message.
  */
 export const ReleaseSegmentsResponseSchema: GenMessage<ReleaseSegmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 19);
+  messageDesc(file_assignment_v1_experiment_service, 27);
 
 /**
  * @generated from message assignment.v1.Override
@@ -554,7 +703,7 @@ export type Override = Message<"assignment.v1.Override"> & {
  * Use `create(OverrideSchema)` to create a new message.
  */
 export const OverrideSchema: GenMessage<Override> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 20);
+  messageDesc(file_assignment_v1_experiment_service, 28);
 
 /**
  * @generated from message assignment.v1.SetOverridesRequest
@@ -578,7 +727,7 @@ export type SetOverridesRequest = Message<"assignment.v1.SetOverridesRequest"> &
  * Use `create(SetOverridesRequestSchema)` to create a new message.
  */
 export const SetOverridesRequestSchema: GenMessage<SetOverridesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 21);
+  messageDesc(file_assignment_v1_experiment_service, 29);
 
 /**
  * @generated from message assignment.v1.SetOverridesResponse
@@ -600,7 +749,7 @@ export type SetOverridesResponse = Message<"assignment.v1.SetOverridesResponse">
  * Use `create(SetOverridesResponseSchema)` to create a new message.
  */
 export const SetOverridesResponseSchema: GenMessage<SetOverridesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 22);
+  messageDesc(file_assignment_v1_experiment_service, 30);
 
 /**
  * @generated from message assignment.v1.ClearOverridesRequest
@@ -629,7 +778,7 @@ export type ClearOverridesRequest = Message<"assignment.v1.ClearOverridesRequest
  * Use `create(ClearOverridesRequestSchema)` to create a new message.
  */
 export const ClearOverridesRequestSchema: GenMessage<ClearOverridesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 23);
+  messageDesc(file_assignment_v1_experiment_service, 31);
 
 /**
  * @generated from message assignment.v1.ClearOverridesResponse
@@ -653,7 +802,103 @@ export type ClearOverridesResponse = Message<"assignment.v1.ClearOverridesRespon
  * Use `create(ClearOverridesResponseSchema)` to create a new message.
  */
 export const ClearOverridesResponseSchema: GenMessage<ClearOverridesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 24);
+  messageDesc(file_assignment_v1_experiment_service, 32);
+
+/**
+ * @generated from message assignment.v1.ListOverridesRequest
+ */
+export type ListOverridesRequest = Message<"assignment.v1.ListOverridesRequest"> & {
+  /**
+   * Only this experiment's overrides, when set.
+   *
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * Overrides per page, 1..10000; 1000 when 0.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the page before; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message assignment.v1.ListOverridesRequest.
+ * Use `create(ListOverridesRequestSchema)` to create a new message.
+ */
+export const ListOverridesRequestSchema: GenMessage<ListOverridesRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 33);
+
+/**
+ * @generated from message assignment.v1.ListedOverride
+ */
+export type ListedOverride = Message<"assignment.v1.ListedOverride"> & {
+  /**
+   * @generated from field: string experiment_key = 1;
+   */
+  experimentKey: string;
+
+  /**
+   * @generated from field: string unit_id = 2;
+   */
+  unitId: string;
+
+  /**
+   * @generated from field: string variant_key = 3;
+   */
+  variantKey: string;
+
+  /**
+   * The experiment's version the override was set at.
+   *
+   * @generated from field: uint64 experiment_version = 4;
+   */
+  experimentVersion: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp set_time = 5;
+   */
+  setTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.ListedOverride.
+ * Use `create(ListedOverrideSchema)` to create a new message.
+ */
+export const ListedOverrideSchema: GenMessage<ListedOverride> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 34);
+
+/**
+ * @generated from message assignment.v1.ListOverridesResponse
+ */
+export type ListOverridesResponse = Message<"assignment.v1.ListOverridesResponse"> & {
+  /**
+   * @generated from field: repeated assignment.v1.ListedOverride overrides = 1;
+   */
+  overrides: ListedOverride[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message assignment.v1.ListOverridesResponse.
+ * Use `create(ListOverridesResponseSchema)` to create a new message.
+ */
+export const ListOverridesResponseSchema: GenMessage<ListOverridesResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 35);
 
 /**
  * @generated from message assignment.v1.GetExperimentStatsRequest
@@ -670,7 +915,7 @@ export type GetExperimentStatsRequest = Message<"assignment.v1.GetExperimentStat
  * Use `create(GetExperimentStatsRequestSchema)` to create a new message.
  */
 export const GetExperimentStatsRequestSchema: GenMessage<GetExperimentStatsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 25);
+  messageDesc(file_assignment_v1_experiment_service, 36);
 
 /**
  * @generated from message assignment.v1.VariantStats
@@ -682,7 +927,8 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
   variantKey: string;
 
   /**
-   * Units stored by hashing (the ones the sample-ratio check counts).
+   * Units stored by hashing (the ones the sample-ratio check counts; a unit with an override
+   * still counts here by its stored assignment).
    *
    * @generated from field: uint64 units = 2;
    */
@@ -701,6 +947,8 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
   observedShare: number;
 
   /**
+   * Overrides naming this variant (kept apart from stored assignments).
+   *
    * @generated from field: uint64 overrides = 5;
    */
   overrides: bigint;
@@ -716,7 +964,7 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
  * Use `create(VariantStatsSchema)` to create a new message.
  */
 export const VariantStatsSchema: GenMessage<VariantStats> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 26);
+  messageDesc(file_assignment_v1_experiment_service, 37);
 
 /**
  * @generated from message assignment.v1.GetExperimentStatsResponse
@@ -774,7 +1022,7 @@ export type GetExperimentStatsResponse = Message<"assignment.v1.GetExperimentSta
  * Use `create(GetExperimentStatsResponseSchema)` to create a new message.
  */
 export const GetExperimentStatsResponseSchema: GenMessage<GetExperimentStatsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 27);
+  messageDesc(file_assignment_v1_experiment_service, 38);
 
 /**
  * @generated from message assignment.v1.ImportSetup
@@ -798,7 +1046,7 @@ export type ImportSetup = Message<"assignment.v1.ImportSetup"> & {
  * Use `create(ImportSetupSchema)` to create a new message.
  */
 export const ImportSetupSchema: GenMessage<ImportSetup> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 28);
+  messageDesc(file_assignment_v1_experiment_service, 39);
 
 /**
  * @generated from message assignment.v1.ImportRow
@@ -825,7 +1073,7 @@ export type ImportRow = Message<"assignment.v1.ImportRow"> & {
  * Use `create(ImportRowSchema)` to create a new message.
  */
 export const ImportRowSchema: GenMessage<ImportRow> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 29);
+  messageDesc(file_assignment_v1_experiment_service, 40);
 
 /**
  * @generated from message assignment.v1.ImportAssignmentsRequest
@@ -849,7 +1097,7 @@ export type ImportAssignmentsRequest = Message<"assignment.v1.ImportAssignmentsR
  * Use `create(ImportAssignmentsRequestSchema)` to create a new message.
  */
 export const ImportAssignmentsRequestSchema: GenMessage<ImportAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 30);
+  messageDesc(file_assignment_v1_experiment_service, 41);
 
 /**
  * @generated from message assignment.v1.ImportRowError
@@ -875,7 +1123,7 @@ export type ImportRowError = Message<"assignment.v1.ImportRowError"> & {
  * Use `create(ImportRowErrorSchema)` to create a new message.
  */
 export const ImportRowErrorSchema: GenMessage<ImportRowError> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 31);
+  messageDesc(file_assignment_v1_experiment_service, 42);
 
 /**
  * @generated from message assignment.v1.ImportAssignmentsResponse
@@ -896,8 +1144,8 @@ export type ImportAssignmentsResponse = Message<"assignment.v1.ImportAssignments
   imported: bigint;
 
   /**
-   * Rows left out because the unit already had a stored assignment (SKIP_EXISTING), or an
-   * override (OVERWRITE), or because a later row of the import named the same unit.
+   * Rows left out because the unit already had a stored assignment (SKIP_EXISTING), or because
+   * an earlier row of the import named the same unit.
    *
    * @generated from field: uint64 skipped = 3;
    */
@@ -923,7 +1171,7 @@ export type ImportAssignmentsResponse = Message<"assignment.v1.ImportAssignments
  * Use `create(ImportAssignmentsResponseSchema)` to create a new message.
  */
 export const ImportAssignmentsResponseSchema: GenMessage<ImportAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 32);
+  messageDesc(file_assignment_v1_experiment_service, 43);
 
 /**
  * @generated from message assignment.v1.ExportAssignmentsRequest
@@ -947,7 +1195,7 @@ export type ExportAssignmentsRequest = Message<"assignment.v1.ExportAssignmentsR
  * Use `create(ExportAssignmentsRequestSchema)` to create a new message.
  */
 export const ExportAssignmentsRequestSchema: GenMessage<ExportAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 33);
+  messageDesc(file_assignment_v1_experiment_service, 44);
 
 /**
  * @generated from message assignment.v1.ExportAssignmentsResponse
@@ -993,7 +1241,7 @@ export type ExportAssignmentsResponse = Message<"assignment.v1.ExportAssignments
  * Use `create(ExportAssignmentsResponseSchema)` to create a new message.
  */
 export const ExportAssignmentsResponseSchema: GenMessage<ExportAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 34);
+  messageDesc(file_assignment_v1_experiment_service, 45);
 
 /**
  * @generated from message assignment.v1.CopyAssignmentsRequest
@@ -1029,7 +1277,7 @@ export type CopyAssignmentsRequest = Message<"assignment.v1.CopyAssignmentsReque
  * Use `create(CopyAssignmentsRequestSchema)` to create a new message.
  */
 export const CopyAssignmentsRequestSchema: GenMessage<CopyAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 35);
+  messageDesc(file_assignment_v1_experiment_service, 46);
 
 /**
  * @generated from message assignment.v1.CopyAssignmentsResponse
@@ -1074,7 +1322,7 @@ export type CopyAssignmentsResponse = Message<"assignment.v1.CopyAssignmentsResp
  * Use `create(CopyAssignmentsResponseSchema)` to create a new message.
  */
 export const CopyAssignmentsResponseSchema: GenMessage<CopyAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 36);
+  messageDesc(file_assignment_v1_experiment_service, 47);
 
 /**
  * @generated from message assignment.v1.ListChangesRequest
@@ -1135,7 +1383,7 @@ export type ListChangesRequest = Message<"assignment.v1.ListChangesRequest"> & {
  * Use `create(ListChangesRequestSchema)` to create a new message.
  */
 export const ListChangesRequestSchema: GenMessage<ListChangesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 37);
+  messageDesc(file_assignment_v1_experiment_service, 48);
 
 /**
  * @generated from message assignment.v1.ListChangesResponse
@@ -1161,7 +1409,7 @@ export type ListChangesResponse = Message<"assignment.v1.ListChangesResponse"> &
  * Use `create(ListChangesResponseSchema)` to create a new message.
  */
 export const ListChangesResponseSchema: GenMessage<ListChangesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 38);
+  messageDesc(file_assignment_v1_experiment_service, 49);
 
 /**
  * One successful administrative change, recorded in the transaction that made it.
@@ -1240,7 +1488,7 @@ export type Change = Message<"assignment.v1.Change"> & {
  * Use `create(ChangeSchema)` to create a new message.
  */
 export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 39);
+  messageDesc(file_assignment_v1_experiment_service, 50);
 
 /**
  * @generated from message assignment.v1.FieldChange
@@ -1269,7 +1517,7 @@ export type FieldChange = Message<"assignment.v1.FieldChange"> & {
  * Use `create(FieldChangeSchema)` to create a new message.
  */
 export const FieldChangeSchema: GenMessage<FieldChange> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 40);
+  messageDesc(file_assignment_v1_experiment_service, 51);
 
 /**
  * @generated from enum assignment.v1.ImportPolicy
@@ -1290,7 +1538,8 @@ export enum ImportPolicy {
   SKIP_EXISTING = 1,
 
   /**
-   * Imported rows replace stored assignments (overrides excepted: clear them first).
+   * Imported rows replace stored assignments. An override, kept apart, still answers before
+   * them until it is cleared.
    *
    * @generated from enum value: IMPORT_POLICY_OVERWRITE = 2;
    */
@@ -1345,6 +1594,30 @@ export const ExperimentService: GenService<{
     output: typeof UpdateExperimentResponseSchema;
   },
   /**
+   * Archives a DRAFT or STOPPED experiment (FAILED_PRECONDITION otherwise: stop it first). An
+   * archived experiment answers UNKNOWN_EXPERIMENT on every assignment path, is left out of
+   * ListExperiments unless include_archived, and changes no more until unarchived; GetExperiment,
+   * stats and exports still read it. Its key and salt stay taken forever. Archiving an archived
+   * experiment changes nothing.
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ArchiveExperiment
+   */
+  archiveExperiment: {
+    methodKind: "unary";
+    input: typeof ArchiveExperimentRequestSchema;
+    output: typeof ArchiveExperimentResponseSchema;
+  },
+  /**
+   * Serves an archived experiment again, exactly as it was (its namespace must not be archived).
+   *
+   * @generated from rpc assignment.v1.ExperimentService.UnarchiveExperiment
+   */
+  unarchiveExperiment: {
+    methodKind: "unary";
+    input: typeof UnarchiveExperimentRequestSchema;
+    output: typeof UnarchiveExperimentResponseSchema;
+  },
+  /**
    * @generated from rpc assignment.v1.ExperimentService.CreateNamespace
    */
   createNamespace: {
@@ -1369,6 +1642,26 @@ export const ExperimentService: GenService<{
     output: typeof ListNamespacesResponseSchema;
   },
   /**
+   * Archives a namespace whose experiments are all archived (FAILED_PRECONDITION otherwise): it is
+   * left out of ListNamespaces unless include_archived and takes no allocations until unarchived.
+   * Its key and salt stay taken forever.
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ArchiveNamespace
+   */
+  archiveNamespace: {
+    methodKind: "unary";
+    input: typeof ArchiveNamespaceRequestSchema;
+    output: typeof ArchiveNamespaceResponseSchema;
+  },
+  /**
+   * @generated from rpc assignment.v1.ExperimentService.UnarchiveNamespace
+   */
+  unarchiveNamespace: {
+    methodKind: "unary";
+    input: typeof UnarchiveNamespaceRequestSchema;
+    output: typeof UnarchiveNamespaceResponseSchema;
+  },
+  /**
    * Gives an experiment N more free segments of a namespace (RESOURCE_EXHAUSTED when fewer are
    * free; nothing is allocated then).
    *
@@ -1380,7 +1673,9 @@ export const ExperimentService: GenService<{
     output: typeof AllocateSegmentsResponseSchema;
   },
   /**
-   * Frees every segment an experiment holds in its namespace.
+   * Frees every segment an experiment holds in its namespace. Only when the experiment is STOPPED
+   * or has no stored assignment (else FAILED_PRECONDITION): its stored units answer STICKY before
+   * the namespace rule, so freeing their segments would end the namespace's exclusivity.
    *
    * @generated from rpc assignment.v1.ExperimentService.ReleaseSegments
    */
@@ -1390,7 +1685,8 @@ export const ExperimentService: GenService<{
     output: typeof ReleaseSegmentsResponseSchema;
   },
   /**
-   * Forces variants for units (testers); stored with source OVERRIDE.
+   * Forces variants for units (testers). Overrides are kept apart from stored assignments:
+   * setting one never changes or removes the unit's stored assignment.
    *
    * @generated from rpc assignment.v1.ExperimentService.SetOverrides
    */
@@ -1400,7 +1696,8 @@ export const ExperimentService: GenService<{
     output: typeof SetOverridesResponseSchema;
   },
   /**
-   * Removes overrides; those units are evaluated normally again.
+   * Removes overrides: those units answer their stored assignment again (STICKY), or are
+   * evaluated anew when they have none.
    *
    * @generated from rpc assignment.v1.ExperimentService.ClearOverrides
    */
@@ -1408,6 +1705,16 @@ export const ExperimentService: GenService<{
     methodKind: "unary";
     input: typeof ClearOverridesRequestSchema;
     output: typeof ClearOverridesResponseSchema;
+  },
+  /**
+   * Overrides, of one experiment or of all, a page at a time (by experiment, then unit id).
+   *
+   * @generated from rpc assignment.v1.ExperimentService.ListOverrides
+   */
+  listOverrides: {
+    methodKind: "unary";
+    input: typeof ListOverridesRequestSchema;
+    output: typeof ListOverridesResponseSchema;
   },
   /**
    * Units stored per variant and the sample-ratio check.
@@ -1433,7 +1740,8 @@ export const ExperimentService: GenService<{
     output: typeof ImportAssignmentsResponseSchema;
   },
   /**
-   * Every stored assignment of an experiment, in batches ordered by unit id.
+   * Every stored assignment of an experiment, in batches ordered by unit id. Overrides are not
+   * stored assignments: ListOverrides lists them.
    *
    * @generated from rpc assignment.v1.ExperimentService.ExportAssignments
    */
