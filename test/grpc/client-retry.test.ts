@@ -163,6 +163,7 @@ describe("which calls are retried", () => {
             { service: "assignment.v1.ExperimentService", method: "ListExperiments" },
             { service: "assignment.v1.ExperimentService", method: "GetNamespace" },
             { service: "assignment.v1.ExperimentService", method: "ListNamespaces" },
+            { service: "assignment.v1.ExperimentService", method: "ListOverrides" },
             { service: "assignment.v1.ExperimentService", method: "GetExperimentStats" },
             { service: "assignment.v1.ExperimentService", method: "ExportAssignments" },
             { service: "assignment.v1.ExperimentService", method: "ListChanges" },
