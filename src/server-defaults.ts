@@ -25,8 +25,14 @@ export const DEFAULT_IMPORT_IDLE_MS = 30_000;
 export const DEFAULT_CACHE_TTL_SECONDS = 86_400;
 /** Stored assignments held in process (32 bytes each, outside the JavaScript heap). */
 export const DEFAULT_MEMORY_CACHE_ENTRIES = 2_000_000;
-/** How often the configuration epoch is checked for changes missed by LISTEN/NOTIFY. */
-export const DEFAULT_CONFIG_CHECK_MS = 1_000;
+/** How often the configuration epoch is checked (on the listening connection) for changes missed by
+ * LISTEN/NOTIFY; each successful check renews the trust in cached stored values (CACHE_TRUST_MS). */
+export const DEFAULT_CONFIG_CHECK_MS = 250;
+/** How long after the start of its last successful configuration check (or load) a server still
+ * answers cached stored values (SPEC: a changed value stops being answered by every server within
+ * 1 s). Three checks in a row may fail or be late before caches stop answering; the rest of the
+ * second is margin for a busy event loop and a read already under way. */
+export const CACHE_TRUST_MS = 750;
 /** On shutdown, how long in-flight calls may take before they are cancelled. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_LOG_LEVEL = "info";

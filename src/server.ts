@@ -248,7 +248,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       ? undefined
       : new ServerMetrics({ pendingWrites: () => assignmentStore.pendingWrites, sharedCache: redis !== undefined });
   assignmentStore = new AssignmentStore(database, metrics ? { onInsertBatch: (n) => metrics.insertBatch(n) } : {});
-  const assigner = metrics ? new MeteredAssigner(assignmentStore, memory, cache, metrics) : new Assigner(assignmentStore, memory, cache);
+  // The registry decides when cached stored values may be answered (SPEC: a changed value stops
+  // being answered everywhere within 1 s; see ConfigRegistry).
+  const assigner = metrics
+    ? new MeteredAssigner(assignmentStore, memory, cache, metrics, registry)
+    : new Assigner(assignmentStore, memory, cache, undefined, registry);
   const shutdown = new AbortController();
 
   const server = new grpc.Server({

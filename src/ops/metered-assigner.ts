@@ -1,4 +1,4 @@
-import type { AssignmentCache, InProcessCache } from "../cache/assignment-cache.js";
+import type { AssignmentCache, CacheTrust, InProcessCache } from "../cache/assignment-cache.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { Assigner, type AssignOptionsLike, type Cell, type CellResult } from "../service/assigner.js";
 import type { AssignmentStorage } from "../store/assignment-store.js";
@@ -12,8 +12,9 @@ export class MeteredAssigner extends Assigner {
     memory: InProcessCache,
     cache: AssignmentCache,
     private readonly serverMetrics: ServerMetrics,
+    trust?: CacheTrust,
   ) {
-    super(store, memory, cache, serverMetrics.assigner);
+    super(store, memory, cache, serverMetrics.assigner, trust);
   }
 
   override async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {

@@ -1,5 +1,5 @@
 import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
-import type { AssignmentCache, CacheCell, InProcessCache } from "../cache/assignment-cache.js";
+import { ALWAYS_TRUSTED, type AssignmentCache, type CacheCell, type CacheTrust, type InProcessCache } from "../cache/assignment-cache.js";
 import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
 import type { ExperimentConfig, VariantConfig } from "../engine/experiment-config.js";
 import { Code, hasCode } from "../errors.js";
@@ -42,6 +42,10 @@ interface Lookup extends CacheCell {
   key: string;
   first: number;
   more: number[] | undefined;
+  /** The caches may answer it (CacheTrust); else only the store. */
+  trusted: boolean;
+  /** What Redis answered. */
+  cached: StoredAssignment | undefined;
 }
 
 /** Values sent to Redis and not yet acknowledged, beyond which callers wait (see fill). */
@@ -68,7 +72,9 @@ function result(reason: Reason, variant: VariantConfig | undefined, stored: bool
  * Answers a batch of cells following SPEC.md: configuration first (rules 1-4 without I/O when the
  * store cannot matter), then the layers memory → Redis → PostgreSQL for stored assignments, each
  * read once per batch, then one INSERT for every new assignment; what was read from a slower
- * layer is written to the faster ones.
+ * layer is written to the faster ones. The caches answer only for experiments `trust` trusts
+ * (see CacheTrust); if trust is withdrawn while a batch runs, its cached answers of experiments no
+ * longer trusted are asked again, of the store, before the batch is answered.
  */
 export class Assigner {
   private readonly pendingFills = new Set<Promise<void>>();
@@ -79,6 +85,7 @@ export class Assigner {
     private readonly memory: InProcessCache,
     private readonly redis: AssignmentCache,
     private readonly metrics: AssignerMetrics = NO_ASSIGNER_METRICS,
+    private readonly trust: CacheTrust = ALWAYS_TRUSTED,
   ) {}
 
   assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
@@ -116,9 +123,45 @@ export class Assigner {
     unitTypeAt: (i: number) => string,
     options: AssignOptionsLike,
   ): Promise<CellResult[]> {
+    const mark = this.trust.mark();
+    const results = await this.assignOnce(count, experimentAt, unitIdAt, unitTypeAt, options, mark);
+    if (!this.trust.revokedSince(mark)) return results;
+    // Trust was withdrawn while the batch ran (a change of stored values was learnt of, or the
+    // server lost touch with the store): cached answers of experiments no longer trusted are asked
+    // again, of the store. Only cached answers: a NEW one was stored by this batch and stays NEW.
+    const redo: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const layer = results[i]!.layer;
+      if (layer !== Layer.MEMORY && layer !== Layer.REDIS) continue;
+      const exp = experimentAt(i);
+      if (exp && needsStoreLookup(exp) && !this.trust.trusts(exp)) redo.push(i);
+    }
+    if (redo.length === 0) return results;
+    const again = await this.assignEach(
+      redo.length,
+      (k) => experimentAt(redo[k]!),
+      (k) => unitIdAt(redo[k]!),
+      (k) => unitTypeAt(redo[k]!),
+      options,
+    );
+    redo.forEach((i, k) => (results[i] = again[k]!));
+    return results;
+  }
+
+  private async assignOnce(
+    count: number,
+    experimentAt: (i: number) => ExperimentConfig | undefined,
+    unitIdAt: (i: number) => string,
+    unitTypeAt: (i: number) => string,
+    options: AssignOptionsLike,
+    mark: number,
+  ): Promise<CellResult[]> {
     const results = new Array<CellResult>(count);
     const lookups = new Map<string, Lookup>();
     let memoryHits = 0;
+    // Whether the caches may answer, asked once per run of cells of one experiment.
+    let trustedFor: ExperimentConfig | undefined;
+    let trusted = false;
     for (let i = 0; i < count; i++) {
       const experiment = experimentAt(i);
       const unitId = unitIdAt(i);
@@ -134,9 +177,13 @@ export class Assigner {
         results[i] = result(e.reason, e.variant, false, Layer.MEMORY);
         continue;
       }
+      if (exp !== trustedFor) {
+        trustedFor = exp;
+        trusted = this.trust.trusts(exp);
+      }
       // The in-process cache first, cell by cell: a hit needs no key string and no lookup object
       // (a warm batch allocates next to nothing); repeated units simply hit again.
-      const hit = this.memory.lookup(exp.id, exp.cacheGeneration, unitId);
+      const hit = trusted ? this.memory.lookup(exp.id, exp.cacheGeneration, unitId) : undefined;
       if (hit) {
         memoryHits++;
         // Rule 5, the common case, without allocating; every other case through decide().
@@ -160,6 +207,8 @@ export class Assigner {
           key,
           first: i,
           more: undefined,
+          trusted,
+          cached: undefined,
         });
     }
     if (memoryHits + lookups.size > 0) this.metrics.lookups("memory", memoryHits, lookups.size);
@@ -176,14 +225,20 @@ export class Assigner {
     };
     let missing = [...lookups.values()];
 
-    // Redis.
-    const cached = options.skipRedisRead ? [] : await this.redis.getMany(missing);
+    // Redis, for the experiments whose caches are trusted.
+    const asked = options.skipRedisRead ? [] : missing.every((l) => l.trusted) ? missing : missing.filter((l) => l.trusted);
+    if (asked.length > 0) {
+      const cached = await this.redis.getMany(asked);
+      asked.forEach((l, k) => (l.cached = cached[k]));
+    }
+    // Trust withdrawn while Redis answered: what it answered for those experiments is not used.
+    const revoked = asked.length > 0 && this.trust.revokedSince(mark);
     const redisHits: Lookup[] = [];
     const redisValues: StoredAssignment[] = [];
     const afterRedis: Lookup[] = [];
-    missing.forEach((l, k) => {
-      const hit = cached[k];
-      if (hit) {
+    missing.forEach((l) => {
+      const hit = l.cached;
+      if (hit && (!revoked || this.trust.trusts(l.experiment))) {
         fromStored(l, hit, Layer.REDIS);
         redisHits.push(l);
         redisValues.push(hit);

@@ -1,9 +1,10 @@
 import { buildExperimentConfig, buildNamespaceConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
+import type { CacheTrust } from "../cache/assignment-cache.js";
 import { UnknownHashVersionError } from "../engine/hash.js";
-import { CONFIG_CHANNEL } from "../store/config-change.js";
+import { CONFIG_CHANNEL, parseConfigChange } from "../store/config-change.js";
 import type { ConfigSnapshot } from "../store/config-snapshot-store.js";
 import type { Notifications } from "../store/database.js";
-import { DEFAULT_CONFIG_CHECK_MS } from "../server-defaults.js";
+import { CACHE_TRUST_MS, DEFAULT_CONFIG_CHECK_MS } from "../server-defaults.js";
 
 /** Where the registry reads the configuration: the database (ConfigSnapshotStore). */
 export interface ConfigSource {
@@ -31,8 +32,21 @@ export interface ConfigView {
  * served (an archived experiment answers UNKNOWN_EXPERIMENT). Experiments and namespaces of a hash version
  * this server cannot compute (made by a newer one) are not served at all: answering them with
  * another version's formulas would move their units.
+ *
+ * It is also the CacheTrust of this server (SPEC: once a change of stored values has returned,
+ * other servers stop answering the old value within 1 s). By construction:
+ * - a NOTIFY names the experiments whose stored values changed: from the moment it arrives, their
+ *   cached values are not answered until a configuration at least that new (with their new cache
+ *   generations) is loaded; a NOTIFY that names none it cannot read withdraws trust from all;
+ * - every `checkIntervalMs` the epoch is read on the listening connection; an epoch higher than the
+ *   one loaded that no NOTIFY announced (a notification missed) withdraws trust from every
+ *   experiment until it is loaded;
+ * - caches are trusted only for CACHE_TRUST_MS after the start of the last successful epoch check or
+ *   load: a change committed before that start is known (loaded, or trust withdrawn), so when the
+ *   registry cannot read the epoch (listening connection lost, database unreachable, the process
+ *   starved), every cached value stops being answered at most CACHE_TRUST_MS after any change.
  */
-export class ConfigRegistry implements ConfigView {
+export class ConfigRegistry implements ConfigView, CacheTrust {
   private byKey = new Map<string, ExperimentConfig>();
   private sorted: ExperimentConfig[] = [];
   private namespaces = new Map<string, NamespaceConfig>();
@@ -40,6 +54,17 @@ export class ConfigRegistry implements ConfigView {
   private inFlight: Promise<void> | undefined;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
+  /** performance.now() at the start of the last successful epoch check or load. */
+  private confirmedAt = Number.NEGATIVE_INFINITY;
+  /** experiment id -> the epoch that must be loaded before its cached values are trusted again. */
+  private readonly changedValues = new Map<number, bigint>();
+  /** No cached value is trusted until this epoch is loaded. */
+  private allChangedThrough = -1n;
+  /** Epochs above the loaded one that a NOTIFY announced (and whose changes are marked above). */
+  private readonly announced = new Set<bigint>();
+  private revocations = 0;
+  private checking = false;
+  private lapseLogged = false;
 
   constructor(
     private readonly source: ConfigSource,
@@ -63,6 +88,89 @@ export class ConfigRegistry implements ConfigView {
     return this.epoch;
   }
 
+  trusts(experiment: { readonly id: number; readonly key: string; readonly cacheGeneration: number }): boolean {
+    if (performance.now() - this.confirmedAt > CACHE_TRUST_MS) {
+      this.lapsed();
+      return false;
+    }
+    if (this.allChangedThrough > this.epoch) return false;
+    // A configuration of the experiment taken before a reload may name an older generation.
+    if (this.byKey.get(experiment.key)?.cacheGeneration !== experiment.cacheGeneration) return false;
+    if (this.changedValues.size === 0) return true;
+    const through = this.changedValues.get(experiment.id);
+    return through === undefined || through <= this.epoch;
+  }
+
+  mark(): number {
+    return this.revocations;
+  }
+
+  revokedSince(mark: number): boolean {
+    return this.revocations !== mark || performance.now() - this.confirmedAt > CACHE_TRUST_MS;
+  }
+
+  private lapsed(): void {
+    if (this.lapseLogged || this.confirmedAt === Number.NEGATIVE_INFINITY) return;
+    this.lapseLogged = true;
+    this.log(
+      `configuration changes not confirmed for over ${CACHE_TRUST_MS} ms: stored values are read from the database, not the caches, until they are`,
+    );
+  }
+
+  /** A NOTIFY: withdraws trust from what it names at once, then reloads. */
+  private notified(payload: string): Promise<void> {
+    const change = parseConfigChange(payload);
+    if (change === undefined) {
+      this.log(`unreadable configuration notification ${JSON.stringify(payload.slice(0, 64))}: reloading`);
+      return this.refresh();
+    }
+    if (change.epoch <= this.epoch) return Promise.resolve();
+    this.announced.add(change.epoch);
+    if (change.valuesChanged === "all") {
+      if (change.epoch > this.allChangedThrough) this.allChangedThrough = change.epoch;
+      this.revocations++;
+    } else if (change.valuesChanged.length > 0) {
+      for (const id of change.valuesChanged) {
+        const through = this.changedValues.get(id);
+        if (through === undefined || through < change.epoch) this.changedValues.set(id, change.epoch);
+      }
+      this.revocations++;
+    }
+    return this.refresh();
+  }
+
+  /** The periodic check: reads the epoch; one above the loaded one that no NOTIFY announced
+   * withdraws trust from every cache until it is loaded. */
+  private async check(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      const began = performance.now();
+      const e = await this.source.configEpoch();
+      if (e > this.epoch) {
+        let announced = e - this.epoch <= BigInt(this.announced.size);
+        for (let x = this.epoch + 1n; announced && x <= e; x++) announced = this.announced.has(x);
+        if (!announced && e > this.allChangedThrough) {
+          this.allChangedThrough = e;
+          this.revocations++;
+        }
+        this.refresh().catch((err: Error) => this.log(`config refresh failed: ${err.message}`));
+      }
+      this.confirmed(began);
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private confirmed(began: number): void {
+    if (began <= this.confirmedAt) return;
+    this.confirmedAt = began;
+    if (this.lapseLogged) {
+      this.lapseLogged = false;
+      this.log("configuration changes confirmed again: caches answer again");
+    }
+  }
+
   /** Loads the configuration, then follows changes: by NOTIFY where the database has it, and by
    * a check of the epoch every `checkIntervalMs`. */
   async start(checkIntervalMs = DEFAULT_CONFIG_CHECK_MS): Promise<void> {
@@ -70,20 +178,20 @@ export class ConfigRegistry implements ConfigView {
     if (this.notifications) {
       await this.notifications.listen(
         CONFIG_CHANNEL,
-        (payload) => {
-          if (payload === "" || BigInt(payload) > this.epoch) this.refresh().catch(failed);
-        },
+        (payload) => void this.notified(payload).catch(failed),
         () => this.refresh().catch(failed),
       );
     } else {
       this.log(`the database has no LISTEN/NOTIFY: changes made through other servers are served within ${checkIntervalMs} ms`);
     }
     await this.refresh();
+    if (checkIntervalMs * 2 > CACHE_TRUST_MS) {
+      this.log(
+        `configuration checked every ${checkIntervalMs} ms: cached stored values are trusted for ${CACHE_TRUST_MS} ms after a check, so between checks they are read from the database`,
+      );
+    }
     this.timer = setInterval(() => {
-      this.source
-        .configEpoch()
-        .then((e) => (e !== this.epoch ? this.refresh() : undefined))
-        .catch((e) => this.log(`config epoch check failed: ${e.message}`));
+      this.check().catch((e) => this.log(`config epoch check failed: ${e.message}`));
     }, checkIntervalMs);
     this.timer.unref();
   }
@@ -103,7 +211,9 @@ export class ConfigRegistry implements ConfigView {
       try {
         do {
           this.again = false;
+          const began = performance.now();
           this.apply(await this.source.loadConfig());
+          this.confirmed(began);
         } while (this.again);
       } finally {
         this.inFlight = undefined;
@@ -175,5 +285,7 @@ export class ConfigRegistry implements ConfigView {
     this.sorted = sorted;
     this.namespaces = namespaces;
     this.epoch = s.epoch;
+    for (const [id, through] of this.changedValues) if (through <= s.epoch) this.changedValues.delete(id);
+    for (const x of this.announced) if (x <= s.epoch) this.announced.delete(x);
   }
 }

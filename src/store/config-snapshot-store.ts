@@ -50,8 +50,10 @@ export class ConfigSnapshotStore {
     });
   }
 
+  /** The epoch, read on the connection that receives the notifications where there is one: an
+   * answer also proves that notifications can arrive (see ConfigRegistry). */
   async configEpoch(): Promise<bigint> {
-    return readConfigEpoch(this.db);
+    return readConfigEpoch(this.db.notifications ?? this.db);
   }
 
   /** A random id made when the schema was created; cache keys carry it. */

@@ -33,8 +33,9 @@ export interface Session extends Queryable, Transactional {
   release(broken?: boolean): void;
 }
 
-/** LISTEN/NOTIFY. */
-export interface Notifications {
+/** LISTEN/NOTIFY. `query` runs a statement on the connection that receives the notifications (it
+ * fails while that connection is down): an answer proves that notifications can arrive. */
+export interface Notifications extends Queryable {
   /** Calls `onNotify` for every NOTIFY on `channel`, and `onReconnect` after a lost listening
    * connection was re-established (notifications may have been missed meanwhile). */
   listen(channel: string, onNotify: (payload: string) => void, onReconnect: () => void): Promise<void>;

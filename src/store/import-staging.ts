@@ -64,7 +64,7 @@ export async function mergeStaged(tx: Queryable, staging: string, overwrite: boo
         WHERE id IN (SELECT DISTINCT experiment_id FROM ${staging}) RETURNING id`,
     );
     overwrittenExperiments = ex.map((e) => e.id);
-    await signalConfigChange(tx);
+    await signalConfigChange(tx, overwrittenExperiments);
     const importedPerExperiment = await counted(
       `${columns}
        SELECT DISTINCT ON (s.experiment_id, s.unit_id) s.experiment_id, s.unit_id, s.variant, e.version, ${Source.IMPORT}

@@ -112,5 +112,5 @@ async function bumpAfterChange(tx: Queryable, experimentId: number): Promise<voi
       WHERE id = $1`,
     [experimentId],
   );
-  await signalConfigChange(tx);
+  await signalConfigChange(tx, [experimentId]);
 }

@@ -5,6 +5,7 @@ import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import type { BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
 import { DEFAULT_DATABASE_POOL_SIZE } from "../server-defaults.js";
 import { runMigrations } from "./migrations.js";
+import { unavailable } from "../errors.js";
 import { isConnectionError, rethrowStoreError } from "./pg-errors.js";
 
 export interface PgDatabaseOptions {
@@ -100,7 +101,10 @@ export class PgDatabase implements Database {
   private listener: pg.Client | undefined;
   private closed = false;
 
-  readonly notifications: Notifications = { listen: (channel, onNotify, onReconnect) => this.listen(channel, onNotify, onReconnect) };
+  readonly notifications: Notifications = {
+    listen: (channel, onNotify, onReconnect) => this.listen(channel, onNotify, onReconnect),
+    query: <R>(text: string, values?: unknown[]) => this.queryListener<R>(text, values),
+  };
   readonly bulkCopy: BulkCopy = { session: () => this.session() };
 
   constructor(private readonly options: PgDatabaseOptions) {
@@ -168,6 +172,17 @@ export class PgDatabase implements Database {
       this.listener = client;
     };
     await connect();
+  }
+
+  /** A statement on the listening connection (see Notifications.query). */
+  private async queryListener<R>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
+    const l = this.listener;
+    if (!l) throw unavailable("the listening connection is down (reconnecting)");
+    try {
+      return resultOf<R>(await l.query(text, values));
+    } catch (err) {
+      return rethrowStoreError(err);
+    }
   }
 
   async migrate(): Promise<void> {

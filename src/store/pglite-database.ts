@@ -52,6 +52,7 @@ export class PgliteDatabase implements Database {
     listen: async (channel, onNotify) => {
       await this.pg.listen(channel, onNotify);
     },
+    query: (text, values) => this.query(text, values),
   };
   readonly bulkCopy = null;
 

@@ -132,6 +132,11 @@ export class FakeNotifications implements Notifications {
     this.onNotify(payload);
   }
 
+  /** Not used: the registry reads the epoch through its ConfigSource. */
+  async query<R>(): Promise<{ rows: R[]; rowCount: number }> {
+    throw new Error("FakeNotifications.query is not implemented");
+  }
+
   reconnect(): void {
     this.onReconnect();
   }
