@@ -39,6 +39,7 @@ import { experimentServiceHandlers } from "./service/experiment-service.js";
 import { AssignmentStore } from "./store/assignment-store.js";
 import { ConfigSnapshotStore } from "./store/config-snapshot-store.js";
 import type { Database } from "./store/database.js";
+import { ErasureStore } from "./store/erasure-store.js";
 import { ExperimentStore } from "./store/experiment-store.js";
 import { NamespaceStore } from "./store/namespace-store.js";
 import { OverrideStore } from "./store/override-store.js";
@@ -284,6 +285,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     experiments,
     namespaces: new NamespaceStore(database),
     overrides: new OverrideStore(database),
+    erasures: new ErasureStore(database),
     transfers,
     registry,
     database,

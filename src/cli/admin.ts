@@ -1,9 +1,10 @@
 import { createReadStream } from "node:fs";
+import { createInterface } from "node:readline";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { ExperimentStatus, type Experiment, type GetExperimentStatsResponse } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
 import { readCsv } from "./csv.js";
-import { MAX_OVERRIDES_PER_CALL } from "assignment-client/limits";
+import { MAX_ERASE_UNITS, MAX_OVERRIDES_PER_CALL } from "assignment-client/limits";
 import {
   bp,
   count,
@@ -312,6 +313,31 @@ export async function listOverrides(ctx: Context, experimentKey: string | undefi
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
   if (!o.json) print(rows.length === 0 ? "no overrides" : table(["EXPERIMENT", "UNIT", "VARIANT", "VERSION", "SET"], rows, [3]));
+}
+
+/** Erases units (a data-protection request): ids from arguments and/or a file of one id a line,
+ * sent MAX_ERASE_UNITS a call. The ids themselves are never printed. */
+export async function eraseUnits(ctx: Context, unitIds: string[], o: { unitType?: string; file?: string; json?: boolean }) {
+  const ids = [...unitIds];
+  if (o.file) {
+    for await (const line of createInterface({ input: createReadStream(o.file), crlfDelay: Number.POSITIVE_INFINITY })) {
+      if (line !== "") ids.push(line);
+    }
+  }
+  if (ids.length === 0) throw new UsageError("name the units to erase, or give --file");
+  const total = { assignments: 0n, overrides: 0n, units: 0 };
+  for (let i = 0; i < ids.length; i += MAX_ERASE_UNITS) {
+    const chunk = ids.slice(i, i + MAX_ERASE_UNITS);
+    const r = await ctx.experiments.eraseUnits({ unitType: o.unitType ?? "", unitIds: chunk });
+    total.assignments += r.assignments;
+    total.overrides += r.overrides;
+    total.units += chunk.length;
+  }
+  o.json
+    ? printJson({ units: total.units, assignments: Number(total.assignments), overrides: Number(total.overrides) })
+    : print(
+        `${count(total.units)} units erased: ${count(Number(total.assignments))} stored assignments and ${count(Number(total.overrides))} overrides removed`,
+      );
 }
 
 /** The sample-ratio verdict line. */

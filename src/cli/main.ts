@@ -185,6 +185,14 @@ export function buildProgram(): Command {
     .option("--json", "print one JSON object a line")
     .action(run((ctx, exp: string | undefined, o: { pageSize?: string; json?: boolean }) => admin.listOverrides(ctx, exp, o)));
 
+  program
+    .command("erase [units...]")
+    .description("erase units (data protection): their stored assignments and overrides in every experiment of their unit type")
+    .option("--unit-type <type>", "the units' type (default user_id)")
+    .option("--file <path>", "unit ids, one a line")
+    .option("--json", "print JSON")
+    .action(run((ctx, units: string[], o: { unitType?: string; file?: string; json?: boolean }) => admin.eraseUnits(ctx, units, o)));
+
   // ---------------------------------------------------------------- assignments
   program
     .command("assign <experiment> <unit>")

@@ -1,11 +1,13 @@
 import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import type { Queryable } from "../store/database.js";
+import type { ErasureStore } from "../store/erasure-store.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import type { NamespaceStore } from "../store/namespace-store.js";
 import type { OverrideStore } from "../store/override-store.js";
 import type { AssignmentTransfers } from "./assignment-transfers.js";
 import type { ConfigView } from "./config-registry.js";
 import { auditHandlers } from "./audit-handlers.js";
+import { erasureHandlers } from "./erasure-handlers.js";
 import { experimentHandlers } from "./experiment-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import { namespaceHandlers } from "./namespace-handlers.js";
@@ -15,6 +17,7 @@ export interface ExperimentServiceParts {
   experiments: ExperimentStore;
   namespaces: NamespaceStore;
   overrides: OverrideStore;
+  erasures: ErasureStore;
   transfers: AssignmentTransfers;
   registry: ConfigView;
   /** Where the audit log is read (ListChanges). */
@@ -23,7 +26,7 @@ export interface ExperimentServiceParts {
 
 /**
  * ExperimentService: experiments (experiment-handlers.ts), namespaces (namespace-handlers.ts),
- * overrides (override-handlers.ts), and bulk transfers of stored assignments
+ * overrides (override-handlers.ts), erasures (erasure-handlers.ts), and bulk transfers of stored assignments
  * (assignment-transfers.ts). A call that changes the configuration returns only once this server
  * serves the change.
  */
@@ -37,6 +40,7 @@ export function experimentServiceHandlers(parts: ExperimentServiceParts): Servic
     ...experimentHandlers(parts.experiments, served),
     ...namespaceHandlers(parts.namespaces, served),
     ...overrideHandlers(parts.experiments, parts.overrides, served),
+    ...erasureHandlers(parts.erasures, served),
     importAssignments: (requests, ctx) => transfers.importAssignments(requests, ctx),
     exportAssignments: (req, ctx) => transfers.exportAssignments(req, ctx),
     copyAssignments: (req, ctx) => transfers.copyAssignments(req, ctx),

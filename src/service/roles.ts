@@ -66,6 +66,8 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/ExportAssignments": READERS,
   "assignment.v1.ExperimentService/CopyAssignments": OPERATORS,
   "assignment.v1.ExperimentService/ListChanges": READERS,
+  // A data-protection erasure removes what no other call can (stored assignments): admin only.
+  "assignment.v1.ExperimentService/EraseUnits": ADMIN,
 };
 
 /** `assignment.v1.ExperimentService/UpdateExperiment`: the key of METHOD_ROLES. */

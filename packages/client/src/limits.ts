@@ -17,6 +17,8 @@ export const MAX_STREAM_EXPERIMENTS = 100;
 
 /** Overrides set, or unit ids cleared, in one SetOverrides or ClearOverrides call. */
 export const MAX_OVERRIDES_PER_CALL = 10_000;
+/** Unit ids of one EraseUnits call. */
+export const MAX_ERASE_UNITS = 10_000;
 /** Tags of one experiment. */
 export const MAX_TAGS = 100;
 /** An experiment's description, in UTF-8 bytes. */

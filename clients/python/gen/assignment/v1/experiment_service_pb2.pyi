@@ -175,6 +175,24 @@ class CreateNamespaceResponse(_message.Message):
     namespace: _types_pb2.Namespace
     def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
 
+class EraseUnitsRequest(_message.Message):
+    __slots__ = ["unit_ids", "unit_type"]
+    UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    unit_ids: _containers.RepeatedScalarFieldContainer[str]
+    unit_type: str
+    def __init__(self, unit_type: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EraseUnitsResponse(_message.Message):
+    __slots__ = ["assignments", "experiments", "overrides"]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    assignments: int
+    experiments: int
+    overrides: int
+    def __init__(self, assignments: _Optional[int] = ..., overrides: _Optional[int] = ..., experiments: _Optional[int] = ...) -> None: ...
+
 class ExportAssignmentsRequest(_message.Message):
     __slots__ = ["batch_size", "experiment_key"]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -120,6 +120,11 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesResponse.FromString,
                 )
+        self.EraseUnits = channel.unary_unary(
+                '/assignment.v1.ExperimentService/EraseUnits',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsResponse.FromString,
+                )
 
 
 class ExperimentServiceServicer(object):
@@ -285,6 +290,16 @@ class ExperimentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUnits(self, request, context):
+        """Erases units (a data-protection request): their stored assignments and overrides in every
+        experiment of their unit type, from the store and every cache (every server stops answering
+        them within 1 s). Erased units are evaluated anew afterwards. Running it twice changes
+        nothing the second time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -392,6 +407,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ListChanges,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListChangesResponse.SerializeToString,
+            ),
+            'EraseUnits': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUnits,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -758,5 +778,22 @@ class ExperimentService(object):
         return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ListChanges',
             assignment_dot_v1_dot_experiment__service__pb2.ListChangesRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.ListChangesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EraseUnits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/EraseUnits',
+            assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

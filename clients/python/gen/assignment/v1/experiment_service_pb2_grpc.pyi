@@ -138,6 +138,15 @@ class ExperimentServiceStub:
     in it (the server log has them).
     """
 
+    EraseUnits: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.EraseUnitsRequest,
+        assignment.v1.experiment_service_pb2.EraseUnitsResponse]
+    """Erases units (a data-protection request): their stored assignments and overrides in every
+    experiment of their unit type, from the store and every cache (every server stops answering
+    them within 1 s). Erased units are evaluated anew afterwards. Running it twice changes
+    nothing the second time.
+    """
+
 
 class ExperimentServiceServicer(metaclass=abc.ABCMeta):
     """Administration of experiments, namespaces and overrides."""
@@ -322,6 +331,18 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
     ) -> assignment.v1.experiment_service_pb2.ListChangesResponse:
         """The audit log: every successful administrative change, newest first. Refused calls are not
         in it (the server log has them).
+        """
+        pass
+
+    @abc.abstractmethod
+    def EraseUnits(self,
+        request: assignment.v1.experiment_service_pb2.EraseUnitsRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.EraseUnitsResponse:
+        """Erases units (a data-protection request): their stored assignments and overrides in every
+        experiment of their unit type, from the store and every cache (every server stops answering
+        them within 1 s). Erased units are evaluated anew afterwards. Running it twice changes
+        nothing the second time.
         """
         pass
 
