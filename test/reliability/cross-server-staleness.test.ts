@@ -70,7 +70,9 @@ beforeAll(async () => {
   await a.experiments.createExperiment({ key: LOAD_KEY, variants: VARIANTS, status: ExperimentStatus.RUNNING });
   for (const x of [b, c]) {
     const known = await timeUntil(
-      async () => (await x.assignments.assign({ experimentKey: LOAD_KEY, unitId: "probe", options: { dryRun: true } })).assignment!.reason !== Reason.UNKNOWN_EXPERIMENT,
+      async () =>
+        (await x.assignments.assign({ experimentKey: LOAD_KEY, unitId: "probe", options: { dryRun: true } })).assignment!.reason !==
+        Reason.UNKNOWN_EXPERIMENT,
       10_000,
       20,
     );
@@ -102,7 +104,10 @@ describe("a server that cannot learn of changes", () => {
       const v = other(h);
       await a.experiments.setOverrides({ experimentKey: KEY, overrides: [{ unitId: u, variantKey: v }] });
       const changed = performance.now();
-      expect([(await ask(a, u)).variantKey, (await ask(a, u)).reason], "server A never answers the old value").toEqual([v, Reason.OVERRIDE]);
+      expect([(await ask(a, u)).variantKey, (await ask(a, u)).reason], "server A never answers the old value").toEqual([
+        v,
+        Reason.OVERRIDE,
+      ]);
       // C polled for 2.5 s: answers after 1 s must not be the old variant. A call may fail
       // (DEADLINE_EXCEEDED: C cannot reach the store), never answer stale.
       const stale: string[] = [];
@@ -113,7 +118,8 @@ describe("a server that cannot learn of changes", () => {
         try {
           const r = await ask(c, u, 300);
           outcome = `${r.variantKey}/${Reason[r.reason]}`;
-          if (r.variantKey === h && performance.now() - changed > 1_000) stale.push(`${Math.round(sent - changed)} ms after the change: ${outcome}`);
+          if (r.variantKey === h && performance.now() - changed > 1_000)
+            stale.push(`${Math.round(sent - changed)} ms after the change: ${outcome}`);
         } catch (err) {
           outcome = `error ${codeOf(err)}`;
         }
@@ -199,7 +205,8 @@ describe("changed stored values, measured across servers", () => {
       }
       const changed = performance.now();
       const mine = await ask(a, u);
-      if (!fresh(mine)) problems.push(`change ${i} (${kind} ${u}): server A answered ${mine.variantKey}/${Reason[mine.reason]} after its own change`);
+      if (!fresh(mine))
+        problems.push(`change ${i} (${kind} ${u}): server A answered ${mine.variantKey}/${Reason[mine.reason]} after its own change`);
 
       await Promise.all(
         (["B", "C"] as const).map(async (name) => {
@@ -217,7 +224,9 @@ describe("changed stored values, measured across servers", () => {
               break;
             }
             if (now - changed > 5_000) {
-              problems.push(`change ${i} (${kind} ${u}): ${name} still answered ${r.variantKey}/${Reason[r.reason]} (was ${old}) after 5 s`);
+              problems.push(
+                `change ${i} (${kind} ${u}): ${name} still answered ${r.variantKey}/${Reason[r.reason]} (was ${old}) after 5 s`,
+              );
               break;
             }
           }

@@ -4,6 +4,7 @@
  * Expected variants come from the reference hash (test/engine/helpers.ts), not from the engine.
  */
 import { describe, expect, it } from "vitest";
+import type { CacheCell, CacheTrust } from "../../src/cache/assignment-cache.js";
 import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentConfig } from "../../src/engine/experiment-config.js";
 import { Code, ServiceError } from "../../src/errors.js";
@@ -254,5 +255,105 @@ describe("Assigner", () => {
     const [r] = await w.assigner.assign([cell(u), cell("u-2")], options());
     expect(r!.reason).toBe(Reason.NEW);
     expect(w.assigner.pendingCacheWrites).toBe(2);
+  });
+});
+
+/** A CacheTrust the test controls: `distrusted` experiment ids; `revoke` withdraws trust from
+ * one and counts a revocation (as ConfigRegistry does when a NOTIFY names it). */
+class FakeTrust implements CacheTrust {
+  readonly distrusted = new Set<number>();
+  private revocations = 0;
+  asked = 0;
+
+  trusts(e: { id: number }): boolean {
+    this.asked++;
+    return !this.distrusted.has(e.id);
+  }
+
+  mark(): number {
+    return this.revocations;
+  }
+
+  revokedSince(mark: number): boolean {
+    return mark !== this.revocations;
+  }
+
+  revoke(id: number): void {
+    this.distrusted.add(id);
+    this.revocations++;
+  }
+}
+
+/** Redis whose next read resolves only when the test says, with what Redis held when it was asked. */
+class GatedRedis extends FakeRedis {
+  gate: Promise<void> | undefined;
+  override async getMany(cells: readonly CacheCell[]) {
+    const values = await super.getMany(cells);
+    if (this.gate) await this.gate;
+    return values;
+  }
+}
+
+describe("Assigner with a CacheTrust", () => {
+  const at = { experimentId: 1, generation: 0, unitId: u };
+  function trusting() {
+    const storage = new FakeStorage();
+    const memory = new FakeMemory();
+    const redis = new GatedRedis();
+    const trust = new FakeTrust();
+    return { storage, memory, redis, trust, assigner: new Assigner(storage, memory, redis, undefined, trust) };
+  }
+
+  it("an experiment not trusted: neither memory nor Redis is read; the store answers, its new value", async () => {
+    const w = trusting();
+    const old = stored(hashed(u, running));
+    w.memory.setMany([at], [old]);
+    await w.redis.setMany([at], [old]);
+    // The store now holds an override that the caches do not know of.
+    w.storage.put(1, u, stored(other(hashed(u, running)), Source.OVERRIDE));
+    w.trust.distrusted.add(1);
+    const [r] = await w.assigner.assign([cell(u)], options());
+    expect([r!.reason, r!.variant?.id, r!.layer]).toEqual([Reason.OVERRIDE, other(hashed(u, running)), Layer.POSTGRES]);
+    expect([w.memory.lookups, w.redis.gets]).toEqual([0, []]);
+    // Other experiments' caches still answer.
+    w.memory.setMany([{ experimentId: 2, generation: 0, unitId: u }], [stored(variantId(0))]);
+    const open = makeExperiment({ id: 2, key: "open", keys: ["a", "b"] });
+    const [o] = await w.assigner.assign([cell(u, open)], options());
+    expect([o!.reason, o!.layer]).toEqual([Reason.STICKY, Layer.MEMORY]);
+  });
+
+  it("trust withdrawn while Redis answered: Redis's (old) answer is not used, the store's is", async () => {
+    const w = trusting();
+    const old = stored(hashed(u, running));
+    await w.redis.setMany([at], [old]);
+    w.storage.put(1, u, stored(other(hashed(u, running)), Source.OVERRIDE));
+    let open!: () => void;
+    w.redis.gate = new Promise<void>((resolve) => (open = resolve));
+    const answer = w.assigner.assign([cell(u)], options());
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(w.redis.gets).toHaveLength(1); // Redis was asked while trusted
+    w.trust.revoke(1);
+    open();
+    const [r] = await answer;
+    expect([r!.reason, r!.variant?.id, r!.layer]).toEqual([Reason.OVERRIDE, other(hashed(u, running)), Layer.POSTGRES]);
+  });
+
+  it("trust withdrawn during a batch: its memory answers are asked again of the store; a unit it stored stays NEW", async () => {
+    const w = trusting();
+    const cachedUnit = "cached-unit";
+    w.memory.setMany([{ experimentId: 1, generation: 0, unitId: cachedUnit }], [stored(hashed(cachedUnit, running))]);
+    // Erased meanwhile: the store no longer holds it (the new unit `u` is stored by this batch).
+    const realInsert = w.storage.insert.bind(w.storage);
+    w.storage.insert = async (rows) => {
+      w.trust.revoke(1); // the NOTIFY arrives while the batch waits for PostgreSQL
+      return realInsert(rows);
+    };
+    const results = await w.assigner.assign([cell(cachedUnit), cell(u)], options());
+    expect(results.map((r) => [r.reason, r.layer])).toEqual([
+      // Asked again: nothing stored any more, so evaluated anew (and stored).
+      [Reason.NEW, Layer.COMPUTED],
+      [Reason.NEW, Layer.COMPUTED],
+    ]);
+    expect(w.storage.get(1, cachedUnit)).toEqual(stored(hashed(cachedUnit, running)));
   });
 });

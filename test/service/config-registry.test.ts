@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+import { CACHE_TRUST_MS } from "../../src/server-defaults.js";
 import { ConfigRegistry } from "../../src/service/config-registry.js";
 import { CONFIG_CHANNEL } from "../../src/store/config-change.js";
 import type { ExperimentRecord, NamespaceRecord } from "../../src/store/config-records.js";
@@ -222,3 +223,101 @@ describe("ConfigRegistry.start", () => {
     expect(logs).toEqual(["the database has no LISTEN/NOTIFY: changes made through other servers are served within 250 ms"]);
   });
 });
+
+describe("ConfigRegistry as the CacheTrust (SPEC: a changed stored value stops being answered everywhere within 1 s)", () => {
+  const twoExperiments = (epoch: bigint, generationOfX: number) =>
+    snapshot(epoch, { experiments: [experiment(1, "x", { cacheGeneration: generationOfX }), experiment(2, "y")] });
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("a NOTIFY naming an experiment withdraws trust from its caches at once, before the reload; the reload restores it for the new generation only", async () => {
+    const notifications = new FakeNotifications();
+    const { source, registry: r } = registry(twoExperiments(1n, 0), notifications);
+    await r.start(60_000);
+    try {
+      const oldX = r.get("x")!;
+      expect([r.trusts(oldX), r.trusts(r.get("y")!)]).toEqual([true, true]);
+      const mark = r.mark();
+      const g = gate();
+      source.gate = g.promise;
+      source.snapshot = twoExperiments(2n, 1);
+      notifications.notify("2:1");
+      // The reload is still waiting: x is not trusted, y still is.
+      expect([r.trusts(oldX), r.trusts(r.get("y")!), r.revokedSince(mark)]).toEqual([false, true, true]);
+      g.open();
+      await settle();
+      await r.refresh();
+      expect(r.get("x")!.cacheGeneration).toBe(1);
+      expect([r.trusts(r.get("x")!), r.trusts(oldX)]).toEqual([true, false]);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it("a NOTIFY of a configuration change alone keeps trust; one that names no list (an older server's) withdraws it from all until loaded", async () => {
+    const notifications = new FakeNotifications();
+    const { source, registry: r } = registry(twoExperiments(1n, 0), notifications);
+    await r.start(60_000);
+    try {
+      const g = gate();
+      source.gate = g.promise;
+      source.snapshot = twoExperiments(2n, 0);
+      notifications.notify("2:");
+      expect([r.trusts(r.get("x")!), r.trusts(r.get("y")!)]).toEqual([true, true]);
+      source.snapshot = twoExperiments(3n, 0);
+      notifications.notify("3");
+      expect([r.trusts(r.get("x")!), r.trusts(r.get("y")!)]).toEqual([false, false]);
+      g.open();
+      await settle();
+      await r.refresh();
+      expect(r.currentEpoch).toBe(3n);
+      expect([r.trusts(r.get("x")!), r.trusts(r.get("y")!)]).toEqual([true, true]);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it("an epoch check finding a change no NOTIFY announced withdraws trust from every experiment until it is loaded", async () => {
+    const { source, registry: r } = registry(twoExperiments(1n, 0), new FakeNotifications());
+    await r.start(20);
+    try {
+      const g = gate();
+      source.gate = g.promise;
+      source.snapshot = twoExperiments(2n, 1); // committed, but its NOTIFY was lost
+      const noticed = await eventually(() => !r.trusts(r.get("y")!), 2_000);
+      expect(noticed).toBe(true);
+      expect(r.trusts(r.get("x")!)).toBe(false);
+      g.open();
+      expect(await eventually(() => r.currentEpoch === 2n && r.trusts(r.get("y")!) && r.trusts(r.get("x")!), 2_000)).toBe(true);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it(`while epoch checks fail (listening connection down), caches stop being trusted ${CACHE_TRUST_MS} ms after the last good one, and are trusted again after the next`, async () => {
+    const { source, registry: r, logs } = registry(twoExperiments(1n, 0), new FakeNotifications());
+    await r.start(20);
+    try {
+      expect(r.trusts(r.get("x")!)).toBe(true);
+      const mark = r.mark();
+      source.epochFailure = new Error("listening connection down");
+      expect(await eventually(() => !r.trusts(r.get("x")!), CACHE_TRUST_MS + 2_000)).toBe(true);
+      expect(r.revokedSince(mark)).toBe(true);
+      source.epochFailure = undefined;
+      expect(await eventually(() => r.trusts(r.get("x")!), 2_000)).toBe(true);
+      expect(logs.some((l) => l.includes("not confirmed"))).toBe(true);
+      expect(logs.some((l) => l.includes("confirmed again"))).toBe(true);
+    } finally {
+      r.stop();
+    }
+  });
+});
+
+/** Polls a condition every 10 ms for at most `ms`. */
+async function eventually(probe: () => boolean, ms: number): Promise<boolean> {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    if (probe()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return probe();
+}

@@ -111,7 +111,11 @@ export class FakeConfigSource implements ConfigSource {
     return taken;
   }
 
+  /** While set, epoch checks fail with it. */
+  epochFailure: unknown;
+
   async configEpoch(): Promise<bigint> {
+    if (this.epochFailure !== undefined) throw this.epochFailure;
     return this.snapshot.epoch;
   }
 }
