@@ -213,7 +213,7 @@ describe("changed stored values, measured across servers", () => {
           const x = name === "B" ? b : c;
           let seenAt: number | undefined;
           // Polled back to back until the new value, then a few more times (never the old again).
-          for (let polls = 0, after = 0; after < 3; polls++) {
+          for (let after = 0; after < 3; ) {
             const r = await ask(x, u);
             const now = performance.now();
             if (fresh(r)) {
