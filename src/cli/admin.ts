@@ -315,6 +315,8 @@ export async function listOverrides(ctx: Context, experimentKey: string | undefi
   if (!o.json) print(rows.length === 0 ? "no overrides" : table(["EXPERIMENT", "UNIT", "VARIANT", "VERSION", "SET"], rows, [3]));
 }
 
+const plural = (n: number, what: string) => `${count(n)} ${what}${n === 1 ? "" : "s"}`;
+
 /** Erases units (a data-protection request): ids from arguments and/or a file of one id a line,
  * sent MAX_ERASE_UNITS a call. The ids themselves are never printed. */
 export async function eraseUnits(ctx: Context, unitIds: string[], o: { unitType?: string; file?: string; json?: boolean }) {
@@ -336,7 +338,7 @@ export async function eraseUnits(ctx: Context, unitIds: string[], o: { unitType?
   o.json
     ? printJson({ units: total.units, assignments: Number(total.assignments), overrides: Number(total.overrides) })
     : print(
-        `${count(total.units)} units erased: ${count(Number(total.assignments))} stored assignments and ${count(Number(total.overrides))} overrides removed`,
+        `${plural(total.units, "unit")} erased: ${plural(Number(total.assignments), "stored assignment")} and ${plural(Number(total.overrides), "override")} removed`,
       );
 }
 

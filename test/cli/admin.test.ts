@@ -1,6 +1,9 @@
 /** The CLI's administration commands against a real server, checked through the gRPC client. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, Reason } from "assignment-client";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { ExperimentStatus, Reason, columnAnswers } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk, runCli } from "./run-cli.js";
 
@@ -164,6 +167,39 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     const json = JSON.parse(await cli("stats", "banner", "--json"));
     expect(json).toMatchObject({ experimentKey: "banner", totalUnits: "2001", sampleRatioMismatch: true });
     expect((await t.assignments.assign({ experimentKey: "banner", unitId: "tester-1" })).assignment!.reason).toBe(Reason.STICKY);
+  });
+
+  it("erase: removes the units' stored assignments and overrides (ids from arguments and a file), printing counts, never the ids", async () => {
+    await t.experiments.createExperiment({
+      key: "cli-erase",
+      variants: [
+        { key: "a", weight: 5000 },
+        { key: "b", weight: 5000 },
+      ],
+      status: ExperimentStatus.RUNNING,
+    });
+    const ids = ["erase-me-1", "erase-me-2", "erase-me-3", "keep-me"];
+    await t.assignments.bulkAssign({ experimentKey: "cli-erase", unitIds: ids });
+    await t.experiments.setOverrides({ experimentKey: "cli-erase", overrides: [{ unitId: "erase-me-3", variantKey: "a" }] });
+    const dir = mkdtempSync(path.join(tmpdir(), "cli-erase-"));
+    try {
+      const file = path.join(dir, "ids.txt");
+      writeFileSync(file, "erase-me-2\nerase-me-3\n");
+      const out = await cli("erase", "erase-me-1", "--file", file);
+      expect(out.trim()).toBe("3 units erased: 2 stored assignments and 1 override removed");
+      expect(out).not.toContain("erase-me");
+      const after = await t.assignments.bulkAssign({ experimentKey: "cli-erase", unitIds: ids });
+      expect(columnAnswers(after.column!).map((a) => a.reason)).toEqual([Reason.NEW, Reason.NEW, Reason.NEW, Reason.STICKY]);
+      expect(JSON.parse(await cli("erase", "--json", "--unit-type", "user_id", "nobody"))).toEqual({
+        units: 1,
+        assignments: 0,
+        overrides: 0,
+      });
+      const none = await runCli(t.server.address, ["erase"]);
+      expect([none.code, none.stderr]).toEqual([2, expect.stringContaining("name the units to erase, or give --file")]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("reports errors with the gRPC status and exit code 1, bad usage with exit code 2", async () => {
