@@ -16,10 +16,12 @@
  *    the stall ends and C answers the override.
  * 2. Measured: at least 1,000 changes made through A, cycling SetOverrides, ClearOverrides,
  *    OVERWRITE import and EraseUnits on units B and C had answered (so both hold the old value in
- *    a cache); after each, B and C are polled back to back until they answer the new value. The
- *    window (A's call returned -> the first new answer received) must stay under 1 s on both (the
- *    contract), and neither may answer the old value again once it answered the new one. The
- *    p50/p99/max are printed (RELIABILITY.md quotes them).
+ *    a cache); after each, B and C are polled every 5 ms (without waiting for answers) until they
+ *    answer the new value. The window, from A's call returning until the last old answer was
+ *    received (conservative: that answer may have been decided earlier and waited in line on the
+ *    busy server), must stay under 1 s on both (the contract), and no poll sent after one answered
+ *    with the new value may get the old one. The p50/p99/max are printed (RELIABILITY.md quotes
+ *    them), with those of the first new answer received and of one Assign on each server.
  * 3. A's own answer right after each change is never the old value (checked in 2 as well).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -88,6 +90,51 @@ afterAll(async () => {
   expect(d.leftovers()).toEqual([]);
 });
 
+interface Poll {
+  /** When it was sent and answered, in ms after the change returned. */
+  sentMs: number;
+  receivedMs: number;
+  fresh: boolean;
+  answer: string;
+}
+
+/**
+ * Polls `x` for the unit every 5 ms without waiting for answers (at most 32 in flight), so that
+ * when polls were sent says when the server stopped answering the old value, whatever each answer's
+ * own latency on a busy server; until a poll answered the new value and every poll sent has been
+ * answered, or 5 s.
+ */
+async function pollUntilFresh(
+  x: ReturnType<typeof rawClients>,
+  u: string,
+  fresh: (r: Assignment) => boolean,
+  changed: number,
+): Promise<Poll[]> {
+  const polls: Poll[] = [];
+  const pending = new Set<Promise<void>>();
+  let seenFresh = false;
+  while (!seenFresh && performance.now() - changed < 5_000) {
+    if (pending.size >= 32) {
+      await Promise.race(pending);
+      continue;
+    }
+    const sentMs = performance.now() - changed;
+    const p: Promise<void> = ask(x, u, 10_000).then(
+      (r) => {
+        const ok = fresh(r);
+        seenFresh ||= ok;
+        polls.push({ sentMs, receivedMs: performance.now() - changed, fresh: ok, answer: `${r.variantKey}/${Reason[r.reason]}` });
+      },
+      (err) => void polls.push({ sentMs, receivedMs: performance.now() - changed, fresh: false, answer: `error ${codeOf(err)}` }),
+    );
+    pending.add(p);
+    void p.finally(() => pending.delete(p));
+    await sleep(5);
+  }
+  await Promise.all(pending);
+  return polls.sort((p, q) => p.sentMs - q.sentMs);
+}
+
 const ask = async (x: ReturnType<typeof rawClients>, u: string, timeoutMs?: number): Promise<Assignment> =>
   (await x.assignments.assign({ experimentKey: KEY, unitId: u }, timeoutMs ? { timeoutMs } : {})).assignment!;
 
@@ -152,7 +199,10 @@ describe("changed stored values, measured across servers", () => {
       let n = 0;
       const requests = async function* () {
         yield { setup: { experimentKeys: [LOAD_KEY] } };
-        while (streaming) yield { unitIds: units("load-", 2_000, (n++ % 50) * 2_000) };
+        while (streaming) {
+          yield { unitIds: units("load-", 2_000, (n++ % 50) * 2_000) };
+          await sleep(20); // busy, not saturated: a poll's answer should not wait seconds in line
+        }
       };
       for await (const r of b.assignments.streamAssign(requests(), { timeoutMs: 600_000 })) streamed += r.columns[0]!.variantIndexes.length;
     })();
@@ -165,6 +215,8 @@ describe("changed stored values, measured across servers", () => {
     await sleep(300);
 
     const windows: Record<"B" | "C", number[]> = { B: [], C: [] };
+    const latencies: Record<"B" | "C", number[]> = { B: [], C: [] };
+    const firstNew: Record<"B" | "C", number[]> = { B: [], C: [] };
     const byKind = new Map<Kind, number[]>();
     const problems: string[] = [];
     const started = Date.now();
@@ -210,30 +262,29 @@ describe("changed stored values, measured across servers", () => {
 
       await Promise.all(
         (["B", "C"] as const).map(async (name) => {
-          const x = name === "B" ? b : c;
-          let seenAt: number | undefined;
-          // Polled back to back until the new value, then a few more times (never the old again).
-          for (let after = 0; after < 3; ) {
-            const r = await ask(x, u);
-            const now = performance.now();
-            if (fresh(r)) {
-              if (seenAt === undefined) seenAt = now - changed;
-              after++;
-            } else if (seenAt !== undefined) {
-              problems.push(`change ${i} (${kind} ${u}): ${name} answered ${r.variantKey}/${Reason[r.reason]} after the new value`);
-              break;
-            }
-            if (now - changed > 5_000) {
-              problems.push(
-                `change ${i} (${kind} ${u}): ${name} still answered ${r.variantKey}/${Reason[r.reason]} (was ${old}) after 5 s`,
-              );
-              break;
-            }
+          const polls = await pollUntilFresh(name === "B" ? b : c, u, fresh, changed);
+          latencies[name].push(...polls.map((p) => p.receivedMs - p.sentMs));
+          const firstFresh = polls.findIndex((p) => p.fresh);
+          if (firstFresh < 0) {
+            const last = polls.at(-1);
+            problems.push(
+              `change ${i} (${kind} ${u}): ${name} still answered ${last?.answer} (was ${old}) ${Math.round(last?.sentMs ?? 0)} ms after`,
+            );
+            return;
           }
-          if (seenAt !== undefined) {
-            windows[name].push(seenAt);
-            if (name === "B") byKind.set(kind, [...(byKind.get(kind) ?? []), seenAt]);
+          // An old answer to a poll sent after one that was answered with the new value.
+          const staleAgain = polls.slice(firstFresh).find((p) => !p.fresh);
+          if (staleAgain) {
+            problems.push(
+              `change ${i} (${kind} ${u}): ${name} answered ${staleAgain.answer} to a poll sent ${Math.round(staleAgain.sentMs)} ms after the change, after the new value`,
+            );
           }
+          // The window: until the last old answer was received (0: the first poll already had the
+          // new value). Conservative: that answer may have been decided earlier, and waited.
+          const lastOld = polls.filter((p) => !p.fresh).reduce((m, p) => Math.max(m, p.receivedMs), 0);
+          windows[name].push(lastOld);
+          firstNew[name].push(Math.min(...polls.filter((p) => p.fresh).map((p) => p.receivedMs)));
+          if (name === "B") byKind.set(kind, [...(byKind.get(kind) ?? []), lastOld]);
         }),
       );
       if (problems.length > 10) break;
@@ -247,14 +298,16 @@ describe("changed stored values, measured across servers", () => {
     };
     console.info(
       `cross-server staleness over ${windows.B.length} changes in ${Math.round((Date.now() - started) / 1000)} s ` +
-        `(B streamed ${streamed} new units meanwhile): B (in-process cache, busy) ${fmt(windows.B)}; C (Redis) ${fmt(windows.C)}; ` +
+        `(B streamed ${streamed} units meanwhile): B (in-process cache, busy) ${fmt(windows.B)}; C (Redis) ${fmt(windows.C)}; ` +
+        `first new answer received: B ${fmt(firstNew.B)}, C ${fmt(firstNew.C)}; ` +
+        `one Assign took (B) ${fmt(latencies.B)}, (C) ${fmt(latencies.C)}; ` +
         `B by kind: ${[...byKind].map(([k, xs]) => `${k} ${fmt(xs)}`).join("; ")}`,
     );
     expect(problems.slice(0, 10), `${problems.length} problems`).toEqual([]);
     expect(windows.B.length).toBe(CHANGES);
     expect(windows.C.length).toBe(CHANGES);
     expect(streamed, "B was busy streaming").toBeGreaterThan(100_000);
-    expect(Math.max(...windows.B), "B: the new value within 1 s of every change").toBeLessThan(1_000);
-    expect(Math.max(...windows.C), "C: the new value within 1 s of every change").toBeLessThan(1_000);
+    expect(Math.max(...windows.B), "B: no old value received more than 1 s after a change").toBeLessThan(1_000);
+    expect(Math.max(...windows.C), "C: no old value received more than 1 s after a change").toBeLessThan(1_000);
   }, 900_000);
 });
