@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { AssignmentService } from "../gen/ts/assignment/v1/assignment_service_pb.js";
 import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb.js";
+import { ALWAYS_TRUSTED } from "./cache/assignment-cache.js";
 import { MemoryCache } from "./cache/memory-cache.js";
 import { NullCache } from "./cache/null-cache.js";
 import { connectRedis, RedisCache } from "./cache/redis-cache.js";
@@ -250,10 +251,13 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       : new ServerMetrics({ pendingWrites: () => assignmentStore.pendingWrites, sharedCache: redis !== undefined });
   assignmentStore = new AssignmentStore(database, metrics ? { onInsertBatch: (n) => metrics.insertBatch(n) } : {});
   // The registry decides when cached stored values may be answered (SPEC: a changed value stops
-  // being answered everywhere within 1 s; see ConfigRegistry).
+  // being answered everywhere within 1 s; see ConfigRegistry). The embedded database has one
+  // process (its folder is locked), which makes every change itself and reloads before answering
+  // the call: its caches are always right, and must not wait for its single connection.
+  const trust = databaseKind === "pglite" ? ALWAYS_TRUSTED : registry;
   const assigner = metrics
-    ? new MeteredAssigner(assignmentStore, memory, cache, metrics, registry)
-    : new Assigner(assignmentStore, memory, cache, undefined, registry);
+    ? new MeteredAssigner(assignmentStore, memory, cache, metrics, trust)
+    : new Assigner(assignmentStore, memory, cache, undefined, trust);
   const shutdown = new AbortController();
 
   const server = new grpc.Server({
