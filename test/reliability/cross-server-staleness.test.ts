@@ -193,15 +193,19 @@ const CHANGES = 1_000;
 
 describe("changed stored values, measured across servers", () => {
   it(`${CHANGES} changes through server A (overrides set and cleared, overwriting imports, erasures): B (busy with a stream) and C (Redis) answer the new value within 1 s, and never the old one again`, async () => {
-    // B is kept busy: one StreamAssign of new units, 1,000 a message, for as long as the test runs.
+    // B is kept busy: one StreamAssign of new units, 500 a message, for as long as the test runs.
     let streaming = true;
     let streamed = 0;
     const stream = (async () => {
       let n = 0;
       const requests = async function* () {
         yield { setup: { experimentKeys: [LOAD_KEY] } };
-        // New units: each batch is stored, so B's pool is busy too (its reloads wait for it).
-        while (streaming) yield { unitIds: units(`load-${n++}-`, 1_000) };
+        // New units: each batch is stored, so B's pool is busy too (its reloads wait for it). At
+        // most 10,000 a second, so that the database does not grow by millions of rows.
+        while (streaming) {
+          yield { unitIds: units(`load-${n++}-`, 500) };
+          await sleep(50);
+        }
       };
       for await (const r of b.assignments.streamAssign(requests(), { timeoutMs: 600_000 })) streamed += r.columns[0]!.variantIndexes.length;
     })();
@@ -308,7 +312,7 @@ describe("changed stored values, measured across servers", () => {
     expect(problems.slice(0, 10), `${problems.length} problems`).toEqual([]);
     expect(windows.B.length).toBe(CHANGES);
     expect(windows.C.length).toBe(CHANGES);
-    expect(streamed, "B was busy streaming").toBeGreaterThan(100_000);
+    expect(streamed, "B was busy streaming").toBeGreaterThan(50_000);
     expect(Math.max(...windows.B), "B: no old value received more than 1 s after a change").toBeLessThan(1_000);
     expect(Math.max(...windows.C), "C: no old value received more than 1 s after a change").toBeLessThan(1_000);
   }, 900_000);
