@@ -57,6 +57,7 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/ExportAssignments": RD,
   "ExperimentService/CopyAssignments": OP,
   "ExperimentService/ListChanges": RD,
+  "ExperimentService/EraseUnits": A,
 };
 
 let t: TestServer;
@@ -112,6 +113,7 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   exportAssignments: () => ({ experimentKey: "fixture" }),
   copyAssignments: () => ({ sourceExperimentKey: "fixture", targetExperimentKey: "fixture-copy", variantMapping: { a: "a", b: "b" } }),
   listChanges: () => ({ objectKind: "experiment", objectKey: "fixture" }),
+  eraseUnits: (who) => ({ unitIds: [`erased-by-${who}`, "u-1"] }),
 };
 
 /** Calls `method` as `who` and returns the status code and details (OK: code 0). */

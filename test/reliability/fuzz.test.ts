@@ -325,6 +325,7 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
       pageToken: "100",
     },
   ],
+  EraseUnits: [{ unitType: "user_id", unitIds: ["fz-erase-1", "fz-erase-2"] }],
 };
 
 /** `template` with zero to two of its fields changed: each replaced by a random value of its
