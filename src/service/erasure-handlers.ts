@@ -3,6 +3,7 @@ import { checkUnitId, checkUnitType } from "../engine/rules.js";
 import { invalidArgument } from "../errors.js";
 import { MAX_ERASE_UNITS } from "assignment-client/limits";
 import type { ErasureStore } from "../store/erasure-store.js";
+import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 
 type Handlers = Pick<ServiceHandlers<typeof ExperimentService>, "eraseUnits">;
@@ -11,13 +12,13 @@ type Handlers = Pick<ServiceHandlers<typeof ExperimentService>, "eraseUnits">;
  * it never answers an erased value once the call has returned). */
 export function erasureHandlers(store: ErasureStore, served: <T>(value: T) => Promise<T>): Handlers {
   return {
-    async eraseUnits(req) {
+    async eraseUnits(req, ctx) {
       const unitType = checkUnitType("unit_type", req.unitType);
       if (req.unitIds.length < 1 || req.unitIds.length > MAX_ERASE_UNITS) {
         throw invalidArgument("unit_ids", `must hold 1 to ${MAX_ERASE_UNITS} unit ids (got ${req.unitIds.length})`);
       }
       req.unitIds.forEach((u, i) => checkUnitId(`unit_ids[${i}]`, u));
-      const r = await store.eraseUnits(unitType, [...new Set(req.unitIds)]);
+      const r = await store.eraseUnits(unitType, [...new Set(req.unitIds)], actorOf(ctx));
       return served({ assignments: BigInt(r.assignments), overrides: BigInt(r.overrides), experiments: r.experiments });
     },
   };

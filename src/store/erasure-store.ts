@@ -1,4 +1,5 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type Actor, recordChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import type { Database } from "./database.js";
 
@@ -15,29 +16,32 @@ export interface ErasureResult {
  * Erasure of units (a data-protection request): their stored assignments and overrides in every
  * experiment of their unit type, in one transaction. Every experiment that held any moves to a new
  * cache generation (so no cache layer answers them again) and is named in the configuration
- * NOTIFY (so every server stops answering its cached values before it has reloaded).
+ * NOTIFY (so every server stops answering its cached values before it has reloaded). Each of
+ * those experiments gets one row in the audit log, in the same transaction, with counts only
+ * (units, stored assignments and overrides removed), never the ids; its version does not move (its
+ * configuration did not change). An erasure that found nothing changed nothing and records nothing.
  */
 export class ErasureStore {
   constructor(private readonly db: Database) {}
 
-  async eraseUnits(unitType: string, unitIds: readonly string[]): Promise<ErasureResult> {
+  async eraseUnits(unitType: string, unitIds: readonly string[], actor: Actor): Promise<ErasureResult> {
     return this.db.transaction(async (tx) => {
       // The experiments holding any of the units, locked in id order (as every writer of overrides
       // locks its experiment before its rows, and in one order, so that nothing deadlocks).
-      const { rows: held } = await tx.query<{ id: number }>(
-        `SELECT id FROM experiments WHERE unit_type = $1
+      const { rows: held } = await tx.query<{ id: number; key: string; version: string; override_count: number }>(
+        `SELECT id, key, version::text AS version, override_count FROM experiments WHERE unit_type = $1
             AND id IN (SELECT experiment_id FROM assignments WHERE unit_id = ANY($2::text[]))
           ORDER BY id FOR UPDATE`,
         [unitType, unitIds],
       );
       if (held.length === 0) return { assignments: 0, overrides: 0, experiments: 0 };
       const ids = held.map((r) => r.id);
-      const { rows } = await tx.query<{ experiment_id: number; overrides: number; assignments: number }>(
+      const { rows } = await tx.query<{ experiment_id: number; units: number; overrides: number; assignments: number }>(
         `WITH gone AS (
            DELETE FROM assignments WHERE experiment_id = ANY($1::int[]) AND unit_id = ANY($2::text[])
-           RETURNING experiment_id, source
+           RETURNING experiment_id, unit_id, source
          )
-         SELECT experiment_id,
+         SELECT experiment_id, (count(DISTINCT unit_id))::int AS units,
                 (count(*) FILTER (WHERE source = ${Source.OVERRIDE}))::int AS overrides,
                 (count(*) FILTER (WHERE source <> ${Source.OVERRIDE}))::int AS assignments
            FROM gone GROUP BY experiment_id`,
@@ -52,6 +56,24 @@ export class ErasureStore {
         tx,
         rows.map((r) => r.experiment_id),
       );
+      const byId = new Map(held.map((h) => [h.id, h]));
+      for (const r of rows) {
+        const e = byId.get(r.experiment_id)!;
+        const version = BigInt(e.version);
+        await recordChange(tx, {
+          actor,
+          objectKind: "experiment",
+          objectKey: e.key,
+          versionBefore: version,
+          versionAfter: version,
+          fields: {
+            units_erased: { before: null, after: r.units },
+            assignments_erased: { before: null, after: r.assignments },
+            overrides_erased: { before: null, after: r.overrides },
+            ...(r.overrides > 0 ? { override_count: { before: e.override_count, after: e.override_count - r.overrides } } : {}),
+          },
+        });
+      }
       return {
         assignments: rows.reduce((n, r) => n + r.assignments, 0),
         overrides: rows.reduce((n, r) => n + r.overrides, 0),

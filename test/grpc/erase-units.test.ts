@@ -8,6 +8,8 @@
  * with its W2 variant (evaluated anew), where a unit still stored (or still cached anywhere) would
  * answer STICKY with its W1 variant.
  */
+import { toJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, ImportPolicy, Reason, columnAnswers } from "../../src/client/index.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
@@ -115,6 +117,22 @@ describe("EraseUnits", () => {
       const still = columnAnswers((await t.assignments.bulkAssign({ experimentKey: key, unitIds: kept })).column!);
       expect(still.map((a) => [a.variantKey, a.reason])).toEqual(
         kept.map((u, i) => (key === "erase-one" && i === 0 ? ["b", Reason.OVERRIDE] : [specVariant(u, key, W1), Reason.STICKY])),
+      );
+    }
+
+    // Audited with counts, never ids: one row per experiment that held any.
+    for (const key of ["erase-one", "erase-two"]) {
+      const { changes } = await t.experiments.listChanges({ objectKind: "experiment", objectKey: key, pageSize: 1 });
+      const c = changes[0]!;
+      expect([c.rpc, c.versionBefore, c.versionAfter === c.versionBefore]).toEqual(["EraseUnits", c.versionBefore, true]);
+      const fields = Object.fromEntries(c.fields.map((f) => [f.field, toJson(ValueSchema, f.after!)]));
+      expect(fields).toMatchObject(
+        key === "erase-one"
+          ? { units_erased: 300, assignments_erased: 299, overrides_erased: 1, override_count: 1 }
+          : { units_erased: 300, assignments_erased: 300, overrides_erased: 0 },
+      );
+      expect(JSON.stringify(c.fields.map((f) => [f.field, toJson(ValueSchema, f.before!), toJson(ValueSchema, f.after!)]))).not.toContain(
+        "gone-",
       );
     }
 
