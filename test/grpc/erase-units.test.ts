@@ -11,7 +11,7 @@
 import { toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ImportPolicy, Reason, columnAnswers } from "../../src/client/index.js";
+import { ExperimentStatus, ImportPolicy, Reason, columnAnswers } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { expectFailure, specVariant, sql, status, units } from "./helpers.js";
 

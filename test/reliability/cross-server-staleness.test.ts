@@ -25,7 +25,7 @@
  * 3. A's own answer right after each change is never the old value (checked in 2 as well).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ExperimentStatus, ImportPolicy, Reason, type Assignment } from "../../src/client/index.js";
+import { ExperimentStatus, ImportPolicy, Reason, type Assignment } from "assignment-client";
 import type { ServerProcess } from "../../harness/spawn-server.js";
 import { startStallingProxy, type StallingProxy } from "../../harness/stalling-proxy.js";
 import { specVariant, units } from "../grpc/helpers.js";
