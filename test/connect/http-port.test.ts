@@ -53,6 +53,9 @@ beforeAll(async () => {
     await admin.createExperiment({ key: `nsre-${tag}`, variants: ab });
     await admin.allocateSegments({ namespaceKey: `nsr-${tag}`, experimentKey: `nsre-${tag}`, segments: 7 });
     await admin.setOverrides({ experimentKey: `e-${tag}`, overrides: [{ unitId: "to-clear", variantKey: "b" }] });
+    // What EraseUnits erases: two stored units and an override.
+    await assigner.bulkAssign({ experimentKey: "shared", unitIds: [`gone-${tag}`, `gone-too-${tag}`] });
+    await admin.setOverrides({ experimentKey: "shared", overrides: [{ unitId: `gone-${tag}`, variantKey: "a" }] });
   }
   await assigner.bulkAssign({ experimentKey: "shared", unitIds: ["u-1", "u-2", "u-3"] });
 });
@@ -102,6 +105,7 @@ const CASES: Record<string, { request: (tag: string) => Record<string, unknown>;
   "ExperimentService/SetOverrides": { request: (tag) => ({ experimentKey: `e-${tag}`, overrides: [{ unitId: "t-1", variantKey: "a" }] }) },
   "ExperimentService/ClearOverrides": { request: (tag) => ({ experimentKey: `e-${tag}`, unitIds: ["to-clear"] }) },
   "ExperimentService/GetExperimentStats": { same: true, request: () => ({ key: "shared" }) },
+  "ExperimentService/EraseUnits": { request: (tag) => ({ unitType: "user_id", unitIds: [`gone-${tag}`, `gone-too-${tag}`] }) },
   "ExperimentService/ListChanges": { same: true, request: () => ({ objectKind: "experiment", objectKey: "shared", pageSize: 2 }) },
 };
 
