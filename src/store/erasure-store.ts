@@ -1,4 +1,3 @@
-import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type Actor, recordChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import type { Database } from "./database.js";
@@ -30,20 +29,28 @@ export class ErasureStore {
       // locks its experiment before its rows, and in one order, so that nothing deadlocks).
       const { rows: held } = await tx.query<{ id: number; key: string; version: string; override_count: number }>(
         `SELECT id, key, version::text AS version, override_count FROM experiments WHERE unit_type = $1
-            AND id IN (SELECT experiment_id FROM assignments WHERE unit_id = ANY($2::text[]))
+            AND (id IN (SELECT experiment_id FROM assignments WHERE unit_id = ANY($2::text[]))
+              OR id IN (SELECT experiment_id FROM overrides WHERE unit_id = ANY($2::text[])))
           ORDER BY id FOR UPDATE`,
         [unitType, unitIds],
       );
       if (held.length === 0) return { assignments: 0, overrides: 0, experiments: 0 };
       const ids = held.map((r) => r.id);
+      // Stored assignments and overrides live apart (SPEC "Stored assignments"): both go.
       const { rows } = await tx.query<{ experiment_id: number; units: number; overrides: number; assignments: number }>(
-        `WITH gone AS (
+        `WITH gone_stored AS (
            DELETE FROM assignments WHERE experiment_id = ANY($1::int[]) AND unit_id = ANY($2::text[])
-           RETURNING experiment_id, unit_id, source
+           RETURNING experiment_id, unit_id
+         ), gone_overrides AS (
+           DELETE FROM overrides WHERE experiment_id = ANY($1::int[]) AND unit_id = ANY($2::text[])
+           RETURNING experiment_id, unit_id
+         ), gone AS (
+           SELECT experiment_id, unit_id, false AS override FROM gone_stored
+           UNION ALL SELECT experiment_id, unit_id, true FROM gone_overrides
          )
          SELECT experiment_id, (count(DISTINCT unit_id))::int AS units,
-                (count(*) FILTER (WHERE source = ${Source.OVERRIDE}))::int AS overrides,
-                (count(*) FILTER (WHERE source <> ${Source.OVERRIDE}))::int AS assignments
+                (count(*) FILTER (WHERE override))::int AS overrides,
+                (count(*) FILTER (WHERE NOT override))::int AS assignments
            FROM gone GROUP BY experiment_id`,
         [ids, unitIds],
       );

@@ -53,6 +53,14 @@ beforeAll(async () => {
     await admin.createExperiment({ key: `nsre-${tag}`, variants: ab });
     await admin.allocateSegments({ namespaceKey: `nsr-${tag}`, experimentKey: `nsre-${tag}`, segments: 7 });
     await admin.setOverrides({ experimentKey: `e-${tag}`, overrides: [{ unitId: "to-clear", variantKey: "b" }] });
+    // Archived and unarchived over each transport: a stopped experiment, an archived one, an empty
+    // namespace and an archived one.
+    await admin.createExperiment({ key: `arch-${tag}`, variants: ab });
+    await admin.createExperiment({ key: `unarch-${tag}`, variants: ab });
+    await admin.archiveExperiment({ key: `unarch-${tag}` });
+    await admin.createNamespace({ key: `archns-${tag}`, segments: 10 });
+    await admin.createNamespace({ key: `unarchns-${tag}`, segments: 10 });
+    await admin.archiveNamespace({ key: `unarchns-${tag}` });
     // What EraseUnits erases: two stored units and an override.
     await assigner.bulkAssign({ experimentKey: "shared", unitIds: [`gone-${tag}`, `gone-too-${tag}`] });
     await admin.setOverrides({ experimentKey: "shared", overrides: [{ unitId: `gone-${tag}`, variantKey: "a" }] });
@@ -105,6 +113,11 @@ const CASES: Record<string, { request: (tag: string) => Record<string, unknown>;
   "ExperimentService/SetOverrides": { request: (tag) => ({ experimentKey: `e-${tag}`, overrides: [{ unitId: "t-1", variantKey: "a" }] }) },
   "ExperimentService/ClearOverrides": { request: (tag) => ({ experimentKey: `e-${tag}`, unitIds: ["to-clear"] }) },
   "ExperimentService/GetExperimentStats": { same: true, request: () => ({ key: "shared" }) },
+  "ExperimentService/ArchiveExperiment": { request: (tag) => ({ key: `arch-${tag}` }) },
+  "ExperimentService/UnarchiveExperiment": { request: (tag) => ({ key: `unarch-${tag}` }) },
+  "ExperimentService/ArchiveNamespace": { request: (tag) => ({ key: `archns-${tag}` }) },
+  "ExperimentService/UnarchiveNamespace": { request: (tag) => ({ key: `unarchns-${tag}` }) },
+  "ExperimentService/ListOverrides": { same: true, request: () => ({ experimentKey: "e-grpc", pageSize: 10 }) },
   "ExperimentService/EraseUnits": { request: (tag) => ({ unitType: "user_id", unitIds: [`gone-${tag}`, `gone-too-${tag}`] }) },
   "ExperimentService/ListChanges": { same: true, request: () => ({ objectKind: "experiment", objectKey: "shared", pageSize: 2 }) },
 };

@@ -99,8 +99,14 @@ describe("EraseUnits", () => {
     for (const key of ["erase-one", "erase-two"]) await reweigh(key);
 
     const r = await t.experiments.eraseUnits({ unitIds: [...erased, erased[2]!] }); // a repeat is erased once
-    // 300 units in two experiments; in the first, one of them is held as an override.
-    expect([r.assignments, r.overrides, r.experiments]).toEqual([599n, 1n, 2]);
+    // 300 units stored in two experiments; in the first, one of them also has an override (kept
+    // apart from its stored assignment, SPEC "Stored assignments"): both go.
+    expect([r.assignments, r.overrides, r.experiments]).toEqual([600n, 1n, 2]);
+    const overridesLeft = await sql<{ unit_id: string }>(
+      t.databaseUrl,
+      `SELECT unit_id FROM overrides o JOIN experiments e ON e.id = o.experiment_id WHERE e.key = 'erase-one' ORDER BY unit_id`,
+    );
+    expect(overridesLeft.map((o) => o.unit_id)).toEqual([kept[0]]);
 
     const left = await rows([...erased, ...kept]);
     expect(left.filter((x) => x.unit_id.startsWith("gone-") && x.key !== "erase-device")).toEqual([]);
@@ -128,7 +134,7 @@ describe("EraseUnits", () => {
       const fields = Object.fromEntries(c.fields.map((f) => [f.field, toJson(ValueSchema, f.after!)]));
       expect(fields).toMatchObject(
         key === "erase-one"
-          ? { units_erased: 300, assignments_erased: 299, overrides_erased: 1, override_count: 1 }
+          ? { units_erased: 300, assignments_erased: 300, overrides_erased: 1, override_count: 1 }
           : { units_erased: 300, assignments_erased: 300, overrides_erased: 0 },
       );
       expect(JSON.stringify(c.fields.map((f) => [f.field, toJson(ValueSchema, f.before!), toJson(ValueSchema, f.after!)]))).not.toContain(
