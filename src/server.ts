@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { AssignmentService } from "../gen/ts/assignment/v1/assignment_service_pb.js";
+import { CohortService } from "../gen/ts/assignment/v1/cohort_service_pb.js";
 import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb.js";
 import { ALWAYS_TRUSTED } from "./cache/assignment-cache.js";
 import { MemoryCache } from "./cache/memory-cache.js";
@@ -36,9 +37,11 @@ import { Assigner } from "./service/assigner.js";
 import { assignmentHandlers } from "./service/assignment-service.js";
 import { AssignmentTransfers } from "./service/assignment-transfers.js";
 import { ConfigRegistry } from "./service/config-registry.js";
+import { cohortHandlers } from "./service/cohort-service.js";
 import { experimentServiceHandlers } from "./service/experiment-service.js";
 import { AssignmentStore } from "./store/assignment-store.js";
 import { ConfigSnapshotStore } from "./store/config-snapshot-store.js";
+import { CohortStore } from "./store/cohort-store.js";
 import type { Database } from "./store/database.js";
 import { ErasureStore } from "./store/erasure-store.js";
 import { ExperimentStore } from "./store/experiment-store.js";
@@ -272,7 +275,9 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const fixedTokens = envTokens(config.adminToken, config.assignToken);
   let tokens = new TokenSet([...(config.tokens ?? []), ...fixedTokens]);
   const open = new Set<string>();
-  if (!tokens.entries.some((t) => t.role !== "assign")) open.add(ExperimentService.typeName);
+  if (!tokens.entries.some((t) => t.role !== "assign")) {
+    for (const s of [ExperimentService, CohortService]) open.add(s.typeName);
+  }
   if (!tokens.entries.some((t) => t.role === "assign")) open.add(AssignmentService.typeName);
   const bindOptions = {
     log: (msg: string, err: unknown) => log.error({ err }, msg),
@@ -296,7 +301,13 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   });
   const e = bindService(ExperimentService, experimentImpl, bindOptions);
   server.addService(e.definition, e.implementation);
-  const standard = addStandardServices(server, [AssignmentService, ExperimentService]);
+  const c = bindService(
+    CohortService,
+    cohortHandlers(new CohortStore(transferDatabase), { uploadIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS }),
+    bindOptions,
+  );
+  server.addService(c.definition, c.implementation);
+  const standard = addStandardServices(server, [AssignmentService, ExperimentService, CohortService]);
 
   const host = config.host ?? DEFAULT_HOST;
   opened.add(server, (s) => s.forceShutdown());

@@ -68,6 +68,12 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/ListChanges": READERS,
   // A data-protection erasure removes what no other call can (stored assignments): admin only.
   "assignment.v1.ExperimentService/EraseUnits": ADMIN,
+
+  "assignment.v1.CohortService/UploadCohort": OPERATORS,
+  "assignment.v1.CohortService/GetCohort": READERS,
+  "assignment.v1.CohortService/ListCohorts": READERS,
+  "assignment.v1.CohortService/DeleteCohort": OPERATORS,
+  "assignment.v1.CohortService/ExportCohort": READERS,
 };
 
 /** `assignment.v1.ExperimentService/UpdateExperiment`: the key of METHOD_ROLES. */

@@ -7,12 +7,13 @@ import { readFileSync } from "node:fs";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { AssignmentService } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
+import { CohortService } from "../../gen/ts/assignment/v1/cohort_service_pb.js";
 import { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { Code, ServiceError } from "../../src/errors.js";
 import { authenticator, parseAuthorization, TokenSet, tokenDigest } from "../../src/ops/auth.js";
 import { ANONYMOUS, METHOD_ROLES, methodKey, ROLES, rolesFor } from "../../src/service/roles.js";
 
-const services = [AssignmentService, ExperimentService];
+const services = [AssignmentService, ExperimentService, CohortService];
 
 describe("METHOD_ROLES", () => {
   it("names every method of both services, and nothing else; admin may call each", () => {

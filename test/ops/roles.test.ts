@@ -10,7 +10,14 @@
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentService, createClient, ExperimentService, ExperimentStatus, type Client } from "assignment-client";
+import {
+  AssignmentService,
+  CohortService,
+  createClient,
+  ExperimentService,
+  ExperimentStatus,
+  type Client,
+} from "assignment-client";
 import { parseTokenFile } from "../../src/ops/token-file.js";
 import { failure, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
@@ -58,6 +65,11 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/CopyAssignments": OP,
   "ExperimentService/ListChanges": RD,
   "ExperimentService/EraseUnits": A,
+  "CohortService/UploadCohort": OP,
+  "CohortService/GetCohort": RD,
+  "CohortService/ListCohorts": RD,
+  "CohortService/DeleteCohort": OP,
+  "CohortService/ExportCohort": RD,
 };
 
 let t: TestServer;
@@ -78,6 +90,13 @@ beforeAll(async () => {
   await admin.createNamespace({ key: "ns", segments: 100 });
   await admin.createExperiment({ key: "fixture-archive", variants: ab });
   await admin.createNamespace({ key: "ns-archive", segments: 10 });
+  const cohorts = createClient(CohortService, t.server.address, { token: TOKENS.admin, timeoutMs: 20_000 });
+  await cohorts.uploadCohort(
+    (async function* () {
+      yield { setup: { name: "fixture-cohort" }, unitIds: ["u-1"] };
+    })(),
+  );
+  cohorts.close();
 });
 afterAll(async () => {
   admin?.close();
@@ -114,6 +133,12 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   copyAssignments: () => ({ sourceExperimentKey: "fixture", targetExperimentKey: "fixture-copy", variantMapping: { a: "a", b: "b" } }),
   listChanges: () => ({ objectKind: "experiment", objectKey: "fixture" }),
   eraseUnits: (who) => ({ unitIds: [`erased-by-${who}`, "u-1"] }),
+  // The upload of each role that may is the cohort it deletes (DeleteCohort comes after UploadCohort).
+  uploadCohort: (who) => [{ setup: { name: `cohort-by-${who}` }, unitIds: ["u-1", "u-2"] }],
+  getCohort: () => ({ name: "fixture-cohort" }),
+  listCohorts: () => ({}),
+  deleteCohort: (who) => ({ name: `cohort-by-${who}` }),
+  exportCohort: () => ({ name: "fixture-cohort" }),
 };
 
 /** Calls `method` as `who` and returns the status code and details (OK: code 0). */
@@ -156,7 +181,7 @@ async function call(method: DescMethod, who: Who): Promise<{ code: number; detai
   }
 }
 
-const services: DescService[] = [AssignmentService, ExperimentService];
+const services: DescService[] = [AssignmentService, ExperimentService, CohortService];
 const methodName = (m: DescMethod) => `${m.parent.name}/${m.name}`;
 
 describe("roles: every RPC × every role", () => {

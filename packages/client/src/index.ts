@@ -6,6 +6,7 @@
 export { createClient, methodPath, type Client, type ClientOptions, type CallOptions } from "./create-client.js";
 export { DEFAULT_RETRY, isRetryable, retryChannelOptions, retryPolicy, retryServiceConfig, type RetryOptions } from "./retry.js";
 export * from "./gen/assignment/v1/assignment_service_pb.js";
+export * from "./gen/assignment/v1/cohort_service_pb.js";
 export * from "./gen/assignment/v1/experiment_service_pb.js";
 export * from "./gen/assignment/v1/types_pb.js";
 export * from "./columns.js";

@@ -1,0 +1,208 @@
+import { randomUUID } from "node:crypto";
+import { escapeCopyText, unescapeCopyText } from "./copy-text.js";
+import type { Database } from "./database.js";
+import { isUniqueViolation } from "./pg-errors.js";
+
+export interface CohortRecord {
+  id: number;
+  name: string;
+  unitType: string;
+  size: number;
+  createdAt: Date;
+  createdBy: string;
+}
+
+interface CohortRow {
+  id: number;
+  name: string;
+  unit_type: string;
+  size: string;
+  created_at: Date | string;
+  created_by: string;
+}
+
+const toRecord = (r: CohortRow): CohortRecord => ({
+  id: r.id,
+  name: r.name,
+  unitType: r.unit_type,
+  size: Number(r.size),
+  createdAt: new Date(r.created_at),
+  createdBy: r.created_by,
+});
+
+const COLUMNS = "id, name, unit_type, size, created_at, created_by";
+
+/** Ids of a cohort one page of an export reads (keyset on position): small enough that a stalled
+ * reader holds little, large enough that the cost of each statement vanishes. */
+export const COHORT_PAGE_ROWS = 10_000;
+
+/** An upload in progress: ids are staged (outside any transaction, so nothing is held between
+ * messages) and become the cohort, de-duplicated, in one transaction at `commit`. */
+export interface CohortUpload {
+  write(unitIds: readonly string[]): Promise<void>;
+  /** Creates the cohort from what was written (replacing one of that name when `replace`);
+   * throws ALREADY_EXISTS-worthy `CohortExistsError` when the name is taken and not `replace`. */
+  commit(meta: {
+    name: string;
+    unitType: string;
+    createdBy: string;
+    replace: boolean;
+  }): Promise<{ cohort: CohortRecord; received: number }>;
+  /** Drops what was staged. */
+  abort(): Promise<void>;
+}
+
+export class CohortExistsError extends Error {}
+
+/** Staged ids older than this belong to uploads whose server died: removed by the next upload. */
+const STALE_UPLOAD = "1 day";
+
+/**
+ * Cohorts and their members. Uploads stage ids with COPY where the database has it (else
+ * INSERT … SELECT FROM unnest), then de-duplicate and number them in one INSERT … SELECT.
+ */
+export class CohortStore {
+  constructor(private readonly db: Database) {}
+
+  async beginUpload(): Promise<CohortUpload> {
+    const uploadId = randomUUID();
+    const db = this.db;
+    await db.query(`DELETE FROM cohort_uploads WHERE started_at < now() - interval '${STALE_UPLOAD}'`);
+    let position = 0;
+    const abort = async () => {
+      await db.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]).catch(() => {});
+    };
+    return {
+      abort,
+      async write(unitIds) {
+        if (unitIds.length === 0) return;
+        const first = position;
+        position += unitIds.length;
+        const bulk = db.bulkCopy;
+        if (bulk) {
+          let text = "";
+          for (let i = 0; i < unitIds.length; i++) text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\n`;
+          const session = await bulk.session();
+          let clean = false;
+          try {
+            await session.copyFrom("COPY cohort_uploads (upload_id, position, unit_id) FROM STDIN", [Buffer.from(text)]);
+            clean = true;
+          } finally {
+            session.release(!clean);
+          }
+          return;
+        }
+        await db.query(
+          "INSERT INTO cohort_uploads (upload_id, position, unit_id) SELECT $1, $2::bigint + o - 1, u FROM unnest($3::text[]) WITH ORDINALITY AS t(u, o)",
+          [uploadId, first, unitIds],
+        );
+      },
+      async commit(meta) {
+        try {
+          const cohort = await db.transaction(async (tx) => {
+            if (meta.replace) {
+              const old = await tx.query<{ id: number }>("DELETE FROM cohorts WHERE name = $1 RETURNING id", [meta.name]);
+              for (const { id } of old.rows) await tx.query("DELETE FROM cohort_members WHERE cohort_id = $1", [id]);
+            }
+            const made = await tx.query<CohortRow>(
+              `INSERT INTO cohorts (name, unit_type, size, created_by) VALUES ($1, $2, 0, $3) RETURNING ${COLUMNS}`,
+              [meta.name, meta.unitType, meta.createdBy],
+            );
+            const id = made.rows[0]!.id;
+            const moved = await tx.query(
+              `INSERT INTO cohort_members (cohort_id, position, unit_id)
+               SELECT $1, row_number() OVER (ORDER BY first) - 1, unit_id
+               FROM (SELECT unit_id, min(position) AS first FROM cohort_uploads WHERE upload_id = $2 GROUP BY unit_id) s`,
+              [id, uploadId],
+            );
+            const done = await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
+            await tx.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]);
+            return toRecord(done.rows[0]!);
+          });
+          return { cohort, received: position };
+        } catch (err) {
+          await abort();
+          if (isUniqueViolation(err)) throw new CohortExistsError(meta.name);
+          throw err;
+        }
+      },
+    };
+  }
+
+  async get(name: string): Promise<CohortRecord | undefined> {
+    const r = await this.db.query<CohortRow>(`SELECT ${COLUMNS} FROM cohorts WHERE name = $1`, [name]);
+    return r.rows[0] ? toRecord(r.rows[0]) : undefined;
+  }
+
+  async getById(id: number): Promise<CohortRecord | undefined> {
+    const r = await this.db.query<CohortRow>(`SELECT ${COLUMNS} FROM cohorts WHERE id = $1`, [id]);
+    return r.rows[0] ? toRecord(r.rows[0]) : undefined;
+  }
+
+  async list(): Promise<CohortRecord[]> {
+    const r = await this.db.query<CohortRow>(`SELECT ${COLUMNS} FROM cohorts ORDER BY name`);
+    return r.rows.map(toRecord);
+  }
+
+  /** Deletes a cohort and its members in one transaction; false when there was none. */
+  async delete(name: string): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const old = await tx.query<{ id: number }>("DELETE FROM cohorts WHERE name = $1 RETURNING id", [name]);
+      for (const { id } of old.rows) await tx.query("DELETE FROM cohort_members WHERE cohort_id = $1", [id]);
+      return old.rows.length > 0;
+    });
+  }
+
+  /** The ids at positions [from, to) of a cohort, in order (one statement). */
+  async range(cohortId: number, from: number, to: number): Promise<string[]> {
+    const r = await this.db.query<{ unit_id: string }>(
+      "SELECT unit_id FROM cohort_members WHERE cohort_id = $1 AND position >= $2 AND position < $3 ORDER BY position",
+      [cohortId, from, to],
+    );
+    return r.rows.map((x) => x.unit_id);
+  }
+
+  /**
+   * Every id of a cohort in upload order, in batches of `batchSize`, one page of `pageRows` per
+   * statement (a keyset on position): a connection is held only while a page is read, never while
+   * the caller takes its time, and at most one page is held in memory.
+   */
+  async *export(cohortId: number, batchSize: number, pageRows: number = COHORT_PAGE_ROWS): AsyncGenerator<string[]> {
+    let batch: string[] = [];
+    for (let from = 0; ; from += pageRows) {
+      const page = await this.page(cohortId, from, from + pageRows);
+      for (const id of page) {
+        batch.push(id);
+        if (batch.length === batchSize) {
+          yield batch;
+          batch = [];
+        }
+      }
+      if (page.length < pageRows) break;
+    }
+    if (batch.length > 0) yield batch;
+  }
+
+  /** One page by COPY where the database has it (several times faster than SELECT), else SELECT. */
+  private async page(cohortId: number, from: number, to: number): Promise<string[]> {
+    const bulk = this.db.bulkCopy;
+    if (!bulk) return this.range(cohortId, from, to);
+    if (![cohortId, from, to].every(Number.isSafeInteger)) throw new TypeError("cohort page bounds must be integers");
+    const session = await bulk.session();
+    let clean = false;
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of session.copyTo(
+        `COPY (SELECT unit_id FROM cohort_members WHERE cohort_id = ${cohortId} AND position >= ${from} AND position < ${to} ORDER BY position) TO STDOUT`,
+      )) {
+        chunks.push(chunk);
+      }
+      clean = true;
+      const text = Buffer.concat(chunks).toString("utf8");
+      if (text.length === 0) return [];
+      return text.slice(0, -1).split("\n").map(unescapeCopyText);
+    } finally {
+      session.release(!clean);
+    }
+  }
+}
