@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
+import type { DescService } from "@bufbuild/protobuf";
 import type { Command } from "commander";
 import { AssignmentService, createClient, ExperimentService, type Client } from "assignment-client";
 
@@ -30,6 +31,7 @@ export class Context {
   readonly options: GlobalOptions;
   private admin: Client<typeof ExperimentService> | undefined;
   private assign: Client<typeof AssignmentService> | undefined;
+  private readonly others = new Map<string, { close(): void }>();
 
   constructor(command: Command) {
     this.options = command.optsWithGlobals<GlobalOptions>();
@@ -65,7 +67,15 @@ export class Context {
     return (this.assign ??= createClient(AssignmentService, this.options.address, this.clientOptions()));
   }
 
+  /** A client of any other service, made once. */
+  client<S extends DescService>(service: S): Client<S> {
+    let c = this.others.get(service.typeName);
+    if (!c) this.others.set(service.typeName, (c = createClient(service, this.options.address, this.clientOptions())));
+    return c as Client<S>;
+  }
+
   close(): void {
+    for (const c of this.others.values()) c.close();
     this.admin?.close();
     this.assign?.close();
   }

@@ -21,7 +21,7 @@ function input(file: string | undefined): Readable {
 }
 
 /** Opens a file to read, failing as a usage error when it cannot be. */
-async function openInput(file: string | undefined): Promise<Readable> {
+export async function openInput(file: string | undefined): Promise<Readable> {
   const stream = input(file);
   if (stream !== process.stdin) {
     await Promise.race([once(stream, "open"), once(stream, "error")]).catch((err: Error) => {
@@ -32,7 +32,7 @@ async function openInput(file: string | undefined): Promise<Readable> {
 }
 
 /** A writer with backpressure onto a file, or stdout for "-" / none. */
-class Output {
+export class Output {
   readonly stream: Writable;
   constructor(file: string | undefined) {
     this.stream = file === undefined || file === "-" ? process.stdout : createWriteStream(file);
@@ -47,7 +47,7 @@ class Output {
   }
 }
 
-async function countLines(file: string): Promise<number> {
+export async function countLines(file: string): Promise<number> {
   let n = 0;
   for await (const _ of readLines(await openInput(file))) n++;
   return n;

@@ -7,6 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Command, CommanderError, Option } from "commander";
 import { ExperimentStatus } from "assignment-client";
 import * as admin from "./admin.js";
+import { addCohortCommands } from "./cohorts.js";
 import { Context, parseDuration, UsageError } from "./context.js";
 import * as data from "./data.js";
 import { DEFAULT_ADDRESS } from "../server-defaults.js";
@@ -260,6 +261,8 @@ export function buildProgram(): Command {
     .option("--limit <n>", "at most this many (default 50; 0: all)")
     .option("--json", "print JSON, one change per line")
     .action(run((ctx, o: admin.ChangesOptions) => admin.listChanges(ctx, o)));
+
+  addCohortCommands(program, run);
 
   return program;
 }
