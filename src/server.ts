@@ -1,14 +1,27 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { AssignmentService } from "../gen/ts/assignment/v1/assignment_service_pb.js";
+import type { PGlite } from "@electric-sql/pglite";
+import type PgBoss from "pg-boss";
 import { CohortService } from "../gen/ts/assignment/v1/cohort_service_pb.js";
 import { ExperimentService } from "../gen/ts/assignment/v1/experiment_service_pb.js";
 import { ALWAYS_TRUSTED } from "./cache/assignment-cache.js";
+import { JobService } from "../gen/ts/assignment/v1/job_service_pb.js";
 import { MemoryCache } from "./cache/memory-cache.js";
 import { NullCache } from "./cache/null-cache.js";
 import { connectRedis, RedisCache } from "./cache/redis-cache.js";
 import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
+import { startBoss } from "./jobs/boss.js";
+import {
+  DEFAULT_CHUNK_RETRY_DELAY_SECONDS,
+  DEFAULT_CHUNK_RETRY_LIMIT,
+  DEFAULT_CHUNK_TIMEOUT_SECONDS,
+  DEFAULT_JOB_MAINTENANCE_SECONDS,
+  DEFAULT_JOB_POOL_SIZE,
+  DEFAULT_JOB_WORKERS,
+} from "./jobs/job-defaults.js";
+import { DEFAULT_CHUNK_UNITS, Jobs } from "./jobs/jobs.js";
 import { createLogger, type Logger } from "./logger.js";
 import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
 import { callRecorder, observeCalls } from "./ops/call-observer.js";
@@ -39,12 +52,14 @@ import { AssignmentTransfers } from "./service/assignment-transfers.js";
 import { ConfigRegistry } from "./service/config-registry.js";
 import { cohortHandlers } from "./service/cohort-service.js";
 import { experimentServiceHandlers } from "./service/experiment-service.js";
+import { jobHandlers } from "./service/job-service.js";
 import { AssignmentStore } from "./store/assignment-store.js";
 import { ConfigSnapshotStore } from "./store/config-snapshot-store.js";
 import { CohortStore } from "./store/cohort-store.js";
 import type { Database } from "./store/database.js";
 import { ErasureStore } from "./store/erasure-store.js";
 import { ExperimentStore } from "./store/experiment-store.js";
+import { JobStore } from "./store/job-store.js";
 import { NamespaceStore } from "./store/namespace-store.js";
 import { OverrideStore } from "./store/override-store.js";
 import { PgDatabase } from "./store/pg-database.js";
@@ -109,6 +124,27 @@ export interface ServerConfig {
   /** A worker of a cluster (src/cluster.ts): metrics are counted (when metricsPort is set) but
    * served by the primary, which collects them from every worker, not by this process. */
   clusterWorker?: boolean;
+  /** `api`: serves gRPC and runs no jobs; `worker`: runs jobs and opens no gRPC port; `all` (default): both. */
+  role?: ServerRole;
+  /** The job engine's settings (defaults in src/jobs/job-defaults.ts). */
+  jobs?: JobSettings;
+}
+
+export type ServerRole = "api" | "worker" | "all";
+export const SERVER_ROLES: readonly ServerRole[] = ["api", "worker", "all"];
+
+export interface JobSettings {
+  /** Units per chunk; default DEFAULT_CHUNK_UNITS. */
+  chunkUnits?: number;
+  /** Seconds before an active chunk is taken for dead and retried; default DEFAULT_CHUNK_TIMEOUT_SECONDS. */
+  chunkTimeoutSeconds?: number;
+  retryLimit?: number;
+  retryDelaySeconds?: number;
+  maintenanceIntervalSeconds?: number;
+  /** Worker loops of this process (one chunk at a time each); default DEFAULT_JOB_WORKERS. */
+  workers?: number;
+  /** Seconds an idle worker loop waits before asking for a chunk again; default 1. */
+  pollingIntervalSeconds?: number;
 }
 
 export interface RunningServer {
@@ -127,6 +163,9 @@ export interface RunningServer {
   metricsPort?: number;
   /** The HTTP port (Connect, gRPC-Web, HTTP/JSON), when it is on. */
   httpPort?: number;
+  role: ServerRole;
+  /** The job engine (pg-boss) and what starts and runs jobs. */
+  jobs: Jobs;
   /** Replaces the named tokens (a reloaded token file; ADMIN_TOKEN and ASSIGN_TOKEN stay), for
    * every call from now on. Throws, changing nothing, when a name or a token is given twice. A
    * service that was open stays open, and one that demanded a token still does. */
@@ -165,7 +204,7 @@ async function openDatabase(
   config: ServerConfig,
   log: Logger,
   opened: Opened,
-): Promise<{ database: Database; transfers: Database; description: string }> {
+): Promise<{ database: Database; transfers: Database; description: string; pglite?: PGlite }> {
   if (config.databaseUrl) {
     const database = opened.add(
       new PgDatabase({
@@ -188,7 +227,12 @@ async function openDatabase(
     return { database, transfers, description: redactUrl(config.databaseUrl) };
   }
   const database = opened.add(await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? DEFAULT_PGLITE_DIR }), (d) => d.close());
-  return { database, transfers: database, description: `pglite:${database.dataDir} (embedded PostgreSQL, in process)` };
+  return {
+    database,
+    transfers: database,
+    description: `pglite:${database.dataDir} (embedded PostgreSQL, in process)`,
+    pglite: database.pg,
+  };
 }
 
 /** Connects to PostgreSQL (applying migrations) and Redis, loads the configuration and serves
@@ -227,7 +271,8 @@ function logStarting(config: ServerConfig, log: Logger): void {
 async function start(config: ServerConfig, log: Logger, opened: Opened): Promise<RunningServer> {
   logStarting(config, log);
   const databaseKind = config.databaseUrl ? "postgres" : "pglite";
-  const { database, transfers: transferDatabase, description } = await openDatabase(config, log, opened);
+  const role = config.role ?? "all";
+  const { database, transfers: transferDatabase, description, pglite } = await openDatabase(config, log, opened);
   await database.migrate();
   const snapshots = new ConfigSnapshotStore(database);
   const registry = opened.add(new ConfigRegistry(snapshots, database.notifications, (m) => log.warn(m)), (r) => r.stop());
@@ -263,6 +308,33 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     : new Assigner(assignmentStore, memory, cache, undefined, trust);
   const shutdown = new AbortController();
 
+  const js = config.jobs ?? {};
+  const boss: PgBoss = opened.add(
+    await startBoss(
+      config.databaseUrl ? { url: config.databaseUrl, max: DEFAULT_JOB_POOL_SIZE } : { pglite: pglite! },
+      {
+        chunkTimeoutSeconds: js.chunkTimeoutSeconds ?? DEFAULT_CHUNK_TIMEOUT_SECONDS,
+        retryLimit: js.retryLimit ?? DEFAULT_CHUNK_RETRY_LIMIT,
+        retryDelaySeconds: js.retryDelaySeconds ?? DEFAULT_CHUNK_RETRY_DELAY_SECONDS,
+        maintenanceIntervalSeconds: js.maintenanceIntervalSeconds ?? DEFAULT_JOB_MAINTENANCE_SECONDS,
+      },
+      (err) => log.warn({ err }, "job engine (pg-boss) error"),
+    ),
+    (b) => b.stop({ graceful: false, wait: true }),
+  );
+  const cohortStore = new CohortStore(transferDatabase);
+  const jobs = new Jobs(
+    boss,
+    database,
+    new JobStore(database),
+    cohortStore,
+    registry,
+    assigner,
+    js.chunkUnits ?? DEFAULT_CHUNK_UNITS,
+    (msg, err) => log.warn({ err }, msg),
+  );
+  if (role !== "api") await jobs.work(js.workers ?? DEFAULT_JOB_WORKERS, js.pollingIntervalSeconds ?? 1);
+
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -276,7 +348,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   let tokens = new TokenSet([...(config.tokens ?? []), ...fixedTokens]);
   const open = new Set<string>();
   if (!tokens.entries.some((t) => t.role !== "assign")) {
-    for (const s of [ExperimentService, CohortService]) open.add(s.typeName);
+    for (const s of [ExperimentService, CohortService, JobService]) open.add(s.typeName);
   }
   if (!tokens.entries.some((t) => t.role === "assign")) open.add(AssignmentService.typeName);
   const bindOptions = {
@@ -303,21 +375,29 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   server.addService(e.definition, e.implementation);
   const c = bindService(
     CohortService,
-    cohortHandlers(new CohortStore(transferDatabase), { uploadIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS }),
+    cohortHandlers(cohortStore, { uploadIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS }),
     bindOptions,
   );
   server.addService(c.definition, c.implementation);
-  const standard = addStandardServices(server, [AssignmentService, ExperimentService, CohortService]);
+  const j = bindService(JobService, jobHandlers(jobs), bindOptions);
+  server.addService(j.definition, j.implementation);
+  const standard = addStandardServices(server, [AssignmentService, ExperimentService, CohortService, JobService]);
 
   const host = config.host ?? DEFAULT_HOST;
   opened.add(server, (s) => s.forceShutdown());
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${host}:${config.port ?? DEFAULT_PORT}`, serverCredentials(config.tls), (err, p) => (err ? reject(err) : resolve(p))),
-  );
+  // A worker opens no gRPC port (nor HTTP port): it runs jobs (and serves metrics) only.
+  const port =
+    role === "worker"
+      ? 0
+      : await new Promise<number>((resolve, reject) =>
+          server.bindAsync(`${host}:${config.port ?? DEFAULT_PORT}`, serverCredentials(config.tls), (err, p) =>
+            err ? reject(err) : resolve(p),
+          ),
+        );
   // The HTTP port: the same handler objects, the same interceptor (tokens and roles), the same
   // call records (logs and metrics) as the gRPC port.
   const httpServer =
-    config.httpPort === undefined
+    config.httpPort === undefined || role === "worker"
       ? undefined
       : opened.add(
           await serveHttp({
@@ -359,6 +439,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   }
   log.info(
     {
+      role,
       host,
       port,
       database: description,
@@ -390,6 +471,8 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     cacheKind,
     metricsPort: metricsServer?.port,
     httpPort: httpServer?.port,
+    role,
+    jobs,
     replaceTokens(named) {
       tokens = new TokenSet([...named, ...fixedTokens]);
       return tokens;
@@ -414,6 +497,8 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       }
       clearTimeout(timer);
       await httpClosed;
+      // Chunks in progress get the grace period too; one cut short is run again by another worker.
+      await boss.stop({ graceful: true, wait: true, timeout: config.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS });
       await assignmentStore.flush();
       await assigner.flush();
       registry.stop();

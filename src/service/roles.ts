@@ -7,8 +7,8 @@ import { permissionDenied } from "../errors.js";
  * table before any handler runs, for every transport):
  * - `admin`: everything;
  * - `operator`: runs experiments: start, pause, stop, ramp the rollout, overrides, imports and
- *   copies, and everything `reader` may;
- * - `reader`: reads: experiments, namespaces, stats, exports;
+ *   copies, cohorts and jobs, and everything `reader` may;
+ * - `reader`: reads: experiments, namespaces, stats, exports, cohorts, jobs;
  * - `assign`: AssignmentService only (the services that show variants to units).
  */
 export const ROLES = ["admin", "operator", "reader", "assign"] as const;
@@ -74,6 +74,12 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.CohortService/ListCohorts": READERS,
   "assignment.v1.CohortService/DeleteCohort": OPERATORS,
   "assignment.v1.CohortService/ExportCohort": READERS,
+
+  "assignment.v1.JobService/StartJob": OPERATORS,
+  "assignment.v1.JobService/GetJob": READERS,
+  "assignment.v1.JobService/ListJobs": READERS,
+  "assignment.v1.JobService/CancelJob": OPERATORS,
+  "assignment.v1.JobService/WatchJob": READERS,
 };
 
 /** `assignment.v1.ExperimentService/UpdateExperiment`: the key of METHOD_ROLES. */

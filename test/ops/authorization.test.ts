@@ -9,11 +9,12 @@ import { describe, expect, it } from "vitest";
 import { AssignmentService } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
 import { CohortService } from "../../gen/ts/assignment/v1/cohort_service_pb.js";
 import { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import { JobService } from "../../gen/ts/assignment/v1/job_service_pb.js";
 import { Code, ServiceError } from "../../src/errors.js";
 import { authenticator, parseAuthorization, TokenSet, tokenDigest } from "../../src/ops/auth.js";
 import { ANONYMOUS, METHOD_ROLES, methodKey, ROLES, rolesFor } from "../../src/service/roles.js";
 
-const services = [AssignmentService, ExperimentService, CohortService];
+const services = [AssignmentService, ExperimentService, CohortService, JobService];
 
 describe("METHOD_ROLES", () => {
   it("names every method of both services, and nothing else; admin may call each", () => {

@@ -16,6 +16,8 @@ import {
   createClient,
   ExperimentService,
   ExperimentStatus,
+  JobKind,
+  JobService,
   type Client,
 } from "assignment-client";
 import { parseTokenFile } from "../../src/ops/token-file.js";
@@ -70,9 +72,16 @@ const EXPECTED: Record<string, Who[]> = {
   "CohortService/ListCohorts": RD,
   "CohortService/DeleteCohort": OP,
   "CohortService/ExportCohort": RD,
+  "JobService/StartJob": OP,
+  "JobService/GetJob": RD,
+  "JobService/ListJobs": RD,
+  "JobService/CancelJob": OP,
+  "JobService/WatchJob": RD,
 };
 
 let t: TestServer;
+/** A job cancelled at once, so that WatchJob ends. */
+let fixtureJob = "";
 let admin: Client<typeof ExperimentService>;
 beforeAll(async () => {
   const file = Object.entries(TOKENS)
@@ -97,6 +106,10 @@ beforeAll(async () => {
     })(),
   );
   cohorts.close();
+  const jobs = createClient(JobService, t.server.address, { token: TOKENS.admin, timeoutMs: 20_000 });
+  fixtureJob = (await jobs.startJob({ spec: { kind: JobKind.WARM, cohort: "fixture-cohort", experimentKeys: ["fixture"] } })).job!.id;
+  await jobs.cancelJob({ id: fixtureJob });
+  jobs.close();
 });
 afterAll(async () => {
   admin?.close();
@@ -139,6 +152,11 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   listCohorts: () => ({}),
   deleteCohort: (who) => ({ name: `cohort-by-${who}` }),
   exportCohort: () => ({ name: "fixture-cohort" }),
+  startJob: () => ({ spec: { kind: JobKind.WARM, cohort: "fixture-cohort", experimentKeys: ["fixture"] } }),
+  getJob: () => ({ id: fixtureJob }),
+  listJobs: () => ({}),
+  cancelJob: () => ({ id: fixtureJob }),
+  watchJob: () => ({ id: fixtureJob }),
 };
 
 /** Calls `method` as `who` and returns the status code and details (OK: code 0). */
@@ -181,7 +199,7 @@ async function call(method: DescMethod, who: Who): Promise<{ code: number; detai
   }
 }
 
-const services: DescService[] = [AssignmentService, ExperimentService, CohortService];
+const services: DescService[] = [AssignmentService, ExperimentService, CohortService, JobService];
 const methodName = (m: DescMethod) => `${m.parent.name}/${m.name}`;
 
 describe("roles: every RPC × every role", () => {

@@ -8,6 +8,7 @@ export { DEFAULT_RETRY, isRetryable, retryChannelOptions, retryPolicy, retryServ
 export * from "./gen/assignment/v1/assignment_service_pb.js";
 export * from "./gen/assignment/v1/cohort_service_pb.js";
 export * from "./gen/assignment/v1/experiment_service_pb.js";
+export * from "./gen/assignment/v1/job_service_pb.js";
 export * from "./gen/assignment/v1/types_pb.js";
 export * from "./columns.js";
 export * from "./cohort.js";

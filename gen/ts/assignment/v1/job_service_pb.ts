@@ -34,7 +34,7 @@ export type JobSpec = Message<"assignment.v1.JobSpec"> & {
 
   /**
    * ASSIGN, WARM: the experiments (of the cohort's unit type); empty: every RUNNING experiment of
-   * the cohort's unit type with `tag` (at the time each chunk runs).
+   * the cohort's unit type with `tag`, resolved when the job starts (a Job shows them resolved).
    *
    * @generated from field: repeated string experiment_keys = 3;
    */
@@ -85,7 +85,8 @@ export type Job = Message<"assignment.v1.Job"> & {
   processedUnits: bigint;
 
   /**
-   * ASSIGN: answers (units x experiments) that enrolled a unit (new or already stored).
+   * ASSIGN: answers (units x experiments) that enrolled a unit (new or already stored); WARM:
+   * stored assignments found (and put into the caches).
    *
    * @generated from field: uint64 enrolled = 6;
    */

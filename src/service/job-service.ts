@@ -1,0 +1,125 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { JobKind, type JobSchema, type JobService, JobState } from "../../gen/ts/assignment/v1/job_service_pb.js";
+import { invalidArgument, notFound } from "../errors.js";
+import type { Jobs } from "../jobs/jobs.js";
+import type { JobKindName, JobRecord, JobStateName } from "../store/job-store.js";
+import { TERMINAL_STATES } from "../store/job-store.js";
+import type { ServiceHandlers } from "./handler-types.js";
+
+const KINDS: Record<JobKindName, JobKind> = { assign: JobKind.ASSIGN, warm: JobKind.WARM };
+const STATES: Record<JobStateName, JobState> = {
+  queued: JobState.QUEUED,
+  running: JobState.RUNNING,
+  done: JobState.DONE,
+  failed: JobState.FAILED,
+  cancelled: JobState.CANCELLED,
+};
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** How often WatchJob reads the job again. */
+export const WATCH_INTERVAL_MS = 500;
+
+export function kindName(field: string, kind: JobKind): JobKindName {
+  switch (kind) {
+    case JobKind.ASSIGN:
+      return "assign";
+    case JobKind.WARM:
+      return "warm";
+    default:
+      throw invalidArgument(field, "must be JOB_KIND_ASSIGN or JOB_KIND_WARM");
+  }
+}
+
+export function jobMessage(j: JobRecord): MessageInitShape<typeof JobSchema> {
+  return {
+    id: j.id,
+    spec: { kind: KINDS[j.spec.kind], cohort: j.spec.cohort, experimentKeys: j.spec.experimentKeys, tag: j.spec.tag },
+    state: STATES[j.state],
+    totalUnits: BigInt(j.totalUnits),
+    processedUnits: BigInt(j.processedUnits),
+    enrolled: BigInt(j.enrolled),
+    chunks: j.chunks,
+    chunksDone: j.chunksDone,
+    error: j.error ?? "",
+    createdBy: j.createdBy,
+    createTime: timestampFromDate(j.createdAt),
+    startTime: j.startedAt ? timestampFromDate(j.startedAt) : undefined,
+    endTime: j.finishedAt ? timestampFromDate(j.finishedAt) : undefined,
+  };
+}
+
+/** Units per second since the job started, and seconds left at that rate (0 when unknown). */
+export function jobRate(j: JobRecord, now = Date.now()): { unitsPerSecond: number; etaSeconds: number } {
+  if (!j.startedAt || j.processedUnits === 0) return { unitsPerSecond: 0, etaSeconds: 0 };
+  const seconds = ((j.finishedAt?.getTime() ?? now) - j.startedAt.getTime()) / 1000;
+  const unitsPerSecond = seconds > 0 ? j.processedUnits / seconds : 0;
+  const etaSeconds = unitsPerSecond > 0 && !TERMINAL_STATES.has(j.state) ? (j.totalUnits - j.processedUnits) / unitsPerSecond : 0;
+  return { unitsPerSecond, etaSeconds };
+}
+
+/** JobService over Jobs (src/jobs). */
+export function jobHandlers(jobs: Jobs): ServiceHandlers<typeof JobService> {
+  const byId = async (field: string, id: string): Promise<JobRecord> => {
+    if (!UUID.test(id)) throw invalidArgument(field, "must be a job id (a lowercase UUID)");
+    const j = await jobs.store.get(id);
+    if (!j) throw notFound(`${field}: no job "${id}"`);
+    return j;
+  };
+  return {
+    async startJob(req, ctx) {
+      const spec = req.spec;
+      if (!spec) throw invalidArgument("spec", "is required");
+      const job = await jobs.start({
+        kind: kindName("spec.kind", spec.kind),
+        cohort: spec.cohort,
+        experimentKeys: spec.experimentKeys,
+        tag: spec.tag,
+        createdBy: ctx.caller.name,
+      });
+      return { job: jobMessage(job) };
+    },
+
+    async getJob(req) {
+      return { job: jobMessage(await byId("id", req.id)) };
+    },
+
+    async listJobs(req) {
+      const limit = req.limit === 0 ? 100 : req.limit;
+      if (limit > 1000) throw invalidArgument("limit", "must be 1..1000");
+      return { jobs: (await jobs.store.list(limit)).map(jobMessage) };
+    },
+
+    async cancelJob(req) {
+      await byId("id", req.id);
+      const job = (await jobs.store.cancel(req.id))!;
+      return { job: jobMessage(job) };
+    },
+
+    async *watchJob(req, ctx) {
+      let job = await byId("id", req.id);
+      let last = "";
+      for (;;) {
+        const key = `${job.state}:${job.chunksDone}:${job.error ?? ""}`;
+        if (key !== last) {
+          last = key;
+          yield { job: jobMessage(job), ...jobRate(job) };
+        }
+        if (TERMINAL_STATES.has(job.state)) return;
+        await new Promise<void>((resolve) => {
+          const stop = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          const timer = setTimeout(() => {
+            ctx.signal.removeEventListener("abort", stop);
+            resolve();
+          }, WATCH_INTERVAL_MS);
+          ctx.signal.addEventListener("abort", stop, { once: true });
+        });
+        if (ctx.signal.aborted) return;
+        job = (await jobs.store.get(req.id)) ?? job;
+      }
+    },
+  };
+}

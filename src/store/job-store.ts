@@ -1,0 +1,149 @@
+import type { Database, Queryable } from "./database.js";
+
+export type JobKindName = "assign" | "warm";
+export type JobStateName = "queued" | "running" | "done" | "failed" | "cancelled";
+
+/** What a job does, as stored (experiment keys resolved when the job was started). */
+export interface StoredJobSpec {
+  kind: JobKindName;
+  cohort: string;
+  /** The experiments, resolved at start (a tag's RUNNING experiments then). */
+  experimentKeys: string[];
+  /** The tag the keys were resolved from, if any. */
+  tag: string;
+  /** Units per chunk. */
+  chunkUnits: number;
+  /** The schedule that started it, if any. */
+  schedule?: string;
+}
+
+export interface JobRecord {
+  id: string;
+  spec: StoredJobSpec;
+  state: JobStateName;
+  cohortId: number;
+  totalUnits: number;
+  processedUnits: number;
+  enrolled: number;
+  chunks: number;
+  chunksDone: number;
+  error: string | null;
+  createdBy: string;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+interface JobRow {
+  id: string;
+  spec: StoredJobSpec | string;
+  state: JobStateName;
+  cohort_id: number;
+  total_units: string;
+  processed_units: string;
+  enrolled: string;
+  chunks: number;
+  chunks_done: number;
+  error: string | null;
+  created_by: string;
+  created_at: Date | string;
+  started_at: Date | string | null;
+  finished_at: Date | string | null;
+}
+
+const date = (d: Date | string | null) => (d === null ? null : new Date(d));
+
+const toRecord = (r: JobRow): JobRecord => ({
+  id: r.id,
+  spec: typeof r.spec === "string" ? (JSON.parse(r.spec) as StoredJobSpec) : r.spec,
+  state: r.state,
+  cohortId: r.cohort_id,
+  totalUnits: Number(r.total_units),
+  processedUnits: Number(r.processed_units),
+  enrolled: Number(r.enrolled),
+  chunks: r.chunks,
+  chunksDone: r.chunks_done,
+  error: r.error,
+  createdBy: r.created_by,
+  createdAt: new Date(r.created_at),
+  startedAt: date(r.started_at),
+  finishedAt: date(r.finished_at),
+});
+
+const COLUMNS =
+  "id, spec, state, cohort_id, total_units, processed_units, enrolled, chunks, chunks_done, error, created_by, created_at, started_at, finished_at";
+
+export const TERMINAL_STATES: ReadonlySet<JobStateName> = new Set(["done", "failed", "cancelled"]);
+
+/** Jobs and their checkpoints (which chunks finished). */
+export class JobStore {
+  constructor(private readonly db: Database) {}
+
+  /** Records a new job inside the caller's transaction (the one that also queues its chunks). */
+  async insert(
+    tx: Queryable,
+    job: { id: string; spec: StoredJobSpec; cohortId: number; totalUnits: number; chunks: number; createdBy: string },
+  ): Promise<JobRecord> {
+    const r = await tx.query<JobRow>(
+      `INSERT INTO jobs (id, kind, spec, state, cohort_id, total_units, chunks, created_by)
+       VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7) RETURNING ${COLUMNS}`,
+      [job.id, job.spec.kind, JSON.stringify(job.spec), job.cohortId, job.totalUnits, job.chunks, job.createdBy],
+    );
+    return toRecord(r.rows[0]!);
+  }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const r = await this.db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
+    return r.rows[0] ? toRecord(r.rows[0]) : undefined;
+  }
+
+  async list(limit: number): Promise<JobRecord[]> {
+    const r = await this.db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT $1`, [limit]);
+    return r.rows.map(toRecord);
+  }
+
+  /** Marks a queued job running (its first chunk began). */
+  async markRunning(id: string): Promise<void> {
+    await this.db.query("UPDATE jobs SET state = 'running', started_at = now() WHERE id = $1 AND state = 'queued'", [id]);
+  }
+
+  async chunkDone(id: string, chunk: number): Promise<boolean> {
+    const r = await this.db.query("SELECT 1 FROM job_chunks WHERE job_id = $1 AND chunk = $2", [id, chunk]);
+    return r.rows.length > 0;
+  }
+
+  /**
+   * The checkpoint: records a chunk as finished and adds its counts, once (a chunk run again after
+   * a crash changes nothing here); the last chunk makes the job done.
+   */
+  async finishChunk(id: string, chunk: number, units: number, enrolled: number): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const added = await tx.query(
+        "INSERT INTO job_chunks (job_id, chunk, units, enrolled) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        [id, chunk, units, enrolled],
+      );
+      if (added.rowCount === 0) return;
+      await tx.query(
+        `UPDATE jobs SET processed_units = processed_units + $2, enrolled = enrolled + $3, chunks_done = chunks_done + 1,
+           state = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN 'done' ELSE state END,
+           finished_at = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN now() ELSE finished_at END
+         WHERE id = $1`,
+        [id, units, enrolled],
+      );
+    });
+  }
+
+  /** Fails a job that is not finished yet, keeping the error. */
+  async fail(id: string, error: string): Promise<void> {
+    await this.db.query(
+      "UPDATE jobs SET state = 'failed', error = $2, finished_at = now() WHERE id = $1 AND state IN ('queued', 'running')",
+      [id, error],
+    );
+  }
+
+  /** Cancels a job that is not finished yet; returns it as it is now. */
+  async cancel(id: string): Promise<JobRecord | undefined> {
+    await this.db.query("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE id = $1 AND state IN ('queued', 'running')", [id]);
+    return this.get(id);
+  }
+}
