@@ -5,9 +5,11 @@
  *
  * SERVER_PROCESS_MODE
  *   server (default)  startServer on 127.0.0.1, port 0, from DATABASE_URL, REDIS_URL, REDIS_PREFIX
- *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS (server defaults when
- *                     unset), METRICS_PORT (unset: no metrics; 0: a free port), HTTP_PORT (unset: no
- *                     HTTP port; 0: a free one) and LOG_LEVEL (default warn); prints one JSON line
+ *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS, ROLE, JOB_WORKERS,
+ *                     JOB_CHUNK_UNITS, JOB_CHUNK_TIMEOUT_SECONDS, JOB_RETRY_DELAY_SECONDS,
+ *                     JOB_MAINTENANCE_SECONDS (server defaults when unset), METRICS_PORT (unset: no
+ *                     metrics; 0: a free port), HTTP_PORT (unset: no HTTP port; 0: a free one) and
+ *                     LOG_LEVEL (default warn); prints one JSON line
  *                     {"serverProcess":{"port":N,"pid":P,"metricsPort":M,"httpPort":H}}. SIGTERM/SIGINT shut it down exactly as
  *                     src/main.ts does (closeOnSignals: exit 0 once everything was flushed).
  *   main              src/main.ts itself, configured by its environment (src/config.ts), so that its
@@ -70,6 +72,14 @@ try {
       cacheTtlSeconds: optionalInt("CACHE_TTL_SECONDS"),
       metricsPort: optionalInt("METRICS_PORT"),
       httpPort: optionalInt("HTTP_PORT"),
+      role: (env.ROLE as "api" | "worker" | "all" | undefined) ?? "all",
+      jobs: {
+        workers: optionalInt("JOB_WORKERS"),
+        chunkUnits: optionalInt("JOB_CHUNK_UNITS"),
+        chunkTimeoutSeconds: optionalInt("JOB_CHUNK_TIMEOUT_SECONDS"),
+        retryDelaySeconds: optionalInt("JOB_RETRY_DELAY_SECONDS"),
+        maintenanceIntervalSeconds: optionalInt("JOB_MAINTENANCE_SECONDS"),
+      },
       logger: log,
     });
     closeOnSignals(server, log);

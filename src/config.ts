@@ -12,6 +12,13 @@ import { accessSync, constants, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type TokenEntry, TokenSet, envTokens } from "./ops/auth.js";
 import { parseTokenFile, TokenFileError } from "./ops/token-file.js";
+import {
+  DEFAULT_CHUNK_TIMEOUT_SECONDS,
+  DEFAULT_CHUNK_UNITS,
+  DEFAULT_JOB_WORKERS,
+  SERVER_ROLES,
+  type ServerRole,
+} from "./jobs/job-defaults.js";
 import type { ServerConfig } from "./server.js";
 import {
   DEFAULT_CACHE_TTL_SECONDS,
@@ -151,6 +158,30 @@ export const SETTINGS: readonly Setting[] = [
     help: "server processes on the one port (Node's cluster module; one per core to use every core); needs DATABASE_URL",
   },
   {
+    env: "ROLE",
+    flag: "role",
+    default: "all",
+    help: "api: serve gRPC and run no jobs; worker: run jobs and open no gRPC port; all: both",
+  },
+  {
+    env: "JOB_WORKERS",
+    flag: "job-workers",
+    default: String(DEFAULT_JOB_WORKERS),
+    help: "job chunks this process runs at once (roles worker and all)",
+  },
+  {
+    env: "JOB_CHUNK_UNITS",
+    flag: "job-chunk-units",
+    default: String(DEFAULT_CHUNK_UNITS),
+    help: "units per chunk of a job (its checkpoint; jobs started from now on)",
+  },
+  {
+    env: "JOB_CHUNK_TIMEOUT_SECONDS",
+    flag: "job-chunk-timeout",
+    default: String(DEFAULT_CHUNK_TIMEOUT_SECONDS),
+    help: "a chunk running this long is taken for dead (its worker crashed) and run again",
+  },
+  {
     env: "LOG_LEVEL",
     flag: "log-level",
     default: DEFAULT_LOG_LEVEL,
@@ -274,6 +305,10 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   }
   const metricsPort = int("METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535);
   const httpPort = int("HTTP_PORT", 0, 0, 65535);
+  const role = get("ROLE") ?? "all";
+  if (!(SERVER_ROLES as readonly string[]).includes(role)) {
+    throw new ConfigError(`${label("ROLE")}: must be one of ${SERVER_ROLES.join(", ")} (got "${role}")`);
+  }
   const host = get("HOST") ?? DEFAULT_HOST;
 
   const workers = int("WORKERS", 1, 1, 1_024);
@@ -306,6 +341,12 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       tls: certFile && keyFile ? { certFile, keyFile } : undefined,
       metricsPort: metricsPort === 0 ? undefined : metricsPort,
       metricsHost: get("METRICS_HOST") ?? host,
+      role: role as ServerRole,
+      jobs: {
+        workers: int("JOB_WORKERS", undefined, 1, 64),
+        chunkUnits: int("JOB_CHUNK_UNITS", undefined, 1, 100_000),
+        chunkTimeoutSeconds: int("JOB_CHUNK_TIMEOUT_SECONDS", undefined, 1, 86_400),
+      },
     },
   };
 }

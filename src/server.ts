@@ -14,14 +14,16 @@ import { bindService } from "./grpc/bind-service.js";
 import { addStandardServices } from "./grpc/standard-services.js";
 import { startBoss } from "./jobs/boss.js";
 import {
+  DEFAULT_CHUNK_UNITS,
   DEFAULT_CHUNK_RETRY_DELAY_SECONDS,
   DEFAULT_CHUNK_RETRY_LIMIT,
   DEFAULT_CHUNK_TIMEOUT_SECONDS,
   DEFAULT_JOB_MAINTENANCE_SECONDS,
   DEFAULT_JOB_POOL_SIZE,
   DEFAULT_JOB_WORKERS,
+  type ServerRole,
 } from "./jobs/job-defaults.js";
-import { DEFAULT_CHUNK_UNITS, Jobs } from "./jobs/jobs.js";
+import { Jobs } from "./jobs/jobs.js";
 import { createLogger, type Logger } from "./logger.js";
 import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
 import { callRecorder, observeCalls } from "./ops/call-observer.js";
@@ -130,8 +132,7 @@ export interface ServerConfig {
   jobs?: JobSettings;
 }
 
-export type ServerRole = "api" | "worker" | "all";
-export const SERVER_ROLES: readonly ServerRole[] = ["api", "worker", "all"];
+export type { ServerRole } from "./jobs/job-defaults.js";
 
 export interface JobSettings {
   /** Units per chunk; default DEFAULT_CHUNK_UNITS. */
@@ -323,16 +324,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     (b) => b.stop({ graceful: false, wait: true }),
   );
   const cohortStore = new CohortStore(transferDatabase);
-  const jobs = new Jobs(
-    boss,
-    database,
-    new JobStore(database),
-    cohortStore,
-    registry,
-    assigner,
-    js.chunkUnits ?? DEFAULT_CHUNK_UNITS,
-    (msg, err) => log.warn({ err }, msg),
-  );
+  const jobs = new Jobs(boss, database, new JobStore(database), cohortStore, registry, assigner, js.chunkUnits ?? DEFAULT_CHUNK_UNITS, log);
   if (role !== "api") await jobs.work(js.workers ?? DEFAULT_JOB_WORKERS, js.pollingIntervalSeconds ?? 1);
 
   const server = new grpc.Server({

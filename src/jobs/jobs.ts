@@ -16,16 +16,15 @@ import { ExperimentStatus, Reason } from "../../gen/ts/assignment/v1/types_pb.js
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { checkKey, isValidKey, KEY_RULE } from "../engine/rules.js";
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
+import type { Logger } from "../logger.js";
 import type { Assigner } from "../service/assigner.js";
 import type { ConfigView } from "../service/config-registry.js";
 import type { CohortStore } from "../store/cohort-store.js";
 import type { Database } from "../store/database.js";
 import { type JobKindName, type JobRecord, type JobStore, type StoredJobSpec, TERMINAL_STATES } from "../store/job-store.js";
 import { CHUNK_QUEUE, DEAD_CHUNK_QUEUE, transactionBossDb } from "./boss.js";
+import { DEFAULT_CHUNK_UNITS } from "./job-defaults.js";
 
-/** Units per chunk: large enough that a chunk's statements cost little, small enough that a
- * crashed worker's chunk is quickly redone. */
-export const DEFAULT_CHUNK_UNITS = 5_000;
 /** Most experiments one job assigns (as StreamAssign takes). */
 export const MAX_JOB_EXPERIMENTS = 100;
 
@@ -57,7 +56,7 @@ export class Jobs {
     private readonly registry: ConfigView,
     private readonly assigner: Assigner,
     private readonly chunkUnits: number = DEFAULT_CHUNK_UNITS,
-    private readonly log: (msg: string, err?: unknown) => void = () => {},
+    private readonly log?: Logger,
   ) {}
 
   /** Validates, records and queues a job (NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT naming
@@ -143,6 +142,8 @@ export class Jobs {
     if (!job || TERMINAL_STATES.has(job.state)) return;
     if (await this.store.chunkDone(jobId, chunk)) return;
     await this.store.markRunning(jobId);
+    // One line when a chunk begins and one when it is recorded (debug): which worker ran what, when.
+    this.log?.debug({ job: jobId, chunk, pid: process.pid }, "job chunk started");
     try {
       const cohort = await this.cohorts.getById(job.cohortId);
       if (!cohort) throw new Permanent(`cohort "${job.spec.cohort}" was deleted while the job ran`);
@@ -164,12 +165,13 @@ export class Jobs {
       let enrolled = 0;
       for (const r of results) if (warm ? r.stored : ENROLLED.has(r.reason)) enrolled++;
       await this.store.finishChunk(jobId, chunk, unitIds.length, enrolled);
+      this.log?.debug({ job: jobId, chunk, pid: process.pid, units: unitIds.length }, "job chunk finished");
     } catch (err) {
       if (err instanceof Permanent) {
         await this.store.fail(jobId, err.message);
         return;
       }
-      this.log(`job ${jobId} chunk ${chunk} failed (pg-boss retries it)`, err);
+      this.log?.warn({ err, job: jobId, chunk }, "job chunk failed (pg-boss retries it)");
       throw err;
     }
   }
