@@ -24,6 +24,7 @@ import {
   type ServerRole,
 } from "./jobs/job-defaults.js";
 import { Jobs } from "./jobs/jobs.js";
+import { Schedules } from "./jobs/schedules.js";
 import { createLogger, type Logger } from "./logger.js";
 import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
 import { callRecorder, observeCalls } from "./ops/call-observer.js";
@@ -325,7 +326,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   );
   const cohortStore = new CohortStore(transferDatabase);
   const jobs = new Jobs(boss, database, new JobStore(database), cohortStore, registry, assigner, js.chunkUnits ?? DEFAULT_CHUNK_UNITS, log);
-  if (role !== "api") await jobs.work(js.workers ?? DEFAULT_JOB_WORKERS, js.pollingIntervalSeconds ?? 1);
+  const schedules = opened.add(new Schedules(boss, jobs, log), (s) => s.stop());
+  if (role !== "api") {
+    await jobs.work(js.workers ?? DEFAULT_JOB_WORKERS, js.pollingIntervalSeconds ?? 1);
+    await schedules.run();
+  }
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -371,7 +376,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     bindOptions,
   );
   server.addService(c.definition, c.implementation);
-  const j = bindService(JobService, jobHandlers(jobs), bindOptions);
+  const j = bindService(JobService, jobHandlers(jobs, schedules), bindOptions);
   server.addService(j.definition, j.implementation);
   const standard = addStandardServices(server, [AssignmentService, ExperimentService, CohortService, JobService]);
 
@@ -490,6 +495,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       clearTimeout(timer);
       await httpClosed;
       // Chunks in progress get the grace period too; one cut short is run again by another worker.
+      schedules.stop();
       await boss.stop({ graceful: true, wait: true, timeout: config.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS });
       await assignmentStore.flush();
       await assigner.flush();

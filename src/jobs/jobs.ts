@@ -59,9 +59,25 @@ export class Jobs {
     private readonly log?: Logger,
   ) {}
 
-  /** Validates, records and queues a job (NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT naming
-   * what is wrong; nothing recorded then). */
-  async start(req: JobRequest, field = "spec"): Promise<JobRecord> {
+  /** Checks a job request without starting it: the cohort and the experiments it names exist and
+   * fit (NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT naming what is wrong). With `now`
+   * false (a schedule's template), what may change before it runs (an empty cohort, no experiment
+   * of the tag running yet) is not held against it. */
+  async check(req: JobRequest, field = "spec", now = true): Promise<void> {
+    const cohort = await this.cohorts.get(checkKey(`${field}.cohort`, req.cohort));
+    if (!cohort) throw notFound(`${field}.cohort: no cohort "${req.cohort}"`);
+    if (now && cohort.size === 0) throw failedPrecondition(`${field}.cohort: cohort "${cohort.name}" is empty`);
+    if (now || req.experimentKeys.length > 0 || req.tag === "") await this.resolveExperiments(req, cohort.unitType, field);
+  }
+
+  /**
+   * Validates, records and queues a job (NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT naming
+   * what is wrong; nothing recorded then). With `id` (a schedule's tick), a job of that id started
+   * already is returned as it is, so a tick run twice starts one job.
+   */
+  async start(req: JobRequest, field = "spec", id: string = randomUUID()): Promise<JobRecord> {
+    const existing = await this.store.get(id);
+    if (existing) return existing;
     const cohort = await this.cohorts.get(checkKey(`${field}.cohort`, req.cohort));
     if (!cohort) throw notFound(`${field}.cohort: no cohort "${req.cohort}"`);
     if (cohort.size === 0) throw failedPrecondition(`${field}.cohort: cohort "${cohort.name}" is empty`);
@@ -75,7 +91,6 @@ export class Jobs {
       chunkUnits: this.chunkUnits,
       ...(req.schedule ? { schedule: req.schedule } : {}),
     };
-    const id = randomUUID();
     return this.db.transaction(async (tx) => {
       const job = await this.store.insert(tx, { id, spec, cohortId: cohort.id, totalUnits: cohort.size, chunks, createdBy: req.createdBy });
       // pg-boss's insert takes at most a few thousand rows comfortably per statement.

@@ -1,8 +1,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { JobKind, type JobSchema, type JobService, JobState } from "../../gen/ts/assignment/v1/job_service_pb.js";
+import { JobKind, type JobSchema, type JobService, JobState, type ScheduleSchema } from "../../gen/ts/assignment/v1/job_service_pb.js";
 import { invalidArgument, notFound } from "../errors.js";
 import type { Jobs } from "../jobs/jobs.js";
+import type { ScheduleRecord, Schedules } from "../jobs/schedules.js";
 import type { JobKindName, JobRecord, JobStateName } from "../store/job-store.js";
 import { TERMINAL_STATES } from "../store/job-store.js";
 import type { ServiceHandlers } from "./handler-types.js";
@@ -46,6 +47,19 @@ export function jobMessage(j: JobRecord): MessageInitShape<typeof JobSchema> {
     createTime: timestampFromDate(j.createdAt),
     startTime: j.startedAt ? timestampFromDate(j.startedAt) : undefined,
     endTime: j.finishedAt ? timestampFromDate(j.finishedAt) : undefined,
+    schedule: j.spec.schedule ?? "",
+  };
+}
+
+export function scheduleMessage(s: ScheduleRecord): MessageInitShape<typeof ScheduleSchema> {
+  const r = s.request;
+  return {
+    name: s.name,
+    cron: s.cron,
+    timeZone: s.timeZone,
+    spec: { kind: KINDS[r.kind], cohort: r.cohort, experimentKeys: [...r.experimentKeys], tag: r.tag },
+    createdBy: r.createdBy,
+    createTime: timestampFromDate(s.createdAt),
   };
 }
 
@@ -59,7 +73,7 @@ export function jobRate(j: JobRecord, now = Date.now()): { unitsPerSecond: numbe
 }
 
 /** JobService over Jobs (src/jobs). */
-export function jobHandlers(jobs: Jobs): ServiceHandlers<typeof JobService> {
+export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<typeof JobService> {
   const byId = async (field: string, id: string): Promise<JobRecord> => {
     if (!UUID.test(id)) throw invalidArgument(field, "must be a job id (a lowercase UUID)");
     const j = await jobs.store.get(id);
@@ -94,6 +108,34 @@ export function jobHandlers(jobs: Jobs): ServiceHandlers<typeof JobService> {
       await byId("id", req.id);
       const job = (await jobs.store.cancel(req.id))!;
       return { job: jobMessage(job) };
+    },
+
+    async createSchedule(req, ctx) {
+      const s = req.schedule;
+      if (!s) throw invalidArgument("schedule", "is required");
+      if (!s.spec) throw invalidArgument("schedule.spec", "is required");
+      const made = await schedules.create({
+        name: s.name,
+        cron: s.cron,
+        timeZone: s.timeZone,
+        request: {
+          kind: kindName("schedule.spec.kind", s.spec.kind),
+          cohort: s.spec.cohort,
+          experimentKeys: s.spec.experimentKeys,
+          tag: s.spec.tag,
+          createdBy: ctx.caller.name,
+        },
+      });
+      return { schedule: scheduleMessage(made) };
+    },
+
+    async listSchedules() {
+      return { schedules: (await schedules.list()).map(scheduleMessage) };
+    },
+
+    async deleteSchedule(req) {
+      await schedules.delete(req.name);
+      return {};
     },
 
     async *watchJob(req, ctx) {

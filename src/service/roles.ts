@@ -80,6 +80,9 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.JobService/ListJobs": READERS,
   "assignment.v1.JobService/CancelJob": OPERATORS,
   "assignment.v1.JobService/WatchJob": READERS,
+  "assignment.v1.JobService/CreateSchedule": OPERATORS,
+  "assignment.v1.JobService/ListSchedules": READERS,
+  "assignment.v1.JobService/DeleteSchedule": OPERATORS,
 };
 
 /** `assignment.v1.ExperimentService/UpdateExperiment`: the key of METHOD_ROLES. */

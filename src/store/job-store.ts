@@ -92,13 +92,30 @@ export class JobStore {
     return toRecord(r.rows[0]!);
   }
 
+  /** Records a job that could not start (a schedule's tick whose cohort or experiments did not
+   * fit then), failed with the reason, so that it shows in the list. Nothing if `id` exists. */
+  async insertFailed(job: { id: string; spec: StoredJobSpec; createdBy: string; error: string }): Promise<void> {
+    await this.db.query(
+      `INSERT INTO jobs (id, kind, spec, state, cohort_id, total_units, chunks, created_by, error, finished_at)
+       VALUES ($1, $2, $3, 'failed', 0, 0, 0, $4, $5, now()) ON CONFLICT (id) DO NOTHING`,
+      [job.id, job.spec.kind, JSON.stringify(job.spec), job.createdBy, job.error],
+    );
+  }
+
   async get(id: string): Promise<JobRecord | undefined> {
     const r = await this.db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs WHERE id = $1`, [id]);
     return r.rows[0] ? toRecord(r.rows[0]) : undefined;
   }
 
-  async list(limit: number): Promise<JobRecord[]> {
-    const r = await this.db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT $1`, [limit]);
+  /** Newest first; only those a schedule started when `schedule` is given. */
+  async list(limit: number, schedule?: string): Promise<JobRecord[]> {
+    const r =
+      schedule === undefined
+        ? await this.db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT $1`, [limit])
+        : await this.db.query<JobRow>(`SELECT ${COLUMNS} FROM jobs WHERE spec->>'schedule' = $2 ORDER BY created_at DESC, id LIMIT $1`, [
+            limit,
+            schedule,
+          ]);
     return r.rows.map(toRecord);
   }
 

@@ -77,6 +77,9 @@ const EXPECTED: Record<string, Who[]> = {
   "JobService/ListJobs": RD,
   "JobService/CancelJob": OP,
   "JobService/WatchJob": RD,
+  "JobService/CreateSchedule": OP,
+  "JobService/ListSchedules": RD,
+  "JobService/DeleteSchedule": OP,
 };
 
 let t: TestServer;
@@ -157,6 +160,16 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   listJobs: () => ({}),
   cancelJob: () => ({ id: fixtureJob }),
   watchJob: () => ({ id: fixtureJob }),
+  // The schedule each role that may makes is the one it deletes (DeleteSchedule comes after CreateSchedule).
+  createSchedule: (who) => ({
+    schedule: {
+      name: `nightly-${who}`,
+      cron: "0 3 * * *",
+      spec: { kind: JobKind.WARM, cohort: "fixture-cohort", experimentKeys: ["fixture"] },
+    },
+  }),
+  listSchedules: () => ({}),
+  deleteSchedule: (who) => ({ name: `nightly-${who}` }),
 };
 
 /** Calls `method` as `who` and returns the status code and details (OK: code 0). */

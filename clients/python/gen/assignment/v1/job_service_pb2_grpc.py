@@ -42,6 +42,21 @@ class JobServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
                 )
+        self.CreateSchedule = channel.unary_unary(
+                '/assignment.v1.JobService/CreateSchedule',
+                request_serializer=assignment_dot_v1_dot_job__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_job__service__pb2.CreateScheduleResponse.FromString,
+                )
+        self.ListSchedules = channel.unary_unary(
+                '/assignment.v1.JobService/ListSchedules',
+                request_serializer=assignment_dot_v1_dot_job__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_job__service__pb2.ListSchedulesResponse.FromString,
+                )
+        self.DeleteSchedule = channel.unary_unary(
+                '/assignment.v1.JobService/DeleteSchedule',
+                request_serializer=assignment_dot_v1_dot_job__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_job__service__pb2.DeleteScheduleResponse.FromString,
+                )
 
 
 class JobServiceServicer(object):
@@ -83,6 +98,27 @@ class JobServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Stores a cron schedule of a job template: at each tick one job of `spec` is started, once
+        across every server (experiments of a tag are resolved then). A schedule created during a tick
+        (within a minute of it) fires for that tick at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +146,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=assignment_dot_v1_dot_job__service__pb2.WatchJobRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_job__service__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=assignment_dot_v1_dot_job__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_job__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=assignment_dot_v1_dot_job__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_job__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=assignment_dot_v1_dot_job__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_job__service__pb2.DeleteScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -206,5 +257,56 @@ class JobService(object):
         return grpc.experimental.unary_stream(request, target, '/assignment.v1.JobService/WatchJob',
             assignment_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
             assignment_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.JobService/CreateSchedule',
+            assignment_dot_v1_dot_job__service__pb2.CreateScheduleRequest.SerializeToString,
+            assignment_dot_v1_dot_job__service__pb2.CreateScheduleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.JobService/ListSchedules',
+            assignment_dot_v1_dot_job__service__pb2.ListSchedulesRequest.SerializeToString,
+            assignment_dot_v1_dot_job__service__pb2.ListSchedulesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.JobService/DeleteSchedule',
+            assignment_dot_v1_dot_job__service__pb2.DeleteScheduleRequest.SerializeToString,
+            assignment_dot_v1_dot_job__service__pb2.DeleteScheduleResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -37,6 +37,22 @@ class JobServiceStub:
     cancelled.
     """
 
+    CreateSchedule: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.job_service_pb2.CreateScheduleRequest,
+        assignment.v1.job_service_pb2.CreateScheduleResponse]
+    """Stores a cron schedule of a job template: at each tick one job of `spec` is started, once
+    across every server (experiments of a tag are resolved then). A schedule created during a tick
+    (within a minute of it) fires for that tick at once.
+    """
+
+    ListSchedules: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.job_service_pb2.ListSchedulesRequest,
+        assignment.v1.job_service_pb2.ListSchedulesResponse]
+
+    DeleteSchedule: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.job_service_pb2.DeleteScheduleRequest,
+        assignment.v1.job_service_pb2.DeleteScheduleResponse]
+
 
 class JobServiceServicer(metaclass=abc.ABCMeta):
     """Durable background jobs over cohorts (pg-boss on PostgreSQL): they survive the server that
@@ -78,6 +94,29 @@ class JobServiceServicer(metaclass=abc.ABCMeta):
         cancelled.
         """
         pass
+
+    @abc.abstractmethod
+    def CreateSchedule(self,
+        request: assignment.v1.job_service_pb2.CreateScheduleRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.job_service_pb2.CreateScheduleResponse:
+        """Stores a cron schedule of a job template: at each tick one job of `spec` is started, once
+        across every server (experiments of a tag are resolved then). A schedule created during a tick
+        (within a minute of it) fires for that tick at once.
+        """
+        pass
+
+    @abc.abstractmethod
+    def ListSchedules(self,
+        request: assignment.v1.job_service_pb2.ListSchedulesRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.job_service_pb2.ListSchedulesResponse: ...
+
+    @abc.abstractmethod
+    def DeleteSchedule(self,
+        request: assignment.v1.job_service_pb2.DeleteScheduleRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.job_service_pb2.DeleteScheduleResponse: ...
 
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: grpc.Server) -> None: ...
