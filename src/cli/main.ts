@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from "commander";
 import { ExperimentStatus } from "assignment-client";
 import * as admin from "./admin.js";
 import { addCohortCommands } from "./cohorts.js";
+import { addJobCommands } from "./jobs.js";
 import { Context, parseDuration, UsageError } from "./context.js";
 import * as data from "./data.js";
 import { DEFAULT_ADDRESS } from "../server-defaults.js";
@@ -263,6 +264,7 @@ export function buildProgram(): Command {
     .action(run((ctx, o: admin.ChangesOptions) => admin.listChanges(ctx, o)));
 
   addCohortCommands(program, run);
+  addJobCommands(program, run);
 
   return program;
 }

@@ -1,0 +1,67 @@
+/** `assignment jobs …` and `assignment schedules …` as their own processes against a real server. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient, ExperimentStatus, JobService, JobState, type Client } from "../../src/client/index.js";
+import { startTestServer, type TestServer } from "../support/test-server.js";
+import { cliOk, runCli } from "./run-cli.js";
+
+describe("assignment jobs / schedules", () => {
+  let t: TestServer;
+  let jobs: Client<typeof JobService>;
+  beforeAll(async () => {
+    t = await startTestServer({ jobs: { chunkUnits: 500, pollingIntervalSeconds: 0.5 } });
+    jobs = createClient(JobService, t.server.address, { timeoutMs: 30_000 });
+    await t.experiments.createExperiment({
+      key: "cli-exp",
+      variants: [{ key: "a", weight: 10_000 }],
+      status: ExperimentStatus.RUNNING,
+      tags: ["web"],
+    });
+  });
+  afterAll(async () => {
+    jobs?.close();
+    await t?.stop();
+  });
+  const cli = (...args: string[]) => cliOk(t.server.address, args);
+
+  it("starts a job and watches it to the end; lists, shows and cancels", async () => {
+    const ids = Array.from({ length: 3_000 }, (_, i) => `cj-${i}`).join("\n");
+    await cliOk(t.server.address, ["cohorts", "upload", "cli-cohort"], { stdin: ids });
+    const out = await cli("jobs", "start", "assign", "--cohort", "cli-cohort", "--tag", "web", "--watch");
+    const id = /^job ([0-9a-f-]{36}): done, assign cli-cohort × cli-exp, 3,000 \/ 3,000 units, 3,000 enrolled$/m.exec(out)?.[1];
+    expect(id, out).toBeDefined();
+    expect((await jobs.getJob({ id: id! })).job?.state).toBe(JobState.DONE);
+    expect(await cli("jobs", "list")).toContain(id!);
+    expect(await cli("jobs", "show", id!)).toMatch(/state\s+done/);
+    // watch of a finished job prints it and ends at once
+    expect(await cli("jobs", "watch", id!)).toContain(`job ${id}: done`);
+    const started = (await cli("jobs", "start", "warm", "--cohort", "cli-cohort", "--experiment", "cli-exp")).trim();
+    expect(started).toMatch(/^[0-9a-f-]{36}$/);
+    await cli("jobs", "cancel", started);
+    const after = (await jobs.getJob({ id: started })).job!;
+    expect([JobState.CANCELLED, JobState.DONE]).toContain(after.state);
+    const bad = await runCli(t.server.address, ["jobs", "start", "assign", "--cohort", "nope", "--tag", "web"]);
+    expect([bad.code, bad.stderr]).toEqual([1, expect.stringContaining('NOT_FOUND (gRPC status 5): spec.cohort: no cohort "nope"')]);
+    const usage = await runCli(t.server.address, ["jobs", "start", "move", "--cohort", "cli-cohort", "--tag", "web"]);
+    expect([usage.code, usage.stderr]).toEqual([2, expect.stringContaining('kind: "move" is not assign or warm')]);
+  });
+
+  it("creates, lists and deletes schedules; a bad cron is refused naming it", async () => {
+    await cli("schedules", "create", "nightly", "assign", "--cron", "0 3 * * *", "--cohort", "cli-cohort", "--tag", "web");
+    expect(await cli("schedules", "list")).toMatch(/^nightly\s+0 3 \* \* \*\s+UTC\s+assign cli-cohort × tag web/m);
+    const bad = await runCli(t.server.address, [
+      "schedules",
+      "create",
+      "broken",
+      "assign",
+      "--cron",
+      "soon",
+      "--cohort",
+      "cli-cohort",
+      "--tag",
+      "web",
+    ]);
+    expect([bad.code, bad.stderr]).toEqual([1, expect.stringContaining("INVALID_ARGUMENT (gRPC status 3): schedule.cron: does not parse")]);
+    await cli("schedules", "delete", "nightly");
+    expect((await jobs.listSchedules({})).schedules).toEqual([]);
+  });
+});
