@@ -55,7 +55,7 @@ import { AssignmentTransfers } from "./service/assignment-transfers.js";
 import { ConfigRegistry } from "./service/config-registry.js";
 import { cohortHandlers } from "./service/cohort-service.js";
 import { experimentServiceHandlers } from "./service/experiment-service.js";
-import { jobHandlers } from "./service/job-service.js";
+import { jobHandlers } from "./jobs/job-service.js";
 import { AssignmentStore } from "./store/assignment-store.js";
 import { ConfigSnapshotStore } from "./store/config-snapshot-store.js";
 import { CohortStore } from "./store/cohort-store.js";

@@ -2,11 +2,11 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { JobKind, type JobSchema, type JobService, JobState, type ScheduleSchema } from "../../gen/ts/assignment/v1/job_service_pb.js";
 import { invalidArgument, notFound } from "../errors.js";
-import type { Jobs } from "../jobs/jobs.js";
-import type { ScheduleRecord, Schedules } from "../jobs/schedules.js";
+import type { Jobs } from "./jobs.js";
+import type { ScheduleRecord, Schedules } from "./schedules.js";
 import type { JobKindName, JobRecord, JobStateName } from "../store/job-store.js";
 import { TERMINAL_STATES } from "../store/job-store.js";
-import type { ServiceHandlers } from "./handler-types.js";
+import type { ServiceHandlers } from "../service/handler-types.js";
 
 const KINDS: Record<JobKindName, JobKind> = { assign: JobKind.ASSIGN, warm: JobKind.WARM };
 const STATES: Record<JobStateName, JobState> = {
