@@ -105,7 +105,10 @@ export class Schedules {
     if (!(await this.list()).some((x) => x.name === name)) throw notFound(`name: no schedule "${name}"`);
     const queue = queueOf(name);
     await this.boss.unschedule(queue);
-    await this.boss.deleteQueue(queue);
+    // Ticks not begun are dropped. The queue itself stays (pg-boss cannot drop a queue that still
+    // holds finished jobs; they are archived and removed in time); a schedule made again under the
+    // same name uses it again.
+    await this.boss.purgeQueue(queue);
     await this.sync();
   }
 

@@ -48,6 +48,9 @@ describe("schedules", () => {
       ["nightly", "0 3 * * *", "Europe/Paris", []],
     ]);
     await jobs.deleteSchedule({ name: "hourly" });
+    // Made again under the same name after it was deleted: a schedule like any other.
+    await jobs.createSchedule({ schedule: { name: "hourly", cron: "30 * * * *", spec } });
+    await jobs.deleteSchedule({ name: "hourly" });
     expect((await jobs.listSchedules({})).schedules.map((s) => s.name)).toEqual(["nightly"]);
     expect((await failure(jobs.deleteSchedule({ name: "hourly" }))).code).toBe(status.NOT_FOUND);
   });
