@@ -48,6 +48,9 @@ class Permanent extends Error {}
 const ENROLLED = new Set([Reason.NEW, Reason.STICKY, Reason.OVERRIDE]);
 
 export class Jobs {
+  /** Chunks running in this process (see lockChunk). */
+  private readonly running = new Set<string>();
+
   constructor(
     private readonly boss: PgBoss,
     private readonly db: Database,
@@ -156,6 +159,52 @@ export class Jobs {
     const job = await this.store.get(jobId);
     if (!job || TERMINAL_STATES.has(job.state)) return;
     if (await this.store.chunkDone(jobId, chunk)) return;
+    const lock = await this.lockChunk(jobId, chunk);
+    try {
+      // Checked again under the lock: another worker may have just finished it.
+      if (await this.store.chunkDone(jobId, chunk)) return;
+      await this.runLockedChunk(job, chunk);
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * One chunk at a time, whatever pg-boss does: pg-boss 10 has no heartbeat, so a chunk that runs
+   * longer than its timeout (a stalled or overloaded worker) is handed to another worker while the
+   * first still runs. A session-level advisory lock per chunk (released when its session ends, so a
+   * killed worker's lock goes with its connection; an in-process set besides, for the one session
+   * of PGlite) makes the second wait for a retry instead.
+   */
+  private async lockChunk(jobId: string, chunk: number): Promise<{ release(): Promise<void> }> {
+    const key = `job-chunk:${jobId}:${chunk}`;
+    if (this.running.has(key)) throw new Error(`chunk ${chunk} is being run by this worker already`);
+    const session = await this.db.session();
+    let locked = false;
+    try {
+      const r = await session.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", [key]);
+      locked = r.rows[0]?.ok === true;
+    } finally {
+      if (!locked) session.release();
+    }
+    if (!locked) throw new Error(`chunk ${chunk} is being run by another worker`);
+    this.running.add(key);
+    return {
+      release: async () => {
+        this.running.delete(key);
+        let clean = false;
+        try {
+          await session.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [key]);
+          clean = true;
+        } finally {
+          session.release(!clean);
+        }
+      },
+    };
+  }
+
+  private async runLockedChunk(job: JobRecord, chunk: number): Promise<void> {
+    const jobId = job.id;
     await this.store.markRunning(jobId);
     // One line when a chunk begins and one when it is recorded (debug): which worker ran what, when.
     this.log?.debug({ job: jobId, chunk, pid: process.pid }, "job chunk started");

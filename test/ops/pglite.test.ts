@@ -49,7 +49,14 @@ describe("server on PGlite", () => {
   it("runs the migrations into schema_migrations and serves with the in-process cache", async () => {
     expect([server.databaseKind, server.cacheKind]).toEqual(["pglite", "memory"]);
     const { rows } = await server.database.query<{ name: string }>(`SELECT name FROM schema_migrations ORDER BY id`);
-    expect(rows.map((r) => r.name)).toEqual(["1_initial", "2_namespace-hash-version", "3_audit-log", "4_overrides-apart", "5_archive"]);
+    expect(rows.map((r) => r.name)).toEqual([
+      "1_initial",
+      "2_namespace-hash-version",
+      "3_audit-log",
+      "4_overrides-apart",
+      "5_archive",
+      "6_cohorts-and-jobs",
+    ]);
   });
 
   it("assigns by the SPEC hash, stores, and answers sticky; concurrent admin transactions do not interfere", async () => {

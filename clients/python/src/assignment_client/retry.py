@@ -15,11 +15,16 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from google.protobuf import descriptor, descriptor_pb2
 
-from assignment.v1 import assignment_service_pb2, experiment_service_pb2
+from assignment.v1 import assignment_service_pb2, cohort_service_pb2, experiment_service_pb2, job_service_pb2
 
 #: The generated files whose services the client talks to (their descriptors are in the default
 #: descriptor pool once imported).
-FILES: Tuple[descriptor.FileDescriptor, ...] = (assignment_service_pb2.DESCRIPTOR, experiment_service_pb2.DESCRIPTOR)
+FILES: Tuple[descriptor.FileDescriptor, ...] = (
+    assignment_service_pb2.DESCRIPTOR,
+    experiment_service_pb2.DESCRIPTOR,
+    cohort_service_pb2.DESCRIPTOR,
+    job_service_pb2.DESCRIPTOR,
+)
 
 _RETRYABLE_LEVELS = (descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT)
 # gRPC caps maxAttempts at 5 (attempts in all, the first included).
