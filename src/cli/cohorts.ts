@@ -1,8 +1,8 @@
 /** `assignment cohorts upload|list|show|export|delete`: stored cohorts (CohortService). */
 import { toJson } from "@bufbuild/protobuf";
 import type { Command } from "commander";
-import { type Cohort, CohortSchema, CohortService } from "../client/index.js";
-import { MAX_BULK_UNITS } from "../protocol-limits.js";
+import { type Cohort, CohortSchema, CohortService } from "assignment-client";
+import { MAX_BULK_UNITS } from "assignment-client/limits";
 import type { Context } from "./context.js";
 import { readLines } from "./csv.js";
 import { countLines, openInput, Output } from "./data.js";

@@ -1,7 +1,7 @@
 /** `assignment jobs start|list|show|cancel|watch` and `assignment schedules create|list|delete` (JobService). */
 import { toJson } from "@bufbuild/protobuf";
 import type { Command } from "commander";
-import { type Job, JobKind, JobSchema, JobService, JobState, type Schedule, ScheduleSchema } from "../client/index.js";
+import { type Job, JobKind, JobSchema, JobService, JobState, type Schedule, ScheduleSchema } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
 import { count, table } from "./format.js";
 import { Progress } from "./progress.js";

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CohortService, createClient, type Client } from "../../src/client/index.js";
+import { CohortService, createClient, type Client } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk, runCli } from "./run-cli.js";
 

@@ -1,6 +1,6 @@
 /** `assignment jobs …` and `assignment schedules …` as their own processes against a real server. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient, ExperimentStatus, JobService, JobState, type Client } from "../../src/client/index.js";
+import { createClient, ExperimentStatus, JobService, JobState, type Client } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk, runCli } from "./run-cli.js";
 

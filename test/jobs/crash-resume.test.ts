@@ -20,7 +20,7 @@ import {
   JobService,
   JobState,
   type Job,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import type { FreshDatabase } from "../../harness/databases.js";
 import { spawnServer, type ServerProcess } from "../../harness/spawn-server.js";
 import { specInRollout, specVariant } from "../grpc/helpers.js";

@@ -16,7 +16,7 @@ import {
   JobState,
   type Client,
   type Job,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { startServer } from "../../src/server.js";
 import { specVariant } from "../grpc/helpers.js";

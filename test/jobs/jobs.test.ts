@@ -15,7 +15,7 @@ import {
   JobState,
   type Client,
   type Job,
-} from "../../src/client/index.js";
+} from "assignment-client";
 import { failure, specInRollout, specVariant, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 

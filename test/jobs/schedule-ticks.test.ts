@@ -8,7 +8,7 @@
  * m, m+1, m+2, m+3 and m+4.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CohortService, createClient, ExperimentService, ExperimentStatus, JobKind, JobService, JobState } from "../../src/client/index.js";
+import { CohortService, createClient, ExperimentService, ExperimentStatus, JobKind, JobService, JobState } from "assignment-client";
 import type { FreshDatabase } from "../../harness/databases.js";
 import { spawnServer, type ServerProcess } from "../../harness/spawn-server.js";
 import { flushPrefix, freshDatabase, freshRedisPrefix, redisUrl } from "../support/services.js";

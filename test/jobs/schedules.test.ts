@@ -1,7 +1,7 @@
 /** Job schedules through a real gRPC client against a real server: stored, listed, deleted, and
  * bad input refused naming it. (That ticks fire once across replicas: schedule-ticks.test.ts.) */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CohortService, createClient, ExperimentStatus, JobKind, JobService, type Client } from "../../src/client/index.js";
+import { CohortService, createClient, ExperimentStatus, JobKind, JobService, type Client } from "assignment-client";
 import { failure, status } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/job_service.proto.
  */
 export const file_assignment_v1_job_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hc3NpZ25tZW50L3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hc3NpZ25tZW50LnYxImUKB0pvYlNwZWMSJAoEa2luZBgBIAEoDjIWLmFzc2lnbm1lbnQudjEuSm9iS2luZBIOCgZjb2hvcnQYAiABKAkSFwoPZXhwZXJpbWVudF9rZXlzGAMgAygJEgsKA3RhZxgEIAEoCSL2AgoDSm9iEgoKAmlkGAEgASgJEiQKBHNwZWMYAiABKAsyFi5hc3NpZ25tZW50LnYxLkpvYlNwZWMSJgoFc3RhdGUYAyABKA4yFy5hc3NpZ25tZW50LnYxLkpvYlN0YXRlEhMKC3RvdGFsX3VuaXRzGAQgASgEEhcKD3Byb2Nlc3NlZF91bml0cxgFIAEoBBIQCghlbnJvbGxlZBgGIAEoBBIOCgZjaHVua3MYByABKA0SEwoLY2h1bmtzX2RvbmUYCCABKA0SDQoFZXJyb3IYCSABKAkSEgoKY3JlYXRlZF9ieRgKIAEoCRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKD1N0YXJ0Sm9iUmVxdWVzdBIkCgRzcGVjGAEgASgLMhYuYXNzaWdubWVudC52MS5Kb2JTcGVjIjMKEFN0YXJ0Sm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIuYXNzaWdubWVudC52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIgCg9MaXN0Sm9ic1JlcXVlc3QSDQoFbGltaXQYASABKA0iNAoQTGlzdEpvYnNSZXNwb25zZRIgCgRqb2JzGAEgAygLMhIuYXNzaWdubWVudC52MS5Kb2IiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChFDYW5jZWxKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiYgoQV2F0Y2hKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYhIYChB1bml0c19wZXJfc2Vjb25kGAIgASgBEhMKC2V0YV9zZWNvbmRzGAMgASgBKksKB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABITCg9KT0JfS0lORF9BU1NJR04QARIRCg1KT0JfS0lORF9XQVJNEAIqlQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhIKDkpPQl9TVEFURV9ET05FEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBTKbAwoKSm9iU2VydmljZRJLCghTdGFydEpvYhIeLmFzc2lnbm1lbnQudjEuU3RhcnRKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5TdGFydEpvYlJlc3BvbnNlEkoKBkdldEpvYhIcLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVzcG9uc2UiA5ACARJQCghMaXN0Sm9icxIeLmFzc2lnbm1lbnQudjEuTGlzdEpvYnNSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESTgoJQ2FuY2VsSm9iEh8uYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXF1ZXN0GiAuYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXNwb25zZRJSCghXYXRjaEpvYhIeLmFzc2lnbm1lbnQudjEuV2F0Y2hKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5XYXRjaEpvYlJlc3BvbnNlIgOQAgEwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9hc3NpZ25tZW50L3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hc3NpZ25tZW50LnYxImUKB0pvYlNwZWMSJAoEa2luZBgBIAEoDjIWLmFzc2lnbm1lbnQudjEuSm9iS2luZBIOCgZjb2hvcnQYAiABKAkSFwoPZXhwZXJpbWVudF9rZXlzGAMgAygJEgsKA3RhZxgEIAEoCSKIAwoDSm9iEgoKAmlkGAEgASgJEiQKBHNwZWMYAiABKAsyFi5hc3NpZ25tZW50LnYxLkpvYlNwZWMSJgoFc3RhdGUYAyABKA4yFy5hc3NpZ25tZW50LnYxLkpvYlN0YXRlEhMKC3RvdGFsX3VuaXRzGAQgASgEEhcKD3Byb2Nlc3NlZF91bml0cxgFIAEoBBIQCghlbnJvbGxlZBgGIAEoBBIOCgZjaHVua3MYByABKA0SEwoLY2h1bmtzX2RvbmUYCCABKA0SDQoFZXJyb3IYCSABKAkSEgoKY3JlYXRlZF9ieRgKIAEoCRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHNjaGVkdWxlGA4gASgJIjcKD1N0YXJ0Sm9iUmVxdWVzdBIkCgRzcGVjGAEgASgLMhYuYXNzaWdubWVudC52MS5Kb2JTcGVjIjMKEFN0YXJ0Sm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIuYXNzaWdubWVudC52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIgCg9MaXN0Sm9ic1JlcXVlc3QSDQoFbGltaXQYASABKA0iNAoQTGlzdEpvYnNSZXNwb25zZRIgCgRqb2JzGAEgAygLMhIuYXNzaWdubWVudC52MS5Kb2IiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChFDYW5jZWxKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiYgoQV2F0Y2hKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYhIYChB1bml0c19wZXJfc2Vjb25kGAIgASgBEhMKC2V0YV9zZWNvbmRzGAMgASgBIqQBCghTY2hlZHVsZRIMCgRuYW1lGAEgASgJEgwKBGNyb24YAiABKAkSEQoJdGltZV96b25lGAMgASgJEiQKBHNwZWMYBCABKAsyFi5hc3NpZ25tZW50LnYxLkpvYlNwZWMSEgoKY3JlYXRlZF9ieRgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoVQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0EikKCHNjaGVkdWxlGAEgASgLMhcuYXNzaWdubWVudC52MS5TY2hlZHVsZSJDChZDcmVhdGVTY2hlZHVsZVJlc3BvbnNlEikKCHNjaGVkdWxlGAEgASgLMhcuYXNzaWdubWVudC52MS5TY2hlZHVsZSIWChRMaXN0U2NoZWR1bGVzUmVxdWVzdCJDChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USKgoJc2NoZWR1bGVzGAEgAygLMhcuYXNzaWdubWVudC52MS5TY2hlZHVsZSIlChVEZWxldGVTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVTY2hlZHVsZVJlc3BvbnNlKksKB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABITCg9KT0JfS0lORF9BU1NJR04QARIRCg1KT0JfS0lORF9XQVJNEAIqlQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhIKDkpPQl9TVEFURV9ET05FEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBTK6BQoKSm9iU2VydmljZRJLCghTdGFydEpvYhIeLmFzc2lnbm1lbnQudjEuU3RhcnRKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5TdGFydEpvYlJlc3BvbnNlEkoKBkdldEpvYhIcLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVzcG9uc2UiA5ACARJQCghMaXN0Sm9icxIeLmFzc2lnbm1lbnQudjEuTGlzdEpvYnNSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESTgoJQ2FuY2VsSm9iEh8uYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXF1ZXN0GiAuYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXNwb25zZRJSCghXYXRjaEpvYhIeLmFzc2lnbm1lbnQudjEuV2F0Y2hKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5XYXRjaEpvYlJlc3BvbnNlIgOQAgEwARJdCg5DcmVhdGVTY2hlZHVsZRIkLmFzc2lnbm1lbnQudjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DcmVhdGVTY2hlZHVsZVJlc3BvbnNlEl8KDUxpc3RTY2hlZHVsZXMSIy5hc3NpZ25tZW50LnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiA5ACARJdCg5EZWxldGVTY2hlZHVsZRIkLmFzc2lnbm1lbnQudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * What a job does.
@@ -34,7 +34,7 @@ export type JobSpec = Message<"assignment.v1.JobSpec"> & {
 
   /**
    * ASSIGN, WARM: the experiments (of the cohort's unit type); empty: every RUNNING experiment of
-   * the cohort's unit type with `tag` (at the time each chunk runs).
+   * the cohort's unit type with `tag`, resolved when the job starts (a Job shows them resolved).
    *
    * @generated from field: repeated string experiment_keys = 3;
    */
@@ -85,7 +85,8 @@ export type Job = Message<"assignment.v1.Job"> & {
   processedUnits: bigint;
 
   /**
-   * ASSIGN: answers (units x experiments) that enrolled a unit (new or already stored).
+   * ASSIGN: answers (units x experiments) that enrolled a unit (new or already stored); WARM:
+   * stored assignments found (and put into the caches).
    *
    * @generated from field: uint64 enrolled = 6;
    */
@@ -127,6 +128,13 @@ export type Job = Message<"assignment.v1.Job"> & {
    * @generated from field: google.protobuf.Timestamp end_time = 13;
    */
   endTime?: Timestamp | undefined;
+
+  /**
+   * The schedule that started it; empty when StartJob did.
+   *
+   * @generated from field: string schedule = 14;
+   */
+  schedule: string;
 };
 
 /**
@@ -321,6 +329,149 @@ export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*
   messageDesc(file_assignment_v1_job_service, 11);
 
 /**
+ * @generated from message assignment.v1.Schedule
+ */
+export type Schedule = Message<"assignment.v1.Schedule"> & {
+  /**
+   * [a-z0-9][a-z0-9._-]{0,127}.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Five fields (minute hour day-of-month month day-of-week), or six with seconds first; at most
+   * one job a minute is started.
+   *
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * IANA time zone of `cron`; UTC when empty.
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone: string;
+
+  /**
+   * @generated from field: assignment.v1.JobSpec spec = 4;
+   */
+  spec?: JobSpec | undefined;
+
+  /**
+   * @generated from field: string created_by = 5;
+   */
+  createdBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.Schedule.
+ * Use `create(ScheduleSchema)` to create a new message.
+ */
+export const ScheduleSchema: GenMessage<Schedule> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 12);
+
+/**
+ * @generated from message assignment.v1.CreateScheduleRequest
+ */
+export type CreateScheduleRequest = Message<"assignment.v1.CreateScheduleRequest"> & {
+  /**
+   * @generated from field: assignment.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.CreateScheduleRequest.
+ * Use `create(CreateScheduleRequestSchema)` to create a new message.
+ */
+export const CreateScheduleRequestSchema: GenMessage<CreateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 13);
+
+/**
+ * @generated from message assignment.v1.CreateScheduleResponse
+ */
+export type CreateScheduleResponse = Message<"assignment.v1.CreateScheduleResponse"> & {
+  /**
+   * @generated from field: assignment.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.CreateScheduleResponse.
+ * Use `create(CreateScheduleResponseSchema)` to create a new message.
+ */
+export const CreateScheduleResponseSchema: GenMessage<CreateScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 14);
+
+/**
+ * @generated from message assignment.v1.ListSchedulesRequest
+ */
+export type ListSchedulesRequest = Message<"assignment.v1.ListSchedulesRequest"> & {
+};
+
+/**
+ * Describes the message assignment.v1.ListSchedulesRequest.
+ * Use `create(ListSchedulesRequestSchema)` to create a new message.
+ */
+export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 15);
+
+/**
+ * @generated from message assignment.v1.ListSchedulesResponse
+ */
+export type ListSchedulesResponse = Message<"assignment.v1.ListSchedulesResponse"> & {
+  /**
+   * @generated from field: repeated assignment.v1.Schedule schedules = 1;
+   */
+  schedules: Schedule[];
+};
+
+/**
+ * Describes the message assignment.v1.ListSchedulesResponse.
+ * Use `create(ListSchedulesResponseSchema)` to create a new message.
+ */
+export const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 16);
+
+/**
+ * @generated from message assignment.v1.DeleteScheduleRequest
+ */
+export type DeleteScheduleRequest = Message<"assignment.v1.DeleteScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message assignment.v1.DeleteScheduleRequest.
+ * Use `create(DeleteScheduleRequestSchema)` to create a new message.
+ */
+export const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 17);
+
+/**
+ * @generated from message assignment.v1.DeleteScheduleResponse
+ */
+export type DeleteScheduleResponse = Message<"assignment.v1.DeleteScheduleResponse"> & {
+};
+
+/**
+ * Describes the message assignment.v1.DeleteScheduleResponse.
+ * Use `create(DeleteScheduleResponseSchema)` to create a new message.
+ */
+export const DeleteScheduleResponseSchema: GenMessage<DeleteScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_job_service, 18);
+
+/**
  * @generated from enum assignment.v1.JobKind
  */
 export enum JobKind {
@@ -443,6 +594,34 @@ export const JobService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchJobRequestSchema;
     output: typeof WatchJobResponseSchema;
+  },
+  /**
+   * Stores a cron schedule of a job template: at each tick one job of `spec` is started, once
+   * across every server (experiments of a tag are resolved then). A schedule created during a tick
+   * (within a minute of it) fires for that tick at once.
+   *
+   * @generated from rpc assignment.v1.JobService.CreateSchedule
+   */
+  createSchedule: {
+    methodKind: "unary";
+    input: typeof CreateScheduleRequestSchema;
+    output: typeof CreateScheduleResponseSchema;
+  },
+  /**
+   * @generated from rpc assignment.v1.JobService.ListSchedules
+   */
+  listSchedules: {
+    methodKind: "unary";
+    input: typeof ListSchedulesRequestSchema;
+    output: typeof ListSchedulesResponseSchema;
+  },
+  /**
+   * @generated from rpc assignment.v1.JobService.DeleteSchedule
+   */
+  deleteSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteScheduleRequestSchema;
+    output: typeof DeleteScheduleResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assignment_v1_job_service, 0);
