@@ -12,6 +12,7 @@
 import type { PGlite } from "@electric-sql/pglite";
 import PgBoss from "pg-boss";
 import type { Queryable } from "../store/database.js";
+import { isDeadlock } from "../store/pg-errors.js";
 
 /** The queue of job chunks: one pg-boss job per chunk of a few thousand units. */
 export const CHUNK_QUEUE = "assignment-job-chunks";
@@ -78,7 +79,25 @@ export async function startBoss(
     // Finished chunks are kept a day (pg-boss archives them); the job's own row keeps the outcome.
     retentionMinutes: 24 * 60,
   };
-  await boss.createQueue(DEAD_CHUNK_QUEUE, { name: DEAD_CHUNK_QUEUE, ...queue });
-  await boss.createQueue(CHUNK_QUEUE, { name: CHUNK_QUEUE, ...queue, deadLetter: DEAD_CHUNK_QUEUE });
+  await createQueue(boss, DEAD_CHUNK_QUEUE, { name: DEAD_CHUNK_QUEUE, ...queue });
+  await createQueue(boss, CHUNK_QUEUE, { name: CHUNK_QUEUE, ...queue, deadLetter: DEAD_CHUNK_QUEUE });
   return boss;
+}
+
+/**
+ * pg-boss's createQueue, run again when PostgreSQL aborted it to break a deadlock. Servers started
+ * together on a fresh database (WORKERS=N, replicas) create the same queues at once; pg-boss 10's
+ * create_queue adds foreign keys to its queue table, and two of them can deadlock on it. The one
+ * aborted finds the queue made by the other when it runs again (ON CONFLICT DO NOTHING).
+ */
+export async function createQueue(boss: PgBoss, name: string, options: PgBoss.Queue): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await boss.createQueue(name, options);
+      return;
+    } catch (err) {
+      if (!isDeadlock(err) || attempt >= 5) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 20 * attempt + Math.random() * 50));
+    }
+  }
 }

@@ -15,7 +15,7 @@ import { ServiceError, alreadyExists, invalidArgument, notFound } from "../error
 import type { Logger } from "../logger.js";
 import { checkKey } from "../engine/rules.js";
 import type { JobKindName, StoredJobSpec } from "../store/job-store.js";
-import { SCHEDULE_QUEUE_PREFIX } from "./boss.js";
+import { createQueue, SCHEDULE_QUEUE_PREFIX } from "./boss.js";
 import type { JobRequest, Jobs } from "./jobs.js";
 
 export interface ScheduleRecord {
@@ -68,7 +68,7 @@ export class Schedules {
     await this.jobs.check(s.request, "schedule.spec", false);
     if ((await this.list()).some((x) => x.name === s.name)) throw alreadyExists(`schedule.name: a schedule "${s.name}" exists`);
     const queue = queueOf(s.name);
-    await this.boss.createQueue(queue, { name: queue, retryLimit: 3, retryDelay: 5, retryBackoff: true, expireInSeconds: 300 });
+    await createQueue(this.boss, queue, { name: queue, retryLimit: 3, retryDelay: 5, retryBackoff: true, expireInSeconds: 300 });
     const data: ScheduleData = { request: { ...s.request, schedule: s.name } };
     try {
       await this.boss.schedule(queue, s.cron, data as unknown as object, { tz: s.timeZone || "UTC" });

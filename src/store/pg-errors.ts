@@ -21,6 +21,11 @@ export function isUniqueViolation(err: unknown): boolean {
   return sqlState(err) === UNIQUE_VIOLATION;
 }
 
+/** The database broke a deadlock by aborting this transaction (40P01): it may simply be run again. */
+export function isDeadlock(err: unknown): boolean {
+  return sqlState(err) === "40P01";
+}
+
 /** A data exception (class 22: a value the database refuses, e.g. a byte sequence it cannot hold):
  * the caller's input. */
 export function isDataException(err: unknown): boolean {
