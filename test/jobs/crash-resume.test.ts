@@ -76,6 +76,17 @@ afterAll(async () => {
   await db?.drop();
 }, 120_000);
 
+/** Chunks of `jobId` a worker's log shows started and not finished. */
+function runningChunks(messages: readonly Record<string, unknown>[], jobId: string): number {
+  const open = new Set<unknown>();
+  for (const m of messages) {
+    if (m.job !== jobId) continue;
+    if (m.msg === "job chunk started") open.add(m.chunk);
+    else if (m.msg === "job chunk finished") open.delete(m.chunk);
+  }
+  return open.size;
+}
+
 describe("an assign job of 2,000,000 units survives its workers being killed", () => {
   it("resumes, stores exactly the recomputation once, and counts right", { timeout: 900_000 }, async () => {
     expect(workers.map((w) => w.port)).toEqual([0, 0]); // workers open no gRPC port
@@ -96,7 +107,8 @@ describe("an assign job of 2,000,000 units survives its workers being killed", (
       const { job } = await jobs.startJob({ spec: { kind: JobKind.ASSIGN, cohort: "two-million", experimentKeys: ["launch"] } });
       const get = async () => (await jobs.getJob({ id: job!.id })).job!;
 
-      // Three kills at random moments while the job runs, each after some progress since the last.
+      // Three kills at random moments while the job runs, each after some progress since the last,
+      // each of a worker in the middle of a chunk.
       let kills = 0;
       let lastProcessed = 0n;
       while (kills < 3) {
@@ -104,8 +116,12 @@ describe("an assign job of 2,000,000 units survives its workers being killed", (
         const now = await get();
         expect(now.state, "the job finished before three kills").not.toBe(JobState.DONE);
         if (now.processedUnits === lastProcessed) continue;
+        // A worker in the middle of a chunk of this job (started, not finished, by its own log):
+        // killing it there is what must be resumed; a kill between chunks would prove nothing.
+        const busy = workers.flatMap((w, i) => (runningChunks(w.messages, job!.id) > 0 ? [i] : []));
+        if (busy.length === 0) continue;
         lastProcessed = now.processedUnits;
-        const victim = Math.floor(Math.random() * workers.length);
+        const victim = busy[Math.floor(Math.random() * busy.length)]!;
         const w = workers[victim]!;
         killedAt.set(w.pid, Date.now());
         await w.kill();
