@@ -12,9 +12,10 @@ _sym_db = _symbol_database.Default()
 
 
 from assignment.v1 import types_pb2 as assignment_dot_v1_dot_types__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&assignment/v1/assignment_service.proto\x12\rassignment.v1\x1a\x19\x61ssignment/v1/types.proto\"\xa4\x01\n\rAssignRequest\x12%\n\x0e\x65xperiment_key\x18\x01 \x01(\tR\rexperimentKey\x12\x17\n\x07unit_id\x18\x02 \x01(\tR\x06unitId\x12\x1b\n\tunit_type\x18\x03 \x01(\tR\x08unitType\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\"K\n\x0e\x41ssignResponse\x12\x39\n\nassignment\x18\x01 \x01(\x0b\x32\x19.assignment.v1.AssignmentR\nassignment\"\x83\x02\n\x11\x41ssignUnitRequest\x12\x41\n\x05units\x18\x01 \x03(\x0b\x32+.assignment.v1.AssignUnitRequest.UnitsEntryR\x05units\x12\'\n\x0f\x65xperiment_keys\x18\x02 \x03(\tR\x0e\x65xperimentKeys\x12\x10\n\x03tag\x18\x03 \x01(\tR\x03tag\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\x1a\x38\n\nUnitsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"Q\n\x12\x41ssignUnitResponse\x12;\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x19.assignment.v1.AssignmentR\x0b\x61ssignments\"\xaa\x01\n\x11\x42ulkAssignRequest\x12%\n\x0e\x65xperiment_key\x18\x01 \x01(\tR\rexperimentKey\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x19\n\x08unit_ids\x18\x03 \x03(\tR\x07unitIds\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\"M\n\x12\x42ulkAssignResponse\x12\x37\n\x06\x63olumn\x18\x01 \x01(\x0b\x32\x1f.assignment.v1.AssignmentColumnR\x06\x63olumn\"\xae\x01\n\x13MatrixAssignRequest\x12\'\n\x0f\x65xperiment_keys\x18\x01 \x03(\tR\x0e\x65xperimentKeys\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x19\n\x08unit_ids\x18\x03 \x03(\tR\x07unitIds\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\"Q\n\x14MatrixAssignResponse\x12\x39\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1f.assignment.v1.AssignmentColumnR\x07\x63olumns\"\x91\x01\n\x11StreamAssignSetup\x12\'\n\x0f\x65xperiment_keys\x18\x01 \x03(\tR\x0e\x65xperimentKeys\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x36\n\x07options\x18\x03 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\"h\n\x13StreamAssignRequest\x12\x36\n\x05setup\x18\x01 \x01(\x0b\x32 .assignment.v1.StreamAssignSetupR\x05setup\x12\x19\n\x08unit_ids\x18\x02 \x03(\tR\x07unitIds\"g\n\x14StreamAssignResponse\x12\x14\n\x05\x62\x61tch\x18\x01 \x01(\x04R\x05\x62\x61tch\x12\x39\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1f.assignment.v1.AssignmentColumnR\x07\x63olumns2\xca\x03\n\x11\x41ssignmentService\x12J\n\x06\x41ssign\x12\x1c.assignment.v1.AssignRequest\x1a\x1d.assignment.v1.AssignResponse\"\x03\x90\x02\x02\x12V\n\nAssignUnit\x12 .assignment.v1.AssignUnitRequest\x1a!.assignment.v1.AssignUnitResponse\"\x03\x90\x02\x02\x12V\n\nBulkAssign\x12 .assignment.v1.BulkAssignRequest\x1a!.assignment.v1.BulkAssignResponse\"\x03\x90\x02\x02\x12\\\n\x0cMatrixAssign\x12\".assignment.v1.MatrixAssignRequest\x1a#.assignment.v1.MatrixAssignResponse\"\x03\x90\x02\x02\x12[\n\x0cStreamAssign\x12\".assignment.v1.StreamAssignRequest\x1a#.assignment.v1.StreamAssignResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&assignment/v1/assignment_service.proto\x12\rassignment.v1\x1a\x19\x61ssignment/v1/types.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xdd\x01\n\rAssignRequest\x12%\n\x0e\x65xperiment_key\x18\x01 \x01(\tR\rexperimentKey\x12\x17\n\x07unit_id\x18\x02 \x01(\tR\x06unitId\x12\x1b\n\tunit_type\x18\x03 \x01(\tR\x08unitType\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\x12\x37\n\nattributes\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\nattributes\"K\n\x0e\x41ssignResponse\x12\x39\n\nassignment\x18\x01 \x01(\x0b\x32\x19.assignment.v1.AssignmentR\nassignment\"\xbc\x02\n\x11\x41ssignUnitRequest\x12\x41\n\x05units\x18\x01 \x03(\x0b\x32+.assignment.v1.AssignUnitRequest.UnitsEntryR\x05units\x12\'\n\x0f\x65xperiment_keys\x18\x02 \x03(\tR\x0e\x65xperimentKeys\x12\x10\n\x03tag\x18\x03 \x01(\tR\x03tag\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\x12\x37\n\nattributes\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\nattributes\x1a\x38\n\nUnitsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"Q\n\x12\x41ssignUnitResponse\x12;\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x19.assignment.v1.AssignmentR\x0b\x61ssignments\"\xa5\x02\n\x11\x42ulkAssignRequest\x12%\n\x0e\x65xperiment_key\x18\x01 \x01(\tR\rexperimentKey\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x19\n\x08unit_ids\x18\x03 \x03(\tR\x07unitIds\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\x12\x37\n\nattributes\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\nattributes\x12@\n\x0funit_attributes\x18\x06 \x03(\x0b\x32\x17.google.protobuf.StructR\x0eunitAttributes\"M\n\x12\x42ulkAssignResponse\x12\x37\n\x06\x63olumn\x18\x01 \x01(\x0b\x32\x1f.assignment.v1.AssignmentColumnR\x06\x63olumn\"\xa9\x02\n\x13MatrixAssignRequest\x12\'\n\x0f\x65xperiment_keys\x18\x01 \x03(\tR\x0e\x65xperimentKeys\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x19\n\x08unit_ids\x18\x03 \x03(\tR\x07unitIds\x12\x36\n\x07options\x18\x04 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\x12\x37\n\nattributes\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\nattributes\x12@\n\x0funit_attributes\x18\x06 \x03(\x0b\x32\x17.google.protobuf.StructR\x0eunitAttributes\"Q\n\x14MatrixAssignResponse\x12\x39\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1f.assignment.v1.AssignmentColumnR\x07\x63olumns\"\xca\x01\n\x11StreamAssignSetup\x12\'\n\x0f\x65xperiment_keys\x18\x01 \x03(\tR\x0e\x65xperimentKeys\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x36\n\x07options\x18\x03 \x01(\x0b\x32\x1c.assignment.v1.AssignOptionsR\x07options\x12\x37\n\nattributes\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\nattributes\"\xaa\x01\n\x13StreamAssignRequest\x12\x36\n\x05setup\x18\x01 \x01(\x0b\x32 .assignment.v1.StreamAssignSetupR\x05setup\x12\x19\n\x08unit_ids\x18\x02 \x03(\tR\x07unitIds\x12@\n\x0funit_attributes\x18\x03 \x03(\x0b\x32\x17.google.protobuf.StructR\x0eunitAttributes\"g\n\x14StreamAssignResponse\x12\x14\n\x05\x62\x61tch\x18\x01 \x01(\x04R\x05\x62\x61tch\x12\x39\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x1f.assignment.v1.AssignmentColumnR\x07\x63olumns2\xca\x03\n\x11\x41ssignmentService\x12J\n\x06\x41ssign\x12\x1c.assignment.v1.AssignRequest\x1a\x1d.assignment.v1.AssignResponse\"\x03\x90\x02\x02\x12V\n\nAssignUnit\x12 .assignment.v1.AssignUnitRequest\x1a!.assignment.v1.AssignUnitResponse\"\x03\x90\x02\x02\x12V\n\nBulkAssign\x12 .assignment.v1.BulkAssignRequest\x1a!.assignment.v1.BulkAssignResponse\"\x03\x90\x02\x02\x12\\\n\x0cMatrixAssign\x12\".assignment.v1.MatrixAssignRequest\x1a#.assignment.v1.MatrixAssignResponse\"\x03\x90\x02\x02\x12[\n\x0cStreamAssign\x12\".assignment.v1.StreamAssignRequest\x1a#.assignment.v1.StreamAssignResponse(\x01\x30\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assignment.v1.assignment_service_pb2', globals())
@@ -31,30 +32,30 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _ASSIGNMENTSERVICE.methods_by_name['BulkAssign']._serialized_options = b'\220\002\002'
   _ASSIGNMENTSERVICE.methods_by_name['MatrixAssign']._options = None
   _ASSIGNMENTSERVICE.methods_by_name['MatrixAssign']._serialized_options = b'\220\002\002'
-  _ASSIGNREQUEST._serialized_start=85
-  _ASSIGNREQUEST._serialized_end=249
-  _ASSIGNRESPONSE._serialized_start=251
-  _ASSIGNRESPONSE._serialized_end=326
-  _ASSIGNUNITREQUEST._serialized_start=329
-  _ASSIGNUNITREQUEST._serialized_end=588
-  _ASSIGNUNITREQUEST_UNITSENTRY._serialized_start=532
-  _ASSIGNUNITREQUEST_UNITSENTRY._serialized_end=588
-  _ASSIGNUNITRESPONSE._serialized_start=590
-  _ASSIGNUNITRESPONSE._serialized_end=671
-  _BULKASSIGNREQUEST._serialized_start=674
-  _BULKASSIGNREQUEST._serialized_end=844
-  _BULKASSIGNRESPONSE._serialized_start=846
-  _BULKASSIGNRESPONSE._serialized_end=923
-  _MATRIXASSIGNREQUEST._serialized_start=926
-  _MATRIXASSIGNREQUEST._serialized_end=1100
-  _MATRIXASSIGNRESPONSE._serialized_start=1102
-  _MATRIXASSIGNRESPONSE._serialized_end=1183
-  _STREAMASSIGNSETUP._serialized_start=1186
-  _STREAMASSIGNSETUP._serialized_end=1331
-  _STREAMASSIGNREQUEST._serialized_start=1333
-  _STREAMASSIGNREQUEST._serialized_end=1437
-  _STREAMASSIGNRESPONSE._serialized_start=1439
-  _STREAMASSIGNRESPONSE._serialized_end=1542
-  _ASSIGNMENTSERVICE._serialized_start=1545
-  _ASSIGNMENTSERVICE._serialized_end=2003
+  _ASSIGNREQUEST._serialized_start=115
+  _ASSIGNREQUEST._serialized_end=336
+  _ASSIGNRESPONSE._serialized_start=338
+  _ASSIGNRESPONSE._serialized_end=413
+  _ASSIGNUNITREQUEST._serialized_start=416
+  _ASSIGNUNITREQUEST._serialized_end=732
+  _ASSIGNUNITREQUEST_UNITSENTRY._serialized_start=676
+  _ASSIGNUNITREQUEST_UNITSENTRY._serialized_end=732
+  _ASSIGNUNITRESPONSE._serialized_start=734
+  _ASSIGNUNITRESPONSE._serialized_end=815
+  _BULKASSIGNREQUEST._serialized_start=818
+  _BULKASSIGNREQUEST._serialized_end=1111
+  _BULKASSIGNRESPONSE._serialized_start=1113
+  _BULKASSIGNRESPONSE._serialized_end=1190
+  _MATRIXASSIGNREQUEST._serialized_start=1193
+  _MATRIXASSIGNREQUEST._serialized_end=1490
+  _MATRIXASSIGNRESPONSE._serialized_start=1492
+  _MATRIXASSIGNRESPONSE._serialized_end=1573
+  _STREAMASSIGNSETUP._serialized_start=1576
+  _STREAMASSIGNSETUP._serialized_end=1778
+  _STREAMASSIGNREQUEST._serialized_start=1781
+  _STREAMASSIGNREQUEST._serialized_end=1951
+  _STREAMASSIGNRESPONSE._serialized_start=1953
+  _STREAMASSIGNRESPONSE._serialized_end=2056
+  _ASSIGNMENTSERVICE._serialized_start=2059
+  _ASSIGNMENTSERVICE._serialized_end=2517
 # @@protoc_insertion_point(module_scope)

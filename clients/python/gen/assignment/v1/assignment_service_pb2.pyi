@@ -1,4 +1,5 @@
 from assignment.v1 import types_pb2 as _types_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -7,16 +8,18 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AssignRequest(_message.Message):
-    __slots__ = ["experiment_key", "options", "unit_id", "unit_type"]
+    __slots__ = ["attributes", "experiment_key", "options", "unit_id", "unit_type"]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    attributes: _struct_pb2.Struct
     experiment_key: str
     options: _types_pb2.AssignOptions
     unit_id: str
     unit_type: str
-    def __init__(self, experiment_key: _Optional[str] = ..., unit_id: _Optional[str] = ..., unit_type: _Optional[str] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, experiment_key: _Optional[str] = ..., unit_id: _Optional[str] = ..., unit_type: _Optional[str] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AssignResponse(_message.Message):
     __slots__ = ["assignment"]
@@ -25,7 +28,7 @@ class AssignResponse(_message.Message):
     def __init__(self, assignment: _Optional[_Union[_types_pb2.Assignment, _Mapping]] = ...) -> None: ...
 
 class AssignUnitRequest(_message.Message):
-    __slots__ = ["experiment_keys", "options", "tag", "units"]
+    __slots__ = ["attributes", "experiment_keys", "options", "tag", "units"]
     class UnitsEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,15 +36,17 @@ class AssignUnitRequest(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    attributes: _struct_pb2.Struct
     experiment_keys: _containers.RepeatedScalarFieldContainer[str]
     options: _types_pb2.AssignOptions
     tag: str
     units: _containers.ScalarMap[str, str]
-    def __init__(self, units: _Optional[_Mapping[str, str]] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, units: _Optional[_Mapping[str, str]] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AssignUnitResponse(_message.Message):
     __slots__ = ["assignments"]
@@ -50,16 +55,20 @@ class AssignUnitResponse(_message.Message):
     def __init__(self, assignments: _Optional[_Iterable[_Union[_types_pb2.Assignment, _Mapping]]] = ...) -> None: ...
 
 class BulkAssignRequest(_message.Message):
-    __slots__ = ["experiment_key", "options", "unit_ids", "unit_type"]
+    __slots__ = ["attributes", "experiment_key", "options", "unit_attributes", "unit_ids", "unit_type"]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    attributes: _struct_pb2.Struct
     experiment_key: str
     options: _types_pb2.AssignOptions
+    unit_attributes: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
     unit_ids: _containers.RepeatedScalarFieldContainer[str]
     unit_type: str
-    def __init__(self, experiment_key: _Optional[str] = ..., unit_type: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, experiment_key: _Optional[str] = ..., unit_type: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., unit_attributes: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
 
 class BulkAssignResponse(_message.Message):
     __slots__ = ["column"]
@@ -68,16 +77,20 @@ class BulkAssignResponse(_message.Message):
     def __init__(self, column: _Optional[_Union[_types_pb2.AssignmentColumn, _Mapping]] = ...) -> None: ...
 
 class MatrixAssignRequest(_message.Message):
-    __slots__ = ["experiment_keys", "options", "unit_ids", "unit_type"]
+    __slots__ = ["attributes", "experiment_keys", "options", "unit_attributes", "unit_ids", "unit_type"]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    attributes: _struct_pb2.Struct
     experiment_keys: _containers.RepeatedScalarFieldContainer[str]
     options: _types_pb2.AssignOptions
+    unit_attributes: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
     unit_ids: _containers.RepeatedScalarFieldContainer[str]
     unit_type: str
-    def __init__(self, experiment_keys: _Optional[_Iterable[str]] = ..., unit_type: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, experiment_keys: _Optional[_Iterable[str]] = ..., unit_type: _Optional[str] = ..., unit_ids: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., unit_attributes: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
 
 class MatrixAssignResponse(_message.Message):
     __slots__ = ["columns"]
@@ -86,12 +99,14 @@ class MatrixAssignResponse(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[_Union[_types_pb2.AssignmentColumn, _Mapping]]] = ...) -> None: ...
 
 class StreamAssignRequest(_message.Message):
-    __slots__ = ["setup", "unit_ids"]
+    __slots__ = ["setup", "unit_attributes", "unit_ids"]
     SETUP_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
     setup: StreamAssignSetup
+    unit_attributes: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
     unit_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, setup: _Optional[_Union[StreamAssignSetup, _Mapping]] = ..., unit_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, setup: _Optional[_Union[StreamAssignSetup, _Mapping]] = ..., unit_ids: _Optional[_Iterable[str]] = ..., unit_attributes: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
 
 class StreamAssignResponse(_message.Message):
     __slots__ = ["batch", "columns"]
@@ -102,11 +117,13 @@ class StreamAssignResponse(_message.Message):
     def __init__(self, batch: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[_types_pb2.AssignmentColumn, _Mapping]]] = ...) -> None: ...
 
 class StreamAssignSetup(_message.Message):
-    __slots__ = ["experiment_keys", "options", "unit_type"]
+    __slots__ = ["attributes", "experiment_keys", "options", "unit_type"]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    attributes: _struct_pb2.Struct
     experiment_keys: _containers.RepeatedScalarFieldContainer[str]
     options: _types_pb2.AssignOptions
     unit_type: str
-    def __init__(self, experiment_keys: _Optional[_Iterable[str]] = ..., unit_type: _Optional[str] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, experiment_keys: _Optional[_Iterable[str]] = ..., unit_type: _Optional[str] = ..., options: _Optional[_Union[_types_pb2.AssignOptions, _Mapping]] = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

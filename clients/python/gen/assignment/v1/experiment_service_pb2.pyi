@@ -130,7 +130,8 @@ class CopyAssignmentsResponse(_message.Message):
     def __init__(self, scanned: _Optional[int] = ..., copied: _Optional[int] = ..., skipped: _Optional[int] = ..., total: _Optional[int] = ..., done: bool = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
-    __slots__ = ["default_variant", "description", "key", "rollout", "salt", "status", "tags", "unit_type", "variants"]
+    __slots__ = ["condition", "default_variant", "description", "key", "rollout", "salt", "status", "tags", "unit_type", "variants"]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VARIANT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +141,7 @@ class CreateExperimentRequest(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    condition: str
     default_variant: str
     description: str
     key: str
@@ -149,7 +151,7 @@ class CreateExperimentRequest(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     unit_type: str
     variants: _containers.RepeatedCompositeFieldContainer[_types_pb2.Variant]
-    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[_types_pb2.Variant, _Mapping]]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., default_variant: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[_types_pb2.Variant, _Mapping]]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., default_variant: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class CreateExperimentResponse(_message.Message):
     __slots__ = ["experiment"]
@@ -488,7 +490,8 @@ class UnarchiveNamespaceResponse(_message.Message):
     def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
 
 class UpdateExperimentRequest(_message.Message):
-    __slots__ = ["default_variant", "description", "key", "rollout", "status", "tags", "variants", "version", "winner"]
+    __slots__ = ["condition", "default_variant", "description", "key", "rollout", "status", "tags", "variants", "version", "winner"]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VARIANT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -498,6 +501,7 @@ class UpdateExperimentRequest(_message.Message):
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
+    condition: str
     default_variant: str
     description: str
     key: str
@@ -507,7 +511,7 @@ class UpdateExperimentRequest(_message.Message):
     variants: VariantList
     version: int
     winner: str
-    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., variants: _Optional[_Union[VariantList, _Mapping]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., winner: _Optional[str] = ..., default_variant: _Optional[str] = ..., tags: _Optional[_Union[TagList, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., variants: _Optional[_Union[VariantList, _Mapping]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[_types_pb2.ExperimentStatus, str]] = ..., winner: _Optional[str] = ..., default_variant: _Optional[str] = ..., tags: _Optional[_Union[TagList, _Mapping]] = ..., description: _Optional[str] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class UpdateExperimentResponse(_message.Message):
     __slots__ = ["experiment"]

@@ -91,9 +91,10 @@ class AssignmentColumn(_message.Message):
     def __init__(self, experiment_key: _Optional[str] = ..., experiment_version: _Optional[int] = ..., legend: _Optional[_Iterable[str]] = ..., legend_params: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., variant_indexes: _Optional[_Iterable[int]] = ..., reasons: _Optional[_Iterable[_Union[Reason, str]]] = ..., enrolled: _Optional[_Iterable[bool]] = ..., stored: _Optional[_Iterable[bool]] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ["archive_time", "archived", "create_time", "default_variant", "description", "hash_version", "key", "namespace", "rollout", "salt", "segments", "status", "tags", "unit_type", "update_time", "variants", "version", "winner"]
+    __slots__ = ["archive_time", "archived", "condition", "create_time", "default_variant", "description", "hash_version", "key", "namespace", "rollout", "salt", "segments", "status", "tags", "unit_type", "update_time", "variants", "version", "winner"]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VARIANT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +113,7 @@ class Experiment(_message.Message):
     WINNER_FIELD_NUMBER: _ClassVar[int]
     archive_time: _timestamp_pb2.Timestamp
     archived: bool
+    condition: str
     create_time: _timestamp_pb2.Timestamp
     default_variant: str
     description: str
@@ -128,7 +130,7 @@ class Experiment(_message.Message):
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     version: int
     winner: str
-    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., hash_version: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., default_variant: _Optional[str] = ..., winner: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., namespace: _Optional[str] = ..., segments: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., archived: bool = ..., archive_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., hash_version: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., rollout: _Optional[int] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., default_variant: _Optional[str] = ..., winner: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., namespace: _Optional[str] = ..., segments: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., archived: bool = ..., archive_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ["hash_version", "layer", "rollout_bucket", "segment", "variant_bucket"]

@@ -6,13 +6,14 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Assignment, AssignmentColumn, AssignOptions } from "./types_pb.js";
 import { file_assignment_v1_types } from "./types_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file assignment/v1/assignment_service.proto.
  */
 export const file_assignment_v1_assignment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2Fzc2lnbm1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSJ6Cg1Bc3NpZ25SZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEQoJdW5pdF90eXBlGAMgASgJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiPwoOQXNzaWduUmVzcG9uc2USLQoKYXNzaWdubWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudCLSAQoRQXNzaWduVW5pdFJlcXVlc3QSOgoFdW5pdHMYASADKAsyKy5hc3NpZ25tZW50LnYxLkFzc2lnblVuaXRSZXF1ZXN0LlVuaXRzRW50cnkSFwoPZXhwZXJpbWVudF9rZXlzGAIgAygJEgsKA3RhZxgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zGiwKClVuaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChJBc3NpZ25Vbml0UmVzcG9uc2USLgoLYXNzaWdubWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnQifwoRQnVsa0Fzc2lnblJlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEQoJdW5pdF90eXBlGAIgASgJEhAKCHVuaXRfaWRzGAMgAygJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiRQoSQnVsa0Fzc2lnblJlc3BvbnNlEi8KBmNvbHVtbhgBIAEoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiKCAQoTTWF0cml4QXNzaWduUmVxdWVzdBIXCg9leHBlcmltZW50X2tleXMYASADKAkSEQoJdW5pdF90eXBlGAIgASgJEhAKCHVuaXRfaWRzGAMgAygJEi0KB29wdGlvbnMYBCABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiSAoUTWF0cml4QXNzaWduUmVzcG9uc2USMAoHY29sdW1ucxgBIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiJuChFTdHJlYW1Bc3NpZ25TZXR1cBIXCg9leHBlcmltZW50X2tleXMYASADKAkSEQoJdW5pdF90eXBlGAIgASgJEi0KB29wdGlvbnMYAyABKAsyHC5hc3NpZ25tZW50LnYxLkFzc2lnbk9wdGlvbnMiWAoTU3RyZWFtQXNzaWduUmVxdWVzdBIvCgVzZXR1cBgBIAEoCzIgLmFzc2lnbm1lbnQudjEuU3RyZWFtQXNzaWduU2V0dXASEAoIdW5pdF9pZHMYAiADKAkiVwoUU3RyZWFtQXNzaWduUmVzcG9uc2USDQoFYmF0Y2gYASABKAQSMAoHY29sdW1ucxgCIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbjLKAwoRQXNzaWdubWVudFNlcnZpY2USSgoGQXNzaWduEhwuYXNzaWdubWVudC52MS5Bc3NpZ25SZXF1ZXN0Gh0uYXNzaWdubWVudC52MS5Bc3NpZ25SZXNwb25zZSIDkAICElYKCkFzc2lnblVuaXQSIC5hc3NpZ25tZW50LnYxLkFzc2lnblVuaXRSZXF1ZXN0GiEuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVzcG9uc2UiA5ACAhJWCgpCdWxrQXNzaWduEiAuYXNzaWdubWVudC52MS5CdWxrQXNzaWduUmVxdWVzdBohLmFzc2lnbm1lbnQudjEuQnVsa0Fzc2lnblJlc3BvbnNlIgOQAgISXAoMTWF0cml4QXNzaWduEiIuYXNzaWdubWVudC52MS5NYXRyaXhBc3NpZ25SZXF1ZXN0GiMuYXNzaWdubWVudC52MS5NYXRyaXhBc3NpZ25SZXNwb25zZSIDkAICElsKDFN0cmVhbUFzc2lnbhIiLmFzc2lnbm1lbnQudjEuU3RyZWFtQXNzaWduUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuU3RyZWFtQXNzaWduUmVzcG9uc2UoATABYgZwcm90bzM", [file_assignment_v1_types]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2Fzc2lnbm1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKnAQoNQXNzaWduUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij8KDkFzc2lnblJlc3BvbnNlEi0KCmFzc2lnbm1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnQi/wEKEUFzc2lnblVuaXRSZXF1ZXN0EjoKBXVuaXRzGAEgAygLMisuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdC5Vbml0c0VudHJ5EhcKD2V4cGVyaW1lbnRfa2V5cxgCIAMoCRILCgN0YWcYAyABKAkSLQoHb3B0aW9ucxgEIAEoCzIcLmFzc2lnbm1lbnQudjEuQXNzaWduT3B0aW9ucxIrCgphdHRyaWJ1dGVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBosCgpVbml0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoSQXNzaWduVW5pdFJlc3BvbnNlEi4KC2Fzc2lnbm1lbnRzGAEgAygLMhkuYXNzaWdubWVudC52MS5Bc3NpZ25tZW50It4BChFCdWxrQXNzaWduUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIRCgl1bml0X3R5cGUYAiABKAkSEAoIdW5pdF9pZHMYAyADKAkSLQoHb3B0aW9ucxgEIAEoCzIcLmFzc2lnbm1lbnQudjEuQXNzaWduT3B0aW9ucxIrCgphdHRyaWJ1dGVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCg91bml0X2F0dHJpYnV0ZXMYBiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKEkJ1bGtBc3NpZ25SZXNwb25zZRIvCgZjb2x1bW4YASABKAsyHy5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRDb2x1bW4i4QEKE01hdHJpeEFzc2lnblJlcXVlc3QSFwoPZXhwZXJpbWVudF9rZXlzGAEgAygJEhEKCXVuaXRfdHlwZRgCIAEoCRIQCgh1bml0X2lkcxgDIAMoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKD3VuaXRfYXR0cmlidXRlcxgGIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiSAoUTWF0cml4QXNzaWduUmVzcG9uc2USMAoHY29sdW1ucxgBIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiKbAQoRU3RyZWFtQXNzaWduU2V0dXASFwoPZXhwZXJpbWVudF9rZXlzGAEgAygJEhEKCXVuaXRfdHlwZRgCIAEoCRItCgdvcHRpb25zGAMgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IooBChNTdHJlYW1Bc3NpZ25SZXF1ZXN0Ei8KBXNldHVwGAEgASgLMiAuYXNzaWdubWVudC52MS5TdHJlYW1Bc3NpZ25TZXR1cBIQCgh1bml0X2lkcxgCIAMoCRIwCg91bml0X2F0dHJpYnV0ZXMYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlcKFFN0cmVhbUFzc2lnblJlc3BvbnNlEg0KBWJhdGNoGAEgASgEEjAKB2NvbHVtbnMYAiADKAsyHy5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRDb2x1bW4yygMKEUFzc2lnbm1lbnRTZXJ2aWNlEkoKBkFzc2lnbhIcLmFzc2lnbm1lbnQudjEuQXNzaWduUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuQXNzaWduUmVzcG9uc2UiA5ACAhJWCgpBc3NpZ25Vbml0EiAuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdBohLmFzc2lnbm1lbnQudjEuQXNzaWduVW5pdFJlc3BvbnNlIgOQAgISVgoKQnVsa0Fzc2lnbhIgLmFzc2lnbm1lbnQudjEuQnVsa0Fzc2lnblJlcXVlc3QaIS5hc3NpZ25tZW50LnYxLkJ1bGtBc3NpZ25SZXNwb25zZSIDkAICElwKDE1hdHJpeEFzc2lnbhIiLmFzc2lnbm1lbnQudjEuTWF0cml4QXNzaWduUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuTWF0cml4QXNzaWduUmVzcG9uc2UiA5ACAhJbCgxTdHJlYW1Bc3NpZ24SIi5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_assignment_v1_types, file_google_protobuf_struct]);
 
 /**
  * @generated from message assignment.v1.AssignRequest
@@ -39,6 +40,14 @@ export type AssignRequest = Message<"assignment.v1.AssignRequest"> & {
    * @generated from field: assignment.v1.AssignOptions options = 4;
    */
   options?: AssignOptions | undefined;
+
+  /**
+   * The unit's attributes, for targeting conditions (SPEC.md "Names and limits": at most 64,
+   * keys [A-Za-z_][A-Za-z0-9_]{0,63}, values string / number / bool / list of those, 1 KiB each).
+   *
+   * @generated from field: google.protobuf.Struct attributes = 5;
+   */
+  attributes?: JsonObject | undefined;
 };
 
 /**
@@ -96,6 +105,14 @@ export type AssignUnitRequest = Message<"assignment.v1.AssignUnitRequest"> & {
    * @generated from field: assignment.v1.AssignOptions options = 4;
    */
   options?: AssignOptions | undefined;
+
+  /**
+   * The unit's attributes, for targeting conditions (SPEC.md "Names and limits": at most 64,
+   * keys [A-Za-z_][A-Za-z0-9_]{0,63}, values string / number / bool / list of those, 1 KiB each).
+   *
+   * @generated from field: google.protobuf.Struct attributes = 5;
+   */
+  attributes?: JsonObject | undefined;
 };
 
 /**
@@ -149,6 +166,23 @@ export type BulkAssignRequest = Message<"assignment.v1.BulkAssignRequest"> & {
    * @generated from field: assignment.v1.AssignOptions options = 4;
    */
   options?: AssignOptions | undefined;
+
+  /**
+   * Attributes of every unit of the call, for targeting conditions (SPEC.md "Names and limits":
+   * at most 64, keys [A-Za-z_][A-Za-z0-9_]{0,63}, values string / number / bool / list of those,
+   * 1 KiB each).
+   *
+   * @generated from field: google.protobuf.Struct attributes = 5;
+   */
+  attributes?: JsonObject | undefined;
+
+  /**
+   * Per-unit attributes, positional to unit_ids: empty, or exactly one entry per id (an empty
+   * Struct for a unit with none). A unit's attributes override the call's key by key.
+   *
+   * @generated from field: repeated google.protobuf.Struct unit_attributes = 6;
+   */
+  unitAttributes: JsonObject[];
 };
 
 /**
@@ -202,6 +236,23 @@ export type MatrixAssignRequest = Message<"assignment.v1.MatrixAssignRequest"> &
    * @generated from field: assignment.v1.AssignOptions options = 4;
    */
   options?: AssignOptions | undefined;
+
+  /**
+   * Attributes of every unit of the call, for targeting conditions (SPEC.md "Names and limits":
+   * at most 64, keys [A-Za-z_][A-Za-z0-9_]{0,63}, values string / number / bool / list of those,
+   * 1 KiB each).
+   *
+   * @generated from field: google.protobuf.Struct attributes = 5;
+   */
+  attributes?: JsonObject | undefined;
+
+  /**
+   * Per-unit attributes, positional to unit_ids: empty, or exactly one entry per id (an empty
+   * Struct for a unit with none). A unit's attributes override the call's key by key.
+   *
+   * @generated from field: repeated google.protobuf.Struct unit_attributes = 6;
+   */
+  unitAttributes: JsonObject[];
 };
 
 /**
@@ -252,6 +303,15 @@ export type StreamAssignSetup = Message<"assignment.v1.StreamAssignSetup"> & {
    * @generated from field: assignment.v1.AssignOptions options = 3;
    */
   options?: AssignOptions | undefined;
+
+  /**
+   * Attributes of every unit of the call, for targeting conditions (SPEC.md "Names and limits":
+   * at most 64, keys [A-Za-z_][A-Za-z0-9_]{0,63}, values string / number / bool / list of those,
+   * 1 KiB each).
+   *
+   * @generated from field: google.protobuf.Struct attributes = 4;
+   */
+  attributes?: JsonObject | undefined;
 };
 
 /**
@@ -279,6 +339,14 @@ export type StreamAssignRequest = Message<"assignment.v1.StreamAssignRequest"> &
    * @generated from field: repeated string unit_ids = 2;
    */
   unitIds: string[];
+
+  /**
+   * Per-unit attributes, positional to this message's unit_ids: empty, or exactly one entry per
+   * id (an empty Struct for a unit with none). A unit's attributes override the setup's key by key.
+   *
+   * @generated from field: repeated google.protobuf.Struct unit_attributes = 3;
+   */
+  unitAttributes: JsonObject[];
 };
 
 /**
