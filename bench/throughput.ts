@@ -123,16 +123,18 @@ function h2load(url: string, bodyFile: string, concurrency: number): Promise<H2l
   });
 }
 
-/** assignment_grpc_calls_total of one method, by code, from the server's metrics endpoint. */
-async function callsByCode(metricsPort: number, method: string): Promise<Map<string, number>> {
+/** assignment_grpc_calls_total of one method, by code, and the server's CPU seconds so far
+ * (process_cpu_seconds_total), from its metrics endpoint. */
+async function callsByCode(metricsPort: number, method: string): Promise<{ byCode: Map<string, number>; cpuSeconds: number }> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const cpuSeconds = Number(/^process_cpu_seconds_total (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
   const byCode = new Map<string, number>();
   const re = /^assignment_grpc_calls_total\{([^}]*)\} (\S+)$/gm;
   for (const m of text.matchAll(re)) {
     const labels = Object.fromEntries([...(m[1] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
     if (labels.method === method) byCode.set(labels.code ?? "?", (byCode.get(labels.code ?? "?") ?? 0) + Number(m[2]));
   }
-  return byCode;
+  return { byCode, cpuSeconds };
 }
 
 /** Rows per INSERT of new assignments so far: assignment_store_insert_rows' sum and count. */
@@ -151,6 +153,9 @@ interface Row {
   requestsPerSecond: number;
   meanMs: number;
   rowsPerInsert?: number;
+  /** The server's CPU time (user + system) per call over the phase, warm-up included: unlike
+   * requests/s, it barely moves when other processes compete for the cores. */
+  cpuMicrosPerCall?: number;
   generator: string;
 }
 
@@ -158,9 +163,9 @@ interface Row {
 async function h2loadPhase(server: ServerProcess, metricsPort: number, method: string, body: Buffer, dir: string, concurrency: number) {
   const file = path.join(dir, `${method}.bin`);
   writeFileSync(file, body);
-  const before = await callsByCode(metricsPort, method);
+  const { byCode: before, cpuSeconds: cpuBefore } = await callsByCode(metricsPort, method);
   const r = await h2load(`http://${server.address}/assignment.v1.AssignmentService/${method}`, file, concurrency);
-  const after = await callsByCode(metricsPort, method);
+  const { byCode: after, cpuSeconds: cpuAfter } = await callsByCode(metricsPort, method);
   const delta = new Map([...after].map(([code, n]) => [code, n - (before.get(code) ?? 0)]));
   // When h2load stops, the calls still uploading their request are cut off: grpc-js ends them
   // UNIMPLEMENTED ("received no request message") or CANCELLED. At most one per call in flight;
@@ -180,7 +185,7 @@ async function h2loadPhase(server: ServerProcess, metricsPort: number, method: s
   if (r.failed > 0 || ok < r.succeeded) {
     throw new Error(`${method} c${concurrency}: h2load says ${r.succeeded} succeeded and ${r.failed} failed, the server counted ${ok} OK`);
   }
-  return r;
+  return { ...r, cpuMicrosPerCall: ((cpuAfter - cpuBefore) * 1e6) / ok };
 }
 
 /** Cold calls: `concurrency` loops, each sending AssignUnit for a new unit as soon as its last
@@ -225,14 +230,15 @@ function report(rows: Row[], machine: string[]): string {
   const echo = new Map(rows.filter((r) => r.call === "echo").map((r) => [r.concurrency, r.requestsPerSecond]));
   const out = ["### Environment", "", ...machine.map((m) => `- ${m}`), ""];
   out.push("### Throughput (calls in flight = concurrency; ratio = requests/s ÷ the bare echo at the same concurrency, same run)", "");
-  out.push("| call | concurrency | requests/s | cells/s | ÷ echo | mean latency | rows per INSERT | generator |");
-  out.push("|---|---|---|---|---|---|---|---|");
+  out.push("| call | concurrency | requests/s | cells/s | ÷ echo | mean latency | rows per INSERT | server CPU per call | generator |");
+  out.push("|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     const ratio = r.call === "echo" ? "1.00" : (r.requestsPerSecond / (echo.get(r.concurrency) ?? Number.NaN)).toFixed(2);
     out.push(
       `| ${r.call} | ${r.concurrency} | ${Math.round(r.requestsPerSecond).toLocaleString("en-US")} | ` +
         `${Math.round(r.requestsPerSecond * r.cellsPerCall).toLocaleString("en-US")} | ${ratio} | ${r.meanMs.toFixed(2)} ms | ` +
-        `${r.rowsPerInsert === undefined ? "—" : r.rowsPerInsert.toFixed(1)} | ${r.generator} |`,
+        `${r.rowsPerInsert === undefined ? "—" : r.rowsPerInsert.toFixed(1)} | ` +
+        `${r.cpuMicrosPerCall === undefined ? "—" : `${Math.round(r.cpuMicrosPerCall)} µs`} | ${r.generator} |`,
     );
   }
   return out.join("\n");
@@ -319,6 +325,7 @@ async function main(cleanup: Cleanup): Promise<number> {
       concurrency: c,
       requestsPerSecond: r.requestsPerSecond,
       meanMs: r.meanMs,
+      cpuMicrosPerCall: r.cpuMicrosPerCall,
       generator: "h2load",
     });
   }
@@ -331,6 +338,7 @@ async function main(cleanup: Cleanup): Promise<number> {
       concurrency: c,
       requestsPerSecond: r.requestsPerSecond,
       meanMs: r.meanMs,
+      cpuMicrosPerCall: r.cpuMicrosPerCall,
       generator: "h2load",
     });
   }
@@ -391,6 +399,7 @@ async function main(cleanup: Cleanup): Promise<number> {
         concurrency: c,
         requestsPerSecond: r.requestsPerSecond,
         meanMs: r.meanMs,
+        cpuMicrosPerCall: r.cpuMicrosPerCall,
         generator: "h2load",
       });
     }

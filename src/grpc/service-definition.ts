@@ -1,6 +1,7 @@
-import { create, fromBinary, toBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { fromBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { invalidArgument } from "../errors.js";
+import { responseEncoder } from "./response-encoding.js";
 
 /** `/assignment.v1.AssignmentService/Assign` */
 export function methodPath(method: DescMethod): string {
@@ -33,7 +34,7 @@ export function serverDefinition(service: DescService): ServiceDefinition {
       responseStream: m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming",
       requestSerialize: (b: Buffer) => b,
       requestDeserialize: (b: Buffer) => b,
-      responseSerialize: (msg: object) => Buffer.from(toBinary(m.output, create(m.output, msg as never))),
+      responseSerialize: responseEncoder(m.output),
       responseDeserialize: (b: Buffer) => fromBinary(m.output, b),
       originalName: m.name,
     };

@@ -36,6 +36,10 @@ export class ServerMetrics {
   private readonly insertRows: Histogram;
   /** Reasons are small integers: counted into this array per batch, then added to the counters. */
   private readonly reasonCounts = new Float64Array(64);
+  private readonly callChildren = new Map<
+    string,
+    { count: Counter.Internal; seconds: Histogram.Internal<"service" | "method" | "code"> }
+  >();
 
   constructor(private readonly options: ServerMetricsOptions) {
     const registers = [this.registry];
@@ -133,8 +137,16 @@ export class ServerMetrics {
   }
 
   call(service: string, method: string, code: string, seconds: number): void {
-    this.calls.labels(service, method, code).inc();
-    this.callSeconds.labels(service, method, code).observe(seconds);
+    // prom-client's labels() hashes the label values on every call; a call's three labels take a
+    // handful of values, so their children are looked up once (a page load's share of CPU: ~1.5%).
+    const key = `${service}/${method}/${code}`;
+    let c = this.callChildren.get(key);
+    if (!c) {
+      c = { count: this.calls.labels(service, method, code), seconds: this.callSeconds.labels(service, method, code) };
+      this.callChildren.set(key, c);
+    }
+    c.count.inc();
+    c.seconds.observe(seconds);
   }
 }
 

@@ -39,7 +39,29 @@ function explanation(exp: ExperimentConfig | undefined, unitId: string, r: CellR
   return { ...explainBuckets(exp, unitId), layer: r.layer, hashVersion: exp.hashVersion };
 }
 
+// Without explain and params an Assignment depends only on the experiment's configuration and
+// the (interned) answer, so a warm page load answers the same few objects again and again: they
+// are made once per configuration version and frozen, and the gRPC transport encodes each once (src/grpc/response-encoding.ts).
+const sharedAssignments = new WeakMap<ExperimentConfig, Map<CellResult, AssignmentInit>>();
+
 function toAssignment(
+  key: string,
+  exp: ExperimentConfig | undefined,
+  unitId: string,
+  r: CellResult,
+  o: ReturnType<typeof optionsOf>,
+): AssignmentInit {
+  if (exp && !o.explain && !o.includeParams && exp.key === key) {
+    let byResult = sharedAssignments.get(exp);
+    if (!byResult) sharedAssignments.set(exp, (byResult = new Map()));
+    let a = byResult.get(r);
+    if (!a) byResult.set(r, (a = Object.freeze(newAssignment(key, exp, unitId, r, o))));
+    return a;
+  }
+  return newAssignment(key, exp, unitId, r, o);
+}
+
+function newAssignment(
   key: string,
   exp: ExperimentConfig | undefined,
   unitId: string,
