@@ -18,7 +18,9 @@
  *   BENCH_CONCURRENCY             comma-separated calls in flight (16,64)
  *   H2LOAD                        the h2load binary (h2load)
  *   BENCH_CPU_PROF_DIR            write a V8 CPU profile of the assignment server there
- *   BENCH_ONLY                    comma-separated phases to run (echo,warm,bulk,cold; default all)
+ *   BENCH_ONLY                    comma-separated phases to run (echo,warm,bulk,cold,workers; default all)
+ *   INSERT_CONCURRENCY, INSERT_MAX_WAIT_MS   the servers' cold-path coalescing (README), like any
+ *                                 variable of this process's environment, which they inherit
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";

@@ -5,7 +5,8 @@
  *
  * SERVER_PROCESS_MODE
  *   server (default)  startServer on 127.0.0.1, port 0, from DATABASE_URL, REDIS_URL, REDIS_PREFIX
- *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS, ROLE, JOB_WORKERS,
+ *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS, INSERT_CONCURRENCY,
+ *                     INSERT_MAX_WAIT_MS, ROLE, JOB_WORKERS,
  *                     JOB_CHUNK_UNITS, JOB_CHUNK_TIMEOUT_SECONDS, JOB_RETRY_DELAY_SECONDS,
  *                     JOB_MAINTENANCE_SECONDS (server defaults when unset), METRICS_PORT (unset: no
  *                     metrics; 0: a free port), HTTP_PORT (unset: no HTTP port; 0: a free one) and
@@ -72,6 +73,8 @@ try {
       cacheTtlSeconds: optionalInt("CACHE_TTL_SECONDS"),
       metricsPort: optionalInt("METRICS_PORT"),
       httpPort: optionalInt("HTTP_PORT"),
+      insertConcurrency: optionalInt("INSERT_CONCURRENCY"),
+      insertMaxWaitMs: optionalInt("INSERT_MAX_WAIT_MS"),
       role: (env.ROLE as "api" | "worker" | "all" | undefined) ?? "all",
       jobs: {
         workers: optionalInt("JOB_WORKERS"),

@@ -22,6 +22,8 @@ import {
 import type { ServerConfig } from "./server.js";
 import {
   DEFAULT_CACHE_TTL_SECONDS,
+  DEFAULT_INSERT_CONCURRENCY,
+  DEFAULT_INSERT_MAX_WAIT_MS,
   DEFAULT_DATABASE_POOL_SIZE,
   DEFAULT_HOST,
   DEFAULT_IMPORT_IDLE_MS,
@@ -144,6 +146,18 @@ export const SETTINGS: readonly Setting[] = [
     flag: "transfer-pool-size",
     default: String(DEFAULT_TRANSFER_POOL_SIZE),
     help: "PostgreSQL connections of imports, exports and copies, apart from the others (streams never take page loads' connections)",
+  },
+  {
+    env: "INSERT_CONCURRENCY",
+    flag: "insert-concurrency",
+    default: String(DEFAULT_INSERT_CONCURRENCY),
+    help: "INSERTs of new assignments running at once; more new rows wait to share the next one (one commit for many calls)",
+  },
+  {
+    env: "INSERT_MAX_WAIT_MS",
+    flag: "insert-max-wait",
+    default: String(DEFAULT_INSERT_MAX_WAIT_MS),
+    help: "longest a new row waits for a shared INSERT while all are busy",
   },
   {
     env: "IMPORT_IDLE_MS",
@@ -333,6 +347,8 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       databasePoolSize: int("DATABASE_POOL_SIZE", undefined, 1, 10_000),
       transferPoolSize: int("TRANSFER_POOL_SIZE", undefined, 1, 1_000),
       importIdleMs: int("IMPORT_IDLE_MS", undefined, 1_000, 3_600_000),
+      insertConcurrency: int("INSERT_CONCURRENCY", undefined, 1, 64),
+      insertMaxWaitMs: int("INSERT_MAX_WAIT_MS", undefined, 0, 1_000),
       shutdownGraceMs: int("SHUTDOWN_GRACE_MS", undefined, 0, 3_600_000),
       adminToken,
       assignToken,

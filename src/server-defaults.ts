@@ -21,6 +21,11 @@ export const DEFAULT_TRANSFER_CONNECTION_WAIT_MS = 30_000;
 /** How long an import may wait for its client's next message before it is abandoned (it holds a
  * transfer connection and an open transaction meanwhile). */
 export const DEFAULT_IMPORT_IDLE_MS = 30_000;
+/** INSERTs of new assignments running at once; beyond them, new rows wait to share the next one
+ * (a commit each: more in flight means fewer rows per commit). */
+export const DEFAULT_INSERT_CONCURRENCY = 4;
+/** Longest a new row waits for a shared INSERT while all of them are busy. */
+export const DEFAULT_INSERT_MAX_WAIT_MS = 2;
 /** Lifetime of a Redis cache entry. */
 export const DEFAULT_CACHE_TTL_SECONDS = 86_400;
 /** Stored assignments held in process (32 bytes each, outside the JavaScript heap). */

@@ -100,6 +100,11 @@ export interface ServerConfig {
   /** How long an import waits for its client's next message before it is abandoned (nothing is
    * stored); default DEFAULT_IMPORT_IDLE_MS. */
   importIdleMs?: number;
+  /** INSERTs of new assignments at once (their commits are shared by concurrent calls); default
+   * DEFAULT_INSERT_CONCURRENCY. */
+  insertConcurrency?: number;
+  /** Longest a new row waits for a shared INSERT while all are busy; default DEFAULT_INSERT_MAX_WAIT_MS. */
+  insertMaxWaitMs?: number;
   /** How often to check for configuration changes missed by LISTEN/NOTIFY; default DEFAULT_CONFIG_CHECK_MS. */
   configCheckMs?: number;
   /** On close, how long in-flight calls may take before they are cancelled; default DEFAULT_SHUTDOWN_GRACE_MS. */
@@ -299,7 +304,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     config.metricsPort === undefined
       ? undefined
       : new ServerMetrics({ pendingWrites: () => assignmentStore.pendingWrites, sharedCache: redis !== undefined });
-  assignmentStore = new AssignmentStore(database, metrics ? { onInsertBatch: (n) => metrics.insertBatch(n) } : {});
+  assignmentStore = new AssignmentStore(database, {
+    writeConcurrency: config.insertConcurrency,
+    maxWaitMs: config.insertMaxWaitMs,
+    onInsertBatch: metrics ? (n) => metrics.insertBatch(n) : undefined,
+  });
   // The registry decides when cached stored values may be answered (SPEC: a changed value stops
   // being answered everywhere within 1 s; see ConfigRegistry). The embedded database has one
   // process (its folder is locked), which makes every change itself and reloads before answering

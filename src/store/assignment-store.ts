@@ -1,5 +1,6 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { storedValue, type StoredAssignment } from "../engine/evaluate.js";
+import { DEFAULT_INSERT_CONCURRENCY, DEFAULT_INSERT_MAX_WAIT_MS } from "../server-defaults.js";
 import { Coalescer } from "../util/coalescer.js";
 import type { Database } from "./database.js";
 import { numberArray, textArray } from "./pg-arrays.js";
@@ -36,11 +37,13 @@ export interface AssignmentStorage {
 }
 
 export interface AssignmentStoreOptions {
-  /** INSERT statements running at once before new rows wait to join a shared one; default 4. */
+  /** INSERT statements running at once before new rows wait to join a shared one; default
+   * DEFAULT_INSERT_CONCURRENCY. */
   writeConcurrency?: number;
   /** Most rows in one shared INSERT; default 20,000. */
   maxBatchRows?: number;
-  /** Longest a row waits for a shared INSERT while all slots are busy; default 2 ms. */
+  /** Longest a row waits for a shared INSERT while all slots are busy; default
+   * DEFAULT_INSERT_MAX_WAIT_MS. */
   maxWaitMs?: number;
   /** Called with the number of rows of each INSERT statement (metrics). */
   onInsertBatch?: (rows: number) => void;
@@ -60,9 +63,9 @@ export class AssignmentStore implements AssignmentStorage {
   ) {
     this.onInsertBatch = options.onInsertBatch;
     this.writes = new Coalescer((rows) => this.insertNow(rows), {
-      concurrency: options.writeConcurrency ?? 4,
+      concurrency: options.writeConcurrency ?? DEFAULT_INSERT_CONCURRENCY,
       maxItems: options.maxBatchRows ?? 20_000,
-      maxWaitMs: options.maxWaitMs ?? 2,
+      maxWaitMs: options.maxWaitMs ?? DEFAULT_INSERT_MAX_WAIT_MS,
     });
   }
 

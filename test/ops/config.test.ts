@@ -49,6 +49,8 @@ describe("loadConfig", () => {
       DATABASE_POOL_SIZE: "5",
       TRANSFER_POOL_SIZE: "2",
       IMPORT_IDLE_MS: "5000",
+      INSERT_CONCURRENCY: "8",
+      INSERT_MAX_WAIT_MS: "0",
       SHUTDOWN_GRACE_MS: "2500",
       LOG_LEVEL: "debug",
       PGLITE_DATA_DIR: "/var/lib/x",
@@ -66,6 +68,8 @@ describe("loadConfig", () => {
       databasePoolSize: 5,
       transferPoolSize: 2,
       importIdleMs: 5000,
+      insertConcurrency: 8,
+      insertMaxWaitMs: 0,
       shutdownGraceMs: 2500,
       pgliteDataDir: "/var/lib/x",
     });
@@ -85,6 +89,8 @@ describe("loadConfig", () => {
     expect(() => load({ SHUTDOWN_GRACE_MS: "-1" })).toThrow(/SHUTDOWN_GRACE_MS \(--shutdown-grace\): must be an integer 0\.\.3600000/);
     expect(() => load({ TRANSFER_POOL_SIZE: "0" })).toThrow(/TRANSFER_POOL_SIZE \(--transfer-pool-size\): must be an integer 1\.\.1000/);
     expect(() => load({ IMPORT_IDLE_MS: "10" })).toThrow(/IMPORT_IDLE_MS \(--import-idle\): must be an integer 1000\.\.3600000/);
+    expect(() => load({ INSERT_CONCURRENCY: "0" })).toThrow(/INSERT_CONCURRENCY \(--insert-concurrency\): must be an integer 1\.\.64/);
+    expect(() => load({ INSERT_MAX_WAIT_MS: "1001" })).toThrow(/INSERT_MAX_WAIT_MS \(--insert-max-wait\): must be an integer 0\.\.1000/);
   });
 
   it("names the setting at fault", () => {
