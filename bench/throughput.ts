@@ -155,6 +155,8 @@ interface Row {
   requestsPerSecond: number;
   meanMs: number;
   rowsPerInsert?: number;
+  /** Median latency, where the generator gives each call's (the node client). */
+  p50Ms?: number;
   /** The server's CPU time (user + system) per call over the phase, warm-up included: unlike
    * requests/s, it barely moves when other processes compete for the cores. */
   cpuMicrosPerCall?: number;
@@ -192,13 +194,18 @@ async function h2loadPhase(server: ServerProcess, metricsPort: number, method: s
 
 /** Cold calls: `concurrency` loops, each sending AssignUnit for a new unit as soon as its last
  * answer came, spread over 4 clients (channels); every answer must be NEW and stored. */
-async function coldPhase(address: string, concurrency: number, tag: string): Promise<{ requestsPerSecond: number; meanMs: number }> {
+async function coldPhase(
+  address: string,
+  concurrency: number,
+  tag: string,
+): Promise<{ requestsPerSecond: number; meanMs: number; p50Ms: number }> {
   const clients: AssignmentClient[] = Array.from({ length: Math.min(4, concurrency) }, () =>
     createClient(AssignmentService, address, { timeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }),
   );
   let next = 0;
   let done = 0;
   let busyMs = 0;
+  const latencies: number[] = [];
   let measuring = false;
   const warmupEnd = performance.now() + WARMUP_SECONDS * 1000;
   const end = warmupEnd + SECONDS * 1000;
@@ -219,26 +226,30 @@ async function coldPhase(address: string, concurrency: number, tag: string): Pro
         measuring = true;
         done++;
         busyMs += t1 - t0;
+        latencies.push(t1 - t0);
       }
     }
   };
   await Promise.all(Array.from({ length: concurrency }, (_, i) => loop(i)));
   for (const c of clients) c.close();
   if (!measuring) throw new Error("cold phase measured no call");
-  return { requestsPerSecond: done / SECONDS, meanMs: busyMs / done };
+  latencies.sort((a, b) => a - b);
+  return { requestsPerSecond: done / SECONDS, meanMs: busyMs / done, p50Ms: latencies[Math.floor(latencies.length / 2)]! };
 }
 
 function report(rows: Row[], machine: string[]): string {
   const echo = new Map(rows.filter((r) => r.call === "echo").map((r) => [r.concurrency, r.requestsPerSecond]));
   const out = ["### Environment", "", ...machine.map((m) => `- ${m}`), ""];
   out.push("### Throughput (calls in flight = concurrency; ratio = requests/s ÷ the bare echo at the same concurrency, same run)", "");
-  out.push("| call | concurrency | requests/s | cells/s | ÷ echo | mean latency | rows per INSERT | server CPU per call | generator |");
-  out.push("|---|---|---|---|---|---|---|---|---|");
+  out.push(
+    "| call | concurrency | requests/s | cells/s | ÷ echo | mean latency | p50 latency | rows per INSERT | server CPU per call | generator |",
+  );
+  out.push("|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     const ratio = r.call === "echo" ? "1.00" : (r.requestsPerSecond / (echo.get(r.concurrency) ?? Number.NaN)).toFixed(2);
     out.push(
       `| ${r.call} | ${r.concurrency} | ${Math.round(r.requestsPerSecond).toLocaleString("en-US")} | ` +
-        `${Math.round(r.requestsPerSecond * r.cellsPerCall).toLocaleString("en-US")} | ${ratio} | ${r.meanMs.toFixed(2)} ms | ` +
+        `${Math.round(r.requestsPerSecond * r.cellsPerCall).toLocaleString("en-US")} | ${ratio} | ${r.meanMs.toFixed(2)} ms | ${r.p50Ms === undefined ? "—" : `${r.p50Ms.toFixed(2)} ms`} | ` +
         `${r.rowsPerInsert === undefined ? "—" : r.rowsPerInsert.toFixed(1)} | ` +
         `${r.cpuMicrosPerCall === undefined ? "—" : `${Math.round(r.cpuMicrosPerCall)} µs`} | ${r.generator} |`,
     );
@@ -356,6 +367,7 @@ async function main(cleanup: Cleanup): Promise<number> {
       concurrency: c,
       requestsPerSecond: r.requestsPerSecond,
       meanMs: r.meanMs,
+      p50Ms: r.p50Ms,
       rowsPerInsert,
       generator: "node client",
     });
@@ -416,6 +428,7 @@ async function main(cleanup: Cleanup): Promise<number> {
         concurrency: c,
         requestsPerSecond: r.requestsPerSecond,
         meanMs: r.meanMs,
+        p50Ms: r.p50Ms,
         rowsPerInsert: (after.sum - before.sum) / Math.max(1, after.count - before.count),
         generator: "node client",
       });
