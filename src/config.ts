@@ -20,6 +20,7 @@ import {
   type ServerRole,
 } from "./jobs/job-defaults.js";
 import type { ServerConfig } from "./server.js";
+import { DEFAULT_ASSIGNMENT_PARTITIONS } from "./store/migrations.js";
 import {
   DEFAULT_CACHE_TTL_SECONDS,
   DEFAULT_INSERT_CONCURRENCY,
@@ -134,6 +135,12 @@ export const SETTINGS: readonly Setting[] = [
     flag: "shutdown-grace",
     default: String(DEFAULT_SHUTDOWN_GRACE_MS),
     help: "on SIGTERM, how long in-flight calls may run before they are cancelled (pending writes are completed either way)",
+  },
+  {
+    env: "ASSIGNMENT_PARTITIONS",
+    flag: "assignment-partitions",
+    default: String(DEFAULT_ASSIGNMENT_PARTITIONS),
+    help: "hash partitions (by unit id) of the stored assignments, made at install or at the upgrade to the partitioned table; fixed afterwards",
   },
   {
     env: "DATABASE_POOL_SIZE",
@@ -345,6 +352,7 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       cacheTtlSeconds: int("CACHE_TTL_SECONDS", undefined, 1, 2 ** 31 - 1),
       memoryCacheEntries: int("MEMORY_CACHE_ENTRIES", undefined, 0, 2 ** 31 - 1),
       databasePoolSize: int("DATABASE_POOL_SIZE", undefined, 1, 10_000),
+      assignmentPartitions: int("ASSIGNMENT_PARTITIONS", undefined, 1, 1_024),
       transferPoolSize: int("TRANSFER_POOL_SIZE", undefined, 1, 1_000),
       importIdleMs: int("IMPORT_IDLE_MS", undefined, 1_000, 3_600_000),
       insertConcurrency: int("INSERT_CONCURRENCY", undefined, 1, 64),

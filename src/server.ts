@@ -66,6 +66,7 @@ import { JobStore } from "./store/job-store.js";
 import { NamespaceStore } from "./store/namespace-store.js";
 import { OverrideStore } from "./store/override-store.js";
 import { PgDatabase } from "./store/pg-database.js";
+import { partitionMovePending, runPartitionMove } from "./store/partition-move.js";
 import { PgliteDatabase } from "./store/pglite-database.js";
 import { TransferStore } from "./store/transfer-store.js";
 import { redactUrl } from "./util/redact-url.js";
@@ -92,6 +93,9 @@ export interface ServerConfig {
   cacheTtlSeconds?: number;
   /** Most entries of the in-process cache (32 bytes each, outside the JS heap, allocated up front); default DEFAULT_MEMORY_CACHE_ENTRIES; 0 turns it off. */
   memoryCacheEntries?: number;
+  /** Hash partitions of the assignments table, when a migration makes it (install, or the upgrade
+   * to the partitioned table); default DEFAULT_ASSIGNMENT_PARTITIONS. */
+  assignmentPartitions?: number;
   /** PostgreSQL pool size; default DEFAULT_DATABASE_POOL_SIZE. */
   databasePoolSize?: number;
   /** PostgreSQL connections of imports, exports and copies, a pool of their own; default
@@ -280,7 +284,26 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const databaseKind = config.databaseUrl ? "postgres" : "pglite";
   const role = config.role ?? "all";
   const { database, transfers: transferDatabase, description, pglite } = await openDatabase(config, log, opened);
-  await database.migrate();
+  await database.migrate({ assignmentPartitions: config.assignmentPartitions });
+  // An installation upgraded from the unpartitioned table copies its rows over while it serves.
+  let stopMove = async () => {};
+  if (await partitionMovePending(database)) {
+    const stop = new AbortController();
+    log.info("upgrading stored assignments to the partitioned table: copying rows in batches while serving");
+    const move = runPartitionMove(database, {
+      signal: stop.signal,
+      progress: (p) =>
+        log.info(
+          { rowsCopied: p.rowsCopied, seconds: Math.round(p.seconds) },
+          p.done ? "stored assignments are partitioned: the upgrade is done" : "upgrading stored assignments to the partitioned table",
+        ),
+    }).catch((err) => log.error({ err }, "upgrade to the partitioned table stopped (resumed at the next start)"));
+    stopMove = async () => {
+      stop.abort();
+      await move;
+    };
+    opened.add(move, stopMove);
+  }
   const snapshots = new ConfigSnapshotStore(database);
   const registry = opened.add(new ConfigRegistry(snapshots, database.notifications, (m) => log.warn(m)), (r) => r.stop());
   await registry.start(config.configCheckMs ?? DEFAULT_CONFIG_CHECK_MS);
@@ -506,6 +529,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       // Chunks in progress get the grace period too; one cut short is run again by another worker.
       schedules.stop();
       await boss.stop({ graceful: true, wait: true, timeout: config.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS });
+      await stopMove();
       await assignmentStore.flush();
       await assigner.flush();
       registry.stop();

@@ -7,6 +7,8 @@
  * Every driver states each one (a new driver does not compile until it does), and a caller must
  * handle its absence in the open, by taking another path, instead of testing for a concrete class.
  */
+import type { MigrateOptions } from "./migrations.js";
+
 export interface QueryResult<R> {
   rows: R[];
   rowCount: number;
@@ -60,7 +62,7 @@ export interface Database extends Queryable, Transactional {
   /** A session (see Session). */
   session(): Promise<Session>;
   /** Applies the versioned migrations of migrations/. Safe to run from many processes at once. */
-  migrate(): Promise<void>;
+  migrate(options?: MigrateOptions): Promise<void>;
   close(): Promise<void>;
 
   /** LISTEN/NOTIFY. null: changes made by other servers are noticed by the periodic check alone. */

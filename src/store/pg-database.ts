@@ -4,7 +4,7 @@ import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import type { BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
 import { DEFAULT_DATABASE_POOL_SIZE } from "../server-defaults.js";
-import { runMigrations } from "./migrations.js";
+import { type MigrateOptions, runMigrations } from "./migrations.js";
 import { unavailable } from "../errors.js";
 import { isConnectionError, rethrowStoreError } from "./pg-errors.js";
 
@@ -185,10 +185,10 @@ export class PgDatabase implements Database {
     }
   }
 
-  async migrate(): Promise<void> {
+  async migrate(options?: MigrateOptions): Promise<void> {
     const client = await this.pool.connect();
     try {
-      await runMigrations(client);
+      await runMigrations(client, options);
     } finally {
       client.release();
     }

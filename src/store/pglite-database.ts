@@ -2,7 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import path from "node:path";
 import { PGlite, types, type Transaction } from "@electric-sql/pglite";
 import type { Database, Notifications, Queryable, QueryResult, Session } from "./database.js";
-import { type MigrationClient, runMigrations } from "./migrations.js";
+import { type MigrateOptions, type MigrationClient, runMigrations } from "./migrations.js";
 import { rethrowStoreError } from "./pg-errors.js";
 
 export interface PgliteDatabaseOptions {
@@ -107,8 +107,8 @@ export class PgliteDatabase implements Database {
     return { query: (text, values) => this.query(text, values), transaction: (fn) => this.transaction(fn), release() {} };
   }
 
-  async migrate(): Promise<void> {
-    await runMigrations(this.migrationClient());
+  async migrate(options?: MigrateOptions): Promise<void> {
+    await runMigrations(this.migrationClient(), options);
   }
 
   /**

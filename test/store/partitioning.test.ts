@@ -1,0 +1,303 @@
+/**
+ * The partitioned assignments table (migration 7_partitioned-assignments, src/store/partition-move.ts):
+ * a new installation gets ASSIGNMENT_PARTITIONS hash partitions by unit id; the hot statements the
+ * stores really send prune to the unit's partition (EXPLAIN ANALYZE on real PostgreSQL: plan shape,
+ * not timing); an installation with rows upgrades in place by the batched copy and swap, losing no
+ * change made meanwhile, on PostgreSQL and on the embedded PGlite.
+ */
+import { runner } from "node-pg-migrate";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { AssignmentStore } from "../../src/store/assignment-store.js";
+import type { Database, Queryable } from "../../src/store/database.js";
+import { ErasureStore } from "../../src/store/erasure-store.js";
+import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
+import { moveStep, partitionMovePending, runPartitionMove } from "../../src/store/partition-move.js";
+import { PgDatabase } from "../../src/store/pg-database.js";
+import { PgliteDatabase } from "../../src/store/pglite-database.js";
+import { TransferStore } from "../../src/store/transfer-store.js";
+import { freshDatabase } from "../support/services.js";
+
+type Fresh = Awaited<ReturnType<typeof freshDatabase>>;
+const dropped: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const d of dropped.reverse()) await d();
+});
+
+async function pgDatabase(): Promise<{ fresh: Fresh; db: PgDatabase }> {
+  const fresh = await freshDatabase();
+  const db = new PgDatabase({ url: fresh.url, max: 6 });
+  dropped.push(
+    () => fresh.drop(),
+    () => db.close(),
+  );
+  return { fresh, db };
+}
+
+/** Statements a store sends, recorded (and run) as sent. */
+function recording(db: Database): { db: Database; sent: Array<{ text: string; values?: unknown[] }> } {
+  const sent: Array<{ text: string; values?: unknown[] }> = [];
+  const record = (q: Queryable): Queryable => ({
+    query(text, values) {
+      sent.push({ text, values });
+      return q.query(text, values);
+    },
+  });
+  const wrapped = Object.create(db) as Database;
+  Object.assign(wrapped, {
+    query: record(db).query,
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => db.transaction((tx) => fn(record(tx))),
+  });
+  return { db: wrapped, sent };
+}
+
+interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Actual Loops"?: number;
+  Plans?: PlanNode[];
+}
+
+/** Partitions of assignments a statement read, and those it planned, from EXPLAIN ANALYZE (in a
+ * transaction rolled back, so that an INSERT or DELETE leaves nothing). */
+async function partitionsTouched(db: Database, text: string, values?: unknown[]) {
+  const plan = await db
+    .transaction(async (tx) => {
+      const { rows } = await tx.query<{ "QUERY PLAN": Array<{ Plan: PlanNode }> }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON, TIMING OFF, SUMMARY OFF) ${text}`,
+        values,
+      );
+      throw Object.assign(new Error("rollback"), { plan: rows[0]!["QUERY PLAN"][0]!.Plan });
+    })
+    .catch((err: { plan?: PlanNode }) => {
+      if (!err.plan) throw err;
+      return err.plan;
+    });
+  const planned = new Set<string>();
+  const read = new Set<string>();
+  const nodes: string[] = [];
+  const walk = (n: PlanNode) => {
+    nodes.push(n["Node Type"]);
+    const rel = n["Relation Name"];
+    if (rel?.startsWith("assignments_p")) {
+      planned.add(rel);
+      if ((n["Actual Loops"] ?? 0) > 0) read.add(rel);
+    }
+    for (const c of n.Plans ?? []) walk(c);
+  };
+  walk(plan);
+  return { planned, read, nodes };
+}
+
+const cells = (experiments: number[], unitId: string) => experiments.map((experimentId) => ({ experimentId, unitId }));
+const EXPERIMENTS = Array.from({ length: 20 }, (_, i) => i + 1);
+
+describe("a new installation", () => {
+  let db: PgDatabase;
+  beforeAll(async () => {
+    ({ db } = await pgDatabase());
+    await db.migrate({ assignmentPartitions: 8 });
+    // 20 experiments x 2,000 units, spread over the partitions by the hash of the unit id.
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+       SELECT e, 'unit-' || u, u % 2, 1, 1 FROM generate_series(1, 20) e, generate_series(1, 2000) u`,
+    );
+    await db.query(`ANALYZE assignments`);
+    for (const e of EXPERIMENTS) {
+      await db.query(`INSERT INTO salts VALUES ($1, $2)`, [`s${e}`, `experiment:e${e}`]);
+      await db.query(
+        `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status)
+         VALUES ($1, $2, 'user_id', 1, '[{"id":0,"key":"a","weight":5000},{"id":1,"key":"b","weight":5000}]', 10000, 2)`,
+        [`e${e}`, `s${e}`],
+      );
+    }
+  });
+
+  it("has ASSIGNMENT_PARTITIONS hash partitions by unit id, holding every row, and no copy under way", async () => {
+    const { rows } = await db.query<{ strategy: string; key: string; partitions: number }>(
+      `SELECT p.partstrat AS strategy, pg_get_partkeydef(p.partrelid) AS key,
+              (SELECT count(*)::int FROM pg_inherits i WHERE i.inhparent = p.partrelid) AS partitions
+         FROM pg_partitioned_table p WHERE p.partrelid = 'assignments'::regclass`,
+    );
+    expect(rows).toEqual([{ strategy: "h", key: "HASH (unit_id)", partitions: 8 }]);
+    const { rows: spread } = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM assignments GROUP BY tableoid ORDER BY tableoid`,
+    );
+    expect(spread).toHaveLength(8);
+    expect(spread.reduce((s, r) => s + r.n, 0)).toBe(40_000);
+    expect(await partitionMovePending(db)).toBe(false);
+  });
+
+  it("a page load (one unit, 20 experiments) reads one partition, and stores a new unit's cells in one", async () => {
+    const { db: rec, sent } = recording(db);
+    const store = new AssignmentStore(rec, { maxWaitMs: 0 });
+    const found = await store.read(cells(EXPERIMENTS, "unit-77"));
+    expect(found.every((s) => s !== undefined)).toBe(true);
+    const read = await partitionsTouched(db, sent[0]!.text, sent[0]!.values);
+    expect(read.planned.size).toBe(8); // the unit is known at run time only (a join on unnest) …
+    expect(read.read.size).toBe(1); // … where all but its partition are pruned ("never executed")
+
+    sent.length = 0;
+    const outcomes = await store.insert(
+      EXPERIMENTS.map((e) => ({ experimentId: e, unitId: "brand-new", variantId: 1, version: 1n, source: Source.HASH })),
+    );
+    expect(outcomes.every((o) => o.won)).toBe(true);
+    const { rows } = await db.query<{ partitions: number }>(
+      `SELECT count(DISTINCT tableoid)::int AS partitions FROM assignments WHERE unit_id = 'brand-new'`,
+    );
+    expect(rows).toEqual([{ partitions: 1 }]);
+  });
+
+  it("an erasure of units reads and deletes in their partitions only", async () => {
+    const units = ["unit-5", "unit-6"];
+    const { rows: where } = await db.query<{ p: string }>(
+      `SELECT DISTINCT tableoid::regclass::text AS p FROM assignments WHERE unit_id = ANY($1::text[])`,
+      [units],
+    );
+    const { db: rec, sent } = recording(db);
+    const erased = await new ErasureStore(rec).eraseUnits("user_id", units, { tokenName: "t", tokenRole: "admin", rpc: "EraseUnits" });
+    expect(erased.assignments).toBe(40);
+    // The statements as the store sent them, explained again (the rows are gone; the plan is what
+    // matters): each reads or deletes in the units' partitions only.
+    const touching = sent.filter((q) => /FROM assignments WHERE/.test(q.text));
+    expect(touching).toHaveLength(2); // the experiments holding the units, and the DELETE
+    for (const q of touching) {
+      const plan = await partitionsTouched(db, q.text, q.values);
+      expect([...plan.planned].sort()).toEqual(where.map((r) => r.p).sort());
+    }
+  });
+
+  it("an export by experiment reads every partition through its primary key (no pruning: the key is the unit)", async () => {
+    const { db: rec, sent } = recording(db);
+    const page = await new TransferStore(rec).exportPage(3, "unit-5", 100);
+    expect(page).toHaveLength(100);
+    const plan = await partitionsTouched(db, sent[0]!.text, sent[0]!.values);
+    expect(plan.read.size).toBe(8);
+    expect(plan.nodes).toContain("Merge Append"); // ordered by unit id across partitions, no sort
+    expect(plan.nodes).not.toContain("Seq Scan");
+  });
+});
+
+/** Rows as text, ordered: what a checksum of the whole table is taken over. */
+const CHECKSUM = `SELECT md5(string_agg(experiment_id || ',' || unit_id || ',' || variant || ',' || version || ',' || source || ',' || assigned_at::text, ';' ORDER BY experiment_id, unit_id)) AS sum, count(*)::int AS n FROM assignments`;
+
+/** Migrations 1 to 6: the schema before partitioning. */
+async function oldSchema(client: MigrationClient): Promise<void> {
+  await runner({
+    dbClient: client as never,
+    dir: MIGRATIONS_DIR,
+    direction: "up",
+    migrationsTable: "schema_migrations",
+    count: 6,
+    log: () => {},
+  });
+}
+
+describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
+  it("copies in batches while rows are inserted, changed and erased, and swaps: the table then holds exactly what the old one would", async () => {
+    const { fresh, db } = await pgDatabase();
+    const client = new pg.Client({ connectionString: fresh.url });
+    await client.connect();
+    dropped.push(() => client.end());
+    await oldSchema(client);
+    await client.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source, assigned_at)
+       SELECT e, 'u' || u, (u + e) % 3, 1, 1, '2026-01-01'::timestamptz + u * interval '1 s'
+         FROM generate_series(1, 5) e, generate_series(1, 3000) u`,
+    );
+    await runMigrations(client, { assignmentPartitions: 4 });
+    expect(await partitionMovePending(db)).toBe(true);
+    // Until the swap the old table is the one in use (not partitioned).
+    const kind = async () =>
+      (await db.query<{ k: string }>(`SELECT relkind::text AS k FROM pg_class WHERE oid = 'assignments'::regclass`)).rows[0]!.k;
+    expect(await kind()).toBe("r");
+
+    // Batches of 500, each followed by changes made by "servers": behind the cursor, ahead of
+    // it, and across the whole table.
+    let step = 0;
+    for (;;) {
+      const s = await moveStep(db, 500);
+      if (s.state === "done") break;
+      expect(s.state).toBe("copied");
+      step++;
+      await db.query(
+        `INSERT INTO assignments (experiment_id, unit_id, variant, version, source, assigned_at) VALUES ($1, $2, 1, 2, 1, '2026-02-01')`,
+        [(step % 5) + 1, `new-${step}`],
+      );
+      await db.query(`UPDATE assignments SET variant = 2, version = 9, source = 2 WHERE unit_id = $1`, [`u${step * 97}`]);
+      await db.query(`DELETE FROM assignments WHERE unit_id = $1`, [`u${step * 131 + 1}`]);
+      // A unit erased, then assigned again: the new row counts, the old one must not come back.
+      await db.query(`DELETE FROM assignments WHERE unit_id = $1`, [`u${3000 - step}`]);
+      await db.query(
+        `INSERT INTO assignments (experiment_id, unit_id, variant, version, source, assigned_at) VALUES (1, $1, 0, 3, 1, '2026-03-01')`,
+        [`u${3000 - step}`],
+      );
+    }
+    expect(step).toBe(30); // 15,000 rows in batches of 500
+    expect(await kind()).toBe("p");
+    expect(await partitionMovePending(db)).toBe(false);
+
+    // What the old table would hold: the same rows and changes, computed in SQL on a plain table.
+    await client.query(`CREATE TABLE expected (LIKE assignments)`);
+    await client.query(
+      `INSERT INTO expected SELECT e, 'u' || u, (u + e) % 3, 1, 1, '2026-01-01'::timestamptz + u * interval '1 s'
+         FROM generate_series(1, 5) e, generate_series(1, 3000) u`,
+    );
+    for (let k = 1; k <= step; k++) {
+      await client.query(`INSERT INTO expected VALUES ($1, $2, 1, 2, 1, '2026-02-01')`, [(k % 5) + 1, `new-${k}`]);
+      await client.query(`UPDATE expected SET variant = 2, version = 9, source = 2 WHERE unit_id = $1`, [`u${k * 97}`]);
+      await client.query(`DELETE FROM expected WHERE unit_id = $1`, [`u${k * 131 + 1}`]);
+      await client.query(`DELETE FROM expected WHERE unit_id = $1`, [`u${3000 - k}`]);
+      await client.query(`INSERT INTO expected VALUES (1, $1, 0, 3, 1, '2026-03-01')`, [`u${3000 - k}`]);
+    }
+    const want = (await client.query(CHECKSUM.replace("FROM assignments", "FROM expected"))).rows[0];
+    const got = (await client.query(CHECKSUM)).rows[0];
+    expect(got.n).toBeGreaterThan(14_000);
+    expect(got).toEqual(want);
+    // The leftovers of the upgrade are gone; the primary key has its usual name.
+    const { rows: left } = await client.query(
+      `SELECT to_regclass('assignments_partitioned') AS a, to_regclass('assignments_partitioning') AS b,
+              to_regprocedure('assignments_mirror()') AS c, to_regclass('assignments_pkey') IS NOT NULL AS pkey`,
+    );
+    expect(left).toEqual([{ a: null, b: null, c: null, pkey: true }]);
+  });
+});
+
+describe("the embedded database (PGlite, PostgreSQL 17)", () => {
+  it("installs partitioned, and upgrades a table with rows in place", async () => {
+    const fresh = await PgliteDatabase.open({ dataDir: "memory://" });
+    dropped.push(() => fresh.close());
+    await fresh.migrate({ assignmentPartitions: 3 });
+    const { rows } = await fresh.query<{ partitions: number }>(
+      `SELECT count(*)::int AS partitions FROM pg_inherits WHERE inhparent = 'assignments'::regclass`,
+    );
+    expect(rows).toEqual([{ partitions: 3 }]);
+
+    const old = await PgliteDatabase.open({ dataDir: "memory://" });
+    dropped.push(() => old.close());
+    const client: MigrationClient = {
+      async query(t: string | { text: string; values?: unknown[] }, v?: unknown[]) {
+        const text = typeof t === "string" ? t : t.text;
+        const values = typeof t === "string" ? v : (t.values ?? v);
+        if (values && values.length > 0) return old.pg.query(text, values);
+        const r = await old.pg.exec(text);
+        return r[r.length - 1] ?? { rows: [] };
+      },
+    };
+    await oldSchema(client);
+    await old.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+       SELECT e, 'u' || u, u % 2, 1, 1 FROM generate_series(1, 3) e, generate_series(1, 2000) u`,
+    );
+    const before = (await old.query(CHECKSUM)).rows[0];
+    await old.migrate({ assignmentPartitions: 4 });
+    expect(await partitionMovePending(old)).toBe(true);
+    expect(await runPartitionMove(old, { batchRows: 1000 })).toBe(true);
+    expect((await old.query(CHECKSUM)).rows[0]).toEqual(before);
+    const { rows: parts } = await old.query<{ partitions: number }>(
+      `SELECT count(*)::int AS partitions FROM pg_inherits WHERE inhparent = 'assignments'::regclass`,
+    );
+    expect(parts).toEqual([{ partitions: 4 }]);
+  });
+});
