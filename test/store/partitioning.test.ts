@@ -135,8 +135,19 @@ describe("a new installation", () => {
     const found = await store.read(cells(EXPERIMENTS, "unit-77"));
     expect(found.every((s) => s !== undefined)).toBe(true);
     const read = await partitionsTouched(db, sent[0]!.text, sent[0]!.values);
-    expect(read.planned.size).toBe(8); // the unit is known at run time only (a join on unnest) …
-    expect(read.read.size).toBe(1); // … where all but its partition are pruned ("never executed")
+    expect(read.planned.size).toBe(1); // one unit: pruned when planned, its partition only
+    expect(read.read.size).toBe(1);
+
+    // Several units (BulkAssign, MatrixAssign): each is known at run time only (a join on the
+    // unnested ids), so every partition is planned and all but the unit's are pruned per row.
+    sent.length = 0;
+    await store.read([...cells(EXPERIMENTS.slice(0, 10), "unit-77"), ...cells(EXPERIMENTS.slice(0, 10), "unit-78")]);
+    const { rows: homes } = await db.query<{ n: number }>(
+      `SELECT count(DISTINCT tableoid)::int AS n FROM assignments WHERE unit_id IN ('unit-77', 'unit-78')`,
+    );
+    const many = await partitionsTouched(db, sent[0]!.text, sent[0]!.values);
+    expect(many.planned.size).toBe(8);
+    expect(many.read.size).toBe(homes[0]!.n);
 
     sent.length = 0;
     const outcomes = await store.insert(
