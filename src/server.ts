@@ -398,6 +398,8 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     transfers,
     registry,
     database,
+    events: eventLog,
+    sequencer,
   });
   const e = bindService(ExperimentService, experimentImpl, bindOptions);
   server.addService(e.definition, e.implementation);

@@ -113,10 +113,14 @@ export class EventLog {
   }
 
   /**
-   * Up to `limit` events after `after`, in position order; of the experiments `experimentIds`
-   * (and every erasure, which names a unit, not an experiment) when given.
+   * Up to `limit` events after `after`, in position order; with `only`, those of its experiments
+   * and the erasures of its unit types (an erasure names a unit, not an experiment).
    */
-  async read(after: bigint, limit: number, experimentIds?: readonly number[]): Promise<StoredEvent[]> {
+  async read(
+    after: bigint,
+    limit: number,
+    only?: { experimentIds: readonly number[]; unitTypes: readonly string[] },
+  ): Promise<StoredEvent[]> {
     const { rows } = await this.db.query<{
       position: string;
       kind: number;
@@ -135,10 +139,10 @@ export class EventLog {
               (SELECT v->>'key' FROM jsonb_array_elements(e.variants) v WHERE (v->>'id')::int = ev.variant) AS variant_key
          FROM assignment_events ev LEFT JOIN experiments e ON e.id = ev.experiment_id
         WHERE ev.position > $1
-          AND ($3::int[] IS NULL OR ev.experiment_id = ANY($3::int[]) OR ev.experiment_id IS NULL)
+          AND ($3::int[] IS NULL OR ev.experiment_id = ANY($3::int[]) OR (ev.experiment_id IS NULL AND ev.unit_type = ANY($4::text[])))
         ORDER BY ev.position
         LIMIT $2`,
-      [after.toString(), limit, experimentIds ? [...experimentIds] : null],
+      [after.toString(), limit, only ? [...only.experimentIds] : null, only ? [...only.unitTypes] : null],
     );
     return rows.map((r) => ({
       position: BigInt(r.position),
