@@ -329,7 +329,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const metrics =
     config.metricsPort === undefined
       ? undefined
-      : new ServerMetrics({ pendingWrites: () => assignmentStore.pendingWrites, sharedCache: redis !== undefined });
+      : new ServerMetrics({
+          pendingWrites: () => assignmentStore.pendingWrites,
+          sharedCache: redis !== undefined,
+          liveCounts: () => eventLog.runningCounts(),
+        });
   assignmentStore = new AssignmentStore(database, metrics ? { onInsertBatch: (n) => metrics.insertBatch(n) } : {});
   // The registry decides when cached stored values may be answered (SPEC: a changed value stops
   // being answered everywhere within 1 s; see ConfigRegistry). The embedded database has one

@@ -1,4 +1,7 @@
+import { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { Database } from "./database.js";
+
+const SOURCE_LABELS: Record<number, string> = { [Source.HASH]: "hash", [Source.IMPORT]: "import", [Source.OVERRIDE]: "override" };
 
 /** What an event says happened (the kind column of assignment_events). */
 export const EventKind = {
@@ -95,6 +98,24 @@ export class EventLog {
       );
       return Number(rows[0]?.n ?? 0);
     });
+  }
+
+  /** Units per variant and source of every RUNNING experiment (not archived), as of the last
+   * sequencer step (the metrics gauge; GetExperimentStats adds what is not sequenced yet). */
+  async runningCounts(): Promise<{ experiment: string; variant: string; source: string; units: number }[]> {
+    const { rows } = await this.db.query<{ key: string; variant: string; source: number; n: string }>(
+      `SELECT e.key, coalesce((SELECT v->>'key' FROM jsonb_array_elements(e.variants) v WHERE (v->>'id')::int = c.variant), c.variant::text) AS variant,
+              c.source, c.n::text AS n
+         FROM assignment_counts c JOIN experiments e ON e.id = c.experiment_id
+        WHERE e.status = ${ExperimentStatus.RUNNING} AND e.archived_at IS NULL AND c.n > 0
+        ORDER BY e.key, c.source, c.variant`,
+    );
+    return rows.map((r) => ({
+      experiment: r.key,
+      variant: r.variant,
+      source: SOURCE_LABELS[r.source] ?? String(r.source),
+      units: Number(r.n),
+    }));
   }
 
   /** The last position given (0: none yet). */
