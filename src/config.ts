@@ -27,6 +27,9 @@ import {
   DEFAULT_INSERT_MAX_WAIT_MS,
   DEFAULT_DATABASE_POOL_SIZE,
   DEFAULT_HOST,
+  DEFAULT_EVENT_RETENTION_MAX,
+  DEFAULT_EVENT_RETENTION_SECONDS,
+  DEFAULT_EVENT_SEQUENCE_MS,
   DEFAULT_IMPORT_IDLE_MS,
   DEFAULT_LOG_LEVEL,
   DEFAULT_MEMORY_CACHE_ENTRIES,
@@ -171,6 +174,21 @@ export const SETTINGS: readonly Setting[] = [
     flag: "import-idle",
     default: String(DEFAULT_IMPORT_IDLE_MS),
     help: "an import whose client sends nothing for this long is abandoned (nothing stored; it holds a transaction open meanwhile)",
+  },
+  {
+    env: "EVENT_SEQUENCE_MS",
+    default: String(DEFAULT_EVENT_SEQUENCE_MS),
+    help: "pause between steps of the assignment-event sequencer (how soon a committed change has its position)",
+  },
+  {
+    env: "EVENT_RETENTION_SECONDS",
+    default: String(DEFAULT_EVENT_RETENTION_SECONDS),
+    help: "assignment events older than this are pruned (WatchAssignments from an older position: OUT_OF_RANGE); 0: no limit by age",
+  },
+  {
+    env: "EVENT_RETENTION_MAX",
+    default: String(DEFAULT_EVENT_RETENTION_MAX),
+    help: "at most this many newest assignment events are kept; 0: no limit by number",
   },
   {
     env: "WORKERS",
@@ -358,6 +376,11 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       insertConcurrency: int("INSERT_CONCURRENCY", undefined, 1, 64),
       insertMaxWaitMs: int("INSERT_MAX_WAIT_MS", undefined, 0, 1_000),
       shutdownGraceMs: int("SHUTDOWN_GRACE_MS", undefined, 0, 3_600_000),
+      events: {
+        sequenceMs: int("EVENT_SEQUENCE_MS", undefined, 1, 60_000),
+        retentionSeconds: int("EVENT_RETENTION_SECONDS", undefined, 0, 2 ** 31 - 1),
+        retentionMax: int("EVENT_RETENTION_MAX", undefined, 0, Number.MAX_SAFE_INTEGER),
+      },
       adminToken,
       assignToken,
       tokens,

@@ -41,3 +41,9 @@ export const CACHE_TRUST_MS = 750;
 /** On shutdown, how long in-flight calls may take before they are cancelled. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_LOG_LEVEL = "info";
+/** Pause between steps of the assignment-event sequencer (numbering committed events). */
+export const DEFAULT_EVENT_SEQUENCE_MS = 50;
+/** Assignment events older than this are pruned (7 days). */
+export const DEFAULT_EVENT_RETENTION_SECONDS = 604_800;
+/** At most this many newest assignment events are kept. */
+export const DEFAULT_EVENT_RETENTION_MAX = 100_000_000;

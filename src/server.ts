@@ -41,6 +41,9 @@ import {
   DEFAULT_CONFIG_CHECK_MS,
   DEFAULT_DATABASE_POOL_SIZE,
   DEFAULT_HOST,
+  DEFAULT_EVENT_RETENTION_MAX,
+  DEFAULT_EVENT_RETENTION_SECONDS,
+  DEFAULT_EVENT_SEQUENCE_MS,
   DEFAULT_IMPORT_IDLE_MS,
   DEFAULT_MEMORY_CACHE_ENTRIES,
   DEFAULT_PGLITE_DIR,
@@ -61,6 +64,8 @@ import { ConfigSnapshotStore } from "./store/config-snapshot-store.js";
 import { CohortStore } from "./store/cohort-store.js";
 import type { Database } from "./store/database.js";
 import { ErasureStore } from "./store/erasure-store.js";
+import { EventLog } from "./store/event-log.js";
+import { EventSequencer } from "./service/event-sequencer.js";
 import { ExperimentStore } from "./store/experiment-store.js";
 import { JobStore } from "./store/job-store.js";
 import { NamespaceStore } from "./store/namespace-store.js";
@@ -140,6 +145,17 @@ export interface ServerConfig {
   role?: ServerRole;
   /** The job engine's settings (defaults in src/jobs/job-defaults.ts). */
   jobs?: JobSettings;
+  /** Assignment events (SPEC.md "Assignment events"); defaults in server-defaults.ts. */
+  events?: EventSettings;
+}
+
+export interface EventSettings {
+  /** Pause between sequencer steps; default DEFAULT_EVENT_SEQUENCE_MS. */
+  sequenceMs?: number;
+  /** Events older than this are pruned; 0: no limit by age. Default DEFAULT_EVENT_RETENTION_SECONDS. */
+  retentionSeconds?: number;
+  /** At most this many newest events are kept; 0: no limit by number. Default DEFAULT_EVENT_RETENTION_MAX. */
+  retentionMax?: number;
 }
 
 export type { ServerRole } from "./jobs/job-defaults.js";
@@ -321,12 +337,31 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
         (c) => c.close(),
       )
     : new NullCache();
+  // Every server runs the event sequencer; its steps run one at a time across servers.
+  const eventLog = new EventLog(database);
+  const ev = config.events ?? {};
+  const retentionSeconds = ev.retentionSeconds ?? DEFAULT_EVENT_RETENTION_SECONDS;
+  const retentionMax = ev.retentionMax ?? DEFAULT_EVENT_RETENTION_MAX;
+  const sequencer = opened.add(
+    new EventSequencer(eventLog, {
+      intervalMs: ev.sequenceMs ?? DEFAULT_EVENT_SEQUENCE_MS,
+      retentionMs: retentionSeconds === 0 ? undefined : retentionSeconds * 1000,
+      retentionEvents: retentionMax === 0 ? undefined : retentionMax,
+      log: (msg, err) => log.warn({ err }, msg),
+    }),
+    (s) => s.stop(),
+  );
+  sequencer.start();
   const memory = new MemoryCache(config.memoryCacheEntries ?? DEFAULT_MEMORY_CACHE_ENTRIES);
   let assignmentStore!: AssignmentStore;
   const metrics =
     config.metricsPort === undefined
       ? undefined
-      : new ServerMetrics({ pendingWrites: () => assignmentStore.pendingWrites, sharedCache: redis !== undefined });
+      : new ServerMetrics({
+          pendingWrites: () => assignmentStore.pendingWrites,
+          sharedCache: redis !== undefined,
+          liveCounts: () => eventLog.runningCounts(),
+        });
   assignmentStore = new AssignmentStore(database, {
     writeConcurrency: config.insertConcurrency,
     maxWaitMs: config.insertMaxWaitMs,
@@ -399,6 +434,8 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     transfers,
     registry,
     database,
+    events: eventLog,
+    sequencer,
   });
   const e = bindService(ExperimentService, experimentImpl, bindOptions);
   server.addService(e.definition, e.implementation);
@@ -533,6 +570,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       await assignmentStore.flush();
       await assigner.flush();
       registry.stop();
+      await sequencer.stop();
       await metricsServer?.close();
       await cache.close();
       if (transferDatabase !== database) await transferDatabase.close();

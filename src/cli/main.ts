@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from "commander";
 import { ExperimentStatus } from "assignment-client";
 import * as admin from "./admin.js";
 import { addCohortCommands } from "./cohorts.js";
+import { addEventCommands } from "./events.js";
 import { addJobCommands } from "./jobs.js";
 import { Context, parseDuration, UsageError } from "./context.js";
 import * as data from "./data.js";
@@ -265,6 +266,7 @@ export function buildProgram(): Command {
 
   addCohortCommands(program, run);
   addJobCommands(program, run);
+  addEventCommands(program, run);
 
   return program;
 }

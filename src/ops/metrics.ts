@@ -7,7 +7,10 @@
  * - assignments answered, by reason (once per batch, counted off the batch's results);
  * - lookups of stored assignments per cache layer, hits and misses (the Assigner reports them once
  *   per batch and layer), and the hit ratio they make;
- * - rows per INSERT of new assignments (AssignmentStore), and the rows waiting to be written.
+ * - rows per INSERT of new assignments (AssignmentStore), and the rows waiting to be written;
+ * - units per experiment, variant and source (the live counts of the event log), for RUNNING
+ *   experiments only: at most (running experiments) x (variants) x 3 series, gone when an
+ *   experiment stops.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -25,6 +28,16 @@ export interface ServerMetricsOptions {
   sharedCache: boolean;
   /** Node.js process metrics (CPU, memory, event loop); default true. */
   processMetrics?: boolean;
+  /** The live counts of RUNNING experiments (EventLog.runningCounts), read at each scrape. */
+  liveCounts?: () => Promise<readonly LiveCount[]>;
+}
+
+export interface LiveCount {
+  experiment: string;
+  variant: string;
+  /** hash, import or override. */
+  source: string;
+  units: number;
 }
 
 export class ServerMetrics {
@@ -95,6 +108,23 @@ export class ServerMetrics {
       buckets: [1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 20000],
       registers,
     });
+    const liveCounts = options.liveCounts;
+    if (liveCounts) {
+      new Gauge({
+        name: "assignment_experiment_units",
+        // Every worker of a cluster reads the same counts from the database: one of them is enough.
+        aggregator: "max",
+        help: "Units per variant and source (hash, import, override) of each RUNNING experiment, from the live counts of the event log (split and sample-ratio graphs)",
+        labelNames: ["experiment", "variant", "source"],
+        registers,
+        async collect() {
+          const rows = await liveCounts().catch(() => undefined);
+          if (!rows) return; // the database is away: the last values stay, as a gauge would
+          this.reset();
+          for (const r of rows) this.set({ experiment: r.experiment, variant: r.variant, source: r.source }, r.units);
+        },
+      });
+    }
     new Gauge({
       name: "assignment_store_pending_writes",
       help: "New assignments waiting for or inside an INSERT",

@@ -7,7 +7,10 @@ import type { OverrideStore } from "../store/override-store.js";
 import type { AssignmentTransfers } from "./assignment-transfers.js";
 import type { ConfigView } from "./config-registry.js";
 import { auditHandlers } from "./audit-handlers.js";
+import type { EventLog } from "../store/event-log.js";
 import { erasureHandlers } from "./erasure-handlers.js";
+import { eventHandlers } from "./event-handlers.js";
+import type { EventSequencer } from "./event-sequencer.js";
 import { experimentHandlers } from "./experiment-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 import { namespaceHandlers } from "./namespace-handlers.js";
@@ -22,6 +25,8 @@ export interface ExperimentServiceParts {
   registry: ConfigView;
   /** Where the audit log is read (ListChanges). */
   database: Queryable;
+  events: EventLog;
+  sequencer: EventSequencer;
 }
 
 /**
@@ -45,5 +50,6 @@ export function experimentServiceHandlers(parts: ExperimentServiceParts): Servic
     exportAssignments: (req, ctx) => transfers.exportAssignments(req, ctx),
     copyAssignments: (req, ctx) => transfers.copyAssignments(req, ctx),
     ...auditHandlers(parts.database),
+    ...eventHandlers(parts.events, parts.experiments, parts.sequencer),
   };
 }

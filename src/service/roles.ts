@@ -68,6 +68,8 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/ListChanges": READERS,
   // A data-protection erasure removes what no other call can (stored assignments): admin only.
   "assignment.v1.ExperimentService/EraseUnits": ADMIN,
+  // The stream of what is stored, for analysis: read like stats and exports.
+  "assignment.v1.ExperimentService/WatchAssignments": READERS,
 
   "assignment.v1.CohortService/UploadCohort": OPERATORS,
   "assignment.v1.CohortService/GetCohort": READERS,

@@ -1,6 +1,7 @@
 import { type Actor, recordChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import type { Database } from "./database.js";
+import { EventKind } from "./event-log.js";
 
 export interface ErasureResult {
   /** Stored assignments removed (overrides not included). */
@@ -36,6 +37,8 @@ export class ErasureStore {
       );
       if (held.length === 0) return { assignments: 0, overrides: 0, experiments: 0 };
       const ids = held.map((r) => r.id);
+      // The rows removed only move the live counts; the events are one ERASED per unit, below.
+      await tx.query(`SELECT set_config('assignment.event_kind', 'erase', true)`);
       // Stored assignments and overrides live apart (SPEC "Stored assignments"): both go.
       const { rows } = await tx.query<{ experiment_id: number; units: number; overrides: number; assignments: number }>(
         `WITH gone_stored AS (
@@ -47,12 +50,16 @@ export class ErasureStore {
          ), gone AS (
            SELECT experiment_id, unit_id, false AS override FROM gone_stored
            UNION ALL SELECT experiment_id, unit_id, true FROM gone_overrides
+         ), erased AS (
+           -- One event per unit that had anything (SPEC.md "Assignment events").
+           INSERT INTO assignment_outbox (kind, unit_type, unit_id)
+           SELECT DISTINCT ${EventKind.ERASED}, $3::text, unit_id FROM gone
          )
          SELECT experiment_id, (count(DISTINCT unit_id))::int AS units,
                 (count(*) FILTER (WHERE override))::int AS overrides,
                 (count(*) FILTER (WHERE NOT override))::int AS assignments
            FROM gone GROUP BY experiment_id`,
-        [ids, unitIds],
+        [ids, unitIds, unitType],
       );
       await tx.query(
         `UPDATE experiments e SET override_count = e.override_count - g.overrides, cache_generation = e.cache_generation + 1

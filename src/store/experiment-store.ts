@@ -1,4 +1,4 @@
-import { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { ExperimentStatus, type Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentState } from "../engine/experiment-update.js";
 import { aborted, failedPrecondition, notFound } from "../errors.js";
 import { type Actor, experimentAtVersion, recordExperimentChange } from "./audit-log.js";
@@ -174,12 +174,18 @@ export class ExperimentStore {
   }
 
   /** Stored assignments of an experiment, per variant and source, and its overrides (source
-   * OVERRIDE; they live apart, and a unit with an override may have a stored assignment too). */
+   * OVERRIDE; they live apart, and a unit with an override may have a stored assignment too).
+   * From the live counts (migrations/8_assignment-events.sql) plus the deltas of the outbox rows
+   * not sequenced yet: exact as of this statement's snapshot, without counting rows. */
   async countAssignments(experimentId: number): Promise<VariantCount[]> {
     const { rows } = await this.db.query<{ variant: number; source: number; n: string }>(
-      `SELECT variant, source, count(*) AS n FROM assignments WHERE experiment_id = $1 GROUP BY variant, source
-       UNION ALL
-       SELECT variant, ${Source.OVERRIDE}, count(*) FROM overrides WHERE experiment_id = $1 GROUP BY variant`,
+      `SELECT variant, source, sum(n)::text AS n FROM (
+         SELECT variant, source, n FROM assignment_counts WHERE experiment_id = $1
+         UNION ALL
+         SELECT variant, source, 1 FROM assignment_outbox WHERE experiment_id = $1 AND variant IS NOT NULL
+         UNION ALL
+         SELECT old_variant, old_source, -1 FROM assignment_outbox WHERE experiment_id = $1 AND old_variant IS NOT NULL
+       ) c GROUP BY variant, source HAVING sum(n) <> 0 ORDER BY source, variant`,
       [experimentId],
     );
     return rows.map((r) => ({ variantId: r.variant, source: r.source as Source, units: Number(r.n) }));

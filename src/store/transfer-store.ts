@@ -102,6 +102,8 @@ export class TransferStore {
     actor: Actor,
   ) {
     return this.db.transaction(async (tx) => {
+      // The rows this transaction inserts are COPIED events, not IMPORTED (migration 7's triggers).
+      await tx.query(`SELECT set_config('assignment.event_kind', 'copy', true)`);
       const { rows } = await tx.query<{ scanned: string; copied: string; last: string | null; version: string }>(
         `WITH src AS (
            SELECT unit_id, variant FROM assignments

@@ -73,6 +73,29 @@ describe("metrics and call logs", () => {
     expect(m.has("process_cpu_user_seconds_total")).toBe(true);
   });
 
+  it("exports the live counts per variant and source of RUNNING experiments only", async () => {
+    const variants = [
+      { key: "x", weight: 10_000 },
+      { key: "y", weight: 0 },
+    ];
+    await t.experiments.createExperiment({ key: "live", variants, status: ExperimentStatus.RUNNING });
+    await t.experiments.createExperiment({ key: "live-draft", variants });
+    await t.assignments.bulkAssign({ experimentKey: "live", unitIds: ["l1", "l2", "l3"] });
+    await t.experiments.setOverrides({ experimentKey: "live", overrides: [{ unitId: "l9", variantKey: "y" }] });
+    await t.experiments.setOverrides({ experimentKey: "live-draft", overrides: [{ unitId: "d1", variantKey: "y" }] });
+    const units = (exp: string, variant: string, source: string) =>
+      `assignment_experiment_units{experiment="${exp}",variant="${variant}",source="${source}"}`;
+    let m = await scrapeMetrics(t.server.metricsPort!);
+    // The sequencer numbers the events within its interval; the gauge follows.
+    for (let i = 0; i < 100 && m.get(units("live", "y", "override")) !== 1; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      m = await scrapeMetrics(t.server.metricsPort!);
+    }
+    expect(m.get(units("live", "x", "hash"))).toBe(3);
+    expect(m.get(units("live", "y", "override"))).toBe(1);
+    expect([...m.keys()].filter((k) => k.includes('experiment="live-draft"'))).toEqual([]);
+  });
+
   it("logs each call with its request id (the caller's x-request-id, or a new one), method, status and duration", async () => {
     await t.assignments.assign({ experimentKey: "m", unitId: "u-1" }, { metadata: { "x-request-id": "req-from-caller-42" } });
     await expectFailure(t.experiments.getExperiment({ key: "missing-too" }), status.NOT_FOUND);

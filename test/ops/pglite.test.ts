@@ -56,6 +56,8 @@ describe("server on PGlite", () => {
       "4_overrides-apart",
       "5_archive",
       "6_cohorts-and-jobs",
+      "7_partitioned-assignments",
+      "8_assignment-events",
     ]);
   });
 

@@ -67,6 +67,7 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/CopyAssignments": OP,
   "ExperimentService/ListChanges": RD,
   "ExperimentService/EraseUnits": A,
+  "ExperimentService/WatchAssignments": RD,
   "CohortService/UploadCohort": OP,
   "CohortService/GetCohort": RD,
   "CohortService/ListCohorts": RD,
@@ -149,6 +150,7 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   copyAssignments: () => ({ sourceExperimentKey: "fixture", targetExperimentKey: "fixture-copy", variantMapping: { a: "a", b: "b" } }),
   listChanges: () => ({ objectKind: "experiment", objectKey: "fixture" }),
   eraseUnits: (who) => ({ unitIds: [`erased-by-${who}`, "u-1"] }),
+  watchAssignments: () => ({ experimentKeys: ["fixture"], stopWhenCaughtUp: true }),
   // The upload of each role that may is the cohort it deletes (DeleteCohort comes after UploadCohort).
   uploadCohort: (who) => [{ setup: { name: `cohort-by-${who}` }, unitIds: ["u-1", "u-2"] }],
   getCohort: () => ({ name: "fixture-cohort" }),

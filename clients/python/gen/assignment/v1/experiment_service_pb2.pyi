@@ -7,6 +7,14 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
+ASSIGNMENT_EVENT_KIND_ASSIGNED: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_COPIED: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_ERASED: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_IMPORTED: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_OVERRIDE_CLEARED: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_OVERRIDE_SET: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_OVERWRITTEN: AssignmentEventKind
+ASSIGNMENT_EVENT_KIND_UNSPECIFIED: AssignmentEventKind
 DESCRIPTOR: _descriptor.FileDescriptor
 IMPORT_POLICY_OVERWRITE: ImportPolicy
 IMPORT_POLICY_SKIP_EXISTING: ImportPolicy
@@ -53,6 +61,28 @@ class ArchiveNamespaceResponse(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     namespace: _types_pb2.Namespace
     def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
+
+class AssignmentEvent(_message.Message):
+    __slots__ = ["experiment_key", "experiment_version", "kind", "position", "source", "time", "unit_id", "unit_type", "variant_key"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    experiment_version: int
+    kind: AssignmentEventKind
+    position: int
+    source: _types_pb2.Source
+    time: _timestamp_pb2.Timestamp
+    unit_id: str
+    unit_type: str
+    variant_key: str
+    def __init__(self, position: _Optional[int] = ..., kind: _Optional[_Union[AssignmentEventKind, str]] = ..., experiment_key: _Optional[str] = ..., unit_type: _Optional[str] = ..., unit_id: _Optional[str] = ..., variant_key: _Optional[str] = ..., source: _Optional[_Union[_types_pb2.Source, str]] = ..., experiment_version: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Change(_message.Message):
     __slots__ = ["fields", "id", "object_key", "object_kind", "rpc", "time", "token_name", "token_role", "version_after", "version_before"]
@@ -540,6 +570,33 @@ class VariantStats(_message.Message):
     units: int
     variant_key: str
     def __init__(self, variant_key: _Optional[str] = ..., units: _Optional[int] = ..., expected_share: _Optional[float] = ..., observed_share: _Optional[float] = ..., overrides: _Optional[int] = ..., imported: _Optional[int] = ...) -> None: ...
+
+class WatchAssignmentsRequest(_message.Message):
+    __slots__ = ["after_position", "experiment_keys", "from_now", "from_oldest", "max_batch", "stop_when_caught_up"]
+    AFTER_POSITION_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    FROM_NOW_FIELD_NUMBER: _ClassVar[int]
+    FROM_OLDEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    STOP_WHEN_CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    after_position: int
+    experiment_keys: _containers.RepeatedScalarFieldContainer[str]
+    from_now: bool
+    from_oldest: bool
+    max_batch: int
+    stop_when_caught_up: bool
+    def __init__(self, after_position: _Optional[int] = ..., from_now: bool = ..., from_oldest: bool = ..., experiment_keys: _Optional[_Iterable[str]] = ..., max_batch: _Optional[int] = ..., stop_when_caught_up: bool = ...) -> None: ...
+
+class WatchAssignmentsResponse(_message.Message):
+    __slots__ = ["events", "position"]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AssignmentEvent]
+    position: int
+    def __init__(self, events: _Optional[_Iterable[_Union[AssignmentEvent, _Mapping]]] = ..., position: _Optional[int] = ...) -> None: ...
+
+class AssignmentEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
 
 class ImportPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -125,6 +125,11 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsResponse.FromString,
                 )
+        self.WatchAssignments = channel.unary_stream(
+                '/assignment.v1.ExperimentService/WatchAssignments',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsResponse.FromString,
+                )
 
 
 class ExperimentServiceServicer(object):
@@ -300,6 +305,17 @@ class ExperimentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAssignments(self, request, context):
+        """The assignment events (every change to stored assignments and overrides, SPEC.md "Assignment
+        events"), in batches, in position order, from a position, "now" or the oldest retained, then
+        as they are committed, until the caller cancels. A consumer stores the last position it
+        processed and resumes after it: it gets every later event exactly once, in order. A position
+        older than what is retained fails with OUT_OF_RANGE naming the oldest available.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -412,6 +428,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.EraseUnits,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsResponse.SerializeToString,
+            ),
+            'WatchAssignments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAssignments,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -795,5 +816,22 @@ class ExperimentService(object):
         return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/EraseUnits',
             assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.EraseUnitsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchAssignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/assignment.v1.ExperimentService/WatchAssignments',
+            assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

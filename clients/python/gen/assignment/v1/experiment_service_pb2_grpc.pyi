@@ -147,6 +147,16 @@ class ExperimentServiceStub:
     nothing the second time.
     """
 
+    WatchAssignments: grpc.UnaryStreamMultiCallable[
+        assignment.v1.experiment_service_pb2.WatchAssignmentsRequest,
+        assignment.v1.experiment_service_pb2.WatchAssignmentsResponse]
+    """The assignment events (every change to stored assignments and overrides, SPEC.md "Assignment
+    events"), in batches, in position order, from a position, "now" or the oldest retained, then
+    as they are committed, until the caller cancels. A consumer stores the last position it
+    processed and resumes after it: it gets every later event exactly once, in order. A position
+    older than what is retained fails with OUT_OF_RANGE naming the oldest available.
+    """
+
 
 class ExperimentServiceServicer(metaclass=abc.ABCMeta):
     """Administration of experiments, namespaces and overrides."""
@@ -343,6 +353,19 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         experiment of their unit type, from the store and every cache (every server stops answering
         them within 1 s). Erased units are evaluated anew afterwards. Running it twice changes
         nothing the second time.
+        """
+        pass
+
+    @abc.abstractmethod
+    def WatchAssignments(self,
+        request: assignment.v1.experiment_service_pb2.WatchAssignmentsRequest,
+        context: grpc.ServicerContext,
+    ) -> typing.Iterator[assignment.v1.experiment_service_pb2.WatchAssignmentsResponse]:
+        """The assignment events (every change to stored assignments and overrides, SPEC.md "Assignment
+        events"), in batches, in position order, from a position, "now" or the oldest retained, then
+        as they are committed, until the caller cancels. A consumer stores the last position it
+        processed and resumes after it: it gets every later event exactly once, in order. A position
+        older than what is retained fails with OUT_OF_RANGE naming the oldest available.
         """
         pass
 

@@ -14,7 +14,156 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/experiment_service.proto.
  */
 export const file_assignment_v1_experiment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKhAgoXQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSKAoIdmFyaWFudHMYBCADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSFAoHcm9sbG91dBgFIAEoDUgBiAEBEi8KBnN0YXR1cxgGIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxIXCg9kZWZhdWx0X3ZhcmlhbnQYByABKAkSDAoEdGFncxgIIAMoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRIRCgljb25kaXRpb24YCiABKAlCBwoFX3NhbHRCCgoIX3JvbGxvdXQiSQoYQ3JlYXRlRXhwZXJpbWVudFJlc3BvbnNlEi0KCmV4cGVyaW1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiRQoUR2V0RXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEhQKB3ZlcnNpb24YAiABKARIAIgBAUIKCghfdmVyc2lvbiJGChVHZXRFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCKDAQoWTGlzdEV4cGVyaW1lbnRzUmVxdWVzdBIvCgZzdGF0dXMYASABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSCwoDdGFnGAIgASgJEhEKCW5hbWVzcGFjZRgDIAEoCRIYChBpbmNsdWRlX2FyY2hpdmVkGAQgASgIIkkKF0xpc3RFeHBlcmltZW50c1Jlc3BvbnNlEi4KC2V4cGVyaW1lbnRzGAEgAygLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IjcKC1ZhcmlhbnRMaXN0EigKCHZhcmlhbnRzGAEgAygLMhYuYXNzaWdubWVudC52MS5WYXJpYW50IhcKB1RhZ0xpc3QSDAoEdGFncxgBIAMoCSKAAwoXVXBkYXRlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJEg8KB3ZlcnNpb24YAiABKAQSLAoIdmFyaWFudHMYAyABKAsyGi5hc3NpZ25tZW50LnYxLlZhcmlhbnRMaXN0EhQKB3JvbGxvdXQYBCABKA1IAIgBARIvCgZzdGF0dXMYBSABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSEwoGd2lubmVyGAYgASgJSAGIAQESHAoPZGVmYXVsdF92YXJpYW50GAcgASgJSAKIAQESJAoEdGFncxgIIAEoCzIWLmFzc2lnbm1lbnQudjEuVGFnTGlzdBIYCgtkZXNjcmlwdGlvbhgJIAEoCUgDiAEBEhYKCWNvbmRpdGlvbhgKIAEoCUgEiAEBQgoKCF9yb2xsb3V0QgkKB193aW5uZXJCEgoQX2RlZmF1bHRfdmFyaWFudEIOCgxfZGVzY3JpcHRpb25CDAoKX2NvbmRpdGlvbiJJChhVcGRhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCInChhBcmNoaXZlRXhwZXJpbWVudFJlcXVlc3QSCwoDa2V5GAEgASgJIkoKGUFyY2hpdmVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCIpChpVbmFyY2hpdmVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkiTAobVW5hcmNoaXZlRXhwZXJpbWVudFJlc3BvbnNlEi0KCmV4cGVyaW1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiJgoXQXJjaGl2ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkcKGEFyY2hpdmVOYW1lc3BhY2VSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSIoChlVbmFyY2hpdmVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCSJJChpVbmFyY2hpdmVOYW1lc3BhY2VSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZSJ4ChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgsKA2tleRgBIAEoCRIRCgRzYWx0GAIgASgJSACIAQESEQoJdW5pdF90eXBlGAMgASgJEhUKCHNlZ21lbnRzGAQgASgNSAGIAQFCBwoFX3NhbHRCCwoJX3NlZ21lbnRzIkYKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIiIKE0dldE5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkMKFEdldE5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIjEKFUxpc3ROYW1lc3BhY2VzUmVxdWVzdBIYChBpbmNsdWRlX2FyY2hpdmVkGAEgASgIIkYKFkxpc3ROYW1lc3BhY2VzUmVzcG9uc2USLAoKbmFtZXNwYWNlcxgBIAMoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIloKF0FsbG9jYXRlU2VnbWVudHNSZXF1ZXN0EhUKDW5hbWVzcGFjZV9rZXkYASABKAkSFgoOZXhwZXJpbWVudF9rZXkYAiABKAkSEAoIc2VnbWVudHMYAyABKA0idgoYQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlEi0KCmV4cGVyaW1lbnQYAiABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiRwoWUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEhYKDmV4cGVyaW1lbnRfa2V5GAIgASgJIocBChdSZWxlYXNlU2VnbWVudHNSZXNwb25zZRIrCgluYW1lc3BhY2UYASABKAsyGC5hc3NpZ25tZW50LnYxLk5hbWVzcGFjZRItCgpleHBlcmltZW50GAIgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50EhAKCHJlbGVhc2VkGAMgASgNIjAKCE92ZXJyaWRlEg8KB3VuaXRfaWQYASABKAkSEwoLdmFyaWFudF9rZXkYAiABKAkiWQoTU2V0T3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIqCglvdmVycmlkZXMYAiADKAsyFy5hc3NpZ25tZW50LnYxLk92ZXJyaWRlIkEKFFNldE92ZXJyaWRlc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgNEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBCJOChVDbGVhck92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEAoIdW5pdF9pZHMYAiADKAkSCwoDYWxsGAMgASgIIkMKFkNsZWFyT3ZlcnJpZGVzUmVzcG9uc2USDQoFY291bnQYASABKA0SGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEIlUKFExpc3RPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIpgBCg5MaXN0ZWRPdmVycmlkZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhMKC3ZhcmlhbnRfa2V5GAMgASgJEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgEIAEoBBIsCghzZXRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoVTGlzdE92ZXJyaWRlc1Jlc3BvbnNlEjAKCW92ZXJyaWRlcxgBIAMoCzIdLmFzc2lnbm1lbnQudjEuTGlzdGVkT3ZlcnJpZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKGUdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QSCwoDa2V5GAEgASgJIocBCgxWYXJpYW50U3RhdHMSEwoLdmFyaWFudF9rZXkYASABKAkSDQoFdW5pdHMYAiABKAQSFgoOZXhwZWN0ZWRfc2hhcmUYAyABKAESFgoOb2JzZXJ2ZWRfc2hhcmUYBCABKAESEQoJb3ZlcnJpZGVzGAUgASgEEhAKCGltcG9ydGVkGAYgASgEIvQBChpHZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQSLQoIdmFyaWFudHMYAyADKAsyGy5hc3NpZ25tZW50LnYxLlZhcmlhbnRTdGF0cxITCgt0b3RhbF91bml0cxgEIAEoBBISCgpjaGlfc3F1YXJlGAUgASgBEhoKEmRlZ3JlZXNfb2ZfZnJlZWRvbRgGIAEoDRIPCgdwX3ZhbHVlGAcgASgBEh0KFXNhbXBsZV9yYXRpb19taXNtYXRjaBgIIAEoCCJQCgtJbXBvcnRTZXR1cBIrCgZwb2xpY3kYASABKA4yGy5hc3NpZ25tZW50LnYxLkltcG9ydFBvbGljeRIUCgxza2lwX2ludmFsaWQYAiABKAgiSQoJSW1wb3J0Um93EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEwoLdmFyaWFudF9rZXkYAyABKAkibQoYSW1wb3J0QXNzaWdubWVudHNSZXF1ZXN0EikKBXNldHVwGAEgASgLMhouYXNzaWdubWVudC52MS5JbXBvcnRTZXR1cBImCgRyb3dzGAIgAygLMhguYXNzaWdubWVudC52MS5JbXBvcnRSb3ciMwoOSW1wb3J0Um93RXJyb3ISEAoIcG9zaXRpb24YASABKAQSDwoHbWVzc2FnZRgCIAEoCSKQAQoZSW1wb3J0QXNzaWdubWVudHNSZXNwb25zZRIQCghyZWNlaXZlZBgBIAEoBBIQCghpbXBvcnRlZBgCIAEoBBIPCgdza2lwcGVkGAMgASgEEg8KB2ludmFsaWQYBCABKAQSLQoGZXJyb3JzGAUgAygLMh0uYXNzaWdubWVudC52MS5JbXBvcnRSb3dFcnJvciJGChhFeHBvcnRBc3NpZ25tZW50c1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDSKoAQoZRXhwb3J0QXNzaWdubWVudHNSZXNwb25zZRIWCg5leHBlcmltZW50X2tleRgBIAEoCRIOCgZsZWdlbmQYAiADKAkSEAoIdW5pdF9pZHMYAyADKAkSFwoPdmFyaWFudF9pbmRleGVzGAQgAygNEiYKB3NvdXJjZXMYBSADKA4yFS5hc3NpZ25tZW50LnYxLlNvdXJjZRIQCgh2ZXJzaW9ucxgGIAMoBCL1AQoWQ29weUFzc2lnbm1lbnRzUmVxdWVzdBIdChVzb3VyY2VfZXhwZXJpbWVudF9rZXkYASABKAkSHQoVdGFyZ2V0X2V4cGVyaW1lbnRfa2V5GAIgASgJElIKD3ZhcmlhbnRfbWFwcGluZxgDIAMoCzI5LmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVxdWVzdC5WYXJpYW50TWFwcGluZ0VudHJ5EhIKCmJhdGNoX3NpemUYBCABKA0aNQoTVmFyaWFudE1hcHBpbmdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKF0NvcHlBc3NpZ25tZW50c1Jlc3BvbnNlEg8KB3NjYW5uZWQYASABKAQSDgoGY29waWVkGAIgASgEEg8KB3NraXBwZWQYAyABKAQSDQoFdG90YWwYBCABKAQSDAoEZG9uZRgFIAEoCCLOAQoSTGlzdENoYW5nZXNSZXF1ZXN0EhMKC29iamVjdF9raW5kGAEgASgJEhIKCm9iamVjdF9rZXkYAiABKAkSEgoKdG9rZW5fbmFtZRgDIAEoCRIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoDRISCgpwYWdlX3Rva2VuGAcgASgJIlYKE0xpc3RDaGFuZ2VzUmVzcG9uc2USJgoHY2hhbmdlcxgBIAMoCzIVLmFzc2lnbm1lbnQudjEuQ2hhbmdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKmAgoGQ2hhbmdlEgoKAmlkGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX25hbWUYAyABKAkSEgoKdG9rZW5fcm9sZRgEIAEoCRILCgNycGMYBSABKAkSEwoLb2JqZWN0X2tpbmQYBiABKAkSEgoKb2JqZWN0X2tleRgHIAEoCRIbCg52ZXJzaW9uX2JlZm9yZRgIIAEoBEgAiAEBEhoKDXZlcnNpb25fYWZ0ZXIYCSABKARIAYgBARIqCgZmaWVsZHMYCiADKAsyGi5hc3NpZ25tZW50LnYxLkZpZWxkQ2hhbmdlQhEKD192ZXJzaW9uX2JlZm9yZUIQCg5fdmVyc2lvbl9hZnRlciJrCgtGaWVsZENoYW5nZRINCgVmaWVsZBgBIAEoCRImCgZiZWZvcmUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFYWZ0ZXIYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiOAoRRXJhc2VVbml0c1JlcXVlc3QSEQoJdW5pdF90eXBlGAEgASgJEhAKCHVuaXRfaWRzGAIgAygJIlEKEkVyYXNlVW5pdHNSZXNwb25zZRITCgthc3NpZ25tZW50cxgBIAEoBBIRCglvdmVycmlkZXMYAiABKAQSEwoLZXhwZXJpbWVudHMYAyABKA0qawoMSW1wb3J0UG9saWN5Eh0KGUlNUE9SVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIfChtJTVBPUlRfUE9MSUNZX1NLSVBfRVhJU1RJTkcQARIbChdJTVBPUlRfUE9MSUNZX09WRVJXUklURRACMqoRChFFeHBlcmltZW50U2VydmljZRJjChBDcmVhdGVFeHBlcmltZW50EiYuYXNzaWdubWVudC52MS5DcmVhdGVFeHBlcmltZW50UmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlc3BvbnNlEl8KDUdldEV4cGVyaW1lbnQSIy5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVzcG9uc2UiA5ACARJlCg9MaXN0RXhwZXJpbWVudHMSJS5hc3NpZ25tZW50LnYxLkxpc3RFeHBlcmltZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkxpc3RFeHBlcmltZW50c1Jlc3BvbnNlIgOQAgESYwoQVXBkYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuVXBkYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRJmChFBcmNoaXZlRXhwZXJpbWVudBInLmFzc2lnbm1lbnQudjEuQXJjaGl2ZUV4cGVyaW1lbnRSZXF1ZXN0GiguYXNzaWdubWVudC52MS5BcmNoaXZlRXhwZXJpbWVudFJlc3BvbnNlEmwKE1VuYXJjaGl2ZUV4cGVyaW1lbnQSKS5hc3NpZ25tZW50LnYxLlVuYXJjaGl2ZUV4cGVyaW1lbnRSZXF1ZXN0GiouYXNzaWdubWVudC52MS5VbmFyY2hpdmVFeHBlcmltZW50UmVzcG9uc2USYAoPQ3JlYXRlTmFtZXNwYWNlEiUuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJcCgxHZXROYW1lc3BhY2USIi5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkdldE5hbWVzcGFjZVJlc3BvbnNlIgOQAgESYgoOTGlzdE5hbWVzcGFjZXMSJC5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuTGlzdE5hbWVzcGFjZXNSZXNwb25zZSIDkAIBEmMKEEFyY2hpdmVOYW1lc3BhY2USJi5hc3NpZ25tZW50LnYxLkFyY2hpdmVOYW1lc3BhY2VSZXF1ZXN0GicuYXNzaWdubWVudC52MS5BcmNoaXZlTmFtZXNwYWNlUmVzcG9uc2USaQoSVW5hcmNoaXZlTmFtZXNwYWNlEiguYXNzaWdubWVudC52MS5VbmFyY2hpdmVOYW1lc3BhY2VSZXF1ZXN0GikuYXNzaWdubWVudC52MS5VbmFyY2hpdmVOYW1lc3BhY2VSZXNwb25zZRJjChBBbGxvY2F0ZVNlZ21lbnRzEiYuYXNzaWdubWVudC52MS5BbGxvY2F0ZVNlZ21lbnRzUmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQWxsb2NhdGVTZWdtZW50c1Jlc3BvbnNlEmAKD1JlbGVhc2VTZWdtZW50cxIlLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuUmVsZWFzZVNlZ21lbnRzUmVzcG9uc2USVwoMU2V0T3ZlcnJpZGVzEiIuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXF1ZXN0GiMuYXNzaWdubWVudC52MS5TZXRPdmVycmlkZXNSZXNwb25zZRJdCg5DbGVhck92ZXJyaWRlcxIkLmFzc2lnbm1lbnQudjEuQ2xlYXJPdmVycmlkZXNSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DbGVhck92ZXJyaWRlc1Jlc3BvbnNlEl8KDUxpc3RPdmVycmlkZXMSIy5hc3NpZ25tZW50LnYxLkxpc3RPdmVycmlkZXNSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5MaXN0T3ZlcnJpZGVzUmVzcG9uc2UiA5ACARJuChJHZXRFeHBlcmltZW50U3RhdHMSKC5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRTdGF0c1JlcXVlc3QaKS5hc3NpZ25tZW50LnYxLkdldEV4cGVyaW1lbnRTdGF0c1Jlc3BvbnNlIgOQAgESaAoRSW1wb3J0QXNzaWdubWVudHMSJy5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVxdWVzdBooLmFzc2lnbm1lbnQudjEuSW1wb3J0QXNzaWdubWVudHNSZXNwb25zZSgBEm0KEUV4cG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkV4cG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UiA5ACATABEmIKD0NvcHlBc3NpZ25tZW50cxIlLmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuQ29weUFzc2lnbm1lbnRzUmVzcG9uc2UwARJZCgtMaXN0Q2hhbmdlcxIhLmFzc2lnbm1lbnQudjEuTGlzdENoYW5nZXNSZXF1ZXN0GiIuYXNzaWdubWVudC52MS5MaXN0Q2hhbmdlc1Jlc3BvbnNlIgOQAgESUQoKRXJhc2VVbml0cxIgLmFzc2lnbm1lbnQudjEuRXJhc2VVbml0c1JlcXVlc3QaIS5hc3NpZ25tZW50LnYxLkVyYXNlVW5pdHNSZXNwb25zZWIGcHJvdG8z", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2V4cGVyaW1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKTAgoPQXNzaWdubWVudEV2ZW50EhAKCHBvc2l0aW9uGAEgASgEEjAKBGtpbmQYAiABKA4yIi5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRFdmVudEtpbmQSFgoOZXhwZXJpbWVudF9rZXkYAyABKAkSEQoJdW5pdF90eXBlGAQgASgJEg8KB3VuaXRfaWQYBSABKAkSEwoLdmFyaWFudF9rZXkYBiABKAkSJQoGc291cmNlGAcgASgOMhUuYXNzaWdubWVudC52MS5Tb3VyY2USGgoSZXhwZXJpbWVudF92ZXJzaW9uGAggASgEEigKBHRpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrABChdXYXRjaEFzc2lnbm1lbnRzUmVxdWVzdBIYCg5hZnRlcl9wb3NpdGlvbhgBIAEoBEgAEhIKCGZyb21fbm93GAIgASgISAASFQoLZnJvbV9vbGRlc3QYAyABKAhIABIXCg9leHBlcmltZW50X2tleXMYBCADKAkSEQoJbWF4X2JhdGNoGAUgASgNEhsKE3N0b3Bfd2hlbl9jYXVnaHRfdXAYBiABKAhCBwoFc3RhcnQiXAoYV2F0Y2hBc3NpZ25tZW50c1Jlc3BvbnNlEi4KBmV2ZW50cxgBIAMoCzIeLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudEV2ZW50EhAKCHBvc2l0aW9uGAIgASgEIqECChdDcmVhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSEQoEc2FsdBgCIAEoCUgAiAEBEhEKCXVuaXRfdHlwZRgDIAEoCRIoCgh2YXJpYW50cxgEIAMoCzIWLmFzc2lnbm1lbnQudjEuVmFyaWFudBIUCgdyb2xsb3V0GAUgASgNSAGIAQESLwoGc3RhdHVzGAYgASgOMh8uYXNzaWdubWVudC52MS5FeHBlcmltZW50U3RhdHVzEhcKD2RlZmF1bHRfdmFyaWFudBgHIAEoCRIMCgR0YWdzGAggAygJEhMKC2Rlc2NyaXB0aW9uGAkgASgJEhEKCWNvbmRpdGlvbhgKIAEoCUIHCgVfc2FsdEIKCghfcm9sbG91dCJJChhDcmVhdGVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJFChRHZXRFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSFAoHdmVyc2lvbhgCIAEoBEgAiAEBQgoKCF92ZXJzaW9uIkYKFUdldEV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IoMBChZMaXN0RXhwZXJpbWVudHNSZXF1ZXN0Ei8KBnN0YXR1cxgBIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxILCgN0YWcYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEhgKEGluY2x1ZGVfYXJjaGl2ZWQYBCABKAgiSQoXTGlzdEV4cGVyaW1lbnRzUmVzcG9uc2USLgoLZXhwZXJpbWVudHMYASADKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQiNwoLVmFyaWFudExpc3QSKAoIdmFyaWFudHMYASADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQiFwoHVGFnTGlzdBIMCgR0YWdzGAEgAygJIoADChdVcGRhdGVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkSDwoHdmVyc2lvbhgCIAEoBBIsCgh2YXJpYW50cxgDIAEoCzIaLmFzc2lnbm1lbnQudjEuVmFyaWFudExpc3QSFAoHcm9sbG91dBgEIAEoDUgAiAEBEi8KBnN0YXR1cxgFIAEoDjIfLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudFN0YXR1cxITCgZ3aW5uZXIYBiABKAlIAYgBARIcCg9kZWZhdWx0X3ZhcmlhbnQYByABKAlIAogBARIkCgR0YWdzGAggASgLMhYuYXNzaWdubWVudC52MS5UYWdMaXN0EhgKC2Rlc2NyaXB0aW9uGAkgASgJSAOIAQESFgoJY29uZGl0aW9uGAogASgJSASIAQFCCgoIX3JvbGxvdXRCCQoHX3dpbm5lckISChBfZGVmYXVsdF92YXJpYW50Qg4KDF9kZXNjcmlwdGlvbkIMCgpfY29uZGl0aW9uIkkKGFVwZGF0ZUV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IicKGEFyY2hpdmVFeHBlcmltZW50UmVxdWVzdBILCgNrZXkYASABKAkiSgoZQXJjaGl2ZUV4cGVyaW1lbnRSZXNwb25zZRItCgpleHBlcmltZW50GAEgASgLMhkuYXNzaWdubWVudC52MS5FeHBlcmltZW50IikKGlVuYXJjaGl2ZUV4cGVyaW1lbnRSZXF1ZXN0EgsKA2tleRgBIAEoCSJMChtVbmFyY2hpdmVFeHBlcmltZW50UmVzcG9uc2USLQoKZXhwZXJpbWVudBgBIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCImChdBcmNoaXZlTmFtZXNwYWNlUmVxdWVzdBILCgNrZXkYASABKAkiRwoYQXJjaGl2ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIigKGVVuYXJjaGl2ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJIkkKGlVuYXJjaGl2ZU5hbWVzcGFjZVJlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlIngKFkNyZWF0ZU5hbWVzcGFjZVJlcXVlc3QSCwoDa2V5GAEgASgJEhEKBHNhbHQYAiABKAlIAIgBARIRCgl1bml0X3R5cGUYAyABKAkSFQoIc2VnbWVudHMYBCABKA1IAYgBAUIHCgVfc2FsdEILCglfc2VnbWVudHMiRgoXQ3JlYXRlTmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiIgoTR2V0TmFtZXNwYWNlUmVxdWVzdBILCgNrZXkYASABKAkiQwoUR2V0TmFtZXNwYWNlUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiMQoVTGlzdE5hbWVzcGFjZXNSZXF1ZXN0EhgKEGluY2x1ZGVfYXJjaGl2ZWQYASABKAgiRgoWTGlzdE5hbWVzcGFjZXNSZXNwb25zZRIsCgpuYW1lc3BhY2VzGAEgAygLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2UiWgoXQWxsb2NhdGVTZWdtZW50c1JlcXVlc3QSFQoNbmFtZXNwYWNlX2tleRgBIAEoCRIWCg5leHBlcmltZW50X2tleRgCIAEoCRIQCghzZWdtZW50cxgDIAEoDSJ2ChhBbGxvY2F0ZVNlZ21lbnRzUmVzcG9uc2USKwoJbmFtZXNwYWNlGAEgASgLMhguYXNzaWdubWVudC52MS5OYW1lc3BhY2USLQoKZXhwZXJpbWVudBgCIAEoCzIZLmFzc2lnbm1lbnQudjEuRXhwZXJpbWVudCJHChZSZWxlYXNlU2VnbWVudHNSZXF1ZXN0EhUKDW5hbWVzcGFjZV9rZXkYASABKAkSFgoOZXhwZXJpbWVudF9rZXkYAiABKAkihwEKF1JlbGVhc2VTZWdtZW50c1Jlc3BvbnNlEisKCW5hbWVzcGFjZRgBIAEoCzIYLmFzc2lnbm1lbnQudjEuTmFtZXNwYWNlEi0KCmV4cGVyaW1lbnQYAiABKAsyGS5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnQSEAoIcmVsZWFzZWQYAyABKA0iMAoIT3ZlcnJpZGUSDwoHdW5pdF9pZBgBIAEoCRITCgt2YXJpYW50X2tleRgCIAEoCSJZChNTZXRPdmVycmlkZXNSZXF1ZXN0EhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEioKCW92ZXJyaWRlcxgCIAMoCzIXLmFzc2lnbm1lbnQudjEuT3ZlcnJpZGUiQQoUU2V0T3ZlcnJpZGVzUmVzcG9uc2USDQoFY291bnQYASABKA0SGgoSZXhwZXJpbWVudF92ZXJzaW9uGAIgASgEIk4KFUNsZWFyT3ZlcnJpZGVzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIQCgh1bml0X2lkcxgCIAMoCRILCgNhbGwYAyABKAgiQwoWQ2xlYXJPdmVycmlkZXNSZXNwb25zZRINCgVjb3VudBgBIAEoDRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQiVQoUTGlzdE92ZXJyaWRlc1JlcXVlc3QSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkimAEKDkxpc3RlZE92ZXJyaWRlEhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg8KB3VuaXRfaWQYAiABKAkSEwoLdmFyaWFudF9rZXkYAyABKAkSGgoSZXhwZXJpbWVudF92ZXJzaW9uGAQgASgEEiwKCHNldF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiChVMaXN0T3ZlcnJpZGVzUmVzcG9uc2USMAoJb3ZlcnJpZGVzGAEgAygLMh0uYXNzaWdubWVudC52MS5MaXN0ZWRPdmVycmlkZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKAoZR2V0RXhwZXJpbWVudFN0YXRzUmVxdWVzdBILCgNrZXkYASABKAkihwEKDFZhcmlhbnRTdGF0cxITCgt2YXJpYW50X2tleRgBIAEoCRINCgV1bml0cxgCIAEoBBIWCg5leHBlY3RlZF9zaGFyZRgDIAEoARIWCg5vYnNlcnZlZF9zaGFyZRgEIAEoARIRCglvdmVycmlkZXMYBSABKAQSEAoIaW1wb3J0ZWQYBiABKAQi9AEKGkdldEV4cGVyaW1lbnRTdGF0c1Jlc3BvbnNlEhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBBItCgh2YXJpYW50cxgDIAMoCzIbLmFzc2lnbm1lbnQudjEuVmFyaWFudFN0YXRzEhMKC3RvdGFsX3VuaXRzGAQgASgEEhIKCmNoaV9zcXVhcmUYBSABKAESGgoSZGVncmVlc19vZl9mcmVlZG9tGAYgASgNEg8KB3BfdmFsdWUYByABKAESHQoVc2FtcGxlX3JhdGlvX21pc21hdGNoGAggASgIIlAKC0ltcG9ydFNldHVwEisKBnBvbGljeRgBIAEoDjIbLmFzc2lnbm1lbnQudjEuSW1wb3J0UG9saWN5EhQKDHNraXBfaW52YWxpZBgCIAEoCCJJCglJbXBvcnRSb3cSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSDwoHdW5pdF9pZBgCIAEoCRITCgt2YXJpYW50X2tleRgDIAEoCSJtChhJbXBvcnRBc3NpZ25tZW50c1JlcXVlc3QSKQoFc2V0dXAYASABKAsyGi5hc3NpZ25tZW50LnYxLkltcG9ydFNldHVwEiYKBHJvd3MYAiADKAsyGC5hc3NpZ25tZW50LnYxLkltcG9ydFJvdyIzCg5JbXBvcnRSb3dFcnJvchIQCghwb3NpdGlvbhgBIAEoBBIPCgdtZXNzYWdlGAIgASgJIpABChlJbXBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgEEhAKCGltcG9ydGVkGAIgASgEEg8KB3NraXBwZWQYAyABKAQSDwoHaW52YWxpZBgEIAEoBBItCgZlcnJvcnMYBSADKAsyHS5hc3NpZ25tZW50LnYxLkltcG9ydFJvd0Vycm9yIkYKGEV4cG9ydEFzc2lnbm1lbnRzUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRISCgpiYXRjaF9zaXplGAIgASgNIqgBChlFeHBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlEhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEg4KBmxlZ2VuZBgCIAMoCRIQCgh1bml0X2lkcxgDIAMoCRIXCg92YXJpYW50X2luZGV4ZXMYBCADKA0SJgoHc291cmNlcxgFIAMoDjIVLmFzc2lnbm1lbnQudjEuU291cmNlEhAKCHZlcnNpb25zGAYgAygEIvUBChZDb3B5QXNzaWdubWVudHNSZXF1ZXN0Eh0KFXNvdXJjZV9leHBlcmltZW50X2tleRgBIAEoCRIdChV0YXJnZXRfZXhwZXJpbWVudF9rZXkYAiABKAkSUgoPdmFyaWFudF9tYXBwaW5nGAMgAygLMjkuYXNzaWdubWVudC52MS5Db3B5QXNzaWdubWVudHNSZXF1ZXN0LlZhcmlhbnRNYXBwaW5nRW50cnkSEgoKYmF0Y2hfc2l6ZRgEIAEoDRo1ChNWYXJpYW50TWFwcGluZ0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiaAoXQ29weUFzc2lnbm1lbnRzUmVzcG9uc2USDwoHc2Nhbm5lZBgBIAEoBBIOCgZjb3BpZWQYAiABKAQSDwoHc2tpcHBlZBgDIAEoBBINCgV0b3RhbBgEIAEoBBIMCgRkb25lGAUgASgIIs4BChJMaXN0Q2hhbmdlc1JlcXVlc3QSEwoLb2JqZWN0X2tpbmQYASABKAkSEgoKb2JqZWN0X2tleRgCIAEoCRISCgp0b2tlbl9uYW1lGAMgASgJEikKBXNpbmNlGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAYgASgNEhIKCnBhZ2VfdG9rZW4YByABKAkiVgoTTGlzdENoYW5nZXNSZXNwb25zZRImCgdjaGFuZ2VzGAEgAygLMhUuYXNzaWdubWVudC52MS5DaGFuZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqYCCgZDaGFuZ2USCgoCaWQYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdG9rZW5fbmFtZRgDIAEoCRISCgp0b2tlbl9yb2xlGAQgASgJEgsKA3JwYxgFIAEoCRITCgtvYmplY3Rfa2luZBgGIAEoCRISCgpvYmplY3Rfa2V5GAcgASgJEhsKDnZlcnNpb25fYmVmb3JlGAggASgESACIAQESGgoNdmVyc2lvbl9hZnRlchgJIAEoBEgBiAEBEioKBmZpZWxkcxgKIAMoCzIaLmFzc2lnbm1lbnQudjEuRmllbGRDaGFuZ2VCEQoPX3ZlcnNpb25fYmVmb3JlQhAKDl92ZXJzaW9uX2FmdGVyImsKC0ZpZWxkQ2hhbmdlEg0KBWZpZWxkGAEgASgJEiYKBmJlZm9yZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIlCgVhZnRlchgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSI4ChFFcmFzZVVuaXRzUmVxdWVzdBIRCgl1bml0X3R5cGUYASABKAkSEAoIdW5pdF9pZHMYAiADKAkiUQoSRXJhc2VVbml0c1Jlc3BvbnNlEhMKC2Fzc2lnbm1lbnRzGAEgASgEEhEKCW92ZXJyaWRlcxgCIAEoBBITCgtleHBlcmltZW50cxgDIAEoDSrDAgoTQXNzaWdubWVudEV2ZW50S2luZBIlCiFBU1NJR05NRU5UX0VWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIiCh5BU1NJR05NRU5UX0VWRU5UX0tJTkRfQVNTSUdORUQQARIiCh5BU1NJR05NRU5UX0VWRU5UX0tJTkRfSU1QT1JURUQQAhIlCiFBU1NJR05NRU5UX0VWRU5UX0tJTkRfT1ZFUldSSVRURU4QAxIgChxBU1NJR05NRU5UX0VWRU5UX0tJTkRfQ09QSUVEEAQSJgoiQVNTSUdOTUVOVF9FVkVOVF9LSU5EX09WRVJSSURFX1NFVBAFEioKJkFTU0lHTk1FTlRfRVZFTlRfS0lORF9PVkVSUklERV9DTEVBUkVEEAYSIAocQVNTSUdOTUVOVF9FVkVOVF9LSU5EX0VSQVNFRBAHKmsKDEltcG9ydFBvbGljeRIdChlJTVBPUlRfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHwobSU1QT1JUX1BPTElDWV9TS0lQX0VYSVNUSU5HEAESGwoXSU1QT1JUX1BPTElDWV9PVkVSV1JJVEUQAjKWEgoRRXhwZXJpbWVudFNlcnZpY2USYwoQQ3JlYXRlRXhwZXJpbWVudBImLmFzc2lnbm1lbnQudjEuQ3JlYXRlRXhwZXJpbWVudFJlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkNyZWF0ZUV4cGVyaW1lbnRSZXNwb25zZRJfCg1HZXRFeHBlcmltZW50EiMuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50UmVxdWVzdBokLmFzc2lnbm1lbnQudjEuR2V0RXhwZXJpbWVudFJlc3BvbnNlIgOQAgESZQoPTGlzdEV4cGVyaW1lbnRzEiUuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXF1ZXN0GiYuYXNzaWdubWVudC52MS5MaXN0RXhwZXJpbWVudHNSZXNwb25zZSIDkAIBEmMKEFVwZGF0ZUV4cGVyaW1lbnQSJi5hc3NpZ25tZW50LnYxLlVwZGF0ZUV4cGVyaW1lbnRSZXF1ZXN0GicuYXNzaWdubWVudC52MS5VcGRhdGVFeHBlcmltZW50UmVzcG9uc2USZgoRQXJjaGl2ZUV4cGVyaW1lbnQSJy5hc3NpZ25tZW50LnYxLkFyY2hpdmVFeHBlcmltZW50UmVxdWVzdBooLmFzc2lnbm1lbnQudjEuQXJjaGl2ZUV4cGVyaW1lbnRSZXNwb25zZRJsChNVbmFyY2hpdmVFeHBlcmltZW50EikuYXNzaWdubWVudC52MS5VbmFyY2hpdmVFeHBlcmltZW50UmVxdWVzdBoqLmFzc2lnbm1lbnQudjEuVW5hcmNoaXZlRXhwZXJpbWVudFJlc3BvbnNlEmAKD0NyZWF0ZU5hbWVzcGFjZRIlLmFzc2lnbm1lbnQudjEuQ3JlYXRlTmFtZXNwYWNlUmVxdWVzdBomLmFzc2lnbm1lbnQudjEuQ3JlYXRlTmFtZXNwYWNlUmVzcG9uc2USXAoMR2V0TmFtZXNwYWNlEiIuYXNzaWdubWVudC52MS5HZXROYW1lc3BhY2VSZXF1ZXN0GiMuYXNzaWdubWVudC52MS5HZXROYW1lc3BhY2VSZXNwb25zZSIDkAIBEmIKDkxpc3ROYW1lc3BhY2VzEiQuYXNzaWdubWVudC52MS5MaXN0TmFtZXNwYWNlc1JlcXVlc3QaJS5hc3NpZ25tZW50LnYxLkxpc3ROYW1lc3BhY2VzUmVzcG9uc2UiA5ACARJjChBBcmNoaXZlTmFtZXNwYWNlEiYuYXNzaWdubWVudC52MS5BcmNoaXZlTmFtZXNwYWNlUmVxdWVzdBonLmFzc2lnbm1lbnQudjEuQXJjaGl2ZU5hbWVzcGFjZVJlc3BvbnNlEmkKElVuYXJjaGl2ZU5hbWVzcGFjZRIoLmFzc2lnbm1lbnQudjEuVW5hcmNoaXZlTmFtZXNwYWNlUmVxdWVzdBopLmFzc2lnbm1lbnQudjEuVW5hcmNoaXZlTmFtZXNwYWNlUmVzcG9uc2USYwoQQWxsb2NhdGVTZWdtZW50cxImLmFzc2lnbm1lbnQudjEuQWxsb2NhdGVTZWdtZW50c1JlcXVlc3QaJy5hc3NpZ25tZW50LnYxLkFsbG9jYXRlU2VnbWVudHNSZXNwb25zZRJgCg9SZWxlYXNlU2VnbWVudHMSJS5hc3NpZ25tZW50LnYxLlJlbGVhc2VTZWdtZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLlJlbGVhc2VTZWdtZW50c1Jlc3BvbnNlElcKDFNldE92ZXJyaWRlcxIiLmFzc2lnbm1lbnQudjEuU2V0T3ZlcnJpZGVzUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuU2V0T3ZlcnJpZGVzUmVzcG9uc2USXQoOQ2xlYXJPdmVycmlkZXMSJC5hc3NpZ25tZW50LnYxLkNsZWFyT3ZlcnJpZGVzUmVxdWVzdBolLmFzc2lnbm1lbnQudjEuQ2xlYXJPdmVycmlkZXNSZXNwb25zZRJfCg1MaXN0T3ZlcnJpZGVzEiMuYXNzaWdubWVudC52MS5MaXN0T3ZlcnJpZGVzUmVxdWVzdBokLmFzc2lnbm1lbnQudjEuTGlzdE92ZXJyaWRlc1Jlc3BvbnNlIgOQAgESbgoSR2V0RXhwZXJpbWVudFN0YXRzEiguYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXF1ZXN0GikuYXNzaWdubWVudC52MS5HZXRFeHBlcmltZW50U3RhdHNSZXNwb25zZSIDkAIBEmgKEUltcG9ydEFzc2lnbm1lbnRzEicuYXNzaWdubWVudC52MS5JbXBvcnRBc3NpZ25tZW50c1JlcXVlc3QaKC5hc3NpZ25tZW50LnYxLkltcG9ydEFzc2lnbm1lbnRzUmVzcG9uc2UoARJtChFFeHBvcnRBc3NpZ25tZW50cxInLmFzc2lnbm1lbnQudjEuRXhwb3J0QXNzaWdubWVudHNSZXF1ZXN0GiguYXNzaWdubWVudC52MS5FeHBvcnRBc3NpZ25tZW50c1Jlc3BvbnNlIgOQAgEwARJiCg9Db3B5QXNzaWdubWVudHMSJS5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1JlcXVlc3QaJi5hc3NpZ25tZW50LnYxLkNvcHlBc3NpZ25tZW50c1Jlc3BvbnNlMAESWQoLTGlzdENoYW5nZXMSIS5hc3NpZ25tZW50LnYxLkxpc3RDaGFuZ2VzUmVxdWVzdBoiLmFzc2lnbm1lbnQudjEuTGlzdENoYW5nZXNSZXNwb25zZSIDkAIBElEKCkVyYXNlVW5pdHMSIC5hc3NpZ25tZW50LnYxLkVyYXNlVW5pdHNSZXF1ZXN0GiEuYXNzaWdubWVudC52MS5FcmFzZVVuaXRzUmVzcG9uc2USagoQV2F0Y2hBc3NpZ25tZW50cxImLmFzc2lnbm1lbnQudjEuV2F0Y2hBc3NpZ25tZW50c1JlcXVlc3QaJy5hc3NpZ25tZW50LnYxLldhdGNoQXNzaWdubWVudHNSZXNwb25zZSIDkAIBMAFiBnByb3RvMw", [file_assignment_v1_types, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message assignment.v1.AssignmentEvent
+ */
+export type AssignmentEvent = Message<"assignment.v1.AssignmentEvent"> & {
+  /**
+   * Gap-free, increasing in commit order, from 1.
+   *
+   * @generated from field: uint64 position = 1;
+   */
+  position: bigint;
+
+  /**
+   * @generated from field: assignment.v1.AssignmentEventKind kind = 2;
+   */
+  kind: AssignmentEventKind;
+
+  /**
+   * @generated from field: string experiment_key = 3;
+   */
+  experimentKey: string;
+
+  /**
+   * @generated from field: string unit_type = 4;
+   */
+  unitType: string;
+
+  /**
+   * @generated from field: string unit_id = 5;
+   */
+  unitId: string;
+
+  /**
+   * @generated from field: string variant_key = 6;
+   */
+  variantKey: string;
+
+  /**
+   * @generated from field: assignment.v1.Source source = 7;
+   */
+  source: Source;
+
+  /**
+   * @generated from field: uint64 experiment_version = 8;
+   */
+  experimentVersion: bigint;
+
+  /**
+   * When the change was made (its transaction's start).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 9;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.AssignmentEvent.
+ * Use `create(AssignmentEventSchema)` to create a new message.
+ */
+export const AssignmentEventSchema: GenMessage<AssignmentEvent> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 0);
+
+/**
+ * @generated from message assignment.v1.WatchAssignmentsRequest
+ */
+export type WatchAssignmentsRequest = Message<"assignment.v1.WatchAssignmentsRequest"> & {
+  /**
+   * @generated from oneof assignment.v1.WatchAssignmentsRequest.start
+   */
+  start: {
+    /**
+     * Events after this position (the last one the consumer processed; 0: from the first ever).
+     *
+     * @generated from field: uint64 after_position = 1;
+     */
+    value: bigint;
+    case: "afterPosition";
+  } | {
+    /**
+     * Only events committed from now on.
+     *
+     * @generated from field: bool from_now = 2;
+     */
+    value: boolean;
+    case: "fromNow";
+  } | {
+    /**
+     * From the oldest event retained.
+     *
+     * @generated from field: bool from_oldest = 3;
+     */
+    value: boolean;
+    case: "fromOldest";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Only events of these experiments (and erasures of their unit types); empty: all.
+   *
+   * @generated from field: repeated string experiment_keys = 4;
+   */
+  experimentKeys: string[];
+
+  /**
+   * Most events per message; 0: 1,000; at most 10,000.
+   *
+   * @generated from field: uint32 max_batch = 5;
+   */
+  maxBatch: number;
+
+  /**
+   * End the stream once no event is left to send (a batch consumer); by default it follows new
+   * events until the caller cancels.
+   *
+   * @generated from field: bool stop_when_caught_up = 6;
+   */
+  stopWhenCaughtUp: boolean;
+};
+
+/**
+ * Describes the message assignment.v1.WatchAssignmentsRequest.
+ * Use `create(WatchAssignmentsRequestSchema)` to create a new message.
+ */
+export const WatchAssignmentsRequestSchema: GenMessage<WatchAssignmentsRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 1);
+
+/**
+ * @generated from message assignment.v1.WatchAssignmentsResponse
+ */
+export type WatchAssignmentsResponse = Message<"assignment.v1.WatchAssignmentsResponse"> & {
+  /**
+   * @generated from field: repeated assignment.v1.AssignmentEvent events = 1;
+   */
+  events: AssignmentEvent[];
+
+  /**
+   * The position the stream has reached: the last event's, or (in a message without events, sent
+   * when the stream starts from now) where it starts.
+   *
+   * @generated from field: uint64 position = 2;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message assignment.v1.WatchAssignmentsResponse.
+ * Use `create(WatchAssignmentsResponseSchema)` to create a new message.
+ */
+export const WatchAssignmentsResponseSchema: GenMessage<WatchAssignmentsResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_experiment_service, 2);
 
 /**
  * @generated from message assignment.v1.CreateExperimentRequest
@@ -94,7 +243,7 @@ export type CreateExperimentRequest = Message<"assignment.v1.CreateExperimentReq
  * Use `create(CreateExperimentRequestSchema)` to create a new message.
  */
 export const CreateExperimentRequestSchema: GenMessage<CreateExperimentRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 0);
+  messageDesc(file_assignment_v1_experiment_service, 3);
 
 /**
  * @generated from message assignment.v1.CreateExperimentResponse
@@ -111,7 +260,7 @@ export type CreateExperimentResponse = Message<"assignment.v1.CreateExperimentRe
  * Use `create(CreateExperimentResponseSchema)` to create a new message.
  */
 export const CreateExperimentResponseSchema: GenMessage<CreateExperimentResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 1);
+  messageDesc(file_assignment_v1_experiment_service, 4);
 
 /**
  * @generated from message assignment.v1.GetExperimentRequest
@@ -136,7 +285,7 @@ export type GetExperimentRequest = Message<"assignment.v1.GetExperimentRequest">
  * Use `create(GetExperimentRequestSchema)` to create a new message.
  */
 export const GetExperimentRequestSchema: GenMessage<GetExperimentRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 2);
+  messageDesc(file_assignment_v1_experiment_service, 5);
 
 /**
  * @generated from message assignment.v1.GetExperimentResponse
@@ -153,7 +302,7 @@ export type GetExperimentResponse = Message<"assignment.v1.GetExperimentResponse
  * Use `create(GetExperimentResponseSchema)` to create a new message.
  */
 export const GetExperimentResponseSchema: GenMessage<GetExperimentResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 3);
+  messageDesc(file_assignment_v1_experiment_service, 6);
 
 /**
  * @generated from message assignment.v1.ListExperimentsRequest
@@ -193,7 +342,7 @@ export type ListExperimentsRequest = Message<"assignment.v1.ListExperimentsReque
  * Use `create(ListExperimentsRequestSchema)` to create a new message.
  */
 export const ListExperimentsRequestSchema: GenMessage<ListExperimentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 4);
+  messageDesc(file_assignment_v1_experiment_service, 7);
 
 /**
  * @generated from message assignment.v1.ListExperimentsResponse
@@ -212,7 +361,7 @@ export type ListExperimentsResponse = Message<"assignment.v1.ListExperimentsResp
  * Use `create(ListExperimentsResponseSchema)` to create a new message.
  */
 export const ListExperimentsResponseSchema: GenMessage<ListExperimentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 5);
+  messageDesc(file_assignment_v1_experiment_service, 8);
 
 /**
  * @generated from message assignment.v1.VariantList
@@ -229,7 +378,7 @@ export type VariantList = Message<"assignment.v1.VariantList"> & {
  * Use `create(VariantListSchema)` to create a new message.
  */
 export const VariantListSchema: GenMessage<VariantList> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 6);
+  messageDesc(file_assignment_v1_experiment_service, 9);
 
 /**
  * @generated from message assignment.v1.TagList
@@ -246,7 +395,7 @@ export type TagList = Message<"assignment.v1.TagList"> & {
  * Use `create(TagListSchema)` to create a new message.
  */
 export const TagListSchema: GenMessage<TagList> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 7);
+  messageDesc(file_assignment_v1_experiment_service, 10);
 
 /**
  * @generated from message assignment.v1.UpdateExperimentRequest
@@ -318,7 +467,7 @@ export type UpdateExperimentRequest = Message<"assignment.v1.UpdateExperimentReq
  * Use `create(UpdateExperimentRequestSchema)` to create a new message.
  */
 export const UpdateExperimentRequestSchema: GenMessage<UpdateExperimentRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 8);
+  messageDesc(file_assignment_v1_experiment_service, 11);
 
 /**
  * @generated from message assignment.v1.UpdateExperimentResponse
@@ -335,7 +484,7 @@ export type UpdateExperimentResponse = Message<"assignment.v1.UpdateExperimentRe
  * Use `create(UpdateExperimentResponseSchema)` to create a new message.
  */
 export const UpdateExperimentResponseSchema: GenMessage<UpdateExperimentResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 9);
+  messageDesc(file_assignment_v1_experiment_service, 12);
 
 /**
  * @generated from message assignment.v1.ArchiveExperimentRequest
@@ -352,7 +501,7 @@ export type ArchiveExperimentRequest = Message<"assignment.v1.ArchiveExperimentR
  * Use `create(ArchiveExperimentRequestSchema)` to create a new message.
  */
 export const ArchiveExperimentRequestSchema: GenMessage<ArchiveExperimentRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 10);
+  messageDesc(file_assignment_v1_experiment_service, 13);
 
 /**
  * @generated from message assignment.v1.ArchiveExperimentResponse
@@ -369,7 +518,7 @@ export type ArchiveExperimentResponse = Message<"assignment.v1.ArchiveExperiment
  * Use `create(ArchiveExperimentResponseSchema)` to create a new message.
  */
 export const ArchiveExperimentResponseSchema: GenMessage<ArchiveExperimentResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 11);
+  messageDesc(file_assignment_v1_experiment_service, 14);
 
 /**
  * @generated from message assignment.v1.UnarchiveExperimentRequest
@@ -386,7 +535,7 @@ export type UnarchiveExperimentRequest = Message<"assignment.v1.UnarchiveExperim
  * Use `create(UnarchiveExperimentRequestSchema)` to create a new message.
  */
 export const UnarchiveExperimentRequestSchema: GenMessage<UnarchiveExperimentRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 12);
+  messageDesc(file_assignment_v1_experiment_service, 15);
 
 /**
  * @generated from message assignment.v1.UnarchiveExperimentResponse
@@ -403,7 +552,7 @@ export type UnarchiveExperimentResponse = Message<"assignment.v1.UnarchiveExperi
  * Use `create(UnarchiveExperimentResponseSchema)` to create a new message.
  */
 export const UnarchiveExperimentResponseSchema: GenMessage<UnarchiveExperimentResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 13);
+  messageDesc(file_assignment_v1_experiment_service, 16);
 
 /**
  * @generated from message assignment.v1.ArchiveNamespaceRequest
@@ -420,7 +569,7 @@ export type ArchiveNamespaceRequest = Message<"assignment.v1.ArchiveNamespaceReq
  * Use `create(ArchiveNamespaceRequestSchema)` to create a new message.
  */
 export const ArchiveNamespaceRequestSchema: GenMessage<ArchiveNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 14);
+  messageDesc(file_assignment_v1_experiment_service, 17);
 
 /**
  * @generated from message assignment.v1.ArchiveNamespaceResponse
@@ -437,7 +586,7 @@ export type ArchiveNamespaceResponse = Message<"assignment.v1.ArchiveNamespaceRe
  * Use `create(ArchiveNamespaceResponseSchema)` to create a new message.
  */
 export const ArchiveNamespaceResponseSchema: GenMessage<ArchiveNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 15);
+  messageDesc(file_assignment_v1_experiment_service, 18);
 
 /**
  * @generated from message assignment.v1.UnarchiveNamespaceRequest
@@ -454,7 +603,7 @@ export type UnarchiveNamespaceRequest = Message<"assignment.v1.UnarchiveNamespac
  * Use `create(UnarchiveNamespaceRequestSchema)` to create a new message.
  */
 export const UnarchiveNamespaceRequestSchema: GenMessage<UnarchiveNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 16);
+  messageDesc(file_assignment_v1_experiment_service, 19);
 
 /**
  * @generated from message assignment.v1.UnarchiveNamespaceResponse
@@ -471,7 +620,7 @@ export type UnarchiveNamespaceResponse = Message<"assignment.v1.UnarchiveNamespa
  * Use `create(UnarchiveNamespaceResponseSchema)` to create a new message.
  */
 export const UnarchiveNamespaceResponseSchema: GenMessage<UnarchiveNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 17);
+  messageDesc(file_assignment_v1_experiment_service, 20);
 
 /**
  * @generated from message assignment.v1.CreateNamespaceRequest
@@ -509,7 +658,7 @@ export type CreateNamespaceRequest = Message<"assignment.v1.CreateNamespaceReque
  * Use `create(CreateNamespaceRequestSchema)` to create a new message.
  */
 export const CreateNamespaceRequestSchema: GenMessage<CreateNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 18);
+  messageDesc(file_assignment_v1_experiment_service, 21);
 
 /**
  * @generated from message assignment.v1.CreateNamespaceResponse
@@ -526,7 +675,7 @@ export type CreateNamespaceResponse = Message<"assignment.v1.CreateNamespaceResp
  * Use `create(CreateNamespaceResponseSchema)` to create a new message.
  */
 export const CreateNamespaceResponseSchema: GenMessage<CreateNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 19);
+  messageDesc(file_assignment_v1_experiment_service, 22);
 
 /**
  * @generated from message assignment.v1.GetNamespaceRequest
@@ -543,7 +692,7 @@ export type GetNamespaceRequest = Message<"assignment.v1.GetNamespaceRequest"> &
  * Use `create(GetNamespaceRequestSchema)` to create a new message.
  */
 export const GetNamespaceRequestSchema: GenMessage<GetNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 20);
+  messageDesc(file_assignment_v1_experiment_service, 23);
 
 /**
  * @generated from message assignment.v1.GetNamespaceResponse
@@ -560,7 +709,7 @@ export type GetNamespaceResponse = Message<"assignment.v1.GetNamespaceResponse">
  * Use `create(GetNamespaceResponseSchema)` to create a new message.
  */
 export const GetNamespaceResponseSchema: GenMessage<GetNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 21);
+  messageDesc(file_assignment_v1_experiment_service, 24);
 
 /**
  * @generated from message assignment.v1.ListNamespacesRequest
@@ -579,7 +728,7 @@ export type ListNamespacesRequest = Message<"assignment.v1.ListNamespacesRequest
  * Use `create(ListNamespacesRequestSchema)` to create a new message.
  */
 export const ListNamespacesRequestSchema: GenMessage<ListNamespacesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 22);
+  messageDesc(file_assignment_v1_experiment_service, 25);
 
 /**
  * @generated from message assignment.v1.ListNamespacesResponse
@@ -596,7 +745,7 @@ export type ListNamespacesResponse = Message<"assignment.v1.ListNamespacesRespon
  * Use `create(ListNamespacesResponseSchema)` to create a new message.
  */
 export const ListNamespacesResponseSchema: GenMessage<ListNamespacesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 23);
+  messageDesc(file_assignment_v1_experiment_service, 26);
 
 /**
  * @generated from message assignment.v1.AllocateSegmentsRequest
@@ -625,7 +774,7 @@ export type AllocateSegmentsRequest = Message<"assignment.v1.AllocateSegmentsReq
  * Use `create(AllocateSegmentsRequestSchema)` to create a new message.
  */
 export const AllocateSegmentsRequestSchema: GenMessage<AllocateSegmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 24);
+  messageDesc(file_assignment_v1_experiment_service, 27);
 
 /**
  * @generated from message assignment.v1.AllocateSegmentsResponse
@@ -647,7 +796,7 @@ export type AllocateSegmentsResponse = Message<"assignment.v1.AllocateSegmentsRe
  * Use `create(AllocateSegmentsResponseSchema)` to create a new message.
  */
 export const AllocateSegmentsResponseSchema: GenMessage<AllocateSegmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 25);
+  messageDesc(file_assignment_v1_experiment_service, 28);
 
 /**
  * @generated from message assignment.v1.ReleaseSegmentsRequest
@@ -669,7 +818,7 @@ export type ReleaseSegmentsRequest = Message<"assignment.v1.ReleaseSegmentsReque
  * Use `create(ReleaseSegmentsRequestSchema)` to create a new message.
  */
 export const ReleaseSegmentsRequestSchema: GenMessage<ReleaseSegmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 26);
+  messageDesc(file_assignment_v1_experiment_service, 29);
 
 /**
  * @generated from message assignment.v1.ReleaseSegmentsResponse
@@ -698,7 +847,7 @@ export type ReleaseSegmentsResponse = Message<"assignment.v1.ReleaseSegmentsResp
  * Use `create(ReleaseSegmentsResponseSchema)` to create a new message.
  */
 export const ReleaseSegmentsResponseSchema: GenMessage<ReleaseSegmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 27);
+  messageDesc(file_assignment_v1_experiment_service, 30);
 
 /**
  * @generated from message assignment.v1.Override
@@ -720,7 +869,7 @@ export type Override = Message<"assignment.v1.Override"> & {
  * Use `create(OverrideSchema)` to create a new message.
  */
 export const OverrideSchema: GenMessage<Override> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 28);
+  messageDesc(file_assignment_v1_experiment_service, 31);
 
 /**
  * @generated from message assignment.v1.SetOverridesRequest
@@ -744,7 +893,7 @@ export type SetOverridesRequest = Message<"assignment.v1.SetOverridesRequest"> &
  * Use `create(SetOverridesRequestSchema)` to create a new message.
  */
 export const SetOverridesRequestSchema: GenMessage<SetOverridesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 29);
+  messageDesc(file_assignment_v1_experiment_service, 32);
 
 /**
  * @generated from message assignment.v1.SetOverridesResponse
@@ -766,7 +915,7 @@ export type SetOverridesResponse = Message<"assignment.v1.SetOverridesResponse">
  * Use `create(SetOverridesResponseSchema)` to create a new message.
  */
 export const SetOverridesResponseSchema: GenMessage<SetOverridesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 30);
+  messageDesc(file_assignment_v1_experiment_service, 33);
 
 /**
  * @generated from message assignment.v1.ClearOverridesRequest
@@ -795,7 +944,7 @@ export type ClearOverridesRequest = Message<"assignment.v1.ClearOverridesRequest
  * Use `create(ClearOverridesRequestSchema)` to create a new message.
  */
 export const ClearOverridesRequestSchema: GenMessage<ClearOverridesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 31);
+  messageDesc(file_assignment_v1_experiment_service, 34);
 
 /**
  * @generated from message assignment.v1.ClearOverridesResponse
@@ -819,7 +968,7 @@ export type ClearOverridesResponse = Message<"assignment.v1.ClearOverridesRespon
  * Use `create(ClearOverridesResponseSchema)` to create a new message.
  */
 export const ClearOverridesResponseSchema: GenMessage<ClearOverridesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 32);
+  messageDesc(file_assignment_v1_experiment_service, 35);
 
 /**
  * @generated from message assignment.v1.ListOverridesRequest
@@ -852,7 +1001,7 @@ export type ListOverridesRequest = Message<"assignment.v1.ListOverridesRequest">
  * Use `create(ListOverridesRequestSchema)` to create a new message.
  */
 export const ListOverridesRequestSchema: GenMessage<ListOverridesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 33);
+  messageDesc(file_assignment_v1_experiment_service, 36);
 
 /**
  * @generated from message assignment.v1.ListedOverride
@@ -891,7 +1040,7 @@ export type ListedOverride = Message<"assignment.v1.ListedOverride"> & {
  * Use `create(ListedOverrideSchema)` to create a new message.
  */
 export const ListedOverrideSchema: GenMessage<ListedOverride> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 34);
+  messageDesc(file_assignment_v1_experiment_service, 37);
 
 /**
  * @generated from message assignment.v1.ListOverridesResponse
@@ -915,7 +1064,7 @@ export type ListOverridesResponse = Message<"assignment.v1.ListOverridesResponse
  * Use `create(ListOverridesResponseSchema)` to create a new message.
  */
 export const ListOverridesResponseSchema: GenMessage<ListOverridesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 35);
+  messageDesc(file_assignment_v1_experiment_service, 38);
 
 /**
  * @generated from message assignment.v1.GetExperimentStatsRequest
@@ -932,7 +1081,7 @@ export type GetExperimentStatsRequest = Message<"assignment.v1.GetExperimentStat
  * Use `create(GetExperimentStatsRequestSchema)` to create a new message.
  */
 export const GetExperimentStatsRequestSchema: GenMessage<GetExperimentStatsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 36);
+  messageDesc(file_assignment_v1_experiment_service, 39);
 
 /**
  * @generated from message assignment.v1.VariantStats
@@ -981,7 +1130,7 @@ export type VariantStats = Message<"assignment.v1.VariantStats"> & {
  * Use `create(VariantStatsSchema)` to create a new message.
  */
 export const VariantStatsSchema: GenMessage<VariantStats> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 37);
+  messageDesc(file_assignment_v1_experiment_service, 40);
 
 /**
  * @generated from message assignment.v1.GetExperimentStatsResponse
@@ -1039,7 +1188,7 @@ export type GetExperimentStatsResponse = Message<"assignment.v1.GetExperimentSta
  * Use `create(GetExperimentStatsResponseSchema)` to create a new message.
  */
 export const GetExperimentStatsResponseSchema: GenMessage<GetExperimentStatsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 38);
+  messageDesc(file_assignment_v1_experiment_service, 41);
 
 /**
  * @generated from message assignment.v1.ImportSetup
@@ -1063,7 +1212,7 @@ export type ImportSetup = Message<"assignment.v1.ImportSetup"> & {
  * Use `create(ImportSetupSchema)` to create a new message.
  */
 export const ImportSetupSchema: GenMessage<ImportSetup> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 39);
+  messageDesc(file_assignment_v1_experiment_service, 42);
 
 /**
  * @generated from message assignment.v1.ImportRow
@@ -1090,7 +1239,7 @@ export type ImportRow = Message<"assignment.v1.ImportRow"> & {
  * Use `create(ImportRowSchema)` to create a new message.
  */
 export const ImportRowSchema: GenMessage<ImportRow> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 40);
+  messageDesc(file_assignment_v1_experiment_service, 43);
 
 /**
  * @generated from message assignment.v1.ImportAssignmentsRequest
@@ -1114,7 +1263,7 @@ export type ImportAssignmentsRequest = Message<"assignment.v1.ImportAssignmentsR
  * Use `create(ImportAssignmentsRequestSchema)` to create a new message.
  */
 export const ImportAssignmentsRequestSchema: GenMessage<ImportAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 41);
+  messageDesc(file_assignment_v1_experiment_service, 44);
 
 /**
  * @generated from message assignment.v1.ImportRowError
@@ -1140,7 +1289,7 @@ export type ImportRowError = Message<"assignment.v1.ImportRowError"> & {
  * Use `create(ImportRowErrorSchema)` to create a new message.
  */
 export const ImportRowErrorSchema: GenMessage<ImportRowError> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 42);
+  messageDesc(file_assignment_v1_experiment_service, 45);
 
 /**
  * @generated from message assignment.v1.ImportAssignmentsResponse
@@ -1188,7 +1337,7 @@ export type ImportAssignmentsResponse = Message<"assignment.v1.ImportAssignments
  * Use `create(ImportAssignmentsResponseSchema)` to create a new message.
  */
 export const ImportAssignmentsResponseSchema: GenMessage<ImportAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 43);
+  messageDesc(file_assignment_v1_experiment_service, 46);
 
 /**
  * @generated from message assignment.v1.ExportAssignmentsRequest
@@ -1212,7 +1361,7 @@ export type ExportAssignmentsRequest = Message<"assignment.v1.ExportAssignmentsR
  * Use `create(ExportAssignmentsRequestSchema)` to create a new message.
  */
 export const ExportAssignmentsRequestSchema: GenMessage<ExportAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 44);
+  messageDesc(file_assignment_v1_experiment_service, 47);
 
 /**
  * @generated from message assignment.v1.ExportAssignmentsResponse
@@ -1258,7 +1407,7 @@ export type ExportAssignmentsResponse = Message<"assignment.v1.ExportAssignments
  * Use `create(ExportAssignmentsResponseSchema)` to create a new message.
  */
 export const ExportAssignmentsResponseSchema: GenMessage<ExportAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 45);
+  messageDesc(file_assignment_v1_experiment_service, 48);
 
 /**
  * @generated from message assignment.v1.CopyAssignmentsRequest
@@ -1294,7 +1443,7 @@ export type CopyAssignmentsRequest = Message<"assignment.v1.CopyAssignmentsReque
  * Use `create(CopyAssignmentsRequestSchema)` to create a new message.
  */
 export const CopyAssignmentsRequestSchema: GenMessage<CopyAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 46);
+  messageDesc(file_assignment_v1_experiment_service, 49);
 
 /**
  * @generated from message assignment.v1.CopyAssignmentsResponse
@@ -1339,7 +1488,7 @@ export type CopyAssignmentsResponse = Message<"assignment.v1.CopyAssignmentsResp
  * Use `create(CopyAssignmentsResponseSchema)` to create a new message.
  */
 export const CopyAssignmentsResponseSchema: GenMessage<CopyAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 47);
+  messageDesc(file_assignment_v1_experiment_service, 50);
 
 /**
  * @generated from message assignment.v1.ListChangesRequest
@@ -1400,7 +1549,7 @@ export type ListChangesRequest = Message<"assignment.v1.ListChangesRequest"> & {
  * Use `create(ListChangesRequestSchema)` to create a new message.
  */
 export const ListChangesRequestSchema: GenMessage<ListChangesRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 48);
+  messageDesc(file_assignment_v1_experiment_service, 51);
 
 /**
  * @generated from message assignment.v1.ListChangesResponse
@@ -1426,7 +1575,7 @@ export type ListChangesResponse = Message<"assignment.v1.ListChangesResponse"> &
  * Use `create(ListChangesResponseSchema)` to create a new message.
  */
 export const ListChangesResponseSchema: GenMessage<ListChangesResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 49);
+  messageDesc(file_assignment_v1_experiment_service, 52);
 
 /**
  * One successful administrative change, recorded in the transaction that made it.
@@ -1505,7 +1654,7 @@ export type Change = Message<"assignment.v1.Change"> & {
  * Use `create(ChangeSchema)` to create a new message.
  */
 export const ChangeSchema: GenMessage<Change> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 50);
+  messageDesc(file_assignment_v1_experiment_service, 53);
 
 /**
  * @generated from message assignment.v1.FieldChange
@@ -1534,7 +1683,7 @@ export type FieldChange = Message<"assignment.v1.FieldChange"> & {
  * Use `create(FieldChangeSchema)` to create a new message.
  */
 export const FieldChangeSchema: GenMessage<FieldChange> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 51);
+  messageDesc(file_assignment_v1_experiment_service, 54);
 
 /**
  * @generated from message assignment.v1.EraseUnitsRequest
@@ -1560,7 +1709,7 @@ export type EraseUnitsRequest = Message<"assignment.v1.EraseUnitsRequest"> & {
  * Use `create(EraseUnitsRequestSchema)` to create a new message.
  */
 export const EraseUnitsRequestSchema: GenMessage<EraseUnitsRequest> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 52);
+  messageDesc(file_assignment_v1_experiment_service, 55);
 
 /**
  * @generated from message assignment.v1.EraseUnitsResponse
@@ -1593,7 +1742,71 @@ export type EraseUnitsResponse = Message<"assignment.v1.EraseUnitsResponse"> & {
  * Use `create(EraseUnitsResponseSchema)` to create a new message.
  */
 export const EraseUnitsResponseSchema: GenMessage<EraseUnitsResponse> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_experiment_service, 53);
+  messageDesc(file_assignment_v1_experiment_service, 56);
+
+/**
+ * @generated from enum assignment.v1.AssignmentEventKind
+ */
+export enum AssignmentEventKind {
+  /**
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Stored by hashing (StreamAssign, Assign, jobs).
+   *
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_ASSIGNED = 1;
+   */
+  ASSIGNED = 1,
+
+  /**
+   * Stored by an import.
+   *
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_IMPORTED = 2;
+   */
+  IMPORTED = 2,
+
+  /**
+   * A stored assignment replaced by an OVERWRITE import.
+   *
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_OVERWRITTEN = 3;
+   */
+  OVERWRITTEN = 3,
+
+  /**
+   * Stored by CopyAssignments.
+   *
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_COPIED = 4;
+   */
+  COPIED = 4,
+
+  /**
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_OVERRIDE_SET = 5;
+   */
+  OVERRIDE_SET = 5,
+
+  /**
+   * variant_key names the override that was cleared.
+   *
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_OVERRIDE_CLEARED = 6;
+   */
+  OVERRIDE_CLEARED = 6,
+
+  /**
+   * The unit (unit_type, unit_id) was erased from every experiment of its type: experiment_key
+   * and variant_key are empty.
+   *
+   * @generated from enum value: ASSIGNMENT_EVENT_KIND_ERASED = 7;
+   */
+  ERASED = 7,
+}
+
+/**
+ * Describes the enum assignment.v1.AssignmentEventKind.
+ */
+export const AssignmentEventKindSchema: GenEnum<AssignmentEventKind> = /*@__PURE__*/
+  enumDesc(file_assignment_v1_experiment_service, 0);
 
 /**
  * @generated from enum assignment.v1.ImportPolicy
@@ -1626,7 +1839,7 @@ export enum ImportPolicy {
  * Describes the enum assignment.v1.ImportPolicy.
  */
 export const ImportPolicySchema: GenEnum<ImportPolicy> = /*@__PURE__*/
-  enumDesc(file_assignment_v1_experiment_service, 0);
+  enumDesc(file_assignment_v1_experiment_service, 1);
 
 /**
  * Administration of experiments, namespaces and overrides.
@@ -1861,6 +2074,20 @@ export const ExperimentService: GenService<{
     methodKind: "unary";
     input: typeof EraseUnitsRequestSchema;
     output: typeof EraseUnitsResponseSchema;
+  },
+  /**
+   * The assignment events (every change to stored assignments and overrides, SPEC.md "Assignment
+   * events"), in batches, in position order, from a position, "now" or the oldest retained, then
+   * as they are committed, until the caller cancels. A consumer stores the last position it
+   * processed and resumes after it: it gets every later event exactly once, in order. A position
+   * older than what is retained fails with OUT_OF_RANGE naming the oldest available.
+   *
+   * @generated from rpc assignment.v1.ExperimentService.WatchAssignments
+   */
+  watchAssignments: {
+    methodKind: "server_streaming";
+    input: typeof WatchAssignmentsRequestSchema;
+    output: typeof WatchAssignmentsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assignment_v1_experiment_service, 0);
