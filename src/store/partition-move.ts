@@ -19,8 +19,9 @@ import { sqlState } from "./pg-errors.js";
  *      batch to commit, and its trigger then deletes the copy; a row deleted before the batch
  *      locks it is skipped by the batch. An erased row is never copied back.
  * 2. Swap: one transaction takes the old table's lock (briefly: it waits only for statements
- *    in flight, and gives up after LOCK_TIMEOUT to try again later), drops it with its trigger and
- *    renames the new table to assignments.
+ *    in flight, and gives up after LOCK_TIMEOUT to try again later), drops it with its trigger,
+ *    renames the new table to assignments and gives it the old table's other triggers (the event
+ *    log's).
  *
  * Several servers may run this at once: the cursor row is taken FOR UPDATE SKIP LOCKED, so one
  * copies while the others wait their turn. The old table is the one read and written until the
@@ -77,11 +78,21 @@ export async function moveStep(db: Database, batchRows = DEFAULT_MOVE_BATCH_ROWS
       // reached it through the trigger. Swap, holding the cursor row so no other server copies.
       await tx.query(`SET LOCAL lock_timeout = '${LOCK_TIMEOUT}'`);
       await tx.query(`LOCK TABLE assignments IN ACCESS EXCLUSIVE MODE`);
+      // The old table's own triggers (the event log's outbox, migration 8) go with it when it is
+      // dropped: they are made again on the new table once it bears the name (their definitions
+      // name the table), in this same transaction, so no write is ever without them.
+      const { rows: triggers } = await tx.query<{ def: string }>(
+        `SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger
+          WHERE tgrelid = 'assignments'::regclass AND NOT tgisinternal
+            AND tgname NOT IN ('assignments_mirror', 'assignments_mirror_truncate')
+          ORDER BY tgname`,
+      );
       await tx.query(`DROP TABLE assignments`);
       await tx.query(`DROP FUNCTION assignments_mirror(), assignments_mirror_truncate()`);
       await tx.query(`DROP TABLE assignments_partitioning`);
       await tx.query(`ALTER TABLE assignments_partitioned RENAME TO assignments`);
       await tx.query(`ALTER TABLE assignments RENAME CONSTRAINT assignments_partitioned_pkey TO assignments_pkey`);
+      for (const t of triggers) await tx.query(t.def);
       return { state: "done" };
     });
   } catch (err) {

@@ -219,6 +219,16 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
     );
     await runMigrations(client, { assignmentPartitions: 4 });
     expect(await partitionMovePending(db)).toBe(true);
+    // The table's own triggers (the event log's, made by a later migration on the old table).
+    const triggers = async () =>
+      (
+        await client.query<{ name: string }>(
+          `SELECT tgname AS name FROM pg_trigger WHERE tgrelid = 'assignments'::regclass AND NOT tgisinternal
+              AND tgname NOT LIKE 'assignments_mirror%' ORDER BY tgname`,
+        )
+      ).rows.map((r) => r.name);
+    const triggersBefore = await triggers();
+    expect(triggersBefore).toContain("assignment_events_inserted");
     // Until the swap the old table is the one in use (not partitioned).
     const kind = async () =>
       (await db.query<{ k: string }>(`SELECT relkind::text AS k FROM pg_class WHERE oid = 'assignments'::regclass`)).rows[0]!.k;
@@ -272,6 +282,13 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
               to_regprocedure('assignments_mirror()') AS c, to_regclass('assignments_pkey') IS NOT NULL AS pkey`,
     );
     expect(left).toEqual([{ a: null, b: null, c: null, pkey: true }]);
+    // The swapped-in table has the old one's triggers, and they fire: a new row reaches the outbox.
+    expect(await triggers()).toEqual(triggersBefore);
+    const outbox = async () =>
+      Number((await client.query(`SELECT count(*) AS n FROM assignment_outbox WHERE unit_id = 'after-swap'`)).rows[0].n);
+    expect(await outbox()).toBe(0);
+    await db.query(`INSERT INTO assignments (experiment_id, unit_id, variant, version, source) VALUES (1, 'after-swap', 0, 1, 1)`);
+    expect(await outbox()).toBe(1);
   });
 });
 
