@@ -10,6 +10,9 @@ export type AttributeValue = AttributeScalar | readonly AttributeScalar[];
 /** What a condition reads as `attributes`. */
 export type Attributes = ReadonlyMap<string, AttributeValue>;
 
+/** A call without attributes. */
+export const NO_ATTRIBUTES: Attributes = new Map();
+
 export const MAX_ATTRIBUTES = 64;
 export const MAX_ATTRIBUTE_VALUE_BYTES = 1024;
 const KEY = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
@@ -58,4 +61,31 @@ export function mergeAttributes(call: Attributes, unit: Attributes | undefined):
   if (!unit || unit.size === 0) return call;
   if (call.size === 0) return unit;
   return new Map([...call, ...unit]);
+}
+
+/** A call's attributes (a Struct's JSON; absent: none), checked as checkAttributes does. */
+export function checkCallAttributes(field: string, input: Readonly<Record<string, unknown>> | undefined): Attributes {
+  if (input === undefined) return NO_ATTRIBUTES;
+  const a = checkAttributes(field, input);
+  return a.size === 0 ? NO_ATTRIBUTES : a;
+}
+
+/**
+ * Per-unit attributes, positional to `count` unit ids, each laid over the call's: none (every unit
+ * has the call's, returned as is), or exactly one per id (INVALID_ARGUMENT naming `field`
+ * otherwise; each checked as checkAttributes does, naming `field[i]`).
+ */
+export function checkUnitAttributes(
+  field: string,
+  list: readonly Readonly<Record<string, unknown>>[],
+  count: number,
+  call: Attributes,
+): Attributes | Attributes[] {
+  if (list.length === 0) return call;
+  if (list.length !== count) {
+    throw invalidArgument(field, `must hold one entry per unit id (${count}) or none (got ${list.length})`);
+  }
+  const out = new Array<Attributes>(count);
+  for (let i = 0; i < count; i++) out[i] = mergeAttributes(call, checkAttributes(`${field}[${i}]`, list[i]!));
+  return out;
 }

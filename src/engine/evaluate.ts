@@ -1,4 +1,5 @@
 import { ExperimentStatus, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type Attributes, NO_ATTRIBUTES } from "./attributes.js";
 import { holdoutBucket, pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "./buckets.js";
 import type { ExperimentConfig, VariantConfig } from "./experiment-config.js";
 import { FULL_ROLLOUT, isValidUnitId } from "./rules.js";
@@ -58,11 +59,17 @@ export function needsStoreLookup(experiment: ExperimentConfig): boolean {
 /**
  * Rules 3 to 11 for a unit that passed rules 1 and 2. `stored` is the unit's override (source
  * OVERRIDE) when it has one, else its stored assignment, or undefined when it has neither (or the
- * store was not consulted because needsStoreLookup said so). `targeted` is the outcome of the
- * experiment's targeting condition for the call's attributes: undefined when the experiment has
- * no condition, false when it is not true (a missing attribute or an evaluation error included).
+ * store was not consulted because needsStoreLookup said so). `targeting` is what rule 8 goes by: the
+ * unit's attributes (none when absent), which the experiment's condition is tested against only
+ * when rule 8 is reached; or the outcome itself (false: the condition is not true), as the golden
+ * vectors state it.
  */
-export function decide(experiment: ExperimentConfig, unitId: string, stored: StoredAssignment | undefined, targeted?: boolean): Evaluation {
+export function decide(
+  experiment: ExperimentConfig,
+  unitId: string,
+  stored: StoredAssignment | undefined,
+  targeting: Attributes | boolean = NO_ATTRIBUTES,
+): Evaluation {
   const storedVariant = stored && experiment.variantsById.get(stored.variantId);
   // 3. Overrides apply in every status.
   if (storedVariant && stored.source === Source.OVERRIDE) return { reason: Reason.OVERRIDE, variant: storedVariant };
@@ -84,7 +91,8 @@ export function decide(experiment: ExperimentConfig, unitId: string, stored: Sto
     if (holdoutBucket(unitId, h.salt, h.hashVersion) < h.share) return { reason: Reason.HOLDOUT, variant: experiment.defaultVariant };
   }
   // 8. Targeting: a condition that is not true.
-  if (targeted === false) return { reason: Reason.NOT_TARGETED, variant: experiment.defaultVariant };
+  const targeted = typeof targeting === "boolean" ? targeting : experiment.condition === undefined || experiment.condition.test(targeting);
+  if (!targeted) return { reason: Reason.NOT_TARGETED, variant: experiment.defaultVariant };
   // 9. Namespace.
   const ns = experiment.namespace;
   if (ns && ns.owners[segmentOf(unitId, ns.salt, ns.segments, ns.hashVersion)] !== experiment.id) {

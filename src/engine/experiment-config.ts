@@ -1,5 +1,6 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { Condition } from "./condition.js";
 import { type HashVersion, requireHashVersion } from "./hash.js";
 
 /** One variant as the engine sees it. `id` is stable for the life of the experiment and is what
@@ -54,6 +55,9 @@ export interface ExperimentConfig {
   readonly namespace: NamespaceConfig | undefined;
   /** The holdouts covering it (rule 7), in no particular order. */
   readonly holdouts: readonly HoldoutConfig[];
+  /** Its targeting condition (rule 8), compiled once for this configuration; none when it targets
+   * every unit. */
+  readonly condition: Condition | undefined;
   /** How many overrides exist; when 0, DRAFT and STOPPED answers need no store lookup. */
   readonly overrideCount: number;
   /** Changes when stored assignments changed under the caches; cache keys carry it. */
@@ -95,6 +99,8 @@ export interface ExperimentConfigInput {
   namespace: NamespaceConfig | undefined;
   /** The holdouts covering it; none when absent. */
   holdouts?: readonly HoldoutConfig[];
+  /** The compiled targeting condition; none when absent. */
+  condition?: Condition;
   overrideCount: number;
   cacheGeneration: number;
   version: bigint;
@@ -121,6 +127,7 @@ export function buildExperimentConfig(input: ExperimentConfigInput): ExperimentC
     tags: input.tags,
     namespace: input.namespace,
     holdouts: input.holdouts ?? [],
+    condition: input.condition,
     overrideCount: input.overrideCount,
     cacheGeneration: input.cacheGeneration,
     version: input.version,

@@ -25,6 +25,8 @@ export interface ExperimentState {
   winner: string | null;
   tags: string[];
   description: string;
+  /** The targeting condition (CEL over `attributes`, SPEC.md rule 8); "" when none. */
+  condition: string;
 }
 
 export interface VariantChange {
@@ -46,6 +48,8 @@ export interface ExperimentChanges {
   defaultVariant?: string;
   tags?: string[];
   description?: string;
+  /** Already checked (compileCondition); "" removes targeting. */
+  condition?: string;
 }
 
 /**
@@ -99,5 +103,6 @@ export function applyExperimentChanges(current: ExperimentState, changes: Experi
     winner,
     tags: changes.tags ?? current.tags,
     description: changes.description ?? current.description,
+    condition: changes.condition ?? current.condition,
   };
 }

@@ -1,4 +1,5 @@
 import type { AssignmentCache, CacheTrust, InProcessCache } from "../cache/assignment-cache.js";
+import type { Attributes } from "../engine/attributes.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { Assigner, type AssignOptionsLike, type Cell, type CellResult } from "../service/assigner.js";
 import type { AssignmentStorage } from "../store/assignment-store.js";
@@ -28,8 +29,9 @@ export class MeteredAssigner extends Assigner {
     unitIds: readonly string[],
     unitType: string,
     options: AssignOptionsLike,
+    attributes?: Attributes | readonly Attributes[],
   ): Promise<CellResult[]> {
-    const results = await super.assignGrid(experiments, unitIds, unitType, options);
+    const results = await super.assignGrid(experiments, unitIds, unitType, options, attributes);
     this.serverMetrics.answered(results);
     return results;
   }

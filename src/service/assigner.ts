@@ -1,5 +1,6 @@
 import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { ALWAYS_TRUSTED, type AssignmentCache, type CacheCell, type CacheTrust, type InProcessCache } from "../cache/assignment-cache.js";
+import { type Attributes, NO_ATTRIBUTES } from "../engine/attributes.js";
 import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
 import type { ExperimentConfig, VariantConfig } from "../engine/experiment-config.js";
 import { Code, hasCode } from "../errors.js";
@@ -11,6 +12,8 @@ export interface Cell {
   experiment: ExperimentConfig | undefined;
   unitId: string;
   unitType: string;
+  /** The unit's attributes, for targeting conditions (rule 8); none when absent. */
+  attributes?: Attributes;
 }
 
 /** Shared between cells with the same answer: never mutate one. */
@@ -46,6 +49,9 @@ interface Lookup extends CacheCell {
   trusted: boolean;
   /** What Redis answered. */
   cached: StoredAssignment | undefined;
+  /** The evaluation without a stored assignment, once made (kept so that rule 8's condition is
+   * not tested twice for one cell). */
+  fresh: Evaluation | undefined;
 }
 
 /** Values sent to Redis and not yet acknowledged, beyond which callers wait (see fill). */
@@ -94,24 +100,30 @@ export class Assigner {
       (i) => cells[i]!.experiment,
       (i) => cells[i]!.unitId,
       (i) => cells[i]!.unitType,
+      (i) => cells[i]!.attributes ?? NO_ATTRIBUTES,
       options,
     );
   }
 
   /** Every unit against every experiment, experiment-major (result j * unitIds.length + i), without
-   * building a cell object per pair. */
+   * building a cell object per pair. `attributes`: the same for every unit, or one per unit
+   * (positional to unitIds). */
   assignGrid(
     experiments: readonly (ExperimentConfig | undefined)[],
     unitIds: readonly string[],
     unitType: string,
     options: AssignOptionsLike,
+    attributes: Attributes | readonly Attributes[] = NO_ATTRIBUTES,
   ): Promise<CellResult[]> {
     const n = unitIds.length;
+    const perUnit = Array.isArray(attributes) ? (attributes as readonly Attributes[]) : undefined;
+    const all = attributes as Attributes;
     return this.assignEach(
       experiments.length * n,
       (i) => experiments[Math.floor(i / n)],
       (i) => unitIds[i % n]!,
       () => unitType,
+      perUnit ? (i) => perUnit[i % n]! : () => all,
       options,
     );
   }
@@ -121,10 +133,11 @@ export class Assigner {
     experimentAt: (i: number) => ExperimentConfig | undefined,
     unitIdAt: (i: number) => string,
     unitTypeAt: (i: number) => string,
+    attributesAt: (i: number) => Attributes,
     options: AssignOptionsLike,
   ): Promise<CellResult[]> {
     const mark = this.trust.mark();
-    const results = await this.assignOnce(count, experimentAt, unitIdAt, unitTypeAt, options, mark);
+    const results = await this.assignOnce(count, experimentAt, unitIdAt, unitTypeAt, attributesAt, options, mark);
     if (!this.trust.revokedSince(mark)) return results;
     // Trust was withdrawn while the batch ran (a change of stored values was learnt of, or the
     // server lost touch with the store): cached answers of experiments no longer trusted are asked
@@ -142,6 +155,7 @@ export class Assigner {
       (k) => experimentAt(redo[k]!),
       (k) => unitIdAt(redo[k]!),
       (k) => unitTypeAt(redo[k]!),
+      (k) => attributesAt(redo[k]!),
       options,
     );
     redo.forEach((i, k) => (results[i] = again[k]!));
@@ -153,6 +167,7 @@ export class Assigner {
     experimentAt: (i: number) => ExperimentConfig | undefined,
     unitIdAt: (i: number) => string,
     unitTypeAt: (i: number) => string,
+    attributesAt: (i: number) => Attributes,
     options: AssignOptionsLike,
     mark: number,
   ): Promise<CellResult[]> {
@@ -173,7 +188,7 @@ export class Assigner {
       }
       const exp = experiment!;
       if (!needsStoreLookup(exp)) {
-        const e = decide(exp, unitId, undefined);
+        const e = decide(exp, unitId, undefined, attributesAt(i));
         results[i] = result(e.reason, e.variant, false, Layer.MEMORY);
         continue;
       }
@@ -190,7 +205,7 @@ export class Assigner {
         const sticky = hit.source !== Source.OVERRIDE && isAssigning(exp) ? exp.variantsById.get(hit.variantId) : undefined;
         if (sticky) results[i] = result(Reason.STICKY, sticky, true, Layer.MEMORY);
         else {
-          const e = decide(exp, unitId, hit);
+          const e = decide(exp, unitId, hit, attributesAt(i));
           results[i] = result(e.reason, e.variant, STORED_REASONS.has(e.reason), Layer.MEMORY);
         }
         continue;
@@ -209,6 +224,7 @@ export class Assigner {
           more: undefined,
           trusted,
           cached: undefined,
+          fresh: undefined,
         });
     }
     if (memoryHits + lookups.size > 0) this.metrics.lookups("memory", memoryHits, lookups.size);
@@ -220,9 +236,11 @@ export class Assigner {
       if (l.more) for (const p of l.more) results[p] = r;
     };
     const fromStored = (l: Lookup, s: StoredAssignment | undefined, layer: Layer) => {
-      const e = decide(l.experiment, l.unitId, s);
+      const e = decide(l.experiment, l.unitId, s, attributesAt(l.first));
       answer(l, e, STORED_REASONS.has(e.reason), layer);
     };
+    /** The cell's evaluation when nothing is stored for it (rules 6 to 11), made once. */
+    const fresh = (l: Lookup): Evaluation => (l.fresh ??= decide(l.experiment, l.unitId, undefined, attributesAt(l.first)));
     let missing = [...lookups.values()];
 
     // Redis, for the experiments whose caches are trusted.
@@ -256,7 +274,7 @@ export class Assigner {
     const toInsert: Lookup[] = [];
     const rows: NewAssignment[] = [];
     for (const l of missing) {
-      const e = options.dryRun ? undefined : decide(l.experiment, l.unitId, undefined);
+      const e = options.dryRun ? undefined : fresh(l);
       if (e?.reason === Reason.NEW) {
         toInsert.push(l);
         rows.push({
@@ -284,7 +302,7 @@ export class Assigner {
       toRead.forEach((l, k) => {
         const s = read.value[k];
         if (s) fromStored(l, s, Layer.POSTGRES);
-        else answer(l, decide(l.experiment, l.unitId, undefined), false, Layer.COMPUTED);
+        else answer(l, fresh(l), false, Layer.COMPUTED);
         remember(l, s);
       });
     } else failure = read.reason;
@@ -302,7 +320,7 @@ export class Assigner {
     await this.fill(filled, fillValues, options.paceToRedis === true);
     if (failure !== undefined) {
       const failed = [...(read.status === "rejected" ? toRead : []), ...(inserted.status === "rejected" ? toInsert : [])];
-      return this.unstored(failure, failed, results, options, answer);
+      return this.unstored(failure, failed, results, options, (l) => answer(l, fresh(l), false, Layer.COMPUTED));
     }
     return results;
   }
@@ -344,10 +362,10 @@ export class Assigner {
     lookups: Lookup[],
     results: CellResult[],
     options: AssignOptionsLike,
-    answer: (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => void,
+    answerUnstored: (l: Lookup) => void,
   ): CellResult[] {
     if (!hasCode(err, Code.Unavailable) || !options.allowUnstored) throw err;
-    for (const l of lookups) answer(l, decide(l.experiment, l.unitId, undefined), false, Layer.COMPUTED);
+    for (const l of lookups) answerUnstored(l);
     return results;
   }
 }

@@ -8,6 +8,7 @@ import {
   type AssignOptions,
   type ExplanationSchema,
 } from "../../gen/ts/assignment/v1/types_pb.js";
+import { type Attributes, checkCallAttributes, checkUnitAttributes } from "../engine/attributes.js";
 import { explainBuckets, isEnrolled } from "../engine/evaluate.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { checkKey, checkUnitId, checkUnitType, isValidUnitType, UNIT_TYPE_RULE } from "../engine/rules.js";
@@ -145,10 +146,11 @@ export function assignmentHandlers(
     unitType: string,
     unitIds: readonly string[],
     o: ReturnType<typeof optionsOf>,
+    attributes: Attributes | readonly Attributes[],
     onStoredFound?: (found: boolean) => void,
   ) => {
     const exps = keys.map((k) => registry.get(k));
-    const results = await assigner.assignGrid(exps, unitIds, unitType, o);
+    const results = await assigner.assignGrid(exps, unitIds, unitType, o, attributes);
     if (onStoredFound) onStoredFound(results.some((r) => r.layer === Layer.REDIS || r.layer === Layer.POSTGRES));
     return keys.map((k, j) => toColumn(k, exps[j], unitIds, results, j * unitIds.length, o));
   };
@@ -158,9 +160,10 @@ export function assignmentHandlers(
       checkKey("experiment_key", req.experimentKey);
       checkUnitId("unit_id", req.unitId);
       const unitType = checkUnitType("unit_type", req.unitType);
+      const attributes = checkCallAttributes("attributes", req.attributes);
       const o = optionsOf(req.options);
       const exp = registry.get(req.experimentKey);
-      const [r] = await assigner.assign([{ experiment: exp, unitId: req.unitId, unitType }], o);
+      const [r] = await assigner.assign([{ experiment: exp, unitId: req.unitId, unitType, attributes }], o);
       return { assignment: toAssignment(req.experimentKey, exp, req.unitId, r!, o) };
     },
 
@@ -169,6 +172,7 @@ export function assignmentHandlers(
       if (types.length === 0) throw invalidArgument("units", "must name at least one unit type and its id");
       for (const t of types) if (!isValidUnitType(t)) throw invalidArgument(`units["${t}"]`, `unit type ${UNIT_TYPE_RULE}`);
       checkExperimentKeys(req.experimentKeys, 0);
+      const attributes = checkCallAttributes("attributes", req.attributes);
       const o = optionsOf(req.options);
       let keys: string[] = req.experimentKeys;
       if (keys.length === 0) {
@@ -189,8 +193,8 @@ export function assignmentHandlers(
         // No id of the experiment's type: rule 2 answers UNIT_TYPE_MISMATCH.
         const firstType = types[0]!;
         return unitId === undefined
-          ? { experiment: exp, unitId: req.units[firstType]!, unitType: firstType }
-          : { experiment: exp, unitId, unitType };
+          ? { experiment: exp, unitId: req.units[firstType]!, unitType: firstType, attributes }
+          : { experiment: exp, unitId, unitType, attributes };
       });
       const results = await assigner.assign(cells, o);
       return { assignments: keys.map((k, i) => toAssignment(k, cells[i]!.experiment, cells[i]!.unitId, results[i]!, o)) };
@@ -199,9 +203,15 @@ export function assignmentHandlers(
     async bulkAssign(req) {
       const unitType = checkUnitType("unit_type", req.unitType);
       checkUnitIds(req.unitIds, MAX_BULK_UNITS);
+      const attributes = checkUnitAttributes(
+        "unit_attributes",
+        req.unitAttributes,
+        req.unitIds.length,
+        checkCallAttributes("attributes", req.attributes),
+      );
       const o = optionsOf(req.options);
       const exp = registry.get(req.experimentKey);
-      const results = await assigner.assignGrid([exp], req.unitIds, unitType, o);
+      const results = await assigner.assignGrid([exp], req.unitIds, unitType, o, attributes);
       return { column: toColumn(req.experimentKey, exp, req.unitIds, results, 0, o) };
     },
 
@@ -213,7 +223,13 @@ export function assignmentHandlers(
       if (cellCount > MAX_MATRIX_CELLS) {
         throw invalidArgument("unit_ids", `unit_ids x experiment_keys must be at most ${MAX_MATRIX_CELLS} cells (got ${cellCount})`);
       }
-      return { columns: await answerColumns(req.experimentKeys, unitType, req.unitIds, optionsOf(req.options)) };
+      const attributes = checkUnitAttributes(
+        "unit_attributes",
+        req.unitAttributes,
+        req.unitIds.length,
+        checkCallAttributes("attributes", req.attributes),
+      );
+      return { columns: await answerColumns(req.experimentKeys, unitType, req.unitIds, optionsOf(req.options), attributes) };
     },
 
     async *streamAssign(requests, ctx) {
@@ -226,6 +242,7 @@ export function assignmentHandlers(
       const keys = setup.experimentKeys;
       checkExperimentKeys(keys, 1, MAX_STREAM_EXPERIMENTS, "setup.experiment_keys");
       const unitType = checkUnitType("setup.unit_type", setup.unitType);
+      const callAttributes = checkCallAttributes("setup.attributes", setup.attributes);
       const o = optionsOf(setup.options);
       const maxIds = Math.min(MAX_BULK_UNITS, Math.floor(MAX_MATRIX_CELLS / keys.length));
 
@@ -248,8 +265,9 @@ export function assignmentHandlers(
         if (ids.length > maxIds) {
           throw invalidArgument(`messages[${position}].unit_ids`, `must hold at most ${maxIds} ids per message (got ${ids.length})`);
         }
+        const attributes = checkUnitAttributes(`messages[${position}].unit_attributes`, message.unitAttributes, ids.length, callAttributes);
         if (ids.length > 0) {
-          const p = answerColumns(keys, unitType, ids, { ...o, skipRedisRead: redisMisses, paceToRedis: true }, learn);
+          const p = answerColumns(keys, unitType, ids, { ...o, skipRedisRead: redisMisses, paceToRedis: true }, attributes, learn);
           p.catch(() => {}); // awaited below, in order; this keeps an early failure from being unhandled
           inFlight.push(p);
         }

@@ -1,5 +1,6 @@
 import { buildExperimentConfig, buildNamespaceConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
 import type { CacheTrust } from "../cache/assignment-cache.js";
+import { type Condition, compileCondition } from "../engine/condition.js";
 import { UnknownHashVersionError } from "../engine/hash.js";
 import { CONFIG_CHANNEL, parseConfigChange } from "../store/config-change.js";
 import type { ConfigSnapshot } from "../store/config-snapshot-store.js";
@@ -50,6 +51,8 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
   private byKey = new Map<string, ExperimentConfig>();
   private sorted: ExperimentConfig[] = [];
   private namespaces = new Map<string, NamespaceConfig>();
+  /** Targeting conditions compiled, by source: each is compiled once, not at every reload. */
+  private conditions = new Map<string, Condition>();
   private epoch = -1n;
   private inFlight: Promise<void> | undefined;
   private again = false;
@@ -222,6 +225,23 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
     return this.inFlight;
   }
 
+  /** The compiled condition of `source` (the last load's when it had it), kept in `into`. One that
+   * no longer compiles (saved by a server whose CEL accepted it) is never true: the experiment's
+   * stored units keep their variant, and nobody new is enrolled until the condition is fixed. */
+  private condition(key: string, source: string, into: Map<string, Condition>): Condition {
+    let c = into.get(source) ?? this.conditions.get(source);
+    if (!c) {
+      try {
+        c = compileCondition("condition", source);
+      } catch (err) {
+        this.log(`experiment "${key}": targeting condition does not compile (${(err as Error).message}): it is never true`);
+        c = { source, test: () => false };
+      }
+    }
+    into.set(source, c);
+    return c;
+  }
+
   private apply(s: ConfigSnapshot): void {
     if (s.epoch < this.epoch) return;
     const notServed = (err: unknown) => {
@@ -248,6 +268,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
     }
     const byKey = new Map<string, ExperimentConfig>();
     const sorted: ExperimentConfig[] = [];
+    const conditions = new Map<string, Condition>();
     for (const e of s.experiments) {
       // Archived: unknown to every assignment path (UNKNOWN_EXPERIMENT).
       if (e.archivedAt) continue;
@@ -270,6 +291,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
           winnerKey: e.winner ?? undefined,
           tags: e.tags,
           namespace: e.namespaceId === null ? undefined : namespacesById.get(e.namespaceId),
+          condition: e.condition === "" ? undefined : this.condition(e.key, e.condition, conditions),
           overrideCount: e.overrideCount,
           cacheGeneration: e.cacheGeneration,
           version: e.version,
@@ -284,6 +306,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
     this.byKey = byKey;
     this.sorted = sorted;
     this.namespaces = namespaces;
+    this.conditions = conditions;
     this.epoch = s.epoch;
     for (const [id, through] of this.changedValues) if (through <= s.epoch) this.changedValues.delete(id);
     for (const x of this.announced) if (x <= s.epoch) this.announced.delete(x);

@@ -2,6 +2,7 @@ import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_se
 import { ExperimentStatus, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { checkDescription, checkParams, checkParamsTotal, checkStatus, checkTags, checkVariantNamed } from "../engine/experiment-fields.js";
 import { applyExperimentChanges } from "../engine/experiment-update.js";
+import { compileCondition } from "../engine/condition.js";
 import { CURRENT_HASH_VERSION } from "../engine/hash.js";
 import { checkBasisPoints, checkKey, checkNewIdentity, checkVariants, FULL_ROLLOUT, TOTAL_WEIGHT } from "../engine/rules.js";
 import { sampleRatio } from "../engine/sample-ratio.js";
@@ -41,6 +42,7 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
       const status = req.status === ExperimentStatus.UNSPECIFIED ? ExperimentStatus.DRAFT : checkStatus("status", req.status);
       if (status === ExperimentStatus.STOPPED) throw invalidArgument("status", "a new experiment must be DRAFT, RUNNING or PAUSED");
       const defaultVariant = req.defaultVariant === "" ? null : checkVariantNamed("default_variant", variants, req.defaultVariant);
+      const condition = checkCondition(req.condition);
       const record = await store.createExperiment(
         {
           key,
@@ -53,6 +55,7 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
           defaultVariant,
           tags: checkTags("tags", req.tags),
           description: checkDescription("description", req.description),
+          condition,
         },
         actorOf(ctx),
       );
@@ -89,6 +92,7 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
       if (req.status !== ExperimentStatus.UNSPECIFIED) checkStatus("status", req.status);
       const tags = req.tags ? checkTags("tags.tags", req.tags.tags) : undefined;
       if (req.description !== undefined) checkDescription("description", req.description);
+      const condition = req.condition === undefined ? undefined : checkCondition(req.condition);
       // The rest depends on the current state: checked in the transaction that changes it.
       const record = await store.updateExperiment(
         key,
@@ -102,6 +106,7 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
             defaultVariant: req.defaultVariant,
             tags,
             description: req.description,
+            condition,
           }),
         actorOf(ctx),
       );
@@ -148,4 +153,12 @@ export function experimentHandlers(store: ExperimentStore, served: <T>(value: T)
       };
     },
   };
+}
+
+/** A targeting condition as stored: "" (none), or CEL that compiles (INVALID_ARGUMENT naming
+ * `condition` and the line and column at fault otherwise). */
+function checkCondition(source: string): string {
+  if (source === "") return "";
+  compileCondition("condition", source);
+  return source;
 }

@@ -18,6 +18,7 @@ export function experimentMessage(r: ExperimentRecord): MessageInitShape<typeof 
     winner: r.winner ?? "",
     tags: r.tags,
     description: r.description,
+    condition: r.condition,
     namespace: r.namespaceKey ?? "",
     segments: r.segmentCount,
     version: r.version,

@@ -103,6 +103,7 @@ interface ExperimentFields {
   winner: string | null;
   tags: string[];
   description: string;
+  condition: string;
   namespace: string | null;
   segments: number;
 }
@@ -123,6 +124,7 @@ function experimentFields(e: ExperimentRecord): ExperimentFields {
     winner: e.winner,
     tags: e.tags,
     description: e.description,
+    condition: e.condition,
     namespace: e.namespaceKey,
     segments: e.segmentCount,
   };
@@ -164,6 +166,8 @@ interface ExperimentSnapshot {
   winner: string | null;
   tags: string[];
   description: string;
+  /** Absent in versions kept before targeting existed: they had none. */
+  condition?: string;
   namespaceKey: string | null;
   segmentCount: number;
   version: string;
@@ -184,6 +188,7 @@ function experimentSnapshot(e: ExperimentRecord): ExperimentSnapshot {
     winner: e.winner,
     tags: e.tags,
     description: e.description,
+    condition: e.condition,
     namespaceKey: e.namespaceKey,
     segmentCount: e.segmentCount,
     version: e.version.toString(),
@@ -228,6 +233,7 @@ export async function experimentAtVersion(q: Queryable, current: ExperimentRecor
     winner: s.winner,
     tags: s.tags,
     description: s.description,
+    condition: s.condition ?? "",
     namespaceKey: s.namespaceKey,
     segmentCount: Number(s.segmentCount),
     version: BigInt(s.version),

@@ -38,7 +38,7 @@ export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations
 }
 
 const EXPERIMENT_COLUMNS = `e.id, e.key, e.salt, e.unit_type, e.hash_version, e.variants, e.rollout, e.status,
-  e.default_variant, e.winner, e.tags, e.description, e.namespace_id, n.key AS namespace_key,
+  e.default_variant, e.winner, e.tags, e.description, e.condition, e.namespace_id, n.key AS namespace_key,
   (SELECT count(*) FROM namespace_segments s WHERE s.experiment_id = e.id)::int AS segment_count,
   e.override_count, e.cache_generation, e.version::text AS version, e.created_at, e.updated_at, e.archived_at`;
 
@@ -58,6 +58,7 @@ export interface ExperimentRow {
   winner: string | null;
   tags: string[];
   description: string;
+  condition: string;
   namespace_id: number | null;
   namespace_key: string | null;
   segment_count: number;
@@ -83,6 +84,7 @@ export function toExperimentRecord(r: ExperimentRow): ExperimentRecord {
     winner: r.winner,
     tags: r.tags,
     description: r.description,
+    condition: r.condition,
     namespaceId: r.namespace_id,
     namespaceKey: r.namespace_key,
     segmentCount: r.segment_count,

@@ -18,7 +18,7 @@ export type { ExperimentRecord, NamespaceRecord, VariantRecord } from "./config-
 
 export type NewExperiment = Pick<
   ExperimentRecord,
-  "key" | "salt" | "unitType" | "hashVersion" | "variants" | "rollout" | "status" | "defaultVariant" | "tags" | "description"
+  "key" | "salt" | "unitType" | "hashVersion" | "variants" | "rollout" | "status" | "defaultVariant" | "tags" | "description" | "condition"
 >;
 
 export interface VariantCount {
@@ -34,8 +34,8 @@ export class ExperimentStore {
   async createExperiment(x: NewExperiment, actor: Actor): Promise<ExperimentRecord> {
     return createUnique(this.db, "experiment", x.key, x.salt, async (tx) => {
       const { rows } = await tx.query<{ id: number }>(
-        `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status, default_variant, tags, description)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
+        `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status, default_variant, tags, description, condition)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
         [
           x.key,
           x.salt,
@@ -47,6 +47,7 @@ export class ExperimentStore {
           x.defaultVariant,
           x.tags,
           x.description,
+          x.condition,
         ],
       );
       const created = await experimentById(tx, rows[0]!.id);
@@ -153,7 +154,7 @@ export class ExperimentStore {
       }
       await tx.query(
         `UPDATE experiments SET variants = $2, rollout = $3, status = $4, default_variant = $5, winner = $6,
-                tags = $7, description = $8, version = version + 1, updated_at = now()
+                tags = $7, description = $8, condition = $9, version = version + 1, updated_at = now()
           WHERE id = $1`,
         [
           current.id,
@@ -164,6 +165,7 @@ export class ExperimentStore {
           next.winner,
           next.tags,
           next.description,
+          next.condition,
         ],
       );
       await signalConfigChange(tx);

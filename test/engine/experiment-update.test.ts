@@ -17,6 +17,7 @@ const current: ExperimentState = {
   winner: null,
   tags: ["web"],
   description: "before",
+  condition: "",
 };
 
 function refusal(fn: () => unknown): ServiceError {

@@ -357,3 +357,118 @@ describe("Assigner with a CacheTrust", () => {
     expect(w.storage.get(1, cachedUnit)).toEqual(stored(hashed(cachedUnit, running)));
   });
 });
+
+describe("targeting (rule 8) in the Assigner", () => {
+  /** A condition that counts its evaluations: true only for country US (a fake of a compiled CEL
+   * condition; compileCondition itself is tested in test/engine/condition.test.ts). */
+  function counting() {
+    const c = {
+      calls: 0,
+      source: 'attributes.country == "US"',
+      test(a: ReadonlyMap<string, unknown>) {
+        c.calls++;
+        return a.get("country") === "US";
+      },
+    };
+    return c;
+  }
+  const targeted = (condition: ReturnType<typeof counting>, o: Parameters<typeof makeExperiment>[0] = {}): ExperimentConfig => ({
+    ...makeExperiment({ id: 1, key: "running", keys: ["a", "b"], defaultVariantKey: "b", ...o }),
+    condition,
+  });
+  const us = new Map([["country", "US"]]);
+  const fr = new Map([["country", "FR"]]);
+
+  it("a new unit whose attributes match: NEW and stored; the condition tested once", async () => {
+    const w = world();
+    const c = counting();
+    const exp = targeted(c);
+    const [r] = await w.assigner.assign([{ ...cell(u, exp), attributes: us }], options());
+    expect([r!.reason, r!.variant?.id, r!.stored]).toEqual([Reason.NEW, hashed(u, exp), true]);
+    expect(c.calls).toBe(1);
+  });
+
+  it("a new unit without attributes or not matching: the default variant, NOT_TARGETED, not stored; the store is read (a stored unit would be STICKY) and the condition tested once", async () => {
+    for (const attributes of [undefined, fr]) {
+      const w = world();
+      const c = counting();
+      const exp = targeted(c);
+      const [r] = await w.assigner.assign([{ ...cell(u, exp), attributes }], options());
+      expect([r!.reason, r!.variant?.key, r!.stored, r!.layer]).toEqual([Reason.NOT_TARGETED, "b", false, Layer.COMPUTED]);
+      expect(w.storage.inserts).toEqual([]);
+      expect(w.storage.reads).toEqual([[{ experimentId: 1, unitId: u }]]);
+      expect(c.calls).toBe(1);
+    }
+  });
+
+  it("units stored in PostgreSQL only stay STICKY (and overrides OVERRIDE) whatever their attributes", async () => {
+    const w = world();
+    const exp = targeted(counting());
+    const s = stored(other(hashed(u, exp)));
+    w.storage.put(1, "in-pg", s);
+    w.storage.put(1, "overridden", stored(variantId(0), Source.OVERRIDE));
+    const results = await w.assigner.assign(
+      ["in-pg", "overridden"].map((id) => ({ ...cell(id, exp), attributes: fr })),
+      options(),
+    );
+    expect(results.map((r) => [r.reason, r.variant?.id, r.stored])).toEqual([
+      [Reason.STICKY, s.variantId, true],
+      [Reason.OVERRIDE, variantId(0), true],
+    ]);
+    expect(w.storage.get(1, "in-pg")).toEqual(s);
+  });
+
+  it("the condition is not evaluated for units answered from the caches (STICKY, OVERRIDE), nor in paused or draft experiments", async () => {
+    const w = world();
+    const c = counting();
+    const exp = targeted(c);
+    const s = stored(other(hashed(u, exp)));
+    await w.redis.setMany([{ experimentId: 1, generation: 0, unitId: "in-redis" }], [s]);
+    w.memory.setMany(
+      [
+        { experimentId: 1, generation: 0, unitId: "in-memory" },
+        { experimentId: 1, generation: 0, unitId: "overridden" },
+      ],
+      [s, stored(variantId(0), Source.OVERRIDE)],
+    );
+    const results = await w.assigner.assign(
+      ["in-redis", "in-memory", "overridden"].map((id) => ({ ...cell(id, exp), attributes: fr })),
+      options(),
+    );
+    expect(results.map((r) => [r.reason, r.variant?.id])).toEqual([
+      [Reason.STICKY, s.variantId],
+      [Reason.STICKY, s.variantId],
+      [Reason.OVERRIDE, variantId(0)],
+    ]);
+    const paused = targeted(c, { status: ExperimentStatus.PAUSED });
+    const draftT = targeted(c, { status: ExperimentStatus.DRAFT });
+    const more = await w.assigner.assign(
+      [
+        { ...cell("new", paused), attributes: fr },
+        { ...cell("new", draftT), attributes: fr },
+      ],
+      options(),
+    );
+    expect(more.map((r) => r.reason)).toEqual([Reason.PAUSED, Reason.NOT_RUNNING]);
+    expect(c.calls).toBe(0);
+  });
+
+  it("assignGrid: per-unit attributes are positional to the unit ids, for every experiment", async () => {
+    const w = world();
+    const exp = targeted(counting());
+    const open = makeExperiment({ id: 2, key: "open", keys: ["a", "b"] });
+    const ids = ["g-0", "g-1", "g-2"];
+    const results = await w.assigner.assignGrid([exp, open], ids, "user_id", options({ dryRun: true }), [us, fr, new Map()]);
+    expect(results.map((r) => r.reason)).toEqual([
+      Reason.NEW,
+      Reason.NOT_TARGETED,
+      Reason.NOT_TARGETED,
+      Reason.NEW,
+      Reason.NEW,
+      Reason.NEW,
+    ]);
+    // One attributes map for every unit.
+    const all = await w.assigner.assignGrid([exp], ids, "user_id", options({ dryRun: true }), us);
+    expect(all.map((r) => r.reason)).toEqual([Reason.NEW, Reason.NEW, Reason.NEW]);
+  });
+});

@@ -30,6 +30,7 @@ function experiment(id: number, key: string, o: Partial<ExperimentRecord> = {}):
     winner: null,
     tags: [],
     description: "",
+    condition: "",
     namespaceId: null,
     namespaceKey: null,
     segmentCount: 0,

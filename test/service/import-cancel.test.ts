@@ -43,6 +43,7 @@ beforeAll(async () => {
       defaultVariant: null,
       tags: [],
       description: "",
+      condition: "",
     },
     { tokenName: "test", tokenRole: "admin", rpc: "CreateExperiment" },
   );
