@@ -58,6 +58,7 @@ describe("server on PGlite", () => {
       "6_cohorts-and-jobs",
       "7_partitioned-assignments",
       "8_assignment-events",
+      "9_targeting",
     ]);
   });
 
