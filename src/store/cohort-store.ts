@@ -10,6 +10,9 @@ export interface CohortRecord {
   size: number;
   createdAt: Date;
   createdBy: string;
+  /** A table of (unit, variant) rows (uploaded with variants): its distinct variant keys, sorted;
+   * null for a plain cohort of ids. */
+  variants: string[] | null;
 }
 
 interface CohortRow {
@@ -19,6 +22,7 @@ interface CohortRow {
   size: string;
   created_at: Date | string;
   created_by: string;
+  variants: string[] | null;
 }
 
 const toRecord = (r: CohortRow): CohortRecord => ({
@@ -28,9 +32,10 @@ const toRecord = (r: CohortRow): CohortRecord => ({
   size: Number(r.size),
   createdAt: new Date(r.created_at),
   createdBy: r.created_by,
+  variants: r.variants,
 });
 
-const COLUMNS = "id, name, unit_type, size, created_at, created_by";
+const COLUMNS = "id, name, unit_type, size, created_at, created_by, variants";
 
 /** Ids of a cohort one page of an export reads (keyset on position): small enough that a stalled
  * reader holds little, large enough that the cost of each statement vanishes. */
@@ -39,7 +44,8 @@ export const COHORT_PAGE_ROWS = 10_000;
 /** An upload in progress: ids are staged (outside any transaction, so nothing is held between
  * messages) and become the cohort, de-duplicated, in one transaction at `commit`. */
 export interface CohortUpload {
-  write(unitIds: readonly string[]): Promise<void>;
+  /** Stages ids, with their variant keys (as many) when the upload has a variant column. */
+  write(unitIds: readonly string[], variants?: readonly string[]): Promise<void>;
   /** Creates the cohort from what was written (replacing one of that name when `replace`);
    * throws ALREADY_EXISTS-worthy `CohortExistsError` when the name is taken and not `replace`. */
   commit(meta: {
@@ -47,6 +53,8 @@ export interface CohortUpload {
     unitType: string;
     createdBy: string;
     replace: boolean;
+    /** The upload has a variant column: the cohort is a table of (unit, variant) rows. */
+    withVariants?: boolean;
   }): Promise<{ cohort: CohortRecord; received: number }>;
   /** Drops what was staged. */
   abort(): Promise<void>;
@@ -74,18 +82,26 @@ export class CohortStore {
     };
     return {
       abort,
-      async write(unitIds) {
+      async write(unitIds, variants) {
         if (unitIds.length === 0) return;
         const first = position;
         position += unitIds.length;
         const bulk = db.bulkCopy;
         if (bulk) {
           let text = "";
-          for (let i = 0; i < unitIds.length; i++) text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\n`;
+          if (variants) {
+            for (let i = 0; i < unitIds.length; i++) {
+              text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\t${escapeCopyText(variants[i]!)}\n`;
+            }
+          } else {
+            for (let i = 0; i < unitIds.length; i++) text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\n`;
+          }
           const session = await bulk.session();
           let clean = false;
           try {
-            await session.copyFrom("COPY cohort_uploads (upload_id, position, unit_id) FROM STDIN", [Buffer.from(text)]);
+            await session.copyFrom(`COPY cohort_uploads (upload_id, position, unit_id${variants ? ", variant" : ""}) FROM STDIN`, [
+              Buffer.from(text),
+            ]);
             clean = true;
           } finally {
             session.release(!clean);
@@ -93,8 +109,8 @@ export class CohortStore {
           return;
         }
         await db.query(
-          "INSERT INTO cohort_uploads (upload_id, position, unit_id) SELECT $1, $2::bigint + o - 1, u FROM unnest($3::text[]) WITH ORDINALITY AS t(u, o)",
-          [uploadId, first, unitIds],
+          "INSERT INTO cohort_uploads (upload_id, position, unit_id, variant) SELECT $1, $2::bigint + o - 1, u, v FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(u, v, o)",
+          [uploadId, first, unitIds, variants ?? null],
         );
       },
       async commit(meta) {
@@ -109,13 +125,29 @@ export class CohortStore {
               [meta.name, meta.unitType, meta.createdBy],
             );
             const id = made.rows[0]!.id;
-            const moved = await tx.query(
-              `INSERT INTO cohort_members (cohort_id, position, unit_id)
-               SELECT $1, row_number() OVER (ORDER BY first) - 1, unit_id
-               FROM (SELECT unit_id, min(position) AS first FROM cohort_uploads WHERE upload_id = $2 GROUP BY unit_id) s`,
-              [id, uploadId],
-            );
-            const done = await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
+            // A unit sent twice keeps its first place (and, with variants, its first row's variant).
+            const moved = meta.withVariants
+              ? await tx.query(
+                  `INSERT INTO cohort_members (cohort_id, position, unit_id, variant)
+                   SELECT $1, row_number() OVER (ORDER BY position) - 1, unit_id, variant
+                   FROM (SELECT DISTINCT ON (unit_id) unit_id, position, variant FROM cohort_uploads
+                          WHERE upload_id = $2 ORDER BY unit_id, position) s`,
+                  [id, uploadId],
+                )
+              : await tx.query(
+                  `INSERT INTO cohort_members (cohort_id, position, unit_id)
+                   SELECT $1, row_number() OVER (ORDER BY first) - 1, unit_id
+                   FROM (SELECT unit_id, min(position) AS first FROM cohort_uploads WHERE upload_id = $2 GROUP BY unit_id) s`,
+                  [id, uploadId],
+                );
+            const done = meta.withVariants
+              ? await tx.query<CohortRow>(
+                  `UPDATE cohorts SET size = $2,
+                     variants = ARRAY(SELECT DISTINCT variant FROM cohort_members WHERE cohort_id = $1 ORDER BY variant)
+                   WHERE id = $1 RETURNING ${COLUMNS}`,
+                  [id, moved.rowCount],
+                )
+              : await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
             await tx.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]);
             return toRecord(done.rows[0]!);
           });
@@ -160,6 +192,15 @@ export class CohortStore {
       [cohortId, from, to],
     );
     return r.rows.map((x) => x.unit_id);
+  }
+
+  /** The (unit, variant) rows at positions [from, to) of a cohort uploaded with variants, in order. */
+  async rows(cohortId: number, from: number, to: number): Promise<{ unitIds: string[]; variants: string[] }> {
+    const r = await this.db.query<{ unit_id: string; variant: string }>(
+      "SELECT unit_id, variant FROM cohort_members WHERE cohort_id = $1 AND position >= $2 AND position < $3 ORDER BY position",
+      [cohortId, from, to],
+    );
+    return { unitIds: r.rows.map((x) => x.unit_id), variants: r.rows.map((x) => x.variant) };
   }
 
   /**

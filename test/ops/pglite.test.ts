@@ -56,6 +56,7 @@ describe("server on PGlite", () => {
       "4_overrides-apart",
       "5_archive",
       "6_cohorts-and-jobs",
+      "7_job-migrate-import",
     ]);
   });
 
