@@ -350,7 +350,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     js.chunkUnits ?? DEFAULT_CHUNK_UNITS,
     log,
   );
-  const schedules = opened.add(new Schedules(boss, jobs, log), (s) => s.stop());
+  const schedules = opened.add(new Schedules(boss, database, jobs, log), (s) => s.stop());
   if (role !== "api") {
     await jobs.work(js.workers ?? DEFAULT_JOB_WORKERS, js.pollingIntervalSeconds ?? 1);
     await schedules.run();

@@ -11,6 +11,7 @@ import {
 } from "../../gen/ts/assignment/v1/job_service_pb.js";
 import { invalidArgument, notFound } from "../errors.js";
 import type { JobRequest, Jobs } from "./jobs.js";
+import { actorOf } from "../service/audit-handlers.js";
 import type { Caller } from "../service/roles.js";
 import type { ScheduleRecord, Schedules } from "./schedules.js";
 import type { JobKindName, JobRecord, JobStateName } from "../store/job-store.js";
@@ -158,9 +159,9 @@ export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<t
       return { jobs: (await jobs.store.list(limit)).map(jobMessage) };
     },
 
-    async cancelJob(req) {
+    async cancelJob(req, ctx) {
       await byId("id", req.id);
-      const job = (await jobs.store.cancel(req.id))!;
+      const job = (await jobs.store.cancel(req.id, actorOf(ctx)))!;
       return { job: jobMessage(job) };
     },
 
@@ -181,8 +182,8 @@ export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<t
       return { schedules: (await schedules.list()).map(scheduleMessage) };
     },
 
-    async deleteSchedule(req) {
-      await schedules.delete(req.name);
+    async deleteSchedule(req, ctx) {
+      await schedules.delete(req.name, actorOf(ctx));
       return {};
     },
 

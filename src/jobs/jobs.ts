@@ -21,7 +21,7 @@ import type { Logger } from "../logger.js";
 import type { Assigner } from "../service/assigner.js";
 import type { ConfigView } from "../service/config-registry.js";
 import type { AssignmentTransfers } from "../service/assignment-transfers.js";
-import type { Actor } from "../store/audit-log.js";
+import { type Actor, type FieldChanges, recordChange } from "../store/audit-log.js";
 import type { CohortRecord, CohortStore } from "../store/cohort-store.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
 import { recordImport } from "../store/import-staging.js";
@@ -75,6 +75,31 @@ interface JobPlan {
   cohortId: number | null;
   totalUnits: number;
   chunks: ChunkData[];
+}
+
+/** Who a job's changes are recorded as: the token that started it, or made the schedule whose tick
+ * started it. */
+function requestActor(r: Pick<JobRequest, "createdBy" | "createdByRole" | "schedule">): Actor {
+  return { tokenName: r.createdBy, tokenRole: r.createdByRole ?? "operator", rpc: r.schedule ? "CreateSchedule" : "StartJob" };
+}
+
+/** What a job does, as fields of the audit log (those of its kind only). */
+export function jobFields(s: Omit<JobRequest, "createdBy"> | StoredJobSpec): FieldChanges {
+  const out: FieldChanges = { kind: { before: null, after: s.kind } };
+  const put = (name: string, value: string | boolean | string[] | Record<string, string> | undefined) => {
+    const empty = value === undefined || value === "" || value === false || (Array.isArray(value) && value.length === 0);
+    if (!empty) out[name] = { before: null, after: value as FieldChanges[string]["after"] };
+  };
+  put("cohort", s.cohort);
+  put("experiment_keys", [...s.experimentKeys]);
+  put("tag", s.tag);
+  put("source_experiment_key", s.source);
+  put("target_experiment_key", s.target);
+  put("variant_mapping", s.variantMapping && Object.keys(s.variantMapping).length > 0 ? { ...s.variantMapping } : undefined);
+  put("stop_source", s.stopSource);
+  put("overwrite", s.overwrite);
+  put("schedule", s.schedule);
+  return out;
 }
 
 /** A failure that retrying cannot mend (the cohort or an experiment is gone): fails the job at once. */
@@ -155,6 +180,14 @@ export class Jobs {
           .map((data) => ({ name: CHUNK_QUEUE, data: { ...data, jobId: id } }));
         await this.boss.insert(rows, { db: transactionBossDb(tx) as PgBoss.Db });
       }
+      await recordChange(tx, {
+        actor: requestActor(req),
+        objectKind: "job",
+        objectKey: id,
+        versionBefore: null,
+        versionAfter: null,
+        fields: { ...jobFields(spec), state: { before: null, after: "queued" }, total_units: { before: null, after: plan.totalUnits } },
+      });
       return job;
     });
   }
@@ -452,11 +485,7 @@ export class Jobs {
   /** Who a job's changes are recorded as in the audit log: the token that started it (or made its
    * schedule). */
   private actor(job: JobRecord): Actor {
-    return {
-      tokenName: job.createdBy,
-      tokenRole: job.spec.createdByRole ?? "operator",
-      rpc: job.spec.schedule ? "CreateSchedule" : "StartJob",
-    };
+    return requestActor({ createdBy: job.createdBy, createdByRole: job.spec.createdByRole, schedule: job.spec.schedule });
   }
 
   /**

@@ -6,6 +6,7 @@ import { alreadyExists, cancelled, deadlineExceeded, invalidArgument, notFound }
 import { MAX_BULK_UNITS } from "assignment-client/limits";
 import { type CohortRecord, CohortExistsError, type CohortStore } from "../store/cohort-store.js";
 import { withIdleDeadline } from "../util/idle-deadline.js";
+import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 
 /** Ids per ExportCohort message when the request names no batch size. */
@@ -101,7 +102,7 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
         }
         if (!setup) throw invalidArgument("setup", "must be set in the first message of the upload");
         if (ctx.signal.aborted) throw cancelled("the client cancelled the upload; nothing was stored");
-        const { cohort } = await upload.commit({ ...setup, createdBy: ctx.caller.name }).catch((err: unknown) => {
+        const { cohort } = await upload.commit({ ...setup, createdBy: ctx.caller.name, actor: actorOf(ctx) }).catch((err: unknown) => {
           if (err instanceof CohortExistsError)
             throw alreadyExists(`setup.name: a cohort "${setup!.name}" exists (set setup.replace to replace it)`);
           throw err;
@@ -121,9 +122,9 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
       return { cohorts: (await store.list()).map(cohortMessage) };
     },
 
-    async deleteCohort(req) {
+    async deleteCohort(req, ctx) {
       checkKey("name", req.name);
-      if (!(await store.delete(req.name))) throw notFound(`name: no cohort "${req.name}"`);
+      if (!(await store.delete(req.name, actorOf(ctx)))) throw notFound(`name: no cohort "${req.name}"`);
       return {};
     },
 

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { type Actor, recordChange } from "./audit-log.js";
 import { escapeCopyText, unescapeCopyText } from "./copy-text.js";
 import type { Database } from "./database.js";
 import { isUniqueViolation } from "./pg-errors.js";
@@ -55,6 +56,8 @@ export interface CohortUpload {
     replace: boolean;
     /** The upload has a variant column: the cohort is a table of (unit, variant) rows. */
     withVariants?: boolean;
+    /** Who uploaded it, for the audit log. */
+    actor: Actor;
   }): Promise<{ cohort: CohortRecord; received: number }>;
   /** Drops what was staged. */
   abort(): Promise<void>;
@@ -116,9 +119,11 @@ export class CohortStore {
       async commit(meta) {
         try {
           const cohort = await db.transaction(async (tx) => {
+            let replaced = false;
             if (meta.replace) {
               const old = await tx.query<{ id: number }>("DELETE FROM cohorts WHERE name = $1 RETURNING id", [meta.name]);
               for (const { id } of old.rows) await tx.query("DELETE FROM cohort_members WHERE cohort_id = $1", [id]);
+              replaced = old.rows.length > 0;
             }
             const made = await tx.query<CohortRow>(
               `INSERT INTO cohorts (name, unit_type, size, created_by) VALUES ($1, $2, 0, $3) RETURNING ${COLUMNS}`,
@@ -149,7 +154,22 @@ export class CohortStore {
                 )
               : await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
             await tx.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]);
-            return toRecord(done.rows[0]!);
+            const cohort = toRecord(done.rows[0]!);
+            await recordChange(tx, {
+              actor: meta.actor,
+              objectKind: "cohort",
+              objectKey: cohort.name,
+              versionBefore: null,
+              versionAfter: null,
+              fields: {
+                unit_type: { before: null, after: cohort.unitType },
+                size: { before: null, after: cohort.size },
+                ids_received: { before: null, after: position },
+                ...(cohort.variants ? { variant_keys: { before: null, after: cohort.variants } } : {}),
+                ...(replaced ? { replaced: { before: null, after: true } } : {}),
+              },
+            });
+            return cohort;
           });
           return { cohort, received: position };
         } catch (err) {
@@ -176,12 +196,30 @@ export class CohortStore {
     return r.rows.map(toRecord);
   }
 
-  /** Deletes a cohort and its members in one transaction; false when there was none. */
-  async delete(name: string): Promise<boolean> {
+  /** Deletes a cohort and its members in one transaction (recorded in the audit log); false when
+   * there was none. */
+  async delete(name: string, actor: Actor): Promise<boolean> {
     return this.db.transaction(async (tx) => {
-      const old = await tx.query<{ id: number }>("DELETE FROM cohorts WHERE name = $1 RETURNING id", [name]);
+      const old = await tx.query<{ id: number; size: string; unit_type: string }>(
+        "DELETE FROM cohorts WHERE name = $1 RETURNING id, size, unit_type",
+        [name],
+      );
       for (const { id } of old.rows) await tx.query("DELETE FROM cohort_members WHERE cohort_id = $1", [id]);
-      return old.rows.length > 0;
+      const gone = old.rows[0];
+      if (!gone) return false;
+      await recordChange(tx, {
+        actor,
+        objectKind: "cohort",
+        objectKey: name,
+        versionBefore: null,
+        versionAfter: null,
+        fields: {
+          deleted: { before: false, after: true },
+          size: { before: Number(gone.size), after: null },
+          unit_type: { before: gone.unit_type, after: null },
+        },
+      });
+      return true;
     });
   }
 

@@ -1,3 +1,4 @@
+import { type Actor, recordChange } from "./audit-log.js";
 import type { Database, Queryable } from "./database.js";
 
 export type JobKindName = "assign" | "warm" | "migrate" | "import";
@@ -188,9 +189,25 @@ export class JobStore {
     );
   }
 
-  /** Cancels a job that is not finished yet; returns it as it is now. */
-  async cancel(id: string): Promise<JobRecord | undefined> {
-    await this.db.query("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE id = $1 AND state IN ('queued', 'running')", [id]);
+  /** Cancels a job that is not finished yet (recorded in the audit log); returns it as it is now. */
+  async cancel(id: string, actor: Actor): Promise<JobRecord | undefined> {
+    await this.db.transaction(async (tx) => {
+      const r = await tx.query<{ state: JobStateName }>(
+        `UPDATE jobs SET state = 'cancelled', finished_at = now() FROM (SELECT id, state AS was FROM jobs WHERE id = $1 FOR UPDATE) old
+          WHERE jobs.id = old.id AND jobs.state IN ('queued', 'running') RETURNING old.was AS state`,
+        [id],
+      );
+      const was = r.rows[0]?.state;
+      if (!was) return;
+      await recordChange(tx, {
+        actor,
+        objectKind: "job",
+        objectKey: id,
+        versionBefore: null,
+        versionAfter: null,
+        fields: { state: { before: was, after: "cancelled" } },
+      });
+    });
     return this.get(id);
   }
 }
