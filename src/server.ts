@@ -392,8 +392,23 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     (b) => b.stop({ graceful: false, wait: true }),
   );
   const cohortStore = new CohortStore(transferDatabase);
-  const jobs = new Jobs(boss, database, new JobStore(database), cohortStore, registry, assigner, js.chunkUnits ?? DEFAULT_CHUNK_UNITS, log);
-  const schedules = opened.add(new Schedules(boss, jobs, log), (s) => s.stop());
+  const experiments = new ExperimentStore(database);
+  const transferStore = new TransferStore(transferDatabase);
+  const transfers = new AssignmentTransfers(transferStore, experiments, registry, {
+    importIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS,
+  });
+  const jobs = new Jobs(
+    boss,
+    database,
+    new JobStore(database),
+    cohortStore,
+    registry,
+    assigner,
+    { transfers, store: transferStore, experiments },
+    js.chunkUnits ?? DEFAULT_CHUNK_UNITS,
+    log,
+  );
+  const schedules = opened.add(new Schedules(boss, database, jobs, log), (s) => s.stop());
   if (role !== "api") {
     await jobs.work(js.workers ?? DEFAULT_JOB_WORKERS, js.pollingIntervalSeconds ?? 1);
     await schedules.run();
@@ -422,10 +437,6 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const assignmentImpl = assignmentHandlers(registry, assigner, shutdown.signal);
   const a = bindService(AssignmentService, assignmentImpl, bindOptions);
   server.addService(a.definition, a.implementation);
-  const experiments = new ExperimentStore(database);
-  const transfers = new AssignmentTransfers(new TransferStore(transferDatabase), experiments, registry, {
-    importIdleMs: config.importIdleMs ?? DEFAULT_IMPORT_IDLE_MS,
-  });
   const experimentImpl = experimentServiceHandlers({
     experiments,
     namespaces: new NamespaceStore(database),

@@ -3,8 +3,9 @@ import { toJson } from "@bufbuild/protobuf";
 import type { Command } from "commander";
 import { type Cohort, CohortSchema, CohortService } from "assignment-client";
 import { MAX_BULK_UNITS } from "assignment-client/limits";
-import type { Context } from "./context.js";
-import { readLines } from "./csv.js";
+import type { Readable } from "node:stream";
+import { type Context, UsageError } from "./context.js";
+import { readCsv, readLines } from "./csv.js";
 import { countLines, openInput, Output } from "./data.js";
 import { count, parseCount, table } from "./format.js";
 import { Progress } from "./progress.js";
@@ -24,40 +25,73 @@ export async function uploadCohort(
   ctx: Context,
   name: string,
   file: string | undefined,
-  o: { unitType?: string; replace?: boolean; json?: boolean },
+  o: { unitType?: string; replace?: boolean; variants?: boolean; json?: boolean },
 ): Promise<void> {
   const fromFile = file !== undefined && file !== "-";
-  const total = fromFile ? await countLines(file!) : undefined;
-  if (!fromFile && process.stdin.isTTY) process.stderr.write("reading unit ids from stdin, one per line (end with Ctrl-D) ...\n");
-  const lines = readLines(await openInput(file));
-  const progress = new Progress({ unit: "ids", total, enabled: ctx.options.progress && process.stderr.isTTY === true });
+  let total = fromFile ? await countLines(file!) : undefined;
+  if (!fromFile && process.stdin.isTTY) {
+    process.stderr.write(
+      `reading ${o.variants ? "unit_id,variant_key rows" : "unit ids, one per line,"} from stdin (end with Ctrl-D) ...\n`,
+    );
+  }
+  const rows = o.variants ? await variantRows(await openInput(file)) : idRows(readLines(await openInput(file)));
+  if (o.variants && total !== undefined) total--; // the header
+  const progress = new Progress({
+    unit: o.variants ? "rows" : "ids",
+    total,
+    enabled: ctx.options.progress && process.stderr.isTTY === true,
+  });
+  const setup = { name, unitType: o.unitType ?? "", replace: o.replace ?? false, withVariants: o.variants ?? false };
   async function* messages() {
     let ids: string[] = [];
+    let variants: string[] = [];
     let first = true;
-    for await (const line of lines) {
-      if (line === "") continue;
-      ids.push(line);
+    const message = () => ({ ...(first ? { setup } : {}), unitIds: ids, variantKeys: variants });
+    for await (const [id, variant] of rows) {
+      ids.push(id);
+      if (variant !== undefined) variants.push(variant);
       if (ids.length === MAX_BULK_UNITS) {
-        yield { ...(first ? { setup: { name, unitType: o.unitType ?? "", replace: o.replace ?? false } } : {}), unitIds: ids };
+        yield message();
         progress.add(ids.length);
         first = false;
         ids = [];
+        variants = [];
       }
     }
-    yield { ...(first ? { setup: { name, unitType: o.unitType ?? "", replace: o.replace ?? false } } : {}), unitIds: ids };
+    yield message();
     progress.add(ids.length);
   }
   try {
     const r = await ctx.client(CohortService).uploadCohort(messages());
     progress.stop(ctx.options.progress ? "uploaded" : undefined);
     if (o.json) return void printJson(toJson(CohortSchema, r.cohort!));
+    const what = r.cohort!.hasVariants ? "rows" : "ids";
     process.stdout.write(
-      `cohort ${r.cohort!.name}: ${count(r.cohort!.size)} ids (${count(r.received)} received, ${count(r.duplicates)} repeats dropped)\n`,
+      `cohort ${r.cohort!.name}: ${count(r.cohort!.size)} ${what} (${count(r.received)} received, ${count(r.duplicates)} repeats dropped)\n`,
     );
   } catch (err) {
     progress.stop();
     throw err;
   }
+}
+
+/** Unit ids, one per line (blank lines skipped). */
+async function* idRows(lines: AsyncIterable<string>): AsyncGenerator<[string, string | undefined]> {
+  for await (const line of lines) if (line !== "") yield [line, undefined];
+}
+
+/** (unit, variant) rows of a CSV whose header names unit_id and variant_key (other columns are
+ * ignored, so an export of an experiment uploads as it is). */
+async function variantRows(input: Readable): Promise<AsyncGenerator<[string, string]>> {
+  const records = readCsv(input);
+  const first = await records.next();
+  if (first.done) throw new UsageError("the file is empty: it needs a header line naming unit_id,variant_key");
+  const header = first.value.map((h) => h.trim().toLowerCase());
+  const [unitCol, variantCol] = [header.indexOf("unit_id"), header.indexOf("variant_key")];
+  if (unitCol < 0 || variantCol < 0) throw new UsageError(`the header must name unit_id and variant_key (got ${first.value.join(",")})`);
+  return (async function* () {
+    for await (const rec of records) yield [rec[unitCol] ?? "", rec[variantCol] ?? ""] as [string, string];
+  })();
 }
 
 export async function exportCohort(ctx: Context, name: string, o: { output?: string; batchSize?: string }): Promise<void> {
@@ -78,9 +112,10 @@ export function addCohortCommands(program: Command, run: Run): void {
     .description("store a cohort from a file (or stdin) of unit ids, one per line; repeats are dropped; all or nothing")
     .option("--unit-type <type>", "the units' type (default user_id)")
     .option("--replace", "replace a cohort of that name")
+    .option("--variants", "the file is CSV with a header naming unit_id and variant_key: a table for `jobs start import`")
     .option("--json", "print JSON")
     .action(
-      run((ctx, name: string, file: string | undefined, o: { unitType?: string; replace?: boolean; json?: boolean }) =>
+      run((ctx, name: string, file: string | undefined, o: { unitType?: string; replace?: boolean; variants?: boolean; json?: boolean }) =>
         uploadCohort(ctx, name, file, o),
       ),
     );

@@ -14,27 +14,68 @@ const stateName = (s: JobState) => (JobState[s] ?? String(s)).toLowerCase();
 const kindName = (k: JobKind | undefined) => (k === undefined ? "" : (JobKind[k] ?? String(k)).toLowerCase());
 const when = (t: { seconds: bigint } | undefined) => (t ? new Date(Number(t.seconds) * 1000).toISOString() : "");
 
+const KINDS: Record<string, JobKind> = {
+  assign: JobKind.ASSIGN,
+  warm: JobKind.WARM,
+  migrate: JobKind.MIGRATE,
+  import: JobKind.IMPORT,
+};
+
 function parseKind(kind: string): JobKind {
-  if (kind === "assign") return JobKind.ASSIGN;
-  if (kind === "warm") return JobKind.WARM;
-  throw new UsageError(`kind: "${kind}" is not assign or warm`);
+  const k = KINDS[kind];
+  if (k === undefined) throw new UsageError(`kind: "${kind}" is not assign, warm, migrate or import`);
+  return k;
 }
 
 interface SpecOptions {
   cohort?: string;
   experiment?: string[];
   tag?: string;
+  source?: string;
+  target?: string;
+  map?: string[];
+  stopSource?: boolean;
+  overwrite?: boolean;
 }
 
 function specOf(kind: string, o: SpecOptions) {
+  const k = parseKind(kind);
+  if (k === JobKind.MIGRATE) {
+    if (!o.source || !o.target) throw new UsageError("migrate: --source and --target are required");
+    if (!o.map?.length) throw new UsageError("migrate: give --map <source-variant>=<target-variant> (repeat)");
+    const variantMapping: Record<string, string> = {};
+    for (const m of o.map) {
+      const eq = m.indexOf("=");
+      if (eq <= 0 || eq === m.length - 1) throw new UsageError(`--map: "${m}" is not <source-variant>=<target-variant>`);
+      variantMapping[m.slice(0, eq)] = m.slice(eq + 1);
+    }
+    return { kind: k, sourceExperimentKey: o.source, targetExperimentKey: o.target, variantMapping, stopSource: o.stopSource ?? false };
+  }
   if (!o.cohort) throw new UsageError("--cohort: required");
+  if (k === JobKind.IMPORT) {
+    if (!o.target) throw new UsageError("import: --target <experiment> is required");
+    return { kind: k, cohort: o.cohort, targetExperimentKey: o.target, overwrite: o.overwrite ?? false };
+  }
   if (!o.experiment?.length && !o.tag) throw new UsageError("give --experiment (repeat) or --tag");
-  return { kind: parseKind(kind), cohort: o.cohort, experimentKeys: o.experiment ?? [], tag: o.tag ?? "" };
+  return { kind: k, cohort: o.cohort, experimentKeys: o.experiment ?? [], tag: o.tag ?? "" };
+}
+
+/** What a job runs over and into, in a few words. */
+function jobSubject(s: Job["spec"]): string {
+  if (!s) return "";
+  if (s.kind === JobKind.MIGRATE) {
+    const map = Object.entries(s.variantMapping)
+      .map(([f, t]) => `${f}=${t}`)
+      .join(",");
+    return `${s.sourceExperimentKey} → ${s.targetExperimentKey} (${map})${s.stopSource ? ", then stop the source" : ""}`;
+  }
+  if (s.kind === JobKind.IMPORT) return `${s.cohort} → ${s.targetExperimentKey}${s.overwrite ? " (overwrite)" : ""}`;
+  return `${s.cohort} × ${s.experimentKeys.join(",")}`;
 }
 
 function jobLine(j: Job): string {
-  const target = j.spec?.experimentKeys.join(",") ?? "";
-  return `job ${j.id}: ${stateName(j.state)}, ${kindName(j.spec?.kind)} ${j.spec?.cohort} × ${target}, ${count(j.processedUnits)} / ${count(j.totalUnits)} units, ${count(j.enrolled)} enrolled`;
+  const stored = j.spec?.kind === JobKind.MIGRATE ? "copied" : j.spec?.kind === JobKind.IMPORT ? "imported" : "enrolled";
+  return `job ${j.id}: ${stateName(j.state)}, ${kindName(j.spec?.kind)} ${jobSubject(j.spec)}, ${count(j.processedUnits)} / ${count(j.totalUnits)} units, ${count(j.enrolled)} ${stored}`;
 }
 
 function jobDetails(j: Job): string {
@@ -42,8 +83,7 @@ function jobDetails(j: Job): string {
     `job        ${j.id}`,
     `state      ${stateName(j.state)}`,
     `kind       ${kindName(j.spec?.kind)}`,
-    `cohort     ${j.spec?.cohort}`,
-    `experiments ${j.spec?.experimentKeys.join(", ")}${j.spec?.tag ? ` (tag ${j.spec.tag})` : ""}`,
+    `what       ${jobSubject(j.spec)}${j.spec?.tag ? ` (tag ${j.spec.tag})` : ""}`,
     `units      ${count(j.processedUnits)} / ${count(j.totalUnits)} (chunks ${j.chunksDone} / ${j.chunks})`,
     `enrolled   ${count(j.enrolled)}`,
     `created    ${when(j.createTime)} by ${j.createdBy}${j.schedule ? ` (schedule ${j.schedule})` : ""}`,
@@ -84,21 +124,32 @@ export async function watchJob(ctx: Context, id: string, o: { json?: boolean } =
 }
 
 function scheduleRow(s: Schedule): string[] {
-  const target = s.spec?.experimentKeys.length ? s.spec.experimentKeys.join(",") : `tag ${s.spec?.tag}`;
-  return [s.name, s.cron, s.timeZone, `${kindName(s.spec?.kind)} ${s.spec?.cohort} × ${target}`, s.createdBy];
+  const what = s.spec?.experimentKeys.length || s.spec?.kind === JobKind.MIGRATE || s.spec?.kind === JobKind.IMPORT;
+  const subject = what ? jobSubject(s.spec) : `${s.spec?.cohort} × tag ${s.spec?.tag}`;
+  return [s.name, s.cron, s.timeZone, `${kindName(s.spec?.kind)} ${subject}`, s.createdBy];
 }
 
 export function addJobCommands(program: Command, run: Run): void {
   const jobs = program.command("jobs").description("durable background jobs over cohorts (survive the server; resumed by any worker)");
   jobs
     .command("start <kind>")
-    .description("start a job: assign (store every unit's assignment) or warm (load stored ones into the caches)")
-    .option("--cohort <name>", "the cohort")
-    .option("--experiment <key>", "an experiment (repeat)", collect)
-    .option("--tag <tag>", "every RUNNING experiment with this tag (of the cohort's unit type)")
+    .description(
+      "start a job: assign (store every unit's assignment), warm (load stored ones into the caches), migrate (copy stored assignments between experiments) or import (a cohort uploaded with --variants into an experiment)",
+    )
+    .option("--cohort <name>", "assign, warm, import: the cohort")
+    .option("--experiment <key>", "assign, warm: an experiment (repeat)", collect)
+    .option("--tag <tag>", "assign, warm: every RUNNING experiment with this tag (of the cohort's unit type)")
+    .option("--source <key>", "migrate: the experiment copied from")
+    .option("--target <key>", "migrate, import: the experiment copied or imported into")
+    .option("--map <from=to>", "migrate: a source variant and the target variant it becomes (repeat)", collect)
+    .option("--stop-source", "migrate: stop the source experiment once every unit is copied")
+    .option("--overwrite", "import: replace stored assignments of the cohort's units")
     .option("--watch", "follow it to the end with a progress bar")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExample:\n  assignment jobs start assign --cohort expected-users --tag homepage --watch")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  assignment jobs start assign --cohort expected-users --tag homepage --watch\n  assignment jobs start migrate --source old-test --target new-test --map a=control --map b=green --stop-source --watch\n  assignment jobs start import --cohort legacy-rows --target new-test --watch",
+    )
     .action(
       run(async (ctx, kind: string, o: SpecOptions & { watch?: boolean; json?: boolean }) => {
         const { job } = await ctx.client(JobService).startJob({ spec: specOf(kind, o) });

@@ -41,6 +41,10 @@ export function isValidKey(key: string): boolean {
   return KEY.test(key);
 }
 
+export function isValidVariantKey(key: string): boolean {
+  return VARIANT_KEY.test(key);
+}
+
 export function checkUnitType(field: string, unitType: string): string {
   const t = unitType === "" ? DEFAULT_UNIT_TYPE : unitType;
   if (!isValidUnitType(t)) throw invalidArgument(field, UNIT_TYPE_RULE);

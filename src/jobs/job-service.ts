@@ -1,14 +1,29 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { JobKind, type JobSchema, type JobService, JobState, type ScheduleSchema } from "../../gen/ts/assignment/v1/job_service_pb.js";
+import {
+  JobKind,
+  type JobSchema,
+  type JobService,
+  type JobSpec,
+  type JobSpecSchema,
+  JobState,
+  type ScheduleSchema,
+} from "../../gen/ts/assignment/v1/job_service_pb.js";
 import { invalidArgument, notFound } from "../errors.js";
-import type { Jobs } from "./jobs.js";
+import type { JobRequest, Jobs } from "./jobs.js";
+import { actorOf } from "../service/audit-handlers.js";
+import type { Caller } from "../service/roles.js";
 import type { ScheduleRecord, Schedules } from "./schedules.js";
 import type { JobKindName, JobRecord, JobStateName } from "../store/job-store.js";
 import { TERMINAL_STATES } from "../store/job-store.js";
 import type { ServiceHandlers } from "../service/handler-types.js";
 
-const KINDS: Record<JobKindName, JobKind> = { assign: JobKind.ASSIGN, warm: JobKind.WARM };
+const KINDS: Record<JobKindName, JobKind> = {
+  assign: JobKind.ASSIGN,
+  warm: JobKind.WARM,
+  migrate: JobKind.MIGRATE,
+  import: JobKind.IMPORT,
+};
 const STATES: Record<JobStateName, JobState> = {
   queued: JobState.QUEUED,
   running: JobState.RUNNING,
@@ -27,15 +42,61 @@ export function kindName(field: string, kind: JobKind): JobKindName {
       return "assign";
     case JobKind.WARM:
       return "warm";
+    case JobKind.MIGRATE:
+      return "migrate";
+    case JobKind.IMPORT:
+      return "import";
     default:
-      throw invalidArgument(field, "must be JOB_KIND_ASSIGN or JOB_KIND_WARM");
+      throw invalidArgument(field, "must be JOB_KIND_ASSIGN, JOB_KIND_WARM, JOB_KIND_MIGRATE or JOB_KIND_IMPORT");
   }
+}
+
+/** A JobSpec as a job request (the fields of every kind; Jobs refuses those of another kind). */
+export function jobRequest(field: string, spec: JobSpec, caller: Caller): JobRequest {
+  return {
+    kind: kindName(`${field}.kind`, spec.kind),
+    cohort: spec.cohort,
+    experimentKeys: [...spec.experimentKeys],
+    tag: spec.tag,
+    source: spec.sourceExperimentKey,
+    target: spec.targetExperimentKey,
+    variantMapping: { ...spec.variantMapping },
+    stopSource: spec.stopSource,
+    overwrite: spec.overwrite,
+    createdBy: caller.name,
+    createdByRole: caller.role,
+  };
+}
+
+/** A stored spec (or a schedule's request) as a JobSpec. */
+function specMessage(s: {
+  kind: JobKindName;
+  cohort: string;
+  experimentKeys: readonly string[];
+  tag: string;
+  source?: string;
+  target?: string;
+  variantMapping?: Readonly<Record<string, string>>;
+  stopSource?: boolean;
+  overwrite?: boolean;
+}): MessageInitShape<typeof JobSpecSchema> {
+  return {
+    kind: KINDS[s.kind],
+    cohort: s.cohort,
+    experimentKeys: [...s.experimentKeys],
+    tag: s.tag,
+    sourceExperimentKey: s.source ?? "",
+    targetExperimentKey: s.target ?? "",
+    variantMapping: { ...s.variantMapping },
+    stopSource: s.stopSource === true,
+    overwrite: s.overwrite === true,
+  };
 }
 
 export function jobMessage(j: JobRecord): MessageInitShape<typeof JobSchema> {
   return {
     id: j.id,
-    spec: { kind: KINDS[j.spec.kind], cohort: j.spec.cohort, experimentKeys: j.spec.experimentKeys, tag: j.spec.tag },
+    spec: specMessage(j.spec),
     state: STATES[j.state],
     totalUnits: BigInt(j.totalUnits),
     processedUnits: BigInt(j.processedUnits),
@@ -57,7 +118,7 @@ export function scheduleMessage(s: ScheduleRecord): MessageInitShape<typeof Sche
     name: s.name,
     cron: s.cron,
     timeZone: s.timeZone,
-    spec: { kind: KINDS[r.kind], cohort: r.cohort, experimentKeys: [...r.experimentKeys], tag: r.tag },
+    spec: specMessage(r),
     createdBy: r.createdBy,
     createTime: timestampFromDate(s.createdAt),
   };
@@ -84,13 +145,7 @@ export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<t
     async startJob(req, ctx) {
       const spec = req.spec;
       if (!spec) throw invalidArgument("spec", "is required");
-      const job = await jobs.start({
-        kind: kindName("spec.kind", spec.kind),
-        cohort: spec.cohort,
-        experimentKeys: spec.experimentKeys,
-        tag: spec.tag,
-        createdBy: ctx.caller.name,
-      });
+      const job = await jobs.start(jobRequest("spec", spec, ctx.caller));
       return { job: jobMessage(job) };
     },
 
@@ -104,9 +159,9 @@ export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<t
       return { jobs: (await jobs.store.list(limit)).map(jobMessage) };
     },
 
-    async cancelJob(req) {
+    async cancelJob(req, ctx) {
       await byId("id", req.id);
-      const job = (await jobs.store.cancel(req.id))!;
+      const job = (await jobs.store.cancel(req.id, actorOf(ctx)))!;
       return { job: jobMessage(job) };
     },
 
@@ -118,13 +173,7 @@ export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<t
         name: s.name,
         cron: s.cron,
         timeZone: s.timeZone,
-        request: {
-          kind: kindName("schedule.spec.kind", s.spec.kind),
-          cohort: s.spec.cohort,
-          experimentKeys: s.spec.experimentKeys,
-          tag: s.spec.tag,
-          createdBy: ctx.caller.name,
-        },
+        request: jobRequest("schedule.spec", s.spec, ctx.caller),
       });
       return { schedule: scheduleMessage(made) };
     },
@@ -133,8 +182,8 @@ export function jobHandlers(jobs: Jobs, schedules: Schedules): ServiceHandlers<t
       return { schedules: (await schedules.list()).map(scheduleMessage) };
     },
 
-    async deleteSchedule(req) {
-      await schedules.delete(req.name);
+    async deleteSchedule(req, ctx) {
+      await schedules.delete(req.name, actorOf(ctx));
       return {};
     },
 

@@ -15,11 +15,17 @@ import type PgBoss from "pg-boss";
 import { ExperimentStatus, Reason } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { checkKey, isValidKey, KEY_RULE } from "../engine/rules.js";
-import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
+import { applyExperimentChanges } from "../engine/experiment-update.js";
+import { Code, failedPrecondition, hasCode, invalidArgument, notFound, ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Assigner } from "../service/assigner.js";
 import type { ConfigView } from "../service/config-registry.js";
-import type { CohortStore } from "../store/cohort-store.js";
+import type { AssignmentTransfers } from "../service/assignment-transfers.js";
+import { type Actor, type FieldChanges, recordChange } from "../store/audit-log.js";
+import type { CohortRecord, CohortStore } from "../store/cohort-store.js";
+import type { ExperimentStore } from "../store/experiment-store.js";
+import { recordImport } from "../store/import-staging.js";
+import type { TransferStore } from "../store/transfer-store.js";
 import type { Database } from "../store/database.js";
 import { type JobKindName, type JobRecord, type JobStore, type StoredJobSpec, TERMINAL_STATES } from "../store/job-store.js";
 import { CHUNK_QUEUE, DEAD_CHUNK_QUEUE, transactionBossDb } from "./boss.js";
@@ -31,6 +37,10 @@ export const MAX_JOB_EXPERIMENTS = 100;
 export interface ChunkData {
   jobId: string;
   chunk: number;
+  /** migrate: the chunk's source units are those after `after` (from the first when absent) up to
+   * `until` (included; to the last when absent), by unit id. */
+  after?: string;
+  until?: string;
 }
 
 export interface JobRequest {
@@ -39,11 +49,65 @@ export interface JobRequest {
   experimentKeys: readonly string[];
   tag: string;
   createdBy: string;
+  /** The role of the caller's token (the audit log records a job's changes as its). */
+  createdByRole?: string;
   schedule?: string;
+  /** migrate: source and target experiments, the variant mapping, stop the source when done. */
+  source?: string;
+  target?: string;
+  variantMapping?: Readonly<Record<string, string>>;
+  stopSource?: boolean;
+  /** import: the target experiment is `target`; replace stored assignments (OVERWRITE). */
+  overwrite?: boolean;
+}
+
+/** What migrate and import jobs need besides the Assigner: the stores and checks of
+ * CopyAssignments and ImportAssignments, and the experiment store (to stop a migrate's source). */
+export interface TransferTools {
+  transfers: AssignmentTransfers;
+  store: TransferStore;
+  experiments: ExperimentStore;
+}
+
+/** A job as it will be recorded, and its chunks. */
+interface JobPlan {
+  spec: StoredJobSpec;
+  cohortId: number | null;
+  totalUnits: number;
+  chunks: ChunkData[];
+}
+
+/** Who a job's changes are recorded as: the token that started it, or made the schedule whose tick
+ * started it. */
+function requestActor(r: Pick<JobRequest, "createdBy" | "createdByRole" | "schedule">): Actor {
+  return { tokenName: r.createdBy, tokenRole: r.createdByRole ?? "operator", rpc: r.schedule ? "CreateSchedule" : "StartJob" };
+}
+
+/** What a job does, as fields of the audit log (those of its kind only). */
+export function jobFields(s: Omit<JobRequest, "createdBy"> | StoredJobSpec): FieldChanges {
+  const out: FieldChanges = { kind: { before: null, after: s.kind } };
+  const put = (name: string, value: string | boolean | string[] | Record<string, string> | undefined) => {
+    const empty = value === undefined || value === "" || value === false || (Array.isArray(value) && value.length === 0);
+    if (!empty) out[name] = { before: null, after: value as FieldChanges[string]["after"] };
+  };
+  put("cohort", s.cohort);
+  put("experiment_keys", [...s.experimentKeys]);
+  put("tag", s.tag);
+  put("source_experiment_key", s.source);
+  put("target_experiment_key", s.target);
+  put("variant_mapping", s.variantMapping && Object.keys(s.variantMapping).length > 0 ? { ...s.variantMapping } : undefined);
+  put("stop_source", s.stopSource);
+  put("overwrite", s.overwrite);
+  put("schedule", s.schedule);
+  return out;
 }
 
 /** A failure that retrying cannot mend (the cohort or an experiment is gone): fails the job at once. */
 class Permanent extends Error {}
+
+/** A chunk's checkpoint found recorded already (by another worker) when its rows were about to
+ * commit: they are rolled back. */
+class AlreadyRecorded extends Error {}
 
 const ENROLLED = new Set([Reason.NEW, Reason.STICKY, Reason.OVERRIDE]);
 
@@ -58,6 +122,7 @@ export class Jobs {
     private readonly cohorts: CohortStore,
     private readonly registry: ConfigView,
     private readonly assigner: Assigner,
+    private readonly tools: TransferTools,
     private readonly chunkUnits: number = DEFAULT_CHUNK_UNITS,
     private readonly log?: Logger,
   ) {}
@@ -67,9 +132,19 @@ export class Jobs {
    * false (a schedule's template), what may change before it runs (an empty cohort, no experiment
    * of the tag running yet) is not held against it. */
   async check(req: JobRequest, field = "spec", now = true): Promise<void> {
+    if (req.kind === "migrate") {
+      this.onlyFor(req, field);
+      await this.tools.transfers.planCopy(req.source ?? "", req.target ?? "", req.variantMapping ?? {}, `${field}.`);
+      return;
+    }
     const cohort = await this.cohorts.get(checkKey(`${field}.cohort`, req.cohort));
     if (!cohort) throw notFound(`${field}.cohort: no cohort "${req.cohort}"`);
     if (now && cohort.size === 0) throw failedPrecondition(`${field}.cohort: cohort "${cohort.name}" is empty`);
+    if (req.kind === "import") {
+      await this.importTarget(req, cohort, field, now);
+      return;
+    }
+    this.onlyFor(req, field);
     if (now || req.experimentKeys.length > 0 || req.tag === "") await this.resolveExperiments(req, cohort.unitType, field);
   }
 
@@ -81,29 +156,172 @@ export class Jobs {
   async start(req: JobRequest, field = "spec", id: string = randomUUID()): Promise<JobRecord> {
     const existing = await this.store.get(id);
     if (existing) return existing;
+    const plan = await this.plan(req, field);
+    const spec: StoredJobSpec = {
+      ...plan.spec,
+      chunkUnits: this.chunkUnits,
+      ...(req.schedule ? { schedule: req.schedule } : {}),
+      ...(req.createdByRole ? { createdByRole: req.createdByRole } : {}),
+    };
+    const chunks = plan.chunks.length;
+    return this.db.transaction(async (tx) => {
+      const job = await this.store.insert(tx, {
+        id,
+        spec,
+        cohortId: plan.cohortId,
+        totalUnits: plan.totalUnits,
+        chunks,
+        createdBy: req.createdBy,
+      });
+      // pg-boss's insert takes at most a few thousand rows comfortably per statement.
+      for (let from = 0; from < chunks; from += 5_000) {
+        const rows: PgBoss.JobInsert<ChunkData>[] = plan.chunks
+          .slice(from, from + 5_000)
+          .map((data) => ({ name: CHUNK_QUEUE, data: { ...data, jobId: id } }));
+        await this.boss.insert(rows, { db: transactionBossDb(tx) as PgBoss.Db });
+      }
+      await recordChange(tx, {
+        actor: requestActor(req),
+        objectKind: "job",
+        objectKey: id,
+        versionBefore: null,
+        versionAfter: null,
+        fields: { ...jobFields(spec), state: { before: null, after: "queued" }, total_units: { before: null, after: plan.totalUnits } },
+      });
+      return job;
+    });
+  }
+
+  /** What a request makes: the job's spec (without its chunk size) and chunks, checked. */
+  private async plan(req: JobRequest, field: string): Promise<JobPlan> {
+    const id = (chunk: number) => ({ jobId: "", chunk });
+    if (req.kind === "migrate") {
+      this.onlyFor(req, field);
+      const { source, target } = await this.tools.transfers.planCopy(
+        req.source ?? "",
+        req.target ?? "",
+        req.variantMapping ?? {},
+        `${field}.`,
+      );
+      const bounds = await this.tools.store.unitBounds(source.id, this.chunkUnits);
+      const total = await this.tools.store.countAssignments(source.id);
+      // One more chunk than bounds: the units after the last bound (and any stored meanwhile).
+      const chunks: ChunkData[] = [];
+      for (let c = 0; c <= bounds.length; c++) {
+        chunks.push({ ...id(c), ...(c > 0 ? { after: bounds[c - 1] } : {}), ...(c < bounds.length ? { until: bounds[c] } : {}) });
+      }
+      return {
+        spec: {
+          kind: "migrate",
+          cohort: "",
+          experimentKeys: [],
+          tag: "",
+          chunkUnits: 0,
+          source: source.key,
+          target: target.key,
+          variantMapping: { ...req.variantMapping },
+          stopSource: req.stopSource === true,
+        },
+        cohortId: null,
+        totalUnits: total,
+        chunks,
+      };
+    }
     const cohort = await this.cohorts.get(checkKey(`${field}.cohort`, req.cohort));
     if (!cohort) throw notFound(`${field}.cohort: no cohort "${req.cohort}"`);
     if (cohort.size === 0) throw failedPrecondition(`${field}.cohort: cohort "${cohort.name}" is empty`);
+    const chunks = Array.from({ length: Math.ceil(cohort.size / this.chunkUnits) }, (_, c) => id(c));
+    if (req.kind === "import") {
+      const target = await this.importTarget(req, cohort, field, true);
+      return {
+        spec: {
+          kind: "import",
+          cohort: cohort.name,
+          experimentKeys: [],
+          tag: "",
+          chunkUnits: 0,
+          target: target.key,
+          overwrite: req.overwrite === true,
+        },
+        cohortId: cohort.id,
+        totalUnits: cohort.size,
+        chunks,
+      };
+    }
+    this.onlyFor(req, field);
     const experiments = await this.resolveExperiments(req, cohort.unitType, field);
-    const chunks = Math.ceil(cohort.size / this.chunkUnits);
-    const spec: StoredJobSpec = {
-      kind: req.kind,
-      cohort: cohort.name,
-      experimentKeys: experiments.map((e) => e.key),
-      tag: req.tag,
-      chunkUnits: this.chunkUnits,
-      ...(req.schedule ? { schedule: req.schedule } : {}),
+    return {
+      spec: { kind: req.kind, cohort: cohort.name, experimentKeys: experiments.map((e) => e.key), tag: req.tag, chunkUnits: 0 },
+      cohortId: cohort.id,
+      totalUnits: cohort.size,
+      chunks,
     };
-    return this.db.transaction(async (tx) => {
-      const job = await this.store.insert(tx, { id, spec, cohortId: cohort.id, totalUnits: cohort.size, chunks, createdBy: req.createdBy });
-      // pg-boss's insert takes at most a few thousand rows comfortably per statement.
-      for (let from = 0; from < chunks; from += 5_000) {
-        const rows: PgBoss.JobInsert<ChunkData>[] = [];
-        for (let c = from; c < Math.min(chunks, from + 5_000); c++) rows.push({ name: CHUNK_QUEUE, data: { jobId: id, chunk: c } });
-        await this.boss.insert(rows, { db: transactionBossDb(tx) as PgBoss.Db });
+  }
+
+  /** Refuses the fields of other kinds of job (a request that mixes them is a mistake). */
+  private onlyFor(req: JobRequest, field: string): void {
+    const set: [string, boolean][] =
+      req.kind === "migrate"
+        ? [
+            ["cohort", req.cohort !== ""],
+            ["experiment_keys", req.experimentKeys.length > 0],
+            ["tag", req.tag !== ""],
+            ["overwrite", req.overwrite === true],
+          ]
+        : [
+            ["source_experiment_key", (req.source ?? "") !== ""],
+            ["target_experiment_key", (req.target ?? "") !== ""],
+            ["variant_mapping", Object.keys(req.variantMapping ?? {}).length > 0],
+            ["stop_source", req.stopSource === true],
+            ["overwrite", req.overwrite === true],
+          ];
+    for (const [name, isSet] of set) {
+      if (isSet) throw invalidArgument(`${field}.${name}`, `must be empty for JOB_KIND_${req.kind.toUpperCase()}`);
+    }
+  }
+
+  /** An import's target: it exists (NOT_FOUND), is not archived, has the cohort's unit type, and
+   * (`now`) has every variant the cohort's rows name (FAILED_PRECONDITION); the cohort has a
+   * variant column (FAILED_PRECONDITION). */
+  private async importTarget(req: JobRequest, cohort: CohortRecord, field: string, now: boolean) {
+    for (const [name, isSet] of [
+      ["experiment_keys", req.experimentKeys.length > 0],
+      ["tag", req.tag !== ""],
+      ["source_experiment_key", (req.source ?? "") !== ""],
+      ["variant_mapping", Object.keys(req.variantMapping ?? {}).length > 0],
+      ["stop_source", req.stopSource === true],
+    ] as const) {
+      if (isSet) throw invalidArgument(`${field}.${name}`, "must be empty for JOB_KIND_IMPORT (it imports into target_experiment_key)");
+    }
+    if (cohort.variants === null) {
+      throw failedPrecondition(
+        `${field}.cohort: cohort "${cohort.name}" has no variant column; an IMPORT job needs one uploaded with with_variants`,
+      );
+    }
+    const target = await this.tools.transfers.experimentByKey(`${field}.target_experiment_key`, req.target ?? "");
+    if ("archivedAt" in target && target.archivedAt) {
+      throw failedPrecondition(
+        `${field}.target_experiment_key: experiment "${target.key}" is archived; unarchive it before importing into it`,
+      );
+    }
+    if (target.unitType !== cohort.unitType) {
+      throw failedPrecondition(
+        `${field}.target_experiment_key: experiment "${target.key}" has unit type ${target.unitType}; cohort "${cohort.name}" holds ${cohort.unitType} ids`,
+      );
+    }
+    if (now) {
+      const keys = new Set(target.variants.map((v) => v.key));
+      const unknown = cohort.variants.filter((v) => !keys.has(v));
+      if (unknown.length > 0) {
+        throw failedPrecondition(
+          `${field}.cohort: cohort "${cohort.name}" names variant${unknown.length > 1 ? "s" : ""} ${unknown
+            .slice(0, 5)
+            .map((v) => `"${v}"`)
+            .join(", ")} that experiment "${target.key}" does not have (${[...keys].join(", ")})`,
+        );
       }
-      return job;
-    });
+    }
+    return target;
   }
 
   private async resolveExperiments(req: JobRequest, unitType: string, field: string): Promise<ExperimentConfig[]> {
@@ -153,17 +371,22 @@ export class Jobs {
     });
   }
 
-  /** One chunk: assigns (or warms) its units, then records the checkpoint. Throws to have pg-boss
-   * retry it (with backoff); fails the job at once when retrying cannot help. */
-  async runChunk({ jobId, chunk }: ChunkData): Promise<void> {
+  /** One chunk: assigns (warms, copies, imports) its units, then records the checkpoint. Throws to
+   * have pg-boss retry it (with backoff); fails the job at once when retrying cannot help. */
+  async runChunk(data: ChunkData): Promise<void> {
+    const { jobId, chunk } = data;
     const job = await this.store.get(jobId);
-    if (!job || TERMINAL_STATES.has(job.state)) return;
+    if (!job) return;
+    // A migrate job done copying stops its source; a chunk run again (its worker died before
+    // pg-boss heard it finished) makes sure it did.
+    if (job.state === "done") return this.stopSource(job);
+    if (TERMINAL_STATES.has(job.state)) return;
     if (await this.store.chunkDone(jobId, chunk)) return;
     const lock = await this.lockChunk(jobId, chunk);
     try {
       // Checked again under the lock: another worker may have just finished it.
       if (await this.store.chunkDone(jobId, chunk)) return;
-      await this.runLockedChunk(job, chunk);
+      await this.runLockedChunk(job, data);
     } finally {
       await lock.release();
     }
@@ -203,33 +426,23 @@ export class Jobs {
     };
   }
 
-  private async runLockedChunk(job: JobRecord, chunk: number): Promise<void> {
+  private async runLockedChunk(job: JobRecord, data: ChunkData): Promise<void> {
     const jobId = job.id;
+    const chunk = data.chunk;
     await this.store.markRunning(jobId);
     // One line when a chunk begins and one when it is recorded (debug): which worker ran what, when.
     this.log?.debug({ job: jobId, chunk, pid: process.pid }, "job chunk started");
     try {
-      const cohort = await this.cohorts.getById(job.cohortId);
-      if (!cohort) throw new Permanent(`cohort "${job.spec.cohort}" was deleted while the job ran`);
-      const experiments = job.spec.experimentKeys.map((key) => {
-        const e = this.registry.get(key);
-        if (!e) throw new Permanent(`experiment "${key}" no longer exists`);
-        return e;
-      });
-      const from = chunk * job.spec.chunkUnits;
-      const unitIds = await this.cohorts.range(cohort.id, from, from + job.spec.chunkUnits);
-      const warm = job.spec.kind === "warm";
-      const results = await this.assigner.assignGrid(experiments, unitIds, cohort.unitType, {
-        dryRun: warm,
-        allowUnstored: false,
-        skipRedisRead: !warm,
-        paceToRedis: true,
-      });
-      // assign: answers that enrol a unit (new or stored); warm: stored assignments found (and cached).
-      let enrolled = 0;
-      for (const r of results) if (warm ? r.stored : ENROLLED.has(r.reason)) enrolled++;
-      await this.store.finishChunk(jobId, chunk, unitIds.length, enrolled);
-      this.log?.debug({ job: jobId, chunk, pid: process.pid, units: unitIds.length }, "job chunk finished");
+      if (job.spec.kind === "migrate") {
+        await this.migrateChunk(job, data);
+        const now = await this.store.get(jobId);
+        if (now?.state === "done") await this.stopSource(now);
+      } else if (job.spec.kind === "import") {
+        await this.importChunk(job, chunk);
+      } else {
+        await this.assignChunk(job, chunk);
+      }
+      this.log?.debug({ job: jobId, chunk, pid: process.pid }, "job chunk finished");
     } catch (err) {
       if (err instanceof Permanent) {
         await this.store.fail(jobId, err.message);
@@ -237,6 +450,146 @@ export class Jobs {
       }
       this.log?.warn({ err, job: jobId, chunk }, "job chunk failed (pg-boss retries it)");
       throw err;
+    }
+  }
+
+  private async cohortOf(job: JobRecord): Promise<CohortRecord> {
+    const cohort = job.cohortId === null ? undefined : await this.cohorts.getById(job.cohortId);
+    if (!cohort) throw new Permanent(`cohort "${job.spec.cohort}" was deleted while the job ran`);
+    return cohort;
+  }
+
+  /** assign, warm: the chunk's units through the Assigner, then the checkpoint. */
+  private async assignChunk(job: JobRecord, chunk: number): Promise<void> {
+    const cohort = await this.cohortOf(job);
+    const experiments = job.spec.experimentKeys.map((key) => {
+      const e = this.registry.get(key);
+      if (!e) throw new Permanent(`experiment "${key}" no longer exists`);
+      return e;
+    });
+    const from = chunk * job.spec.chunkUnits;
+    const unitIds = await this.cohorts.range(cohort.id, from, from + job.spec.chunkUnits);
+    const warm = job.spec.kind === "warm";
+    const results = await this.assigner.assignGrid(experiments, unitIds, cohort.unitType, {
+      dryRun: warm,
+      allowUnstored: false,
+      skipRedisRead: !warm,
+      paceToRedis: true,
+    });
+    // assign: answers that enrol a unit (new or stored); warm: stored assignments found (and cached).
+    let enrolled = 0;
+    for (const r of results) if (warm ? r.stored : ENROLLED.has(r.reason)) enrolled++;
+    await this.store.finishChunk(job.id, chunk, unitIds.length, enrolled);
+  }
+
+  /** Who a job's changes are recorded as in the audit log: the token that started it (or made its
+   * schedule). */
+  private actor(job: JobRecord): Actor {
+    return requestActor({ createdBy: job.createdBy, createdByRole: job.spec.createdByRole, schedule: job.spec.schedule });
+  }
+
+  /**
+   * migrate: the chunk's range of source units copied as CopyAssignments copies them (the same
+   * checks and the same statement, TransferStore.copyPage: units the target has already are left
+   * alone), in pages; the last page's transaction records the checkpoint, so the chunk's counts
+   * are those of the copy that committed with it. A chunk run again after a crash copies nothing
+   * already copied (ON CONFLICT DO NOTHING).
+   */
+  private async migrateChunk(job: JobRecord, data: ChunkData): Promise<void> {
+    const spec = job.spec;
+    const { source, target, mapping } = await this.tools.transfers
+      .planCopy(spec.source ?? "", spec.target ?? "", spec.variantMapping ?? {})
+      .catch((err: unknown) => {
+        throw err instanceof ServiceError ? new Permanent(`the copy no longer fits: ${err.message}`) : err;
+      });
+    const actor = this.actor(job);
+    // Pages larger than a chunk's range at start: a range holds more rows only if units were
+    // stored in the source meanwhile (or, for the last, open-ended one, after its last bound).
+    const size = spec.chunkUnits * 4;
+    let after = data.after;
+    let scanned = 0;
+    let copied = 0;
+    try {
+      for (;;) {
+        const page = await this.tools.store.copyPage(source, target, mapping, after, size, actor, {
+          ...(data.until !== undefined ? { until: data.until } : {}),
+          within: async (tx, p) => {
+            if (p.scanned < size && !(await this.store.finishChunkIn(tx, job.id, data.chunk, scanned + p.scanned, copied + p.copied))) {
+              throw new AlreadyRecorded();
+            }
+          },
+        });
+        scanned += page.scanned;
+        copied += page.copied;
+        if (page.scanned < size) return;
+        after = page.last ?? after;
+      }
+    } catch (err) {
+      if (!(err instanceof AlreadyRecorded)) throw err;
+    }
+  }
+
+  /**
+   * import: the chunk's (unit, variant) rows imported into the target as ImportAssignments imports
+   * them (the same staging and merge, TransferStore.beginImport: SKIP_EXISTING or OVERWRITE, the
+   * audit log's record), in one transaction that also records the checkpoint: a chunk is imported
+   * once, or not at all, whatever crashes.
+   */
+  private async importChunk(job: JobRecord, chunk: number): Promise<void> {
+    const spec = job.spec;
+    const cohort = await this.cohortOf(job);
+    const target = this.registry.get(spec.target ?? "");
+    if (!target) throw new Permanent(`experiment "${spec.target}" no longer exists`);
+    const from = chunk * spec.chunkUnits;
+    const { unitIds, variants } = await this.cohorts.rows(cohort.id, from, from + spec.chunkUnits);
+    const ids = new Map(target.variants.map((v) => [v.key, v.id]));
+    const variantIds = new Int32Array(unitIds.length);
+    for (let i = 0; i < unitIds.length; i++) {
+      const v = ids.get(variants[i]!);
+      if (v === undefined)
+        throw new Permanent(`variant "${variants[i]}" (cohort position ${from + i}) is not a variant of "${target.key}"`);
+      variantIds[i] = v;
+    }
+    const overwrite = spec.overwrite === true;
+    const actor = this.actor(job);
+    const staging = await this.tools.store.beginImport();
+    try {
+      await staging.write({ experimentIds: new Int32Array(unitIds.length).fill(target.id), unitIds, variantIds }, overwrite);
+      const result = await staging.commit(overwrite, undefined, async (tx, r) => {
+        await recordImport(tx, actor, overwrite, new Map([[target.id, unitIds.length]]), r);
+        if (!(await this.store.finishChunkIn(tx, job.id, chunk, unitIds.length, r.imported))) throw new AlreadyRecorded();
+      });
+      if (result.overwrittenExperiments.length > 0) await this.registry.refresh();
+    } catch (err) {
+      await staging.abort();
+      if (!(err instanceof AlreadyRecorded)) throw err;
+    }
+  }
+
+  /** migrate with stop_source, once every unit is copied: stops the source (nothing if stopped
+   * already). A source that cannot be stopped fails the job saying so. */
+  private async stopSource(job: JobRecord): Promise<void> {
+    if (job.spec.kind !== "migrate" || !job.spec.stopSource) return;
+    const key = job.spec.source ?? "";
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const current = await this.tools.experiments.getExperiment(key);
+        if (current.status === ExperimentStatus.STOPPED) return;
+        await this.tools.experiments.updateExperiment(
+          key,
+          current.version,
+          (c) => applyExperimentChanges(c, { status: ExperimentStatus.STOPPED }),
+          this.actor(job),
+        );
+        await this.registry.refresh();
+        this.log?.info({ job: job.id, experiment: key }, "migrate job stopped its source");
+        return;
+      } catch (err) {
+        if (hasCode(err, Code.Aborted) && attempt < 5) continue; // changed meanwhile: read it again
+        if (!(err instanceof ServiceError)) throw err;
+        await this.store.failDone(job.id, `every unit was copied, but stopping "${key}" failed: ${err.message}`);
+        return;
+      }
     }
   }
 }

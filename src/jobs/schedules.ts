@@ -15,8 +15,10 @@ import { ServiceError, alreadyExists, invalidArgument, notFound } from "../error
 import type { Logger } from "../logger.js";
 import { checkKey } from "../engine/rules.js";
 import type { JobKindName, StoredJobSpec } from "../store/job-store.js";
+import { type Actor, recordChange } from "../store/audit-log.js";
+import type { Queryable } from "../store/database.js";
 import { createQueue, SCHEDULE_QUEUE_PREFIX } from "./boss.js";
-import type { JobRequest, Jobs } from "./jobs.js";
+import { type JobRequest, type Jobs, jobFields } from "./jobs.js";
 
 export interface ScheduleRecord {
   name: string;
@@ -51,6 +53,7 @@ export class Schedules {
 
   constructor(
     private readonly boss: PgBoss,
+    private readonly db: Queryable,
     private readonly jobs: Jobs,
     private readonly log?: Logger,
   ) {}
@@ -83,6 +86,19 @@ export class Schedules {
     await this.sync();
     const made = (await this.list()).find((x) => x.name === s.name);
     if (!made) throw notFound(`schedule.name: schedule "${s.name}" was deleted meanwhile`);
+    // pg-boss keeps the schedule apart from our transactions: recorded once it is stored.
+    await recordChange(this.db, {
+      actor: { tokenName: s.request.createdBy, tokenRole: s.request.createdByRole ?? "operator", rpc: "CreateSchedule" },
+      objectKind: "schedule",
+      objectKey: s.name,
+      versionBefore: null,
+      versionAfter: null,
+      fields: {
+        cron: { before: null, after: made.cron },
+        time_zone: { before: null, after: made.timeZone },
+        ...jobFields({ ...s.request, schedule: undefined }),
+      },
+    });
     return made;
   }
 
@@ -100,15 +116,24 @@ export class Schedules {
       .sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
-  async delete(name: string): Promise<void> {
+  async delete(name: string, actor: Actor): Promise<void> {
     checkKey("name", name);
-    if (!(await this.list()).some((x) => x.name === name)) throw notFound(`name: no schedule "${name}"`);
+    const old = (await this.list()).find((x) => x.name === name);
+    if (!old) throw notFound(`name: no schedule "${name}"`);
     const queue = queueOf(name);
     await this.boss.unschedule(queue);
     // Ticks not begun are dropped. The queue itself stays (pg-boss cannot drop a queue that still
     // holds finished jobs; they are archived and removed in time); a schedule made again under the
     // same name uses it again.
     await this.boss.purgeQueue(queue);
+    await recordChange(this.db, {
+      actor,
+      objectKind: "schedule",
+      objectKey: name,
+      versionBefore: null,
+      versionAfter: null,
+      fields: { deleted: { before: false, after: true }, cron: { before: old.cron, after: null } },
+    });
     await this.sync();
   }
 

@@ -174,28 +174,8 @@ export class AssignmentTransfers {
     req: CopyAssignmentsRequest,
     ctx: CallContext,
   ): AsyncIterable<MessageInitShape<typeof CopyAssignmentsResponseSchema>> {
-    const source = await this.experimentByKey("source_experiment_key", req.sourceExperimentKey);
-    const target = await this.experimentByKey("target_experiment_key", req.targetExperimentKey);
-    if ("archivedAt" in target && target.archivedAt) {
-      throw failedPrecondition(`target_experiment_key: experiment "${target.key}" is archived; unarchive it before copying into it`);
-    }
-    if (source.id === target.id) throw invalidArgument("target_experiment_key", "must differ from source_experiment_key");
-    if (source.unitType !== target.unitType) {
-      throw failedPrecondition(`target_experiment_key: unit type ${target.unitType} differs from the source's ${source.unitType}`);
-    }
+    const { source, target, mapping } = await this.planCopy(req.sourceExperimentKey, req.targetExperimentKey, req.variantMapping);
     const size = this.batchSize("batch_size", req.batchSize, DEFAULT_COPY_BATCH, MAX_COPY_BATCH);
-    const sourceIds = new Map(source.variants.map((v) => [v.key, v.id]));
-    const targetIds = new Map(target.variants.map((v) => [v.key, v.id]));
-    const mapping = new Map<number, number>();
-    const entries = Object.entries(req.variantMapping);
-    if (entries.length === 0) throw invalidArgument("variant_mapping", "must map at least one source variant to a target variant");
-    for (const [from, to] of entries) {
-      const f = sourceIds.get(from);
-      if (f === undefined) throw invalidArgument(`variant_mapping["${from}"]`, `key must be a variant of "${source.key}"`);
-      const t = targetIds.get(to);
-      if (t === undefined) throw invalidArgument(`variant_mapping["${from}"]`, `value must be a variant of "${target.key}" (got "${to}")`);
-      mapping.set(f, t);
-    }
     const total = BigInt(await this.transfers.countAssignments(source.id));
     const actor = actorOf(ctx);
     let scanned = 0n;
@@ -213,9 +193,46 @@ export class AssignmentTransfers {
     }
   }
 
+  /**
+   * Checks a copy of stored assignments (CopyAssignments, a MIGRATE job) and resolves it: both
+   * experiments (NOT_FOUND), a target not archived and of the source's unit type
+   * (FAILED_PRECONDITION), different, and a mapping of source variant keys to target variant keys
+   * (INVALID_ARGUMENT naming the entry) as variant ids. `prefix` names the request's fields.
+   */
+  async planCopy(sourceKey: string, targetKey: string, variantMapping: Readonly<Record<string, string>>, prefix = "") {
+    const source = await this.experimentByKey(`${prefix}source_experiment_key`, sourceKey);
+    const target = await this.experimentByKey(`${prefix}target_experiment_key`, targetKey);
+    if ("archivedAt" in target && target.archivedAt) {
+      throw failedPrecondition(
+        `${prefix}target_experiment_key: experiment "${target.key}" is archived; unarchive it before copying into it`,
+      );
+    }
+    if (source.id === target.id) throw invalidArgument(`${prefix}target_experiment_key`, "must differ from source_experiment_key");
+    if (source.unitType !== target.unitType) {
+      throw failedPrecondition(
+        `${prefix}target_experiment_key: unit type ${target.unitType} of "${target.key}" differs from the source's ${source.unitType}`,
+      );
+    }
+    const sourceIds = new Map(source.variants.map((v) => [v.key, v.id]));
+    const targetIds = new Map(target.variants.map((v) => [v.key, v.id]));
+    const mapping = new Map<number, number>();
+    const entries = Object.entries(variantMapping);
+    if (entries.length === 0) throw invalidArgument(`${prefix}variant_mapping`, "must map at least one source variant to a target variant");
+    for (const [from, to] of entries) {
+      const f = sourceIds.get(from);
+      if (f === undefined) throw invalidArgument(`${prefix}variant_mapping["${from}"]`, `key must be a variant of "${source.key}"`);
+      const t = targetIds.get(to);
+      if (t === undefined) {
+        throw invalidArgument(`${prefix}variant_mapping["${from}"]`, `value must be a variant of "${target.key}" (got "${to}")`);
+      }
+      mapping.set(f, t);
+    }
+    return { source, target, mapping };
+  }
+
   /** The experiment named, from memory, else from the store (one this server does not serve, or
    * not yet); NOT_FOUND only when the store says so, its other failures as they are. */
-  private async experimentByKey(field: string, key: string) {
+  async experimentByKey(field: string, key: string) {
     if (!isValidKey(key)) throw invalidArgument(field, KEY_RULE);
     const exp =
       this.registry.get(key) ??

@@ -11,7 +11,7 @@ import type { CallContext, ServiceHandlers } from "./handler-types.js";
 export const DEFAULT_CHANGES_PAGE = 100;
 export const MAX_CHANGES_PAGE = 1000;
 const TOKEN_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
-const OBJECT_KINDS: readonly ObjectKind[] = ["experiment", "namespace"];
+const OBJECT_KINDS: readonly ObjectKind[] = ["experiment", "namespace", "cohort", "job", "schedule"];
 
 /** Who makes a change through this call, as the audit log records it (store/audit-log.ts). */
 export function actorOf(ctx: CallContext): Actor {
@@ -27,7 +27,7 @@ export function auditHandlers(db: Queryable): Handlers {
       const filter: ChangeFilter = { limit: DEFAULT_CHANGES_PAGE };
       if (req.objectKind !== "") {
         if (!OBJECT_KINDS.includes(req.objectKind as ObjectKind)) {
-          throw invalidArgument("object_kind", `must be ${OBJECT_KINDS.join(" or ")} (or empty for both)`);
+          throw invalidArgument("object_kind", `must be ${OBJECT_KINDS.join(", ")} (or empty for every kind)`);
         }
         filter.objectKind = req.objectKind as ObjectKind;
       }

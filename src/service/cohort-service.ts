@@ -1,11 +1,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { CohortSchema, CohortService } from "../../gen/ts/assignment/v1/cohort_service_pb.js";
-import { checkKey, checkUnitType, isValidUnitId, UNIT_ID_RULE } from "../engine/rules.js";
+import { checkKey, checkUnitType, isValidUnitId, isValidVariantKey, UNIT_ID_RULE, VARIANT_KEY_RULE } from "../engine/rules.js";
 import { alreadyExists, cancelled, deadlineExceeded, invalidArgument, notFound } from "../errors.js";
 import { MAX_BULK_UNITS } from "assignment-client/limits";
 import { type CohortRecord, CohortExistsError, type CohortStore } from "../store/cohort-store.js";
 import { withIdleDeadline } from "../util/idle-deadline.js";
+import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
 
 /** Ids per ExportCohort message when the request names no batch size. */
@@ -18,6 +19,8 @@ export function cohortMessage(c: CohortRecord): MessageInitShape<typeof CohortSc
     size: BigInt(c.size),
     createTime: timestampFromDate(c.createdAt),
     createdBy: c.createdBy,
+    hasVariants: c.variants !== null,
+    variantKeys: c.variants ?? [],
   };
 }
 
@@ -42,7 +45,7 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
     async uploadCohort(requests, ctx) {
       const upload = await store.beginUpload();
       try {
-        let setup: { name: string; unitType: string; replace: boolean } | undefined;
+        let setup: { name: string; unitType: string; replace: boolean; withVariants: boolean } | undefined;
         let received = 0;
         let position = 0;
         const idleSeconds = options.uploadIdleMs / 1000;
@@ -59,6 +62,7 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
               name: checkKey("setup.name", m.setup.name),
               unitType: checkUnitType("setup.unit_type", m.setup.unitType),
               replace: m.setup.replace,
+              withVariants: m.setup.withVariants,
             };
             if (!setup.replace && (await store.get(setup.name))) {
               throw alreadyExists(`setup.name: a cohort "${setup.name}" exists (set setup.replace to replace it)`);
@@ -76,13 +80,29 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
           for (let i = 0; i < ids.length; i++) {
             if (!isValidUnitId(ids[i]!)) throw invalidArgument(`unit_ids[${received + i}]`, `${UNIT_ID_RULE}; nothing was stored`);
           }
-          await upload.write(ids);
+          const variants = m.variantKeys;
+          if (setup.withVariants) {
+            if (variants.length !== ids.length) {
+              throw invalidArgument(
+                `messages[${position}].variant_keys`,
+                `must hold one variant key per unit id (${ids.length}), got ${variants.length}; nothing was stored`,
+              );
+            }
+            for (let i = 0; i < variants.length; i++) {
+              if (!isValidVariantKey(variants[i]!)) {
+                throw invalidArgument(`variant_keys[${received + i}]`, `${VARIANT_KEY_RULE}; nothing was stored`);
+              }
+            }
+          } else if (variants.length > 0) {
+            throw invalidArgument(`messages[${position}].variant_keys`, "must be empty unless setup.with_variants is set");
+          }
+          await upload.write(ids, setup.withVariants ? variants : undefined);
           received += ids.length;
           position++;
         }
         if (!setup) throw invalidArgument("setup", "must be set in the first message of the upload");
         if (ctx.signal.aborted) throw cancelled("the client cancelled the upload; nothing was stored");
-        const { cohort } = await upload.commit({ ...setup, createdBy: ctx.caller.name }).catch((err: unknown) => {
+        const { cohort } = await upload.commit({ ...setup, createdBy: ctx.caller.name, actor: actorOf(ctx) }).catch((err: unknown) => {
           if (err instanceof CohortExistsError)
             throw alreadyExists(`setup.name: a cohort "${setup!.name}" exists (set setup.replace to replace it)`);
           throw err;
@@ -102,9 +122,9 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
       return { cohorts: (await store.list()).map(cohortMessage) };
     },
 
-    async deleteCohort(req) {
+    async deleteCohort(req, ctx) {
       checkKey("name", req.name);
-      if (!(await store.delete(req.name))) throw notFound(`name: no cohort "${req.name}"`);
+      if (!(await store.delete(req.name, actorOf(ctx)))) throw notFound(`name: no cohort "${req.name}"`);
       return {};
     },
 

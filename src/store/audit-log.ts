@@ -20,7 +20,8 @@ export interface Actor {
   readonly rpc: string;
 }
 
-export type ObjectKind = "experiment" | "namespace";
+/** What a change is of: cohorts, jobs (keyed by id) and schedules have no versions. */
+export type ObjectKind = "experiment" | "namespace" | "cohort" | "job" | "schedule";
 
 /** A JSON value as it goes into the log. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [k: string]: JsonValue };

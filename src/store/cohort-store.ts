@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { type Actor, recordChange } from "./audit-log.js";
 import { escapeCopyText, unescapeCopyText } from "./copy-text.js";
 import type { Database } from "./database.js";
 import { isUniqueViolation } from "./pg-errors.js";
@@ -10,6 +11,9 @@ export interface CohortRecord {
   size: number;
   createdAt: Date;
   createdBy: string;
+  /** A table of (unit, variant) rows (uploaded with variants): its distinct variant keys, sorted;
+   * null for a plain cohort of ids. */
+  variants: string[] | null;
 }
 
 interface CohortRow {
@@ -19,6 +23,7 @@ interface CohortRow {
   size: string;
   created_at: Date | string;
   created_by: string;
+  variants: string[] | null;
 }
 
 const toRecord = (r: CohortRow): CohortRecord => ({
@@ -28,9 +33,10 @@ const toRecord = (r: CohortRow): CohortRecord => ({
   size: Number(r.size),
   createdAt: new Date(r.created_at),
   createdBy: r.created_by,
+  variants: r.variants,
 });
 
-const COLUMNS = "id, name, unit_type, size, created_at, created_by";
+const COLUMNS = "id, name, unit_type, size, created_at, created_by, variants";
 
 /** Ids of a cohort one page of an export reads (keyset on position): small enough that a stalled
  * reader holds little, large enough that the cost of each statement vanishes. */
@@ -39,7 +45,8 @@ export const COHORT_PAGE_ROWS = 10_000;
 /** An upload in progress: ids are staged (outside any transaction, so nothing is held between
  * messages) and become the cohort, de-duplicated, in one transaction at `commit`. */
 export interface CohortUpload {
-  write(unitIds: readonly string[]): Promise<void>;
+  /** Stages ids, with their variant keys (as many) when the upload has a variant column. */
+  write(unitIds: readonly string[], variants?: readonly string[]): Promise<void>;
   /** Creates the cohort from what was written (replacing one of that name when `replace`);
    * throws ALREADY_EXISTS-worthy `CohortExistsError` when the name is taken and not `replace`. */
   commit(meta: {
@@ -47,6 +54,10 @@ export interface CohortUpload {
     unitType: string;
     createdBy: string;
     replace: boolean;
+    /** The upload has a variant column: the cohort is a table of (unit, variant) rows. */
+    withVariants?: boolean;
+    /** Who uploaded it, for the audit log. */
+    actor: Actor;
   }): Promise<{ cohort: CohortRecord; received: number }>;
   /** Drops what was staged. */
   abort(): Promise<void>;
@@ -74,18 +85,26 @@ export class CohortStore {
     };
     return {
       abort,
-      async write(unitIds) {
+      async write(unitIds, variants) {
         if (unitIds.length === 0) return;
         const first = position;
         position += unitIds.length;
         const bulk = db.bulkCopy;
         if (bulk) {
           let text = "";
-          for (let i = 0; i < unitIds.length; i++) text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\n`;
+          if (variants) {
+            for (let i = 0; i < unitIds.length; i++) {
+              text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\t${escapeCopyText(variants[i]!)}\n`;
+            }
+          } else {
+            for (let i = 0; i < unitIds.length; i++) text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\n`;
+          }
           const session = await bulk.session();
           let clean = false;
           try {
-            await session.copyFrom("COPY cohort_uploads (upload_id, position, unit_id) FROM STDIN", [Buffer.from(text)]);
+            await session.copyFrom(`COPY cohort_uploads (upload_id, position, unit_id${variants ? ", variant" : ""}) FROM STDIN`, [
+              Buffer.from(text),
+            ]);
             clean = true;
           } finally {
             session.release(!clean);
@@ -93,31 +112,64 @@ export class CohortStore {
           return;
         }
         await db.query(
-          "INSERT INTO cohort_uploads (upload_id, position, unit_id) SELECT $1, $2::bigint + o - 1, u FROM unnest($3::text[]) WITH ORDINALITY AS t(u, o)",
-          [uploadId, first, unitIds],
+          "INSERT INTO cohort_uploads (upload_id, position, unit_id, variant) SELECT $1, $2::bigint + o - 1, u, v FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(u, v, o)",
+          [uploadId, first, unitIds, variants ?? null],
         );
       },
       async commit(meta) {
         try {
           const cohort = await db.transaction(async (tx) => {
+            let replaced = false;
             if (meta.replace) {
               const old = await tx.query<{ id: number }>("DELETE FROM cohorts WHERE name = $1 RETURNING id", [meta.name]);
               for (const { id } of old.rows) await tx.query("DELETE FROM cohort_members WHERE cohort_id = $1", [id]);
+              replaced = old.rows.length > 0;
             }
             const made = await tx.query<CohortRow>(
               `INSERT INTO cohorts (name, unit_type, size, created_by) VALUES ($1, $2, 0, $3) RETURNING ${COLUMNS}`,
               [meta.name, meta.unitType, meta.createdBy],
             );
             const id = made.rows[0]!.id;
-            const moved = await tx.query(
-              `INSERT INTO cohort_members (cohort_id, position, unit_id)
-               SELECT $1, row_number() OVER (ORDER BY first) - 1, unit_id
-               FROM (SELECT unit_id, min(position) AS first FROM cohort_uploads WHERE upload_id = $2 GROUP BY unit_id) s`,
-              [id, uploadId],
-            );
-            const done = await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
+            // A unit sent twice keeps its first place (and, with variants, its first row's variant).
+            const moved = meta.withVariants
+              ? await tx.query(
+                  `INSERT INTO cohort_members (cohort_id, position, unit_id, variant)
+                   SELECT $1, row_number() OVER (ORDER BY position) - 1, unit_id, variant
+                   FROM (SELECT DISTINCT ON (unit_id) unit_id, position, variant FROM cohort_uploads
+                          WHERE upload_id = $2 ORDER BY unit_id, position) s`,
+                  [id, uploadId],
+                )
+              : await tx.query(
+                  `INSERT INTO cohort_members (cohort_id, position, unit_id)
+                   SELECT $1, row_number() OVER (ORDER BY first) - 1, unit_id
+                   FROM (SELECT unit_id, min(position) AS first FROM cohort_uploads WHERE upload_id = $2 GROUP BY unit_id) s`,
+                  [id, uploadId],
+                );
+            const done = meta.withVariants
+              ? await tx.query<CohortRow>(
+                  `UPDATE cohorts SET size = $2,
+                     variants = ARRAY(SELECT DISTINCT variant FROM cohort_members WHERE cohort_id = $1 ORDER BY variant)
+                   WHERE id = $1 RETURNING ${COLUMNS}`,
+                  [id, moved.rowCount],
+                )
+              : await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
             await tx.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]);
-            return toRecord(done.rows[0]!);
+            const cohort = toRecord(done.rows[0]!);
+            await recordChange(tx, {
+              actor: meta.actor,
+              objectKind: "cohort",
+              objectKey: cohort.name,
+              versionBefore: null,
+              versionAfter: null,
+              fields: {
+                unit_type: { before: null, after: cohort.unitType },
+                size: { before: null, after: cohort.size },
+                ids_received: { before: null, after: position },
+                ...(cohort.variants ? { variant_keys: { before: null, after: cohort.variants } } : {}),
+                ...(replaced ? { replaced: { before: null, after: true } } : {}),
+              },
+            });
+            return cohort;
           });
           return { cohort, received: position };
         } catch (err) {
@@ -144,12 +196,30 @@ export class CohortStore {
     return r.rows.map(toRecord);
   }
 
-  /** Deletes a cohort and its members in one transaction; false when there was none. */
-  async delete(name: string): Promise<boolean> {
+  /** Deletes a cohort and its members in one transaction (recorded in the audit log); false when
+   * there was none. */
+  async delete(name: string, actor: Actor): Promise<boolean> {
     return this.db.transaction(async (tx) => {
-      const old = await tx.query<{ id: number }>("DELETE FROM cohorts WHERE name = $1 RETURNING id", [name]);
+      const old = await tx.query<{ id: number; size: string; unit_type: string }>(
+        "DELETE FROM cohorts WHERE name = $1 RETURNING id, size, unit_type",
+        [name],
+      );
       for (const { id } of old.rows) await tx.query("DELETE FROM cohort_members WHERE cohort_id = $1", [id]);
-      return old.rows.length > 0;
+      const gone = old.rows[0];
+      if (!gone) return false;
+      await recordChange(tx, {
+        actor,
+        objectKind: "cohort",
+        objectKey: name,
+        versionBefore: null,
+        versionAfter: null,
+        fields: {
+          deleted: { before: false, after: true },
+          size: { before: Number(gone.size), after: null },
+          unit_type: { before: gone.unit_type, after: null },
+        },
+      });
+      return true;
     });
   }
 
@@ -160,6 +230,15 @@ export class CohortStore {
       [cohortId, from, to],
     );
     return r.rows.map((x) => x.unit_id);
+  }
+
+  /** The (unit, variant) rows at positions [from, to) of a cohort uploaded with variants, in order. */
+  async rows(cohortId: number, from: number, to: number): Promise<{ unitIds: string[]; variants: string[] }> {
+    const r = await this.db.query<{ unit_id: string; variant: string }>(
+      "SELECT unit_id, variant FROM cohort_members WHERE cohort_id = $1 AND position >= $2 AND position < $3 ORDER BY position",
+      [cohortId, from, to],
+    );
+    return { unitIds: r.rows.map((x) => x.unit_id), variants: r.rows.map((x) => x.variant) };
   }
 
   /**

@@ -1,11 +1,13 @@
+import { type Actor, recordChange } from "./audit-log.js";
 import type { Database, Queryable } from "./database.js";
 
-export type JobKindName = "assign" | "warm";
+export type JobKindName = "assign" | "warm" | "migrate" | "import";
 export type JobStateName = "queued" | "running" | "done" | "failed" | "cancelled";
 
 /** What a job does, as stored (experiment keys resolved when the job was started). */
 export interface StoredJobSpec {
   kind: JobKindName;
+  /** assign, warm, import: the cohort ("" for migrate). */
   cohort: string;
   /** The experiments, resolved at start (a tag's RUNNING experiments then). */
   experimentKeys: string[];
@@ -15,13 +17,27 @@ export interface StoredJobSpec {
   chunkUnits: number;
   /** The schedule that started it, if any. */
   schedule?: string;
+  /** migrate: the experiment copied from. */
+  source?: string;
+  /** migrate, import: the experiment copied or imported into. */
+  target?: string;
+  /** migrate: source variant key -> target variant key. */
+  variantMapping?: Record<string, string>;
+  /** migrate: stop the source once every unit is copied. */
+  stopSource?: boolean;
+  /** import: replace the target's stored assignments (OVERWRITE). */
+  overwrite?: boolean;
+  /** The role of the token that started the job (its changes are recorded in the audit log as
+   * that token's). */
+  createdByRole?: string;
 }
 
 export interface JobRecord {
   id: string;
   spec: StoredJobSpec;
   state: JobStateName;
-  cohortId: number;
+  /** The cohort's id; null for a migrate job. */
+  cohortId: number | null;
   totalUnits: number;
   processedUnits: number;
   enrolled: number;
@@ -38,7 +54,7 @@ interface JobRow {
   id: string;
   spec: StoredJobSpec | string;
   state: JobStateName;
-  cohort_id: number;
+  cohort_id: number | null;
   total_units: string;
   processed_units: string;
   enrolled: string;
@@ -82,7 +98,7 @@ export class JobStore {
   /** Records a new job inside the caller's transaction (the one that also queues its chunks). */
   async insert(
     tx: Queryable,
-    job: { id: string; spec: StoredJobSpec; cohortId: number; totalUnits: number; chunks: number; createdBy: string },
+    job: { id: string; spec: StoredJobSpec; cohortId: number | null; totalUnits: number; chunks: number; createdBy: string },
   ): Promise<JobRecord> {
     const r = await tx.query<JobRow>(
       `INSERT INTO jobs (id, kind, spec, state, cohort_id, total_units, chunks, created_by)
@@ -134,20 +150,35 @@ export class JobStore {
    * a crash changes nothing here); the last chunk makes the job done.
    */
   async finishChunk(id: string, chunk: number, units: number, enrolled: number): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      const added = await tx.query(
-        "INSERT INTO job_chunks (job_id, chunk, units, enrolled) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        [id, chunk, units, enrolled],
-      );
-      if (added.rowCount === 0) return;
-      await tx.query(
-        `UPDATE jobs SET processed_units = processed_units + $2, enrolled = enrolled + $3, chunks_done = chunks_done + 1,
+    await this.db.transaction((tx) => this.finishChunkIn(tx, id, chunk, units, enrolled));
+  }
+
+  /** finishChunk inside the caller's transaction (the one that stored the chunk's rows, so that the
+   * rows and the checkpoint commit together); false when the chunk was recorded already. */
+  async finishChunkIn(tx: Queryable, id: string, chunk: number, units: number, enrolled: number): Promise<boolean> {
+    const added = await tx.query("INSERT INTO job_chunks (job_id, chunk, units, enrolled) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", [
+      id,
+      chunk,
+      units,
+      enrolled,
+    ]);
+    if (added.rowCount === 0) return false;
+    await tx.query(
+      `UPDATE jobs SET processed_units = processed_units + $2, enrolled = enrolled + $3, chunks_done = chunks_done + 1,
            state = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN 'done' ELSE state END,
            finished_at = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN now() ELSE finished_at END
          WHERE id = $1`,
-        [id, units, enrolled],
-      );
-    });
+      [id, units, enrolled],
+    );
+    return true;
+  }
+
+  /** Fails a job whatever its state (a migrate job done copying whose source could not be stopped). */
+  async failDone(id: string, error: string): Promise<void> {
+    await this.db.query("UPDATE jobs SET state = 'failed', error = $2, finished_at = coalesce(finished_at, now()) WHERE id = $1", [
+      id,
+      error,
+    ]);
   }
 
   /** Fails a job that is not finished yet, keeping the error. */
@@ -158,9 +189,25 @@ export class JobStore {
     );
   }
 
-  /** Cancels a job that is not finished yet; returns it as it is now. */
-  async cancel(id: string): Promise<JobRecord | undefined> {
-    await this.db.query("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE id = $1 AND state IN ('queued', 'running')", [id]);
+  /** Cancels a job that is not finished yet (recorded in the audit log); returns it as it is now. */
+  async cancel(id: string, actor: Actor): Promise<JobRecord | undefined> {
+    await this.db.transaction(async (tx) => {
+      const r = await tx.query<{ state: JobStateName }>(
+        `UPDATE jobs SET state = 'cancelled', finished_at = now() FROM (SELECT id, state AS was FROM jobs WHERE id = $1 FOR UPDATE) old
+          WHERE jobs.id = old.id AND jobs.state IN ('queued', 'running') RETURNING old.was AS state`,
+        [id],
+      );
+      const was = r.rows[0]?.state;
+      if (!was) return;
+      await recordChange(tx, {
+        actor,
+        objectKind: "job",
+        objectKey: id,
+        versionBefore: null,
+        versionAfter: null,
+        fields: { state: { before: was, after: "cancelled" } },
+      });
+    });
     return this.get(id);
   }
 }

@@ -2,7 +2,7 @@ import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type Actor, recordChange } from "./audit-log.js";
 import { beginCopyImport } from "./copy-import.js";
 import { type ExportedRow, exportByCopy } from "./copy-export.js";
-import type { Database } from "./database.js";
+import type { Database, Queryable } from "./database.js";
 import type { ImportStaging } from "./import-staging.js";
 import { beginUnnestImport } from "./unnest-import.js";
 
@@ -20,6 +20,13 @@ export const IMPORT_CHUNK_ROWS = 100_000;
  * the staged merge, which needs no savepoint. (4,800,000 rows at the default chunk size.)
  */
 export const MAX_IMPORT_SAVEPOINTS = 48;
+
+/** One page of a copy: source rows read, rows stored in the target, the last unit id read. */
+export interface CopiedPage {
+  scanned: number;
+  copied: number;
+  last: string | null;
+}
 
 export interface TransferStoreOptions {
   /** Rows per COPY of an import; default IMPORT_CHUNK_ROWS. */
@@ -82,6 +89,20 @@ export class TransferStore {
     return rows;
   }
 
+  /**
+   * Cuts an experiment's stored assignments (by unit id) into ranges of about `size` rows, for a
+   * job's chunks: the last unit id of each range but the last (one index-only scan). Chunk i holds
+   * the units after bound i-1 (from the first) up to bound i (included; to the end for the last).
+   */
+  async unitBounds(experimentId: number, size: number): Promise<string[]> {
+    const { rows } = await this.db.query<{ unit_id: string }>(
+      `SELECT unit_id FROM (SELECT unit_id, row_number() OVER (ORDER BY unit_id) AS n FROM assignments WHERE experiment_id = $1) s
+        WHERE n % $2 = 0 ORDER BY unit_id`,
+      [experimentId, size],
+    );
+    return rows.map((r) => r.unit_id);
+  }
+
   async countAssignments(experimentId: number): Promise<number> {
     const { rows } = await this.db.query<{ n: string }>(`SELECT count(*) AS n FROM assignments WHERE experiment_id = $1`, [experimentId]);
     return Number(rows[0]!.n);
@@ -92,6 +113,8 @@ export class TransferStore {
    * target through `mapping` (source variant id -> target variant id), leaving units the target
    * already has alone. One transaction, committed on its own and recorded in the audit log as one
    * change of the target (its counts): an interrupted copy resumes by running again.
+   * `range.until` stops the page at that unit id (included); `range.within` runs in the page's
+   * transaction, after the copy (a job's checkpoint).
    */
   async copyPage(
     source: { id: number; key: string },
@@ -100,14 +123,16 @@ export class TransferStore {
     afterUnit: string | undefined,
     limit: number,
     actor: Actor,
-  ) {
+    range: { until?: string; within?: (tx: Queryable, page: CopiedPage) => Promise<void> } = {},
+  ): Promise<CopiedPage> {
     return this.db.transaction(async (tx) => {
       // The rows this transaction inserts are COPIED events, not IMPORTED (migration 7's triggers).
       await tx.query(`SELECT set_config('assignment.event_kind', 'copy', true)`);
       const { rows } = await tx.query<{ scanned: string; copied: string; last: string | null; version: string }>(
         `WITH src AS (
            SELECT unit_id, variant FROM assignments
-            WHERE experiment_id = $1 AND ($6::text IS NULL OR unit_id > $6) ORDER BY unit_id LIMIT $7
+            WHERE experiment_id = $1 AND ($6::text IS NULL OR unit_id > $6) AND ($8::text IS NULL OR unit_id <= $8)
+            ORDER BY unit_id LIMIT $7
          ), ins AS (
            INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
            SELECT $2, s.unit_id, m.t, $3, ${Source.IMPORT}
@@ -118,7 +143,16 @@ export class TransferStore {
          SELECT (SELECT count(*) FROM src) AS scanned, (SELECT count(*) FROM ins) AS copied,
                 (SELECT unit_id FROM src ORDER BY unit_id DESC LIMIT 1) AS last,
                 (SELECT version::text FROM experiments WHERE id = $2) AS version`,
-        [source.id, target.id, target.version.toString(), [...mapping.keys()], [...mapping.values()], afterUnit ?? null, limit],
+        [
+          source.id,
+          target.id,
+          target.version.toString(),
+          [...mapping.keys()],
+          [...mapping.values()],
+          afterUnit ?? null,
+          limit,
+          range.until ?? null,
+        ],
       );
       const r = rows[0]!;
       const page = { scanned: Number(r.scanned), copied: Number(r.copied), last: r.last };
@@ -134,6 +168,7 @@ export class TransferStore {
           rows_copied: { before: null, after: page.copied },
         },
       });
+      if (range.within) await range.within(tx, page);
       return page;
     });
   }

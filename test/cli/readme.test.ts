@@ -78,5 +78,9 @@ describe("the README's command-line examples", () => {
     const legacy = await t.assignments.bulkAssign({ experimentKey: "legacy-test", unitIds: ["old-1", "old-2"], options: { dryRun: true } });
     expect(legacy.column!.variantIndexes.map((i) => legacy.column!.legend[i])).toEqual(["a", "b"]);
     expect(legacy.column!.stored).toEqual([true, true]);
+    // The migrate job copied them into legacy-next through its mapping (a -> control, b -> green).
+    const next = await t.assignments.bulkAssign({ experimentKey: "legacy-next", unitIds: ["old-1", "old-2"], options: { dryRun: true } });
+    expect(next.column!.variantIndexes.map((i) => next.column!.legend[i])).toEqual(["control", "green"]);
+    expect(next.column!.stored).toEqual([true, true]);
   });
 });

@@ -59,6 +59,7 @@ describe("server on PGlite", () => {
       "7_partitioned-assignments",
       "8_assignment-events",
       "9_targeting",
+      "10_job-migrate-import",
     ]);
   });
 

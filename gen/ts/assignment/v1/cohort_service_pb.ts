@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/cohort_service.proto.
  */
 export const file_assignment_v1_cohort_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJhc3NpZ25tZW50L3YxL2NvaG9ydF9zZXJ2aWNlLnByb3RvEg1hc3NpZ25tZW50LnYxInwKBkNvaG9ydBIMCgRuYW1lGAEgASgJEhEKCXVuaXRfdHlwZRgCIAEoCRIMCgRzaXplGAMgASgEEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAUgASgJIkUKEVVwbG9hZENvaG9ydFNldHVwEgwKBG5hbWUYASABKAkSEQoJdW5pdF90eXBlGAIgASgJEg8KB3JlcGxhY2UYAyABKAgiWAoTVXBsb2FkQ29ob3J0UmVxdWVzdBIvCgVzZXR1cBgBIAEoCzIgLmFzc2lnbm1lbnQudjEuVXBsb2FkQ29ob3J0U2V0dXASEAoIdW5pdF9pZHMYAiADKAkiYwoUVXBsb2FkQ29ob3J0UmVzcG9uc2USJQoGY29ob3J0GAEgASgLMhUuYXNzaWdubWVudC52MS5Db2hvcnQSEAoIcmVjZWl2ZWQYAiABKAQSEgoKZHVwbGljYXRlcxgDIAEoBCIgChBHZXRDb2hvcnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoRR2V0Q29ob3J0UmVzcG9uc2USJQoGY29ob3J0GAEgASgLMhUuYXNzaWdubWVudC52MS5Db2hvcnQiFAoSTGlzdENvaG9ydHNSZXF1ZXN0Ij0KE0xpc3RDb2hvcnRzUmVzcG9uc2USJgoHY29ob3J0cxgBIAMoCzIVLmFzc2lnbm1lbnQudjEuQ29ob3J0IiMKE0RlbGV0ZUNvaG9ydFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIWChREZWxldGVDb2hvcnRSZXNwb25zZSI3ChNFeHBvcnRDb2hvcnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDSIoChRFeHBvcnRDb2hvcnRSZXNwb25zZRIQCgh1bml0X2lkcxgBIAMoCTLTAwoNQ29ob3J0U2VydmljZRJZCgxVcGxvYWRDb2hvcnQSIi5hc3NpZ25tZW50LnYxLlVwbG9hZENvaG9ydFJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlVwbG9hZENvaG9ydFJlc3BvbnNlKAESUwoJR2V0Q29ob3J0Eh8uYXNzaWdubWVudC52MS5HZXRDb2hvcnRSZXF1ZXN0GiAuYXNzaWdubWVudC52MS5HZXRDb2hvcnRSZXNwb25zZSIDkAIBElkKC0xpc3RDb2hvcnRzEiEuYXNzaWdubWVudC52MS5MaXN0Q29ob3J0c1JlcXVlc3QaIi5hc3NpZ25tZW50LnYxLkxpc3RDb2hvcnRzUmVzcG9uc2UiA5ACARJXCgxEZWxldGVDb2hvcnQSIi5hc3NpZ25tZW50LnYxLkRlbGV0ZUNvaG9ydFJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkRlbGV0ZUNvaG9ydFJlc3BvbnNlEl4KDEV4cG9ydENvaG9ydBIiLmFzc2lnbm1lbnQudjEuRXhwb3J0Q29ob3J0UmVxdWVzdBojLmFzc2lnbm1lbnQudjEuRXhwb3J0Q29ob3J0UmVzcG9uc2UiA5ACATABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiJhc3NpZ25tZW50L3YxL2NvaG9ydF9zZXJ2aWNlLnByb3RvEg1hc3NpZ25tZW50LnYxIqgBCgZDb2hvcnQSDAoEbmFtZRgBIAEoCRIRCgl1bml0X3R5cGUYAiABKAkSDAoEc2l6ZRgDIAEoBBIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgFIAEoCRIUCgxoYXNfdmFyaWFudHMYBiABKAgSFAoMdmFyaWFudF9rZXlzGAcgAygJIlwKEVVwbG9hZENvaG9ydFNldHVwEgwKBG5hbWUYASABKAkSEQoJdW5pdF90eXBlGAIgASgJEg8KB3JlcGxhY2UYAyABKAgSFQoNd2l0aF92YXJpYW50cxgEIAEoCCJuChNVcGxvYWRDb2hvcnRSZXF1ZXN0Ei8KBXNldHVwGAEgASgLMiAuYXNzaWdubWVudC52MS5VcGxvYWRDb2hvcnRTZXR1cBIQCgh1bml0X2lkcxgCIAMoCRIUCgx2YXJpYW50X2tleXMYAyADKAkiYwoUVXBsb2FkQ29ob3J0UmVzcG9uc2USJQoGY29ob3J0GAEgASgLMhUuYXNzaWdubWVudC52MS5Db2hvcnQSEAoIcmVjZWl2ZWQYAiABKAQSEgoKZHVwbGljYXRlcxgDIAEoBCIgChBHZXRDb2hvcnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoRR2V0Q29ob3J0UmVzcG9uc2USJQoGY29ob3J0GAEgASgLMhUuYXNzaWdubWVudC52MS5Db2hvcnQiFAoSTGlzdENvaG9ydHNSZXF1ZXN0Ij0KE0xpc3RDb2hvcnRzUmVzcG9uc2USJgoHY29ob3J0cxgBIAMoCzIVLmFzc2lnbm1lbnQudjEuQ29ob3J0IiMKE0RlbGV0ZUNvaG9ydFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIWChREZWxldGVDb2hvcnRSZXNwb25zZSI3ChNFeHBvcnRDb2hvcnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKYmF0Y2hfc2l6ZRgCIAEoDSIoChRFeHBvcnRDb2hvcnRSZXNwb25zZRIQCgh1bml0X2lkcxgBIAMoCTLTAwoNQ29ob3J0U2VydmljZRJZCgxVcGxvYWRDb2hvcnQSIi5hc3NpZ25tZW50LnYxLlVwbG9hZENvaG9ydFJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlVwbG9hZENvaG9ydFJlc3BvbnNlKAESUwoJR2V0Q29ob3J0Eh8uYXNzaWdubWVudC52MS5HZXRDb2hvcnRSZXF1ZXN0GiAuYXNzaWdubWVudC52MS5HZXRDb2hvcnRSZXNwb25zZSIDkAIBElkKC0xpc3RDb2hvcnRzEiEuYXNzaWdubWVudC52MS5MaXN0Q29ob3J0c1JlcXVlc3QaIi5hc3NpZ25tZW50LnYxLkxpc3RDb2hvcnRzUmVzcG9uc2UiA5ACARJXCgxEZWxldGVDb2hvcnQSIi5hc3NpZ25tZW50LnYxLkRlbGV0ZUNvaG9ydFJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLkRlbGV0ZUNvaG9ydFJlc3BvbnNlEl4KDEV4cG9ydENvaG9ydBIiLmFzc2lnbm1lbnQudjEuRXhwb3J0Q29ob3J0UmVxdWVzdBojLmFzc2lnbm1lbnQudjEuRXhwb3J0Q29ob3J0UmVzcG9uc2UiA5ACATABYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message assignment.v1.Cohort
@@ -48,6 +48,21 @@ export type Cohort = Message<"assignment.v1.Cohort"> & {
    * @generated from field: string created_by = 5;
    */
   createdBy: string;
+
+  /**
+   * Uploaded with a variant column (UploadCohortSetup.with_variants): a table of (unit, variant)
+   * rows, which an IMPORT job imports.
+   *
+   * @generated from field: bool has_variants = 6;
+   */
+  hasVariants: boolean;
+
+  /**
+   * With has_variants: the distinct variant keys of its rows, sorted.
+   *
+   * @generated from field: repeated string variant_keys = 7;
+   */
+  variantKeys: string[];
 };
 
 /**
@@ -79,6 +94,14 @@ export type UploadCohortSetup = Message<"assignment.v1.UploadCohortSetup"> & {
    * @generated from field: bool replace = 3;
    */
   replace: boolean;
+
+  /**
+   * Each unit id comes with a variant key (UploadCohortRequest.variant_keys, as many as
+   * unit_ids in every message): a table for an IMPORT job. A unit sent twice keeps its first row.
+   *
+   * @generated from field: bool with_variants = 4;
+   */
+  withVariants: boolean;
 };
 
 /**
@@ -105,6 +128,14 @@ export type UploadCohortRequest = Message<"assignment.v1.UploadCohortRequest"> &
    * @generated from field: repeated string unit_ids = 2;
    */
   unitIds: string[];
+
+  /**
+   * With setup.with_variants: the variant key of each unit id (same length as unit_ids);
+   * empty otherwise.
+   *
+   * @generated from field: repeated string variant_keys = 3;
+   */
+  variantKeys: string[];
 };
 
 /**

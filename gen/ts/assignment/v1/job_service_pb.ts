@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/job_service.proto.
  */
 export const file_assignment_v1_job_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hc3NpZ25tZW50L3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hc3NpZ25tZW50LnYxImUKB0pvYlNwZWMSJAoEa2luZBgBIAEoDjIWLmFzc2lnbm1lbnQudjEuSm9iS2luZBIOCgZjb2hvcnQYAiABKAkSFwoPZXhwZXJpbWVudF9rZXlzGAMgAygJEgsKA3RhZxgEIAEoCSKIAwoDSm9iEgoKAmlkGAEgASgJEiQKBHNwZWMYAiABKAsyFi5hc3NpZ25tZW50LnYxLkpvYlNwZWMSJgoFc3RhdGUYAyABKA4yFy5hc3NpZ25tZW50LnYxLkpvYlN0YXRlEhMKC3RvdGFsX3VuaXRzGAQgASgEEhcKD3Byb2Nlc3NlZF91bml0cxgFIAEoBBIQCghlbnJvbGxlZBgGIAEoBBIOCgZjaHVua3MYByABKA0SEwoLY2h1bmtzX2RvbmUYCCABKA0SDQoFZXJyb3IYCSABKAkSEgoKY3JlYXRlZF9ieRgKIAEoCRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHNjaGVkdWxlGA4gASgJIjcKD1N0YXJ0Sm9iUmVxdWVzdBIkCgRzcGVjGAEgASgLMhYuYXNzaWdubWVudC52MS5Kb2JTcGVjIjMKEFN0YXJ0Sm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIuYXNzaWdubWVudC52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIgCg9MaXN0Sm9ic1JlcXVlc3QSDQoFbGltaXQYASABKA0iNAoQTGlzdEpvYnNSZXNwb25zZRIgCgRqb2JzGAEgAygLMhIuYXNzaWdubWVudC52MS5Kb2IiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChFDYW5jZWxKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiYgoQV2F0Y2hKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYhIYChB1bml0c19wZXJfc2Vjb25kGAIgASgBEhMKC2V0YV9zZWNvbmRzGAMgASgBIqQBCghTY2hlZHVsZRIMCgRuYW1lGAEgASgJEgwKBGNyb24YAiABKAkSEQoJdGltZV96b25lGAMgASgJEiQKBHNwZWMYBCABKAsyFi5hc3NpZ25tZW50LnYxLkpvYlNwZWMSEgoKY3JlYXRlZF9ieRgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoVQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0EikKCHNjaGVkdWxlGAEgASgLMhcuYXNzaWdubWVudC52MS5TY2hlZHVsZSJDChZDcmVhdGVTY2hlZHVsZVJlc3BvbnNlEikKCHNjaGVkdWxlGAEgASgLMhcuYXNzaWdubWVudC52MS5TY2hlZHVsZSIWChRMaXN0U2NoZWR1bGVzUmVxdWVzdCJDChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USKgoJc2NoZWR1bGVzGAEgAygLMhcuYXNzaWdubWVudC52MS5TY2hlZHVsZSIlChVEZWxldGVTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVTY2hlZHVsZVJlc3BvbnNlKksKB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABITCg9KT0JfS0lORF9BU1NJR04QARIRCg1KT0JfS0lORF9XQVJNEAIqlQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhIKDkpPQl9TVEFURV9ET05FEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBTK6BQoKSm9iU2VydmljZRJLCghTdGFydEpvYhIeLmFzc2lnbm1lbnQudjEuU3RhcnRKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5TdGFydEpvYlJlc3BvbnNlEkoKBkdldEpvYhIcLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVzcG9uc2UiA5ACARJQCghMaXN0Sm9icxIeLmFzc2lnbm1lbnQudjEuTGlzdEpvYnNSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESTgoJQ2FuY2VsSm9iEh8uYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXF1ZXN0GiAuYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXNwb25zZRJSCghXYXRjaEpvYhIeLmFzc2lnbm1lbnQudjEuV2F0Y2hKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5XYXRjaEpvYlJlc3BvbnNlIgOQAgEwARJdCg5DcmVhdGVTY2hlZHVsZRIkLmFzc2lnbm1lbnQudjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DcmVhdGVTY2hlZHVsZVJlc3BvbnNlEl8KDUxpc3RTY2hlZHVsZXMSIy5hc3NpZ25tZW50LnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiA5ACARJdCg5EZWxldGVTY2hlZHVsZRIkLmFzc2lnbm1lbnQudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9hc3NpZ25tZW50L3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hc3NpZ25tZW50LnYxIscCCgdKb2JTcGVjEiQKBGtpbmQYASABKA4yFi5hc3NpZ25tZW50LnYxLkpvYktpbmQSDgoGY29ob3J0GAIgASgJEhcKD2V4cGVyaW1lbnRfa2V5cxgDIAMoCRILCgN0YWcYBCABKAkSHQoVc291cmNlX2V4cGVyaW1lbnRfa2V5GAUgASgJEh0KFXRhcmdldF9leHBlcmltZW50X2tleRgGIAEoCRJDCg92YXJpYW50X21hcHBpbmcYByADKAsyKi5hc3NpZ25tZW50LnYxLkpvYlNwZWMuVmFyaWFudE1hcHBpbmdFbnRyeRITCgtzdG9wX3NvdXJjZRgIIAEoCBIRCglvdmVyd3JpdGUYCSABKAgaNQoTVmFyaWFudE1hcHBpbmdFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIogDCgNKb2ISCgoCaWQYASABKAkSJAoEc3BlYxgCIAEoCzIWLmFzc2lnbm1lbnQudjEuSm9iU3BlYxImCgVzdGF0ZRgDIAEoDjIXLmFzc2lnbm1lbnQudjEuSm9iU3RhdGUSEwoLdG90YWxfdW5pdHMYBCABKAQSFwoPcHJvY2Vzc2VkX3VuaXRzGAUgASgEEhAKCGVucm9sbGVkGAYgASgEEg4KBmNodW5rcxgHIAEoDRITCgtjaHVua3NfZG9uZRgIIAEoDRINCgVlcnJvchgJIAEoCRISCgpjcmVhdGVkX2J5GAogASgJEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIc2NoZWR1bGUYDiABKAkiNwoPU3RhcnRKb2JSZXF1ZXN0EiQKBHNwZWMYASABKAsyFi5hc3NpZ25tZW50LnYxLkpvYlNwZWMiMwoQU3RhcnRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjEKDkdldEpvYlJlc3BvbnNlEh8KA2pvYhgBIAEoCzISLmFzc2lnbm1lbnQudjEuSm9iIiAKD0xpc3RKb2JzUmVxdWVzdBINCgVsaW1pdBgBIAEoDSI0ChBMaXN0Sm9ic1Jlc3BvbnNlEiAKBGpvYnMYASADKAsyEi5hc3NpZ25tZW50LnYxLkpvYiIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjQKEUNhbmNlbEpvYlJlc3BvbnNlEh8KA2pvYhgBIAEoCzISLmFzc2lnbm1lbnQudjEuSm9iIh0KD1dhdGNoSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJiChBXYXRjaEpvYlJlc3BvbnNlEh8KA2pvYhgBIAEoCzISLmFzc2lnbm1lbnQudjEuSm9iEhgKEHVuaXRzX3Blcl9zZWNvbmQYAiABKAESEwoLZXRhX3NlY29uZHMYAyABKAEipAEKCFNjaGVkdWxlEgwKBG5hbWUYASABKAkSDAoEY3JvbhgCIAEoCRIRCgl0aW1lX3pvbmUYAyABKAkSJAoEc3BlYxgEIAEoCzIWLmFzc2lnbm1lbnQudjEuSm9iU3BlYxISCgpjcmVhdGVkX2J5GAUgASgJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCChVDcmVhdGVTY2hlZHVsZVJlcXVlc3QSKQoIc2NoZWR1bGUYASABKAsyFy5hc3NpZ25tZW50LnYxLlNjaGVkdWxlIkMKFkNyZWF0ZVNjaGVkdWxlUmVzcG9uc2USKQoIc2NoZWR1bGUYASABKAsyFy5hc3NpZ25tZW50LnYxLlNjaGVkdWxlIhYKFExpc3RTY2hlZHVsZXNSZXF1ZXN0IkMKFUxpc3RTY2hlZHVsZXNSZXNwb25zZRIqCglzY2hlZHVsZXMYASADKAsyFy5hc3NpZ25tZW50LnYxLlNjaGVkdWxlIiUKFURlbGV0ZVNjaGVkdWxlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhgKFkRlbGV0ZVNjaGVkdWxlUmVzcG9uc2UqdgoHSm9iS2luZBIYChRKT0JfS0lORF9VTlNQRUNJRklFRBAAEhMKD0pPQl9LSU5EX0FTU0lHThABEhEKDUpPQl9LSU5EX1dBUk0QAhIUChBKT0JfS0lORF9NSUdSQVRFEAMSEwoPSk9CX0tJTkRfSU1QT1JUEAQqlQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhIKDkpPQl9TVEFURV9ET05FEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBTK6BQoKSm9iU2VydmljZRJLCghTdGFydEpvYhIeLmFzc2lnbm1lbnQudjEuU3RhcnRKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5TdGFydEpvYlJlc3BvbnNlEkoKBkdldEpvYhIcLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuR2V0Sm9iUmVzcG9uc2UiA5ACARJQCghMaXN0Sm9icxIeLmFzc2lnbm1lbnQudjEuTGlzdEpvYnNSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESTgoJQ2FuY2VsSm9iEh8uYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXF1ZXN0GiAuYXNzaWdubWVudC52MS5DYW5jZWxKb2JSZXNwb25zZRJSCghXYXRjaEpvYhIeLmFzc2lnbm1lbnQudjEuV2F0Y2hKb2JSZXF1ZXN0Gh8uYXNzaWdubWVudC52MS5XYXRjaEpvYlJlc3BvbnNlIgOQAgEwARJdCg5DcmVhdGVTY2hlZHVsZRIkLmFzc2lnbm1lbnQudjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5DcmVhdGVTY2hlZHVsZVJlc3BvbnNlEl8KDUxpc3RTY2hlZHVsZXMSIy5hc3NpZ25tZW50LnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GiQuYXNzaWdubWVudC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiA5ACARJdCg5EZWxldGVTY2hlZHVsZRIkLmFzc2lnbm1lbnQudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiUuYXNzaWdubWVudC52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * What a job does.
@@ -44,6 +44,44 @@ export type JobSpec = Message<"assignment.v1.JobSpec"> & {
    * @generated from field: string tag = 4;
    */
   tag: string;
+
+  /**
+   * MIGRATE: the experiment whose stored assignments are copied.
+   *
+   * @generated from field: string source_experiment_key = 5;
+   */
+  sourceExperimentKey: string;
+
+  /**
+   * MIGRATE: the experiment they are copied into (of the source's unit type); IMPORT: the
+   * experiment the cohort's rows are imported into (of the cohort's unit type).
+   *
+   * @generated from field: string target_experiment_key = 6;
+   */
+  targetExperimentKey: string;
+
+  /**
+   * MIGRATE: source variant key -> target variant key; units of source variants not named are
+   * not copied (as CopyAssignments).
+   *
+   * @generated from field: map<string, string> variant_mapping = 7;
+   */
+  variantMapping: { [key: string]: string };
+
+  /**
+   * MIGRATE: stop the source experiment (status STOPPED) once every unit is copied.
+   *
+   * @generated from field: bool stop_source = 8;
+   */
+  stopSource: boolean;
+
+  /**
+   * IMPORT: replace the target's stored assignments of the cohort's units (ImportPolicy
+   * OVERWRITE); else units the target has already are left alone (SKIP_EXISTING).
+   *
+   * @generated from field: bool overwrite = 9;
+   */
+  overwrite: boolean;
 };
 
 /**
@@ -73,7 +111,8 @@ export type Job = Message<"assignment.v1.Job"> & {
   state: JobState;
 
   /**
-   * Units to process, and processed (in finished chunks).
+   * Units to process, and processed (in finished chunks). MIGRATE: the source's stored
+   * assignments when the job started (units stored in it meanwhile are copied too, and counted).
    *
    * @generated from field: uint64 total_units = 4;
    */
@@ -86,7 +125,8 @@ export type Job = Message<"assignment.v1.Job"> & {
 
   /**
    * ASSIGN: answers (units x experiments) that enrolled a unit (new or already stored); WARM:
-   * stored assignments found (and put into the caches).
+   * stored assignments found (and put into the caches); MIGRATE: units copied (the others were
+   * in the target already, or of a variant not mapped); IMPORT: rows stored.
    *
    * @generated from field: uint64 enrolled = 6;
    */
@@ -493,6 +533,23 @@ export enum JobKind {
    * @generated from enum value: JOB_KIND_WARM = 2;
    */
   WARM = 2,
+
+  /**
+   * Copies the stored assignments of one experiment into another through a variant mapping, as
+   * CopyAssignments does (units the target has already are left alone), optionally stopping the
+   * source when done. Needs no cohort: its units are the source's stored ones.
+   *
+   * @generated from enum value: JOB_KIND_MIGRATE = 3;
+   */
+  MIGRATE = 3,
+
+  /**
+   * Imports a cohort uploaded with a variant column (UploadCohortSetup.with_variants) into one
+   * experiment, as ImportAssignments does (SKIP_EXISTING, or OVERWRITE with `overwrite`).
+   *
+   * @generated from enum value: JOB_KIND_IMPORT = 4;
+   */
+  IMPORT = 4,
 }
 
 /**

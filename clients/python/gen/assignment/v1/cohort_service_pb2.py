@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"assignment/v1/cohort_service.proto\x12\rassignment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\x06\x43ohort\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1d\n\ncreated_by\x18\x05 \x01(\tR\tcreatedBy\"^\n\x11UploadCohortSetup\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x18\n\x07replace\x18\x03 \x01(\x08R\x07replace\"h\n\x13UploadCohortRequest\x12\x36\n\x05setup\x18\x01 \x01(\x0b\x32 .assignment.v1.UploadCohortSetupR\x05setup\x12\x19\n\x08unit_ids\x18\x02 \x03(\tR\x07unitIds\"\x81\x01\n\x14UploadCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\x12\x1a\n\x08received\x18\x02 \x01(\x04R\x08received\x12\x1e\n\nduplicates\x18\x03 \x01(\x04R\nduplicates\"&\n\x10GetCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"B\n\x11GetCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\"\x14\n\x12ListCohortsRequest\"F\n\x13ListCohortsResponse\x12/\n\x07\x63ohorts\x18\x01 \x03(\x0b\x32\x15.assignment.v1.CohortR\x07\x63ohorts\")\n\x13\x44\x65leteCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x16\n\x14\x44\x65leteCohortResponse\"H\n\x13\x45xportCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nbatch_size\x18\x02 \x01(\rR\tbatchSize\"1\n\x14\x45xportCohortResponse\x12\x19\n\x08unit_ids\x18\x01 \x03(\tR\x07unitIds2\xd3\x03\n\rCohortService\x12Y\n\x0cUploadCohort\x12\".assignment.v1.UploadCohortRequest\x1a#.assignment.v1.UploadCohortResponse(\x01\x12S\n\tGetCohort\x12\x1f.assignment.v1.GetCohortRequest\x1a .assignment.v1.GetCohortResponse\"\x03\x90\x02\x01\x12Y\n\x0bListCohorts\x12!.assignment.v1.ListCohortsRequest\x1a\".assignment.v1.ListCohortsResponse\"\x03\x90\x02\x01\x12W\n\x0c\x44\x65leteCohort\x12\".assignment.v1.DeleteCohortRequest\x1a#.assignment.v1.DeleteCohortResponse\x12^\n\x0c\x45xportCohort\x12\".assignment.v1.ExportCohortRequest\x1a#.assignment.v1.ExportCohortResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"assignment/v1/cohort_service.proto\x12\rassignment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\x06\x43ohort\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1d\n\ncreated_by\x18\x05 \x01(\tR\tcreatedBy\x12!\n\x0chas_variants\x18\x06 \x01(\x08R\x0bhasVariants\x12!\n\x0cvariant_keys\x18\x07 \x03(\tR\x0bvariantKeys\"\x83\x01\n\x11UploadCohortSetup\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x18\n\x07replace\x18\x03 \x01(\x08R\x07replace\x12#\n\rwith_variants\x18\x04 \x01(\x08R\x0cwithVariants\"\x8b\x01\n\x13UploadCohortRequest\x12\x36\n\x05setup\x18\x01 \x01(\x0b\x32 .assignment.v1.UploadCohortSetupR\x05setup\x12\x19\n\x08unit_ids\x18\x02 \x03(\tR\x07unitIds\x12!\n\x0cvariant_keys\x18\x03 \x03(\tR\x0bvariantKeys\"\x81\x01\n\x14UploadCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\x12\x1a\n\x08received\x18\x02 \x01(\x04R\x08received\x12\x1e\n\nduplicates\x18\x03 \x01(\x04R\nduplicates\"&\n\x10GetCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"B\n\x11GetCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\"\x14\n\x12ListCohortsRequest\"F\n\x13ListCohortsResponse\x12/\n\x07\x63ohorts\x18\x01 \x03(\x0b\x32\x15.assignment.v1.CohortR\x07\x63ohorts\")\n\x13\x44\x65leteCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x16\n\x14\x44\x65leteCohortResponse\"H\n\x13\x45xportCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nbatch_size\x18\x02 \x01(\rR\tbatchSize\"1\n\x14\x45xportCohortResponse\x12\x19\n\x08unit_ids\x18\x01 \x03(\tR\x07unitIds2\xd3\x03\n\rCohortService\x12Y\n\x0cUploadCohort\x12\".assignment.v1.UploadCohortRequest\x1a#.assignment.v1.UploadCohortResponse(\x01\x12S\n\tGetCohort\x12\x1f.assignment.v1.GetCohortRequest\x1a .assignment.v1.GetCohortResponse\"\x03\x90\x02\x01\x12Y\n\x0bListCohorts\x12!.assignment.v1.ListCohortsRequest\x1a\".assignment.v1.ListCohortsResponse\"\x03\x90\x02\x01\x12W\n\x0c\x44\x65leteCohort\x12\".assignment.v1.DeleteCohortRequest\x1a#.assignment.v1.DeleteCohortResponse\x12^\n\x0c\x45xportCohort\x12\".assignment.v1.ExportCohortRequest\x1a#.assignment.v1.ExportCohortResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assignment.v1.cohort_service_pb2', globals())
@@ -28,29 +28,29 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _COHORTSERVICE.methods_by_name['ExportCohort']._options = None
   _COHORTSERVICE.methods_by_name['ExportCohort']._serialized_options = b'\220\002\001'
   _COHORT._serialized_start=87
-  _COHORT._serialized_end=256
-  _UPLOADCOHORTSETUP._serialized_start=258
-  _UPLOADCOHORTSETUP._serialized_end=352
-  _UPLOADCOHORTREQUEST._serialized_start=354
-  _UPLOADCOHORTREQUEST._serialized_end=458
-  _UPLOADCOHORTRESPONSE._serialized_start=461
-  _UPLOADCOHORTRESPONSE._serialized_end=590
-  _GETCOHORTREQUEST._serialized_start=592
-  _GETCOHORTREQUEST._serialized_end=630
-  _GETCOHORTRESPONSE._serialized_start=632
-  _GETCOHORTRESPONSE._serialized_end=698
-  _LISTCOHORTSREQUEST._serialized_start=700
-  _LISTCOHORTSREQUEST._serialized_end=720
-  _LISTCOHORTSRESPONSE._serialized_start=722
-  _LISTCOHORTSRESPONSE._serialized_end=792
-  _DELETECOHORTREQUEST._serialized_start=794
-  _DELETECOHORTREQUEST._serialized_end=835
-  _DELETECOHORTRESPONSE._serialized_start=837
-  _DELETECOHORTRESPONSE._serialized_end=859
-  _EXPORTCOHORTREQUEST._serialized_start=861
-  _EXPORTCOHORTREQUEST._serialized_end=933
-  _EXPORTCOHORTRESPONSE._serialized_start=935
-  _EXPORTCOHORTRESPONSE._serialized_end=984
-  _COHORTSERVICE._serialized_start=987
-  _COHORTSERVICE._serialized_end=1454
+  _COHORT._serialized_end=326
+  _UPLOADCOHORTSETUP._serialized_start=329
+  _UPLOADCOHORTSETUP._serialized_end=460
+  _UPLOADCOHORTREQUEST._serialized_start=463
+  _UPLOADCOHORTREQUEST._serialized_end=602
+  _UPLOADCOHORTRESPONSE._serialized_start=605
+  _UPLOADCOHORTRESPONSE._serialized_end=734
+  _GETCOHORTREQUEST._serialized_start=736
+  _GETCOHORTREQUEST._serialized_end=774
+  _GETCOHORTRESPONSE._serialized_start=776
+  _GETCOHORTRESPONSE._serialized_end=842
+  _LISTCOHORTSREQUEST._serialized_start=844
+  _LISTCOHORTSREQUEST._serialized_end=864
+  _LISTCOHORTSRESPONSE._serialized_start=866
+  _LISTCOHORTSRESPONSE._serialized_end=936
+  _DELETECOHORTREQUEST._serialized_start=938
+  _DELETECOHORTREQUEST._serialized_end=979
+  _DELETECOHORTRESPONSE._serialized_start=981
+  _DELETECOHORTRESPONSE._serialized_end=1003
+  _EXPORTCOHORTREQUEST._serialized_start=1005
+  _EXPORTCOHORTREQUEST._serialized_end=1077
+  _EXPORTCOHORTRESPONSE._serialized_start=1079
+  _EXPORTCOHORTRESPONSE._serialized_end=1128
+  _COHORTSERVICE._serialized_start=1131
+  _COHORTSERVICE._serialized_end=1598
 # @@protoc_insertion_point(module_scope)

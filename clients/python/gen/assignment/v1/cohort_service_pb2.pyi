@@ -7,18 +7,22 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Cohort(_message.Message):
-    __slots__ = ["create_time", "created_by", "name", "size", "unit_type"]
+    __slots__ = ["create_time", "created_by", "has_variants", "name", "size", "unit_type", "variant_keys"]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HAS_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEYS_FIELD_NUMBER: _ClassVar[int]
     create_time: _timestamp_pb2.Timestamp
     created_by: str
+    has_variants: bool
     name: str
     size: int
     unit_type: str
-    def __init__(self, name: _Optional[str] = ..., unit_type: _Optional[str] = ..., size: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    variant_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., unit_type: _Optional[str] = ..., size: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., has_variants: bool = ..., variant_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteCohortRequest(_message.Message):
     __slots__ = ["name"]
@@ -67,12 +71,14 @@ class ListCohortsResponse(_message.Message):
     def __init__(self, cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ...) -> None: ...
 
 class UploadCohortRequest(_message.Message):
-    __slots__ = ["setup", "unit_ids"]
+    __slots__ = ["setup", "unit_ids", "variant_keys"]
     SETUP_FIELD_NUMBER: _ClassVar[int]
     UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_KEYS_FIELD_NUMBER: _ClassVar[int]
     setup: UploadCohortSetup
     unit_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, setup: _Optional[_Union[UploadCohortSetup, _Mapping]] = ..., unit_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    variant_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, setup: _Optional[_Union[UploadCohortSetup, _Mapping]] = ..., unit_ids: _Optional[_Iterable[str]] = ..., variant_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UploadCohortResponse(_message.Message):
     __slots__ = ["cohort", "duplicates", "received"]
@@ -85,11 +91,13 @@ class UploadCohortResponse(_message.Message):
     def __init__(self, cohort: _Optional[_Union[Cohort, _Mapping]] = ..., received: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class UploadCohortSetup(_message.Message):
-    __slots__ = ["name", "replace", "unit_type"]
+    __slots__ = ["name", "replace", "unit_type", "with_variants"]
     NAME_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WITH_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     replace: bool
     unit_type: str
-    def __init__(self, name: _Optional[str] = ..., unit_type: _Optional[str] = ..., replace: bool = ...) -> None: ...
+    with_variants: bool
+    def __init__(self, name: _Optional[str] = ..., unit_type: _Optional[str] = ..., replace: bool = ..., with_variants: bool = ...) -> None: ...

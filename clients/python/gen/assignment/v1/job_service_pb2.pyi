@@ -7,6 +7,8 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 JOB_KIND_ASSIGN: JobKind
+JOB_KIND_IMPORT: JobKind
+JOB_KIND_MIGRATE: JobKind
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_WARM: JobKind
 JOB_STATE_CANCELLED: JobState
@@ -95,16 +97,33 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., total_units: _Optional[int] = ..., processed_units: _Optional[int] = ..., enrolled: _Optional[int] = ..., chunks: _Optional[int] = ..., chunks_done: _Optional[int] = ..., error: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., schedule: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ["cohort", "experiment_keys", "kind", "tag"]
+    __slots__ = ["cohort", "experiment_keys", "kind", "overwrite", "source_experiment_key", "stop_source", "tag", "target_experiment_key", "variant_mapping"]
+    class VariantMappingEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     COHORT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    STOP_SOURCE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_MAPPING_FIELD_NUMBER: _ClassVar[int]
     cohort: str
     experiment_keys: _containers.RepeatedScalarFieldContainer[str]
     kind: JobKind
+    overwrite: bool
+    source_experiment_key: str
+    stop_source: bool
     tag: str
-    def __init__(self, kind: _Optional[_Union[JobKind, str]] = ..., cohort: _Optional[str] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ...) -> None: ...
+    target_experiment_key: str
+    variant_mapping: _containers.ScalarMap[str, str]
+    def __init__(self, kind: _Optional[_Union[JobKind, str]] = ..., cohort: _Optional[str] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ..., source_experiment_key: _Optional[str] = ..., target_experiment_key: _Optional[str] = ..., variant_mapping: _Optional[_Mapping[str, str]] = ..., stop_source: bool = ..., overwrite: bool = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ["limit"]

@@ -1495,7 +1495,8 @@ export const CopyAssignmentsResponseSchema: GenMessage<CopyAssignmentsResponse> 
  */
 export type ListChangesRequest = Message<"assignment.v1.ListChangesRequest"> & {
   /**
-   * Only changes of objects of this kind ("experiment" or "namespace"), when set.
+   * Only changes of objects of this kind ("experiment", "namespace", "cohort", "job" or
+   * "schedule"), when set.
    *
    * @generated from field: string object_kind = 1;
    */
@@ -1617,7 +1618,8 @@ export type Change = Message<"assignment.v1.Change"> & {
   rpc: string;
 
   /**
-   * What changed: "experiment" or "namespace", and its key.
+   * What changed: "experiment", "namespace", "cohort", "job" (its key is the job's id) or
+   * "schedule", and its key.
    *
    * @generated from field: string object_kind = 6;
    */

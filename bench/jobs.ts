@@ -1,0 +1,190 @@
+/**
+ * `npm run bench:jobs`: durable jobs against their same-run baselines, with real server processes
+ * on one PostgreSQL and one Redis: an api server (ROLE=api: gRPC, runs no jobs) and workers
+ * (ROLE=worker: jobs, no gRPC port), each with JOB_WORKERS (default 2) chunks at once.
+ * - an assign job's rate (units per second, from the job's creation to its end, as the server
+ *   records them) next to StreamAssign of the same number of the same unit ids into a twin
+ *   experiment (through the api server, one stream): target ≥ 0.8×;
+ * - the same job with one worker process, then two, on one queue (reported: the machine's cores
+ *   are shared by both);
+ * - page-load latency (AssignUnit of new units, one call at a time, on the api server) idle, and
+ *   while an assign job runs on the workers.
+ *
+ * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_JOB_UNITS (200,000);
+ * BENCH_PAGE_LOADS (2,000 idle calls).
+ */
+import os from "node:os";
+import { performance } from "node:perf_hooks";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import {
+  AssignmentService,
+  CohortService,
+  createClient,
+  ExperimentService,
+  ExperimentStatus,
+  JobKind,
+  JobService,
+  JobState,
+  Reason,
+  type Job,
+} from "assignment-client";
+import { Cleanup } from "../harness/cleanup.js";
+import { createDatabase, flushPrefix } from "../harness/databases.js";
+import type { ServerProcess } from "../harness/spawn-server.js";
+import { log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { ms, type Summary, summarize } from "./stats.js";
+
+const env = process.env;
+const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
+const UNITS = Number(env.BENCH_JOB_UNITS ?? 200_000);
+const PAGE_LOADS = Number(env.BENCH_PAGE_LOADS ?? 2_000);
+const BATCH = 10_000;
+const VARIANTS = [
+  { key: "control", weight: 5000 },
+  { key: "treatment", weight: 5000 },
+];
+
+const unitIds = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => `u-${from + k}`);
+
+async function main(cleanup: Cleanup): Promise<void> {
+  log(`${await probePostgres(ADMIN_DATABASE_URL)}; ${await probeRedis(REDIS_URL)}`);
+  const db = await createDatabase(ADMIN_DATABASE_URL, "bench_");
+  cleanup.add(`drop database ${db.name}`, db.drop);
+  const prefix = `bench:${db.name}:`;
+  cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(REDIS_URL, prefix)));
+  const serverEnv = (role: string) => ({ DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn", ROLE: role });
+  const start = async (label: string, role: string): Promise<ServerProcess> => {
+    const p = await startServerChild(label, serverEnv(role));
+    cleanup.add(`stop ${label}`, p.stop);
+    return p;
+  };
+  const api = await start("api", "api");
+  const address = api.address;
+  const admin = createClient(ExperimentService, address);
+  const assign = createClient(AssignmentService, address);
+  const cohorts = createClient(CohortService, address, { timeoutMs: 600_000 });
+  const jobs = createClient(JobService, address);
+  cleanup.add("close clients", async () => {
+    for (const c of [admin, assign, cohorts, jobs]) c.close();
+  });
+  for (const key of ["stream", "job-1", "job-2", "job-3", "page"]) {
+    await admin.createExperiment({ key, variants: VARIANTS, status: ExperimentStatus.RUNNING });
+  }
+
+  /** AssignUnit of new units on "page", one call at a time, until `n` calls or `until()`. */
+  let pageUnit = 0;
+  const pageLoads = async (n: number, until: () => boolean = () => false): Promise<Summary> => {
+    const samples: number[] = [];
+    const t0 = performance.now();
+    while (samples.length < n && !until()) {
+      const t = performance.now();
+      const r = await assign.assignUnit({ units: { user_id: `page-${pageUnit++}` }, experimentKeys: ["page"] });
+      samples.push(performance.now() - t);
+      const reason = r.assignments[0]?.reason ?? Reason.UNSPECIFIED;
+      if (reason !== Reason.NEW) throw new Error(`page load answered ${Reason[reason]}, expected NEW`);
+    }
+    return summarize(samples, performance.now() - t0);
+  };
+
+  // --- page loads, idle (after a warm-up)
+  await pageLoads(200);
+  log(`AssignUnit × ${PAGE_LOADS}, idle …`);
+  const idle = await pageLoads(PAGE_LOADS);
+  log(`idle: p50 ${ms(idle.p50)}, p99 ${ms(idle.p99)}`);
+
+  // --- baseline: StreamAssign of UNITS new units into "stream", stored
+  log(`StreamAssign ${UNITS} new units, stored …`);
+  const s0 = performance.now();
+  let answered = 0;
+  for await (const r of assign.streamAssign(
+    (async function* () {
+      for (let i = 0; i < UNITS; i += BATCH) {
+        const ids = unitIds(i, Math.min(UNITS, i + BATCH));
+        yield i === 0 ? { setup: { experimentKeys: ["stream"] }, unitIds: ids } : { unitIds: ids };
+      }
+    })(),
+  )) {
+    for (const reason of r.columns[0]!.reasons) if (reason !== Reason.NEW) throw new Error(`StreamAssign answered ${Reason[reason]}`);
+    answered += r.columns[0]!.reasons.length;
+  }
+  if (answered !== UNITS) throw new Error(`StreamAssign answered ${answered} units, expected ${UNITS}`);
+  const streamSeconds = (performance.now() - s0) / 1000;
+  log(`StreamAssign: ${streamSeconds.toFixed(2)} s`);
+
+  // --- the same unit ids as a cohort
+  log(`UploadCohort ${UNITS} ids …`);
+  const u0 = performance.now();
+  await cohorts.uploadCohort(
+    (async function* () {
+      for (let i = 0; i < UNITS; i += BATCH) {
+        const ids = unitIds(i, Math.min(UNITS, i + BATCH));
+        yield i === 0 ? { setup: { name: "bench-units" }, unitIds: ids } : { unitIds: ids };
+      }
+    })(),
+  );
+  const uploadSeconds = (performance.now() - u0) / 1000;
+
+  /** Starts an assign job of the cohort into `key`; resolves when it is done, with its rate. */
+  const runJob = async (key: string): Promise<{ seconds: number; job: Job }> => {
+    const { job } = await jobs.startJob({ spec: { kind: JobKind.ASSIGN, cohort: "bench-units", experimentKeys: [key] } });
+    let last: Job | undefined;
+    for await (const m of jobs.watchJob({ id: job!.id }, { timeoutMs: 3_600_000 })) last = m.job;
+    if (last?.state !== JobState.DONE || last.processedUnits !== BigInt(UNITS) || last.enrolled !== BigInt(UNITS)) {
+      throw new Error(`job ${job!.id} ended ${JobState[last?.state ?? 0]}: ${last?.processedUnits} units, ${last?.error}`);
+    }
+    const seconds = (timestampDate(last.endTime!).getTime() - timestampDate(last.createTime!).getTime()) / 1000;
+    return { seconds, job: last };
+  };
+
+  // --- the assign job, one worker process
+  await start("worker-1", "worker");
+  log(`assign job of ${UNITS} units, one worker process …`);
+  const one = await runJob("job-1");
+  log(`one worker: ${one.seconds.toFixed(2)} s`);
+
+  // --- the same, two worker processes on one queue
+  await start("worker-2", "worker");
+  log(`assign job of ${UNITS} units, two worker processes …`);
+  const two = await runJob("job-2");
+  log(`two workers: ${two.seconds.toFixed(2)} s`);
+
+  // --- page loads while an assign job runs (two workers)
+  log("AssignUnit while an assign job runs …");
+  let jobDone = false;
+  const busyJob = runJob("job-3").finally(() => (jobDone = true));
+  await new Promise((r) => setTimeout(r, 300)); // its first chunks taken
+  const busy = await pageLoads(Number.MAX_SAFE_INTEGER, () => jobDone);
+  const loaded = await busyJob;
+  log(`while a job runs: p50 ${ms(busy.p50)}, p99 ${ms(busy.p99)} (${busy.n} calls)`);
+
+  const rate = (s: number) => Math.round(UNITS / s);
+  const f = (x: number) => x.toLocaleString("en-US");
+  const lines = [
+    `Jobs, ${f(UNITS)} units, ${os.cpus().length} cores (shared with other work: figures are noisy), node ${process.version}, ${new Date().toISOString().slice(0, 10)}`,
+    "",
+    "| scenario | rate (units/s) | baseline in the same run | ratio | target |",
+    "|---|---|---|---|---|",
+    `| assign job, one worker process (JOB_WORKERS=2) | ${f(rate(one.seconds))} | StreamAssign of the same ids ${f(rate(streamSeconds))} | ${(streamSeconds / one.seconds).toFixed(2)} | ≥ 0.8 |`,
+    `| assign job, two worker processes on one queue | ${f(rate(two.seconds))} | one worker process ${f(rate(one.seconds))} | ${(one.seconds / two.seconds).toFixed(2)} | (report) |`,
+    `| assign job, two workers, while page loads run | ${f(rate(loaded.seconds))} | | | (information) |`,
+    `| UploadCohort (for reference) | ${f(rate(uploadSeconds))} | | | |`,
+    "",
+    "| AssignUnit (new unit, one call at a time, api server) | calls | p50 | p99 |",
+    "|---|---|---|---|",
+    `| idle | ${f(idle.n)} | ${ms(idle.p50)} | ${ms(idle.p99)} |`,
+    `| while an assign job runs on two workers | ${f(busy.n)} | ${ms(busy.p50)} | ${ms(busy.p99)} |`,
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+const cleanup = new Cleanup({ name: "bench" });
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
+try {
+  await main(cleanup);
+  await cleanup.run();
+} catch (err) {
+  log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
+  await cleanup.run();
+  process.exit(err instanceof Unreachable ? 2 : 1);
+}
