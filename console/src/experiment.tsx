@@ -1,7 +1,7 @@
 import { ExperimentSchema, ExperimentStatus, type Experiment } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { GetExperimentStatsResponse, UpdateExperimentRequest } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { UpdateExperimentRequestSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import { UpdateExperimentRequestSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { useEffect, useState } from "preact/hooks";
 import { describeError, experiments, type Role } from "./api.js";
 import { SplitChart } from "./chart.js";
@@ -13,6 +13,7 @@ const REFRESH_MS = 2000;
 
 /** Targeting arrives with the targeting work: shown when the server's Experiment carries a condition. */
 const HAS_CONDITION = ExperimentSchema.fields.some((f) => f.name === "condition");
+const UPDATES_CONDITION = UpdateExperimentRequestSchema.fields.some((f) => f.name === "condition");
 
 type Update = Omit<MessageInitShape<typeof UpdateExperimentRequestSchema>, "key" | "version">;
 
@@ -136,6 +137,7 @@ export function ExperimentPage({ experimentKey, role }: { experimentKey: string;
             <>
               <Weights exp={exp} update={update} />
               <Params exp={exp} update={update} />
+              {UPDATES_CONDITION && <Targeting exp={exp} update={update} />}
             </>
           ) : (
             <p class="help">Weights and params are changed with an admin token.</p>
@@ -342,6 +344,30 @@ function Params({ exp, update }: ActionProps) {
         </p>
       )}
       <button type="submit">Save params</button>
+    </form>
+  );
+}
+
+/** The targeting condition, once the server takes one (UpdateExperimentRequest.condition). */
+function Targeting({ exp, update }: ActionProps) {
+  const current = String((exp as unknown as Record<string, unknown>).condition ?? "");
+  const [text, setText] = useState(current);
+  useEffect(() => setText(current), [exp.version]);
+  return (
+    <form
+      class="action"
+      onSubmit={(e) => {
+        e.preventDefault();
+        update("Change targeting", { condition: text.trim() } as Update);
+      }}
+    >
+      <h3>Targeting</h3>
+      <label for="condition">Condition (CEL over attributes; empty: every unit)</label>
+      <textarea id="condition" rows={2} value={text} onInput={(e) => setText(e.currentTarget.value)} />
+      <p class="help">Stored units keep their variant; the condition decides for units not stored yet.</p>
+      <button type="submit" disabled={text.trim() === current}>
+        Save targeting
+      </button>
     </form>
   );
 }

@@ -1,11 +1,15 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import type { Experiment } from "../../gen/ts/assignment/v1/types_pb.js";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
+import { CreateExperimentRequestSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { describeError, experiments, type Role } from "./api.js";
 import { pct, statusName } from "./format.js";
 import { SrmBadge } from "./srm.js";
 
 const PAGE = 100;
+
+/** Targeting arrives with the targeting work: offered when the server's CreateExperimentRequest takes a condition. */
+const TAKES_CONDITION = CreateExperimentRequestSchema.fields.some((f) => f.name === "condition");
 
 /** "a:50,b:50" or "a 50, b 50" -> variants with weights in basis points (percentages). */
 function parseVariants(text: string): { key: string; weight: number }[] {
@@ -25,6 +29,7 @@ function CreateExperiment({ onCreated }: { onCreated: () => void }) {
   const [variants, setVariants] = useState("control:50, treatment:50");
   const [tags, setTags] = useState("");
   const [description, setDescription] = useState("");
+  const [condition, setCondition] = useState("");
   const [message, setMessage] = useState<{ error: boolean; text: string } | null>(null);
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -38,6 +43,7 @@ function CreateExperiment({ onCreated }: { onCreated: () => void }) {
           .map((t) => t.trim())
           .filter(Boolean),
         description,
+        ...(TAKES_CONDITION && condition.trim() ? { condition: condition.trim() } : {}),
       });
       setMessage({ error: false, text: `Created ${res.experiment?.key} (draft).` });
       setKey("");
@@ -60,6 +66,17 @@ function CreateExperiment({ onCreated }: { onCreated: () => void }) {
         <input id="new-tags" value={tags} onInput={(e) => setTags(e.currentTarget.value)} />
         <label for="new-description">Description</label>
         <input id="new-description" value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        {TAKES_CONDITION && (
+          <>
+            <label for="new-condition">Targeting condition (CEL, empty: every unit)</label>
+            <input
+              id="new-condition"
+              value={condition}
+              onInput={(e) => setCondition(e.currentTarget.value)}
+              placeholder='attributes.country == "US"'
+            />
+          </>
+        )}
         <span />
         <button type="submit">Create experiment</button>
       </form>

@@ -42,6 +42,7 @@ const CHROMIUM_ARGS = [
 
 const TOKENS = {
   admin: "console-test-admin-0123456789",
+  operator: "console-test-operator-0123456789",
   reader: "console-test-reader-0123456789",
   assign: "console-test-assign-0123456789",
 };
@@ -138,7 +139,7 @@ describe("the console's files on the HTTP port", () => {
   });
 });
 
-describe("an admin runs an experiment from the console", () => {
+describe("an admin runs an experiment from the console", { timeout: 120_000 }, () => {
   it("signs in, creates, starts, sees 10,000 assigned units, ramps, changes weights, meets a conflict, stops with a winner", async () => {
     const { context, page, errors } = await openTab();
     const namespacesBefore = (await admin.listNamespaces({})).namespaces.length;
@@ -211,6 +212,16 @@ describe("an admin runs an experiment from the console", () => {
     // No stored unit moved: every unit answers its variant of before.
     const again = await assigner.bulkAssign({ experimentKey: "checkout-button", unitIds: ids });
     expect(again.column!.variantIndexes.map((v) => again.column!.legend[v])).toEqual(column!.variantIndexes.map((v) => column!.legend[v]));
+
+    // Params: edited as JSON, stored as the variant's params.
+    await page.getByLabel("treatment", { exact: true }).fill('{"color": "green", "size": 2}');
+    await page.getByRole("button", { name: "Save params" }).click();
+    await page.getByText(/Edit params: done/).waitFor();
+    const edited = (await admin.getExperiment({ key: "checkout-button" })).experiment!;
+    expect(edited.variants.map((v) => [v.key, v.weight, v.params ?? {}])).toEqual([
+      ["control", 4000, {}],
+      ["treatment", 6000, { color: "green", size: 2 }],
+    ]);
 
     // Someone else changes it meanwhile: the page's next action is refused, in words.
     const current = (await admin.getExperiment({ key: "checkout-button" })).experiment!;
@@ -336,7 +347,7 @@ describe("an admin runs an experiment from the console", () => {
   });
 });
 
-describe("a reader", () => {
+describe("readers and operators", () => {
   it("is offered no edit control, and the server refuses an edit anyway", async () => {
     const { context, page, errors } = await openTab();
     await signIn(page, TOKENS.reader);
@@ -371,6 +382,20 @@ describe("a reader", () => {
     await context.close();
   });
 
+  it("an operator is offered the running of an experiment but not its weights or params", async () => {
+    const { context, page, errors } = await openTab();
+    await signIn(page, TOKENS.operator);
+    await page.getByText("role: operator").waitFor();
+    expect(await page.getByText("New experiment").count()).toBe(0);
+    await page.getByRole("link", { name: "lookup-banner" }).click();
+    await page.getByRole("button", { name: "Pause" }).waitFor();
+    expect(await page.getByLabel("Share of eligible units enrolled (%)").count()).toBe(1);
+    expect(await page.getByText("Weights and params are changed with an admin token.").count()).toBe(1);
+    for (const name of ["Change weights", "Save params"]) expect(await page.getByRole("button", { name }).count(), name).toBe(0);
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
   it("is refused at sign-in with a token the server does not know", async () => {
     const { context, page } = await openTab();
     await page.goto(`${base}/console/`);
@@ -382,7 +407,8 @@ describe("a reader", () => {
   });
 });
 
-describe("1,000 experiments", () => {
+// Generous limits: the whole suite runs beside these tests on a shared machine.
+describe("1,000 experiments", { timeout: 240_000 }, () => {
   it("lists, filters and searches them; the page load is measured and reported", async () => {
     const keys = Array.from({ length: 1000 }, (_, i) => `bulk-${String(i).padStart(4, "0")}`);
     for (let i = 0; i < keys.length; i += 25) {
