@@ -20,6 +20,7 @@ type Update = Omit<MessageInitShape<typeof UpdateExperimentRequestSchema>, "key"
 export function ExperimentPage({ experimentKey, role }: { experimentKey: string; role: Role }) {
   const [exp, setExp] = useState<Experiment | null>(null);
   const [stats, setStats] = useState<GetExperimentStatsResponse | null>(null);
+  const [countedAt, setCountedAt] = useState<Date | null>(null);
   const [error, setError] = useState("");
   const [message, setMessage] = useState<{ error: boolean; text: string } | null>(null);
   const reload = () =>
@@ -33,7 +34,11 @@ export function ExperimentPage({ experimentKey, role }: { experimentKey: string;
     const refresh = () =>
       experiments
         .getExperimentStats({ key: experimentKey })
-        .then((s) => live && setStats(s))
+        .then((s) => {
+          if (!live) return;
+          setStats(s);
+          setCountedAt(new Date());
+        })
         .catch(() => {});
     refresh();
     const timer = setInterval(refresh, REFRESH_MS);
@@ -103,6 +108,11 @@ export function ExperimentPage({ experimentKey, role }: { experimentKey: string;
         <section aria-labelledby="split-title" class="panel">
           <h2 id="split-title">Split</h2>
           {stats ? <Stats stats={stats} /> : <p class="loading">Counting…</p>}
+          {countedAt && (
+            <p class="help">
+              Counts refresh every {REFRESH_MS / 1000} s while this page is open (last: {countedAt.toLocaleTimeString()}).
+            </p>
+          )}
         </section>
         <section aria-labelledby="variants-title" class="panel">
           <h2 id="variants-title">Variants</h2>

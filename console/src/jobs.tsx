@@ -60,6 +60,7 @@ function JobTable({ jobs: list }: { jobs: Job[] }) {
             <th scope="col">Job</th>
             <th scope="col">Kind</th>
             <th scope="col">Cohort</th>
+            <th scope="col">Experiments</th>
             <th scope="col">State</th>
             <th scope="col">Progress</th>
             <th scope="col">Started by</th>
@@ -77,6 +78,7 @@ function JobTable({ jobs: list }: { jobs: Job[] }) {
                 </td>
                 <td>{kindName(j.spec?.kind ?? JobKind.UNSPECIFIED)}</td>
                 <td>{j.spec?.cohort}</td>
+                <td>{j.spec?.experimentKeys.join(", ") || (j.spec?.tag ? `tag ${j.spec.tag}` : "")}</td>
                 <td>
                   {stateName(j.state)}
                   {j.error && <span class="error"> {j.error}</span>}

@@ -350,7 +350,13 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
 describe("readers and operators", () => {
   it("is offered no edit control, and the server refuses an edit anyway", async () => {
     const { context, page, errors } = await openTab();
-    await signIn(page, TOKENS.reader);
+    // By keyboard alone: Tab reaches the token field, Enter signs in.
+    await page.goto(`${base}/console/`);
+    await page.getByLabel("Token").waitFor();
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("token");
+    await page.keyboard.type(TOKENS.reader);
+    await page.keyboard.press("Enter");
     await page.getByText("role: reader").waitFor();
     await page.getByRole("link", { name: "lookup-banner" }).waitFor();
     expect(await page.getByText("New experiment").count()).toBe(0);
