@@ -80,6 +80,11 @@ async function openTab(): Promise<{ context: BrowserContext; page: Page; errors:
   const page = await context.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // Console errors too (a script or style the page's content security policy blocks shows here),
+  // but not the browser's note on each refused call (a 4xx answer the page handles).
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text());
+  });
   return { context, page, errors };
 }
 
