@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import type { Experiment } from "../../gen/ts/assignment/v1/types_pb.js";
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
-import { CreateExperimentRequestSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import { CreateExperimentRequestSchema, type ListExperimentsResponse } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { describeError, experiments, type Role } from "./api.js";
 import { pct, statusName } from "./format.js";
 import { SrmBadge } from "./srm.js";
@@ -21,6 +21,15 @@ function parseVariants(text: string): { key: string; weight: number }[] {
       const [key = "", w = ""] = part.split(/[:\s]+/);
       return { key, weight: Math.round(Number(w) * 100) };
     });
+}
+
+/** The list asked for while the token's role is still being found (main.tsx), used once by the first list. */
+let prefetched: Promise<ListExperimentsResponse> | null = null;
+
+/** Starts loading the list at once, beside the role probe: the first page waits for one round trip, not two. */
+export function prefetchExperiments(): void {
+  prefetched = experiments.listExperiments({});
+  prefetched.catch(() => {}); // asked again when the page uses it
 }
 
 function CreateExperiment({ onCreated }: { onCreated: () => void }) {
@@ -97,14 +106,17 @@ export function ExperimentsPage({ role }: { role: Role }) {
   const [tag, setTag] = useState("");
   const [namespace, setNamespace] = useState("");
   const [page, setPage] = useState(0);
-  const load = () =>
-    experiments
-      .listExperiments({})
+  const load = () => {
+    // A prefetch that failed (a token since replaced at sign-in) is asked again.
+    const listing = prefetched ? prefetched.catch(() => experiments.listExperiments({})) : experiments.listExperiments({});
+    prefetched = null;
+    return listing
       .then((r) => {
         setList(r.experiments);
         (window as { consoleListedAt?: number }).consoleListedAt = performance.now();
       })
       .catch((err) => setError(describeError(err)));
+  };
   useEffect(() => {
     load();
   }, []);

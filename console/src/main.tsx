@@ -2,7 +2,7 @@ import { type ComponentChild, render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { describeError, probeRole, type Role, session } from "./api.js";
 import { ExperimentPage } from "./experiment.js";
-import { ExperimentsPage } from "./experiments.js";
+import { ExperimentsPage, prefetchExperiments } from "./experiments.js";
 import { HistoryPage } from "./history.js";
 import { JobsPage } from "./jobs.js";
 import { LookupPage } from "./lookup.js";
@@ -76,6 +76,7 @@ function App() {
   const route = useRoute();
   useEffect(() => {
     if (session.token() === null) return;
+    if (route[0] === undefined || (route[0] === "experiments" && !route[1])) prefetchExperiments();
     probeRole()
       .then(setRole)
       .catch((err) => {
