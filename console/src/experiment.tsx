@@ -2,6 +2,7 @@ import { ExperimentSchema, ExperimentStatus, type Experiment } from "../../gen/t
 import type { GetExperimentStatsResponse, UpdateExperimentRequest } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { UpdateExperimentRequestSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { useEffect, useState } from "preact/hooks";
 import { describeError, experiments, type Role } from "./api.js";
 import { SplitChart } from "./chart.js";
@@ -22,7 +23,7 @@ export function ExperimentPage({ experimentKey, role }: { experimentKey: string;
   const [stats, setStats] = useState<GetExperimentStatsResponse | null>(null);
   const [countedAt, setCountedAt] = useState<Date | null>(null);
   const [error, setError] = useState("");
-  const [message, setMessage] = useState<{ error: boolean; text: string } | null>(null);
+  const [message, setMessage] = useState<{ error: boolean; text: string; conflict?: boolean } | null>(null);
   const reload = () =>
     experiments
       .getExperiment({ key: experimentKey })
@@ -64,7 +65,7 @@ export function ExperimentPage({ experimentKey, role }: { experimentKey: string;
       setExp(r.experiment ?? exp);
       setMessage({ error: false, text: `${what}: done (version ${r.experiment?.version}).` });
     } catch (err) {
-      setMessage({ error: true, text: `${what}: ${describeError(err)}` });
+      setMessage({ error: true, text: `${what}: ${describeError(err)}`, conflict: ConnectError.from(err).code === Code.Aborted });
     }
   };
   const condition = HAS_CONDITION ? String((exp as unknown as Record<string, unknown>).condition ?? "") : undefined;
@@ -101,7 +102,18 @@ export function ExperimentPage({ experimentKey, role }: { experimentKey: string;
       </dl>
       {message && (
         <p role={message.error ? "alert" : "status"} class={message.error ? "error" : "ok"} data-testid="action-message">
-          {message.text}
+          {message.text}{" "}
+          {message.conflict && (
+            <button
+              type="button"
+              onClick={() => {
+                setMessage(null);
+                reload();
+              }}
+            >
+              Reload the experiment
+            </button>
+          )}
         </p>
       )}
       <div class="columns">

@@ -235,8 +235,9 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     await expect.poll(() => page.getByTestId("action-message").textContent()).toContain("Someone else changed this meanwhile");
     expect((await admin.getExperiment({ key: "checkout-button" })).experiment!.status).toBe(ExperimentStatus.RUNNING);
 
-    // Reload, then stop with a winner.
-    await page.reload();
+    // Reload (the conflict offers it), then stop with a winner.
+    await page.getByRole("button", { name: "Reload the experiment" }).click();
+    await expect.poll(() => page.getByTestId("version").textContent()).toBe(String(current.version + 1n));
     await page.getByLabel("Winner").selectOption("treatment");
     await page.getByRole("button", { name: "Stop" }).click();
     await page.getByText(/Stop: done/).waitFor();
