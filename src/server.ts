@@ -29,6 +29,7 @@ import { createLogger, type Logger } from "./logger.js";
 import { authenticator, envTokens, type TokenEntry, TokenSet } from "./ops/auth.js";
 import { callRecorder, observeCalls } from "./ops/call-observer.js";
 import { connectRoutes, grpcOnlyMethods } from "./connect/connect-routes.js";
+import { defaultConsoleDir, loadConsoleFiles } from "./connect/console-files.js";
 import { serveHttp } from "./connect/serve-http.js";
 import type { ServiceHandlers } from "./service/handler-types.js";
 import type { DescService } from "@bufbuild/protobuf";
@@ -92,6 +93,9 @@ export interface ServerConfig {
   /** Port of Connect, gRPC-Web and HTTP/JSON (the same handlers, auth, limits, metrics and logs
    * as gRPC), on `host`; 0 picks a free one; absent: no HTTP port. */
   httpPort?: number;
+  /** Folder of the built web console, served on the HTTP port under /console/; default: the
+   * repository's console/dist when built (`npm run build`). */
+  consoleDir?: string;
   /** Prefix of every Redis key (lets several deployments or tests share one Redis). */
   redisPrefix?: string;
   /** Lifetime of a Redis cache entry in seconds; default DEFAULT_CACHE_TTL_SECONDS. */
@@ -456,7 +460,8 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     bindOptions,
   );
   server.addService(c.definition, c.implementation);
-  const j = bindService(JobService, jobHandlers(jobs, schedules), bindOptions);
+  const jobImpl = jobHandlers(jobs, schedules);
+  const j = bindService(JobService, jobImpl, bindOptions);
   server.addService(j.definition, j.implementation);
   const standard = addStandardServices(server, [AssignmentService, ExperimentService, CohortService, JobService]);
 
@@ -482,10 +487,12 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
               [
                 { service: AssignmentService, handlers: assignmentImpl as unknown as ServiceHandlers<DescService> },
                 { service: ExperimentService, handlers: experimentImpl as unknown as ServiceHandlers<DescService> },
+                { service: JobService, handlers: jobImpl as unknown as ServiceHandlers<DescService> },
               ],
               { ...bindOptions, record: callRecorder(log, metrics) },
             ),
-            grpcOnly: grpcOnlyMethods([AssignmentService, ExperimentService], `${host}:${port}`),
+            grpcOnly: grpcOnlyMethods([AssignmentService, ExperimentService, JobService], `${host}:${port}`),
+            console: consoleFiles(config.consoleDir),
             record: callRecorder(log, metrics),
             host,
             port: config.httpPort,
@@ -616,4 +623,10 @@ export function closeOnSignals(server: RunningServer, log: Logger): void {
       );
     });
   }
+}
+
+/** The console's files from `dir`, or the repository's built console; none when it was not built. */
+function consoleFiles(dir: string | undefined) {
+  const found = dir ?? defaultConsoleDir();
+  return found === undefined ? undefined : loadConsoleFiles(found);
 }

@@ -8,6 +8,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MAX_MESSAGE_BYTES } from "assignment-client/limits";
 import { type FinishedCall, REQUEST_ID_HEADER, requestIdOf } from "../ops/call-observer.js";
 import { PEER } from "./connect-routes.js";
+import { type ConsoleFiles, serveConsole } from "./console-files.js";
 
 export interface HttpServing {
   port: number;
@@ -30,6 +31,8 @@ export async function serveHttp(options: {
   /** Paths answered UNIMPLEMENTED with their message, before Connect (see grpcOnlyMethods). */
   grpcOnly: ReadonlyMap<string, { method: { name: string; parent: { typeName: string } }; message: string }>;
   record: (call: FinishedCall) => void;
+  /** The web console's files, served under /console/ (console-files.ts); absent: /console/ says it is not built. */
+  console?: ConsoleFiles;
 }): Promise<HttpServing> {
   const connect = connectNodeAdapter({
     routes: options.routes,
@@ -47,6 +50,7 @@ export async function serveHttp(options: {
     },
   });
   const handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    if (serveConsole(options.console, req, res)) return;
     const refused = options.grpcOnly.get((req.url ?? "").split("?")[0]!);
     if (!refused) return connect(req as never, res as never);
     const requestId = requestIdOf(req.headers[REQUEST_ID_HEADER]);
