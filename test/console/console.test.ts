@@ -293,6 +293,27 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     expect((await admin.getExperimentStats({ key: "lookup-banner" })).totalUnits).toBe(0n);
     await shot(page, "lookup");
 
+    // Targeting: the attributes decide for a targeted experiment (a dry run still).
+    await admin.createExperiment({
+      key: "lookup-targeted",
+      variants: [{ key: "only", weight: 10000 }],
+      status: ExperimentStatus.RUNNING,
+      condition: 'attributes.country == "US"',
+    });
+    await page.getByLabel("Attributes (JSON)").fill('{"country": "FR"}');
+    await page.getByRole("button", { name: "Look up" }).click();
+    await poll(() => row("lookup-targeted").textContent()).toContain("not_targeted:");
+    await page.getByLabel("Attributes (JSON)").fill('{"country": "US"}');
+    await page.getByRole("button", { name: "Look up" }).click();
+    await poll(() => row("lookup-targeted").textContent()).toContain("new:");
+    expect((await admin.getExperimentStats({ key: "lookup-targeted" })).totalUnits).toBe(0n);
+    await row("lookup-targeted").getByRole("link", { name: "lookup-targeted" }).click();
+    await poll(() => page.getByTestId("targeting").textContent()).toBe('attributes.country == "US"');
+    await page.goBack();
+    await page.getByLabel("Unit id").fill("never-seen-unit");
+    await page.getByRole("button", { name: "Look up" }).click();
+    await row("lookup-banner").waitFor();
+
     await page.getByLabel("Override variant for lookup-banner").selectOption("on");
     await row("lookup-banner").getByRole("button", { name: "Set override" }).click();
     await page.getByText("Override lookup-banner: done.").waitFor();
