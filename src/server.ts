@@ -478,6 +478,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
         );
   // The HTTP port: the same handler objects, the same interceptor (tokens and roles), the same
   // call records (logs and metrics) as the gRPC port.
+  const consoleServed = config.httpPort === undefined || role === "worker" ? undefined : consoleFiles(config.consoleDir);
   const httpServer =
     config.httpPort === undefined || role === "worker"
       ? undefined
@@ -492,7 +493,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
               { ...bindOptions, record: callRecorder(log, metrics) },
             ),
             grpcOnly: grpcOnlyMethods([AssignmentService, ExperimentService, JobService], `${host}:${port}`),
-            console: consoleFiles(config.consoleDir),
+            console: consoleServed,
             record: callRecorder(log, metrics),
             host,
             port: config.httpPort,
@@ -530,6 +531,11 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       cache: config.redisUrl ? `redis ${redactUrl(config.redisUrl)}` : "in-process only (no Redis)",
       tls: config.tls !== undefined,
       http: httpServer ? `${config.tls ? "https" : "http"}://${host}:${httpServer.port} (Connect, gRPC-Web, HTTP/JSON)` : "off",
+      console: httpServer
+        ? consoleServed
+          ? `${config.tls ? "https" : "http"}://${host}:${httpServer.port}/console/`
+          : "not built (npm run build)"
+        : "off (no HTTP port)",
       metrics: metricsServer
         ? `http://${config.metricsHost ?? host}:${metricsServer.port}/metrics`
         : metrics

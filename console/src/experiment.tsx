@@ -179,7 +179,8 @@ function Stats({ stats }: { stats: GetExperimentStatsResponse }) {
     <>
       <p data-testid="srm" class={stats.sampleRatioMismatch ? "error" : ""}>
         <strong>{stats.totalUnits === 0n ? "No units yet." : srmWords(stats)}</strong>
-        {stats.totalUnits > 0n && ` — χ² ${stats.chiSquare.toFixed(2)}, ${stats.degreesOfFreedom} degrees of freedom`}
+        {stats.totalUnits > 0n &&
+          ` — χ² ${stats.chiSquare.toFixed(2)}, ${stats.degreesOfFreedom} degree${stats.degreesOfFreedom === 1 ? "" : "s"} of freedom`}
       </p>
       <SplitChart stats={stats} />
       <table data-testid="counts">

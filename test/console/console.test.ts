@@ -95,6 +95,9 @@ async function signIn(page: Page, token: string): Promise<void> {
   await page.getByRole("navigation", { name: "Main" }).waitFor();
 }
 
+/** Waits for what the page shows (a refresh, a call's answer): generous, as the suite shares the machine. */
+const poll = <T>(read: () => Promise<T>, timeout = 20_000) => expect.poll(read, { timeout });
+
 const shot = (page: Page, name: string, fullPage = true) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
 
 describe("the console's files on the HTTP port", () => {
@@ -149,7 +152,7 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     const { context, page, errors } = await openTab();
     const namespacesBefore = (await admin.listNamespaces({})).namespaces.length;
     await signIn(page, TOKENS.admin);
-    await expect.poll(() => page.getByText("role: admin").count()).toBe(1);
+    await poll(() => page.getByText("role: admin").count()).toBe(1);
     // Finding the role changed nothing (its probes are refused as invalid).
     expect((await admin.listNamespaces({})).namespaces.length).toBe(namespacesBefore);
     expect(await page.evaluate(() => [localStorage.length, document.cookie])).toEqual([0, ""]);
@@ -180,22 +183,16 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     column!.variantIndexes.forEach((v) => perVariant.set(column!.legend[v]!, (perVariant.get(column!.legend[v]!) ?? 0) + 1));
     expect([...perVariant.values()].reduce((a, b) => a + b, 0)).toBe(10_000);
     // The page refreshes its counts while open: no reload.
-    await expect.poll(() => page.getByTestId("total-units").textContent(), { timeout: 15_000 }).toBe("10000");
+    await poll(() => page.getByTestId("total-units").textContent()).toBe("10000");
     for (const [variant, n] of perVariant) {
-      await expect
-        .poll(() =>
-          page
-            .getByTestId("counts")
-            .getByRole("row", { name: new RegExp(`^${variant} `) })
-            .textContent(),
-        )
-        .toContain(String(n));
+      const row = page.getByTestId("counts").getByRole("row", { name: new RegExp(`^${variant} `) });
+      await poll(() => row.textContent()).toContain(String(n));
     }
     // The verdict, from the counts alone: chi-square of a 50/50 split against 10.828 (p = 0.001, 1 degree of freedom).
     const c = perVariant.get("control")!;
     const chi = ((c - 5000) ** 2 + (10_000 - c - 5000) ** 2) / 5000;
-    await expect.poll(() => page.getByTestId("srm").textContent()).toContain(chi > 10.828 ? "sample ratio mismatch" : "split as expected");
-    await expect.poll(() => page.getByRole("img", { name: /Observed and expected share per variant/ }).count()).toBe(1);
+    await poll(() => page.getByTestId("srm").textContent()).toContain(chi > 10.828 ? "sample ratio mismatch" : "split as expected");
+    await poll(() => page.getByRole("img", { name: /Observed and expected share per variant/ }).count()).toBe(1);
     await shot(page, "experiment");
 
     // Ramp to 25%.
@@ -203,7 +200,7 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     await page.getByRole("button", { name: "Ramp to 25%" }).click();
     await page.getByText(/Ramp: done/).waitFor();
     expect((await admin.getExperiment({ key: "checkout-button" })).experiment!.rollout).toBe(2500);
-    await expect.poll(() => page.getByTestId("rollout").textContent()).toBe("25%");
+    await poll(() => page.getByTestId("rollout").textContent()).toBe("25%");
 
     // Weights 50/50 -> 40/60: variant buckets 4000..4999 go from control to treatment, 10% of new units.
     await page.getByLabel("control (%)").fill("40");
@@ -232,18 +229,18 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     const current = (await admin.getExperiment({ key: "checkout-button" })).experiment!;
     await admin.updateExperiment({ key: "checkout-button", version: current.version, description: "changed elsewhere" });
     await page.getByRole("button", { name: "Pause" }).click();
-    await expect.poll(() => page.getByTestId("action-message").textContent()).toContain("Someone else changed this meanwhile");
+    await poll(() => page.getByTestId("action-message").textContent()).toContain("Someone else changed this meanwhile");
     expect((await admin.getExperiment({ key: "checkout-button" })).experiment!.status).toBe(ExperimentStatus.RUNNING);
 
     // Reload (the conflict offers it), then stop with a winner.
     await page.getByRole("button", { name: "Reload the experiment" }).click();
-    await expect.poll(() => page.getByTestId("version").textContent()).toBe(String(current.version + 1n));
+    await poll(() => page.getByTestId("version").textContent()).toBe(String(current.version + 1n));
     await page.getByLabel("Winner").selectOption("treatment");
     await page.getByRole("button", { name: "Stop" }).click();
     await page.getByText(/Stop: done/).waitFor();
     const stopped = (await admin.getExperiment({ key: "checkout-button" })).experiment!;
     expect([stopped.status, stopped.winner]).toEqual([ExperimentStatus.STOPPED, "treatment"]);
-    await expect.poll(() => page.getByTestId("winner").textContent()).toBe("treatment");
+    await poll(() => page.getByTestId("winner").textContent()).toBe("treatment");
     expect(errors).toEqual([]);
     await context.close();
   });
@@ -264,7 +261,7 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     await ns.getByRole("button", { name: "Allocate" }).click();
     await page.getByText("Allocate to ns-colour: done.").waitFor();
     expect((await admin.getNamespace({ key: "checkout-ns" })).namespace!.freeSegments).toBe(70);
-    await expect.poll(() => ns.getByRole("img").getAttribute("aria-label")).toBe("ns-colour holds 30; 70 of 100 free");
+    await poll(() => ns.getByRole("img").getAttribute("aria-label")).toBe("ns-colour holds 30; 70 of 100 free");
     await shot(page, "namespaces");
     await ns.getByRole("button", { name: "Release" }).click();
     await page.getByText("Release ns-colour: done.").waitFor();
@@ -296,10 +293,31 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     expect((await admin.getExperimentStats({ key: "lookup-banner" })).totalUnits).toBe(0n);
     await shot(page, "lookup");
 
+    // Targeting: the attributes decide for a targeted experiment (a dry run still).
+    await admin.createExperiment({
+      key: "lookup-targeted",
+      variants: [{ key: "only", weight: 10000 }],
+      status: ExperimentStatus.RUNNING,
+      condition: 'attributes.country == "US"',
+    });
+    await page.getByLabel("Attributes (JSON)").fill('{"country": "FR"}');
+    await page.getByRole("button", { name: "Look up" }).click();
+    await poll(() => row("lookup-targeted").textContent()).toContain("not_targeted:");
+    await page.getByLabel("Attributes (JSON)").fill('{"country": "US"}');
+    await page.getByRole("button", { name: "Look up" }).click();
+    await poll(() => row("lookup-targeted").textContent()).toContain("new:");
+    expect((await admin.getExperimentStats({ key: "lookup-targeted" })).totalUnits).toBe(0n);
+    await row("lookup-targeted").getByRole("link", { name: "lookup-targeted" }).click();
+    await poll(() => page.getByTestId("targeting").textContent()).toBe('attributes.country == "US"');
+    await page.goBack();
+    await page.getByLabel("Unit id").fill("never-seen-unit");
+    await page.getByRole("button", { name: "Look up" }).click();
+    await row("lookup-banner").waitFor();
+
     await page.getByLabel("Override variant for lookup-banner").selectOption("on");
     await row("lookup-banner").getByRole("button", { name: "Set override" }).click();
     await page.getByText("Override lookup-banner: done.").waitFor();
-    await expect.poll(() => row("lookup-banner").textContent()).toContain("override:");
+    await poll(() => row("lookup-banner").textContent()).toContain("override:");
     expect((await admin.listOverrides({ experimentKey: "lookup-banner" })).overrides.map((o) => [o.unitId, o.variantKey])).toEqual([
       ["never-seen-unit", "on"],
     ]);
@@ -330,7 +348,7 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
         .getByRole("listitem")
         .filter({ hasText: "UpdateExperiment" })
         .filter({ has: page.getByRole("cell", { name: "rollout" }) });
-      await expect.poll(() => ramp.count()).toBe(1);
+      await poll(() => ramp.count()).toBe(1);
       expect(await ramp.textContent()).toContain("admin-person");
       const cells = await ramp
         .getByRole("row", { name: /^rollout/ })
@@ -340,9 +358,9 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
       await shot(page, "history");
       await page.getByRole("link", { name: "Jobs" }).click();
       const jobRow = page.getByRole("row").filter({ hasText: job!.id.slice(0, 8) });
-      await expect.poll(() => jobRow.count()).toBe(1);
-      await expect.poll(() => jobRow.getByRole("progressbar").count()).toBe(1);
-      await expect.poll(() => jobRow.textContent(), { timeout: 30_000 }).toContain("2,000 of 2,000 units");
+      await poll(() => jobRow.count()).toBe(1);
+      await poll(() => jobRow.getByRole("progressbar").count()).toBe(1);
+      await poll(() => jobRow.textContent(), 60_000).toContain("2,000 of 2,000 units");
       await shot(page, "jobs");
       expect(errors).toEqual([]);
       await context.close();
@@ -413,7 +431,7 @@ describe("readers and operators", () => {
     await page.goto(`${base}/console/`);
     await page.getByLabel("Token").fill("not-a-token-of-this-server");
     await page.getByRole("button", { name: "Sign in" }).click();
-    await expect.poll(() => page.getByRole("alert").textContent()).toContain("did not accept the token");
+    await poll(() => page.getByRole("alert").textContent()).toContain("did not accept the token");
     expect(await page.evaluate(() => sessionStorage.length)).toBe(0);
     await context.close();
   });
