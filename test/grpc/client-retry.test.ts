@@ -136,6 +136,7 @@ describe("which calls are retried", () => {
         "ListOverrides",
         "ExportAssignments",
         "ListChanges",
+        "WatchAssignments",
       ].sort(),
     );
   });
@@ -167,6 +168,7 @@ describe("which calls are retried", () => {
             { service: "assignment.v1.ExperimentService", method: "GetExperimentStats" },
             { service: "assignment.v1.ExperimentService", method: "ExportAssignments" },
             { service: "assignment.v1.ExperimentService", method: "ListChanges" },
+            { service: "assignment.v1.ExperimentService", method: "WatchAssignments" },
           ],
           retryPolicy: {
             maxAttempts: 5,
