@@ -359,8 +359,14 @@ export class Jobs {
   /** Runs `loops` worker loops on this process: each takes one chunk at a time. */
   async work(loops: number, pollingIntervalSeconds = 1): Promise<void> {
     for (let i = 0; i < loops; i++) {
-      await this.boss.work<ChunkData>(CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds }, async ([job]) => {
-        if (job) await this.runChunk(job.data);
+      // pg-boss 10's worker loop waits out the rest of its polling interval after every fetch,
+      // even one that found a chunk: a chunk done, the loop is told to fetch the next at once
+      // (else a loop would idle most of each second between chunks of a few hundred ms).
+      let worker: string | undefined;
+      worker = await this.boss.work<ChunkData>(CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds }, async ([job]) => {
+        if (!job) return;
+        await this.runChunk(job.data);
+        if (worker) this.boss.notifyWorker(worker);
       });
     }
     await this.boss.work<ChunkData>(DEAD_CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds, includeMetadata: true }, async ([job]) => {
