@@ -1,4 +1,4 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   JobKind,
@@ -63,6 +63,7 @@ export function jobRequest(field: string, spec: JobSpec, caller: Caller): JobReq
     variantMapping: { ...spec.variantMapping },
     stopSource: spec.stopSource,
     overwrite: spec.overwrite,
+    ...(spec.attributes ? { attributes: spec.attributes } : {}),
     createdBy: caller.name,
     createdByRole: caller.role,
   };
@@ -79,6 +80,7 @@ function specMessage(s: {
   variantMapping?: Readonly<Record<string, string>>;
   stopSource?: boolean;
   overwrite?: boolean;
+  attributes?: Readonly<Record<string, unknown>>;
 }): MessageInitShape<typeof JobSpecSchema> {
   return {
     kind: KINDS[s.kind],
@@ -90,6 +92,7 @@ function specMessage(s: {
     variantMapping: { ...s.variantMapping },
     stopSource: s.stopSource === true,
     overwrite: s.overwrite === true,
+    ...(s.attributes ? { attributes: s.attributes as JsonObject } : {}),
   };
 }
 

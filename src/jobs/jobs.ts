@@ -15,6 +15,7 @@ import type PgBoss from "pg-boss";
 import { ExperimentStatus, Reason } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentConfig } from "../engine/experiment-config.js";
 import { checkKey, isValidKey, KEY_RULE } from "../engine/rules.js";
+import { type Attributes, checkAttributes, checkCallAttributes, mergeAttributes } from "../engine/attributes.js";
 import { applyExperimentChanges } from "../engine/experiment-update.js";
 import { Code, failedPrecondition, hasCode, invalidArgument, notFound, ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -59,6 +60,8 @@ export interface JobRequest {
   stopSource?: boolean;
   /** import: the target experiment is `target`; replace stored assignments (OVERWRITE). */
   overwrite?: boolean;
+  /** assign, warm: attributes of every unit (a Struct's JSON), for targeting conditions. */
+  attributes?: Readonly<Record<string, unknown>>;
 }
 
 /** What migrate and import jobs need besides the Assigner: the stores and checks of
@@ -145,6 +148,7 @@ export class Jobs {
       return;
     }
     this.onlyFor(req, field);
+    checkCallAttributes(`${field}.attributes`, req.attributes);
     if (now || req.experimentKeys.length > 0 || req.tag === "") await this.resolveExperiments(req, cohort.unitType, field);
   }
 
@@ -250,8 +254,16 @@ export class Jobs {
     }
     this.onlyFor(req, field);
     const experiments = await this.resolveExperiments(req, cohort.unitType, field);
+    const attributes = checkCallAttributes(`${field}.attributes`, req.attributes);
     return {
-      spec: { kind: req.kind, cohort: cohort.name, experimentKeys: experiments.map((e) => e.key), tag: req.tag, chunkUnits: 0 },
+      spec: {
+        kind: req.kind,
+        cohort: cohort.name,
+        experimentKeys: experiments.map((e) => e.key),
+        tag: req.tag,
+        chunkUnits: 0,
+        ...(attributes.size > 0 ? { attributes: { ...req.attributes } } : {}),
+      },
       cohortId: cohort.id,
       totalUnits: cohort.size,
       chunks,
@@ -267,6 +279,7 @@ export class Jobs {
             ["experiment_keys", req.experimentKeys.length > 0],
             ["tag", req.tag !== ""],
             ["overwrite", req.overwrite === true],
+            ["attributes", Object.keys(req.attributes ?? {}).length > 0],
           ]
         : [
             ["source_experiment_key", (req.source ?? "") !== ""],
@@ -290,6 +303,7 @@ export class Jobs {
       ["source_experiment_key", (req.source ?? "") !== ""],
       ["variant_mapping", Object.keys(req.variantMapping ?? {}).length > 0],
       ["stop_source", req.stopSource === true],
+      ["attributes", Object.keys(req.attributes ?? {}).length > 0],
     ] as const) {
       if (isSet) throw invalidArgument(`${field}.${name}`, "must be empty for JOB_KIND_IMPORT (it imports into target_experiment_key)");
     }
@@ -359,8 +373,14 @@ export class Jobs {
   /** Runs `loops` worker loops on this process: each takes one chunk at a time. */
   async work(loops: number, pollingIntervalSeconds = 1): Promise<void> {
     for (let i = 0; i < loops; i++) {
-      await this.boss.work<ChunkData>(CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds }, async ([job]) => {
-        if (job) await this.runChunk(job.data);
+      // pg-boss 10's worker loop waits out the rest of its polling interval after every fetch,
+      // even one that found a chunk: a chunk done, the loop is told to fetch the next at once
+      // (else a loop would idle most of each second between chunks of a few hundred ms).
+      let worker: string | undefined;
+      worker = await this.boss.work<ChunkData>(CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds }, async ([job]) => {
+        if (!job) return;
+        await this.runChunk(job.data);
+        if (worker) this.boss.notifyWorker(worker);
       });
     }
     await this.boss.work<ChunkData>(DEAD_CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds, includeMetadata: true }, async ([job]) => {
@@ -468,14 +488,31 @@ export class Jobs {
       return e;
     });
     const from = chunk * job.spec.chunkUnits;
-    const unitIds = await this.cohorts.range(cohort.id, from, from + job.spec.chunkUnits);
+    const to = from + job.spec.chunkUnits;
+    // Targeting: the job's attributes for every unit, each unit's own (uploaded with the cohort) over them.
+    const call = checkCallAttributes("spec.attributes", job.spec.attributes);
+    let unitIds: string[];
+    let attributes: Attributes | Attributes[] = call;
+    if (cohort.hasAttributes) {
+      const rows = await this.cohorts.rangeWithAttributes(cohort.id, from, to);
+      unitIds = rows.unitIds;
+      attributes = rows.attributes.map((a, i) => (a ? mergeAttributes(call, checkAttributes(`cohort position ${from + i}`, a)) : call));
+    } else {
+      unitIds = await this.cohorts.range(cohort.id, from, to);
+    }
     const warm = job.spec.kind === "warm";
-    const results = await this.assigner.assignGrid(experiments, unitIds, cohort.unitType, {
-      dryRun: warm,
-      allowUnstored: false,
-      skipRedisRead: !warm,
-      paceToRedis: true,
-    });
+    const results = await this.assigner.assignGrid(
+      experiments,
+      unitIds,
+      cohort.unitType,
+      {
+        dryRun: warm,
+        allowUnstored: false,
+        skipRedisRead: !warm,
+        paceToRedis: true,
+      },
+      attributes,
+    );
     // assign: answers that enrol a unit (new or stored); warm: stored assignments found (and cached).
     let enrolled = 0;
     for (const r of results) if (warm ? r.stored : ENROLLED.has(r.reason)) enrolled++;

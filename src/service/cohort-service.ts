@@ -1,6 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { CohortSchema, CohortService } from "../../gen/ts/assignment/v1/cohort_service_pb.js";
+import { checkUnitAttributes, NO_ATTRIBUTES } from "../engine/attributes.js";
 import { checkKey, checkUnitType, isValidUnitId, isValidVariantKey, UNIT_ID_RULE, VARIANT_KEY_RULE } from "../engine/rules.js";
 import { alreadyExists, cancelled, deadlineExceeded, invalidArgument, notFound } from "../errors.js";
 import { MAX_BULK_UNITS } from "assignment-client/limits";
@@ -20,6 +21,7 @@ export function cohortMessage(c: CohortRecord): MessageInitShape<typeof CohortSc
     createTime: timestampFromDate(c.createdAt),
     createdBy: c.createdBy,
     hasVariants: c.variants !== null,
+    hasAttributes: c.hasAttributes,
     variantKeys: c.variants ?? [],
   };
 }
@@ -96,7 +98,13 @@ export function cohortHandlers(store: CohortStore, options: CohortServiceOptions
           } else if (variants.length > 0) {
             throw invalidArgument(`messages[${position}].variant_keys`, "must be empty unless setup.with_variants is set");
           }
-          await upload.write(ids, setup.withVariants ? variants : undefined);
+          // Per-unit attributes: checked as StreamAssign checks them, stored as their JSON.
+          let attributes: (string | null)[] | undefined;
+          if (m.unitAttributes.length > 0) {
+            checkUnitAttributes(`messages[${position}].unit_attributes`, m.unitAttributes, ids.length, NO_ATTRIBUTES);
+            attributes = m.unitAttributes.map((a) => (Object.keys(a).length === 0 ? null : JSON.stringify(a)));
+          }
+          await upload.write(ids, setup.withVariants ? variants : undefined, attributes);
           received += ids.length;
           position++;
         }

@@ -14,6 +14,8 @@ export interface CohortRecord {
   /** A table of (unit, variant) rows (uploaded with variants): its distinct variant keys, sorted;
    * null for a plain cohort of ids. */
   variants: string[] | null;
+  /** Uploaded with per-unit attributes (for targeting conditions). */
+  hasAttributes: boolean;
 }
 
 interface CohortRow {
@@ -24,6 +26,7 @@ interface CohortRow {
   created_at: Date | string;
   created_by: string;
   variants: string[] | null;
+  has_attributes: boolean;
 }
 
 const toRecord = (r: CohortRow): CohortRecord => ({
@@ -34,9 +37,10 @@ const toRecord = (r: CohortRow): CohortRecord => ({
   createdAt: new Date(r.created_at),
   createdBy: r.created_by,
   variants: r.variants,
+  hasAttributes: r.has_attributes,
 });
 
-const COLUMNS = "id, name, unit_type, size, created_at, created_by, variants";
+const COLUMNS = "id, name, unit_type, size, created_at, created_by, variants, has_attributes";
 
 /** Ids of a cohort one page of an export reads (keyset on position): small enough that a stalled
  * reader holds little, large enough that the cost of each statement vanishes. */
@@ -46,7 +50,7 @@ export const COHORT_PAGE_ROWS = 10_000;
  * messages) and become the cohort, de-duplicated, in one transaction at `commit`. */
 export interface CohortUpload {
   /** Stages ids, with their variant keys (as many) when the upload has a variant column. */
-  write(unitIds: readonly string[], variants?: readonly string[]): Promise<void>;
+  write(unitIds: readonly string[], variants?: readonly string[], attributes?: readonly (string | null)[]): Promise<void>;
   /** Creates the cohort from what was written (replacing one of that name when `replace`);
    * throws ALREADY_EXISTS-worthy `CohortExistsError` when the name is taken and not `replace`. */
   commit(meta: {
@@ -80,31 +84,34 @@ export class CohortStore {
     const db = this.db;
     await db.query(`DELETE FROM cohort_uploads WHERE started_at < now() - interval '${STALE_UPLOAD}'`);
     let position = 0;
+    let withAttributes = false;
     const abort = async () => {
       await db.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]).catch(() => {});
     };
     return {
       abort,
-      async write(unitIds, variants) {
+      async write(unitIds, variants, attributes) {
         if (unitIds.length === 0) return;
         const first = position;
         position += unitIds.length;
+        if (attributes) withAttributes = true;
         const bulk = db.bulkCopy;
         if (bulk) {
           let text = "";
-          if (variants) {
-            for (let i = 0; i < unitIds.length; i++) {
-              text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\t${escapeCopyText(variants[i]!)}\n`;
+          for (let i = 0; i < unitIds.length; i++) {
+            text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}`;
+            if (variants) text += `\t${escapeCopyText(variants[i]!)}`;
+            if (attributes) {
+              const a = attributes[i];
+              text += a === null || a === undefined ? "\t\\N" : `\t${escapeCopyText(a)}`;
             }
-          } else {
-            for (let i = 0; i < unitIds.length; i++) text += `${uploadId}\t${first + i}\t${escapeCopyText(unitIds[i]!)}\n`;
+            text += "\n";
           }
+          const columns = `unit_id${variants ? ", variant" : ""}${attributes ? ", attributes" : ""}`;
           const session = await bulk.session();
           let clean = false;
           try {
-            await session.copyFrom(`COPY cohort_uploads (upload_id, position, unit_id${variants ? ", variant" : ""}) FROM STDIN`, [
-              Buffer.from(text),
-            ]);
+            await session.copyFrom(`COPY cohort_uploads (upload_id, position, ${columns}) FROM STDIN`, [Buffer.from(text)]);
             clean = true;
           } finally {
             session.release(!clean);
@@ -112,8 +119,8 @@ export class CohortStore {
           return;
         }
         await db.query(
-          "INSERT INTO cohort_uploads (upload_id, position, unit_id, variant) SELECT $1, $2::bigint + o - 1, u, v FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(u, v, o)",
-          [uploadId, first, unitIds, variants ?? null],
+          "INSERT INTO cohort_uploads (upload_id, position, unit_id, variant, attributes) SELECT $1, $2::bigint + o - 1, u, v, a::jsonb FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS t(u, v, a, o)",
+          [uploadId, first, unitIds, variants ?? null, attributes ?? null],
         );
       },
       async commit(meta) {
@@ -130,21 +137,23 @@ export class CohortStore {
               [meta.name, meta.unitType, meta.createdBy],
             );
             const id = made.rows[0]!.id;
-            // A unit sent twice keeps its first place (and, with variants, its first row's variant).
-            const moved = meta.withVariants
-              ? await tx.query(
-                  `INSERT INTO cohort_members (cohort_id, position, unit_id, variant)
-                   SELECT $1, row_number() OVER (ORDER BY position) - 1, unit_id, variant
-                   FROM (SELECT DISTINCT ON (unit_id) unit_id, position, variant FROM cohort_uploads
+            // A unit sent twice keeps its first place (and, with variants or attributes, its first
+            // row's).
+            const moved =
+              meta.withVariants || withAttributes
+                ? await tx.query(
+                    `INSERT INTO cohort_members (cohort_id, position, unit_id, variant, attributes)
+                   SELECT $1, row_number() OVER (ORDER BY position) - 1, unit_id, variant, attributes
+                   FROM (SELECT DISTINCT ON (unit_id) unit_id, position, variant, attributes FROM cohort_uploads
                           WHERE upload_id = $2 ORDER BY unit_id, position) s`,
-                  [id, uploadId],
-                )
-              : await tx.query(
-                  `INSERT INTO cohort_members (cohort_id, position, unit_id)
+                    [id, uploadId],
+                  )
+                : await tx.query(
+                    `INSERT INTO cohort_members (cohort_id, position, unit_id)
                    SELECT $1, row_number() OVER (ORDER BY first) - 1, unit_id
                    FROM (SELECT unit_id, min(position) AS first FROM cohort_uploads WHERE upload_id = $2 GROUP BY unit_id) s`,
-                  [id, uploadId],
-                );
+                    [id, uploadId],
+                  );
             const done = meta.withVariants
               ? await tx.query<CohortRow>(
                   `UPDATE cohorts SET size = $2,
@@ -154,6 +163,10 @@ export class CohortStore {
                 )
               : await tx.query<CohortRow>(`UPDATE cohorts SET size = $2 WHERE id = $1 RETURNING ${COLUMNS}`, [id, moved.rowCount]);
             await tx.query("DELETE FROM cohort_uploads WHERE upload_id = $1", [uploadId]);
+            if (withAttributes)
+              done.rows[0] = (
+                await tx.query<CohortRow>(`UPDATE cohorts SET has_attributes = true WHERE id = $1 RETURNING ${COLUMNS}`, [id])
+              ).rows[0]!;
             const cohort = toRecord(done.rows[0]!);
             await recordChange(tx, {
               actor: meta.actor,
@@ -167,6 +180,7 @@ export class CohortStore {
                 ids_received: { before: null, after: position },
                 ...(cohort.variants ? { variant_keys: { before: null, after: cohort.variants } } : {}),
                 ...(replaced ? { replaced: { before: null, after: true } } : {}),
+                ...(cohort.hasAttributes ? { unit_attributes: { before: null, after: true } } : {}),
               },
             });
             return cohort;
@@ -239,6 +253,25 @@ export class CohortStore {
       [cohortId, from, to],
     );
     return { unitIds: r.rows.map((x) => x.unit_id), variants: r.rows.map((x) => x.variant) };
+  }
+
+  /** The ids at positions [from, to) of a cohort, in order, with each unit's attributes (JSON
+   * objects; null for a unit uploaded without). */
+  async rangeWithAttributes(
+    cohortId: number,
+    from: number,
+    to: number,
+  ): Promise<{ unitIds: string[]; attributes: (Record<string, unknown> | null)[] }> {
+    const r = await this.db.query<{ unit_id: string; attributes: Record<string, unknown> | string | null }>(
+      "SELECT unit_id, attributes FROM cohort_members WHERE cohort_id = $1 AND position >= $2 AND position < $3 ORDER BY position",
+      [cohortId, from, to],
+    );
+    return {
+      unitIds: r.rows.map((x) => x.unit_id),
+      attributes: r.rows.map((x) =>
+        typeof x.attributes === "string" ? (JSON.parse(x.attributes) as Record<string, unknown>) : x.attributes,
+      ),
+    };
   }
 
   /**

@@ -27,6 +27,8 @@ export interface StoredJobSpec {
   stopSource?: boolean;
   /** import: replace the target's stored assignments (OVERWRITE). */
   overwrite?: boolean;
+  /** assign, warm: attributes of every unit (a Struct's JSON), under each unit's own. */
+  attributes?: Record<string, unknown>;
   /** The role of the token that started the job (its changes are recorded in the audit log as
    * that token's). */
   createdByRole?: string;

@@ -60,6 +60,7 @@ describe("server on PGlite", () => {
       "8_assignment-events",
       "9_targeting",
       "10_job-migrate-import",
+      "11_cohort-attributes",
     ]);
   });
 

@@ -11,10 +11,11 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"assignment/v1/cohort_service.proto\x12\rassignment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x01\n\x06\x43ohort\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1d\n\ncreated_by\x18\x05 \x01(\tR\tcreatedBy\x12!\n\x0chas_variants\x18\x06 \x01(\x08R\x0bhasVariants\x12!\n\x0cvariant_keys\x18\x07 \x03(\tR\x0bvariantKeys\"\x83\x01\n\x11UploadCohortSetup\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x18\n\x07replace\x18\x03 \x01(\x08R\x07replace\x12#\n\rwith_variants\x18\x04 \x01(\x08R\x0cwithVariants\"\x8b\x01\n\x13UploadCohortRequest\x12\x36\n\x05setup\x18\x01 \x01(\x0b\x32 .assignment.v1.UploadCohortSetupR\x05setup\x12\x19\n\x08unit_ids\x18\x02 \x03(\tR\x07unitIds\x12!\n\x0cvariant_keys\x18\x03 \x03(\tR\x0bvariantKeys\"\x81\x01\n\x14UploadCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\x12\x1a\n\x08received\x18\x02 \x01(\x04R\x08received\x12\x1e\n\nduplicates\x18\x03 \x01(\x04R\nduplicates\"&\n\x10GetCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"B\n\x11GetCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\"\x14\n\x12ListCohortsRequest\"F\n\x13ListCohortsResponse\x12/\n\x07\x63ohorts\x18\x01 \x03(\x0b\x32\x15.assignment.v1.CohortR\x07\x63ohorts\")\n\x13\x44\x65leteCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x16\n\x14\x44\x65leteCohortResponse\"H\n\x13\x45xportCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nbatch_size\x18\x02 \x01(\rR\tbatchSize\"1\n\x14\x45xportCohortResponse\x12\x19\n\x08unit_ids\x18\x01 \x03(\tR\x07unitIds2\xd3\x03\n\rCohortService\x12Y\n\x0cUploadCohort\x12\".assignment.v1.UploadCohortRequest\x1a#.assignment.v1.UploadCohortResponse(\x01\x12S\n\tGetCohort\x12\x1f.assignment.v1.GetCohortRequest\x1a .assignment.v1.GetCohortResponse\"\x03\x90\x02\x01\x12Y\n\x0bListCohorts\x12!.assignment.v1.ListCohortsRequest\x1a\".assignment.v1.ListCohortsResponse\"\x03\x90\x02\x01\x12W\n\x0c\x44\x65leteCohort\x12\".assignment.v1.DeleteCohortRequest\x1a#.assignment.v1.DeleteCohortResponse\x12^\n\x0c\x45xportCohort\x12\".assignment.v1.ExportCohortRequest\x1a#.assignment.v1.ExportCohortResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"assignment/v1/cohort_service.proto\x12\rassignment.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x02\n\x06\x43ohort\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12;\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1d\n\ncreated_by\x18\x05 \x01(\tR\tcreatedBy\x12!\n\x0chas_variants\x18\x06 \x01(\x08R\x0bhasVariants\x12!\n\x0cvariant_keys\x18\x07 \x03(\tR\x0bvariantKeys\x12%\n\x0ehas_attributes\x18\x08 \x01(\x08R\rhasAttributes\"\x83\x01\n\x11UploadCohortSetup\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tunit_type\x18\x02 \x01(\tR\x08unitType\x12\x18\n\x07replace\x18\x03 \x01(\x08R\x07replace\x12#\n\rwith_variants\x18\x04 \x01(\x08R\x0cwithVariants\"\xcd\x01\n\x13UploadCohortRequest\x12\x36\n\x05setup\x18\x01 \x01(\x0b\x32 .assignment.v1.UploadCohortSetupR\x05setup\x12\x19\n\x08unit_ids\x18\x02 \x03(\tR\x07unitIds\x12!\n\x0cvariant_keys\x18\x03 \x03(\tR\x0bvariantKeys\x12@\n\x0funit_attributes\x18\x04 \x03(\x0b\x32\x17.google.protobuf.StructR\x0eunitAttributes\"\x81\x01\n\x14UploadCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\x12\x1a\n\x08received\x18\x02 \x01(\x04R\x08received\x12\x1e\n\nduplicates\x18\x03 \x01(\x04R\nduplicates\"&\n\x10GetCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"B\n\x11GetCohortResponse\x12-\n\x06\x63ohort\x18\x01 \x01(\x0b\x32\x15.assignment.v1.CohortR\x06\x63ohort\"\x14\n\x12ListCohortsRequest\"F\n\x13ListCohortsResponse\x12/\n\x07\x63ohorts\x18\x01 \x03(\x0b\x32\x15.assignment.v1.CohortR\x07\x63ohorts\")\n\x13\x44\x65leteCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x16\n\x14\x44\x65leteCohortResponse\"H\n\x13\x45xportCohortRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nbatch_size\x18\x02 \x01(\rR\tbatchSize\"1\n\x14\x45xportCohortResponse\x12\x19\n\x08unit_ids\x18\x01 \x03(\tR\x07unitIds2\xd3\x03\n\rCohortService\x12Y\n\x0cUploadCohort\x12\".assignment.v1.UploadCohortRequest\x1a#.assignment.v1.UploadCohortResponse(\x01\x12S\n\tGetCohort\x12\x1f.assignment.v1.GetCohortRequest\x1a .assignment.v1.GetCohortResponse\"\x03\x90\x02\x01\x12Y\n\x0bListCohorts\x12!.assignment.v1.ListCohortsRequest\x1a\".assignment.v1.ListCohortsResponse\"\x03\x90\x02\x01\x12W\n\x0c\x44\x65leteCohort\x12\".assignment.v1.DeleteCohortRequest\x1a#.assignment.v1.DeleteCohortResponse\x12^\n\x0c\x45xportCohort\x12\".assignment.v1.ExportCohortRequest\x1a#.assignment.v1.ExportCohortResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assignment.v1.cohort_service_pb2', globals())
@@ -27,30 +28,30 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _COHORTSERVICE.methods_by_name['ListCohorts']._serialized_options = b'\220\002\001'
   _COHORTSERVICE.methods_by_name['ExportCohort']._options = None
   _COHORTSERVICE.methods_by_name['ExportCohort']._serialized_options = b'\220\002\001'
-  _COHORT._serialized_start=87
-  _COHORT._serialized_end=326
-  _UPLOADCOHORTSETUP._serialized_start=329
-  _UPLOADCOHORTSETUP._serialized_end=460
-  _UPLOADCOHORTREQUEST._serialized_start=463
-  _UPLOADCOHORTREQUEST._serialized_end=602
-  _UPLOADCOHORTRESPONSE._serialized_start=605
-  _UPLOADCOHORTRESPONSE._serialized_end=734
-  _GETCOHORTREQUEST._serialized_start=736
-  _GETCOHORTREQUEST._serialized_end=774
-  _GETCOHORTRESPONSE._serialized_start=776
-  _GETCOHORTRESPONSE._serialized_end=842
-  _LISTCOHORTSREQUEST._serialized_start=844
-  _LISTCOHORTSREQUEST._serialized_end=864
-  _LISTCOHORTSRESPONSE._serialized_start=866
-  _LISTCOHORTSRESPONSE._serialized_end=936
-  _DELETECOHORTREQUEST._serialized_start=938
-  _DELETECOHORTREQUEST._serialized_end=979
-  _DELETECOHORTRESPONSE._serialized_start=981
-  _DELETECOHORTRESPONSE._serialized_end=1003
-  _EXPORTCOHORTREQUEST._serialized_start=1005
-  _EXPORTCOHORTREQUEST._serialized_end=1077
-  _EXPORTCOHORTRESPONSE._serialized_start=1079
-  _EXPORTCOHORTRESPONSE._serialized_end=1128
-  _COHORTSERVICE._serialized_start=1131
-  _COHORTSERVICE._serialized_end=1598
+  _COHORT._serialized_start=117
+  _COHORT._serialized_end=395
+  _UPLOADCOHORTSETUP._serialized_start=398
+  _UPLOADCOHORTSETUP._serialized_end=529
+  _UPLOADCOHORTREQUEST._serialized_start=532
+  _UPLOADCOHORTREQUEST._serialized_end=737
+  _UPLOADCOHORTRESPONSE._serialized_start=740
+  _UPLOADCOHORTRESPONSE._serialized_end=869
+  _GETCOHORTREQUEST._serialized_start=871
+  _GETCOHORTREQUEST._serialized_end=909
+  _GETCOHORTRESPONSE._serialized_start=911
+  _GETCOHORTRESPONSE._serialized_end=977
+  _LISTCOHORTSREQUEST._serialized_start=979
+  _LISTCOHORTSREQUEST._serialized_end=999
+  _LISTCOHORTSRESPONSE._serialized_start=1001
+  _LISTCOHORTSRESPONSE._serialized_end=1071
+  _DELETECOHORTREQUEST._serialized_start=1073
+  _DELETECOHORTREQUEST._serialized_end=1114
+  _DELETECOHORTRESPONSE._serialized_start=1116
+  _DELETECOHORTRESPONSE._serialized_end=1138
+  _EXPORTCOHORTREQUEST._serialized_start=1140
+  _EXPORTCOHORTREQUEST._serialized_end=1212
+  _EXPORTCOHORTRESPONSE._serialized_start=1214
+  _EXPORTCOHORTRESPONSE._serialized_end=1263
+  _COHORTSERVICE._serialized_start=1266
+  _COHORTSERVICE._serialized_end=1733
 # @@protoc_insertion_point(module_scope)

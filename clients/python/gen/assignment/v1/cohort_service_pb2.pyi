@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -7,9 +8,10 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Cohort(_message.Message):
-    __slots__ = ["create_time", "created_by", "has_variants", "name", "size", "unit_type", "variant_keys"]
+    __slots__ = ["create_time", "created_by", "has_attributes", "has_variants", "name", "size", "unit_type", "variant_keys"]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HAS_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     HAS_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -17,12 +19,13 @@ class Cohort(_message.Message):
     VARIANT_KEYS_FIELD_NUMBER: _ClassVar[int]
     create_time: _timestamp_pb2.Timestamp
     created_by: str
+    has_attributes: bool
     has_variants: bool
     name: str
     size: int
     unit_type: str
     variant_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., unit_type: _Optional[str] = ..., size: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., has_variants: bool = ..., variant_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., unit_type: _Optional[str] = ..., size: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., has_variants: bool = ..., variant_keys: _Optional[_Iterable[str]] = ..., has_attributes: bool = ...) -> None: ...
 
 class DeleteCohortRequest(_message.Message):
     __slots__ = ["name"]
@@ -71,14 +74,16 @@ class ListCohortsResponse(_message.Message):
     def __init__(self, cohorts: _Optional[_Iterable[_Union[Cohort, _Mapping]]] = ...) -> None: ...
 
 class UploadCohortRequest(_message.Message):
-    __slots__ = ["setup", "unit_ids", "variant_keys"]
+    __slots__ = ["setup", "unit_attributes", "unit_ids", "variant_keys"]
     SETUP_FIELD_NUMBER: _ClassVar[int]
+    UNIT_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     UNIT_IDS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_KEYS_FIELD_NUMBER: _ClassVar[int]
     setup: UploadCohortSetup
+    unit_attributes: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
     unit_ids: _containers.RepeatedScalarFieldContainer[str]
     variant_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, setup: _Optional[_Union[UploadCohortSetup, _Mapping]] = ..., unit_ids: _Optional[_Iterable[str]] = ..., variant_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, setup: _Optional[_Union[UploadCohortSetup, _Mapping]] = ..., unit_ids: _Optional[_Iterable[str]] = ..., variant_keys: _Optional[_Iterable[str]] = ..., unit_attributes: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
 
 class UploadCohortResponse(_message.Message):
     __slots__ = ["cohort", "duplicates", "received"]

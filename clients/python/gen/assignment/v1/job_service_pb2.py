@@ -11,10 +11,11 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61ssignment/v1/job_service.proto\x12\rassignment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x03\n\x07JobSpec\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x16.assignment.v1.JobKindR\x04kind\x12\x16\n\x06\x63ohort\x18\x02 \x01(\tR\x06\x63ohort\x12\'\n\x0f\x65xperiment_keys\x18\x03 \x03(\tR\x0e\x65xperimentKeys\x12\x10\n\x03tag\x18\x04 \x01(\tR\x03tag\x12\x32\n\x15source_experiment_key\x18\x05 \x01(\tR\x13sourceExperimentKey\x12\x32\n\x15target_experiment_key\x18\x06 \x01(\tR\x13targetExperimentKey\x12S\n\x0fvariant_mapping\x18\x07 \x03(\x0b\x32*.assignment.v1.JobSpec.VariantMappingEntryR\x0evariantMapping\x12\x1f\n\x0bstop_source\x18\x08 \x01(\x08R\nstopSource\x12\x1c\n\toverwrite\x18\t \x01(\x08R\toverwrite\x1a\x41\n\x13VariantMappingEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x8f\x04\n\x03Job\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x16.assignment.v1.JobSpecR\x04spec\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x17.assignment.v1.JobStateR\x05state\x12\x1f\n\x0btotal_units\x18\x04 \x01(\x04R\ntotalUnits\x12\'\n\x0fprocessed_units\x18\x05 \x01(\x04R\x0eprocessedUnits\x12\x1a\n\x08\x65nrolled\x18\x06 \x01(\x04R\x08\x65nrolled\x12\x16\n\x06\x63hunks\x18\x07 \x01(\rR\x06\x63hunks\x12\x1f\n\x0b\x63hunks_done\x18\x08 \x01(\rR\nchunksDone\x12\x14\n\x05\x65rror\x18\t \x01(\tR\x05\x65rror\x12\x1d\n\ncreated_by\x18\n \x01(\tR\tcreatedBy\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1a\n\x08schedule\x18\x0e \x01(\tR\x08schedule\"=\n\x0fStartJobRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x16.assignment.v1.JobSpecR\x04spec\"8\n\x10StartJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\"\x1f\n\rGetJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\"\'\n\x0fListJobsRequest\x12\x14\n\x05limit\x18\x01 \x01(\rR\x05limit\":\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x12.assignment.v1.JobR\x04jobs\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\"!\n\x0fWatchJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x83\x01\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\x12(\n\x10units_per_second\x18\x02 \x01(\x01R\x0eunitsPerSecond\x12\x1f\n\x0b\x65ta_seconds\x18\x03 \x01(\x01R\netaSeconds\"\xd7\x01\n\x08Schedule\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04\x63ron\x18\x02 \x01(\tR\x04\x63ron\x12\x1b\n\ttime_zone\x18\x03 \x01(\tR\x08timeZone\x12*\n\x04spec\x18\x04 \x01(\x0b\x32\x16.assignment.v1.JobSpecR\x04spec\x12\x1d\n\ncreated_by\x18\x05 \x01(\tR\tcreatedBy\x12;\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"L\n\x15\x43reateScheduleRequest\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.assignment.v1.ScheduleR\x08schedule\"M\n\x16\x43reateScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.assignment.v1.ScheduleR\x08schedule\"\x16\n\x14ListSchedulesRequest\"N\n\x15ListSchedulesResponse\x12\x35\n\tschedules\x18\x01 \x03(\x0b\x32\x17.assignment.v1.ScheduleR\tschedules\"+\n\x15\x44\x65leteScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x18\n\x16\x44\x65leteScheduleResponse*v\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fJOB_KIND_ASSIGN\x10\x01\x12\x11\n\rJOB_KIND_WARM\x10\x02\x12\x14\n\x10JOB_KIND_MIGRATE\x10\x03\x12\x13\n\x0fJOB_KIND_IMPORT\x10\x04*\x95\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xba\x05\n\nJobService\x12K\n\x08StartJob\x12\x1e.assignment.v1.StartJobRequest\x1a\x1f.assignment.v1.StartJobResponse\x12J\n\x06GetJob\x12\x1c.assignment.v1.GetJobRequest\x1a\x1d.assignment.v1.GetJobResponse\"\x03\x90\x02\x01\x12P\n\x08ListJobs\x12\x1e.assignment.v1.ListJobsRequest\x1a\x1f.assignment.v1.ListJobsResponse\"\x03\x90\x02\x01\x12N\n\tCancelJob\x12\x1f.assignment.v1.CancelJobRequest\x1a .assignment.v1.CancelJobResponse\x12R\n\x08WatchJob\x12\x1e.assignment.v1.WatchJobRequest\x1a\x1f.assignment.v1.WatchJobResponse\"\x03\x90\x02\x01\x30\x01\x12]\n\x0e\x43reateSchedule\x12$.assignment.v1.CreateScheduleRequest\x1a%.assignment.v1.CreateScheduleResponse\x12_\n\rListSchedules\x12#.assignment.v1.ListSchedulesRequest\x1a$.assignment.v1.ListSchedulesResponse\"\x03\x90\x02\x01\x12]\n\x0e\x44\x65leteSchedule\x12$.assignment.v1.DeleteScheduleRequest\x1a%.assignment.v1.DeleteScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61ssignment/v1/job_service.proto\x12\rassignment.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x04\n\x07JobSpec\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x16.assignment.v1.JobKindR\x04kind\x12\x16\n\x06\x63ohort\x18\x02 \x01(\tR\x06\x63ohort\x12\'\n\x0f\x65xperiment_keys\x18\x03 \x03(\tR\x0e\x65xperimentKeys\x12\x10\n\x03tag\x18\x04 \x01(\tR\x03tag\x12\x32\n\x15source_experiment_key\x18\x05 \x01(\tR\x13sourceExperimentKey\x12\x32\n\x15target_experiment_key\x18\x06 \x01(\tR\x13targetExperimentKey\x12S\n\x0fvariant_mapping\x18\x07 \x03(\x0b\x32*.assignment.v1.JobSpec.VariantMappingEntryR\x0evariantMapping\x12\x1f\n\x0bstop_source\x18\x08 \x01(\x08R\nstopSource\x12\x1c\n\toverwrite\x18\t \x01(\x08R\toverwrite\x12\x37\n\nattributes\x18\n \x01(\x0b\x32\x17.google.protobuf.StructR\nattributes\x1a\x41\n\x13VariantMappingEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x8f\x04\n\x03Job\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x16.assignment.v1.JobSpecR\x04spec\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x17.assignment.v1.JobStateR\x05state\x12\x1f\n\x0btotal_units\x18\x04 \x01(\x04R\ntotalUnits\x12\'\n\x0fprocessed_units\x18\x05 \x01(\x04R\x0eprocessedUnits\x12\x1a\n\x08\x65nrolled\x18\x06 \x01(\x04R\x08\x65nrolled\x12\x16\n\x06\x63hunks\x18\x07 \x01(\rR\x06\x63hunks\x12\x1f\n\x0b\x63hunks_done\x18\x08 \x01(\rR\nchunksDone\x12\x14\n\x05\x65rror\x18\t \x01(\tR\x05\x65rror\x12\x1d\n\ncreated_by\x18\n \x01(\tR\tcreatedBy\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x39\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1a\n\x08schedule\x18\x0e \x01(\tR\x08schedule\"=\n\x0fStartJobRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x16.assignment.v1.JobSpecR\x04spec\"8\n\x10StartJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\"\x1f\n\rGetJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"6\n\x0eGetJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\"\'\n\x0fListJobsRequest\x12\x14\n\x05limit\x18\x01 \x01(\rR\x05limit\":\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x12.assignment.v1.JobR\x04jobs\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"9\n\x11\x43\x61ncelJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\"!\n\x0fWatchJobRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x83\x01\n\x10WatchJobResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x12.assignment.v1.JobR\x03job\x12(\n\x10units_per_second\x18\x02 \x01(\x01R\x0eunitsPerSecond\x12\x1f\n\x0b\x65ta_seconds\x18\x03 \x01(\x01R\netaSeconds\"\xd7\x01\n\x08Schedule\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04\x63ron\x18\x02 \x01(\tR\x04\x63ron\x12\x1b\n\ttime_zone\x18\x03 \x01(\tR\x08timeZone\x12*\n\x04spec\x18\x04 \x01(\x0b\x32\x16.assignment.v1.JobSpecR\x04spec\x12\x1d\n\ncreated_by\x18\x05 \x01(\tR\tcreatedBy\x12;\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"L\n\x15\x43reateScheduleRequest\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.assignment.v1.ScheduleR\x08schedule\"M\n\x16\x43reateScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.assignment.v1.ScheduleR\x08schedule\"\x16\n\x14ListSchedulesRequest\"N\n\x15ListSchedulesResponse\x12\x35\n\tschedules\x18\x01 \x03(\x0b\x32\x17.assignment.v1.ScheduleR\tschedules\"+\n\x15\x44\x65leteScheduleRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x18\n\x16\x44\x65leteScheduleResponse*v\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fJOB_KIND_ASSIGN\x10\x01\x12\x11\n\rJOB_KIND_WARM\x10\x02\x12\x14\n\x10JOB_KIND_MIGRATE\x10\x03\x12\x13\n\x0fJOB_KIND_IMPORT\x10\x04*\x95\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n\x0eJOB_STATE_DONE\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xba\x05\n\nJobService\x12K\n\x08StartJob\x12\x1e.assignment.v1.StartJobRequest\x1a\x1f.assignment.v1.StartJobResponse\x12J\n\x06GetJob\x12\x1c.assignment.v1.GetJobRequest\x1a\x1d.assignment.v1.GetJobResponse\"\x03\x90\x02\x01\x12P\n\x08ListJobs\x12\x1e.assignment.v1.ListJobsRequest\x1a\x1f.assignment.v1.ListJobsResponse\"\x03\x90\x02\x01\x12N\n\tCancelJob\x12\x1f.assignment.v1.CancelJobRequest\x1a .assignment.v1.CancelJobResponse\x12R\n\x08WatchJob\x12\x1e.assignment.v1.WatchJobRequest\x1a\x1f.assignment.v1.WatchJobResponse\"\x03\x90\x02\x01\x30\x01\x12]\n\x0e\x43reateSchedule\x12$.assignment.v1.CreateScheduleRequest\x1a%.assignment.v1.CreateScheduleResponse\x12_\n\rListSchedules\x12#.assignment.v1.ListSchedulesRequest\x1a$.assignment.v1.ListSchedulesResponse\"\x03\x90\x02\x01\x12]\n\x0e\x44\x65leteSchedule\x12$.assignment.v1.DeleteScheduleRequest\x1a%.assignment.v1.DeleteScheduleResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assignment.v1.job_service_pb2', globals())
@@ -31,50 +32,50 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _JOBSERVICE.methods_by_name['WatchJob']._serialized_options = b'\220\002\001'
   _JOBSERVICE.methods_by_name['ListSchedules']._options = None
   _JOBSERVICE.methods_by_name['ListSchedules']._serialized_options = b'\220\002\001'
-  _JOBKIND._serialized_start=2196
-  _JOBKIND._serialized_end=2314
-  _JOBSTATE._serialized_start=2317
-  _JOBSTATE._serialized_end=2466
-  _JOBSPEC._serialized_start=84
-  _JOBSPEC._serialized_end=539
-  _JOBSPEC_VARIANTMAPPINGENTRY._serialized_start=474
-  _JOBSPEC_VARIANTMAPPINGENTRY._serialized_end=539
-  _JOB._serialized_start=542
-  _JOB._serialized_end=1069
-  _STARTJOBREQUEST._serialized_start=1071
-  _STARTJOBREQUEST._serialized_end=1132
-  _STARTJOBRESPONSE._serialized_start=1134
-  _STARTJOBRESPONSE._serialized_end=1190
-  _GETJOBREQUEST._serialized_start=1192
-  _GETJOBREQUEST._serialized_end=1223
-  _GETJOBRESPONSE._serialized_start=1225
-  _GETJOBRESPONSE._serialized_end=1279
-  _LISTJOBSREQUEST._serialized_start=1281
-  _LISTJOBSREQUEST._serialized_end=1320
-  _LISTJOBSRESPONSE._serialized_start=1322
-  _LISTJOBSRESPONSE._serialized_end=1380
-  _CANCELJOBREQUEST._serialized_start=1382
-  _CANCELJOBREQUEST._serialized_end=1416
-  _CANCELJOBRESPONSE._serialized_start=1418
-  _CANCELJOBRESPONSE._serialized_end=1475
-  _WATCHJOBREQUEST._serialized_start=1477
-  _WATCHJOBREQUEST._serialized_end=1510
-  _WATCHJOBRESPONSE._serialized_start=1513
-  _WATCHJOBRESPONSE._serialized_end=1644
-  _SCHEDULE._serialized_start=1647
-  _SCHEDULE._serialized_end=1862
-  _CREATESCHEDULEREQUEST._serialized_start=1864
-  _CREATESCHEDULEREQUEST._serialized_end=1940
-  _CREATESCHEDULERESPONSE._serialized_start=1942
-  _CREATESCHEDULERESPONSE._serialized_end=2019
-  _LISTSCHEDULESREQUEST._serialized_start=2021
-  _LISTSCHEDULESREQUEST._serialized_end=2043
-  _LISTSCHEDULESRESPONSE._serialized_start=2045
-  _LISTSCHEDULESRESPONSE._serialized_end=2123
-  _DELETESCHEDULEREQUEST._serialized_start=2125
-  _DELETESCHEDULEREQUEST._serialized_end=2168
-  _DELETESCHEDULERESPONSE._serialized_start=2170
-  _DELETESCHEDULERESPONSE._serialized_end=2194
-  _JOBSERVICE._serialized_start=2469
-  _JOBSERVICE._serialized_end=3167
+  _JOBKIND._serialized_start=2283
+  _JOBKIND._serialized_end=2401
+  _JOBSTATE._serialized_start=2404
+  _JOBSTATE._serialized_end=2553
+  _JOBSPEC._serialized_start=114
+  _JOBSPEC._serialized_end=626
+  _JOBSPEC_VARIANTMAPPINGENTRY._serialized_start=561
+  _JOBSPEC_VARIANTMAPPINGENTRY._serialized_end=626
+  _JOB._serialized_start=629
+  _JOB._serialized_end=1156
+  _STARTJOBREQUEST._serialized_start=1158
+  _STARTJOBREQUEST._serialized_end=1219
+  _STARTJOBRESPONSE._serialized_start=1221
+  _STARTJOBRESPONSE._serialized_end=1277
+  _GETJOBREQUEST._serialized_start=1279
+  _GETJOBREQUEST._serialized_end=1310
+  _GETJOBRESPONSE._serialized_start=1312
+  _GETJOBRESPONSE._serialized_end=1366
+  _LISTJOBSREQUEST._serialized_start=1368
+  _LISTJOBSREQUEST._serialized_end=1407
+  _LISTJOBSRESPONSE._serialized_start=1409
+  _LISTJOBSRESPONSE._serialized_end=1467
+  _CANCELJOBREQUEST._serialized_start=1469
+  _CANCELJOBREQUEST._serialized_end=1503
+  _CANCELJOBRESPONSE._serialized_start=1505
+  _CANCELJOBRESPONSE._serialized_end=1562
+  _WATCHJOBREQUEST._serialized_start=1564
+  _WATCHJOBREQUEST._serialized_end=1597
+  _WATCHJOBRESPONSE._serialized_start=1600
+  _WATCHJOBRESPONSE._serialized_end=1731
+  _SCHEDULE._serialized_start=1734
+  _SCHEDULE._serialized_end=1949
+  _CREATESCHEDULEREQUEST._serialized_start=1951
+  _CREATESCHEDULEREQUEST._serialized_end=2027
+  _CREATESCHEDULERESPONSE._serialized_start=2029
+  _CREATESCHEDULERESPONSE._serialized_end=2106
+  _LISTSCHEDULESREQUEST._serialized_start=2108
+  _LISTSCHEDULESREQUEST._serialized_end=2130
+  _LISTSCHEDULESRESPONSE._serialized_start=2132
+  _LISTSCHEDULESRESPONSE._serialized_end=2210
+  _DELETESCHEDULEREQUEST._serialized_start=2212
+  _DELETESCHEDULEREQUEST._serialized_end=2255
+  _DELETESCHEDULERESPONSE._serialized_start=2257
+  _DELETESCHEDULERESPONSE._serialized_end=2281
+  _JOBSERVICE._serialized_start=2556
+  _JOBSERVICE._serialized_end=3254
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -97,7 +98,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., total_units: _Optional[int] = ..., processed_units: _Optional[int] = ..., enrolled: _Optional[int] = ..., chunks: _Optional[int] = ..., chunks_done: _Optional[int] = ..., error: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., schedule: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ["cohort", "experiment_keys", "kind", "overwrite", "source_experiment_key", "stop_source", "tag", "target_experiment_key", "variant_mapping"]
+    __slots__ = ["attributes", "cohort", "experiment_keys", "kind", "overwrite", "source_experiment_key", "stop_source", "tag", "target_experiment_key", "variant_mapping"]
     class VariantMappingEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +106,7 @@ class JobSpec(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     COHORT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +116,7 @@ class JobSpec(_message.Message):
     TAG_FIELD_NUMBER: _ClassVar[int]
     TARGET_EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
     VARIANT_MAPPING_FIELD_NUMBER: _ClassVar[int]
+    attributes: _struct_pb2.Struct
     cohort: str
     experiment_keys: _containers.RepeatedScalarFieldContainer[str]
     kind: JobKind
@@ -123,7 +126,7 @@ class JobSpec(_message.Message):
     tag: str
     target_experiment_key: str
     variant_mapping: _containers.ScalarMap[str, str]
-    def __init__(self, kind: _Optional[_Union[JobKind, str]] = ..., cohort: _Optional[str] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ..., source_experiment_key: _Optional[str] = ..., target_experiment_key: _Optional[str] = ..., variant_mapping: _Optional[_Mapping[str, str]] = ..., stop_source: bool = ..., overwrite: bool = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[JobKind, str]] = ..., cohort: _Optional[str] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., tag: _Optional[str] = ..., source_experiment_key: _Optional[str] = ..., target_experiment_key: _Optional[str] = ..., variant_mapping: _Optional[_Mapping[str, str]] = ..., stop_source: bool = ..., overwrite: bool = ..., attributes: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ["limit"]
