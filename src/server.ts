@@ -317,6 +317,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
           { rowsCopied: p.rowsCopied, seconds: Math.round(p.seconds) },
           p.done ? "stored assignments are partitioned: the upgrade is done" : "upgrading stored assignments to the partitioned table",
         ),
+      onError: (err) => log.warn({ err }, "upgrading stored assignments to the partitioned table: a batch failed, trying again in 10 s"),
     }).catch((err) => log.error({ err }, "upgrade to the partitioned table stopped (resumed at the next start)"));
     stopMove = async () => {
       stop.abort();
