@@ -39,6 +39,15 @@ export async function partitionMovePending(db: Queryable): Promise<boolean> {
   return rows[0]!.pending;
 }
 
+/** Partitions of the assignments table in use, or of the one being filled while an upgrade runs. */
+export async function assignmentPartitionCount(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_inherits
+      WHERE inhparent = coalesce(to_regclass('assignments_partitioned'), to_regclass('assignments'))`,
+  );
+  return rows[0]!.n;
+}
+
 type Step = { state: "copied"; rows: number } | { state: "busy" } | { state: "done" };
 
 /** Copies the next batch, or swaps the tables when nothing is left to copy. */
