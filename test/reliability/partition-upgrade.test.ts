@@ -52,7 +52,7 @@ const pending = async () =>
   (await client.query<{ p: boolean }>(`SELECT to_regclass('assignments_partitioning') IS NOT NULL AS p`)).rows[0]!.p;
 
 describe("upgrading 2,000,000 stored assignments to the partitioned table while page loads run", () => {
-  it("keeps every row, and answers every page load STICKY with the stored variant throughout", { timeout: 300_000 }, async () => {
+  it("keeps every row, and answers every page load STICKY with the stored variant throughout", { timeout: 600_000 }, async () => {
     await runner({
       dbClient: client as never,
       dir: MIGRATIONS_DIR,
