@@ -72,7 +72,7 @@ import { JobStore } from "./store/job-store.js";
 import { NamespaceStore } from "./store/namespace-store.js";
 import { OverrideStore } from "./store/override-store.js";
 import { PgDatabase } from "./store/pg-database.js";
-import { partitionMovePending, runPartitionMove } from "./store/partition-move.js";
+import { assignmentPartitionCount, partitionMovePending, runPartitionMove } from "./store/partition-move.js";
 import { PgliteDatabase } from "./store/pglite-database.js";
 import { TransferStore } from "./store/transfer-store.js";
 import { redactUrl } from "./util/redact-url.js";
@@ -305,6 +305,16 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const role = config.role ?? "all";
   const { database, transfers: transferDatabase, description, pglite } = await openDatabase(config, log, opened);
   await database.migrate({ assignmentPartitions: config.assignmentPartitions });
+  if (config.assignmentPartitions !== undefined) {
+    // The count is fixed when the table is made: a different setting later changes nothing.
+    const made = await assignmentPartitionCount(database);
+    if (made !== config.assignmentPartitions) {
+      log.warn(
+        { assignmentPartitions: config.assignmentPartitions, partitions: made },
+        "ASSIGNMENT_PARTITIONS differs from the partitions the stored assignments were made with; it applies only when the table is made (see README: Partitioned assignments)",
+      );
+    }
+  }
   // An installation upgraded from the unpartitioned table copies its rows over while it serves.
   let stopMove = async () => {};
   if (await partitionMovePending(database)) {
@@ -317,6 +327,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
           { rowsCopied: p.rowsCopied, seconds: Math.round(p.seconds) },
           p.done ? "stored assignments are partitioned: the upgrade is done" : "upgrading stored assignments to the partitioned table",
         ),
+      onError: (err) => log.warn({ err }, "upgrading stored assignments to the partitioned table: a batch failed, trying again in 10 s"),
     }).catch((err) => log.error({ err }, "upgrade to the partitioned table stopped (resumed at the next start)"));
     stopMove = async () => {
       stop.abort();

@@ -39,6 +39,15 @@ export async function partitionMovePending(db: Queryable): Promise<boolean> {
   return rows[0]!.pending;
 }
 
+/** Partitions of the assignments table in use, or of the one being filled while an upgrade runs. */
+export async function assignmentPartitionCount(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_inherits
+      WHERE inhparent = coalesce(to_regclass('assignments_partitioned'), to_regclass('assignments'))`,
+  );
+  return rows[0]!.n;
+}
+
 type Step = { state: "copied"; rows: number } | { state: "busy" } | { state: "done" };
 
 /** Copies the next batch, or swaps the tables when nothing is left to copy. */
@@ -100,7 +109,9 @@ export async function moveStep(db: Database, batchRows = DEFAULT_MOVE_BATCH_ROWS
     // swap is tried again. undefined_table: another server swapped meanwhile. Anything else is
     // for the caller.
     const state = sqlState(err);
-    if (state === "55P03") return { state: "busy" };
+    // deadlock_detected, serialization_failure: a batch that met an erasure in the other order;
+    // nothing of it was committed, so it is simply run again.
+    if (state === "55P03" || state === "40P01" || state === "40001") return { state: "busy" };
     if (state === "42P01" && !(await partitionMovePending(db))) return { state: "done" };
     throw err;
   }
@@ -115,6 +126,10 @@ export interface PartitionMoveOptions {
   /** Progress, about every `progressMs`, and the end. */
   progress?: (p: { rowsCopied: number; seconds: number; done: boolean }) => void;
   progressMs?: number;
+  /** A step failed (the database unreachable, say): called, and the move tries again after
+   * `retryMs` (default 10 s) instead of giving up; without it the error is thrown. */
+  onError?: (err: unknown) => void;
+  retryMs?: number;
 }
 
 /** Runs the move to its end (or until `signal` aborts): resolves true when the table is swapped. */
@@ -124,7 +139,15 @@ export async function runPartitionMove(db: Database, options: PartitionMoveOptio
   let reported = started;
   const every = options.progressMs ?? 10_000;
   while (!options.signal?.aborted) {
-    const step = await moveStep(db, options.batchRows);
+    let step: Step;
+    try {
+      step = await moveStep(db, options.batchRows);
+    } catch (err) {
+      if (!options.onError) throw err;
+      options.onError(err);
+      await sleep(options.retryMs ?? 10_000, options.signal);
+      continue;
+    }
     const now = performance.now();
     if (step.state === "done") {
       options.progress?.({ rowsCopied: copied, seconds: (now - started) / 1000, done: true });

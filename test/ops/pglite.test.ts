@@ -62,6 +62,11 @@ describe("server on PGlite", () => {
       "10_job-migrate-import",
       "11_cohort-attributes",
     ]);
+    // The embedded database partitions stored assignments as PostgreSQL does (16 by default).
+    const { rows: partitions } = await server.database.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = 'assignments'::regclass`,
+    );
+    expect(partitions).toEqual([{ n: 16 }]);
   });
 
   it("assigns by the SPEC hash, stores, and answers sticky; concurrent admin transactions do not interfere", async () => {

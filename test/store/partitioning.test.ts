@@ -13,7 +13,7 @@ import { AssignmentStore } from "../../src/store/assignment-store.js";
 import type { Database, Queryable } from "../../src/store/database.js";
 import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
-import { moveStep, partitionMovePending, runPartitionMove } from "../../src/store/partition-move.js";
+import { assignmentPartitionCount, moveStep, partitionMovePending, runPartitionMove } from "../../src/store/partition-move.js";
 import { PgDatabase } from "../../src/store/pg-database.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
 import { TransferStore } from "../../src/store/transfer-store.js";
@@ -127,6 +127,10 @@ describe("a new installation", () => {
     expect(spread).toHaveLength(8);
     expect(spread.reduce((s, r) => s + r.n, 0)).toBe(40_000);
     expect(await partitionMovePending(db)).toBe(false);
+    expect(await assignmentPartitionCount(db)).toBe(8);
+    // A later start with another setting changes nothing: the count is fixed when the table is made.
+    await db.migrate({ assignmentPartitions: 32 });
+    expect(await assignmentPartitionCount(db)).toBe(8);
   });
 
   it("a page load (one unit, 20 experiments) reads one partition, and stores a new unit's cells in one", async () => {
@@ -233,6 +237,7 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
     const kind = async () =>
       (await db.query<{ k: string }>(`SELECT relkind::text AS k FROM pg_class WHERE oid = 'assignments'::regclass`)).rows[0]!.k;
     expect(await kind()).toBe("r");
+    expect(await assignmentPartitionCount(db)).toBe(4); // the table being filled
 
     // Batches of 500, each followed by changes made by "servers": behind the cursor, ahead of
     // it, and across the whole table.
@@ -321,7 +326,14 @@ describe("the embedded database (PGlite, PostgreSQL 17)", () => {
     const before = (await old.query(CHECKSUM)).rows[0];
     await old.migrate({ assignmentPartitions: 4 });
     expect(await partitionMovePending(old)).toBe(true);
-    expect(await runPartitionMove(old, { batchRows: 1000 })).toBe(true);
+    // The first batch fails (as when the database is unreachable for a moment): the move reports
+    // it, waits and goes on, instead of stopping until the next start.
+    let failures = 1;
+    const flaky = Object.create(old) as Database;
+    flaky.transaction = (fn) => (failures-- > 0 ? Promise.reject(new Error("connection lost")) : old.transaction(fn));
+    const errors: unknown[] = [];
+    expect(await runPartitionMove(flaky, { batchRows: 1000, onError: (e) => errors.push(e), retryMs: 10 })).toBe(true);
+    expect(errors.map(String)).toEqual(["Error: connection lost"]);
     expect((await old.query(CHECKSUM)).rows[0]).toEqual(before);
     const { rows: parts } = await old.query<{ partitions: number }>(
       `SELECT count(*)::int AS partitions FROM pg_inherits WHERE inhparent = 'assignments'::regclass`,
