@@ -10,16 +10,24 @@
  *   per-unit attributes (5 per unit), into one targeted experiment against one without a
  *   condition. Every unit's attributes make the condition true, so both store every unit (NEW) and
  *   the targeted stream evaluates the condition once per unit.
+ * - In this process, without I/O: rule 8 alone, decide() for new units (rules 3 to 11, the
+ *   condition tested every time) of an experiment with the condition against one without, the
+ *   same attributes given to both; alternating rounds. Less exposed to a busy machine's noise
+ *   than the calls above, it says what one evaluation of the condition costs.
  *
  * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_TARGETING_UNITS
- * (1,000,000); BENCH_TARGETING_CALLS (2,000 measured calls per AssignUnit phase); BENCH_TARGETING_ROUNDS
- * (3 rounds of the two AssignUnit phases).
+ * (1,000,000); BENCH_TARGETING_CALLS (1,000 measured calls per AssignUnit phase); BENCH_TARGETING_ROUNDS
+ * (5 rounds of the two AssignUnit phases).
  */
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
 import { Cleanup } from "../harness/cleanup.js";
+import { checkAttributes } from "../src/engine/attributes.js";
+import { compileCondition } from "../src/engine/condition.js";
+import { decide } from "../src/engine/evaluate.js";
+import { buildExperimentConfig } from "../src/engine/experiment-config.js";
 import { benchServer, log, Unreachable } from "./infra.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
@@ -27,8 +35,8 @@ const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS_URL = env.REDIS_URL || "redis://127.0.0.1:6379";
 const UNITS = Number(env.BENCH_TARGETING_UNITS ?? 1_000_000);
-const CALLS = Number(env.BENCH_TARGETING_CALLS ?? 2_000);
-const ROUNDS = Number(env.BENCH_TARGETING_ROUNDS ?? 3);
+const CALLS = Number(env.BENCH_TARGETING_CALLS ?? 1_000);
+const ROUNDS = Number(env.BENCH_TARGETING_ROUNDS ?? 5);
 const BATCH = 10_000;
 const POOL = 200;
 
@@ -45,7 +53,8 @@ const variants = [
 async function main(cleanup: Cleanup): Promise<void> {
   const { server } = await benchServer(cleanup, { adminDatabaseUrl: ADMIN_DATABASE_URL, redisUrl: REDIS_URL, nodeArgs: [] });
   const admin = createClient(ExperimentService, server.address);
-  const assign = createClient(AssignmentService, server.address, { timeoutMs: 60_000 });
+  // No deadline: a stream of a million units takes as long as it takes.
+  const assign = createClient(AssignmentService, server.address);
   cleanup.add("close clients", async () => {
     admin.close();
     assign.close();
@@ -109,6 +118,43 @@ async function main(cleanup: Cleanup): Promise<void> {
   const plainStream = await stream("stream-plain", "p");
   const targetedStream = await stream("stream-targeted", "t");
 
+  // --- decide() in this process: the condition's cost per evaluation
+  const config = (condition: boolean) =>
+    buildExperimentConfig({
+      id: 1,
+      key: "e",
+      salt: "e",
+      unitType: "user_id",
+      hashVersion: 1,
+      variants: variants.map((v, id) => ({ id, key: v.key, weight: v.weight, params: undefined })),
+      rollout: 10_000,
+      status: ExperimentStatus.RUNNING,
+      defaultVariantKey: undefined,
+      winnerKey: undefined,
+      tags: [],
+      namespace: undefined,
+      condition: condition ? compileCondition("condition", CONDITION) : undefined,
+      overrideCount: 0,
+      cacheGeneration: 0,
+      version: 1n,
+    });
+  const attrs = checkAttributes("attributes", ATTRIBUTES);
+  const ids = Array.from({ length: 200_000 }, (_, i) => `d-${i}`);
+  const decideRound = (condition: boolean): number => {
+    const exp = config(condition);
+    const t0 = performance.now();
+    for (const id of ids) if (decide(exp, id, undefined, attrs).reason !== Reason.NEW) throw new Error("decide: expected NEW");
+    return ((performance.now() - t0) * 1e6) / ids.length; // ns per unit
+  };
+  decideRound(false);
+  decideRound(true);
+  const decidePlain: number[] = [];
+  const decideTargeted: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    decidePlain.push(decideRound(false));
+    decideTargeted.push(decideRound(true));
+  }
+
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const plainP50 = median(plain.map((s) => s.p50));
   const targetedP50 = median(targeted.map((s) => s.p50));
@@ -123,6 +169,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     `| AssignUnit 1 unit × 10 experiments, warm, p50 (median of ${ROUNDS} alternating phases of ${CALLS} calls) | ${ms(plainP50)} | ${ms(targetedP50)} | ${(targetedP50 / plainP50).toFixed(2)}× | ≤ 1.3× |`,
     `| same, mean | ${ms(plainMean)} | ${ms(targetedMean)} | ${(targetedMean / plainMean).toFixed(2)}× | |`,
     `| StreamAssign ${UNITS.toLocaleString("en-US")} new units stored, per-unit attributes, units/s | ${rate(plainStream)} | ${rate(targetedStream)} | ${(plainStream / targetedStream).toFixed(2)} of untargeted | ≥ 0.8 |`,
+    `| decide() of a new unit in this process, ns per unit (median of ${ROUNDS} alternating rounds of ${ids.length.toLocaleString("en-US")}) | ${median(decidePlain).toFixed(0)} ns | ${median(decideTargeted).toFixed(0)} ns | +${(median(decideTargeted) - median(decidePlain)).toFixed(0)} ns per evaluation | (information) |`,
     "",
     `AssignUnit phases, p50 in order: ${plain.map((p, i) => `plain ${ms(p.p50)}, targeted ${ms(targeted[i]!.p50)}`).join("; ")}.`,
   ];
