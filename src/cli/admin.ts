@@ -57,6 +57,7 @@ export interface CreateOptions {
   defaultVariant?: string;
   tag?: string[];
   description?: string;
+  target?: string;
   json?: boolean;
 }
 
@@ -73,6 +74,7 @@ export async function createExperiment(ctx: Context, key: string, o: CreateOptio
     defaultVariant: o.defaultVariant ?? "",
     tags: o.tag ?? [],
     description: o.description ?? "",
+    condition: o.target ?? "",
   });
   o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
 }
@@ -107,6 +109,7 @@ export interface UpdateOptions {
   defaultVariant?: string;
   tags?: string;
   description?: string;
+  target?: string;
   version?: string;
   json?: boolean;
 }
@@ -155,6 +158,7 @@ export async function updateExperiment(ctx: Context, key: string, o: UpdateOptio
               .filter((t) => t !== ""),
           },
     description: o.description,
+    condition: o.target,
   });
   o.json ? printJson(experimentJson(experiment!)) : print(experimentDetails(experiment!));
 }

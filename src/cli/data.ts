@@ -4,12 +4,12 @@ import type { Readable, Writable } from "node:stream";
 import { toJson } from "@bufbuild/protobuf";
 import { AssignmentSchema, ImportPolicy, Layer, Reason } from "assignment-client";
 import * as grpc from "@grpc/grpc-js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import type { ImportAssignmentsRequestSchema } from "assignment-client";
 import { assignCohort, maxBatch } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
 import { csvLine, readCsv, readLines } from "./csv.js";
-import { count, parseCount, reasonName, sourceName } from "./format.js";
+import { count, parseCount, parseJsonObject, reasonName, sourceName } from "./format.js";
 import { Progress } from "./progress.js";
 import { DEFAULT_EXPORT_BATCH, MAX_BULK_UNITS } from "assignment-client/limits";
 
@@ -57,12 +57,21 @@ export async function assignOne(
   ctx: Context,
   experimentKey: string,
   unitId: string,
-  o: { unitType?: string; dryRun?: boolean; explain?: boolean; params?: boolean; json?: boolean; allowUnknown?: boolean },
+  o: {
+    unitType?: string;
+    dryRun?: boolean;
+    explain?: boolean;
+    attributes?: string;
+    params?: boolean;
+    json?: boolean;
+    allowUnknown?: boolean;
+  },
 ) {
   const { assignment } = await ctx.assignments.assign({
     experimentKey,
     unitId,
     unitType: o.unitType ?? "",
+    attributes: o.attributes === undefined ? undefined : (parseJsonObject("--attributes", o.attributes) as JsonObject),
     options: { dryRun: o.dryRun ?? false, explain: o.explain ?? false, includeParams: o.params ?? false },
   });
   const a = assignment!;
@@ -90,6 +99,7 @@ function printAssignment(a: NonNullable<Awaited<ReturnType<Context["assignments"
   if (a.explanation) {
     const e = a.explanation;
     lines.push(
+      `rule      ${RULE_TEXT[a.reason] ?? "-"}`,
       `buckets   variant ${e.variantBucket}, rollout ${e.rolloutBucket}${e.segment !== undefined ? `, segment ${e.segment}` : ""}`,
       `layer     ${LAYER_TEXT[e.layer] ?? Layer[e.layer] ?? String(e.layer)}`,
     );
@@ -97,6 +107,23 @@ function printAssignment(a: NonNullable<Awaited<ReturnType<Context["assignments"
   if (a.params) lines.push(`params    ${JSON.stringify(a.params)}`);
   process.stdout.write(lines.join("\n") + "\n");
 }
+
+/** Which rule of SPEC.md "Evaluating one unit for one experiment" decided, by reason. */
+const RULE_TEXT: Partial<Record<Reason, string>> = {
+  [Reason.UNKNOWN_EXPERIMENT]: "1 (no such experiment)",
+  [Reason.INVALID_UNIT]: "2 (invalid unit id)",
+  [Reason.UNIT_TYPE_MISMATCH]: "2 (not the experiment's unit type)",
+  [Reason.OVERRIDE]: "3 (an override)",
+  [Reason.NOT_RUNNING]: "4 (not running)",
+  [Reason.WINNER]: "4 (stopped with a winner)",
+  [Reason.STICKY]: "5 (its stored assignment)",
+  [Reason.PAUSED]: "6 (paused: nobody new)",
+  [Reason.HOLDOUT]: "7 (held out by a holdout)",
+  [Reason.NOT_TARGETED]: "8 (the targeting condition is not true for its attributes)",
+  [Reason.NOT_IN_NAMESPACE]: "9 (its namespace segment is another experiment's)",
+  [Reason.NOT_IN_ROLLOUT]: "10 (outside the rollout)",
+  [Reason.NEW]: "11 (hashed now)",
+};
 
 /** Which layer answered, as `assign --explain` prints it. */
 const LAYER_TEXT: Partial<Record<Layer, string>> = {

@@ -90,6 +90,7 @@ export function experimentDetails(e: Experiment): string {
     `namespace        ${e.namespace ? `${e.namespace}, ${count(e.segments)} segments` : "-"}`,
     `tags             ${e.tags.join(", ") || "-"}`,
     `description      ${e.description || "-"}`,
+    `targeting        ${e.condition || "- (every unit)"}`,
     `created          ${time(e.createTime)}`,
     `updated          ${time(e.updateTime)}`,
     "",

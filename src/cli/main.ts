@@ -61,6 +61,7 @@ export function buildProgram(): Command {
     .option("--default-variant <key>", "variant of units not enrolled (default: the first)")
     .option("--tag <tag>", "a tag (repeat)", collect)
     .option("--description <text>", "description")
+    .option("--target <cel>", `targeting condition, CEL over attributes, e.g. 'attributes.country == "US"' (README "Targeting")`)
     .option("--json", "print JSON")
     .addHelpText(
       "after",
@@ -99,6 +100,7 @@ export function buildProgram(): Command {
     .option("--default-variant <variant>", "default variant")
     .option("--tags <a,b,c>", 'replace the tags ("" removes all)')
     .option("--description <text>", "description")
+    .option("--target <cel>", 'a new targeting condition, CEL over attributes ("" removes targeting; stored units keep their variant)')
     .option("--version <n>", "refuse (ABORTED) unless the experiment is still at this version (default: its current one)")
     .option("--json", "print JSON")
     .action(run((ctx, key: string, o: admin.UpdateOptions) => admin.updateExperiment(ctx, key, o)));
@@ -202,7 +204,8 @@ export function buildProgram(): Command {
     .description("assign one unit")
     .option("--unit-type <type>", "the unit's type (default user_id)")
     .option("--dry-run", "store nothing")
-    .option("--explain", "show buckets, segment and which layer answered")
+    .option("--explain", "show which rule decided, buckets, segment and which layer answered")
+    .option("--attributes <json>", `the unit's attributes for targeting conditions, a JSON object, e.g. '{"country":"US"}'`)
     .option("--params", "show the variant's params")
     .option("--json", "print JSON")
     .option("--allow-unknown", "an unknown experiment is an answer (UNKNOWN_EXPERIMENT), not an error: exit 0")

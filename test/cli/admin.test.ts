@@ -221,6 +221,42 @@ describe("assignment experiments / namespaces / overrides / assign / stats", () 
     expect(badTimeout.code).toBe(2);
     expect(badTimeout.stderr).toContain('--timeout: "soon" is not a duration');
   });
+  it("--target sets, shows, changes and removes a targeting condition; assign --attributes --explain names rule 8", async () => {
+    const created = JSON.parse(
+      await cli(
+        "experiments",
+        "create",
+        "geo",
+        "--variant",
+        "off:50%",
+        "--variant",
+        "on:50%",
+        "--target",
+        'attributes.country == "US"',
+        "--start",
+        "--json",
+      ),
+    );
+    expect(created.condition).toBe('attributes.country == "US"');
+    expect(await cli("get", "geo")).toMatch(/^targeting\s+attributes\.country == "US"$/m);
+    const miss = await cli("assign", "geo", "g-1", "--attributes", '{"country":"FR"}', "--explain");
+    expect(miss).toMatch(/^geo \/ g-1: off\nreason\s+NOT_TARGETED/);
+    expect(miss).toMatch(/^rule\s+8 \(the targeting condition is not true for its attributes\)$/m);
+    expect(await cli("assign", "geo", "g-2", "--attributes", '{"country":"US"}', "--explain")).toMatch(/^rule\s+11 \(hashed now\)$/m);
+
+    await cli("experiments", "update", "geo", "--target", "attributes.tier == 'gold'");
+    expect((await t.experiments.getExperiment({ key: "geo" })).experiment!.condition).toBe("attributes.tier == 'gold'");
+    // Refused by the server: exit 1, the field and position named, nothing changed.
+    const bad = await runCli(t.server.address, ["experiments", "update", "geo", "--target", "attributes.tier =="]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/INVALID_ARGUMENT.*condition: does not parse as CEL at line 1, column \d+/);
+    await cli("experiments", "update", "geo", "--target", "");
+    const e = (await t.experiments.getExperiment({ key: "geo" })).experiment!;
+    expect([e.condition, e.version]).toEqual(["", 3n]);
+    expect(await cli("get", "geo")).toMatch(/^targeting\s+- \(every unit\)$/m);
+    // Not JSON: a usage error (exit 2) before any call.
+    expect((await runCli(t.server.address, ["assign", "geo", "g-3", "--attributes", "country=US"])).code).toBe(2);
+  });
 });
 
 describe("assignment with tokens", () => {

@@ -82,5 +82,14 @@ describe("the README's command-line examples", () => {
     const next = await t.assignments.bulkAssign({ experimentKey: "legacy-next", unitIds: ["old-1", "old-2"], options: { dryRun: true } });
     expect(next.column!.variantIndexes.map((i) => next.column!.legend[i])).toEqual(["control", "green"]);
     expect(next.column!.stored).toEqual([true, true]);
+    // Targeting: the US unit (u-777) was enrolled and stored, the French one (u-888) was not; the condition changed.
+    const geo = (await t.experiments.getExperiment({ key: "geo-banner" })).experiment!;
+    expect(geo.condition).toBe('attributes.country in ["US", "CA"]');
+    const geoUnits = await t.assignments.bulkAssign({
+      experimentKey: "geo-banner",
+      unitIds: ["u-777", "u-888"],
+      options: { dryRun: true },
+    });
+    expect(geoUnits.column!.stored).toEqual([true, false]);
   });
 });

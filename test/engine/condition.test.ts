@@ -111,3 +111,58 @@ describe("attributes", () => {
     expect(Object.fromEntries(merged)).toEqual({ country: "DE", pro: true });
   });
 });
+
+describe("the fast evaluation of common conditions agrees with @bufbuild/cel's evaluator", () => {
+  // Every shape the fast path takes, and some it leaves to CEL, against attributes of every type,
+  // missing ones and mixed types: the answer of each pair must equal the general evaluator's.
+  const conditions = [
+    'attributes.country == "US"',
+    'attributes.country != "US"',
+    "attributes.version >= 5.2",
+    "attributes.version >= 5",
+    "attributes.version < 5",
+    "attributes.version <= 5.0",
+    "attributes.version > -1",
+    'attributes.country > "DE"',
+    'attributes.country < "é"',
+    "attributes.pro == true",
+    "attributes.pro",
+    "!attributes.pro",
+    "attributes.pro > false",
+    'attributes.country in ["US", "CA"]',
+    "attributes.version in [5, 5.3, 6]",
+    '"beta" in attributes.groups',
+    '"country" in attributes',
+    "has(attributes.country)",
+    "!has(attributes.country)",
+    'attributes.groups == ["alpha", "beta"]',
+    'attributes.country == "US" && attributes.version >= 5.2 && attributes.tier in ["gold", "silver"] && attributes.age >= 18 && attributes.pro == false',
+    'attributes.country == "US" || attributes.version >= 5',
+    '!(attributes.country == "US") || attributes.pro',
+    'attributes.country == 1 || attributes.version == "5"',
+    "attributes.version == attributes.age",
+    "attributes.version < attributes.age",
+    "attributes.country in attributes.groups",
+    "true",
+    "false && attributes.missing",
+    "attributes.missing || true",
+    "attributes.missing && false",
+    'attributes.country.startsWith("U")',
+    "size(attributes.groups) > 1",
+  ];
+  const attributeSets: Record<string, unknown>[] = [
+    {},
+    { country: "US", version: 5.3, tier: "gold", age: 18, pro: false, groups: ["alpha", "beta"] },
+    { country: "CA", version: 5, tier: "silver", age: 17.5, pro: true, groups: ["beta"] },
+    { country: "DE", version: 6, groups: [] },
+    { country: "é", version: -2, pro: "yes", groups: "beta" },
+    { country: 1, version: "5", age: 5 },
+    { country: "𝔘", version: 5.2, age: 5.2, groups: ["US", 1, true] },
+    { country: ["US"], pro: 1, tier: "bronze", age: 99 },
+  ];
+  it.each(conditions)("%s", (source) => {
+    const fast = compileCondition("condition", source);
+    const cel = compileCondition("condition", source, "cel");
+    for (const o of attributeSets) expect(fast.test(attrs(o)), JSON.stringify(o)).toBe(cel.test(attrs(o)));
+  });
+});

@@ -103,6 +103,28 @@ def test_a_cohort_streams_in_order_and_agrees_with_bulk_and_the_hash(client: Cli
     assert [as_tuple(a) for a in again[0].answers[abc.key]] == [expected(abc, u, False) for u in units]
 
 
+def test_a_cohort_with_attributes_meets_the_targeting_condition(client: Client, unique: str) -> None:
+    key = "py-targeted-" + unique
+    client.experiments.CreateExperiment(
+        admin.CreateExperimentRequest(
+            key=key,
+            variants=[types_pb2.Variant(key="a", weight=5000), types_pb2.Variant(key="b", weight=5000)],
+            default_variant="b",
+            status=types_pb2.EXPERIMENT_STATUS_RUNNING,
+            condition='attributes.country == "US" && attributes.version >= 5',
+        )
+    )
+    units = ["t-%s-%d" % (unique, i) for i in range(50)]
+    miss = list(client.stream_cohort([key], units, attributes={"country": "FR", "version": 6}))
+    assert {(a.variant_key, a.reason, a.stored) for a in miss[0].answers[key]} == {("b", R.REASON_NOT_TARGETED, False)}
+    hit = list(client.stream_cohort([key], units, attributes={"country": "US", "version": 5.5}))
+    assert {a.reason for a in hit[0].answers[key]} == {R.REASON_NEW}
+    with pytest.raises(grpc.RpcError) as bad:
+        list(client.stream_cohort([key], units, attributes={"geo": {"country": "US"}}))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "setup.attributes.geo" in (bad.value.details() or "")
+
+
 def test_an_empty_cohort_has_no_batches(client: Client, unique: str) -> None:
     e = create(client, "py-empty-" + unique, "py-empty-" + unique, {"a": 5000, "b": 5000}, 10_000)
     assert list(client.stream_cohort([e.key], [])) == []

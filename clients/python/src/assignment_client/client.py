@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 import grpc
 
@@ -44,6 +44,7 @@ class Client:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         timeout: Optional[float] = None,
         metadata: Optional[Metadata] = None,
+        attributes: Optional[Mapping[str, Any]] = None,
     ) -> Iterator[CohortBatch]:
         """``stream_cohort`` (see there) over this client's channel."""
         return stream_cohort(
@@ -56,6 +57,7 @@ class Client:
             max_in_flight=max_in_flight,
             timeout=timeout,
             metadata=metadata,
+            attributes=attributes,
         )
 
     def close(self) -> None:

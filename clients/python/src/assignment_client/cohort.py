@@ -6,7 +6,7 @@ import collections
 import itertools
 import threading
 from dataclasses import dataclass
-from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from assignment.v1 import assignment_service_pb2, assignment_service_pb2_grpc, types_pb2
 
@@ -61,6 +61,7 @@ def stream_cohort(
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     timeout: Optional[float] = None,
     metadata: Optional[Sequence[Tuple[str, str]]] = None,
+    attributes: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[CohortBatch]:
     """Assigns every id of ``unit_ids`` to every experiment of ``experiment_keys`` through one
     StreamAssign call, and returns a generator of the answered batches, in order.
@@ -78,7 +79,8 @@ def stream_cohort(
     Closing the generator early (``break``, ``close()``) cancels the call. A failed call raises
     ``grpc.RpcError``; an exception raised while reading ``unit_ids`` ends the stream and is
     raised here, after the batches sent before it. ``timeout`` (seconds) bounds the whole stream;
-    default none.
+    default none. ``attributes`` (e.g. ``{"country": "US"}``) are every unit's attributes for the
+    experiments' targeting conditions (the setup's ``attributes``).
     """
     if isinstance(experiment_keys, str):
         raise TypeError("experiment_keys: must be a sequence of keys, not one string")
@@ -104,6 +106,10 @@ def stream_cohort(
     if not isinstance(max_in_flight, int) or max_in_flight < 1:
         raise ValueError("max_in_flight: must be 1 or more (batches sent and not yet answered), got %r" % (max_in_flight,))
     setup = assignment_service_pb2.StreamAssignSetup(experiment_keys=keys, unit_type=unit_type, options=options)
+    if attributes is not None:
+        if not isinstance(attributes, Mapping):
+            raise TypeError("attributes: must be a mapping of names to values, got %s" % type(attributes).__name__)
+        setup.attributes.update(attributes)
     return _stream(stub, keys, setup, unit_ids, size, max_in_flight, timeout, metadata)
 
 
