@@ -41,7 +41,7 @@ export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) =
 
     async updateNamespace(req, ctx) {
       const key = checkKey("key", req.key);
-      if (req.defaultParams === undefined) return { namespace: namespaceMessage(await store.getNamespace(key)) };
+      if (req.defaultParams === undefined) return { namespace: namespaceMessage(await store.getNamespace(key, "key")) };
       const defaultParams = checkParams("default_params", req.defaultParams);
       return served({ namespace: namespaceMessage(await store.updateNamespace(key, defaultParams, actorOf(ctx))) });
     },

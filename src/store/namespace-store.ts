@@ -70,8 +70,9 @@ export class NamespaceStore {
     });
   }
 
-  async getNamespace(key: string): Promise<NamespaceRecord> {
-    return namespaceByKey(this.db, key);
+  /** NOT_FOUND names `field` when there is none. */
+  async getNamespace(key: string, field?: string): Promise<NamespaceRecord> {
+    return namespaceByKey(this.db, key, false, field);
   }
 
   /** Sorted by key; archived ones only when `includeArchived`. */
