@@ -9,9 +9,11 @@
 import { toJson } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { columnAnswers, ExperimentStatus, Reason } from "assignment-client";
+import { AssignmentService, columnAnswers, createClient, ExperimentStatus, Reason } from "assignment-client";
+import { createLogger } from "../../src/logger.js";
+import { startServer } from "../../src/server.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
-import { expectFailure, specVariant, specVariantBucket, status, storedAssignments, units } from "./helpers.js";
+import { eventually, expectFailure, specVariant, specVariantBucket, status, storedAssignments, units } from "./helpers.js";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -195,6 +197,36 @@ describe("holdouts", () => {
         },
       ],
     ]);
+  });
+
+  it("reach another server sharing the store like any configuration change (NOTIFY)", async () => {
+    const other = await startServer({
+      databaseUrl: t.databaseUrl,
+      redisUrl: t.redisUrl,
+      redisPrefix: t.redisPrefix,
+      port: 0,
+      logger: createLogger("silent"),
+    });
+    const b = createClient(AssignmentService, other.address, { timeoutMs: 30_000 });
+    try {
+      await t.experiments.createExperiment({ key: "xs-e", variants: AB, status: ExperimentStatus.RUNNING, tags: ["xs"] });
+      const ids = units("xs-u-", 200);
+      const answerOnB = async (u: string) => (await b.assign({ experimentKey: "xs-e", unitId: u, options: { dryRun: true } })).assignment!;
+      expect(await eventually(async () => (await answerOnB(ids[0]!)).reason === Reason.NEW, 10_000)).toBe(true);
+      // Created on the first server: the second holds out exactly SPEC's units.
+      await t.experiments.createHoldout({ key: "xs-h", salt: "xs-salt", share: 3000, tags: ["xs"] });
+      const heldIds = ids.filter((u) => held(u, "xs-salt", 3000));
+      expect(heldIds.length).toBeGreaterThan(20);
+      expect(await eventually(async () => (await answerOnB(heldIds[0]!)).reason === Reason.HOLDOUT, 10_000)).toBe(true);
+      for (const u of ids) expect((await answerOnB(u)).reason, u).toBe(held(u, "xs-salt", 3000) ? Reason.HOLDOUT : Reason.NEW);
+      // Lowered to 0 on the first server: the second releases them.
+      await t.experiments.updateHoldout({ key: "xs-h", share: 0 });
+      expect(await eventually(async () => (await answerOnB(heldIds[0]!)).reason === Reason.NEW, 10_000)).toBe(true);
+      for (const u of heldIds) expect((await answerOnB(u)).reason, u).toBe(Reason.NEW);
+    } finally {
+      b.close();
+      await other.close();
+    }
   });
 
   it("EraseUnits removes the notes that a unit was held out", async () => {
