@@ -10,7 +10,7 @@ import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExperimentStatus, Reason } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
-import { expectFailure, specSegment, specVariant, sql, status, storedAssignments, units } from "./helpers.js";
+import { expectFailure, specSegment, specVariant, specVariantBucket, sql, status, storedAssignments, units } from "./helpers.js";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -230,6 +230,35 @@ describe("ResolveParams", () => {
       status.INVALID_ARGUMENT,
       "unit_attributes",
     );
+  });
+
+  it("a unit held out of the namespace's experiment gets the defaults under the default variant's params (HOLDOUT, not stored)", async () => {
+    await t.experiments.createNamespace({ key: "rp-h", salt: "rp-h-salt", segments: 1, defaultParams: DEFAULTS });
+    await t.experiments.createExperiment({
+      key: "rp-h-e",
+      salt: "rp-h-e-salt",
+      variants: VARIANTS,
+      defaultVariant: "treatment",
+      status: ExperimentStatus.RUNNING,
+      tags: ["rp-held"],
+    });
+    await t.experiments.allocateSegments({ namespaceKey: "rp-h", experimentKey: "rp-h-e", segments: 1 });
+    await t.experiments.createHoldout({ key: "rp-holdout", salt: "rp-holdout-salt", share: 5000, tags: ["rp-held"] });
+    const ids = units("rp-h-u-", 60);
+    const isHeld = (u: string) => specVariantBucket(u, "rp-holdout-salt") < 5000;
+    expect(ids.filter(isHeld).length).toBeGreaterThan(10);
+    for (const u of ids) {
+      const [a] = (await t.assignments.resolveParams({ units: { user_id: u }, namespaceKeys: ["rp-h"] })).namespaces;
+      const v = isHeld(u) ? "treatment" : specVariant(u, "rp-h-e-salt", VARIANTS);
+      expect([a!.reason, a!.variantKey, a!.stored, a!.params], u).toEqual([
+        isHeld(u) ? Reason.HOLDOUT : Reason.NEW,
+        v,
+        !isHeld(u),
+        { ...DEFAULTS, ...paramsOf(v) },
+      ]);
+    }
+    const stored = await storedAssignments(t.databaseUrl, "rp-h-e");
+    expect([...stored.keys()].sort()).toEqual(ids.filter((u) => !isHeld(u)).sort());
   });
 
   it("follows UpdateNamespace at once", async () => {
