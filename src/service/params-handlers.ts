@@ -1,4 +1,4 @@
-import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type {
   AssignmentService,
   ParamsColumnSchema,
@@ -6,7 +6,7 @@ import type {
   ResolvedParamsSchema,
 } from "../../gen/ts/assignment/v1/assignment_service_pb.js";
 import { Reason } from "../../gen/ts/assignment/v1/types_pb.js";
-import { type Attributes, checkAttributes } from "../engine/attributes.js";
+import { type Attributes, checkCallAttributes, checkUnitAttributes } from "../engine/attributes.js";
 import { segmentOf } from "../engine/buckets.js";
 import { isEnrolled } from "../engine/evaluate.js";
 import type { ExperimentConfig, NamespaceConfig } from "../engine/experiment-config.js";
@@ -72,11 +72,6 @@ function optionsOf(o: { dryRun: boolean; allowUnstored: boolean } | undefined): 
   return { dryRun: o?.dryRun ?? false, allowUnstored: o?.allowUnstored ?? false };
 }
 
-/** Call attributes, checked (SPEC limits); the assigner's targeting reads them. */
-function attributesOf(field: string, s: JsonObject | undefined): Attributes {
-  return checkAttributes(field, s ?? {});
-}
-
 /**
  * ResolveParams and BulkResolveParams (SPEC.md "Namespaces"): per namespace, the experiment
  * holding the unit's segment is evaluated by the assigner like any assign call (so a NEW answer is
@@ -90,7 +85,7 @@ export function paramsHandlers(registry: ParamsView, assigner: Assigner): Handle
       const types = Object.keys(req.units);
       if (types.length === 0) throw invalidArgument("units", "must name at least one unit type and its id");
       for (const t of types) if (!isValidUnitType(t)) throw invalidArgument(`units["${t}"]`, `unit type ${UNIT_TYPE_RULE}`);
-      attributesOf("attributes", req.attributes);
+      const attributes = checkCallAttributes("attributes", req.attributes);
       const namespaces = namespacesOf(registry, req.namespaceKeys, req.tag, "namespace_keys", (ns) => req.units[ns.unitType] !== undefined);
       const answers: ResolvedInit[] = [];
       const cells: Cell[] = [];
@@ -105,7 +100,7 @@ export function paramsHandlers(registry: ParamsView, assigner: Assigner): Handle
           answers.push(base);
           const e = holderOf(registry, ns, unitId);
           if (e) {
-            cells.push({ experiment: e, unitId, unitType: ns.unitType });
+            cells.push({ experiment: e, unitId, unitType: ns.unitType, attributes });
             asked.push(i);
           }
         }
@@ -126,14 +121,15 @@ export function paramsHandlers(registry: ParamsView, assigner: Assigner): Handle
       if (ids.length < 1 || ids.length > MAX_BULK_UNITS) {
         throw invalidArgument("unit_ids", `must hold 1 to ${MAX_BULK_UNITS} ids (got ${ids.length})`);
       }
-      attributesOf("attributes", req.attributes);
-      if (req.unitAttributes.length !== 0 && req.unitAttributes.length !== ids.length) {
-        throw invalidArgument(
-          "unit_attributes",
-          `must be empty or hold one entry per unit id (${ids.length}, got ${req.unitAttributes.length})`,
-        );
-      }
-      req.unitAttributes.forEach((a, i) => attributesOf(`unit_attributes[${i}]`, a));
+      // The call's attributes, with each unit's laid over them (rule 8 reads them).
+      const attributes = checkUnitAttributes(
+        "unit_attributes",
+        req.unitAttributes,
+        ids.length,
+        checkCallAttributes("attributes", req.attributes),
+      );
+      const perUnit = Array.isArray(attributes) ? (attributes as readonly Attributes[]) : undefined;
+      const attributesAt = (i: number): Attributes => (perUnit ? perUnit[i]! : (attributes as Attributes));
       const namespaces = namespacesOf(registry, req.namespaceKeys, req.tag, "namespace_keys", (ns) => ns.unitType === unitType);
       if (ids.length * namespaces.length > MAX_MATRIX_CELLS) {
         throw invalidArgument(
@@ -159,7 +155,7 @@ export function paramsHandlers(registry: ParamsView, assigner: Assigner): Handle
           else {
             const e = holderOf(registry, ns, unitId);
             if (e) {
-              cells.push({ experiment: e, unitId, unitType });
+              cells.push({ experiment: e, unitId, unitType, attributes: attributesAt(i) });
               positions.push(i);
             }
           }

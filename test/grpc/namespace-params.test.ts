@@ -261,6 +261,41 @@ describe("ResolveParams", () => {
     expect([...stored.keys()].sort()).toEqual(ids.filter((u) => !isHeld(u)).sort());
   });
 
+  it("passes the call's attributes (and each unit's in the bulk form) to the experiment's targeting condition", async () => {
+    await t.experiments.createNamespace({ key: "rp-t", segments: 1, defaultParams: DEFAULTS });
+    await t.experiments.createExperiment({
+      key: "rp-t-e",
+      salt: "rp-t-e-salt",
+      variants: VARIANTS,
+      status: ExperimentStatus.RUNNING,
+      condition: 'attributes.country == "US"',
+    });
+    await t.experiments.allocateSegments({ namespaceKey: "rp-t", experimentKey: "rp-t-e", segments: 1 });
+    const resolve = async (u: string, country: string) =>
+      (await t.assignments.resolveParams({ units: { user_id: u }, namespaceKeys: ["rp-t"], attributes: { country } })).namespaces[0]!;
+    const fr = await resolve("rp-t-1", "FR");
+    expect([fr.reason, fr.variantKey, fr.stored, fr.params]).toEqual([
+      Reason.NOT_TARGETED,
+      "control",
+      false,
+      { ...DEFAULTS, ...paramsOf("control") },
+    ]);
+    const v = specVariant("rp-t-1", "rp-t-e-salt", VARIANTS);
+    const us = await resolve("rp-t-1", "US");
+    expect([us.reason, us.variantKey, us.stored, us.params]).toEqual([Reason.NEW, v, true, { ...DEFAULTS, ...paramsOf(v) }]);
+    // Stored: STICKY whatever the attributes now say.
+    expect((await resolve("rp-t-1", "FR")).reason).toBe(Reason.STICKY);
+
+    const ids = ["rp-t-2", "rp-t-3", "rp-t-4"];
+    const { columns } = await t.assignments.bulkResolveParams({
+      unitIds: ids,
+      namespaceKeys: ["rp-t"],
+      attributes: { country: "US" },
+      unitAttributes: [{}, { country: "FR" }, { other: 1 }],
+    });
+    expect(columns[0]!.reasons).toEqual([Reason.NEW, Reason.NOT_TARGETED, Reason.NEW]);
+  });
+
   it("follows UpdateNamespace at once", async () => {
     const u = units("rp-upd-", 40).find((x) => expected(x).reason === Reason.UNSPECIFIED)!;
     await t.experiments.updateNamespace({ key: NS, defaultParams: { color: "purple" } });
