@@ -69,6 +69,7 @@ import { EventLog } from "./store/event-log.js";
 import { EventSequencer } from "./service/event-sequencer.js";
 import { ExperimentStore } from "./store/experiment-store.js";
 import { JobStore } from "./store/job-store.js";
+import { HoldoutStore } from "./store/holdout-store.js";
 import { NamespaceStore } from "./store/namespace-store.js";
 import { OverrideStore } from "./store/override-store.js";
 import { PgDatabase } from "./store/pg-database.js";
@@ -455,6 +456,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   const experimentImpl = experimentServiceHandlers({
     experiments,
     namespaces: new NamespaceStore(database),
+    holdouts: new HoldoutStore(database),
     overrides: new OverrideStore(database),
     erasures: new ErasureStore(database),
     transfers,

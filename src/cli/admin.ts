@@ -176,13 +176,25 @@ export async function setStatus(ctx: Context, key: string, status: ExperimentSta
 export async function createNamespace(
   ctx: Context,
   key: string,
-  o: { segments?: string; unitType?: string; salt?: string; json?: boolean },
+  o: { segments?: string; unitType?: string; salt?: string; defaultParams?: string; json?: boolean },
 ) {
   const { namespace } = await ctx.experiments.createNamespace({
     key,
     salt: o.salt,
     unitType: o.unitType ?? "",
     segments: o.segments === undefined ? undefined : parseCount("--segments", o.segments),
+    defaultParams: o.defaultParams === undefined ? undefined : (parseJsonObject("--default-params", o.defaultParams) as JsonObject),
+  });
+  o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
+}
+
+/** Replaces a namespace's default params ("{}" removes them). */
+export async function updateNamespace(ctx: Context, key: string, o: { defaultParams?: string; json?: boolean }) {
+  if (o.defaultParams === undefined)
+    throw new UsageError('--default-params: give the new default params as a JSON object ("{}" removes them)');
+  const { namespace } = await ctx.experiments.updateNamespace({
+    key,
+    defaultParams: parseJsonObject("--default-params", o.defaultParams) as JsonObject,
   });
   o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
 }

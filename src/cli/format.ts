@@ -111,6 +111,7 @@ export function namespaceDetails(n: Namespace): string {
       `salt           ${n.salt}`,
       `unit type      ${n.unitType}`,
       `segments       ${count(n.segments)} (${count(n.freeSegments)} free)`,
+      `default params ${n.defaultParams && Object.keys(n.defaultParams).length > 0 ? JSON.stringify(n.defaultParams) : "-"}`,
       ...(n.archived ? ["archived       yes (takes no allocations)"] : []),
       "",
     ].join("\n") +

@@ -12,6 +12,7 @@ import { addEventCommands } from "./events.js";
 import { addJobCommands } from "./jobs.js";
 import { Context, parseDuration, UsageError } from "./context.js";
 import * as data from "./data.js";
+import * as holdouts from "./holdouts.js";
 import { DEFAULT_ADDRESS } from "../server-defaults.js";
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
@@ -133,12 +134,19 @@ export function buildProgram(): Command {
     .option("--segments <n>", "number of segments, 1..100000 (default 10000)")
     .option("--unit-type <type>", "unit type (default user_id)")
     .option("--salt <salt>", "hash salt (default: the key)")
+    .option("--default-params <json>", "params of units in none of its experiments, as a JSON object")
     .option("--json", "print JSON")
     .action(
-      run((ctx, key: string, o: { segments?: string; unitType?: string; salt?: string; json?: boolean }) =>
+      run((ctx, key: string, o: { segments?: string; unitType?: string; salt?: string; defaultParams?: string; json?: boolean }) =>
         admin.createNamespace(ctx, key, o),
       ),
     );
+  namespaces
+    .command("update <key>")
+    .description("change a namespace's default params")
+    .option("--default-params <json>", 'the new default params, a JSON object ("{}" removes them)')
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { defaultParams?: string; json?: boolean }) => admin.updateNamespace(ctx, key, o)));
   namespaces
     .command("list")
     .description("list namespaces")
@@ -198,6 +206,41 @@ export function buildProgram(): Command {
     .option("--json", "print JSON")
     .action(run((ctx, units: string[], o: { unitType?: string; file?: string; json?: boolean }) => admin.eraseUnits(ctx, units, o)));
 
+  // ---------------------------------------------------------------- holdouts
+  const holdoutsCmd = program.command("holdouts").description("holdouts: a share of units kept out of every experiment they cover");
+  holdoutsCmd
+    .command("create <key>")
+    .description("create a holdout")
+    .option("--share <share>", "share of units held out: basis points or percent")
+    .option("--tags <a,b,c>", "cover the experiments carrying any of these tags (default: every experiment of the unit type)")
+    .option("--unit-type <type>", "unit type (default user_id)")
+    .option("--salt <salt>", "hash salt (default: the key)")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: Parameters<typeof holdouts.createHoldout>[2]) => holdouts.createHoldout(ctx, key, o)));
+  holdoutsCmd
+    .command("get <key>")
+    .alias("show")
+    .description("show a holdout and the experiments it covers")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { json?: boolean }) => holdouts.showHoldout(ctx, key, o)));
+  holdoutsCmd
+    .command("list")
+    .description("list holdouts")
+    .option("--json", "print JSON")
+    .action(run((ctx, o: { json?: boolean }) => holdouts.listHoldouts(ctx, o)));
+  holdoutsCmd
+    .command("update <key>")
+    .description("change a holdout's share or tags (key, salt and unit type never change)")
+    .option("--share <share>", "basis points or percent")
+    .option("--tags <a,b,c>", 'replace the tags ("" covers every experiment of the unit type)')
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { share?: string; tags?: string; json?: boolean }) => holdouts.updateHoldout(ctx, key, o)));
+  holdoutsCmd
+    .command("stats <key>")
+    .description("held-out and exposed units per covered experiment")
+    .option("--json", "print JSON")
+    .action(run((ctx, key: string, o: { json?: boolean }) => holdouts.holdoutStats(ctx, key, o)));
+
   // ---------------------------------------------------------------- assignments
   program
     .command("assign <experiment> <unit>")
@@ -210,6 +253,15 @@ export function buildProgram(): Command {
     .option("--json", "print JSON")
     .option("--allow-unknown", "an unknown experiment is an answer (UNKNOWN_EXPERIMENT), not an error: exit 0")
     .action(run((ctx, exp: string, unit: string, o: Parameters<typeof data.assignOne>[3]) => data.assignOne(ctx, exp, unit, o)));
+  program
+    .command("params <unit>")
+    .description("a unit's params per namespace: the defaults under the variant it gets (ResolveParams)")
+    .option("--namespace <key>", "a namespace (repeat; default: every namespace of the unit type)", collect)
+    .option("--tag <tag>", "only namespaces holding an experiment with this tag")
+    .option("--unit-type <type>", "the unit's type (default user_id)")
+    .option("--dry-run", "store nothing")
+    .option("--json", "print JSON")
+    .action(run((ctx, unit: string, o: Parameters<typeof holdouts.resolveParams>[2]) => holdouts.resolveParams(ctx, unit, o)));
   program
     .command("cohort <experiments...>")
     .alias("assign-cohort")

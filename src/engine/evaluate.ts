@@ -1,7 +1,7 @@
 import { ExperimentStatus, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type Attributes, NO_ATTRIBUTES } from "./attributes.js";
 import { holdoutBucket, pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "./buckets.js";
-import type { ExperimentConfig, VariantConfig } from "./experiment-config.js";
+import type { ExperimentConfig, HoldoutConfig, VariantConfig } from "./experiment-config.js";
 import { FULL_ROLLOUT, isValidUnitId } from "./rules.js";
 
 /** A stored assignment as read from the store or a cache. */
@@ -87,9 +87,8 @@ export function decide(
   // 6. Paused: nobody new.
   if (experiment.status === ExperimentStatus.PAUSED) return { reason: Reason.PAUSED, variant: experiment.defaultVariant };
   // 7. Held out by a holdout covering the experiment.
-  for (const h of experiment.holdouts) {
-    if (holdoutBucket(unitId, h.salt, h.hashVersion) < h.share) return { reason: Reason.HOLDOUT, variant: experiment.defaultVariant };
-  }
+  if (experiment.holdouts.length > 0 && holdingOut(experiment, unitId))
+    return { reason: Reason.HOLDOUT, variant: experiment.defaultVariant };
   // 8. Targeting: a condition that is not true.
   const targeted = typeof targeting === "boolean" ? targeting : experiment.condition === undefined || experiment.condition.test(targeting);
   if (!targeted) return { reason: Reason.NOT_TARGETED, variant: experiment.defaultVariant };
@@ -104,6 +103,12 @@ export function decide(
   }
   // 11. Hashed.
   return { reason: Reason.NEW, variant: hashedVariant(experiment, unitId) };
+}
+
+/** The first holdout covering the experiment that holds the unit out (rule 7), else undefined. */
+export function holdingOut(experiment: ExperimentConfig, unitId: string): HoldoutConfig | undefined {
+  for (const h of experiment.holdouts) if (holdoutBucket(unitId, h.salt, h.hashVersion) < h.share) return h;
+  return undefined;
 }
 
 /** The variant the hash picks for a unit, ignoring rollout, namespace and stored assignments. */

@@ -23,6 +23,8 @@ export interface NamespaceConfig {
   readonly hashVersion: HashVersion;
   readonly segments: number;
   readonly owners: Int32Array;
+  /** What a unit in none of its experiments gets (SPEC.md "Namespaces"); undefined when none. */
+  readonly defaultParams?: JsonObject | undefined;
 }
 
 /** A holdout covering an experiment (SPEC.md "Holdouts"): units whose holdout bucket is below
@@ -33,6 +35,16 @@ export interface HoldoutConfig {
   readonly salt: string;
   readonly hashVersion: HashVersion;
   readonly share: number;
+}
+
+/** Whether a holdout of `unitType` and `tags` covers an experiment: same unit type, and any of
+ * its tags on the experiment (every experiment of the unit type when it names none). */
+export function holdoutCovers(
+  holdout: { readonly unitType: string; readonly tags: readonly string[] },
+  experiment: { readonly unitType: string; readonly tags: readonly string[] },
+): boolean {
+  if (holdout.unitType !== experiment.unitType) return false;
+  return holdout.tags.length === 0 || holdout.tags.some((t) => experiment.tags.includes(t));
 }
 
 /** The in-memory configuration of one experiment: everything an evaluation needs, no I/O. */
@@ -72,6 +84,7 @@ export interface NamespaceConfigInput {
   unitType: string;
   hashVersion: number;
   segments: number;
+  defaultParams?: JsonObject | undefined;
   /** (segment, experiment id) of every allocated segment. */
   allocations: Iterable<readonly [number, number]>;
 }
@@ -81,7 +94,16 @@ export function buildNamespaceConfig(input: NamespaceConfigInput): NamespaceConf
   const hashVersion = requireHashVersion(`namespace "${input.key}"`, input.hashVersion);
   const owners = new Int32Array(input.segments);
   for (const [segment, experimentId] of input.allocations) owners[segment] = experimentId;
-  return { id: input.id, key: input.key, salt: input.salt, unitType: input.unitType, hashVersion, segments: input.segments, owners };
+  return {
+    id: input.id,
+    key: input.key,
+    salt: input.salt,
+    unitType: input.unitType,
+    hashVersion,
+    segments: input.segments,
+    owners,
+    defaultParams: input.defaultParams,
+  };
 }
 
 export interface ExperimentConfigInput {

@@ -1,10 +1,10 @@
 import { ExperimentStatus, Layer, Reason, Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { ALWAYS_TRUSTED, type AssignmentCache, type CacheCell, type CacheTrust, type InProcessCache } from "../cache/assignment-cache.js";
 import { type Attributes, NO_ATTRIBUTES } from "../engine/attributes.js";
-import { decide, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
+import { decide, holdingOut, needsStoreLookup, refuseUnit, type Evaluation, type StoredAssignment } from "../engine/evaluate.js";
 import type { ExperimentConfig, VariantConfig } from "../engine/experiment-config.js";
 import { Code, hasCode } from "../errors.js";
-import { type AssignmentStorage, cellId, type NewAssignment } from "../store/assignment-store.js";
+import { type AssignmentStorage, cellId, type HeldOutUnit, type NewAssignment } from "../store/assignment-store.js";
 import { NO_ASSIGNER_METRICS, type AssignerMetrics } from "./assigner-metrics.js";
 
 /** One (experiment, unit) question. `experiment` is undefined when the key is unknown. */
@@ -314,6 +314,7 @@ export class Assigner {
         remember(l, stored);
       });
     } else failure ??= inserted.reason;
+    if (read.status === "fulfilled" && !options.dryRun) failure ??= await this.noteHeldOut(toRead, results);
     let storedHits = 0;
     for (const l of missing) if (results[l.first]?.layer === Layer.POSTGRES) storedHits++;
     this.metrics.lookups("postgres", storedHits, missing.length - storedHits);
@@ -344,6 +345,24 @@ export class Assigner {
     });
     this.pendingFills.add(p);
     while (pace && this.pendingFillCells > MAX_PENDING_FILL_CELLS) await Promise.race(this.pendingFills);
+  }
+
+  /** Notes the units answered HOLDOUT among `read` (GetHoldoutStats counts them); the failure, if any. */
+  private async noteHeldOut(read: readonly Lookup[], results: readonly CellResult[]): Promise<unknown> {
+    if (!this.store.recordHeldOut) return undefined;
+    const rows: HeldOutUnit[] = [];
+    for (const l of read) {
+      if (results[l.first]!.reason !== Reason.HOLDOUT) continue;
+      const h = holdingOut(l.experiment, l.unitId);
+      if (h) rows.push({ holdoutId: h.id, experimentId: l.experiment.id, unitId: l.unitId });
+    }
+    if (rows.length === 0) return undefined;
+    try {
+      await this.store.recordHeldOut(rows);
+      return undefined;
+    } catch (err) {
+      return err;
+    }
   }
 
   /** Values sent to Redis and not yet acknowledged. */

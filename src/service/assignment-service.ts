@@ -17,6 +17,7 @@ import type { ServiceHandlers } from "./handler-types.js";
 import type { Assigner, AssignOptionsLike, Cell, CellResult } from "./assigner.js";
 import { MAX_BULK_UNITS, MAX_EXPERIMENTS_PER_CALL, MAX_MATRIX_CELLS, MAX_STREAM_EXPERIMENTS } from "assignment-client/limits";
 import type { ConfigView } from "./config-registry.js";
+import { type ParamsView, paramsHandlers } from "./params-handlers.js";
 import { nextOrAbort } from "../util/next-or-abort.js";
 
 /** Batches of one stream being answered at once; more are not read until the oldest is sent. */
@@ -134,7 +135,7 @@ function checkExperimentKeys(keys: readonly string[], min: number, max = MAX_EXP
  * batches already read, and end with UNAVAILABLE saying how many batches were answered.
  */
 export function assignmentHandlers(
-  registry: ConfigView,
+  registry: ConfigView & ParamsView,
   assigner: Assigner,
   shutdown: AbortSignal = new AbortController().signal,
 ): ServiceHandlers<typeof AssignmentService> {
@@ -156,6 +157,8 @@ export function assignmentHandlers(
   };
 
   return {
+    ...paramsHandlers(registry, assigner),
+
     async assign(req) {
       checkKey("experiment_key", req.experimentKey);
       checkUnitId("unit_id", req.unitId);

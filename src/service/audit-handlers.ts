@@ -11,7 +11,7 @@ import type { CallContext, ServiceHandlers } from "./handler-types.js";
 export const DEFAULT_CHANGES_PAGE = 100;
 export const MAX_CHANGES_PAGE = 1000;
 const TOKEN_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
-const OBJECT_KINDS: readonly ObjectKind[] = ["experiment", "namespace", "cohort", "job", "schedule"];
+const OBJECT_KINDS: readonly ObjectKind[] = ["experiment", "namespace", "holdout", "cohort", "job", "schedule"];
 
 /** Who makes a change through this call, as the audit log records it (store/audit-log.ts). */
 export function actorOf(ctx: CallContext): Actor {

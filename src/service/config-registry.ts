@@ -1,7 +1,14 @@
-import { buildExperimentConfig, buildNamespaceConfig, type ExperimentConfig, type NamespaceConfig } from "../engine/experiment-config.js";
+import {
+  buildExperimentConfig,
+  buildNamespaceConfig,
+  type ExperimentConfig,
+  type HoldoutConfig,
+  holdoutCovers,
+  type NamespaceConfig,
+} from "../engine/experiment-config.js";
 import type { CacheTrust } from "../cache/assignment-cache.js";
 import { type Condition, compileCondition } from "../engine/condition.js";
-import { UnknownHashVersionError } from "../engine/hash.js";
+import { requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
 import { CONFIG_CHANNEL, parseConfigChange } from "../store/config-change.js";
 import type { ConfigSnapshot } from "../store/config-snapshot-store.js";
 import type { Notifications } from "../store/database.js";
@@ -18,6 +25,8 @@ export interface ConfigSource {
 /** What evaluations read: experiments and namespaces by key. */
 export interface ConfigView {
   get(key: string): ExperimentConfig | undefined;
+  /** The served experiment with this id (namespaces name their segments' owners by id). */
+  byId(id: number): ExperimentConfig | undefined;
   /** All experiments, sorted by key. */
   all(): readonly ExperimentConfig[];
   namespace(key: string): NamespaceConfig | undefined;
@@ -49,6 +58,7 @@ export interface ConfigView {
  */
 export class ConfigRegistry implements ConfigView, CacheTrust {
   private byKey = new Map<string, ExperimentConfig>();
+  private byIds = new Map<number, ExperimentConfig>();
   private sorted: ExperimentConfig[] = [];
   private namespaces = new Map<string, NamespaceConfig>();
   /** Targeting conditions compiled, by source: each is compiled once, not at every reload. */
@@ -81,6 +91,15 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
 
   all(): readonly ExperimentConfig[] {
     return this.sorted;
+  }
+
+  byId(id: number): ExperimentConfig | undefined {
+    return this.byIds.get(id);
+  }
+
+  /** Every namespace served, sorted by key. */
+  allNamespaces(): readonly NamespaceConfig[] {
+    return [...this.namespaces.values()];
   }
 
   namespace(key: string): NamespaceConfig | undefined {
@@ -258,7 +277,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
         continue;
       }
       try {
-        const cfg = buildNamespaceConfig({ ...n, allocations: s.segments.get(n.id) ?? [] });
+        const cfg = buildNamespaceConfig({ ...n, defaultParams: n.defaultParams ?? undefined, allocations: s.segments.get(n.id) ?? [] });
         namespacesById.set(n.id, cfg);
         namespaces.set(n.key, cfg);
       } catch (err) {
@@ -266,7 +285,25 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
         unservedNamespaces.add(n.id);
       }
     }
+    // Holdouts a server cannot compute (a newer hash version) hold nobody out here: logged.
+    const holdouts: Array<HoldoutConfig & { unitType: string; tags: readonly string[] }> = [];
+    for (const h of s.holdouts) {
+      try {
+        holdouts.push({
+          id: h.id,
+          key: h.key,
+          salt: h.salt,
+          hashVersion: requireHashVersion(`holdout "${h.key}"`, h.hashVersion),
+          share: h.share,
+          unitType: h.unitType,
+          tags: h.tags,
+        });
+      } catch (err) {
+        notServed(err);
+      }
+    }
     const byKey = new Map<string, ExperimentConfig>();
+    const byIds = new Map<number, ExperimentConfig>();
     const sorted: ExperimentConfig[] = [];
     const conditions = new Map<string, Condition>();
     for (const e of s.experiments) {
@@ -292,6 +329,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
           tags: e.tags,
           namespace: e.namespaceId === null ? undefined : namespacesById.get(e.namespaceId),
           condition: e.condition === "" ? undefined : this.condition(e.key, e.condition, conditions),
+          holdouts: holdouts.filter((h) => holdoutCovers(h, e)),
           overrideCount: e.overrideCount,
           cacheGeneration: e.cacheGeneration,
           version: e.version,
@@ -301,9 +339,11 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
         continue;
       }
       byKey.set(e.key, cfg);
+      byIds.set(e.id, cfg);
       sorted.push(cfg);
     }
     this.byKey = byKey;
+    this.byIds = byIds;
     this.sorted = sorted;
     this.namespaces = namespaces;
     this.conditions = conditions;

@@ -1,7 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { ExperimentSchema, NamespaceSchema } from "../../gen/ts/assignment/v1/types_pb.js";
+import type { ExperimentSchema, HoldoutSchema, NamespaceSchema } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { ExperimentRecord, NamespaceRecord } from "../store/config-records.js";
+import type { HoldoutRecord } from "../store/holdout-store.js";
 
 /** Stored records as the API's messages. */
 
@@ -41,5 +42,20 @@ export function namespaceMessage(n: NamespaceRecord): MessageInitShape<typeof Na
     createTime: timestampFromDate(n.createdAt),
     archived: n.archivedAt !== null,
     archiveTime: n.archivedAt ? timestampFromDate(n.archivedAt) : undefined,
+    defaultParams: n.defaultParams ?? undefined,
+  };
+}
+
+/** A holdout, with the experiments it covers (`covered`, sorted by key). */
+export function holdoutMessage(h: HoldoutRecord, covered: readonly string[]): MessageInitShape<typeof HoldoutSchema> {
+  return {
+    key: h.key,
+    salt: h.salt,
+    unitType: h.unitType,
+    share: h.share,
+    tags: h.tags,
+    createTime: timestampFromDate(h.createdAt),
+    updateTime: timestampFromDate(h.updatedAt),
+    experimentKeys: [...covered],
   };
 }

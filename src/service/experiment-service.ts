@@ -2,6 +2,7 @@ import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_se
 import type { Queryable } from "../store/database.js";
 import type { ErasureStore } from "../store/erasure-store.js";
 import type { ExperimentStore } from "../store/experiment-store.js";
+import type { HoldoutStore } from "../store/holdout-store.js";
 import type { NamespaceStore } from "../store/namespace-store.js";
 import type { OverrideStore } from "../store/override-store.js";
 import type { AssignmentTransfers } from "./assignment-transfers.js";
@@ -13,12 +14,14 @@ import { eventHandlers } from "./event-handlers.js";
 import type { EventSequencer } from "./event-sequencer.js";
 import { experimentHandlers } from "./experiment-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
+import { holdoutHandlers } from "./holdout-handlers.js";
 import { namespaceHandlers } from "./namespace-handlers.js";
 import { overrideHandlers } from "./override-handlers.js";
 
 export interface ExperimentServiceParts {
   experiments: ExperimentStore;
   namespaces: NamespaceStore;
+  holdouts: HoldoutStore;
   overrides: OverrideStore;
   erasures: ErasureStore;
   transfers: AssignmentTransfers;
@@ -31,6 +34,7 @@ export interface ExperimentServiceParts {
 
 /**
  * ExperimentService: experiments (experiment-handlers.ts), namespaces (namespace-handlers.ts),
+ * holdouts (holdout-handlers.ts),
  * overrides (override-handlers.ts), erasures (erasure-handlers.ts), and bulk transfers of stored assignments
  * (assignment-transfers.ts). A call that changes the configuration returns only once this server
  * serves the change.
@@ -44,6 +48,7 @@ export function experimentServiceHandlers(parts: ExperimentServiceParts): Servic
   return {
     ...experimentHandlers(parts.experiments, served),
     ...namespaceHandlers(parts.namespaces, served),
+    ...holdoutHandlers(parts.holdouts, parts.registry, served),
     ...overrideHandlers(parts.experiments, parts.overrides, served),
     ...erasureHandlers(parts.erasures, served),
     importAssignments: (requests, ctx) => transfers.importAssignments(requests, ctx),

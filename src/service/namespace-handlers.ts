@@ -2,6 +2,7 @@ import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_se
 import { CURRENT_HASH_VERSION } from "../engine/hash.js";
 import { checkKey, checkNewIdentity, checkSegments, DEFAULT_SEGMENTS } from "../engine/rules.js";
 import { invalidArgument } from "../errors.js";
+import { checkParams } from "../engine/experiment-fields.js";
 import type { NamespaceStore } from "../store/namespace-store.js";
 import { experimentMessage, namespaceMessage } from "./experiment-messages.js";
 import { actorOf } from "./audit-handlers.js";
@@ -9,7 +10,14 @@ import type { ServiceHandlers } from "./handler-types.js";
 
 type Handlers = Pick<
   ServiceHandlers<typeof ExperimentService>,
-  "createNamespace" | "getNamespace" | "listNamespaces" | "archiveNamespace" | "unarchiveNamespace" | "allocateSegments" | "releaseSegments"
+  | "createNamespace"
+  | "getNamespace"
+  | "listNamespaces"
+  | "updateNamespace"
+  | "archiveNamespace"
+  | "unarchiveNamespace"
+  | "allocateSegments"
+  | "releaseSegments"
 >;
 
 /** ExperimentService's calls on namespaces and their segments. `served` resolves once this
@@ -19,12 +27,23 @@ export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) =
     async createNamespace(req, ctx) {
       const { key, salt, unitType } = checkNewIdentity(req);
       const segments = checkSegments("segments", req.segments ?? DEFAULT_SEGMENTS);
-      const record = await store.createNamespace({ key, salt, unitType, segments, hashVersion: CURRENT_HASH_VERSION }, actorOf(ctx));
+      const defaultParams = checkParams("default_params", req.defaultParams);
+      const record = await store.createNamespace(
+        { key, salt, unitType, segments, hashVersion: CURRENT_HASH_VERSION, defaultParams },
+        actorOf(ctx),
+      );
       return served({ namespace: namespaceMessage(record) });
     },
 
     async getNamespace(req) {
       return { namespace: namespaceMessage(await store.getNamespace(checkKey("key", req.key))) };
+    },
+
+    async updateNamespace(req, ctx) {
+      const key = checkKey("key", req.key);
+      if (req.defaultParams === undefined) return { namespace: namespaceMessage(await store.getNamespace(key, "key")) };
+      const defaultParams = checkParams("default_params", req.defaultParams);
+      return served({ namespace: namespaceMessage(await store.updateNamespace(key, defaultParams, actorOf(ctx))) });
     },
 
     async listNamespaces(req) {

@@ -40,6 +40,8 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.AssignmentService/BulkAssign": ASSIGNERS,
   "assignment.v1.AssignmentService/MatrixAssign": ASSIGNERS,
   "assignment.v1.AssignmentService/StreamAssign": ASSIGNERS,
+  "assignment.v1.AssignmentService/ResolveParams": ASSIGNERS,
+  "assignment.v1.AssignmentService/BulkResolveParams": ASSIGNERS,
 
   "assignment.v1.ExperimentService/CreateExperiment": ADMIN,
   "assignment.v1.ExperimentService/GetExperiment": READERS,
@@ -52,6 +54,8 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/CreateNamespace": ADMIN,
   "assignment.v1.ExperimentService/GetNamespace": READERS,
   "assignment.v1.ExperimentService/ListNamespaces": READERS,
+  // Default params are what every unit outside the namespace's experiments sees: configuration, admin.
+  "assignment.v1.ExperimentService/UpdateNamespace": ADMIN,
   "assignment.v1.ExperimentService/ArchiveNamespace": ADMIN,
   "assignment.v1.ExperimentService/UnarchiveNamespace": ADMIN,
   // Segments decide which units each experiment of a namespace may ever enrol: the design of the
@@ -70,6 +74,12 @@ export const METHOD_ROLES: Readonly<Record<string, readonly Role[]>> = {
   "assignment.v1.ExperimentService/EraseUnits": ADMIN,
   // The stream of what is stored, for analysis: read like stats and exports.
   "assignment.v1.ExperimentService/WatchAssignments": READERS,
+  // A holdout takes units out of every experiment it covers: the design of the program, admin.
+  "assignment.v1.ExperimentService/CreateHoldout": ADMIN,
+  "assignment.v1.ExperimentService/GetHoldout": READERS,
+  "assignment.v1.ExperimentService/ListHoldouts": READERS,
+  "assignment.v1.ExperimentService/UpdateHoldout": ADMIN,
+  "assignment.v1.ExperimentService/GetHoldoutStats": READERS,
 
   "assignment.v1.CohortService/UploadCohort": OPERATORS,
   "assignment.v1.CohortService/GetCohort": READERS,

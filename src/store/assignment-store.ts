@@ -34,6 +34,13 @@ export interface AssignmentStorage {
   /** Stores new assignments unless their cell holds one already or has an override. Positional: element i is the
    * outcome for rows[i]; of several rows naming one cell, the first wins. */
   insert(rows: NewAssignment[]): Promise<InsertOutcome[]>;
+  /** Notes units answered HOLDOUT (for GetHoldoutStats); a unit already noted is left as it is. */
+  recordHeldOut?(rows: readonly HeldOutUnit[]): Promise<void>;
+}
+
+/** A unit a holdout held out of an experiment (rule 7). */
+export interface HeldOutUnit extends CellKey {
+  holdoutId: number;
 }
 
 export interface AssignmentStoreOptions {
@@ -115,6 +122,20 @@ export class AssignmentStore implements AssignmentStorage {
    */
   insert(rows: NewAssignment[]): Promise<InsertOutcome[]> {
     return this.writes.submit(rows);
+  }
+
+  async recordHeldOut(rows: readonly HeldOutUnit[]): Promise<void> {
+    if (rows.length === 0) return;
+    // One order for every writer (holdout, experiment, unit), so that racing statements wait
+    // instead of deadlocking.
+    const sorted = [...rows].sort(
+      (a, b) => a.holdoutId - b.holdoutId || a.experimentId - b.experimentId || (a.unitId < b.unitId ? -1 : a.unitId > b.unitId ? 1 : 0),
+    );
+    await this.db.query(
+      `INSERT INTO holdout_units (holdout_id, experiment_id, unit_id)
+       SELECT * FROM unnest($1::int[], $2::int[], $3::text[]) ON CONFLICT DO NOTHING`,
+      [numberArray(sorted.map((r) => r.holdoutId)), numberArray(sorted.map((r) => r.experimentId)), textArray(sorted.map((r) => r.unitId))],
+    );
   }
 
   private async insertNow(rows: readonly NewAssignment[]): Promise<InsertOutcome[]> {

@@ -20,8 +20,8 @@ export interface Actor {
   readonly rpc: string;
 }
 
-/** What a change is of: cohorts, jobs (keyed by id) and schedules have no versions. */
-export type ObjectKind = "experiment" | "namespace" | "cohort" | "job" | "schedule";
+/** What a change is of: holdouts, cohorts, jobs (keyed by id) and schedules have no versions. */
+export type ObjectKind = "experiment" | "namespace" | "holdout" | "cohort" | "job" | "schedule";
 
 /** A JSON value as it goes into the log. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [k: string]: JsonValue };
@@ -139,13 +139,13 @@ export function experimentFieldChanges(before: ExperimentRecord | null, after: E
   const out: FieldChanges = {};
   for (const [field, value] of Object.entries(a)) {
     if (b === null) out[field] = { before: null, after: value };
-    else if (!IDENTITY.has(field) && canonical(b[field]!) !== canonical(value)) out[field] = { before: b[field]!, after: value };
+    else if (!IDENTITY.has(field) && canonicalJson(b[field]!) !== canonicalJson(value)) out[field] = { before: b[field]!, after: value };
   }
   return out;
 }
 
 /** JSON with object keys sorted: equal values give equal text whatever order jsonb kept. */
-function canonical(v: JsonValue): string {
+export function canonicalJson(v: JsonValue): string {
   return JSON.stringify(v, (_k, x: unknown) =>
     x && typeof x === "object" && !Array.isArray(x)
       ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([p], [q]) => (p < q ? -1 : p > q ? 1 : 0)))

@@ -1,3 +1,4 @@
+import type { JsonObject } from "@bufbuild/protobuf";
 import type { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { NamespaceConfigInput } from "../engine/experiment-config.js";
 import type { ExperimentState, VariantState } from "../engine/experiment-update.js";
@@ -29,7 +30,9 @@ export interface ExperimentRecord extends ExperimentState {
 }
 
 /** A namespace: what the engine builds its configuration from, and when it was made. */
-export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations"> {
+export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations" | "defaultParams"> {
+  /** null when it has none. */
+  defaultParams: JsonObject | null;
   createdAt: Date;
   /** When it was archived; null when it is not. */
   archivedAt: Date | null;
@@ -120,7 +123,7 @@ export async function lockExperiment(
 }
 
 /** `SELECT … FROM namespaces` with every column a record needs. */
-export const SELECT_NAMESPACES = `SELECT id, key, salt, unit_type, hash_version, segments, created_at, archived_at FROM namespaces`;
+export const SELECT_NAMESPACES = `SELECT id, key, salt, unit_type, hash_version, segments, default_params, created_at, archived_at FROM namespaces`;
 
 export interface NamespaceRow {
   id: number;
@@ -129,6 +132,7 @@ export interface NamespaceRow {
   unit_type: string;
   hash_version: number;
   segments: number;
+  default_params: JsonObject | null;
   created_at: Date;
   archived_at: Date | null;
 }
@@ -141,6 +145,7 @@ export function toNamespaceRecord(n: NamespaceRow, allocations: Map<string, numb
     unitType: n.unit_type,
     hashVersion: n.hash_version,
     segments: n.segments,
+    defaultParams: n.default_params,
     createdAt: n.created_at,
     archivedAt: n.archived_at,
     allocations,

@@ -10,6 +10,7 @@ import {
   toNamespaceRecord,
 } from "./config-records.js";
 import type { Database } from "./database.js";
+import { allHoldouts, type HoldoutRecord } from "./holdout-store.js";
 
 /** Everything an evaluating server keeps in memory, read in one go. */
 export interface ConfigSnapshot {
@@ -19,6 +20,7 @@ export interface ConfigSnapshot {
   namespaces: NamespaceRecord[];
   /** namespace id -> (segment -> experiment id) */
   segments: Map<number, Array<[number, number]>>;
+  holdouts: HoldoutRecord[];
 }
 
 /** What servers hold in memory, read from the database: the configuration and its epoch. */
@@ -35,6 +37,7 @@ export class ConfigSnapshotStore {
       const { rows: seg } = await tx.query<{ namespace_id: number; segment: number; experiment_id: number }>(
         `SELECT namespace_id, segment, experiment_id FROM namespace_segments`,
       );
+      const holdouts = await allHoldouts(tx);
       const segments = new Map<number, Array<[number, number]>>();
       for (const s of seg) {
         let list = segments.get(s.namespace_id);
@@ -46,6 +49,7 @@ export class ConfigSnapshotStore {
         experiments: ex.map(toExperimentRecord),
         namespaces: ns.map((n) => toNamespaceRecord(n, new Map())),
         segments,
+        holdouts,
       };
     });
   }

@@ -26,6 +26,11 @@ export class ErasureStore {
 
   async eraseUnits(unitType: string, unitIds: readonly string[], actor: Actor): Promise<ErasureResult> {
     return this.db.transaction(async (tx) => {
+      // The notes that a holdout held them out (GetHoldoutStats) name them too: they go as well.
+      await tx.query(
+        `DELETE FROM holdout_units WHERE unit_id = ANY($2::text[]) AND experiment_id IN (SELECT id FROM experiments WHERE unit_type = $1)`,
+        [unitType, unitIds],
+      );
       // The experiments holding any of the units, locked in id order (as every writer of overrides
       // locks its experiment before its rows, and in one order, so that nothing deadlocks).
       const { rows: held } = await tx.query<{ id: number; key: string; version: string; override_count: number }>(

@@ -2,7 +2,8 @@ import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type HashVersion, requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
 import { pickSegments } from "../engine/segment-allocation.js";
 import { failedPrecondition } from "../errors.js";
-import { type Actor, recordChange, recordExperimentChange } from "./audit-log.js";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { type Actor, canonicalJson, recordChange, recordExperimentChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import { experimentById, lockExperiment, type NamespaceRecord, namespaceByKey } from "./config-records.js";
 import type { Database, Queryable } from "./database.js";
@@ -14,6 +15,7 @@ export interface NewNamespace {
   unitType: string;
   hashVersion: HashVersion;
   segments: number;
+  defaultParams: JsonObject | undefined;
 }
 
 /** Namespaces and the segments experiments hold in them (SPEC.md "Namespaces"). */
@@ -22,13 +24,10 @@ export class NamespaceStore {
 
   async createNamespace(x: NewNamespace, actor: Actor): Promise<NamespaceRecord> {
     return createUnique(this.db, "namespace", x.key, x.salt, async (tx) => {
-      await tx.query(`INSERT INTO namespaces (key, salt, unit_type, segments, hash_version) VALUES ($1, $2, $3, $4, $5)`, [
-        x.key,
-        x.salt,
-        x.unitType,
-        x.segments,
-        x.hashVersion,
-      ]);
+      await tx.query(
+        `INSERT INTO namespaces (key, salt, unit_type, segments, hash_version, default_params) VALUES ($1, $2, $3, $4, $5, $6)`,
+        [x.key, x.salt, x.unitType, x.segments, x.hashVersion, x.defaultParams ? JSON.stringify(x.defaultParams) : null],
+      );
       await recordChange(tx, {
         actor,
         objectKind: "namespace",
@@ -41,14 +40,39 @@ export class NamespaceStore {
           unit_type: { before: null, after: x.unitType },
           segments: { before: null, after: x.segments },
           hash_version: { before: null, after: x.hashVersion },
+          // Only when given: a namespace without defaults has no such field to record.
+          ...(x.defaultParams ? { default_params: { before: null, after: x.defaultParams } } : {}),
         },
       });
       return namespaceByKey(tx, x.key);
     });
   }
 
-  async getNamespace(key: string): Promise<NamespaceRecord> {
-    return namespaceByKey(this.db, key);
+  /** Replaces the namespace's default params (undefined: removes them). Archived namespaces may
+   * change too (it serves nothing until unarchived). Recorded only when they differ. */
+  async updateNamespace(key: string, defaultParams: JsonObject | undefined, actor: Actor): Promise<NamespaceRecord> {
+    return this.db.transaction(async (tx) => {
+      const ns = await namespaceByKey(tx, key, true, "key");
+      const before = ns.defaultParams ?? null;
+      const after = defaultParams ?? null;
+      if (canonicalJson(before) === canonicalJson(after)) return ns;
+      await tx.query(`UPDATE namespaces SET default_params = $2 WHERE id = $1`, [ns.id, after === null ? null : JSON.stringify(after)]);
+      await signalConfigChange(tx);
+      await recordChange(tx, {
+        actor,
+        objectKind: "namespace",
+        objectKey: key,
+        versionBefore: null,
+        versionAfter: null,
+        fields: { default_params: { before, after } },
+      });
+      return namespaceByKey(tx, key);
+    });
+  }
+
+  /** NOT_FOUND names `field` when there is none. */
+  async getNamespace(key: string, field?: string): Promise<NamespaceRecord> {
+    return namespaceByKey(this.db, key, false, field);
   }
 
   /** Sorted by key; archived ones only when `includeArchived`. */

@@ -3,10 +3,10 @@ import { signalConfigChange } from "./config-change.js";
 import type { Database, Queryable } from "./database.js";
 import { isUniqueViolation } from "./pg-errors.js";
 
-/** Keys are unique per kind, salts across experiments and namespaces (SPEC.md): a reused salt
- * would make two "independent" splits identical. */
+/** Keys are unique per kind, salts across experiments, namespaces and holdouts (SPEC.md): a
+ * reused salt would make two "independent" splits identical. */
 
-/** Claims `salt` for `owner` ("experiment:<key>", "namespace:<key>") inside `tx`, else
+/** Claims `salt` for `owner` ("experiment:<key>", "namespace:<key>", "holdout:<key>") inside `tx`, else
  * ALREADY_EXISTS naming who has it. */
 export async function claimSalt(tx: Queryable, salt: string, owner: string): Promise<void> {
   const { rows } = await tx.query<{ owner: string }>(
@@ -24,7 +24,7 @@ export async function claimSalt(tx: Queryable, salt: string, owner: string): Pro
     );
     const owner = prev[0] ? `${prev[0].owner}${prev[0].archived ? " (archived: salts stay taken forever)" : ""}` : undefined;
     throw alreadyExists(
-      `salt: already used by ${owner ?? "another experiment or namespace"}; salts must be unique across experiments and namespaces`,
+      `salt: already used by ${owner ?? "another experiment, namespace or holdout"}; salts must be unique across experiments, namespaces and holdouts`,
     );
   }
 }
@@ -36,7 +36,7 @@ export async function claimSalt(tx: Queryable, salt: string, owner: string): Pro
  */
 export async function createUnique<R>(
   db: Database,
-  kind: "experiment" | "namespace",
+  kind: "experiment" | "namespace" | "holdout",
   key: string,
   salt: string,
   insert: (tx: Queryable) => Promise<R>,
@@ -44,9 +44,9 @@ export async function createUnique<R>(
   const taken = () => alreadyExists(`key: ${kind} "${key}" already exists`);
   try {
     return await db.transaction(async (tx) => {
-      const exists = await tx.query<{ archived: boolean }>(`SELECT archived_at IS NOT NULL AS archived FROM ${kind}s WHERE key = $1`, [
-        key,
-      ]);
+      // Holdouts are never archived.
+      const archived = kind === "holdout" ? "false" : "archived_at IS NOT NULL";
+      const exists = await tx.query<{ archived: boolean }>(`SELECT ${archived} AS archived FROM ${kind}s WHERE key = $1`, [key]);
       if (exists.rows[0]?.archived) {
         throw alreadyExists(
           `key: ${kind} "${key}" already exists, archived; keys and salts of archived ${kind}s stay taken forever (reusing a salt would recreate old splits): choose another key, or unarchive it`,

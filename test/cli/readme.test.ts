@@ -72,6 +72,9 @@ describe("the README's command-line examples", () => {
     expect(price.status).toBe(ExperimentStatus.STOPPED);
     const ns = (await t.experiments.getNamespace({ key: "pricing" })).namespace!;
     expect(ns.freeSegments).toBe(10_000); // released at the end
+    expect(ns.defaultParams).toEqual({ price: 10.99, currency: "EUR" }); // as updated
+    const holdout = (await t.experiments.getHoldout({ key: "global-holdout" })).holdout!;
+    expect([holdout.share, holdout.tags]).toEqual([1000, ["checkout"]]);
     // 1,000 units x 2 experiments, and a header.
     expect(readFileSync(path.join(dir, "answers.csv"), "utf8").trimEnd().split("\n")).toHaveLength(2_001);
     expect(existsSync(path.join(dir, "checkout.csv"))).toBe(true);

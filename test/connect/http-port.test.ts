@@ -42,7 +42,10 @@ beforeAll(async () => {
     { key: "b", weight: 5000 },
   ];
   await admin.createExperiment({ key: "shared", variants: ab, status: ExperimentStatus.RUNNING, tags: ["page"] });
-  await admin.createNamespace({ key: "shared-ns", segments: 100 });
+  await admin.createNamespace({ key: "shared-ns", segments: 100, defaultParams: { color: "blue", size: 1 } });
+  await admin.createExperiment({ key: "shared-ns-e", variants: ab, status: ExperimentStatus.RUNNING });
+  await admin.allocateSegments({ namespaceKey: "shared-ns", experimentKey: "shared-ns-e", segments: 50 });
+  await admin.createHoldout({ key: "shared-holdout", share: 500, tags: ["held"] });
   // Per transport (tag "grpc" or "http"): the fixtures a mutation acts on, alike but for the keys.
   for (const tag of ["grpc", "http"]) {
     await admin.createExperiment({ key: `e-${tag}`, variants: ab, status: ExperimentStatus.RUNNING });
@@ -50,6 +53,8 @@ beforeAll(async () => {
     await admin.createExperiment({ key: `upd-${tag}`, variants: ab, status: ExperimentStatus.RUNNING });
     await admin.createNamespace({ key: `ns-${tag}`, segments: 100 });
     await admin.createNamespace({ key: `nsr-${tag}`, segments: 100 });
+    await admin.createNamespace({ key: `nsu-${tag}`, segments: 10 });
+    await admin.createHoldout({ key: `hu-${tag}`, share: 100, tags: ["held"] });
     await admin.createExperiment({ key: `nsre-${tag}`, variants: ab });
     await admin.allocateSegments({ namespaceKey: `nsr-${tag}`, experimentKey: `nsre-${tag}`, segments: 7 });
     await admin.setOverrides({ experimentKey: `e-${tag}`, overrides: [{ unitId: "to-clear", variantKey: "b" }] });
@@ -119,6 +124,17 @@ const CASES: Record<string, { request: (tag: string) => Record<string, unknown>;
   "ExperimentService/UnarchiveNamespace": { request: (tag) => ({ key: `unarchns-${tag}` }) },
   "ExperimentService/ListOverrides": { same: true, request: () => ({ experimentKey: "e-grpc", pageSize: 10 }) },
   "ExperimentService/EraseUnits": { request: (tag) => ({ unitType: "user_id", unitIds: [`gone-${tag}`, `gone-too-${tag}`] }) },
+  "AssignmentService/ResolveParams": { same: true, request: () => ({ units: { user_id: "u-1" }, namespaceKeys: ["shared-ns"] }) },
+  "AssignmentService/BulkResolveParams": {
+    same: true,
+    request: () => ({ unitIds: ["u-1", "u-2", "u-3", ""], namespaceKeys: ["shared-ns"] }),
+  },
+  "ExperimentService/UpdateNamespace": { request: (tag) => ({ key: `nsu-${tag}`, defaultParams: { color: "red", n: [1, 2] } }) },
+  "ExperimentService/CreateHoldout": { request: (tag) => ({ key: `new-h-${tag}`, share: 250, tags: ["no-experiment-has-it"] }) },
+  "ExperimentService/GetHoldout": { same: true, request: () => ({ key: "shared-holdout" }) },
+  "ExperimentService/ListHoldouts": { same: true, request: () => ({}) },
+  "ExperimentService/UpdateHoldout": { request: (tag) => ({ key: `hu-${tag}`, share: 300, tags: { tags: ["held", "more"] } }) },
+  "ExperimentService/GetHoldoutStats": { same: true, request: () => ({ key: "shared-holdout" }) },
   "ExperimentService/ListChanges": { same: true, request: () => ({ objectKind: "experiment", objectKey: "shared", pageSize: 2 }) },
 };
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { Reason } from "../../gen/ts/assignment/v1/types_pb.js";
-import { decide, hashV1, pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "../../src/engine/index.js";
+import { decide, hashV1, holdoutBucket, pickVariantIndex, rolloutBucket, segmentOf, variantBucket } from "../../src/engine/index.js";
 import { classicWalk, loadVectors, makeExperiment, mulberry32, referenceH, referenceMurmur3, variantId } from "./helpers.js";
 
 const vectors = loadVectors();
@@ -95,6 +95,12 @@ describe("bucket vectors", () => {
     expect(failures).toEqual([]);
     expect(checked).toBe(cases.length);
     expect(checked).toBeGreaterThan(0);
+  });
+
+  it("holdoutBucket is the variant bucket under the holdout's salt (SPEC.md: the buckets section read so)", () => {
+    const wrong = vectors.buckets.filter((c) => holdoutBucket(c.unit_id, c.salt, 1) !== c.variant_bucket);
+    expect(wrong).toEqual([]);
+    expect(vectors.buckets.length).toBeGreaterThan(0);
   });
 
   it("the vectors agree with the SPEC formulas computed by the reference hash", () => {

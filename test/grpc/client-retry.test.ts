@@ -128,6 +128,8 @@ describe("which calls are retried", () => {
         "AssignUnit",
         "BulkAssign",
         "MatrixAssign",
+        "ResolveParams",
+        "BulkResolveParams",
         "GetExperiment",
         "ListExperiments",
         "GetNamespace",
@@ -137,6 +139,9 @@ describe("which calls are retried", () => {
         "ExportAssignments",
         "ListChanges",
         "WatchAssignments",
+        "GetHoldout",
+        "ListHoldouts",
+        "GetHoldoutStats",
       ].sort(),
     );
   });
@@ -160,6 +165,8 @@ describe("which calls are retried", () => {
             { service: "assignment.v1.AssignmentService", method: "AssignUnit" },
             { service: "assignment.v1.AssignmentService", method: "BulkAssign" },
             { service: "assignment.v1.AssignmentService", method: "MatrixAssign" },
+            { service: "assignment.v1.AssignmentService", method: "ResolveParams" },
+            { service: "assignment.v1.AssignmentService", method: "BulkResolveParams" },
             { service: "assignment.v1.ExperimentService", method: "GetExperiment" },
             { service: "assignment.v1.ExperimentService", method: "ListExperiments" },
             { service: "assignment.v1.ExperimentService", method: "GetNamespace" },
@@ -169,6 +176,9 @@ describe("which calls are retried", () => {
             { service: "assignment.v1.ExperimentService", method: "ExportAssignments" },
             { service: "assignment.v1.ExperimentService", method: "ListChanges" },
             { service: "assignment.v1.ExperimentService", method: "WatchAssignments" },
+            { service: "assignment.v1.ExperimentService", method: "GetHoldout" },
+            { service: "assignment.v1.ExperimentService", method: "ListHoldouts" },
+            { service: "assignment.v1.ExperimentService", method: "GetHoldoutStats" },
           ],
           retryPolicy: {
             maxAttempts: 5,

@@ -139,7 +139,15 @@ describe("server reflection", () => {
     const main = files[0];
     expect(main.name).toBe("assignment/v1/assignment_service.proto");
     const service = main.service.find((s) => s.name === "AssignmentService")!;
-    expect(service.method.map((m) => m.name)).toEqual(["Assign", "AssignUnit", "BulkAssign", "MatrixAssign", "StreamAssign"]);
+    expect(service.method.map((m) => m.name)).toEqual([
+      "Assign",
+      "AssignUnit",
+      "BulkAssign",
+      "MatrixAssign",
+      "StreamAssign",
+      "ResolveParams",
+      "BulkResolveParams",
+    ]);
     expect(service.method.find((m) => m.name === "Assign")?.options?.idempotencyLevel).toBe(MethodOptions_IdempotencyLevel.IDEMPOTENT);
     const stream = service.method.find((m) => m.name === "StreamAssign")!;
     expect([stream.clientStreaming, stream.serverStreaming]).toEqual([true, true]);

@@ -45,6 +45,8 @@ const EXPECTED: Record<string, Who[]> = {
   "AssignmentService/BulkAssign": AS,
   "AssignmentService/MatrixAssign": AS,
   "AssignmentService/StreamAssign": AS,
+  "AssignmentService/ResolveParams": AS,
+  "AssignmentService/BulkResolveParams": AS,
   "ExperimentService/CreateExperiment": A,
   "ExperimentService/GetExperiment": RD,
   "ExperimentService/ListExperiments": RD,
@@ -54,6 +56,7 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/CreateNamespace": A,
   "ExperimentService/GetNamespace": RD,
   "ExperimentService/ListNamespaces": RD,
+  "ExperimentService/UpdateNamespace": A,
   "ExperimentService/ArchiveNamespace": A,
   "ExperimentService/UnarchiveNamespace": A,
   "ExperimentService/AllocateSegments": A,
@@ -68,6 +71,11 @@ const EXPECTED: Record<string, Who[]> = {
   "ExperimentService/ListChanges": RD,
   "ExperimentService/EraseUnits": A,
   "ExperimentService/WatchAssignments": RD,
+  "ExperimentService/CreateHoldout": A,
+  "ExperimentService/GetHoldout": RD,
+  "ExperimentService/ListHoldouts": RD,
+  "ExperimentService/UpdateHoldout": A,
+  "ExperimentService/GetHoldoutStats": RD,
   "CohortService/UploadCohort": OP,
   "CohortService/GetCohort": RD,
   "CohortService/ListCohorts": RD,
@@ -103,6 +111,8 @@ beforeAll(async () => {
   await admin.createNamespace({ key: "ns", segments: 100 });
   await admin.createExperiment({ key: "fixture-archive", variants: ab });
   await admin.createNamespace({ key: "ns-archive", segments: 10 });
+  // Covers nothing (no experiment carries its tag), so it changes no other call's answer.
+  await admin.createHoldout({ key: "fixture-holdout", share: 100, tags: ["no-such-tag"] });
   const cohorts = createClient(CohortService, t.server.address, { token: TOKENS.admin, timeoutMs: 20_000 });
   await cohorts.uploadCohort(
     (async function* () {
@@ -135,6 +145,14 @@ const REQUESTS: Record<string, (who: Who) => unknown> = {
   createNamespace: (who) => ({ key: `ns-by-${who}`, segments: 10 }),
   getNamespace: () => ({ key: "ns" }),
   listNamespaces: () => ({}),
+  updateNamespace: () => ({ key: "ns", defaultParams: { color: "blue" } }),
+  resolveParams: () => ({ units: { user_id: "u-1" }, namespaceKeys: ["ns"] }),
+  bulkResolveParams: () => ({ unitIds: ["u-1", "u-2"], namespaceKeys: ["ns"] }),
+  createHoldout: (who) => ({ key: `holdout-by-${who}`, share: 0, tags: ["no-such-tag"] }),
+  getHoldout: () => ({ key: "fixture-holdout" }),
+  listHoldouts: () => ({}),
+  updateHoldout: () => ({ key: "fixture-holdout", share: 200 }),
+  getHoldoutStats: () => ({ key: "fixture-holdout" }),
   archiveExperiment: () => ({ key: "fixture-archive" }),
   unarchiveExperiment: () => ({ key: "fixture-archive" }),
   archiveNamespace: () => ({ key: "ns-archive" }),

@@ -335,6 +335,14 @@ const TEMPLATES: Record<string, Record<string, unknown>[]> = {
   ],
   EraseUnits: [{ unitType: "user_id", unitIds: ["fz-erase-1", "fz-erase-2"] }],
   WatchAssignments: [{ start: { case: "fromOldest", value: true }, experimentKeys: ["fz-a"], maxBatch: 10, stopWhenCaughtUp: true }],
+  ResolveParams: [{ units: { user_id: "u-7" }, namespaceKeys: ["fz-ns"], attributes: { country: "US" } }],
+  BulkResolveParams: [{ unitIds: ["u-1", "u-2"], namespaceKeys: ["fz-ns"], unitAttributes: [{ a: 1 }, {}] }],
+  UpdateNamespace: [{ key: "fz-ns", defaultParams: { color: "blue", size: [1, 2] } }],
+  CreateHoldout: [{ key: "fz-h", share: 500, tags: ["web"] }],
+  GetHoldout: [{ key: "fz-h" }],
+  ListHoldouts: [{}],
+  UpdateHoldout: [{ key: "fz-h", share: 700, tags: { tags: ["web", "app"] } }],
+  GetHoldoutStats: [{ key: "fz-h" }],
 };
 
 /** Server streams that follow new events until the caller cancels (unless asked to stop when

@@ -51,6 +51,7 @@ function namespace(id: number, key: string, o: Partial<NamespaceRecord> = {}): N
     unitType: "user_id",
     hashVersion: 1,
     segments: 4,
+    defaultParams: null,
     createdAt: at,
     archivedAt: null,
     allocations: new Map(),
@@ -62,6 +63,7 @@ const snapshot = (epoch: bigint, o: Partial<ConfigSnapshot> = {}): ConfigSnapsho
   experiments: [],
   namespaces: [],
   segments: new Map(),
+  holdouts: [],
   ...o,
 });
 

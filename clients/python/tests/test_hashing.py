@@ -10,6 +10,7 @@ import pytest
 
 from assignment.v1 import types_pb2
 from assignment_client import hashing
+from assignment_client.rules import holdout_bucket
 
 SECTIONS = ("hash", "buckets", "segments", "evaluate")
 
@@ -35,6 +36,13 @@ def test_buckets(vectors: Dict[str, List[Dict[str, Any]]]) -> None:
         if (hashing.variant_bucket(c["unit_id"], c["salt"]), hashing.rollout_bucket(c["unit_id"], c["salt"]))
         != (c["variant_bucket"], c["rollout_bucket"])
     ]
+    assert wrong == []
+
+
+def test_holdout_buckets(vectors: Dict[str, List[Dict[str, Any]]]) -> None:
+    """SPEC.md: the holdout bucket is the buckets section's variant bucket under the holdout's salt."""
+    assert len(vectors["buckets"]) > 0
+    wrong = [c for c in vectors["buckets"] if holdout_bucket(c["unit_id"], c["salt"]) != c["variant_bucket"]]
     assert wrong == []
 
 

@@ -12,11 +12,22 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from assignment.v1 import assignment_service_pb2 as pb
 from assignment.v1 import experiment_service_pb2 as admin
 from assignment.v1 import types_pb2
-from assignment_client import Client, ColumnAnswer, RetryPolicy, column_answers, connect, hashed_variant
+from assignment_client import (
+    Client,
+    ColumnAnswer,
+    RetryPolicy,
+    column_answers,
+    connect,
+    hashed_variant,
+    merge_params,
+    params_by_namespace,
+    params_column_answers,
+)
 
 pytestmark = pytest.mark.live
 
@@ -123,6 +134,43 @@ def test_a_cohort_with_attributes_meets_the_targeting_condition(client: Client, 
         list(client.stream_cohort([key], units, attributes={"geo": {"country": "US"}}))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "setup.attributes.geo" in (bad.value.details() or "")
+
+
+def test_a_namespace_answers_its_defaults_under_the_variant_params(client: Client, unique: str) -> None:
+    ns, key = "py-ns-" + unique, "py-ns-e-" + unique
+    defaults = {"button_color": "blue", "font_size": 14}
+    variant_params = {"plain": {}, "green": {"button_color": "green"}}
+    created = client.experiments.CreateNamespace(admin.CreateNamespaceRequest(key=ns, segments=10, default_params=_struct(defaults)))
+    assert dict(created.namespace.default_params) == defaults
+    client.experiments.CreateExperiment(
+        admin.CreateExperimentRequest(
+            key=key,
+            variants=[types_pb2.Variant(key=k, weight=5000, params=_struct(p)) for k, p in variant_params.items()],
+            status=types_pb2.EXPERIMENT_STATUS_RUNNING,
+        )
+    )
+    client.experiments.AllocateSegments(admin.AllocateSegmentsRequest(namespace_key=ns, experiment_key=key, segments=10))
+    experiment = client.experiments.GetExperiment(admin.GetExperimentRequest(key=key)).experiment
+    units = ["py-ns-u-%d" % i for i in range(40)]
+    for first in (True, False):
+        for unit in units:
+            answers = params_by_namespace(client.assignments.ResolveParams(pb.ResolveParamsRequest(units={"user_id": unit}, namespace_keys=[ns])))
+            a = answers[ns]
+            variant = hashed_variant(experiment, unit)
+            assert variant is not None
+            assert (a.experiment_key, a.variant_key, a.reason) == (key, variant, R.REASON_NEW if first else R.REASON_STICKY)
+            assert a.params.as_dict() == merge_params(defaults, variant_params[variant])
+            assert a.params.get_string("button_color", "none") == ("green" if variant == "green" else "blue")
+    column = client.assignments.BulkResolveParams(pb.BulkResolveParamsRequest(unit_ids=units, namespace_keys=[ns])).columns[0]
+    for unit, a in zip(units, params_column_answers(column)):
+        assert (a.variant_key, a.reason) == (hashed_variant(experiment, unit), R.REASON_STICKY)
+        assert a.params.get_number("font_size", 0) == 14
+
+
+def _struct(values: Dict[str, object]) -> "struct_pb2.Struct":
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
 
 
 def test_an_empty_cohort_has_no_batches(client: Client, unique: str) -> None:

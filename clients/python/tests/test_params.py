@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from google.protobuf import struct_pb2
 
-from assignment_client import Params
+from assignment.v1 import assignment_service_pb2 as pb
+from assignment.v1 import types_pb2
+from assignment_client import Params, params_by_namespace, params_column_answers
 
 
 def test_typed_getters_from_a_struct() -> None:
@@ -30,3 +32,56 @@ def test_missing_or_mistyped_params_give_the_default() -> None:
     # a boolean is not a number
     assert Params({"n": True}).get_number("n", 3) == 3
     assert Params(None).as_dict() == {}
+
+
+def struct(values: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+def test_a_resolve_params_response_by_namespace() -> None:
+    response = pb.ResolveParamsResponse(
+        namespaces=[
+            pb.ResolvedParams(
+                namespace_key="checkout",
+                params=struct({"button_color": "green", "font_size": 16}),
+                experiment_key="buttons",
+                variant_key="green",
+                reason=types_pb2.REASON_NEW,
+                enrolled=True,
+                stored=True,
+            ),
+            pb.ResolvedParams(namespace_key="search", params=struct({"ranker": "bm25"})),
+        ]
+    )
+    answers = params_by_namespace(response)
+    assert sorted(answers) == ["checkout", "search"]
+    c = answers["checkout"]
+    assert c.params.get_string("button_color", "blue") == "green"
+    assert c.params.get_number("font_size", 14) == 16
+    assert (c.experiment_key, c.variant_key, c.reason, c.enrolled, c.stored) == ("buttons", "green", types_pb2.REASON_NEW, True, True)
+    s = answers["search"]
+    assert s.params.get_string("ranker", "x") == "bm25"
+    assert (s.experiment_key, s.variant_key, s.reason, s.enrolled) == ("", "", types_pb2.REASON_UNSPECIFIED, False)
+    assert s.params.get_bool("missing", True) is True
+
+
+def test_a_params_column_unpacked_per_unit() -> None:
+    column = pb.ParamsColumn(
+        namespace_key="checkout",
+        legend=[
+            pb.ResolvedParamsChoice(params=struct({"button_color": "blue"})),
+            pb.ResolvedParamsChoice(params=struct({"button_color": "green"}), experiment_key="buttons", variant_key="green"),
+        ],
+        legend_indexes=[1, 0, 1],
+        reasons=[types_pb2.REASON_NEW, types_pb2.REASON_UNSPECIFIED, types_pb2.REASON_STICKY],
+        enrolled=[True, False, True],
+        stored=[True, False, True],
+    )
+    got = [(a.params.get_string("button_color", "?"), a.variant_key, a.reason, a.stored) for a in params_column_answers(column)]
+    assert got == [
+        ("green", "green", types_pb2.REASON_NEW, True),
+        ("blue", "", types_pb2.REASON_UNSPECIFIED, False),
+        ("green", "green", types_pb2.REASON_STICKY, True),
+    ]

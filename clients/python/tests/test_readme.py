@@ -24,6 +24,6 @@ def test_the_readme_examples_run(address: str, monkeypatch: pytest.MonkeyPatch) 
             exec(compile(block, str(README), "exec"), namespace)
     printed = out.getvalue()
     assert "613153351" in printed
-    assert "'Assign', 'AssignUnit', 'BulkAssign', 'MatrixAssign', 'GetExperiment'" in printed
+    assert "'Assign', 'AssignUnit', 'BulkAssign', 'MatrixAssign', 'ResolveParams', 'BulkResolveParams', 'GetExperiment'" in printed
     # The cohort's split: both variants among the enrolled 20 %, and units outside the rollout.
     assert "(('control', True)," in printed and "(('green', True)," in printed and "(('control', False)," in printed

@@ -12,4 +12,5 @@ export * from "./gen/assignment/v1/job_service_pb.js";
 export * from "./gen/assignment/v1/types_pb.js";
 export * from "./columns.js";
 export * from "./cohort.js";
+export * from "./params.js";
 export * as limits from "./limits.js";

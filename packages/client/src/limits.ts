@@ -14,6 +14,9 @@ export const MAX_MATRIX_CELLS = 100_000;
 export const MAX_EXPERIMENTS_PER_CALL = 1_000;
 /** Experiment keys in one StreamAssign stream. */
 export const MAX_STREAM_EXPERIMENTS = 100;
+/** Namespace keys in one ResolveParams or BulkResolveParams call (unit ids × namespaces of a
+ * BulkResolveParams call are at most MAX_MATRIX_CELLS). */
+export const MAX_NAMESPACES_PER_CALL = 100;
 
 /** Overrides set, or unit ids cleared, in one SetOverrides or ClearOverrides call. */
 export const MAX_OVERRIDES_PER_CALL = 10_000;

@@ -19,7 +19,7 @@ from .client import MAX_MESSAGE_BYTES, Client, connect
 from .cohort import MAX_BATCH_CELLS, MAX_BATCH_IDS, MAX_STREAM_EXPERIMENTS, CohortBatch, max_batch, stream_cohort
 from .columns import ColumnAnswer, column_answers
 from .hashing import evaluate, hash_v1, hashed_variant, rollout_bucket, segment, variant_bucket, variant_index
-from .params import Params
+from .params import NamespaceParams, Params, params_by_namespace, params_column_answers
 from .rules import ExperimentState, Holdout, Namespace, Outcome, decide, holdout_bucket, merge_params
 from .retry import DEFAULT_RETRY, RetryPolicy, idempotent_methods, is_retryable, retry_service_config
 
@@ -31,7 +31,10 @@ __all__ = [
     "Holdout",
     "Namespace",
     "Outcome",
+    "NamespaceParams",
     "Params",
+    "params_by_namespace",
+    "params_column_answers",
     "decide",
     "holdout_bucket",
     "merge_params",

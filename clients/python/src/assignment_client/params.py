@@ -4,9 +4,12 @@ because a param is absent or was mistyped in the experiment."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from google.protobuf import json_format, struct_pb2
+
+from assignment.v1 import assignment_service_pb2
 
 
 class Params:
@@ -61,3 +64,49 @@ class Params:
     def get_object(self, key: str, default: Optional[Mapping[str, Any]] = None) -> "Params":
         v = self._values.get(key)
         return Params(v if isinstance(v, dict) else (default or {}))
+
+
+@dataclass(frozen=True)
+class NamespaceParams:
+    """One namespace's answer of ResolveParams (or one unit's of a BulkResolveParams column): the
+    merged params, and the experiment, variant and reason behind them (experiment and variant are
+    empty when no experiment holds the unit's segment)."""
+
+    namespace_key: str
+    params: Params
+    experiment_key: str
+    variant_key: str
+    reason: int
+    enrolled: bool
+    stored: bool
+
+
+def params_by_namespace(response: assignment_service_pb2.ResolveParamsResponse) -> Dict[str, NamespaceParams]:
+    """A ResolveParams response's answers by namespace key::
+
+        answers = params_by_namespace(client.assignments.ResolveParams(request))
+        color = answers["checkout"].params.get_string("button_color", "blue")
+    """
+    return {
+        a.namespace_key: NamespaceParams(
+            a.namespace_key, Params(a.params), a.experiment_key, a.variant_key, a.reason, a.enrolled, a.stored
+        )
+        for a in response.namespaces
+    }
+
+
+def params_column_answers(column: assignment_service_pb2.ParamsColumn) -> List[NamespaceParams]:
+    """A BulkResolveParams column unpacked into one answer per requested unit, in order."""
+    legend = [Params(c.params) for c in column.legend]
+    return [
+        NamespaceParams(
+            column.namespace_key,
+            legend[index],
+            column.legend[index].experiment_key,
+            column.legend[index].variant_key,
+            column.reasons[i],
+            column.enrolled[i],
+            column.stored[i],
+        )
+        for i, index in enumerate(column.legend_indexes)
+    ]

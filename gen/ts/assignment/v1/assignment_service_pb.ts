@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Assignment, AssignmentColumn, AssignOptions } from "./types_pb.js";
+import type { Assignment, AssignmentColumn, AssignOptions, Reason } from "./types_pb.js";
 import { file_assignment_v1_types } from "./types_pb.js";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -13,7 +13,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/assignment_service.proto.
  */
 export const file_assignment_v1_assignment_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhc3NpZ25tZW50L3YxL2Fzc2lnbm1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKnAQoNQXNzaWduUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij8KDkFzc2lnblJlc3BvbnNlEi0KCmFzc2lnbm1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnQi/wEKEUFzc2lnblVuaXRSZXF1ZXN0EjoKBXVuaXRzGAEgAygLMisuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdC5Vbml0c0VudHJ5EhcKD2V4cGVyaW1lbnRfa2V5cxgCIAMoCRILCgN0YWcYAyABKAkSLQoHb3B0aW9ucxgEIAEoCzIcLmFzc2lnbm1lbnQudjEuQXNzaWduT3B0aW9ucxIrCgphdHRyaWJ1dGVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBosCgpVbml0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoSQXNzaWduVW5pdFJlc3BvbnNlEi4KC2Fzc2lnbm1lbnRzGAEgAygLMhkuYXNzaWdubWVudC52MS5Bc3NpZ25tZW50It4BChFCdWxrQXNzaWduUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIRCgl1bml0X3R5cGUYAiABKAkSEAoIdW5pdF9pZHMYAyADKAkSLQoHb3B0aW9ucxgEIAEoCzIcLmFzc2lnbm1lbnQudjEuQXNzaWduT3B0aW9ucxIrCgphdHRyaWJ1dGVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCg91bml0X2F0dHJpYnV0ZXMYBiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKEkJ1bGtBc3NpZ25SZXNwb25zZRIvCgZjb2x1bW4YASABKAsyHy5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRDb2x1bW4i4QEKE01hdHJpeEFzc2lnblJlcXVlc3QSFwoPZXhwZXJpbWVudF9rZXlzGAEgAygJEhEKCXVuaXRfdHlwZRgCIAEoCRIQCgh1bml0X2lkcxgDIAMoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKD3VuaXRfYXR0cmlidXRlcxgGIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiSAoUTWF0cml4QXNzaWduUmVzcG9uc2USMAoHY29sdW1ucxgBIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiKbAQoRU3RyZWFtQXNzaWduU2V0dXASFwoPZXhwZXJpbWVudF9rZXlzGAEgAygJEhEKCXVuaXRfdHlwZRgCIAEoCRItCgdvcHRpb25zGAMgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IooBChNTdHJlYW1Bc3NpZ25SZXF1ZXN0Ei8KBXNldHVwGAEgASgLMiAuYXNzaWdubWVudC52MS5TdHJlYW1Bc3NpZ25TZXR1cBIQCgh1bml0X2lkcxgCIAMoCRIwCg91bml0X2F0dHJpYnV0ZXMYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlcKFFN0cmVhbUFzc2lnblJlc3BvbnNlEg0KBWJhdGNoGAEgASgEEjAKB2NvbHVtbnMYAiADKAsyHy5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRDb2x1bW4yygMKEUFzc2lnbm1lbnRTZXJ2aWNlEkoKBkFzc2lnbhIcLmFzc2lnbm1lbnQudjEuQXNzaWduUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuQXNzaWduUmVzcG9uc2UiA5ACAhJWCgpBc3NpZ25Vbml0EiAuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdBohLmFzc2lnbm1lbnQudjEuQXNzaWduVW5pdFJlc3BvbnNlIgOQAgISVgoKQnVsa0Fzc2lnbhIgLmFzc2lnbm1lbnQudjEuQnVsa0Fzc2lnblJlcXVlc3QaIS5hc3NpZ25tZW50LnYxLkJ1bGtBc3NpZ25SZXNwb25zZSIDkAICElwKDE1hdHJpeEFzc2lnbhIiLmFzc2lnbm1lbnQudjEuTWF0cml4QXNzaWduUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuTWF0cml4QXNzaWduUmVzcG9uc2UiA5ACAhJbCgxTdHJlYW1Bc3NpZ24SIi5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_assignment_v1_types, file_google_protobuf_struct]);
+  fileDesc("CiZhc3NpZ25tZW50L3YxL2Fzc2lnbm1lbnRfc2VydmljZS5wcm90bxINYXNzaWdubWVudC52MSKnAQoNQXNzaWduUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIPCgd1bml0X2lkGAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij8KDkFzc2lnblJlc3BvbnNlEi0KCmFzc2lnbm1lbnQYASABKAsyGS5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnQi/wEKEUFzc2lnblVuaXRSZXF1ZXN0EjoKBXVuaXRzGAEgAygLMisuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdC5Vbml0c0VudHJ5EhcKD2V4cGVyaW1lbnRfa2V5cxgCIAMoCRILCgN0YWcYAyABKAkSLQoHb3B0aW9ucxgEIAEoCzIcLmFzc2lnbm1lbnQudjEuQXNzaWduT3B0aW9ucxIrCgphdHRyaWJ1dGVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBosCgpVbml0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoSQXNzaWduVW5pdFJlc3BvbnNlEi4KC2Fzc2lnbm1lbnRzGAEgAygLMhkuYXNzaWdubWVudC52MS5Bc3NpZ25tZW50It4BChFCdWxrQXNzaWduUmVxdWVzdBIWCg5leHBlcmltZW50X2tleRgBIAEoCRIRCgl1bml0X3R5cGUYAiABKAkSEAoIdW5pdF9pZHMYAyADKAkSLQoHb3B0aW9ucxgEIAEoCzIcLmFzc2lnbm1lbnQudjEuQXNzaWduT3B0aW9ucxIrCgphdHRyaWJ1dGVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCg91bml0X2F0dHJpYnV0ZXMYBiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkUKEkJ1bGtBc3NpZ25SZXNwb25zZRIvCgZjb2x1bW4YASABKAsyHy5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRDb2x1bW4i4QEKE01hdHJpeEFzc2lnblJlcXVlc3QSFwoPZXhwZXJpbWVudF9rZXlzGAEgAygJEhEKCXVuaXRfdHlwZRgCIAEoCRIQCgh1bml0X2lkcxgDIAMoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKD3VuaXRfYXR0cmlidXRlcxgGIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiSAoUTWF0cml4QXNzaWduUmVzcG9uc2USMAoHY29sdW1ucxgBIAMoCzIfLmFzc2lnbm1lbnQudjEuQXNzaWdubWVudENvbHVtbiKbAQoRU3RyZWFtQXNzaWduU2V0dXASFwoPZXhwZXJpbWVudF9rZXlzGAEgAygJEhEKCXVuaXRfdHlwZRgCIAEoCRItCgdvcHRpb25zGAMgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IooBChNTdHJlYW1Bc3NpZ25SZXF1ZXN0Ei8KBXNldHVwGAEgASgLMiAuYXNzaWdubWVudC52MS5TdHJlYW1Bc3NpZ25TZXR1cBIQCgh1bml0X2lkcxgCIAMoCRIwCg91bml0X2F0dHJpYnV0ZXMYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlcKFFN0cmVhbUFzc2lnblJlc3BvbnNlEg0KBWJhdGNoGAEgASgEEjAKB2NvbHVtbnMYAiADKAsyHy5hc3NpZ25tZW50LnYxLkFzc2lnbm1lbnRDb2x1bW4ihAIKFFJlc29sdmVQYXJhbXNSZXF1ZXN0Ej0KBXVuaXRzGAEgAygLMi4uYXNzaWdubWVudC52MS5SZXNvbHZlUGFyYW1zUmVxdWVzdC5Vbml0c0VudHJ5EhYKDm5hbWVzcGFjZV9rZXlzGAIgAygJEgsKA3RhZxgDIAEoCRItCgdvcHRpb25zGAQgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0GiwKClVuaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLiAQoOUmVzb2x2ZWRQYXJhbXMSFQoNbmFtZXNwYWNlX2tleRgBIAEoCRInCgZwYXJhbXMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhYKDmV4cGVyaW1lbnRfa2V5GAMgASgJEhMKC3ZhcmlhbnRfa2V5GAQgASgJEiUKBnJlYXNvbhgFIAEoDjIVLmFzc2lnbm1lbnQudjEuUmVhc29uEhAKCGVucm9sbGVkGAYgASgIEg4KBnN0b3JlZBgHIAEoCBIaChJleHBlcmltZW50X3ZlcnNpb24YCCABKAQiSgoVUmVzb2x2ZVBhcmFtc1Jlc3BvbnNlEjEKCm5hbWVzcGFjZXMYASADKAsyHS5hc3NpZ25tZW50LnYxLlJlc29sdmVkUGFyYW1zIvIBChhCdWxrUmVzb2x2ZVBhcmFtc1JlcXVlc3QSEQoJdW5pdF90eXBlGAEgASgJEhAKCHVuaXRfaWRzGAIgAygJEhYKDm5hbWVzcGFjZV9rZXlzGAMgAygJEgsKA3RhZxgEIAEoCRItCgdvcHRpb25zGAUgASgLMhwuYXNzaWdubWVudC52MS5Bc3NpZ25PcHRpb25zEisKCmF0dHJpYnV0ZXMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjAKD3VuaXRfYXR0cmlidXRlcxgHIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QivAEKDFBhcmFtc0NvbHVtbhIVCg1uYW1lc3BhY2Vfa2V5GAEgASgJEjMKBmxlZ2VuZBgCIAMoCzIjLmFzc2lnbm1lbnQudjEuUmVzb2x2ZWRQYXJhbXNDaG9pY2USFgoObGVnZW5kX2luZGV4ZXMYAyADKA0SJgoHcmVhc29ucxgEIAMoDjIVLmFzc2lnbm1lbnQudjEuUmVhc29uEhAKCGVucm9sbGVkGAUgAygIEg4KBnN0b3JlZBgGIAMoCCKIAQoUUmVzb2x2ZWRQYXJhbXNDaG9pY2USJwoGcGFyYW1zGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIWCg5leHBlcmltZW50X2tleRgCIAEoCRITCgt2YXJpYW50X2tleRgDIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YBCABKAQiSQoZQnVsa1Jlc29sdmVQYXJhbXNSZXNwb25zZRIsCgdjb2x1bW5zGAEgAygLMhsuYXNzaWdubWVudC52MS5QYXJhbXNDb2x1bW4ymAUKEUFzc2lnbm1lbnRTZXJ2aWNlEkoKBkFzc2lnbhIcLmFzc2lnbm1lbnQudjEuQXNzaWduUmVxdWVzdBodLmFzc2lnbm1lbnQudjEuQXNzaWduUmVzcG9uc2UiA5ACAhJWCgpBc3NpZ25Vbml0EiAuYXNzaWdubWVudC52MS5Bc3NpZ25Vbml0UmVxdWVzdBohLmFzc2lnbm1lbnQudjEuQXNzaWduVW5pdFJlc3BvbnNlIgOQAgISVgoKQnVsa0Fzc2lnbhIgLmFzc2lnbm1lbnQudjEuQnVsa0Fzc2lnblJlcXVlc3QaIS5hc3NpZ25tZW50LnYxLkJ1bGtBc3NpZ25SZXNwb25zZSIDkAICElwKDE1hdHJpeEFzc2lnbhIiLmFzc2lnbm1lbnQudjEuTWF0cml4QXNzaWduUmVxdWVzdBojLmFzc2lnbm1lbnQudjEuTWF0cml4QXNzaWduUmVzcG9uc2UiA5ACAhJbCgxTdHJlYW1Bc3NpZ24SIi5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlcXVlc3QaIy5hc3NpZ25tZW50LnYxLlN0cmVhbUFzc2lnblJlc3BvbnNlKAEwARJfCg1SZXNvbHZlUGFyYW1zEiMuYXNzaWdubWVudC52MS5SZXNvbHZlUGFyYW1zUmVxdWVzdBokLmFzc2lnbm1lbnQudjEuUmVzb2x2ZVBhcmFtc1Jlc3BvbnNlIgOQAgISawoRQnVsa1Jlc29sdmVQYXJhbXMSJy5hc3NpZ25tZW50LnYxLkJ1bGtSZXNvbHZlUGFyYW1zUmVxdWVzdBooLmFzc2lnbm1lbnQudjEuQnVsa1Jlc29sdmVQYXJhbXNSZXNwb25zZSIDkAICYgZwcm90bzM", [file_assignment_v1_types, file_google_protobuf_struct]);
 
 /**
  * @generated from message assignment.v1.AssignRequest
@@ -383,6 +383,300 @@ export const StreamAssignResponseSchema: GenMessage<StreamAssignResponse> = /*@_
   messageDesc(file_assignment_v1_assignment_service, 10);
 
 /**
+ * @generated from message assignment.v1.ResolveParamsRequest
+ */
+export type ResolveParamsRequest = Message<"assignment.v1.ResolveParamsRequest"> & {
+  /**
+   * Unit type -> unit id, as in AssignUnitRequest. Each namespace uses the id of its own unit type.
+   *
+   * @generated from field: map<string, string> units = 1;
+   */
+  units: { [key: string]: string };
+
+  /**
+   * Namespaces to answer, in this order (1 to 100). Empty: every namespace whose unit type is
+   * among `units`, sorted by key.
+   *
+   * @generated from field: repeated string namespace_keys = 2;
+   */
+  namespaceKeys: string[];
+
+  /**
+   * With an empty namespace_keys: only namespaces holding an experiment that carries this tag.
+   *
+   * @generated from field: string tag = 3;
+   */
+  tag: string;
+
+  /**
+   * dry_run and allow_unstored as for the assign calls (explain and include_params are ignored:
+   * params are always answered).
+   *
+   * @generated from field: assignment.v1.AssignOptions options = 4;
+   */
+  options?: AssignOptions | undefined;
+
+  /**
+   * The unit's attributes, for targeting conditions, as in AssignUnitRequest.
+   *
+   * @generated from field: google.protobuf.Struct attributes = 5;
+   */
+  attributes?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message assignment.v1.ResolveParamsRequest.
+ * Use `create(ResolveParamsRequestSchema)` to create a new message.
+ */
+export const ResolveParamsRequestSchema: GenMessage<ResolveParamsRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 11);
+
+/**
+ * One namespace's params for one unit, and what they came from.
+ *
+ * @generated from message assignment.v1.ResolvedParams
+ */
+export type ResolvedParams = Message<"assignment.v1.ResolvedParams"> & {
+  /**
+   * @generated from field: string namespace_key = 1;
+   */
+  namespaceKey: string;
+
+  /**
+   * The default params with the variant's params laid over them key by key.
+   *
+   * @generated from field: google.protobuf.Struct params = 2;
+   */
+  params?: JsonObject | undefined;
+
+  /**
+   * The experiment holding the unit's segment; empty when none does (params are the defaults).
+   *
+   * @generated from field: string experiment_key = 3;
+   */
+  experimentKey: string;
+
+  /**
+   * The variant the experiment answered (maybe its default variant); empty when no experiment.
+   *
+   * @generated from field: string variant_key = 4;
+   */
+  variantKey: string;
+
+  /**
+   * The experiment's reason; REASON_UNSPECIFIED when no experiment holds the segment,
+   * REASON_INVALID_UNIT / REASON_UNIT_TYPE_MISMATCH when the unit cannot be placed.
+   *
+   * @generated from field: assignment.v1.Reason reason = 5;
+   */
+  reason: Reason;
+
+  /**
+   * @generated from field: bool enrolled = 6;
+   */
+  enrolled: boolean;
+
+  /**
+   * @generated from field: bool stored = 7;
+   */
+  stored: boolean;
+
+  /**
+   * @generated from field: uint64 experiment_version = 8;
+   */
+  experimentVersion: bigint;
+};
+
+/**
+ * Describes the message assignment.v1.ResolvedParams.
+ * Use `create(ResolvedParamsSchema)` to create a new message.
+ */
+export const ResolvedParamsSchema: GenMessage<ResolvedParams> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 12);
+
+/**
+ * @generated from message assignment.v1.ResolveParamsResponse
+ */
+export type ResolveParamsResponse = Message<"assignment.v1.ResolveParamsResponse"> & {
+  /**
+   * One per namespace, in the order asked (or by key).
+   *
+   * @generated from field: repeated assignment.v1.ResolvedParams namespaces = 1;
+   */
+  namespaces: ResolvedParams[];
+};
+
+/**
+ * Describes the message assignment.v1.ResolveParamsResponse.
+ * Use `create(ResolveParamsResponseSchema)` to create a new message.
+ */
+export const ResolveParamsResponseSchema: GenMessage<ResolveParamsResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 13);
+
+/**
+ * @generated from message assignment.v1.BulkResolveParamsRequest
+ */
+export type BulkResolveParamsRequest = Message<"assignment.v1.BulkResolveParamsRequest"> & {
+  /**
+   * user_id when empty.
+   *
+   * @generated from field: string unit_type = 1;
+   */
+  unitType: string;
+
+  /**
+   * 1 to 10,000 ids (and at most 100,000 ids x namespaces); repeated ids get the same answer.
+   *
+   * @generated from field: repeated string unit_ids = 2;
+   */
+  unitIds: string[];
+
+  /**
+   * 1 to 100 namespaces, of the unit type; empty: every namespace of the unit type.
+   *
+   * @generated from field: repeated string namespace_keys = 3;
+   */
+  namespaceKeys: string[];
+
+  /**
+   * With an empty namespace_keys: only namespaces holding an experiment that carries this tag.
+   *
+   * @generated from field: string tag = 4;
+   */
+  tag: string;
+
+  /**
+   * As in ResolveParamsRequest.
+   *
+   * @generated from field: assignment.v1.AssignOptions options = 5;
+   */
+  options?: AssignOptions | undefined;
+
+  /**
+   * Attributes of every unit of the call, for targeting conditions, as in BulkAssignRequest.
+   *
+   * @generated from field: google.protobuf.Struct attributes = 6;
+   */
+  attributes?: JsonObject | undefined;
+
+  /**
+   * Per-unit attributes, positional to unit_ids: empty, or exactly one entry per id. A unit's
+   * attributes override the call's key by key.
+   *
+   * @generated from field: repeated google.protobuf.Struct unit_attributes = 7;
+   */
+  unitAttributes: JsonObject[];
+};
+
+/**
+ * Describes the message assignment.v1.BulkResolveParamsRequest.
+ * Use `create(BulkResolveParamsRequestSchema)` to create a new message.
+ */
+export const BulkResolveParamsRequestSchema: GenMessage<BulkResolveParamsRequest> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 14);
+
+/**
+ * What one namespace answered many units, positional and packed: element i of each repeated
+ * field is the answer for unit i of the request.
+ *
+ * @generated from message assignment.v1.ParamsColumn
+ */
+export type ParamsColumn = Message<"assignment.v1.ParamsColumn"> & {
+  /**
+   * @generated from field: string namespace_key = 1;
+   */
+  namespaceKey: string;
+
+  /**
+   * The distinct answers: params, experiment and variant. Entry 0 is the namespace's defaults
+   * with no experiment.
+   *
+   * @generated from field: repeated assignment.v1.ResolvedParamsChoice legend = 2;
+   */
+  legend: ResolvedParamsChoice[];
+
+  /**
+   * @generated from field: repeated uint32 legend_indexes = 3;
+   */
+  legendIndexes: number[];
+
+  /**
+   * @generated from field: repeated assignment.v1.Reason reasons = 4;
+   */
+  reasons: Reason[];
+
+  /**
+   * @generated from field: repeated bool enrolled = 5;
+   */
+  enrolled: boolean[];
+
+  /**
+   * @generated from field: repeated bool stored = 6;
+   */
+  stored: boolean[];
+};
+
+/**
+ * Describes the message assignment.v1.ParamsColumn.
+ * Use `create(ParamsColumnSchema)` to create a new message.
+ */
+export const ParamsColumnSchema: GenMessage<ParamsColumn> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 15);
+
+/**
+ * @generated from message assignment.v1.ResolvedParamsChoice
+ */
+export type ResolvedParamsChoice = Message<"assignment.v1.ResolvedParamsChoice"> & {
+  /**
+   * @generated from field: google.protobuf.Struct params = 1;
+   */
+  params?: JsonObject | undefined;
+
+  /**
+   * Empty when no experiment holds the segment.
+   *
+   * @generated from field: string experiment_key = 2;
+   */
+  experimentKey: string;
+
+  /**
+   * @generated from field: string variant_key = 3;
+   */
+  variantKey: string;
+
+  /**
+   * @generated from field: uint64 experiment_version = 4;
+   */
+  experimentVersion: bigint;
+};
+
+/**
+ * Describes the message assignment.v1.ResolvedParamsChoice.
+ * Use `create(ResolvedParamsChoiceSchema)` to create a new message.
+ */
+export const ResolvedParamsChoiceSchema: GenMessage<ResolvedParamsChoice> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 16);
+
+/**
+ * @generated from message assignment.v1.BulkResolveParamsResponse
+ */
+export type BulkResolveParamsResponse = Message<"assignment.v1.BulkResolveParamsResponse"> & {
+  /**
+   * One per namespace, in the order asked (or by key).
+   *
+   * @generated from field: repeated assignment.v1.ParamsColumn columns = 1;
+   */
+  columns: ParamsColumn[];
+};
+
+/**
+ * Describes the message assignment.v1.BulkResolveParamsResponse.
+ * Use `create(BulkResolveParamsResponseSchema)` to create a new message.
+ */
+export const BulkResolveParamsResponseSchema: GenMessage<BulkResolveParamsResponse> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_assignment_service, 17);
+
+/**
  * Decides, stores and serves which variant of each experiment a unit sees (SPEC.md).
  *
  * @generated from service assignment.v1.AssignmentService
@@ -439,6 +733,28 @@ export const AssignmentService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof StreamAssignRequestSchema;
     output: typeof StreamAssignResponseSchema;
+  },
+  /**
+   * One unit's params per namespace (SPEC.md "Namespaces"): the namespace's default params with
+   * the params of the variant the unit gets from the one experiment holding its segment laid over
+   * them key by key; NEW answers are stored as by AssignUnit.
+   *
+   * @generated from rpc assignment.v1.AssignmentService.ResolveParams
+   */
+  resolveParams: {
+    methodKind: "unary";
+    input: typeof ResolveParamsRequestSchema;
+    output: typeof ResolveParamsResponseSchema;
+  },
+  /**
+   * ResolveParams for up to 10,000 units of one type; one packed column per namespace.
+   *
+   * @generated from rpc assignment.v1.AssignmentService.BulkResolveParams
+   */
+  bulkResolveParams: {
+    methodKind: "unary";
+    input: typeof BulkResolveParamsRequestSchema;
+    output: typeof BulkResolveParamsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assignment_v1_assignment_service, 0);

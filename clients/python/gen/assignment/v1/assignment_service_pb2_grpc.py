@@ -40,6 +40,16 @@ class AssignmentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_assignment__service__pb2.StreamAssignRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_assignment__service__pb2.StreamAssignResponse.FromString,
                 )
+        self.ResolveParams = channel.unary_unary(
+                '/assignment.v1.AssignmentService/ResolveParams',
+                request_serializer=assignment_dot_v1_dot_assignment__service__pb2.ResolveParamsRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_assignment__service__pb2.ResolveParamsResponse.FromString,
+                )
+        self.BulkResolveParams = channel.unary_unary(
+                '/assignment.v1.AssignmentService/BulkResolveParams',
+                request_serializer=assignment_dot_v1_dot_assignment__service__pb2.BulkResolveParamsRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_assignment__service__pb2.BulkResolveParamsResponse.FromString,
+                )
 
 
 class AssignmentServiceServicer(object):
@@ -83,6 +93,22 @@ class AssignmentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveParams(self, request, context):
+        """One unit's params per namespace (SPEC.md "Namespaces"): the namespace's default params with
+        the params of the variant the unit gets from the one experiment holding its segment laid over
+        them key by key; NEW answers are stored as by AssignUnit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BulkResolveParams(self, request, context):
+        """ResolveParams for up to 10,000 units of one type; one packed column per namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AssignmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +136,16 @@ def add_AssignmentServiceServicer_to_server(servicer, server):
                     servicer.StreamAssign,
                     request_deserializer=assignment_dot_v1_dot_assignment__service__pb2.StreamAssignRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_assignment__service__pb2.StreamAssignResponse.SerializeToString,
+            ),
+            'ResolveParams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveParams,
+                    request_deserializer=assignment_dot_v1_dot_assignment__service__pb2.ResolveParamsRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_assignment__service__pb2.ResolveParamsResponse.SerializeToString,
+            ),
+            'BulkResolveParams': grpc.unary_unary_rpc_method_handler(
+                    servicer.BulkResolveParams,
+                    request_deserializer=assignment_dot_v1_dot_assignment__service__pb2.BulkResolveParamsRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_assignment__service__pb2.BulkResolveParamsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -204,5 +240,39 @@ class AssignmentService(object):
         return grpc.experimental.stream_stream(request_iterator, target, '/assignment.v1.AssignmentService/StreamAssign',
             assignment_dot_v1_dot_assignment__service__pb2.StreamAssignRequest.SerializeToString,
             assignment_dot_v1_dot_assignment__service__pb2.StreamAssignResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ResolveParams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.AssignmentService/ResolveParams',
+            assignment_dot_v1_dot_assignment__service__pb2.ResolveParamsRequest.SerializeToString,
+            assignment_dot_v1_dot_assignment__service__pb2.ResolveParamsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def BulkResolveParams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.AssignmentService/BulkResolveParams',
+            assignment_dot_v1_dot_assignment__service__pb2.BulkResolveParamsRequest.SerializeToString,
+            assignment_dot_v1_dot_assignment__service__pb2.BulkResolveParamsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -38,6 +38,19 @@ class AssignmentServiceStub:
     to end: a caller that stops reading stops the server from reading.
     """
 
+    ResolveParams: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.assignment_service_pb2.ResolveParamsRequest,
+        assignment.v1.assignment_service_pb2.ResolveParamsResponse]
+    """One unit's params per namespace (SPEC.md "Namespaces"): the namespace's default params with
+    the params of the variant the unit gets from the one experiment holding its segment laid over
+    them key by key; NEW answers are stored as by AssignUnit.
+    """
+
+    BulkResolveParams: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.assignment_service_pb2.BulkResolveParamsRequest,
+        assignment.v1.assignment_service_pb2.BulkResolveParamsResponse]
+    """ResolveParams for up to 10,000 units of one type; one packed column per namespace."""
+
 
 class AssignmentServiceServicer(metaclass=abc.ABCMeta):
     """Decides, stores and serves which variant of each experiment a unit sees (SPEC.md)."""
@@ -82,6 +95,25 @@ class AssignmentServiceServicer(metaclass=abc.ABCMeta):
         with one packed message, in order. The first message carries the setup. Flow control is end
         to end: a caller that stops reading stops the server from reading.
         """
+        pass
+
+    @abc.abstractmethod
+    def ResolveParams(self,
+        request: assignment.v1.assignment_service_pb2.ResolveParamsRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.assignment_service_pb2.ResolveParamsResponse:
+        """One unit's params per namespace (SPEC.md "Namespaces"): the namespace's default params with
+        the params of the variant the unit gets from the one experiment holding its segment laid over
+        them key by key; NEW answers are stored as by AssignUnit.
+        """
+        pass
+
+    @abc.abstractmethod
+    def BulkResolveParams(self,
+        request: assignment.v1.assignment_service_pb2.BulkResolveParamsRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.assignment_service_pb2.BulkResolveParamsResponse:
+        """ResolveParams for up to 10,000 units of one type; one packed column per namespace."""
         pass
 
 

@@ -189,17 +189,39 @@ class CreateExperimentResponse(_message.Message):
     experiment: _types_pb2.Experiment
     def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
 
+class CreateHoldoutRequest(_message.Message):
+    __slots__ = ["key", "salt", "share", "tags", "unit_type"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    salt: str
+    share: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    unit_type: str
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., share: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateHoldoutResponse(_message.Message):
+    __slots__ = ["holdout"]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    holdout: _types_pb2.Holdout
+    def __init__(self, holdout: _Optional[_Union[_types_pb2.Holdout, _Mapping]] = ...) -> None: ...
+
 class CreateNamespaceRequest(_message.Message):
-    __slots__ = ["key", "salt", "segments", "unit_type"]
+    __slots__ = ["default_params", "key", "salt", "segments", "unit_type"]
+    DEFAULT_PARAMS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    default_params: _struct_pb2.Struct
     key: str
     salt: str
     segments: int
     unit_type: str
-    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., segments: _Optional[int] = ...) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., segments: _Optional[int] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class CreateNamespaceResponse(_message.Message):
     __slots__ = ["namespace"]
@@ -299,6 +321,34 @@ class GetExperimentStatsResponse(_message.Message):
     variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
     def __init__(self, experiment_key: _Optional[str] = ..., experiment_version: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., total_units: _Optional[int] = ..., chi_square: _Optional[float] = ..., degrees_of_freedom: _Optional[int] = ..., p_value: _Optional[float] = ..., sample_ratio_mismatch: bool = ...) -> None: ...
 
+class GetHoldoutRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetHoldoutResponse(_message.Message):
+    __slots__ = ["holdout"]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    holdout: _types_pb2.Holdout
+    def __init__(self, holdout: _Optional[_Union[_types_pb2.Holdout, _Mapping]] = ...) -> None: ...
+
+class GetHoldoutStatsRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetHoldoutStatsResponse(_message.Message):
+    __slots__ = ["experiments", "holdout_key", "share"]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[HoldoutExperimentStats]
+    holdout_key: str
+    share: int
+    def __init__(self, holdout_key: _Optional[str] = ..., share: _Optional[int] = ..., experiments: _Optional[_Iterable[_Union[HoldoutExperimentStats, _Mapping]]] = ...) -> None: ...
+
 class GetNamespaceRequest(_message.Message):
     __slots__ = ["key"]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +360,16 @@ class GetNamespaceResponse(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     namespace: _types_pb2.Namespace
     def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
+
+class HoldoutExperimentStats(_message.Message):
+    __slots__ = ["experiment_key", "exposed", "held_out"]
+    EXPERIMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    experiment_key: str
+    exposed: int
+    held_out: int
+    def __init__(self, experiment_key: _Optional[str] = ..., held_out: _Optional[int] = ..., exposed: _Optional[int] = ...) -> None: ...
 
 class ImportAssignmentsRequest(_message.Message):
     __slots__ = ["rows", "setup"]
@@ -402,6 +462,16 @@ class ListExperimentsResponse(_message.Message):
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
     experiments: _containers.RepeatedCompositeFieldContainer[_types_pb2.Experiment]
     def __init__(self, experiments: _Optional[_Iterable[_Union[_types_pb2.Experiment, _Mapping]]] = ...) -> None: ...
+
+class ListHoldoutsRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class ListHoldoutsResponse(_message.Message):
+    __slots__ = ["holdouts"]
+    HOLDOUTS_FIELD_NUMBER: _ClassVar[int]
+    holdouts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Holdout]
+    def __init__(self, holdouts: _Optional[_Iterable[_Union[_types_pb2.Holdout, _Mapping]]] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
     __slots__ = ["include_archived"]
@@ -548,6 +618,40 @@ class UpdateExperimentResponse(_message.Message):
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     experiment: _types_pb2.Experiment
     def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class UpdateHoldoutRequest(_message.Message):
+    __slots__ = ["key", "salt", "share", "tags", "unit_type"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    salt: str
+    share: int
+    tags: TagList
+    unit_type: str
+    def __init__(self, key: _Optional[str] = ..., share: _Optional[int] = ..., tags: _Optional[_Union[TagList, _Mapping]] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ...) -> None: ...
+
+class UpdateHoldoutResponse(_message.Message):
+    __slots__ = ["holdout"]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    holdout: _types_pb2.Holdout
+    def __init__(self, holdout: _Optional[_Union[_types_pb2.Holdout, _Mapping]] = ...) -> None: ...
+
+class UpdateNamespaceRequest(_message.Message):
+    __slots__ = ["default_params", "key"]
+    DEFAULT_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    default_params: _struct_pb2.Struct
+    key: str
+    def __init__(self, key: _Optional[str] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpdateNamespaceResponse(_message.Message):
+    __slots__ = ["namespace"]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _types_pb2.Namespace
+    def __init__(self, namespace: _Optional[_Union[_types_pb2.Namespace, _Mapping]] = ...) -> None: ...
 
 class VariantList(_message.Message):
     __slots__ = ["variants"]

@@ -60,6 +60,11 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesResponse.FromString,
                 )
+        self.UpdateNamespace = channel.unary_unary(
+                '/assignment.v1.ExperimentService/UpdateNamespace',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateNamespaceRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateNamespaceResponse.FromString,
+                )
         self.ArchiveNamespace = channel.unary_unary(
                 '/assignment.v1.ExperimentService/ArchiveNamespace',
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ArchiveNamespaceRequest.SerializeToString,
@@ -130,6 +135,31 @@ class ExperimentServiceStub(object):
                 request_serializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsRequest.SerializeToString,
                 response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsResponse.FromString,
                 )
+        self.CreateHoldout = channel.unary_unary(
+                '/assignment.v1.ExperimentService/CreateHoldout',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.CreateHoldoutRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.CreateHoldoutResponse.FromString,
+                )
+        self.GetHoldout = channel.unary_unary(
+                '/assignment.v1.ExperimentService/GetHoldout',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutResponse.FromString,
+                )
+        self.ListHoldouts = channel.unary_unary(
+                '/assignment.v1.ExperimentService/ListHoldouts',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListHoldoutsRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListHoldoutsResponse.FromString,
+                )
+        self.UpdateHoldout = channel.unary_unary(
+                '/assignment.v1.ExperimentService/UpdateHoldout',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateHoldoutRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateHoldoutResponse.FromString,
+                )
+        self.GetHoldoutStats = channel.unary_unary(
+                '/assignment.v1.ExperimentService/GetHoldoutStats',
+                request_serializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutStatsRequest.SerializeToString,
+                response_deserializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutStatsResponse.FromString,
+                )
 
 
 class ExperimentServiceServicer(object):
@@ -194,6 +224,13 @@ class ExperimentServiceServicer(object):
 
     def ListNamespaces(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNamespace(self, request, context):
+        """Changes a namespace's default params (its key, salt, unit type and segment count never change).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -316,6 +353,41 @@ class ExperimentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateHoldout(self, request, context):
+        """Creates a holdout (SPEC.md "Holdouts"): rule 7 applies to the experiments it covers at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHoldout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHoldouts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateHoldout(self, request, context):
+        """Changes a holdout's share or tags (key, salt and unit type never change). Raising the share
+        only adds held-out units; lowering it releases units to enrolment; stored units keep their
+        variant either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHoldoutStats(self, request, context):
+        """Per covered experiment, how many units were held out and how many are enrolled (counts only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExperimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -363,6 +435,11 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.ListNamespaces,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesResponse.SerializeToString,
+            ),
+            'UpdateNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNamespace,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateNamespaceRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateNamespaceResponse.SerializeToString,
             ),
             'ArchiveNamespace': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveNamespace,
@@ -433,6 +510,31 @@ def add_ExperimentServiceServicer_to_server(servicer, server):
                     servicer.WatchAssignments,
                     request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsRequest.FromString,
                     response_serializer=assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsResponse.SerializeToString,
+            ),
+            'CreateHoldout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateHoldout,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.CreateHoldoutRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.CreateHoldoutResponse.SerializeToString,
+            ),
+            'GetHoldout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHoldout,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutResponse.SerializeToString,
+            ),
+            'ListHoldouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHoldouts,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.ListHoldoutsRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.ListHoldoutsResponse.SerializeToString,
+            ),
+            'UpdateHoldout': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateHoldout,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateHoldoutRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.UpdateHoldoutResponse.SerializeToString,
+            ),
+            'GetHoldoutStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHoldoutStats,
+                    request_deserializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutStatsRequest.FromString,
+                    response_serializer=assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -595,6 +697,23 @@ class ExperimentService(object):
         return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ListNamespaces',
             assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.ListNamespacesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/UpdateNamespace',
+            assignment_dot_v1_dot_experiment__service__pb2.UpdateNamespaceRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.UpdateNamespaceResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
@@ -833,5 +952,90 @@ class ExperimentService(object):
         return grpc.experimental.unary_stream(request, target, '/assignment.v1.ExperimentService/WatchAssignments',
             assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsRequest.SerializeToString,
             assignment_dot_v1_dot_experiment__service__pb2.WatchAssignmentsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateHoldout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/CreateHoldout',
+            assignment_dot_v1_dot_experiment__service__pb2.CreateHoldoutRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.CreateHoldoutResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetHoldout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/GetHoldout',
+            assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListHoldouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/ListHoldouts',
+            assignment_dot_v1_dot_experiment__service__pb2.ListHoldoutsRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.ListHoldoutsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateHoldout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/UpdateHoldout',
+            assignment_dot_v1_dot_experiment__service__pb2.UpdateHoldoutRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.UpdateHoldoutResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetHoldoutStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/assignment.v1.ExperimentService/GetHoldoutStats',
+            assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutStatsRequest.SerializeToString,
+            assignment_dot_v1_dot_experiment__service__pb2.GetHoldoutStatsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

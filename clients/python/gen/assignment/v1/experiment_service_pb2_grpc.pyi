@@ -56,6 +56,11 @@ class ExperimentServiceStub:
         assignment.v1.experiment_service_pb2.ListNamespacesRequest,
         assignment.v1.experiment_service_pb2.ListNamespacesResponse]
 
+    UpdateNamespace: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.UpdateNamespaceRequest,
+        assignment.v1.experiment_service_pb2.UpdateNamespaceResponse]
+    """Changes a namespace's default params (its key, salt, unit type and segment count never change)."""
+
     ArchiveNamespace: grpc.UnaryUnaryMultiCallable[
         assignment.v1.experiment_service_pb2.ArchiveNamespaceRequest,
         assignment.v1.experiment_service_pb2.ArchiveNamespaceResponse]
@@ -157,6 +162,32 @@ class ExperimentServiceStub:
     older than what is retained fails with OUT_OF_RANGE naming the oldest available.
     """
 
+    CreateHoldout: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.CreateHoldoutRequest,
+        assignment.v1.experiment_service_pb2.CreateHoldoutResponse]
+    """Creates a holdout (SPEC.md "Holdouts"): rule 7 applies to the experiments it covers at once."""
+
+    GetHoldout: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.GetHoldoutRequest,
+        assignment.v1.experiment_service_pb2.GetHoldoutResponse]
+
+    ListHoldouts: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.ListHoldoutsRequest,
+        assignment.v1.experiment_service_pb2.ListHoldoutsResponse]
+
+    UpdateHoldout: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.UpdateHoldoutRequest,
+        assignment.v1.experiment_service_pb2.UpdateHoldoutResponse]
+    """Changes a holdout's share or tags (key, salt and unit type never change). Raising the share
+    only adds held-out units; lowering it releases units to enrolment; stored units keep their
+    variant either way.
+    """
+
+    GetHoldoutStats: grpc.UnaryUnaryMultiCallable[
+        assignment.v1.experiment_service_pb2.GetHoldoutStatsRequest,
+        assignment.v1.experiment_service_pb2.GetHoldoutStatsResponse]
+    """Per covered experiment, how many units were held out and how many are enrolled (counts only)."""
+
 
 class ExperimentServiceServicer(metaclass=abc.ABCMeta):
     """Administration of experiments, namespaces and overrides."""
@@ -226,6 +257,14 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         request: assignment.v1.experiment_service_pb2.ListNamespacesRequest,
         context: grpc.ServicerContext,
     ) -> assignment.v1.experiment_service_pb2.ListNamespacesResponse: ...
+
+    @abc.abstractmethod
+    def UpdateNamespace(self,
+        request: assignment.v1.experiment_service_pb2.UpdateNamespaceRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.UpdateNamespaceResponse:
+        """Changes a namespace's default params (its key, salt, unit type and segment count never change)."""
+        pass
 
     @abc.abstractmethod
     def ArchiveNamespace(self,
@@ -367,6 +406,45 @@ class ExperimentServiceServicer(metaclass=abc.ABCMeta):
         processed and resumes after it: it gets every later event exactly once, in order. A position
         older than what is retained fails with OUT_OF_RANGE naming the oldest available.
         """
+        pass
+
+    @abc.abstractmethod
+    def CreateHoldout(self,
+        request: assignment.v1.experiment_service_pb2.CreateHoldoutRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.CreateHoldoutResponse:
+        """Creates a holdout (SPEC.md "Holdouts"): rule 7 applies to the experiments it covers at once."""
+        pass
+
+    @abc.abstractmethod
+    def GetHoldout(self,
+        request: assignment.v1.experiment_service_pb2.GetHoldoutRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.GetHoldoutResponse: ...
+
+    @abc.abstractmethod
+    def ListHoldouts(self,
+        request: assignment.v1.experiment_service_pb2.ListHoldoutsRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.ListHoldoutsResponse: ...
+
+    @abc.abstractmethod
+    def UpdateHoldout(self,
+        request: assignment.v1.experiment_service_pb2.UpdateHoldoutRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.UpdateHoldoutResponse:
+        """Changes a holdout's share or tags (key, salt and unit type never change). Raising the share
+        only adds held-out units; lowering it releases units to enrolment; stored units keep their
+        variant either way.
+        """
+        pass
+
+    @abc.abstractmethod
+    def GetHoldoutStats(self,
+        request: assignment.v1.experiment_service_pb2.GetHoldoutStatsRequest,
+        context: grpc.ServicerContext,
+    ) -> assignment.v1.experiment_service_pb2.GetHoldoutStatsResponse:
+        """Per covered experiment, how many units were held out and how many are enrolled (counts only)."""
         pass
 
 

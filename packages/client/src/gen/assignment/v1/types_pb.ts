@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file assignment/v1/types.proto.
  */
 export const file_assignment_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("Chlhc3NpZ25tZW50L3YxL3R5cGVzLnByb3RvEg1hc3NpZ25tZW50LnYxIk8KB1ZhcmlhbnQSCwoDa2V5GAEgASgJEg4KBndlaWdodBgCIAEoDRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IvcDCgpFeHBlcmltZW50EgsKA2tleRgBIAEoCRIMCgRzYWx0GAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRIUCgxoYXNoX3ZlcnNpb24YBCABKA0SKAoIdmFyaWFudHMYBSADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSDwoHcm9sbG91dBgGIAEoDRIvCgZzdGF0dXMYByABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSFwoPZGVmYXVsdF92YXJpYW50GAggASgJEg4KBndpbm5lchgJIAEoCRIMCgR0YWdzGAogAygJEhMKC2Rlc2NyaXB0aW9uGAsgASgJEhEKCW5hbWVzcGFjZRgMIAEoCRIQCghzZWdtZW50cxgNIAEoDRIPCgd2ZXJzaW9uGA4gASgEEi8KC2NyZWF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXJjaGl2ZWQYESABKAgSMAoMYXJjaGl2ZV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb25kaXRpb24YEyABKAkiPwoTTmFtZXNwYWNlQWxsb2NhdGlvbhIWCg5leHBlcmltZW50X2tleRgBIAEoCRIQCghzZWdtZW50cxgCIAEoDSKQAgoJTmFtZXNwYWNlEgsKA2tleRgBIAEoCRIMCgRzYWx0GAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRIQCghzZWdtZW50cxgEIAEoDRIVCg1mcmVlX3NlZ21lbnRzGAUgASgNEjcKC2FsbG9jYXRpb25zGAYgAygLMiIuYXNzaWdubWVudC52MS5OYW1lc3BhY2VBbGxvY2F0aW9uEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhcmNoaXZlZBgIIAEoCBIwCgxhcmNoaXZlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImEKDUFzc2lnbk9wdGlvbnMSDwoHZHJ5X3J1bhgBIAEoCBIPCgdleHBsYWluGAIgASgIEhYKDmluY2x1ZGVfcGFyYW1zGAMgASgIEhYKDmFsbG93X3Vuc3RvcmVkGAQgASgIIpoBCgtFeHBsYW5hdGlvbhIWCg52YXJpYW50X2J1Y2tldBgBIAEoDRIWCg5yb2xsb3V0X2J1Y2tldBgCIAEoDRIUCgdzZWdtZW50GAMgASgNSACIAQESIwoFbGF5ZXIYBCABKA4yFC5hc3NpZ25tZW50LnYxLkxheWVyEhQKDGhhc2hfdmVyc2lvbhgFIAEoDUIKCghfc2VnbWVudCL4AQoKQXNzaWdubWVudBIWCg5leHBlcmltZW50X2tleRgBIAEoCRITCgt2YXJpYW50X2tleRgCIAEoCRIQCghlbnJvbGxlZBgDIAEoCBIlCgZyZWFzb24YBCABKA4yFS5hc3NpZ25tZW50LnYxLlJlYXNvbhIOCgZzdG9yZWQYBSABKAgSGgoSZXhwZXJpbWVudF92ZXJzaW9uGAYgASgEEi8KC2V4cGxhbmF0aW9uGAcgASgLMhouYXNzaWdubWVudC52MS5FeHBsYW5hdGlvbhInCgZwYXJhbXMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IpsCChBBc3NpZ25tZW50Q29sdW1uEhYKDmV4cGVyaW1lbnRfa2V5GAEgASgJEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgCIAEoBBIOCgZsZWdlbmQYAyADKAkSLgoNbGVnZW5kX3BhcmFtcxgEIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPdmFyaWFudF9pbmRleGVzGAUgAygNEiYKB3JlYXNvbnMYBiADKA4yFS5hc3NpZ25tZW50LnYxLlJlYXNvbhIQCghlbnJvbGxlZBgHIAMoCBIOCgZzdG9yZWQYCCADKAgSMAoMZXhwbGFuYXRpb25zGAkgAygLMhouYXNzaWdubWVudC52MS5FeHBsYW5hdGlvbirSAgoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEh0KGVJFQVNPTl9VTktOT1dOX0VYUEVSSU1FTlQQARIXChNSRUFTT05fSU5WQUxJRF9VTklUEAISHQoZUkVBU09OX1VOSVRfVFlQRV9NSVNNQVRDSBADEhMKD1JFQVNPTl9PVkVSUklERRAEEhYKElJFQVNPTl9OT1RfUlVOTklORxAFEhEKDVJFQVNPTl9XSU5ORVIQBhIRCg1SRUFTT05fU1RJQ0tZEAcSEQoNUkVBU09OX1BBVVNFRBAIEhsKF1JFQVNPTl9OT1RfSU5fTkFNRVNQQUNFEAkSGQoVUkVBU09OX05PVF9JTl9ST0xMT1VUEAoSDgoKUkVBU09OX05FVxALEhIKDlJFQVNPTl9IT0xET1VUEAwSFwoTUkVBU09OX05PVF9UQVJHRVRFRBANKmkKBUxheWVyEhUKEUxBWUVSX1VOU1BFQ0lGSUVEEAASEAoMTEFZRVJfTUVNT1JZEAESDwoLTEFZRVJfUkVESVMQAhISCg5MQVlFUl9QT1NUR1JFUxADEhIKDkxBWUVSX0NPTVBVVEVEEAQqrgEKEEV4cGVyaW1lbnRTdGF0dXMSIQodRVhQRVJJTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdFWFBFUklNRU5UX1NUQVRVU19EUkFGVBABEh0KGUVYUEVSSU1FTlRfU1RBVFVTX1JVTk5JTkcQAhIcChhFWFBFUklNRU5UX1NUQVRVU19QQVVTRUQQAxIdChlFWFBFUklNRU5UX1NUQVRVU19TVE9QUEVEEAQqWQoGU291cmNlEhYKElNPVVJDRV9VTlNQRUNJRklFRBAAEg8KC1NPVVJDRV9IQVNIEAESEQoNU09VUkNFX0lNUE9SVBACEhMKD1NPVVJDRV9PVkVSUklERRADYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chlhc3NpZ25tZW50L3YxL3R5cGVzLnByb3RvEg1hc3NpZ25tZW50LnYxIk8KB1ZhcmlhbnQSCwoDa2V5GAEgASgJEg4KBndlaWdodBgCIAEoDRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IvcDCgpFeHBlcmltZW50EgsKA2tleRgBIAEoCRIMCgRzYWx0GAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRIUCgxoYXNoX3ZlcnNpb24YBCABKA0SKAoIdmFyaWFudHMYBSADKAsyFi5hc3NpZ25tZW50LnYxLlZhcmlhbnQSDwoHcm9sbG91dBgGIAEoDRIvCgZzdGF0dXMYByABKA4yHy5hc3NpZ25tZW50LnYxLkV4cGVyaW1lbnRTdGF0dXMSFwoPZGVmYXVsdF92YXJpYW50GAggASgJEg4KBndpbm5lchgJIAEoCRIMCgR0YWdzGAogAygJEhMKC2Rlc2NyaXB0aW9uGAsgASgJEhEKCW5hbWVzcGFjZRgMIAEoCRIQCghzZWdtZW50cxgNIAEoDRIPCgd2ZXJzaW9uGA4gASgEEi8KC2NyZWF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYXJjaGl2ZWQYESABKAgSMAoMYXJjaGl2ZV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb25kaXRpb24YEyABKAkiPwoTTmFtZXNwYWNlQWxsb2NhdGlvbhIWCg5leHBlcmltZW50X2tleRgBIAEoCRIQCghzZWdtZW50cxgCIAEoDSLBAgoJTmFtZXNwYWNlEgsKA2tleRgBIAEoCRIMCgRzYWx0GAIgASgJEhEKCXVuaXRfdHlwZRgDIAEoCRIQCghzZWdtZW50cxgEIAEoDRIVCg1mcmVlX3NlZ21lbnRzGAUgASgNEjcKC2FsbG9jYXRpb25zGAYgAygLMiIuYXNzaWdubWVudC52MS5OYW1lc3BhY2VBbGxvY2F0aW9uEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhcmNoaXZlZBgIIAEoCBIwCgxhcmNoaXZlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KDmRlZmF1bHRfcGFyYW1zGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLPAQoHSG9sZG91dBILCgNrZXkYASABKAkSDAoEc2FsdBgCIAEoCRIRCgl1bml0X3R5cGUYAyABKAkSDQoFc2hhcmUYBCABKA0SDAoEdGFncxgFIAMoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2V4cGVyaW1lbnRfa2V5cxgIIAMoCSJhCg1Bc3NpZ25PcHRpb25zEg8KB2RyeV9ydW4YASABKAgSDwoHZXhwbGFpbhgCIAEoCBIWCg5pbmNsdWRlX3BhcmFtcxgDIAEoCBIWCg5hbGxvd191bnN0b3JlZBgEIAEoCCKaAQoLRXhwbGFuYXRpb24SFgoOdmFyaWFudF9idWNrZXQYASABKA0SFgoOcm9sbG91dF9idWNrZXQYAiABKA0SFAoHc2VnbWVudBgDIAEoDUgAiAEBEiMKBWxheWVyGAQgASgOMhQuYXNzaWdubWVudC52MS5MYXllchIUCgxoYXNoX3ZlcnNpb24YBSABKA1CCgoIX3NlZ21lbnQi+AEKCkFzc2lnbm1lbnQSFgoOZXhwZXJpbWVudF9rZXkYASABKAkSEwoLdmFyaWFudF9rZXkYAiABKAkSEAoIZW5yb2xsZWQYAyABKAgSJQoGcmVhc29uGAQgASgOMhUuYXNzaWdubWVudC52MS5SZWFzb24SDgoGc3RvcmVkGAUgASgIEhoKEmV4cGVyaW1lbnRfdmVyc2lvbhgGIAEoBBIvCgtleHBsYW5hdGlvbhgHIAEoCzIaLmFzc2lnbm1lbnQudjEuRXhwbGFuYXRpb24SJwoGcGFyYW1zGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKbAgoQQXNzaWdubWVudENvbHVtbhIWCg5leHBlcmltZW50X2tleRgBIAEoCRIaChJleHBlcmltZW50X3ZlcnNpb24YAiABKAQSDgoGbGVnZW5kGAMgAygJEi4KDWxlZ2VuZF9wYXJhbXMYBCADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3ZhcmlhbnRfaW5kZXhlcxgFIAMoDRImCgdyZWFzb25zGAYgAygOMhUuYXNzaWdubWVudC52MS5SZWFzb24SEAoIZW5yb2xsZWQYByADKAgSDgoGc3RvcmVkGAggAygIEjAKDGV4cGxhbmF0aW9ucxgJIAMoCzIaLmFzc2lnbm1lbnQudjEuRXhwbGFuYXRpb24q0gIKBlJlYXNvbhIWChJSRUFTT05fVU5TUEVDSUZJRUQQABIdChlSRUFTT05fVU5LTk9XTl9FWFBFUklNRU5UEAESFwoTUkVBU09OX0lOVkFMSURfVU5JVBACEh0KGVJFQVNPTl9VTklUX1RZUEVfTUlTTUFUQ0gQAxITCg9SRUFTT05fT1ZFUlJJREUQBBIWChJSRUFTT05fTk9UX1JVTk5JTkcQBRIRCg1SRUFTT05fV0lOTkVSEAYSEQoNUkVBU09OX1NUSUNLWRAHEhEKDVJFQVNPTl9QQVVTRUQQCBIbChdSRUFTT05fTk9UX0lOX05BTUVTUEFDRRAJEhkKFVJFQVNPTl9OT1RfSU5fUk9MTE9VVBAKEg4KClJFQVNPTl9ORVcQCxISCg5SRUFTT05fSE9MRE9VVBAMEhcKE1JFQVNPTl9OT1RfVEFSR0VURUQQDSppCgVMYXllchIVChFMQVlFUl9VTlNQRUNJRklFRBAAEhAKDExBWUVSX01FTU9SWRABEg8KC0xBWUVSX1JFRElTEAISEgoOTEFZRVJfUE9TVEdSRVMQAxISCg5MQVlFUl9DT01QVVRFRBAEKq4BChBFeHBlcmltZW50U3RhdHVzEiEKHUVYUEVSSU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXRVhQRVJJTUVOVF9TVEFUVVNfRFJBRlQQARIdChlFWFBFUklNRU5UX1NUQVRVU19SVU5OSU5HEAISHAoYRVhQRVJJTUVOVF9TVEFUVVNfUEFVU0VEEAMSHQoZRVhQRVJJTUVOVF9TVEFUVVNfU1RPUFBFRBAEKlkKBlNvdXJjZRIWChJTT1VSQ0VfVU5TUEVDSUZJRUQQABIPCgtTT1VSQ0VfSEFTSBABEhEKDVNPVVJDRV9JTVBPUlQQAhITCg9TT1VSQ0VfT1ZFUlJJREUQA2IGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message assignment.v1.Variant
@@ -251,6 +251,15 @@ export type Namespace = Message<"assignment.v1.Namespace"> & {
    * @generated from field: google.protobuf.Timestamp archive_time = 9;
    */
   archiveTime?: Timestamp | undefined;
+
+  /**
+   * What ResolveParams answers a unit in no experiment of the namespace (or not enrolled in it),
+   * and what the variant's params are laid over key by key. Empty when none. Same limits as a
+   * variant's params.
+   *
+   * @generated from field: google.protobuf.Struct default_params = 10;
+   */
+  defaultParams?: JsonObject | undefined;
 };
 
 /**
@@ -259,6 +268,74 @@ export type Namespace = Message<"assignment.v1.Namespace"> & {
  */
 export const NamespaceSchema: GenMessage<Namespace> = /*@__PURE__*/
   messageDesc(file_assignment_v1_types, 3);
+
+/**
+ * Keeps a share of units out of every experiment it covers (SPEC.md "Holdouts"), so the combined
+ * effect of those experiments can be measured against units that saw none of them.
+ *
+ * @generated from message assignment.v1.Holdout
+ */
+export type Holdout = Message<"assignment.v1.Holdout"> & {
+  /**
+   * [a-z0-9][a-z0-9._-]{0,127}; never renamed.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Unique across experiments, namespaces and holdouts; never changes.
+   *
+   * @generated from field: string salt = 2;
+   */
+  salt: string;
+
+  /**
+   * The unit type it holds out; never changes. It covers only experiments of this unit type.
+   *
+   * @generated from field: string unit_type = 3;
+   */
+  unitType: string;
+
+  /**
+   * Basis points 0..10000 of units held out: those whose holdout bucket is below it.
+   *
+   * @generated from field: uint32 share = 4;
+   */
+  share: number;
+
+  /**
+   * Its scope: the experiments carrying any of these tags; every experiment of its unit type when
+   * empty.
+   *
+   * @generated from field: repeated string tags = 5;
+   */
+  tags: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp update_time = 7;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * The experiments it covers now, sorted by key (archived ones left out).
+   *
+   * @generated from field: repeated string experiment_keys = 8;
+   */
+  experimentKeys: string[];
+};
+
+/**
+ * Describes the message assignment.v1.Holdout.
+ * Use `create(HoldoutSchema)` to create a new message.
+ */
+export const HoldoutSchema: GenMessage<Holdout> = /*@__PURE__*/
+  messageDesc(file_assignment_v1_types, 4);
 
 /**
  * Options shared by every assignment call.
@@ -301,7 +378,7 @@ export type AssignOptions = Message<"assignment.v1.AssignOptions"> & {
  * Use `create(AssignOptionsSchema)` to create a new message.
  */
 export const AssignOptionsSchema: GenMessage<AssignOptions> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_types, 4);
+  messageDesc(file_assignment_v1_types, 5);
 
 /**
  * @generated from message assignment.v1.Explanation
@@ -344,7 +421,7 @@ export type Explanation = Message<"assignment.v1.Explanation"> & {
  * Use `create(ExplanationSchema)` to create a new message.
  */
 export const ExplanationSchema: GenMessage<Explanation> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_types, 5);
+  messageDesc(file_assignment_v1_types, 6);
 
 /**
  * One unit's answer for one experiment.
@@ -408,7 +485,7 @@ export type Assignment = Message<"assignment.v1.Assignment"> & {
  * Use `create(AssignmentSchema)` to create a new message.
  */
 export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_types, 6);
+  messageDesc(file_assignment_v1_types, 7);
 
 /**
  * The answers of many units for one experiment, positional and packed: element i of each
@@ -475,7 +552,7 @@ export type AssignmentColumn = Message<"assignment.v1.AssignmentColumn"> & {
  * Use `create(AssignmentColumnSchema)` to create a new message.
  */
 export const AssignmentColumnSchema: GenMessage<AssignmentColumn> = /*@__PURE__*/
-  messageDesc(file_assignment_v1_types, 7);
+  messageDesc(file_assignment_v1_types, 8);
 
 /**
  * Why a unit got the answer it got. The first rule of SPEC.md "Evaluating one unit for one
