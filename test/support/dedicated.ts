@@ -13,7 +13,8 @@ import { spawnSync } from "node:child_process";
 import { Cleanup } from "../../harness/cleanup.js";
 import { freePort } from "../../harness/free-port.js";
 import { startNats, type NatsServer } from "../../harness/nats-server.js";
-import { startPostgres, type PostgresServer } from "../../harness/postgres-server.js";
+import { startPgBouncer, type PgBouncer, type PgBouncerOptions } from "../../harness/pgbouncer.js";
+import { startPostgres, startStandby, type PostgresServer } from "../../harness/postgres-server.js";
 import { isAlive, processesMatching } from "../../harness/processes.js";
 import { startRedis, type RedisServer } from "../../harness/redis-server.js";
 import { spawnServer, type ServerProcess } from "../../harness/spawn-server.js";
@@ -124,6 +125,24 @@ export class Dedicated {
     const p = await startPostgres(this.cleanup, { name: "rel-pg", crashSafe: true });
     this.traces.push({ name: "postgres", needle: p.dataDir });
     return p;
+  }
+
+  /**
+   * A streaming replica of `primary` (pg_basebackup -R; see harness/postgres-server.ts
+   * startStandby): a hot standby that answers reads; `SELECT pg_wal_replay_pause()` on it makes it
+   * lag, `pg_wal_replay_resume()` catch up.
+   */
+  async standby(primary: PostgresServer): Promise<PostgresServer> {
+    const p = await startStandby(this.cleanup, primary, { name: "rel-pg-standby" });
+    this.traces.push({ name: "standby", needle: p.dataDir });
+    return p;
+  }
+
+  /** A PgBouncer of this test alone in front of `options.server` (harness/pgbouncer.ts). */
+  async pgbouncer(options: Omit<PgBouncerOptions, "name">): Promise<PgBouncer> {
+    const b = await startPgBouncer(this.cleanup, { name: "rel-pgbouncer", ...options });
+    this.traces.push({ name: "pgbouncer", needle: b.dir });
+    return b;
   }
 
   // ------------------------------------------------------------------------------------- NATS
