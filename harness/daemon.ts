@@ -20,6 +20,8 @@ export interface DaemonProgram {
   args(port: number, dir: string): string[];
   /** True once the server answers on `port` (false or a rejection: not yet). */
   ready(port: number): Promise<boolean>;
+  /** Run it as this user (a program that refuses root); default: as this process. */
+  user?: { uid: number; gid: number };
 }
 
 export class Daemon {
@@ -60,6 +62,7 @@ export class Daemon {
       const child = spawn(this.program.command, this.program.args(this.port, this.dir), {
         cwd: this.dir,
         stdio: ["ignore", "pipe", "pipe"],
+        ...this.program.user,
       });
       this.child = child;
       child.stdout!.on("data", (d: Buffer) => this.tail.add(d.toString()));

@@ -123,45 +123,31 @@ export class PostgresServer {
   }
 }
 
-/**
- * initdb in a new temp folder, then a start on a free port (three tries, each on a new one).
- * `owner` stops the server and removes the folder (registered before initdb, so a failed start is
- * cleaned up too).
- */
-export async function startPostgres(owner: Cleanup, options: PostgresOptions): Promise<PostgresServer> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `${options.name}-`));
-  const server = new PostgresServer(dir, path.join(dir, "data"), 0);
-  owner.add(`PostgreSQL (${server.dataDir})`, () => {
-    if (existsSync(path.join(server.dataDir, "postmaster.pid"))) server.stopNow();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  if (isRoot) {
-    const uid = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
-    const gid = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
-    if (uid.status !== 0) throw new Error("running as root but there is no 'postgres' user to run initdb as");
-    chownSync(dir, Number(uid.stdout.trim()), Number(gid.stdout.trim()));
-  }
-  const init = await pgTool(
-    "initdb",
-    ["-D", server.dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"],
-    dir,
-  );
-  if (init.status !== 0) throw new Error(`initdb failed (${init.status ?? "could not start"}):\n${init.output}`);
-  const durability = options.crashSafe ? ["synchronous_commit = on"] : ["synchronous_commit = off", "full_page_writes = off"];
+/** The `postgres` user's uid and gid, which PostgreSQL's tools run as when this process is root. */
+export function postgresUser(): { uid: number; gid: number } {
+  const uid = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+  const gid = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
+  if (uid.status !== 0) throw new Error("running as root but there is no 'postgres' user to run PostgreSQL as");
+  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+/** Whether this process is root (PostgreSQL's tools and PgBouncer then run as `postgres`). */
+export const runsAsRoot = isRoot;
+
+/** Appends this server's own settings to postgresql.conf and starts it on a free port (three
+ * tries, each on a new one; later lines of the file win). */
+async function configureAndStart(server: PostgresServer, name: string, settings: string[]): Promise<PostgresServer> {
   for (let attempt = 1; ; attempt++) {
     server.port = await freePort();
-    // Later lines win: a retry's settings override the attempt before.
     appendFileSync(
       path.join(server.dataDir, "postgresql.conf"),
       [
         "",
-        `# --- ${options.name} ---`,
+        `# --- ${name} ---`,
         `port = ${server.port}`,
         "listen_addresses = '127.0.0.1'",
-        `unix_socket_directories = '${dir}'`,
-        "fsync = off",
-        ...durability,
-        `max_connections = ${options.maxConnections ?? 100}`,
+        `unix_socket_directories = '${server.dir}'`,
+        ...settings,
         "",
       ].join("\n"),
     );
@@ -173,4 +159,56 @@ export async function startPostgres(owner: Cleanup, options: PostgresOptions): P
       await server.stop("immediate"); // a half-started server must be gone before the next port
     }
   }
+}
+
+/** A new temp folder for a PostgreSQL data directory, owned by `postgres` when this is root;
+ * `owner` stops the server and removes the folder. */
+function serverFolder(owner: Cleanup, name: string): PostgresServer {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `${name}-`));
+  const server = new PostgresServer(dir, path.join(dir, "data"), 0);
+  owner.add(`PostgreSQL (${server.dataDir})`, () => {
+    if (existsSync(path.join(server.dataDir, "postmaster.pid"))) server.stopNow();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  if (isRoot) {
+    const user = postgresUser();
+    chownSync(dir, user.uid, user.gid);
+  }
+  return server;
+}
+
+/**
+ * A streaming replica (a hot standby) of `primary`: `pg_basebackup -R` (which writes
+ * standby.signal and primary_conninfo) into a new temp folder, then a start on a free port. It
+ * answers reads and replays the primary's WAL as it streams in; `SELECT pg_wal_replay_pause()` on
+ * it holds replay (lag), `pg_wal_replay_resume()` lets it catch up. `owner` stops it and removes
+ * the folder. The primary needs nothing beyond initdb's defaults (wal_level replica, WAL senders,
+ * replication allowed from 127.0.0.1 with trust).
+ */
+export async function startStandby(owner: Cleanup, primary: PostgresServer, options: { name: string }): Promise<PostgresServer> {
+  const server = serverFolder(owner, options.name);
+  const backup = await pgTool(
+    "pg_basebackup",
+    ["-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres", "-D", server.dataDir, "-R", "-X", "stream", "--no-sync"],
+    server.dir,
+  );
+  if (backup.status !== 0) throw new Error(`pg_basebackup failed (${backup.status ?? "could not start"}):\n${backup.output}`);
+  return configureAndStart(server, options.name, ["hot_standby = on", "hot_standby_feedback = on"]);
+}
+
+/**
+ * initdb in a new temp folder, then a start on a free port (three tries, each on a new one).
+ * `owner` stops the server and removes the folder (registered before initdb, so a failed start is
+ * cleaned up too).
+ */
+export async function startPostgres(owner: Cleanup, options: PostgresOptions): Promise<PostgresServer> {
+  const server = serverFolder(owner, options.name);
+  const init = await pgTool(
+    "initdb",
+    ["-D", server.dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"],
+    server.dir,
+  );
+  if (init.status !== 0) throw new Error(`initdb failed (${init.status ?? "could not start"}):\n${init.output}`);
+  const durability = options.crashSafe ? ["synchronous_commit = on"] : ["synchronous_commit = off", "full_page_writes = off"];
+  return configureAndStart(server, options.name, ["fsync = off", ...durability, `max_connections = ${options.maxConnections ?? 100}`]);
 }

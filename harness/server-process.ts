@@ -5,7 +5,8 @@
  *
  * SERVER_PROCESS_MODE
  *   server (default)  startServer on 127.0.0.1, port 0, from DATABASE_URL, REDIS_URL, REDIS_PREFIX
- *                     (required), MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS, INSERT_CONCURRENCY,
+ *                     (required), DATABASE_DIRECT_URL, DATABASE_READ_URL (comma-separated),
+ *                     MEMORY_CACHE_ENTRIES, CACHE_TTL_SECONDS, INSERT_CONCURRENCY,
  *                     INSERT_MAX_WAIT_MS, ROLE, JOB_WORKERS,
  *                     JOB_CHUNK_UNITS, JOB_CHUNK_TIMEOUT_SECONDS, JOB_RETRY_DELAY_SECONDS,
  *                     JOB_MAINTENANCE_SECONDS (server defaults when unset), METRICS_PORT (unset: no
@@ -65,6 +66,8 @@ try {
     const log = createLogger(env.LOG_LEVEL ?? "warn");
     const server = await startServer({
       databaseUrl: required("DATABASE_URL"),
+      databaseDirectUrl: env.DATABASE_DIRECT_URL || undefined,
+      databaseReadUrls: env.DATABASE_READ_URL ? env.DATABASE_READ_URL.split(",") : undefined,
       redisUrl: required("REDIS_URL"),
       redisPrefix: required("REDIS_PREFIX"),
       host: "127.0.0.1",

@@ -64,6 +64,18 @@ export const SETTINGS: readonly Setting[] = [
     help: "PostgreSQL connection string; unset: the embedded PostgreSQL (PGlite) in PGLITE_DATA_DIR, in insecure development mode unless ADMIN_TOKEN is set",
   },
   {
+    env: "DATABASE_DIRECT_URL",
+    flag: "database-direct-url",
+    default: "(DATABASE_URL)",
+    help: "PostgreSQL connection string that reaches PostgreSQL itself, for LISTEN, migrations and job-chunk locks; set it when DATABASE_URL goes through a pooler in transaction mode (PgBouncer)",
+  },
+  {
+    env: "DATABASE_READ_URL",
+    flag: "database-read-url",
+    default: "(unset: all reads on DATABASE_URL)",
+    help: "streaming replicas of DATABASE_URL, comma-separated: stored assignments are read there first (what they lack, decisions and writes go to DATABASE_URL)",
+  },
+  {
     env: "PGLITE_DATA_DIR",
     flag: "pglite-dir",
     default: DEFAULT_PGLITE_DIR,
@@ -295,6 +307,15 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
   };
 
   const databaseUrl = get("DATABASE_URL");
+  const databaseDirectUrl = get("DATABASE_DIRECT_URL");
+  const databaseReadUrls = splitUrls(get("DATABASE_READ_URL"));
+  for (const [name, v] of [
+    ["DATABASE_DIRECT_URL", databaseDirectUrl],
+    ["DATABASE_READ_URL", databaseReadUrls],
+  ] as const) {
+    if (v !== undefined && !databaseUrl)
+      throw new ConfigError(`${label(name)}: needs DATABASE_URL (the embedded PGlite database has no other connection)`);
+  }
   const adminToken = get("ADMIN_TOKEN");
   const assignToken = get("ASSIGN_TOKEN");
   for (const [name, token] of [
@@ -361,6 +382,8 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
     workers,
     server: {
       databaseUrl,
+      databaseDirectUrl,
+      databaseReadUrls,
       pgliteDataDir: get("PGLITE_DATA_DIR") ?? DEFAULT_PGLITE_DIR,
       redisUrl: get("REDIS_URL"),
       host,
@@ -396,6 +419,15 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
       },
     },
   };
+}
+
+/** A comma-separated list of connection strings (spaces around them ignored); undefined when empty. */
+function splitUrls(v: string | undefined): string[] | undefined {
+  const urls = (v ?? "")
+    .split(",")
+    .map((u) => u.trim())
+    .filter((u) => u !== "");
+  return urls.length > 0 ? urls : undefined;
 }
 
 /** The entries of the token file at `path` (see src/ops/token-file.ts for its format); throws

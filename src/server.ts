@@ -82,6 +82,14 @@ import { redactUrl } from "./util/redact-url.js";
 export interface ServerConfig {
   /** PostgreSQL connection string; absent: the embedded PostgreSQL (PGlite) in `pgliteDataDir`. */
   databaseUrl?: string;
+  /** Reaches PostgreSQL itself, not a pooler in transaction mode: LISTEN, migrations and job-chunk
+   * locks use it (they need a session across statements); default `databaseUrl`. */
+  databaseDirectUrl?: string;
+  /** Streaming replicas of `databaseUrl` (hot standbys): the assigner reads stored assignments
+   * there first, in turn, when one has replayed every change of stored values this server knows
+   * of (AssignmentStore.readReplica); what a replica lacks, decisions and writes go to
+   * `databaseUrl`. Each gets a pool of `databasePoolSize`. */
+  databaseReadUrls?: readonly string[];
   /** Folder of the embedded database when there is no `databaseUrl` (`memory://` for a throwaway
    * one); default DEFAULT_PGLITE_DIR. */
   pgliteDataDir?: string;
@@ -236,11 +244,12 @@ async function openDatabase(
   config: ServerConfig,
   log: Logger,
   opened: Opened,
-): Promise<{ database: Database; transfers: Database; description: string; pglite?: PGlite }> {
+): Promise<{ database: Database; transfers: Database; replicas: Database[]; description: string; pglite?: PGlite }> {
   if (config.databaseUrl) {
     const database = opened.add(
       new PgDatabase({
         url: config.databaseUrl,
+        directUrl: config.databaseDirectUrl,
         max: config.databasePoolSize ?? DEFAULT_DATABASE_POOL_SIZE,
         log: (m) => log.warn(m),
       }),
@@ -249,6 +258,7 @@ async function openDatabase(
     const transfers = opened.add(
       new PgDatabase({
         url: config.databaseUrl,
+        directUrl: config.databaseDirectUrl,
         max: config.transferPoolSize ?? DEFAULT_TRANSFER_POOL_SIZE,
         connectionTimeoutMs: DEFAULT_TRANSFER_CONNECTION_WAIT_MS,
         applicationName: "assignment-server-transfers",
@@ -256,12 +266,25 @@ async function openDatabase(
       }),
       (d) => d.close(),
     );
-    return { database, transfers, description: redactUrl(config.databaseUrl) };
+    const replicas = (config.databaseReadUrls ?? []).map((url) =>
+      opened.add(
+        new PgDatabase({
+          url,
+          max: config.databasePoolSize ?? DEFAULT_DATABASE_POOL_SIZE,
+          applicationName: "assignment-server-replica",
+          log: (m) => log.warn(m),
+        }),
+        (d) => d.close(),
+      ),
+    );
+    const description = [config.databaseUrl, ...(config.databaseReadUrls ?? [])].map(redactUrl).join(", read: ");
+    return { database, transfers, replicas, description };
   }
   const database = opened.add(await PgliteDatabase.open({ dataDir: config.pgliteDataDir ?? DEFAULT_PGLITE_DIR }), (d) => d.close());
   return {
     database,
     transfers: database,
+    replicas: [],
     description: `pglite:${database.dataDir} (embedded PostgreSQL, in process)`,
     pglite: database.pg,
   };
@@ -304,7 +327,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
   logStarting(config, log);
   const databaseKind = config.databaseUrl ? "postgres" : "pglite";
   const role = config.role ?? "all";
-  const { database, transfers: transferDatabase, description, pglite } = await openDatabase(config, log, opened);
+  const { database, transfers: transferDatabase, replicas, description, pglite } = await openDatabase(config, log, opened);
   await database.migrate({ assignmentPartitions: config.assignmentPartitions });
   if (config.assignmentPartitions !== undefined) {
     // The count is fixed when the table is made: a different setting later changes nothing.
@@ -377,11 +400,23 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
           pendingWrites: () => assignmentStore.pendingWrites,
           sharedCache: redis !== undefined,
           liveCounts: () => eventLog.runningCounts(),
+          replicas: replicas.length > 0,
         });
+  let replicaErrorLogged = Number.NEGATIVE_INFINITY;
   assignmentStore = new AssignmentStore(database, {
     writeConcurrency: config.insertConcurrency,
     maxWaitMs: config.insertMaxWaitMs,
     onInsertBatch: metrics ? (n) => metrics.insertBatch(n) : undefined,
+    replicas: {
+      databases: replicas,
+      minEpoch: () => registry.replicaEpoch(),
+      onError: (err) => {
+        // At most one line in 10 s: a replica that is down fails every read (they go to the primary).
+        if (performance.now() - replicaErrorLogged < 10_000) return;
+        replicaErrorLogged = performance.now();
+        log.warn({ err }, "a read replica failed a read: reading from the primary instead");
+      },
+    },
   });
   // The registry decides when cached stored values may be answered (SPEC: a changed value stops
   // being answered everywhere within 1 s; see ConfigRegistry). The embedded database has one
@@ -611,6 +646,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       await metricsServer?.close();
       await cache.close();
       if (transferDatabase !== database) await transferDatabase.close();
+      for (const r of replicas) await r.close();
       await database.close();
     },
   };

@@ -415,33 +415,20 @@ export class Jobs {
   /**
    * One chunk at a time, whatever pg-boss does: pg-boss 10 has no heartbeat, so a chunk that runs
    * longer than its timeout (a stalled or overloaded worker) is handed to another worker while the
-   * first still runs. A session-level advisory lock per chunk (released when its session ends, so a
-   * killed worker's lock goes with its connection; an in-process set besides, for the one session
-   * of PGlite) makes the second wait for a retry instead.
+   * first still runs. An advisory lock per chunk (released when its connection ends, so a killed
+   * worker's lock goes with it; an in-process set besides, which is all the embedded database with
+   * its one process needs) makes the second wait for a retry instead.
    */
   private async lockChunk(jobId: string, chunk: number): Promise<{ release(): Promise<void> }> {
     const key = `job-chunk:${jobId}:${chunk}`;
     if (this.running.has(key)) throw new Error(`chunk ${chunk} is being run by this worker already`);
-    const session = await this.db.session();
-    let locked = false;
-    try {
-      const r = await session.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", [key]);
-      locked = r.rows[0]?.ok === true;
-    } finally {
-      if (!locked) session.release();
-    }
-    if (!locked) throw new Error(`chunk ${chunk} is being run by another worker`);
+    const lock = this.db.advisoryLocks ? await this.db.advisoryLocks.tryLock(key) : { release: async () => {} };
+    if (!lock) throw new Error(`chunk ${chunk} is being run by another worker`);
     this.running.add(key);
     return {
       release: async () => {
         this.running.delete(key);
-        let clean = false;
-        try {
-          await session.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [key]);
-          clean = true;
-        } finally {
-          session.release(!clean);
-        }
+        await lock.release();
       },
     };
   }

@@ -19,13 +19,15 @@ import { Reason } from "../../gen/ts/assignment/v1/types_pb.js";
 import type { AssignerMetrics, LookupLayer } from "../service/assigner-metrics.js";
 import type { CellResult } from "../service/assigner.js";
 
-const LAYERS: readonly LookupLayer[] = ["memory", "redis", "postgres"];
+const LAYERS: readonly LookupLayer[] = ["memory", "redis", "replica", "postgres"];
 
 export interface ServerMetricsOptions {
   /** Rows waiting for or inside an INSERT (AssignmentStore.pendingWrites), read at each scrape. */
   pendingWrites: () => number;
   /** Whether the "redis" layer exists (without Redis its lookups are not counted). */
   sharedCache: boolean;
+  /** Whether the "replica" layer exists (read replicas: DATABASE_READ_URL); default false. */
+  replicas?: boolean;
   /** Node.js process metrics (CPU, memory, event loop); default true. */
   processMetrics?: boolean;
   /** The live counts of RUNNING experiments (EventLog.runningCounts), read at each scrape. */
@@ -81,11 +83,12 @@ export class ServerMetrics {
     }
     const lookups = new Counter({
       name: "assignment_cache_lookups_total",
-      help: "Lookups of stored assignments per layer (memory, redis, postgres) and result (hit, miss); counted per batch",
+      help: "Lookups of stored assignments per layer (memory, redis, replica, postgres) and result (hit, miss); counted per batch",
       labelNames: ["layer", "result"],
       registers,
     });
     for (const layer of LAYERS) {
+      if (layer === "replica" && !options.replicas) continue;
       this.lookupCounts.set(layer, { hits: 0, misses: 0, hit: lookups.labels(layer, "hit"), miss: lookups.labels(layer, "miss") });
     }
     const counts = this.lookupCounts;
@@ -140,7 +143,8 @@ export class ServerMetrics {
     return {
       lookups: (layer, hits, misses) => {
         if (layer === "redis" && !this.options.sharedCache) return;
-        const c = this.lookupCounts.get(layer)!;
+        const c = this.lookupCounts.get(layer);
+        if (!c) return;
         c.hits += hits;
         c.misses += misses;
         if (hits > 0) c.hit.inc(hits);

@@ -267,6 +267,31 @@ export class Assigner {
     missing = afterRedis;
     if (missing.length === 0) return results;
 
+    // A read replica, when there are any (and one is fresh enough: see readReplica). It answers
+    // only what it holds; a cell it lacks may have been stored on the primary after what the
+    // replica has replayed, so it goes on to the primary below, which answers it as if there were
+    // no replica (an INSERT whose conflict reveals the stored row, or a read).
+    if (this.store.readReplica) {
+      const found = await this.store.readReplica(missing.map((l) => ({ experimentId: l.experiment.id, unitId: l.unitId })));
+      if (found) {
+        const hits: Lookup[] = [];
+        const values: StoredAssignment[] = [];
+        const rest: Lookup[] = [];
+        missing.forEach((l, k) => {
+          const s = found[k];
+          if (s) {
+            fromStored(l, s, Layer.POSTGRES);
+            hits.push(l);
+            values.push(s);
+          } else rest.push(l);
+        });
+        this.metrics.lookups("replica", hits.length, rest.length);
+        await this.fill(hits, values, options.paceToRedis === true);
+        missing = rest;
+        if (missing.length === 0) return results;
+      }
+    }
+
     // PostgreSQL. Cells the hash would enrol are inserted straight away (ON CONFLICT DO NOTHING):
     // a conflict means a stored row exists, and it is read back, so the answer is the same as
     // reading first, with one round trip fewer for new units. The other cells are read.

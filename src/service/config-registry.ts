@@ -64,6 +64,8 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
   /** Targeting conditions compiled, by source: each is compiled once, not at every reload. */
   private conditions = new Map<string, Condition>();
   private epoch = -1n;
+  /** The highest epoch known to exist: loaded, announced by a NOTIFY, or seen by a check. */
+  private known = -1n;
   private inFlight: Promise<void> | undefined;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
@@ -110,6 +112,19 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
     return this.epoch;
   }
 
+  /**
+   * The least configuration epoch a read replica must have replayed for the stored values it
+   * answers to be as fresh as this server's caches may be (see ReplicaReads): every change of
+   * stored values (overrides, erasures, overwriting imports) raises the epoch in its own
+   * transaction, so a replica at this epoch holds every such change this server knows of, and
+   * changes this server does not know of yet are at most CACHE_TRUST_MS old. Undefined while
+   * changes are not confirmed (as for the caches): then only the primary may answer.
+   */
+  replicaEpoch(): bigint | undefined {
+    if (performance.now() - this.confirmedAt > CACHE_TRUST_MS) return undefined;
+    return this.known;
+  }
+
   trusts(experiment: { readonly id: number; readonly key: string; readonly cacheGeneration: number }): boolean {
     if (performance.now() - this.confirmedAt > CACHE_TRUST_MS) {
       this.lapsed();
@@ -146,6 +161,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
       this.log(`unreadable configuration notification ${JSON.stringify(payload.slice(0, 64))}: reloading`);
       return this.refresh();
     }
+    if (change.epoch > this.known) this.known = change.epoch;
     if (change.epoch <= this.epoch) return Promise.resolve();
     this.announced.add(change.epoch);
     if (change.valuesChanged === "all") {
@@ -169,6 +185,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
     try {
       const began = performance.now();
       const e = await this.source.configEpoch();
+      if (e > this.known) this.known = e;
       if (e > this.epoch) {
         let announced = e - this.epoch <= BigInt(this.announced.size);
         for (let x = this.epoch + 1n; announced && x <= e; x++) announced = this.announced.has(x);
@@ -348,6 +365,7 @@ export class ConfigRegistry implements ConfigView, CacheTrust {
     this.namespaces = namespaces;
     this.conditions = conditions;
     this.epoch = s.epoch;
+    if (s.epoch > this.known) this.known = s.epoch;
     for (const [id, through] of this.changedValues) if (through <= s.epoch) this.changedValues.delete(id);
     for (const x of this.announced) if (x <= s.epoch) this.announced.delete(x);
   }

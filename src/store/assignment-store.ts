@@ -2,7 +2,7 @@ import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { storedValue, type StoredAssignment } from "../engine/evaluate.js";
 import { DEFAULT_INSERT_CONCURRENCY, DEFAULT_INSERT_MAX_WAIT_MS } from "../server-defaults.js";
 import { Coalescer } from "../util/coalescer.js";
-import type { Database } from "./database.js";
+import type { Database, Queryable } from "./database.js";
 import { numberArray, textArray } from "./pg-arrays.js";
 
 /** A (experiment, unit) pair whose stored assignment is wanted. */
@@ -36,11 +36,27 @@ export interface AssignmentStorage {
   insert(rows: NewAssignment[]): Promise<InsertOutcome[]>;
   /** Notes units answered HOLDOUT (for GetHoldoutStats); a unit already noted is left as it is. */
   recordHeldOut?(rows: readonly HeldOutUnit[]): Promise<void>;
+  /** Stored values found on a read replica that is fresh enough (see ReplicaOptions), positional:
+   * element i is what cells[i] answers from the store, or undefined when the replica holds
+   * nothing for it (which proves nothing: the primary may have it). Undefined as a whole when no
+   * replica may answer now. Absent: there are no replicas. */
+  readReplica?(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[] | undefined>;
 }
 
 /** A unit a holdout held out of an experiment (rule 7). */
 export interface HeldOutUnit extends CellKey {
   holdoutId: number;
+}
+
+/** Streaming replicas of the primary, for reads of stored assignments. */
+export interface ReplicaOptions {
+  /** One or more replicas, used in turn. */
+  databases: readonly Queryable[];
+  /** The least configuration epoch (config_epoch) a replica must be at for its answer to be used;
+   * undefined: none may be used now (ConfigRegistry.replicaEpoch). */
+  minEpoch: () => bigint | undefined;
+  /** A replica failed a read (it is answered by the primary instead). */
+  onError?: (err: unknown) => void;
 }
 
 export interface AssignmentStoreOptions {
@@ -54,6 +70,42 @@ export interface AssignmentStoreOptions {
   maxWaitMs?: number;
   /** Called with the number of rows of each INSERT statement (metrics). */
   onInsertBatch?: (rows: number) => void;
+  /** Read replicas (see readReplica); none when absent. */
+  replicas?: ReplicaOptions;
+}
+
+/** What the store answers for each cell: its override (rule 3) when it has one, else its stored
+ * assignment (rule 5), with the cell's 1-based position; cells with neither are left out.
+ * Overrides live apart (SPEC.md "Stored assignments"), so the stored row under an override stays
+ * as it was and answers again once the override is cleared. One unit (a page load): its id is a
+ * value of the statement, not of the join, so that the planner keeps only the unit's partition of
+ * assignments (hash by unit id, migration 7); a join on unnested ids would plan every partition
+ * and prune them row by row, at half the rate. */
+function readCells(cells: readonly CellKey[]): { text: string; values: unknown[] } {
+  const unit = cells[0]!.unitId;
+  const oneUnit = cells.every((c) => c.unitId === unit);
+  const text = `SELECT t.i, coalesce(o.variant, a.variant) AS variant,
+              CASE WHEN o.variant IS NULL THEN a.source ELSE ${Source.OVERRIDE} END AS source
+         FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(e, u, i)
+         LEFT JOIN overrides o ON o.experiment_id = t.e AND o.unit_id = t.u
+         LEFT JOIN assignments a ON a.experiment_id = t.e AND ${oneUnit ? "a.unit_id = $3::text" : "a.unit_id = t.u"}
+        WHERE o.variant IS NOT NULL OR a.variant IS NOT NULL`;
+  const values: unknown[] = [numberArray(cells.map((c) => c.experimentId)), textArray(cells.map((c) => c.unitId))];
+  if (oneUnit) values.push(unit);
+  return { text, values };
+}
+
+/** readCells on a replica, with the configuration epoch the replica is at, from the same snapshot
+ * (one statement): a row of its own with i = 0. */
+function readCellsWithEpoch(cells: readonly CellKey[]): { text: string; values: unknown[] } {
+  const q = readCells(cells);
+  return {
+    text: `WITH found AS (${q.text})
+       SELECT 0::bigint AS i, NULL::smallint AS variant, NULL::smallint AS source, (SELECT epoch::text FROM config_epoch) AS epoch
+       UNION ALL
+       SELECT i, variant, source, NULL FROM found`,
+    values: q.values,
+  };
 }
 
 /**
@@ -63,12 +115,17 @@ export interface AssignmentStoreOptions {
 export class AssignmentStore implements AssignmentStorage {
   private readonly writes: Coalescer<NewAssignment, InsertOutcome>;
   private readonly onInsertBatch: ((rows: number) => void) | undefined;
+  private readonly replicas: ReplicaOptions | undefined;
+  readonly readReplica: AssignmentStorage["readReplica"];
+  private nextReplica = 0;
 
   constructor(
     private readonly db: Database,
     options: AssignmentStoreOptions = {},
   ) {
     this.onInsertBatch = options.onInsertBatch;
+    this.replicas = options.replicas && options.replicas.databases.length > 0 ? options.replicas : undefined;
+    this.readReplica = this.replicas ? (cells) => this.readFromReplica(cells) : undefined;
     this.writes = new Coalescer((rows) => this.insertNow(rows), {
       concurrency: options.writeConcurrency ?? DEFAULT_INSERT_CONCURRENCY,
       maxItems: options.maxBatchRows ?? 20_000,
@@ -87,30 +144,46 @@ export class AssignmentStore implements AssignmentStorage {
   }
 
   /** Positional: element i is what the store answers for cells[i] (its override, source OVERRIDE,
-   * else its stored assignment), or undefined. */
+   * else its stored assignment), or undefined. Read on the primary. */
   async read(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[]> {
     const out = new Array<StoredAssignment | undefined>(cells.length);
     if (cells.length === 0) return out;
-    // What the unit is answered from the store: its override (rule 3) when it has one, else its
-    // stored assignment (rule 5). Overrides live apart (SPEC.md "Stored assignments"), so the
-    // stored row under an override stays as it was and answers again once the override is cleared.
-    // One unit (a page load): its id is a value of the statement, not of the join, so that the
-    // planner keeps only the unit's partition of assignments (hash by unit id, migration 7); a
-    // join on unnested ids would plan every partition and prune them row by row, at half the rate.
-    const unit = cells[0]!.unitId;
-    const oneUnit = cells.every((c) => c.unitId === unit);
-    const { rows } = await this.db.query<{ i: string; variant: number; source: number }>(
-      `SELECT t.i, coalesce(o.variant, a.variant) AS variant,
-              CASE WHEN o.variant IS NULL THEN a.source ELSE ${Source.OVERRIDE} END AS source
-         FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(e, u, i)
-         LEFT JOIN overrides o ON o.experiment_id = t.e AND o.unit_id = t.u
-         LEFT JOIN assignments a ON a.experiment_id = t.e AND ${oneUnit ? "a.unit_id = $3::text" : "a.unit_id = t.u"}
-        WHERE o.variant IS NOT NULL OR a.variant IS NOT NULL`,
-      oneUnit
-        ? [numberArray(cells.map((c) => c.experimentId)), textArray(cells.map((c) => c.unitId)), unit]
-        : [numberArray(cells.map((c) => c.experimentId)), textArray(cells.map((c) => c.unitId))],
-    );
+    const q = readCells(cells);
+    const { rows } = await this.db.query<{ i: string; variant: number; source: number }>(q.text, q.values);
     for (const r of rows) out[Number(r.i) - 1] = storedValue(r.variant, r.source);
+    return out;
+  }
+
+  /**
+   * What a replica answers for the cells, from one statement that also reads the replica's
+   * configuration epoch (the same snapshot). Used only when that epoch is at least `minEpoch()`,
+   * both before and after the read: every change of stored values this server knows of has then
+   * reached the replica (each raises the epoch in its own transaction, and a replica replays
+   * transactions in commit order). What is missing there may still be on the primary (not
+   * replicated yet): the caller asks the primary for those cells. A replica that fails is
+   * reported and answers nothing (undefined), as does a stale one.
+   */
+  private async readFromReplica(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[] | undefined> {
+    const replicas = this.replicas!;
+    const before = replicas.minEpoch();
+    if (before === undefined || cells.length === 0) return undefined;
+    const replica = replicas.databases[this.nextReplica++ % replicas.databases.length]!;
+    let rows: { i: string; variant: number | null; source: number | null; epoch: string | null }[];
+    try {
+      const q = readCellsWithEpoch(cells);
+      ({ rows } = await replica.query(q.text, q.values));
+    } catch (err) {
+      replicas.onError?.(err);
+      return undefined;
+    }
+    const after = replicas.minEpoch();
+    const at = rows[0]?.epoch;
+    if (after === undefined || at == null || BigInt(at) < (after > before ? after : before)) return undefined;
+    const out = new Array<StoredAssignment | undefined>(cells.length);
+    for (let k = 1; k < rows.length; k++) {
+      const r = rows[k]!;
+      out[Number(r.i) - 1] = storedValue(r.variant!, r.source!);
+    }
     return out;
   }
 

@@ -58,6 +58,13 @@ export interface CopySession extends Session {
   copyTo(sql: string): AsyncIterable<Buffer>;
 }
 
+/** Locks between processes, by key. */
+export interface AdvisoryLocks {
+  /** Takes the lock of `key` unless someone holds it (then undefined). Held until `release`, or
+   * until this process's connection is lost (a killed process holds nothing). */
+  tryLock(key: string): Promise<{ release(): Promise<void> } | undefined>;
+}
+
 export interface Database extends Queryable, Transactional {
   /** A session (see Session). */
   session(): Promise<Session>;
@@ -70,4 +77,6 @@ export interface Database extends Queryable, Transactional {
   /** COPY FROM STDIN and COPY TO STDOUT. null: imports stage rows with INSERT … SELECT FROM unnest
    * and exports page with SELECT, several times slower. */
   readonly bulkCopy: BulkCopy | null;
+  /** Locks between processes. null: one process owns the database (locks in memory suffice). */
+  readonly advisoryLocks: AdvisoryLocks | null;
 }

@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
-import type { BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
+import type { AdvisoryLocks, BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
 import { DEFAULT_DATABASE_POOL_SIZE } from "../server-defaults.js";
 import { type MigrateOptions, runMigrations } from "./migrations.js";
 import { unavailable } from "../errors.js";
@@ -10,6 +10,12 @@ import { isConnectionError, rethrowStoreError } from "./pg-errors.js";
 
 export interface PgDatabaseOptions {
   url: string;
+  /** A connection straight to PostgreSQL, for what needs a session of its own across statements:
+   * LISTEN (notifications are delivered to the session that listens), migrations and advisory
+   * locks (session-level). Default `url`. When `url` goes through a pooler in transaction
+   * mode (PgBouncer), this must not: such a pooler hands every transaction whichever server
+   * connection is free. */
+  directUrl?: string;
   /** Pool size; default DEFAULT_DATABASE_POOL_SIZE. */
   max?: number;
   /** How long a caller waits for a free connection before UNAVAILABLE; default 5 s. */
@@ -99,6 +105,8 @@ class PgSession implements CopySession {
 export class PgDatabase implements Database {
   private readonly pool: pg.Pool;
   private listener: pg.Client | undefined;
+  /** Connections holding advisory locks (AdvisoryLocks), to `directUrl`; made at the first lock. */
+  private lockPool: pg.Pool | undefined;
   private closed = false;
 
   readonly notifications: Notifications = {
@@ -106,6 +114,7 @@ export class PgDatabase implements Database {
     query: <R>(text: string, values?: unknown[]) => this.queryListener<R>(text, values),
   };
   readonly bulkCopy: BulkCopy = { session: () => this.session() };
+  readonly advisoryLocks: AdvisoryLocks = { tryLock: (key) => this.tryLock(key) };
 
   constructor(private readonly options: PgDatabaseOptions) {
     this.pool = new pg.Pool({
@@ -146,7 +155,7 @@ export class PgDatabase implements Database {
 
   private async listen(channel: string, onNotify: (payload: string) => void, onReconnect: () => void): Promise<void> {
     const connect = async (): Promise<void> => {
-      const client = new pg.Client({ connectionString: this.options.url, application_name: "assignment-server-listen" });
+      const client = new pg.Client({ connectionString: this.directUrl, application_name: "assignment-server-listen" });
       client.on("notification", (n) => {
         if (n.channel === channel) onNotify(n.payload ?? "");
       });
@@ -185,12 +194,75 @@ export class PgDatabase implements Database {
     }
   }
 
-  async migrate(options?: MigrateOptions): Promise<void> {
-    const client = await this.pool.connect();
+  /**
+   * A session-level advisory lock on a connection of its own to `directUrl`, held until `release`
+   * unlocks it (or the connection is lost: a killed process holds nothing). Not through a pooler in
+   * transaction mode: there the unlock could reach another server connection than the lock, and a
+   * second lock statement the one already holding it (they are re-entrant); and a transaction held
+   * open instead would pin one of the pooler's few server connections per lock, which the work
+   * under the lock may then wait for.
+   */
+  private async tryLock(key: string): Promise<{ release(): Promise<void> } | undefined> {
+    if (!this.lockPool) {
+      this.lockPool = new pg.Pool({
+        connectionString: this.directUrl,
+        max: 64,
+        connectionTimeoutMillis: this.options.connectionTimeoutMs ?? 5_000,
+        idleTimeoutMillis: 30_000,
+        application_name: "assignment-server-locks",
+      });
+      this.lockPool.on("error", (err) => this.options.log?.(`idle lock connection lost: ${err.message}`));
+    }
+    let client: pg.PoolClient;
     try {
+      client = await this.lockPool.connect();
+    } catch (err) {
+      return rethrowStoreError(err);
+    }
+    let locked = false;
+    try {
+      const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", [key]);
+      locked = r.rows[0]?.ok === true;
+    } catch (err) {
+      client.release(true);
+      return rethrowStoreError(err);
+    }
+    if (!locked) {
+      client.release();
+      return undefined;
+    }
+    return {
+      release: async () => {
+        let clean = false;
+        try {
+          await client.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [key]);
+          clean = true;
+        } finally {
+          client.release(!clean);
+        }
+      },
+    };
+  }
+
+  private get directUrl(): string {
+    return this.options.directUrl ?? this.options.url;
+  }
+
+  /** On a connection of its own to `directUrl`: node-pg-migrate holds a session-level advisory lock
+   * from before its transaction until after it, which a transaction pooler would split across
+   * server connections (the unlock landing on another one, the lock kept forever). */
+  async migrate(options?: MigrateOptions): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.directUrl,
+      connectionTimeoutMillis: this.options.connectionTimeoutMs ?? 5_000,
+      application_name: "assignment-server-migrate",
+    });
+    client.on("error", () => {}); // reported by the query that fails
+    try {
+      await client.connect();
       await runMigrations(client, options);
     } finally {
-      client.release();
+      await client.end().catch(() => {});
     }
   }
 
@@ -199,6 +271,7 @@ export class PgDatabase implements Database {
     const l = this.listener;
     this.listener = undefined;
     await l?.end().catch(() => {});
+    await this.lockPool?.end();
     await this.pool.end();
   }
 }

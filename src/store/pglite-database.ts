@@ -55,6 +55,8 @@ export class PgliteDatabase implements Database {
     query: (text, values) => this.query(text, values),
   };
   readonly bulkCopy = null;
+  /** One process owns the folder (see the class comment). */
+  readonly advisoryLocks = null;
 
   private constructor(
     readonly pg: PGlite,

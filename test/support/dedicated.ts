@@ -13,7 +13,8 @@ import { spawnSync } from "node:child_process";
 import { Cleanup } from "../../harness/cleanup.js";
 import { freePort } from "../../harness/free-port.js";
 import { startNats, type NatsServer } from "../../harness/nats-server.js";
-import { startPostgres, type PostgresServer } from "../../harness/postgres-server.js";
+import { startPgBouncer, type PgBouncer, type PgBouncerOptions } from "../../harness/pgbouncer.js";
+import { startPostgres, startStandby, type PostgresServer } from "../../harness/postgres-server.js";
 import { isAlive, processesMatching } from "../../harness/processes.js";
 import { startRedis, type RedisServer } from "../../harness/redis-server.js";
 import { spawnServer, type ServerProcess } from "../../harness/spawn-server.js";
@@ -126,6 +127,24 @@ export class Dedicated {
     return p;
   }
 
+  /**
+   * A streaming replica of `primary` (pg_basebackup -R; see harness/postgres-server.ts
+   * startStandby): a hot standby that answers reads; `SELECT pg_wal_replay_pause()` on it makes it
+   * lag, `pg_wal_replay_resume()` catch up.
+   */
+  async standby(primary: PostgresServer): Promise<PostgresServer> {
+    const p = await startStandby(this.cleanup, primary, { name: "rel-pg-standby" });
+    this.traces.push({ name: "standby", needle: p.dataDir });
+    return p;
+  }
+
+  /** A PgBouncer of this test alone in front of `options.server` (harness/pgbouncer.ts). */
+  async pgbouncer(options: Omit<PgBouncerOptions, "name">): Promise<PgBouncer> {
+    const b = await startPgBouncer(this.cleanup, { name: "rel-pgbouncer", ...options });
+    this.traces.push({ name: "pgbouncer", needle: b.dir });
+    return b;
+  }
+
   // ------------------------------------------------------------------------------------- NATS
 
   /**
@@ -150,7 +169,7 @@ export class Dedicated {
    */
   async serverProcess(
     name: string,
-    env: { DATABASE_URL: string; REDIS_URL: string; REDIS_PREFIX: string; LOG_LEVEL?: string },
+    env: { DATABASE_URL: string; REDIS_URL: string; REDIS_PREFIX: string; LOG_LEVEL?: string; [name: string]: string | undefined },
   ): Promise<ServerProcess> {
     const s = await spawnServer({ label: `server ${name}`, env: { LOG_LEVEL: "warn", ...env } });
     this.traces.push({ name: `server ${name}`, pid: s.pid });

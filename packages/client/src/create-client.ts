@@ -35,6 +35,28 @@ export interface ClientOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Retries of idempotent calls (see RetryOptions); on by default, `false` turns them off. */
   retry?: RetryOptions | false;
+  /** How calls are spread over the addresses the target resolves to: `round_robin` (every call to
+   * the next ready server; a server that goes away is skipped) or `pick_first` (one server at a
+   * time, grpc's default). Default `round_robin` for a list of addresses, else grpc's default. */
+  loadBalancing?: "round_robin" | "pick_first";
+}
+
+/**
+ * The grpc target of `address`: a string as it is (`host:port`, `dns:///name:port`, ...); a list
+ * of `ip:port` addresses as one `ipv4:` (or `ipv6:`) target naming them all, which grpc-js
+ * resolves to every one of them.
+ */
+function targetOf(address: string | readonly string[]): string {
+  if (typeof address === "string") return address;
+  if (address.length === 0) throw new TypeError("address: an empty list (give at least one ip:port)");
+  const ipv4 = /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/;
+  const ipv6 = /^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/;
+  if (address.every((a) => ipv4.test(a))) return `ipv4:${address.join(",")}`;
+  if (address.every((a) => ipv6.test(a))) return `ipv6:${address.join(",")}`;
+  throw new TypeError(
+    `address: a list must be IPv4 (1.2.3.4:50051) or IPv6 ([::1]:50051) addresses, all of one kind (got ${JSON.stringify(address)}); ` +
+      "for host names give one target such as 'dns:///servers.example:50051' whose name resolves to every server, with loadBalancing: 'round_robin'",
+  );
 }
 
 type ClientMethod<M> = M extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
@@ -52,17 +74,29 @@ export type Client<S extends DescService> = {
   [K in keyof S["method"]]: ClientMethod<S["method"][K]>;
 } & { close(): void; readonly channel: grpc.Client };
 
-/** Creates a typed client for `service` at `address` (host:port). */
-export function createClient<S extends DescService>(service: S, address: string, options: ClientOptions = {}): Client<S> {
+/** Creates a typed client for `service` at `address`: `host:port` (or any grpc target), or a list
+ * of `ip:port` addresses of servers that calls are spread over (see targetOf, loadBalancing). */
+export function createClient<S extends DescService>(
+  service: S,
+  address: string | readonly string[],
+  options: ClientOptions = {},
+): Client<S> {
   if (options.token !== undefined && !/^[\x21-\x7e]+$/.test(options.token)) {
     // Sent as it is, a token with whitespace around it would not even reach the server: HTTP/2
     // drops a header value that begins or ends with whitespace.
     throw new TypeError("token: must be printable ASCII without whitespace (check for a space or a newline around it)");
   }
-  const channel = new grpc.Client(address, options.credentials ?? grpc.credentials.createInsecure(), {
+  const retry = retryChannelOptions([service], options.retry);
+  const balancing = options.loadBalancing ?? (typeof address === "string" ? undefined : "round_robin");
+  if (balancing) {
+    // One service config carries both the retry policy and the load balancing policy.
+    const config = JSON.parse((retry["grpc.service_config"] as string | undefined) ?? "{}") as Record<string, unknown>;
+    retry["grpc.service_config"] = JSON.stringify({ ...config, loadBalancingConfig: [{ [balancing]: {} }] });
+  }
+  const channel = new grpc.Client(targetOf(address), options.credentials ?? grpc.credentials.createInsecure(), {
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    ...retryChannelOptions([service], options.retry),
+    ...retry,
     ...options.channelOptions,
   });
   const client: Record<string, unknown> = { channel, close: () => channel.close() };
