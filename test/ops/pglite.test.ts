@@ -61,6 +61,7 @@ describe("server on PGlite", () => {
       "9_targeting",
       "10_job-migrate-import",
       "11_cohort-attributes",
+      "12_event-sinks",
     ]);
     // The embedded database partitions stored assignments as PostgreSQL does (16 by default).
     const { rows: partitions } = await server.database.query<{ n: number }>(
