@@ -150,7 +150,7 @@ export class Dedicated {
    */
   async serverProcess(
     name: string,
-    env: { DATABASE_URL: string; REDIS_URL: string; REDIS_PREFIX: string; LOG_LEVEL?: string },
+    env: { DATABASE_URL: string; REDIS_URL: string; REDIS_PREFIX: string; LOG_LEVEL?: string } & Record<string, string>,
   ): Promise<ServerProcess> {
     const s = await spawnServer({ label: `server ${name}`, env: { LOG_LEVEL: "warn", ...env } });
     this.traces.push({ name: `server ${name}`, pid: s.pid });
