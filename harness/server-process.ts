@@ -11,7 +11,8 @@
  *                     JOB_CHUNK_UNITS, JOB_CHUNK_TIMEOUT_SECONDS, JOB_RETRY_DELAY_SECONDS,
  *                     JOB_MAINTENANCE_SECONDS (server defaults when unset), METRICS_PORT (unset: no
  *                     metrics; 0: a free port), HTTP_PORT (unset: no HTTP port; 0: a free one) and
- *                     LOG_LEVEL (default warn); prints one JSON line
+ *                     LOG_LEVEL (default warn), EVENT_SEQUENCE_MS, EVENTS_NATS_URL (a JetStream sink),
+ *                     EVENTS_NATS_STREAM, EVENTS_NATS_SUBJECT_PREFIX, EVENTS_LEASE_RETRY_MS; prints one JSON line
  *                     {"serverProcess":{"port":N,"pid":P,"metricsPort":M,"httpPort":H}}. SIGTERM/SIGINT shut it down exactly as
  *                     src/main.ts does (closeOnSignals: exit 0 once everything was flushed).
  *   main              src/main.ts itself, configured by its environment (src/config.ts), so that its
@@ -85,6 +86,15 @@ try {
         chunkTimeoutSeconds: optionalInt("JOB_CHUNK_TIMEOUT_SECONDS"),
         retryDelaySeconds: optionalInt("JOB_RETRY_DELAY_SECONDS"),
         maintenanceIntervalSeconds: optionalInt("JOB_MAINTENANCE_SECONDS"),
+      },
+      // Assignment events: a sink only when EVENTS_NATS_URL names one (not NATS_URL, which a
+      // developer may have set for the tests' own NATS).
+      events: {
+        sequenceMs: optionalInt("EVENT_SEQUENCE_MS"),
+        natsUrl: env.EVENTS_NATS_URL,
+        natsStream: env.EVENTS_NATS_STREAM,
+        natsSubjectPrefix: env.EVENTS_NATS_SUBJECT_PREFIX,
+        publisherLeaseRetryMs: optionalInt("EVENTS_LEASE_RETRY_MS"),
       },
       logger: log,
     });

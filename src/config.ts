@@ -203,6 +203,16 @@ export const SETTINGS: readonly Setting[] = [
     help: "at most this many newest assignment events are kept; 0: no limit by number",
   },
   {
+    env: "NATS_URL",
+    default: "(unset: no event sink)",
+    help: "NATS server with JetStream: assignment events are published to stream NATS_STREAM, one subject per experiment, by one server at a time",
+  },
+  {
+    env: "NATS_STREAM",
+    default: "ASSIGNMENT_EVENTS",
+    help: "JetStream stream of the assignment events (made at start when missing); subjects assignments.experiment.<key> and assignments.erased.<unit type>",
+  },
+  {
     env: "WORKERS",
     flag: "workers",
     default: "1",
@@ -403,6 +413,8 @@ export function loadConfig(argv: readonly string[] = process.argv.slice(2), env:
         sequenceMs: int("EVENT_SEQUENCE_MS", undefined, 1, 60_000),
         retentionSeconds: int("EVENT_RETENTION_SECONDS", undefined, 0, 2 ** 31 - 1),
         retentionMax: int("EVENT_RETENTION_MAX", undefined, 0, Number.MAX_SAFE_INTEGER),
+        natsUrl: get("NATS_URL"),
+        natsStream: get("NATS_STREAM"),
       },
       adminToken,
       assignToken,

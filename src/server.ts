@@ -67,6 +67,8 @@ import type { Database } from "./store/database.js";
 import { ErasureStore } from "./store/erasure-store.js";
 import { EventLog } from "./store/event-log.js";
 import { EventSequencer } from "./service/event-sequencer.js";
+import { EventPublisher } from "./sinks/event-publisher.js";
+import { JetStreamSink } from "./sinks/jetstream-sink.js";
 import { ExperimentStore } from "./store/experiment-store.js";
 import { JobStore } from "./store/job-store.js";
 import { HoldoutStore } from "./store/holdout-store.js";
@@ -169,6 +171,14 @@ export interface EventSettings {
   retentionSeconds?: number;
   /** At most this many newest events are kept; 0: no limit by number. Default DEFAULT_EVENT_RETENTION_MAX. */
   retentionMax?: number;
+  /** NATS server with JetStream: the events are published there (one publisher across servers); absent: no sink. */
+  natsUrl?: string;
+  /** JetStream stream of the events; default ASSIGNMENT_EVENTS. */
+  natsStream?: string;
+  /** Subjects `<prefix>.experiment.<key>` and `<prefix>.erased.<unit type>`; default `assignments`. */
+  natsSubjectPrefix?: string;
+  /** How often a server without the publisher lease tries to take it; default 1,000 ms. */
+  publisherLeaseRetryMs?: number;
 }
 
 export type { ServerRole } from "./jobs/job-defaults.js";
@@ -204,6 +214,8 @@ export interface RunningServer {
   /** The HTTP port (Connect, gRPC-Web, HTTP/JSON), when it is on. */
   httpPort?: number;
   role: ServerRole;
+  /** The event publisher (when NATS_URL is set): `leader` tells whether this server holds its lease. */
+  publisher?: EventPublisher;
   /** The job engine (pg-boss) and what starts and runs jobs. */
   jobs: Jobs;
   /** Replaces the named tokens (a reloaded token file; ADMIN_TOKEN and ASSIGN_TOKEN stay), for
@@ -391,6 +403,24 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     (s) => s.stop(),
   );
   sequencer.start();
+  const natsUrl = ev.natsUrl;
+  const publisher = natsUrl
+    ? opened.add(
+        new EventPublisher(
+          database,
+          eventLog,
+          `jetstream:${ev.natsStream ?? "ASSIGNMENT_EVENTS"}`,
+          () => JetStreamSink.open({ url: natsUrl, stream: ev.natsStream, subjectPrefix: ev.natsSubjectPrefix }),
+          {
+            leaseRetryMs: ev.publisherLeaseRetryMs,
+            waitForEvents: (ms, signal) => sequencer.waitForEvents(ms, signal),
+            log: (msg, err) => log.warn({ err }, msg),
+          },
+        ),
+        (p) => p.close(),
+      )
+    : undefined;
+  publisher?.start();
   const memory = new MemoryCache(config.memoryCacheEntries ?? DEFAULT_MEMORY_CACHE_ENTRIES);
   let assignmentStore!: AssignmentStore;
   const metrics =
@@ -610,6 +640,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
     metricsPort: metricsServer?.port,
     httpPort: httpServer?.port,
     role,
+    publisher,
     jobs,
     replaceTokens(named) {
       tokens = new TokenSet([...named, ...fixedTokens]);
@@ -642,6 +673,7 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
       await assignmentStore.flush();
       await assigner.flush();
       registry.stop();
+      await publisher?.close();
       await sequencer.stop();
       await metricsServer?.close();
       await cache.close();

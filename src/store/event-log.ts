@@ -181,22 +181,25 @@ export class EventLog {
 
   /**
    * Removes events older than `maxAgeMs` or beyond the newest `maxEvents` (either may be
-   * undefined: no limit of that kind); returns the number removed. The last position is kept
+   * undefined: no limit of that kind), but none an event sink has not published; returns the
+   * number removed. The last position is kept
    * whatever is removed, so numbering continues.
    */
   async prune(maxAgeMs: number | undefined, maxEvents: number | undefined): Promise<number> {
     let removed = 0;
+    // Never what an event sink has not published yet.
+    const unpublished = `AND position <= coalesce((SELECT min(position) FROM assignment_event_sinks), 9223372036854775807)`;
     if (maxAgeMs !== undefined) {
       const { rowCount } = await this.db.query(
         `DELETE FROM assignment_events WHERE position <= (
-           SELECT max(position) FROM assignment_events WHERE sequenced_at < now() - make_interval(secs => $1::double precision / 1000))`,
+           SELECT max(position) FROM assignment_events WHERE sequenced_at < now() - make_interval(secs => $1::double precision / 1000)) ${unpublished}`,
         [maxAgeMs],
       );
       removed += rowCount;
     }
     if (maxEvents !== undefined) {
       const { rowCount } = await this.db.query(
-        `DELETE FROM assignment_events WHERE position <= (SELECT last_position - $1 FROM assignment_event_sequence)`,
+        `DELETE FROM assignment_events WHERE position <= (SELECT last_position - $1 FROM assignment_event_sequence) ${unpublished}`,
         [maxEvents],
       );
       removed += rowCount;

@@ -34,7 +34,16 @@ class PgSession implements CopySession {
   private broken = false;
   private released = false;
 
-  constructor(private readonly client: pg.PoolClient) {}
+  constructor(private readonly client: pg.PoolClient) {
+    // A connection lost while the session is held between queries (a lease, an upload waiting for
+    // its client) emits 'error' on a client the pool no longer watches: unhandled, it would end
+    // the process. The session is broken instead; its next query fails and its owner starts over.
+    client.on("error", this.onError);
+  }
+
+  private readonly onError = () => {
+    this.broken = true;
+  };
 
   async query<R>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
     try {
@@ -97,7 +106,11 @@ class PgSession implements CopySession {
   release(broken = false): void {
     if (this.released) return;
     this.released = true;
-    this.client.release(broken || this.broken);
+    const gone = broken || this.broken;
+    // A client going back to the pool is watched by the pool again; a broken one keeps this
+    // listener until it is destroyed.
+    if (!gone) this.client.off("error", this.onError);
+    this.client.release(gone);
   }
 }
 

@@ -62,6 +62,7 @@ describe("server on PGlite", () => {
       "10_job-migrate-import",
       "11_cohort-attributes",
       "12_namespace-params-holdouts",
+      "13_event-sinks",
     ]);
     // The embedded database partitions stored assignments as PostgreSQL does (16 by default).
     const { rows: partitions } = await server.database.query<{ n: number }>(

@@ -1,0 +1,140 @@
+import type { Database, Session } from "../store/database.js";
+import type { EventLog } from "../store/event-log.js";
+import type { EventSink } from "./event-sink.js";
+
+/** Advisory-lock key of the publisher lease (session-level), per sink name. */
+const LEASE_LOCK = 0x61_73_67_02;
+
+export interface EventPublisherOptions {
+  /** How often a server without the lease tries to take it; default 1,000 ms. This bounds the
+   * takeover after the holder dies: its connection closes with it, PostgreSQL releases the lock,
+   * and the next try of another server takes it. */
+  leaseRetryMs?: number;
+  /** Events per batch read and published; default 5,000. */
+  batch?: number;
+  /** Wait for new events while caught up (the sequencer wakes it on this server). */
+  waitForEvents: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Each batch acknowledged: its events and the time of the ack (lag metrics, benchmarks). */
+  onPublished?: (events: readonly { position: bigint; at: Date }[], ackedAt: number) => void;
+  log: (msg: string, err?: unknown) => void;
+}
+
+/**
+ * Publishes the event log to a sink, exactly one publisher at a time across every server: the
+ * holder of a session-level advisory lock (the lease) on a connection of its own. Its progress
+ * (the last position acknowledged) is stored in PostgreSQL through that same connection, so a
+ * publisher that lost its lease (connection gone) cannot record progress. After a crash, or a
+ * lease that moved, the new holder resumes after the stored position: the events published but
+ * not yet recorded are published again with the same message ids, and the engine drops them
+ * (JetStream's duplicate window must exceed the takeover time, which it does by far: 2 min vs
+ * about `leaseRetryMs`).
+ */
+export class EventPublisher {
+  private readonly stop = new AbortController();
+  private running: Promise<void> | undefined;
+  /** Whether this server holds the lease (tests, logs). */
+  leader = false;
+
+  constructor(
+    private readonly db: Database,
+    private readonly events: EventLog,
+    /** The sink's name (its row of progress, its lease). */
+    private readonly sinkName: string,
+    /** Opens the sink (connecting to the engine); retried while the engine is away. */
+    private readonly openSink: () => Promise<EventSink>,
+    private readonly options: EventPublisherOptions,
+  ) {}
+
+  private sink: EventSink | undefined;
+
+  start(): void {
+    this.running = this.loop();
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    await this.running;
+    await this.sink?.close().catch(() => {});
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(t);
+        this.stop.signal.removeEventListener("abort", wake);
+        resolve();
+      };
+      const t = setTimeout(wake, ms);
+      this.stop.signal.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  private async loop(): Promise<void> {
+    const signal = this.stop.signal;
+    const batch = this.options.batch ?? 5_000;
+    while (!signal.aborted) {
+      let lease: Session | undefined;
+      try {
+        lease = await this.db.session();
+        const { rows } = await lease.query<{ got: boolean }>(`SELECT pg_try_advisory_lock($1, hashtext($2)) AS got`, [
+          LEASE_LOCK,
+          this.sinkName,
+        ]);
+        if (!rows[0]?.got) {
+          lease.release();
+          lease = undefined;
+          await this.sleep(this.options.leaseRetryMs ?? 1_000);
+          continue;
+        }
+        this.sink ??= await this.openSink();
+        this.leader = true;
+        await lease.query(`INSERT INTO assignment_event_sinks (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING`, [this.sinkName]);
+        const { rows: at } = await lease.query<{ p: string }>(`SELECT position::text AS p FROM assignment_event_sinks WHERE name = $1`, [
+          this.sinkName,
+        ]);
+        let position = BigInt(at[0]!.p);
+        while (!signal.aborted) {
+          const page = await this.events.read(position, batch);
+          if (page.length === 0) {
+            // Proves the lease still stands (its connection answers) while idle.
+            await lease.query(`SELECT 1`);
+            await this.options.waitForEvents(200, signal);
+            continue;
+          }
+          await this.publishWithRetry(page);
+          const last = page[page.length - 1]!.position;
+          await lease.query(`UPDATE assignment_event_sinks SET position = $2, updated_at = now() WHERE name = $1 AND position < $2`, [
+            this.sinkName,
+            last.toString(),
+          ]);
+          position = last;
+        }
+      } catch (err) {
+        if (!signal.aborted)
+          this.options.log(`event publisher (${this.sinkName}) lost its lease or its database connection; retrying`, err);
+        await this.sleep(this.options.leaseRetryMs ?? 1_000);
+      } finally {
+        this.leader = false;
+        if (lease) {
+          // Ends the session (and with it the lease) rather than returning a locked connection.
+          lease.release(true);
+        }
+      }
+    }
+  }
+
+  /** Publishes until the sink took the batch (a NATS outage is waited out), or the publisher stops. */
+  private async publishWithRetry(page: Parameters<EventSink["publish"]>[0]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.sink!.publish(page);
+        this.options.onPublished?.(page, Date.now());
+        return;
+      } catch (err) {
+        if (this.stop.signal.aborted) throw err;
+        if (attempt % 20 === 0) this.options.log(`event sink ${this.sinkName} refused a batch; retrying`, err);
+        await this.sleep(Math.min(100 * 2 ** Math.min(attempt, 4), 1_000));
+      }
+    }
+  }
+}

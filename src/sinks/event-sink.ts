@@ -1,0 +1,16 @@
+import type { StoredEvent } from "../store/event-log.js";
+
+/**
+ * Where the event publisher sends events (src/sinks/event-publisher.ts): JetStream here; a Kafka
+ * sink is one more implementation of this. The contract the publisher relies on:
+ * - `publish` resolves only once the engine has durably taken every event of the batch;
+ * - publishing an event again (after a crash or a lease move) with the same position is dropped
+ *   by the engine (JetStream: the message id within the stream's duplicate window; Kafka: an
+ *   idempotent producer, or a consumer that skips positions it has seen).
+ */
+export interface EventSink {
+  /** A name for logs and the publisher's stored progress (one row per sink name). */
+  readonly name: string;
+  publish(events: readonly StoredEvent[]): Promise<void>;
+  close(): Promise<void>;
+}
