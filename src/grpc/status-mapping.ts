@@ -32,8 +32,16 @@ export function wireStatus(err: unknown, log: (msg: string, err: unknown) => voi
  * the connection wedged. Messages quote caller input, so they are cut to a bounded length. */
 export const MAX_DETAILS_CHARS = 1_000;
 
+/** A UTF-16 surrogate without its other half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** Also well-formed: grpc-js percent-encodes the message with encodeURIComponent, which throws on
+ * a lone surrogate (a caller's string quoted in a refusal, or a cut through a pair), and the call
+ * then never got its status. Each becomes U+FFFD. */
 function clipDetails(message: string): string {
-  return message.length <= MAX_DETAILS_CHARS
-    ? message
-    : `${message.slice(0, MAX_DETAILS_CHARS)}… (${message.length - MAX_DETAILS_CHARS} more characters)`;
+  const clipped =
+    message.length <= MAX_DETAILS_CHARS
+      ? message
+      : `${message.slice(0, MAX_DETAILS_CHARS)}… (${message.length - MAX_DETAILS_CHARS} more characters)`;
+  return clipped.replace(LONE_SURROGATE, "\uFFFD");
 }

@@ -42,7 +42,7 @@ describe("assignment jobs / schedules", () => {
     const bad = await runCli(t.server.address, ["jobs", "start", "assign", "--cohort", "nope", "--tag", "web"]);
     expect([bad.code, bad.stderr]).toEqual([1, expect.stringContaining('NOT_FOUND (gRPC status 5): spec.cohort: no cohort "nope"')]);
     const usage = await runCli(t.server.address, ["jobs", "start", "move", "--cohort", "cli-cohort", "--tag", "web"]);
-    expect([usage.code, usage.stderr]).toEqual([2, expect.stringContaining('kind: "move" is not assign or warm')]);
+    expect([usage.code, usage.stderr]).toEqual([2, expect.stringContaining('kind: "move" is not assign, warm, migrate or import')]);
   });
 
   it("creates, lists and deletes schedules; a bad cron is refused naming it", async () => {

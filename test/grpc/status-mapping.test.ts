@@ -42,4 +42,17 @@ describe("toGrpcStatus", () => {
     expect(s.details?.startsWith("x".repeat(MAX_DETAILS_CHARS))).toBe(true);
     expect(s.details).toContain("(10 more characters)");
   });
+
+  it("sends well-formed details: a lone surrogate, quoted or left by the cut, becomes U+FFFD", () => {
+    // grpc-js encodes details with encodeURIComponent, which throws URIError on a lone surrogate.
+    const quoted = toGrpcStatus(new ServiceError(Code.InvalidArgument, 'key: "a\uD800b\uDC00" must match'), quiet);
+    expect(quoted.details).toBe('key: "a\uFFFDb\uFFFD" must match');
+    expect(() => encodeURIComponent(quoted.details!)).not.toThrow();
+    const pairs = "x".repeat(MAX_DETAILS_CHARS - 1) + "😀".repeat(5); // the cut falls inside a pair
+    const cut = toGrpcStatus(new ServiceError(Code.InvalidArgument, pairs), quiet);
+    expect(() => encodeURIComponent(cut.details!)).not.toThrow();
+    expect(cut.details?.startsWith(`${"x".repeat(MAX_DETAILS_CHARS - 1)}\uFFFD…`)).toBe(true);
+    // Whole pairs are kept as they are.
+    expect(toGrpcStatus(new ServiceError(Code.NotFound, "unit 😀 not found"), quiet).details).toBe("unit 😀 not found");
+  });
 });

@@ -29,9 +29,12 @@ describe("pg-boss started by several servers at once", () => {
         expect(queues.find((q) => q.name === CHUNK_QUEUE)?.deadLetter).toBe(DEAD_CHUNK_QUEUE);
       } finally {
         await Promise.all(bosses.map((b) => b.stop({ graceful: false, wait: true, close: true })));
-        await db.drop();
       }
-      expect(errors).toEqual([]);
+      // What the bosses reported while they started and ran; a connection a stopped boss still
+      // holds is then ended by the forced DROP DATABASE (57P01), which is the test's doing.
+      const reported = errors.splice(0);
+      await db.drop();
+      expect(reported).toEqual([]);
     }
   });
 });
