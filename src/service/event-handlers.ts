@@ -11,6 +11,7 @@ type Handlers = Pick<ServiceHandlers<typeof ExperimentService>, "watchAssignment
 
 const DEFAULT_BATCH = 1_000;
 export const MAX_WATCH_BATCH = 10_000;
+const MAX_POSITION = 2n ** 63n - 1n;
 /** How long a watcher that is caught up waits before it reads again when no step of this server
  * announced events (steps of another server do not wake it). */
 const IDLE_POLL_MS = 250;
@@ -43,6 +44,8 @@ export function eventHandlers(events: EventLog, experiments: ExperimentStore, se
         after = (await events.oldestPosition()) - 1n;
       } else {
         after = start.case === "afterPosition" ? start.value : 0n;
+        // Positions are PostgreSQL bigints; a uint64 above that can name no event.
+        if (after > MAX_POSITION) throw invalidArgument("after_position", `must be at most ${MAX_POSITION} (got ${after})`);
         await checkRetained(events, after);
       }
       while (!ctx.signal.aborted) {

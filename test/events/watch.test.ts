@@ -153,6 +153,11 @@ describe("WatchAssignments", () => {
 
   it("refuses an unknown experiment and a pruned position (OUT_OF_RANGE naming the oldest kept)", async () => {
     await expect(watch({ experimentKeys: ["nope"] }, () => true)).rejects.toMatchObject({ code: status.NOT_FOUND });
+    // Positions are PostgreSQL bigints: a uint64 above 2^63 - 1 can name no event.
+    await expect(watch({ start: { case: "afterPosition", value: 2n ** 63n } }, () => true)).rejects.toMatchObject({
+      code: status.INVALID_ARGUMENT,
+      details: expect.stringContaining("after_position: must be at most 9223372036854775807"),
+    });
     const log = new EventLog(t.server.database);
     const last = await log.lastPosition();
     await log.prune(undefined, 5);
