@@ -51,12 +51,14 @@ export class Context {
     } else if (o.tls) {
       credentials = grpc.credentials.createSsl();
     }
-    if (o.token !== undefined && !/^[\x21-\x7e]+$/.test(o.token)) {
+    // An empty token (ASSIGNMENT_TOKEN= in a shell or an env file) means none, as an unset one does.
+    const token = o.token === "" ? undefined : o.token;
+    if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
       throw new UsageError(
         "--token (ASSIGNMENT_TOKEN): must be printable ASCII without whitespace (check for a space or a newline around it)",
       );
     }
-    return { timeoutMs: o.timeout, token: o.token, credentials };
+    return { timeoutMs: o.timeout, token, credentials };
   }
 
   get experiments(): Client<typeof ExperimentService> {

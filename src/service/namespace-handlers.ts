@@ -36,7 +36,7 @@ export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) =
     },
 
     async getNamespace(req) {
-      return { namespace: namespaceMessage(await store.getNamespace(checkKey("key", req.key))) };
+      return { namespace: namespaceMessage(await store.getNamespace(checkKey("key", req.key), "key")) };
     },
 
     async updateNamespace(req, ctx) {

@@ -270,6 +270,10 @@ describe("assignment with tokens", () => {
     const none = await runCli(t.server.address, ["experiments", "list"]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain("error: UNAUTHENTICATED (gRPC status 16)");
+    // An empty ASSIGNMENT_TOKEN (a blank line of an env file) is no token, not a malformed one.
+    const empty = await runCli(t.server.address, ["experiments", "list"], { env: { ASSIGNMENT_TOKEN: "" } });
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain("error: UNAUTHENTICATED (gRPC status 16)");
     const wrong = await runCli(t.server.address, ["--token", "admin-secret-2", "experiments", "list"]);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain("UNAUTHENTICATED");

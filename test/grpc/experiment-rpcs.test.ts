@@ -388,7 +388,7 @@ describe("namespaces and segments", () => {
     const listed = (await t.experiments.listNamespaces({})).namespaces;
     expect(listed.map((x) => x.key)).toEqual(expect.arrayContaining(["ns-defaults", "ns-explicit"]));
     expect(listed.find((x) => x.key === "ns-defaults")).toEqual(n);
-    await expectFailure(t.experiments.getNamespace({ key: "ns-missing" }), status.NOT_FOUND);
+    await expectFailure(t.experiments.getNamespace({ key: "ns-missing" }), status.NOT_FOUND, /^key: /);
   });
 
   it("AllocateSegments spreads the segments, stores them, and makes the experiments exclusive", async () => {
