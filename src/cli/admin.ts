@@ -399,12 +399,19 @@ export { bp };
 export interface ChangesOptions {
   experiment?: string;
   namespace?: string;
+  holdout?: string;
+  cohort?: string;
+  job?: string;
+  schedule?: string;
   tokenName?: string;
   since?: string;
   until?: string;
   limit?: string;
   json?: boolean;
 }
+
+/** The kinds of objects the audit log records, each a `changes` flag naming one object. */
+export const CHANGE_KINDS = ["experiment", "namespace", "holdout", "cohort", "job", "schedule"] as const;
 
 /** `--since`/`--until`: an ISO time, or an age before now (90s, 30m, 2h, 7d). */
 export function parseTime(flag: string, value: string, now = Date.now()): Date {
@@ -439,11 +446,13 @@ function changeJson(c: Change) {
 }
 
 export async function listChanges(ctx: Context, o: ChangesOptions) {
-  if (o.experiment !== undefined && o.namespace !== undefined) throw new UsageError("--experiment and --namespace: give one of them");
+  const objects = CHANGE_KINDS.filter((kind) => o[kind] !== undefined);
+  if (objects.length > 1) throw new UsageError(`${objects.map((k) => `--${k}`).join(", ")}: give one of them`);
+  const kind = objects[0];
   const limit = o.limit === undefined ? 50 : parseCount("--limit", o.limit, 0);
   const request: MessageInitShape<typeof ListChangesRequestSchema> = {
-    objectKind: o.experiment !== undefined ? "experiment" : o.namespace !== undefined ? "namespace" : "",
-    objectKey: o.experiment ?? o.namespace ?? "",
+    objectKind: kind ?? "",
+    objectKey: kind === undefined ? "" : o[kind]!,
     tokenName: o.tokenName ?? "",
     since: o.since === undefined ? undefined : timestampFromDate(parseTime("--since", o.since)),
     until: o.until === undefined ? undefined : timestampFromDate(parseTime("--until", o.until)),

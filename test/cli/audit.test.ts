@@ -57,5 +57,18 @@ describe("assignment changes / get --version", () => {
     const bad = await runCli(t.server.address, ["changes", "--since", "yesterday"], { env: { ASSIGNMENT_TOKEN: OPERATOR } });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--since/);
+
+    // Holdouts (and cohorts, jobs, schedules) have their own filter, as experiments do.
+    await as(ADMIN, "holdouts", "create", "hold-all", "--share", "5%");
+    const held = (await as(ADMIN, "changes", "--holdout", "hold-all", "--json")).trim().split("\n");
+    expect(held.map((l) => [JSON.parse(l).rpc, JSON.parse(l).object_kind, JSON.parse(l).object_key])).toEqual([
+      ["CreateHoldout", "holdout", "hold-all"],
+    ]);
+    expect((await as(ADMIN, "changes", "--holdout", "banner")).trim()).toBe("no changes");
+    const two = await runCli(t.server.address, ["changes", "--experiment", "banner", "--holdout", "hold-all"], {
+      env: { ASSIGNMENT_TOKEN: OPERATOR },
+    });
+    expect(two.code).toBe(2);
+    expect(two.stderr).toContain("--experiment, --holdout: give one of them");
   });
 });
