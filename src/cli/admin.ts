@@ -189,12 +189,13 @@ export async function createNamespace(
 }
 
 /** Replaces a namespace's default params ("{}" removes them). */
-export async function updateNamespace(ctx: Context, key: string, o: { defaultParams?: string; json?: boolean }) {
+export async function updateNamespace(ctx: Context, key: string, o: { defaultParams?: string; version?: string; json?: boolean }) {
   if (o.defaultParams === undefined)
     throw new UsageError('--default-params: give the new default params as a JSON object ("{}" removes them)');
   const { namespace } = await ctx.experiments.updateNamespace({
     key,
     defaultParams: parseJsonObject("--default-params", o.defaultParams) as JsonObject,
+    version: o.version === undefined ? undefined : BigInt(parseCount("--version", o.version)),
   });
   o.json ? printJson(namespaceJson(namespace!)) : print(namespaceDetails(namespace!));
 }

@@ -113,6 +113,7 @@ export function namespaceDetails(n: Namespace): string {
       `segments       ${count(n.segments)} (${count(n.freeSegments)} free)`,
       `default params ${n.defaultParams && Object.keys(n.defaultParams).length > 0 ? JSON.stringify(n.defaultParams) : "-"}`,
       ...(n.archived ? ["archived       yes (takes no allocations)"] : []),
+      `version        ${n.version}`,
       "",
     ].join("\n") +
     (n.allocations.length === 0

@@ -1,7 +1,7 @@
 import { toJson } from "@bufbuild/protobuf";
 import { type Holdout, HoldoutSchema, paramsByNamespace, ResolvedParamsSchema } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
-import { bp, count, parseBasisPoints, percent, reasonName, table } from "./format.js";
+import { bp, count, parseBasisPoints, parseCount, percent, reasonName, table } from "./format.js";
 
 const print = (text: string) => process.stdout.write(text.endsWith("\n") ? text : text + "\n");
 const printJson = (value: unknown) => print(JSON.stringify(value, null, 2));
@@ -18,6 +18,7 @@ function holdoutDetails(h: Holdout): string {
     `share          ${bp(h.share)} (${h.share} basis points held out)`,
     `tags           ${h.tags.length > 0 ? h.tags.join(", ") : `(none: every ${h.unitType} experiment)`}`,
     `covers         ${h.experimentKeys.length > 0 ? h.experimentKeys.join(", ") : "no experiment now"}`,
+    `version        ${h.version}`,
   ].join("\n");
 }
 
@@ -61,13 +62,14 @@ export async function listHoldouts(ctx: Context, o: { json?: boolean }) {
   );
 }
 
-export async function updateHoldout(ctx: Context, key: string, o: { share?: string; tags?: string; json?: boolean }) {
+export async function updateHoldout(ctx: Context, key: string, o: { share?: string; tags?: string; version?: string; json?: boolean }) {
   if (o.share === undefined && o.tags === undefined)
     throw new UsageError("give --share and/or --tags (key, salt and unit type never change)");
   const { holdout } = await ctx.experiments.updateHoldout({
     key,
     share: o.share === undefined ? undefined : parseBasisPoints("--share", o.share),
     tags: o.tags === undefined ? undefined : { tags: tagList(o.tags) },
+    version: o.version === undefined ? undefined : BigInt(parseCount("--version", o.version)),
   });
   o.json ? printJson(holdoutJson(holdout!)) : print(holdoutDetails(holdout!));
 }

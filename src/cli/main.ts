@@ -145,8 +145,9 @@ export function buildProgram(): Command {
     .command("update <key>")
     .description("change a namespace's default params")
     .option("--default-params <json>", 'the new default params, a JSON object ("{}" removes them)')
+    .option("--version <n>", "refuse (ABORTED) unless the namespace is still at this version")
     .option("--json", "print JSON")
-    .action(run((ctx, key: string, o: { defaultParams?: string; json?: boolean }) => admin.updateNamespace(ctx, key, o)));
+    .action(run((ctx, key: string, o: { defaultParams?: string; version?: string; json?: boolean }) => admin.updateNamespace(ctx, key, o)));
   namespaces
     .command("list")
     .description("list namespaces")
@@ -233,8 +234,13 @@ export function buildProgram(): Command {
     .description("change a holdout's share or tags (key, salt and unit type never change)")
     .option("--share <share>", "basis points or percent")
     .option("--tags <a,b,c>", 'replace the tags ("" covers every experiment of the unit type)')
+    .option("--version <n>", "refuse (ABORTED) unless the holdout is still at this version")
     .option("--json", "print JSON")
-    .action(run((ctx, key: string, o: { share?: string; tags?: string; json?: boolean }) => holdouts.updateHoldout(ctx, key, o)));
+    .action(
+      run((ctx, key: string, o: { share?: string; tags?: string; version?: string; json?: boolean }) =>
+        holdouts.updateHoldout(ctx, key, o),
+      ),
+    );
   holdoutsCmd
     .command("stats <key>")
     .description("held-out and exposed units per covered experiment")

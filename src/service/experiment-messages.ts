@@ -43,6 +43,7 @@ export function namespaceMessage(n: NamespaceRecord): MessageInitShape<typeof Na
     archived: n.archivedAt !== null,
     archiveTime: n.archivedAt ? timestampFromDate(n.archivedAt) : undefined,
     defaultParams: n.defaultParams ?? undefined,
+    version: n.version,
   };
 }
 
@@ -57,5 +58,6 @@ export function holdoutMessage(h: HoldoutRecord, covered: readonly string[]): Me
     createTime: timestampFromDate(h.createdAt),
     updateTime: timestampFromDate(h.updatedAt),
     experimentKeys: [...covered],
+    version: h.version,
   };
 }

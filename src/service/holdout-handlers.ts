@@ -58,7 +58,7 @@ export function holdoutHandlers(store: HoldoutStore, registry: ConfigView, serve
       if (req.unitType !== "" && req.unitType !== current.unitType) {
         throw invalidArgument("unit_type", "never changes after creation: create another holdout");
       }
-      const record = await store.updateHoldout(key, { share, tags }, actorOf(ctx));
+      const record = await store.updateHoldout(key, { share, tags }, actorOf(ctx), req.version);
       await served(undefined);
       return { holdout: message(record) };
     },

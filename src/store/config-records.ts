@@ -38,6 +38,8 @@ export interface NamespaceRecord extends Omit<NamespaceConfigInput, "allocations
   archivedAt: Date | null;
   /** experiment key -> segments held */
   allocations: Map<string, number>;
+  /** 1 when created, one more with every change of the namespace. */
+  version: bigint;
 }
 
 const EXPERIMENT_COLUMNS = `e.id, e.key, e.salt, e.unit_type, e.hash_version, e.variants, e.rollout, e.status,
@@ -123,7 +125,7 @@ export async function lockExperiment(
 }
 
 /** `SELECT … FROM namespaces` with every column a record needs. */
-export const SELECT_NAMESPACES = `SELECT id, key, salt, unit_type, hash_version, segments, default_params, created_at, archived_at FROM namespaces`;
+export const SELECT_NAMESPACES = `SELECT id, key, salt, unit_type, hash_version, segments, default_params, created_at, archived_at, version::text AS version FROM namespaces`;
 
 export interface NamespaceRow {
   id: number;
@@ -135,6 +137,7 @@ export interface NamespaceRow {
   default_params: JsonObject | null;
   created_at: Date;
   archived_at: Date | null;
+  version: string;
 }
 
 export function toNamespaceRecord(n: NamespaceRow, allocations: Map<string, number>): NamespaceRecord {
@@ -149,6 +152,7 @@ export function toNamespaceRecord(n: NamespaceRow, allocations: Map<string, numb
     createdAt: n.created_at,
     archivedAt: n.archived_at,
     allocations,
+    version: BigInt(n.version),
   };
 }
 

@@ -1,5 +1,5 @@
 import type { HashVersion } from "../engine/hash.js";
-import { notFound } from "../errors.js";
+import { aborted, notFound } from "../errors.js";
 import { type Actor, recordChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
 import type { Database, Queryable } from "./database.js";
@@ -16,6 +16,8 @@ export interface HoldoutRecord {
   tags: string[];
   createdAt: Date;
   updatedAt: Date;
+  /** 1 when created, one more with every change of share or tags. */
+  version: bigint;
 }
 
 export interface NewHoldout {
@@ -44,9 +46,10 @@ interface HoldoutRow {
   tags: string[];
   created_at: Date;
   updated_at: Date;
+  version: string;
 }
 
-const SELECT_HOLDOUTS = `SELECT id, key, salt, unit_type, hash_version, share, tags, created_at, updated_at FROM holdouts`;
+const SELECT_HOLDOUTS = `SELECT id, key, salt, unit_type, hash_version, share, tags, created_at, updated_at, version::text AS version FROM holdouts`;
 
 function toRecord(r: HoldoutRow): HoldoutRecord {
   return {
@@ -59,6 +62,7 @@ function toRecord(r: HoldoutRow): HoldoutRecord {
     tags: r.tags,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+    version: BigInt(r.version),
   };
 }
 
@@ -94,7 +98,7 @@ export class HoldoutStore {
         objectKind: "holdout",
         objectKey: x.key,
         versionBefore: null,
-        versionAfter: null,
+        versionAfter: 1n,
         fields: {
           key: { before: null, after: x.key },
           salt: { before: null, after: x.salt },
@@ -116,19 +120,40 @@ export class HoldoutStore {
     return allHoldouts(this.db);
   }
 
-  /** Changes share and/or tags (undefined: unchanged); records the fields that differ. */
-  async updateHoldout(key: string, change: { share?: number; tags?: string[] }, actor: Actor): Promise<HoldoutRecord> {
+  /** Changes share and/or tags (undefined: unchanged); records the fields that differ and moves
+   * the version when any does. Refused (ABORTED) when `expectedVersion` is given and is not the
+   * current one. */
+  async updateHoldout(
+    key: string,
+    change: { share?: number; tags?: string[] },
+    actor: Actor,
+    expectedVersion?: bigint,
+  ): Promise<HoldoutRecord> {
     return this.db.transaction(async (tx) => {
       const h = await holdoutByKey(tx, key, true);
+      if (expectedVersion !== undefined && expectedVersion !== h.version) {
+        throw aborted(`version: holdout "${key}" is at version ${h.version}, not ${expectedVersion}; read it again and retry`);
+      }
       const share = change.share ?? h.share;
       const tags = change.tags ?? h.tags;
       const fields: Record<string, { before: number | string[]; after: number | string[] }> = {};
       if (share !== h.share) fields.share = { before: h.share, after: share };
       if (tags.join("\n") !== h.tags.join("\n")) fields.tags = { before: h.tags, after: tags };
       if (Object.keys(fields).length === 0) return h;
-      await tx.query(`UPDATE holdouts SET share = $2, tags = $3, updated_at = now() WHERE id = $1`, [h.id, share, tags]);
+      await tx.query(`UPDATE holdouts SET share = $2, tags = $3, updated_at = now(), version = version + 1 WHERE id = $1`, [
+        h.id,
+        share,
+        tags,
+      ]);
       await signalConfigChange(tx);
-      await recordChange(tx, { actor, objectKind: "holdout", objectKey: key, versionBefore: null, versionAfter: null, fields });
+      await recordChange(tx, {
+        actor,
+        objectKind: "holdout",
+        objectKey: key,
+        versionBefore: h.version,
+        versionAfter: h.version + 1n,
+        fields,
+      });
       return holdoutByKey(tx, key);
     });
   }

@@ -1,7 +1,7 @@
 import { ExperimentStatus } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type HashVersion, requireHashVersion, UnknownHashVersionError } from "../engine/hash.js";
 import { pickSegments } from "../engine/segment-allocation.js";
-import { failedPrecondition } from "../errors.js";
+import { aborted, failedPrecondition } from "../errors.js";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { type Actor, canonicalJson, recordChange, recordExperimentChange } from "./audit-log.js";
 import { signalConfigChange } from "./config-change.js";
@@ -33,7 +33,7 @@ export class NamespaceStore {
         objectKind: "namespace",
         objectKey: x.key,
         versionBefore: null,
-        versionAfter: null,
+        versionAfter: 1n,
         fields: {
           key: { before: null, after: x.key },
           salt: { before: null, after: x.salt },
@@ -49,21 +49,33 @@ export class NamespaceStore {
   }
 
   /** Replaces the namespace's default params (undefined: removes them). Archived namespaces may
-   * change too (it serves nothing until unarchived). Recorded only when they differ. */
-  async updateNamespace(key: string, defaultParams: JsonObject | undefined, actor: Actor): Promise<NamespaceRecord> {
+   * change too (it serves nothing until unarchived). Recorded (and the version moved) only when
+   * they differ; refused (ABORTED) when `expectedVersion` is given and is not the current one. */
+  async updateNamespace(
+    key: string,
+    defaultParams: JsonObject | undefined,
+    actor: Actor,
+    expectedVersion?: bigint,
+  ): Promise<NamespaceRecord> {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, key, true, "key");
+      if (expectedVersion !== undefined && expectedVersion !== ns.version) {
+        throw aborted(`version: namespace "${key}" is at version ${ns.version}, not ${expectedVersion}; read it again and retry`);
+      }
       const before = ns.defaultParams ?? null;
       const after = defaultParams ?? null;
       if (canonicalJson(before) === canonicalJson(after)) return ns;
-      await tx.query(`UPDATE namespaces SET default_params = $2 WHERE id = $1`, [ns.id, after === null ? null : JSON.stringify(after)]);
+      await tx.query(`UPDATE namespaces SET default_params = $2, version = version + 1 WHERE id = $1`, [
+        ns.id,
+        after === null ? null : JSON.stringify(after),
+      ]);
       await signalConfigChange(tx);
       await recordChange(tx, {
         actor,
         objectKind: "namespace",
         objectKey: key,
-        versionBefore: null,
-        versionAfter: null,
+        versionBefore: ns.version,
+        versionAfter: ns.version + 1n,
         fields: { default_params: { before, after } },
       });
       return namespaceByKey(tx, key);
@@ -102,9 +114,9 @@ export class NamespaceStore {
           `key: namespace "${key}" still holds experiments that are not archived (${rows.map((r) => r.key).join(", ")}): archive them first`,
         );
       }
-      await tx.query(`UPDATE namespaces SET archived_at = now() WHERE id = $1`, [ns.id]);
+      await tx.query(`UPDATE namespaces SET archived_at = now(), version = version + 1 WHERE id = $1`, [ns.id]);
       await signalConfigChange(tx);
-      await recordNamespaceArchive(tx, actor, key, true);
+      await recordNamespaceArchive(tx, actor, ns, true);
       return namespaceByKey(tx, key);
     });
   }
@@ -115,9 +127,9 @@ export class NamespaceStore {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, key, true, "key");
       if (!ns.archivedAt) return ns;
-      await tx.query(`UPDATE namespaces SET archived_at = NULL WHERE id = $1`, [ns.id]);
+      await tx.query(`UPDATE namespaces SET archived_at = NULL, version = version + 1 WHERE id = $1`, [ns.id]);
       await signalConfigChange(tx);
-      await recordNamespaceArchive(tx, actor, key, false);
+      await recordNamespaceArchive(tx, actor, ns, false);
       return namespaceByKey(tx, key);
     });
   }
@@ -157,6 +169,7 @@ export class NamespaceStore {
         picked,
       ]);
       await tx.query(`UPDATE experiments SET namespace_id = $2, version = version + 1, updated_at = now() WHERE id = $1`, [exp.id, ns.id]);
+      await tx.query(`UPDATE namespaces SET version = version + 1 WHERE id = $1`, [ns.id]);
       await signalConfigChange(tx);
       const after = await experimentById(tx, exp.id);
       // One change: the experiment's (its version moves); the namespace is named in its fields.
@@ -192,6 +205,7 @@ export class NamespaceStore {
       }
       const { rowCount } = await tx.query(`DELETE FROM namespace_segments WHERE namespace_id = $1 AND experiment_id = $2`, [ns.id, exp.id]);
       await tx.query(`UPDATE experiments SET version = version + 1, updated_at = now() WHERE id = $1`, [exp.id]);
+      if ((rowCount ?? 0) > 0) await tx.query(`UPDATE namespaces SET version = version + 1 WHERE id = $1`, [ns.id]);
       await signalConfigChange(tx);
       const after = await experimentById(tx, exp.id);
       await recordExperimentChange(tx, actor, exp, after, {
@@ -213,14 +227,14 @@ function namespaceHashVersion(ns: NamespaceRecord): HashVersion {
   }
 }
 
-/** The audit log's row of an (un)archived namespace (namespaces have no versions). */
-function recordNamespaceArchive(tx: Queryable, actor: Actor, key: string, archived: boolean): Promise<void> {
+/** The audit log's row of an (un)archived namespace (`ns` as it was before). */
+function recordNamespaceArchive(tx: Queryable, actor: Actor, ns: NamespaceRecord, archived: boolean): Promise<void> {
   return recordChange(tx, {
     actor,
     objectKind: "namespace",
-    objectKey: key,
-    versionBefore: null,
-    versionAfter: null,
+    objectKey: ns.key,
+    versionBefore: ns.version,
+    versionAfter: ns.version + 1n,
     fields: { archived: { before: !archived, after: archived } },
   });
 }

@@ -26,7 +26,7 @@ describe("assignment changes / get --version", () => {
       .split("\n")
       .map((l) => JSON.parse(l));
     expect(all.map((c) => [c.rpc, c.token_name, c.object_kind, c.object_key, c.version_before, c.version_after])).toEqual([
-      ["CreateNamespace", "ada", "namespace", "home", null, null],
+      ["CreateNamespace", "ada", "namespace", "home", null, "1"],
       ["UpdateExperiment", "opal", "experiment", "banner", "2", "3"],
       ["UpdateExperiment", "ada", "experiment", "banner", "1", "2"],
       ["CreateExperiment", "ada", "experiment", "banner", null, "1"],

@@ -35,8 +35,12 @@ describe("assignment holdouts / namespaces --default-params / params", () => {
     });
     expect(await cli("holdouts", "get", "cli-h")).toMatch(/share\s+10\.00% \(1000 basis points held out\)/);
     expect(await cli("holdouts", "list")).toMatch(/^cli-h\s+user_id\s+10\.00%\s+web, app\s+cli-h-e/m);
-    await cli("holdouts", "update", "cli-h", "--share", "100%");
+    await cli("holdouts", "update", "cli-h", "--share", "100%", "--version", "1");
     expect((await t.experiments.getHoldout({ key: "cli-h" })).holdout!.share).toBe(10_000);
+    // A second writer that read version 1 is refused (ABORTED, exit 1); the share stays.
+    const stale = await runCli(t.server.address, ["holdouts", "update", "cli-h", "--share", "50%", "--version", "1"]);
+    expect([stale.code, stale.stderr]).toEqual([1, expect.stringContaining("ABORTED")]);
+    expect(await cli("holdouts", "get", "cli-h")).toMatch(/version\s+2$/m);
     await t.assignments.bulkAssign({ experimentKey: "cli-h-e", unitIds: ["u-1", "u-2"] });
     const stats = JSON.parse(await cli("holdouts", "stats", "cli-h", "--json"));
     expect(stats).toEqual({ holdout: "cli-h", share: 10_000, experiments: [{ experiment: "cli-h-e", held_out: 2, exposed: 0 }] });

@@ -173,6 +173,17 @@ describe("holdouts", () => {
     // Naming the current salt and unit type is no change.
     const same = (await t.experiments.updateHoldout({ key: "fixed", salt: "fixed-salt", unitType: "user_id", share: 150 })).holdout!;
     expect(same.share).toBe(150);
+    // Versions: 1 at creation, one more per change; an update naming an older one is ABORTED.
+    expect(same.version).toBe(2n);
+    expect((await t.experiments.updateHoldout({ key: "fixed", version: 2n, share: 200 })).holdout!.version).toBe(3n);
+    await expectFailure(t.experiments.updateHoldout({ key: "fixed", version: 2n, share: 300 }), status.ABORTED, "version", "at version 3");
+    expect((await t.experiments.getHoldout({ key: "fixed" })).holdout!).toMatchObject({ version: 3n, share: 200 });
+    const { changes } = await t.experiments.listChanges({ objectKind: "holdout", objectKey: "fixed" });
+    expect(changes.map((c) => [c.rpc, c.versionBefore, c.versionAfter])).toEqual([
+      ["UpdateHoldout", 2n, 3n],
+      ["UpdateHoldout", 1n, 2n],
+      ["CreateHoldout", undefined, 1n],
+    ]);
   });
 
   it("creations and changes are in the audit log", async () => {

@@ -53,6 +53,12 @@ describe("namespace default params", () => {
 
     const { changes } = await t.experiments.listChanges({ objectKind: "namespace", objectKey: "dp" });
     expect(changes.map((c) => c.rpc)).toEqual(["UpdateNamespace", "UpdateNamespace", "CreateNamespace"]);
+    // Each change moved the version by one (the call that changed nothing did not).
+    expect(changes.map((c) => [c.versionBefore, c.versionAfter])).toEqual([
+      [2n, 3n],
+      [1n, 2n],
+      [undefined, 1n],
+    ]);
     const fields = (i: number) => Object.fromEntries(changes[i]!.fields.map((f) => [f.field, [json(f.before), json(f.after)]]));
     expect(fields(1).default_params).toEqual([DEFAULTS, next]);
     expect(fields(0).default_params).toEqual([next, null]);
@@ -76,6 +82,27 @@ describe("namespace default params", () => {
     expect(keys).not.toContain("too-big");
     expect((await t.experiments.getNamespace({ key: "dp-bad" })).namespace!.defaultParams).toEqual({ a: 1 });
     await expectFailure(t.experiments.updateNamespace({ key: "no-such-ns", defaultParams: { a: 1 } }), status.NOT_FOUND, "no-such-ns");
+  });
+
+  it("versions a namespace: every change moves it; an update naming an older one is ABORTED and changes nothing", async () => {
+    const created = (await t.experiments.createNamespace({ key: "nv", segments: 10 })).namespace!;
+    expect(created.version).toBe(1n);
+    await t.experiments.createExperiment({ key: "nv-e", variants: [{ key: "a", weight: 10_000 }] });
+    const allocated = (await t.experiments.allocateSegments({ namespaceKey: "nv", experimentKey: "nv-e", segments: 3 })).namespace!;
+    expect(allocated.version).toBe(2n);
+    const changed = (await t.experiments.updateNamespace({ key: "nv", version: 2n, defaultParams: { x: 1 } })).namespace!;
+    expect([changed.version, changed.defaultParams]).toEqual([3n, { x: 1 }]);
+    // A writer that read version 2 before that change is refused, naming the current version.
+    await expectFailure(
+      t.experiments.updateNamespace({ key: "nv", version: 2n, defaultParams: { x: 2 } }),
+      status.ABORTED,
+      "version",
+      "at version 3",
+    );
+    await expectFailure(t.experiments.updateNamespace({ key: "nv", version: 2n }), status.ABORTED, "at version 3");
+    expect((await t.experiments.getNamespace({ key: "nv" })).namespace!).toMatchObject({ version: 3n, defaultParams: { x: 1 } });
+    // The same params again change nothing: the version stays.
+    expect((await t.experiments.updateNamespace({ key: "nv", version: 3n, defaultParams: { x: 1 } })).namespace!.version).toBe(3n);
   });
 });
 

@@ -63,6 +63,7 @@ describe("server on PGlite", () => {
       "11_cohort-attributes",
       "12_namespace-params-holdouts",
       "13_event-sinks",
+      "14_config-versions",
     ]);
     // The embedded database partitions stored assignments as PostgreSQL does (16 by default).
     const { rows: partitions } = await server.database.query<{ n: number }>(

@@ -52,6 +52,7 @@ function namespace(id: number, key: string, o: Partial<NamespaceRecord> = {}): N
     hashVersion: 1,
     segments: 4,
     defaultParams: null,
+    version: 1n,
     createdAt: at,
     archivedAt: null,
     allocations: new Map(),

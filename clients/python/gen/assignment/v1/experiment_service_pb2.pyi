@@ -620,18 +620,20 @@ class UpdateExperimentResponse(_message.Message):
     def __init__(self, experiment: _Optional[_Union[_types_pb2.Experiment, _Mapping]] = ...) -> None: ...
 
 class UpdateHoldoutRequest(_message.Message):
-    __slots__ = ["key", "salt", "share", "tags", "unit_type"]
+    __slots__ = ["key", "salt", "share", "tags", "unit_type", "version"]
     KEY_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     key: str
     salt: str
     share: int
     tags: TagList
     unit_type: str
-    def __init__(self, key: _Optional[str] = ..., share: _Optional[int] = ..., tags: _Optional[_Union[TagList, _Mapping]] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, key: _Optional[str] = ..., share: _Optional[int] = ..., tags: _Optional[_Union[TagList, _Mapping]] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class UpdateHoldoutResponse(_message.Message):
     __slots__ = ["holdout"]
@@ -640,12 +642,14 @@ class UpdateHoldoutResponse(_message.Message):
     def __init__(self, holdout: _Optional[_Union[_types_pb2.Holdout, _Mapping]] = ...) -> None: ...
 
 class UpdateNamespaceRequest(_message.Message):
-    __slots__ = ["default_params", "key"]
+    __slots__ = ["default_params", "key", "version"]
     DEFAULT_PARAMS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     default_params: _struct_pb2.Struct
     key: str
-    def __init__(self, key: _Optional[str] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, key: _Optional[str] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class UpdateNamespaceResponse(_message.Message):
     __slots__ = ["namespace"]

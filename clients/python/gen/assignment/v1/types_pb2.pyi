@@ -147,7 +147,7 @@ class Explanation(_message.Message):
     def __init__(self, variant_bucket: _Optional[int] = ..., rollout_bucket: _Optional[int] = ..., segment: _Optional[int] = ..., layer: _Optional[_Union[Layer, str]] = ..., hash_version: _Optional[int] = ...) -> None: ...
 
 class Holdout(_message.Message):
-    __slots__ = ["create_time", "experiment_keys", "key", "salt", "share", "tags", "unit_type", "update_time"]
+    __slots__ = ["create_time", "experiment_keys", "key", "salt", "share", "tags", "unit_type", "update_time", "version"]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_KEYS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class Holdout(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     create_time: _timestamp_pb2.Timestamp
     experiment_keys: _containers.RepeatedScalarFieldContainer[str]
     key: str
@@ -164,10 +165,11 @@ class Holdout(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     unit_type: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., share: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., experiment_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    version: int
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., share: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., experiment_keys: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Namespace(_message.Message):
-    __slots__ = ["allocations", "archive_time", "archived", "create_time", "default_params", "free_segments", "key", "salt", "segments", "unit_type"]
+    __slots__ = ["allocations", "archive_time", "archived", "create_time", "default_params", "free_segments", "key", "salt", "segments", "unit_type", "version"]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +180,7 @@ class Namespace(_message.Message):
     SALT_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     UNIT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     allocations: _containers.RepeatedCompositeFieldContainer[NamespaceAllocation]
     archive_time: _timestamp_pb2.Timestamp
     archived: bool
@@ -188,7 +191,8 @@ class Namespace(_message.Message):
     salt: str
     segments: int
     unit_type: str
-    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., segments: _Optional[int] = ..., free_segments: _Optional[int] = ..., allocations: _Optional[_Iterable[_Union[NamespaceAllocation, _Mapping]]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., archived: bool = ..., archive_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, key: _Optional[str] = ..., salt: _Optional[str] = ..., unit_type: _Optional[str] = ..., segments: _Optional[int] = ..., free_segments: _Optional[int] = ..., allocations: _Optional[_Iterable[_Union[NamespaceAllocation, _Mapping]]] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., archived: bool = ..., archive_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class NamespaceAllocation(_message.Message):
     __slots__ = ["experiment_key", "segments"]
