@@ -1,9 +1,9 @@
 /** `assignment jobs start|list|show|cancel|watch` and `assignment schedules create|list|delete` (JobService). */
-import { toJson } from "@bufbuild/protobuf";
+import { type JsonObject, toJson } from "@bufbuild/protobuf";
 import type { Command } from "commander";
 import { type Job, JobKind, JobSchema, JobService, JobState, type Schedule, ScheduleSchema } from "assignment-client";
 import { type Context, UsageError } from "./context.js";
-import { count, table } from "./format.js";
+import { count, parseJsonObject, table } from "./format.js";
 import { Progress } from "./progress.js";
 
 type Run = <A extends unknown[]>(body: (ctx: Context, ...args: A) => Promise<void>) => (...args: unknown[]) => Promise<void>;
@@ -13,6 +13,9 @@ const printJson = (value: unknown) => process.stdout.write(JSON.stringify(value,
 const stateName = (s: JobState) => (JobState[s] ?? String(s)).toLowerCase();
 const kindName = (k: JobKind | undefined) => (k === undefined ? "" : (JobKind[k] ?? String(k)).toLowerCase());
 const when = (t: { seconds: bigint } | undefined) => (t ? new Date(Number(t.seconds) * 1000).toISOString() : "");
+
+const ATTRIBUTES_HELP =
+  'assign, warm: attributes of every unit for targeting conditions, a JSON object, e.g. \'{"country":"US"}\' (a cohort uploaded with per-unit attributes lays each unit\'s own over them)';
 
 const KINDS: Record<string, JobKind> = {
   assign: JobKind.ASSIGN,
@@ -36,10 +39,14 @@ interface SpecOptions {
   map?: string[];
   stopSource?: boolean;
   overwrite?: boolean;
+  attributes?: string;
 }
 
 function specOf(kind: string, o: SpecOptions) {
   const k = parseKind(kind);
+  if (o.attributes !== undefined && (k === JobKind.MIGRATE || k === JobKind.IMPORT)) {
+    throw new UsageError(`--attributes: only for assign and warm jobs (not ${kind})`);
+  }
   if (k === JobKind.MIGRATE) {
     if (!o.source || !o.target) throw new UsageError("migrate: --source and --target are required");
     if (!o.map?.length) throw new UsageError("migrate: give --map <source-variant>=<target-variant> (repeat)");
@@ -57,7 +64,13 @@ function specOf(kind: string, o: SpecOptions) {
     return { kind: k, cohort: o.cohort, targetExperimentKey: o.target, overwrite: o.overwrite ?? false };
   }
   if (!o.experiment?.length && !o.tag) throw new UsageError("give --experiment (repeat) or --tag");
-  return { kind: k, cohort: o.cohort, experimentKeys: o.experiment ?? [], tag: o.tag ?? "" };
+  return {
+    kind: k,
+    cohort: o.cohort,
+    experimentKeys: o.experiment ?? [],
+    tag: o.tag ?? "",
+    ...(o.attributes === undefined ? {} : { attributes: parseJsonObject("--attributes", o.attributes) as JsonObject }),
+  };
 }
 
 /** What a job runs over and into, in a few words. */
@@ -139,6 +152,7 @@ export function addJobCommands(program: Command, run: Run): void {
     .option("--cohort <name>", "assign, warm, import: the cohort")
     .option("--experiment <key>", "assign, warm: an experiment (repeat)", collect)
     .option("--tag <tag>", "assign, warm: every RUNNING experiment with this tag (of the cohort's unit type)")
+    .option("--attributes <json>", ATTRIBUTES_HELP)
     .option("--source <key>", "migrate: the experiment copied from")
     .option("--target <key>", "migrate, import: the experiment copied or imported into")
     .option("--map <from=to>", "migrate: a source variant and the target variant it becomes (repeat)", collect)
@@ -221,6 +235,7 @@ export function addJobCommands(program: Command, run: Run): void {
     .option("--cohort <name>", "the cohort")
     .option("--experiment <key>", "an experiment (repeat)", collect)
     .option("--tag <tag>", "every RUNNING experiment with this tag at each tick")
+    .option("--attributes <json>", ATTRIBUTES_HELP)
     .option("--json", "print JSON")
     .addHelpText(
       "after",

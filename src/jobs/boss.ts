@@ -16,6 +16,8 @@ import { isDeadlock } from "../store/pg-errors.js";
 
 /** The queue of job chunks: one pg-boss job per chunk of a few thousand units. */
 export const CHUNK_QUEUE = "assignment-job-chunks";
+/** The NOTIFY channel that wakes worker loops when a job is queued (see Jobs.work). */
+export const JOB_CHANNEL = "assignment_jobs";
 /** Chunks that failed after their retries (pg-boss's dead-letter queue): they fail their job. */
 export const DEAD_CHUNK_QUEUE = "assignment-job-chunks-failed";
 /** Schedules: pg-boss keeps one cron schedule per queue, so each schedule has a queue of its own. */

@@ -29,7 +29,7 @@ import { recordImport } from "../store/import-staging.js";
 import type { TransferStore } from "../store/transfer-store.js";
 import type { Database } from "../store/database.js";
 import { type JobKindName, type JobRecord, type JobStore, type StoredJobSpec, TERMINAL_STATES } from "../store/job-store.js";
-import { CHUNK_QUEUE, DEAD_CHUNK_QUEUE, transactionBossDb } from "./boss.js";
+import { CHUNK_QUEUE, DEAD_CHUNK_QUEUE, JOB_CHANNEL, transactionBossDb } from "./boss.js";
 import { DEFAULT_CHUNK_UNITS } from "./job-defaults.js";
 
 /** Most experiments one job assigns (as StreamAssign takes). */
@@ -117,6 +117,8 @@ const ENROLLED = new Set([Reason.NEW, Reason.STICKY, Reason.OVERRIDE]);
 export class Jobs {
   /** Chunks running in this process (see lockChunk). */
   private readonly running = new Set<string>();
+  /** Cohorts of the jobs this process ran chunks of, by id (see knownCohort). */
+  private readonly cohortCache = new Map<number, CohortRecord>();
 
   constructor(
     private readonly boss: PgBoss,
@@ -184,6 +186,8 @@ export class Jobs {
           .map((data) => ({ name: CHUNK_QUEUE, data: { ...data, jobId: id } }));
         await this.boss.insert(rows, { db: transactionBossDb(tx) as PgBoss.Db });
       }
+      // Wakes the worker loops of every server at commit (see work), instead of their next poll.
+      await tx.query("SELECT pg_notify($1, $2)", [JOB_CHANNEL, id]);
       await recordChange(tx, {
         actor: requestActor(req),
         objectKind: "job",
@@ -372,6 +376,7 @@ export class Jobs {
 
   /** Runs `loops` worker loops on this process: each takes one chunk at a time. */
   async work(loops: number, pollingIntervalSeconds = 1): Promise<void> {
+    const workers: string[] = [];
     for (let i = 0; i < loops; i++) {
       // pg-boss 10's worker loop waits out the rest of its polling interval after every fetch,
       // even one that found a chunk: a chunk done, the loop is told to fetch the next at once
@@ -382,7 +387,15 @@ export class Jobs {
         await this.runChunk(job.data);
         if (worker) this.boss.notifyWorker(worker);
       });
+      workers.push(worker);
     }
+    // A job queued (here or by another server) wakes every idle loop at once: its first chunks
+    // start within a round trip of StartJob's commit, not at the loops' next poll (up to
+    // `pollingIntervalSeconds` later). Polling stays, for retries and for a notification missed.
+    const wake = () => {
+      for (const w of workers) this.boss.notifyWorker(w);
+    };
+    await this.db.notifications?.listen(JOB_CHANNEL, wake, wake);
     await this.boss.work<ChunkData>(DEAD_CHUNK_QUEUE, { batchSize: 1, pollingIntervalSeconds, includeMetadata: true }, async ([job]) => {
       if (!job) return;
       const output = job.output as { message?: string; value?: { message?: string } } | null;
@@ -395,20 +408,20 @@ export class Jobs {
    * have pg-boss retry it (with backoff); fails the job at once when retrying cannot help. */
   async runChunk(data: ChunkData): Promise<void> {
     const { jobId, chunk } = data;
-    const job = await this.store.get(jobId);
-    if (!job) return;
-    // A migrate job done copying stops its source; a chunk run again (its worker died before
-    // pg-boss heard it finished) makes sure it did.
-    if (job.state === "done") return this.stopSource(job);
-    if (TERMINAL_STATES.has(job.state)) return;
-    if (await this.store.chunkDone(jobId, chunk)) return;
     const lock = await this.lockChunk(jobId, chunk);
     try {
-      // Checked again under the lock: another worker may have just finished it.
-      if (await this.store.chunkDone(jobId, chunk)) return;
+      // Read under the lock: another worker may have just finished the chunk, or the job ended.
+      const now = await this.store.getWithChunk(jobId, chunk);
+      if (!now) return;
+      const { job, chunkDone } = now;
+      // A migrate job done copying stops its source; a chunk run again (its worker died before
+      // pg-boss heard it finished) makes sure it did.
+      if (job.state === "done") return await this.stopSource(job);
+      if (TERMINAL_STATES.has(job.state) || chunkDone) return;
+      if ("busy" in lock) throw new Error(lock.busy);
       await this.runLockedChunk(job, data);
     } finally {
-      await lock.release();
+      if ("release" in lock) await lock.release();
     }
   }
 
@@ -417,13 +430,14 @@ export class Jobs {
    * longer than its timeout (a stalled or overloaded worker) is handed to another worker while the
    * first still runs. An advisory lock per chunk (released when its connection ends, so a killed
    * worker's lock goes with it; an in-process set besides, which is all the embedded database with
-   * its one process needs) makes the second wait for a retry instead.
+   * its one process needs) makes the second wait for a retry instead (`busy`: held elsewhere; the
+   * chunk is run only if it is not finished).
    */
-  private async lockChunk(jobId: string, chunk: number): Promise<{ release(): Promise<void> }> {
+  private async lockChunk(jobId: string, chunk: number): Promise<{ release(): Promise<void> } | { busy: string }> {
     const key = `job-chunk:${jobId}:${chunk}`;
-    if (this.running.has(key)) throw new Error(`chunk ${chunk} is being run by this worker already`);
+    if (this.running.has(key)) return { busy: `chunk ${chunk} is being run by this worker already` };
     const lock = this.db.advisoryLocks ? await this.db.advisoryLocks.tryLock(key) : { release: async () => {} };
-    if (!lock) throw new Error(`chunk ${chunk} is being run by another worker`);
+    if (!lock) return { busy: `chunk ${chunk} is being run by another worker` };
     this.running.add(key);
     return {
       release: async () => {
@@ -436,7 +450,7 @@ export class Jobs {
   private async runLockedChunk(job: JobRecord, data: ChunkData): Promise<void> {
     const jobId = job.id;
     const chunk = data.chunk;
-    await this.store.markRunning(jobId);
+    if (job.state === "queued") await this.store.markRunning(jobId);
     // One line when a chunk begins and one when it is recorded (debug): which worker ran what, when.
     this.log?.debug({ job: jobId, chunk, pid: process.pid }, "job chunk started");
     try {
@@ -463,12 +477,22 @@ export class Jobs {
   private async cohortOf(job: JobRecord): Promise<CohortRecord> {
     const cohort = job.cohortId === null ? undefined : await this.cohorts.getById(job.cohortId);
     if (!cohort) throw new Permanent(`cohort "${job.spec.cohort}" was deleted while the job ran`);
+    if (this.cohortCache.size >= 64) this.cohortCache.clear();
+    this.cohortCache.set(cohort.id, cohort);
     return cohort;
+  }
+
+  /** The job's cohort as read by an earlier chunk (a cohort's record never changes: an upload of
+   * the same name makes a new one), else read now. One read per job and process, not per chunk:
+   * a chunk that finds fewer ids than the cohort held reads it again (Permanent when deleted). */
+  private async knownCohort(job: JobRecord): Promise<CohortRecord> {
+    return (job.cohortId !== null && this.cohortCache.get(job.cohortId)) || this.cohortOf(job);
   }
 
   /** assign, warm: the chunk's units through the Assigner, then the checkpoint. */
   private async assignChunk(job: JobRecord, chunk: number): Promise<void> {
-    const cohort = await this.cohortOf(job);
+    const started = performance.now();
+    const cohort = await this.knownCohort(job);
     const experiments = job.spec.experimentKeys.map((key) => {
       const e = this.registry.get(key);
       if (!e) throw new Permanent(`experiment "${key}" no longer exists`);
@@ -487,6 +511,8 @@ export class Jobs {
     } else {
       unitIds = await this.cohorts.range(cohort.id, from, to);
     }
+    if (unitIds.length !== Math.max(0, Math.min(to, cohort.size) - from)) await this.cohortOf(job); // deleted meanwhile?
+    const read = performance.now();
     const warm = job.spec.kind === "warm";
     const results = await this.assigner.assignGrid(
       experiments,
@@ -503,7 +529,21 @@ export class Jobs {
     // assign: answers that enrol a unit (new or stored); warm: stored assignments found (and cached).
     let enrolled = 0;
     for (const r of results) if (warm ? r.stored : ENROLLED.has(r.reason)) enrolled++;
+    const assigned = performance.now();
     await this.store.finishChunk(job.id, chunk, unitIds.length, enrolled);
+    // Where a chunk's time goes (debug): reading its ids, assigning them, the checkpoint.
+    const ms = (a: number, b: number) => Math.round(b - a);
+    this.log?.debug(
+      {
+        job: job.id,
+        chunk,
+        units: unitIds.length,
+        readMs: ms(started, read),
+        assignMs: ms(read, assigned),
+        checkpointMs: ms(assigned, performance.now()),
+      },
+      "job chunk phases",
+    );
   }
 
   /** Who a job's changes are recorded as in the audit log: the token that started it (or made its

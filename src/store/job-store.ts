@@ -142,9 +142,14 @@ export class JobStore {
     await this.db.query("UPDATE jobs SET state = 'running', started_at = now() WHERE id = $1 AND state = 'queued'", [id]);
   }
 
-  async chunkDone(id: string, chunk: number): Promise<boolean> {
-    const r = await this.db.query("SELECT 1 FROM job_chunks WHERE job_id = $1 AND chunk = $2", [id, chunk]);
-    return r.rows.length > 0;
+  /** A job as it is now, and whether its chunk `chunk` is recorded finished: one round trip. */
+  async getWithChunk(id: string, chunk: number): Promise<{ job: JobRecord; chunkDone: boolean } | undefined> {
+    const r = await this.db.query<JobRow & { chunk_done: boolean }>(
+      `SELECT ${COLUMNS}, EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $1 AND chunk = $2) AS chunk_done FROM jobs WHERE id = $1`,
+      [id, chunk],
+    );
+    const row = r.rows[0];
+    return row ? { job: toRecord(row), chunkDone: row.chunk_done } : undefined;
   }
 
   /**
@@ -152,27 +157,27 @@ export class JobStore {
    * a crash changes nothing here); the last chunk makes the job done.
    */
   async finishChunk(id: string, chunk: number, units: number, enrolled: number): Promise<void> {
-    await this.db.transaction((tx) => this.finishChunkIn(tx, id, chunk, units, enrolled));
+    await this.finishChunkIn(this.db, id, chunk, units, enrolled);
   }
 
   /** finishChunk inside the caller's transaction (the one that stored the chunk's rows, so that the
-   * rows and the checkpoint commit together); false when the chunk was recorded already. */
+   * rows and the checkpoint commit together); false when the chunk was recorded already. One
+   * statement (atomic on its own, so finishChunk needs no transaction of its own): the job's row is
+   * updated only when the chunk's row was added. */
   async finishChunkIn(tx: Queryable, id: string, chunk: number, units: number, enrolled: number): Promise<boolean> {
-    const added = await tx.query("INSERT INTO job_chunks (job_id, chunk, units, enrolled) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", [
-      id,
-      chunk,
-      units,
-      enrolled,
-    ]);
-    if (added.rowCount === 0) return false;
-    await tx.query(
-      `UPDATE jobs SET processed_units = processed_units + $2, enrolled = enrolled + $3, chunks_done = chunks_done + 1,
-           state = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN 'done' ELSE state END,
-           finished_at = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN now() ELSE finished_at END
-         WHERE id = $1`,
-      [id, units, enrolled],
+    const r = await tx.query<{ added: number }>(
+      `WITH added AS (
+         INSERT INTO job_chunks (job_id, chunk, units, enrolled) VALUES ($1, $2, $3::int, $4::int) ON CONFLICT DO NOTHING RETURNING 1
+       ), job AS (
+         UPDATE jobs SET processed_units = processed_units + $3::int, enrolled = enrolled + $4::int, chunks_done = chunks_done + 1,
+             state = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN 'done' ELSE state END,
+             finished_at = CASE WHEN state = 'running' AND chunks_done + 1 = chunks THEN now() ELSE finished_at END
+           WHERE id = $1 AND EXISTS (SELECT 1 FROM added)
+       )
+       SELECT count(*)::int AS added FROM added`,
+      [id, chunk, units, enrolled],
     );
-    return true;
+    return r.rows[0]!.added > 0;
   }
 
   /** Fails a job whatever its state (a migrate job done copying whose source could not be stopped). */

@@ -118,6 +118,10 @@ class PgSession implements CopySession {
 export class PgDatabase implements Database {
   private readonly pool: pg.Pool;
   private listener: pg.Client | undefined;
+  /** The channels listened on, and what each calls (see listen). */
+  private readonly channels = new Map<string, { onNotify: (payload: string) => void; onReconnect: () => void }>();
+  /** The first connection of the listener, made at the first listen. */
+  private connecting: Promise<void> | undefined;
   /** Connections holding advisory locks (AdvisoryLocks), to `directUrl`; made at the first lock. */
   private lockPool: pg.Pool | undefined;
   private closed = false;
@@ -166,12 +170,16 @@ export class PgDatabase implements Database {
     }
   }
 
+  /**
+   * One listening connection for every channel (the configuration's, the jobs'): each channel is
+   * LISTENed on it, again after a reconnect, and every channel's `onReconnect` is called then.
+   */
   private async listen(channel: string, onNotify: (payload: string) => void, onReconnect: () => void): Promise<void> {
+    if (this.channels.has(channel)) throw new Error(`already listening on ${channel}`);
+    this.channels.set(channel, { onNotify, onReconnect });
     const connect = async (): Promise<void> => {
       const client = new pg.Client({ connectionString: this.directUrl, application_name: "assignment-server-listen" });
-      client.on("notification", (n) => {
-        if (n.channel === channel) onNotify(n.payload ?? "");
-      });
+      client.on("notification", (n) => this.channels.get(n.channel)?.onNotify(n.payload ?? ""));
       const retry = () => {
         if (this.closed) return;
         client.removeAllListeners("error");
@@ -179,21 +187,43 @@ export class PgDatabase implements Database {
         client.end().catch(() => {});
         this.listener = undefined;
         setTimeout(() => {
-          connect().then(onReconnect, () => retry());
+          connect().then(
+            () => {
+              for (const c of this.channels.values()) c.onReconnect();
+            },
+            () => retry(),
+          );
         }, 500).unref();
       };
       client.on("error", (err) => {
-        this.options.log?.(`config listener lost its connection: ${err.message}`);
+        this.options.log?.(`listening connection lost: ${err.message}`);
         retry();
       });
       client.on("end", () => {
         if (!this.closed && this.listener === client) retry();
       });
       await client.connect();
-      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      for (const name of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(name)}`);
       this.listener = client;
     };
-    await connect();
+    if (!this.connecting) {
+      this.connecting = connect();
+      this.connecting.catch(() => (this.connecting = undefined));
+    }
+    try {
+      await this.connecting;
+    } catch (err) {
+      this.channels.delete(channel);
+      throw err;
+    }
+    // Connected before this channel was added: LISTEN on it now (a reconnect LISTENs on every
+    // channel anyway, so a connection lost meanwhile misses nothing).
+    const client = this.listener;
+    try {
+      await client?.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    } catch (err) {
+      if (this.listener === client) throw err;
+    }
   }
 
   /** A statement on the listening connection (see Notifications.query). */

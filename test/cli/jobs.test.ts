@@ -23,7 +23,7 @@ describe("assignment jobs / schedules", () => {
   });
   const cli = (...args: string[]) => cliOk(t.server.address, args);
 
-  it("starts a job and watches it to the end; lists, shows and cancels", async () => {
+  it("starts a job and watches it to the end; lists, shows and cancels", { timeout: 180_000 }, async () => {
     const ids = Array.from({ length: 3_000 }, (_, i) => `cj-${i}`).join("\n");
     await cliOk(t.server.address, ["cohorts", "upload", "cli-cohort"], { stdin: ids });
     const out = await cli("jobs", "start", "assign", "--cohort", "cli-cohort", "--tag", "web", "--watch");
@@ -43,6 +43,65 @@ describe("assignment jobs / schedules", () => {
     expect([bad.code, bad.stderr]).toEqual([1, expect.stringContaining('NOT_FOUND (gRPC status 5): spec.cohort: no cohort "nope"')]);
     const usage = await runCli(t.server.address, ["jobs", "start", "move", "--cohort", "cli-cohort", "--tag", "web"]);
     expect([usage.code, usage.stderr]).toEqual([2, expect.stringContaining('kind: "move" is not assign, warm, migrate or import')]);
+  });
+
+  it("passes --attributes to an assign job: the targeting condition sees them on every unit", { timeout: 180_000 }, async () => {
+    await t.experiments.createExperiment({
+      key: "cli-targeted",
+      variants: [{ key: "a", weight: 10_000 }],
+      status: ExperimentStatus.RUNNING,
+      condition: 'attributes.country == "US"',
+    });
+    const ids = Array.from({ length: 1_200 }, (_, i) => `ct-${i}`).join("\n");
+    await cliOk(t.server.address, ["cohorts", "upload", "cli-targeted-cohort"], { stdin: ids });
+    // Without attributes the condition is false for every unit: none enrolled.
+    const none = await cli("jobs", "start", "assign", "--cohort", "cli-targeted-cohort", "--experiment", "cli-targeted", "--watch");
+    expect(none).toMatch(/: done, assign cli-targeted-cohort × cli-targeted, 1,200 \/ 1,200 units, 0 enrolled$/m);
+    const us = await cli(
+      "jobs",
+      "start",
+      "assign",
+      "--cohort",
+      "cli-targeted-cohort",
+      "--experiment",
+      "cli-targeted",
+      "--attributes",
+      '{"country":"US"}',
+      "--watch",
+    );
+    const id = /^job ([0-9a-f-]{36}): done, assign cli-targeted-cohort × cli-targeted, 1,200 \/ 1,200 units, 1,200 enrolled$/m.exec(
+      us,
+    )?.[1];
+    expect(id, us).toBeDefined();
+    const job = (await jobs.getJob({ id: id! })).job!;
+    expect(job.spec?.attributes).toEqual({ country: "US" });
+    const bad = await runCli(t.server.address, [
+      "jobs",
+      "start",
+      "assign",
+      "--cohort",
+      "cli-targeted-cohort",
+      "--tag",
+      "web",
+      "--attributes",
+      "[1]",
+    ]);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining("--attributes: must be a JSON object")]);
+    const wrongKind = await runCli(t.server.address, [
+      "jobs",
+      "start",
+      "import",
+      "--cohort",
+      "cli-cohort",
+      "--target",
+      "cli-exp",
+      "--attributes",
+      "{}",
+    ]);
+    expect([wrongKind.code, wrongKind.stderr]).toEqual([
+      2,
+      expect.stringContaining("--attributes: only for assign and warm jobs (not import)"),
+    ]);
   });
 
   it("creates, lists and deletes schedules; a bad cron is refused naming it", async () => {

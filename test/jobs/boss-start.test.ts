@@ -17,23 +17,29 @@ describe("pg-boss started by several servers at once", () => {
     for (let round = 0; round < ROUNDS; round++) {
       const db = await freshDatabase();
       const errors: Error[] = [];
-      const started = await Promise.allSettled(
-        Array.from({ length: SERVERS }, () => startBoss({ url: db.url, max: 2 }, OPTIONS, (e) => errors.push(e))),
-      );
-      const bosses = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+      let reported: Error[];
       try {
-        expect(started.flatMap((s) => (s.status === "rejected" ? [String(s.reason)] : []))).toEqual([]);
-        const queues = (await bosses[0]!.getQueues()) as PgBoss.QueueResult[];
-        const ours = queues.map((q) => q.name).filter((n) => n.startsWith("assignment-")); // pg-boss has its own too
-        expect(ours.sort()).toEqual([CHUNK_QUEUE, DEAD_CHUNK_QUEUE].sort());
-        expect(queues.find((q) => q.name === CHUNK_QUEUE)?.deadLetter).toBe(DEAD_CHUNK_QUEUE);
+        const started = await Promise.allSettled(
+          Array.from({ length: SERVERS }, () => startBoss({ url: db.url, max: 2 }, OPTIONS, (e) => errors.push(e))),
+        );
+        const bosses = started.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+        try {
+          expect(started.flatMap((s) => (s.status === "rejected" ? [String(s.reason)] : []))).toEqual([]);
+          const queues = (await bosses[0]!.getQueues()) as PgBoss.QueueResult[];
+          const ours = queues.map((q) => q.name).filter((n) => n.startsWith("assignment-")); // pg-boss has its own too
+          expect(ours.sort()).toEqual([CHUNK_QUEUE, DEAD_CHUNK_QUEUE].sort());
+          expect(queues.find((q) => q.name === CHUNK_QUEUE)?.deadLetter).toBe(DEAD_CHUNK_QUEUE);
+        } finally {
+          await Promise.all(bosses.map((b) => b.stop({ graceful: false, wait: true, close: true })));
+        }
+        // What the bosses reported while they started and ran, taken before the drop: a
+        // connection a stopped boss still holds is then ended by the forced DROP DATABASE
+        // (57P01), which is the test's doing.
+        reported = errors.splice(0);
       } finally {
-        await Promise.all(bosses.map((b) => b.stop({ graceful: false, wait: true, close: true })));
+        // Dropped however the round ended (a failed assertion included): no database is left behind.
+        await db.drop();
       }
-      // What the bosses reported while they started and ran; a connection a stopped boss still
-      // holds is then ended by the forced DROP DATABASE (57P01), which is the test's doing.
-      const reported = errors.splice(0);
-      await db.drop();
       expect(reported).toEqual([]);
     }
   });
