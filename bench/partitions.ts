@@ -15,7 +15,7 @@
  * Environment:
  *   DATABASE_URL                 PostgreSQL (default local); needs CREATE DATABASE
  *   BENCH_PART_UNITS             units per experiment in the initial fill (50000; x20 experiments)
- *   BENCH_PART_ROUNDS            rounds (5)
+ *   BENCH_PART_ROUNDS            rounds (7)
  *   BENCH_PART_UPGRADE           0 skips the in-place upgrade (default 1)
  *   ASSIGNMENT_PARTITIONS        partitions of the partitioned database (16)
  */
@@ -38,7 +38,7 @@ import { log, probePostgres } from "./infra.js";
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 const UNITS = Number(env.BENCH_PART_UNITS ?? 50_000);
-const ROUNDS = Number(env.BENCH_PART_ROUNDS ?? 5);
+const ROUNDS = Number(env.BENCH_PART_ROUNDS ?? 7);
 const UPGRADE = env.BENCH_PART_UPGRADE !== "0";
 const PARTITIONS = Number(env.ASSIGNMENT_PARTITIONS ?? 16);
 const EXPERIMENTS = 20;
