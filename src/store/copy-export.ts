@@ -165,7 +165,7 @@ export const MAX_MERGED_PARTITIONS = 64;
  * to it has been read, from every partition, and is sent, in order; the rows after it are read
  * again by the next page, whose cursor is that bound. A page where no partition gave that many is
  * the last. A reader that stalls holds one page of rows (about two pages of exportByCopy's) and the
- * next as bytes.
+ * next, read ahead.
  */
 export async function* exportByPartitions(
   bulk: BulkCopy,
@@ -186,15 +186,11 @@ export async function* exportByPartitions(
   };
   let page = await read(undefined);
   for (;;) {
-    // The next page is read while the second half of this one is sent (as in exportByCopy).
-    let next: Promise<MergedPage> | undefined;
-    const readNext = () => (next ??= page.bound === undefined ? undefined : read(page.bound));
-    const half = Math.ceil(page.rows.length / 2);
-    for (let from = 0; from < page.rows.length; from += batchSize) {
-      if (from + batchSize >= half) readNext();
-      yield page.rows.slice(from, from + batchSize);
-    }
-    const following = readNext();
+    // The next page is read (and merged) while this one is sent: its bound is known as soon as
+    // this one is merged, and the whole page waited for would otherwise leave the database idle
+    // while this process merges and sends, and this process idle while the database reads.
+    const following = page.bound === undefined ? undefined : read(page.bound);
+    for (let from = 0; from < page.rows.length; from += batchSize) yield page.rows.slice(from, from + batchSize);
     if (!following) return;
     page = await following;
   }
