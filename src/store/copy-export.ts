@@ -185,15 +185,31 @@ export async function* exportByPartitions(
     return page;
   };
   let page = await read(undefined);
+  // Batches are full but the last, across pages.
+  let batch: ExportedRow[] = [];
   for (;;) {
     // The next page is read (and merged) while this one is sent: its bound is known as soon as
     // this one is merged, and the whole page waited for would otherwise leave the database idle
     // while this process merges and sends, and this process idle while the database reads.
     const following = page.bound === undefined ? undefined : read(page.bound);
-    for (let from = 0; from < page.rows.length; from += batchSize) yield page.rows.slice(from, from + batchSize);
-    if (!following) return;
+    const rows = page.rows;
+    for (let from = 0; from < rows.length; ) {
+      const take = Math.min(batchSize - batch.length, rows.length - from);
+      if (batch.length === 0 && take === batchSize) {
+        yield rows.slice(from, from + take);
+      } else {
+        for (let i = from; i < from + take; i++) batch.push(rows[i]!);
+        if (batch.length === batchSize) {
+          yield batch;
+          batch = [];
+        }
+      }
+      from += take;
+    }
+    if (!following) break;
     page = await following;
   }
+  if (batch.length > 0) yield batch;
 }
 
 interface MergedPage {
