@@ -154,7 +154,7 @@ export const MAX_MERGED_PARTITIONS = 64;
  *
  * An experiment's rows are in every partition. Ordered by unit id in one statement, the database
  * merges one index scan per partition (Merge Append), comparing unit ids at every row: the export
- * cost the database 1.6 to 1.9 times the CPU of the unpartitioned table's single index scan
+ * cost the database 1.5 to 2.4 times the CPU of the unpartitioned table's single index scan
  * (BENCHMARKS.md). Here each page is one COPY of the next rows of every partition, each read in its
  * own index order (an Append: no comparison between partitions), and this process merges them, which
  * it can because it knows the order: code points (compareCodePoints). The merge moves to the
