@@ -217,7 +217,7 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
       return rows;
     },
   },
-  "export, the database merging the partitions (one statement, Merge Append: before migration 14)": {
+  "export, the database merging the partitions (one statement, Merge Append: before migration 15)": {
     unit: "rows/s",
     async run(t, round) {
       const bulk = t.db.bulkCopy;

@@ -150,7 +150,7 @@ export const MAX_MERGED_PARTITIONS = 64;
  * The same export as exportByCopy (every stored assignment of an experiment, ordered by unit id,
  * in batches; a keyset cursor of pages, each its own snapshot, no connection held between pages),
  * for a table partitioned by unit id whose unit ids compare by their bytes (COLLATE "C"; migration
- * 14): `partitions` are its partitions, as SQL names.
+ * 15): `partitions` are its partitions, as SQL names.
  *
  * An experiment's rows are in every partition. Ordered by unit id in one statement, the database
  * merges one index scan per partition (Merge Append), comparing unit ids at every row: the export

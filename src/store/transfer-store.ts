@@ -83,7 +83,7 @@ export class TransferStore {
   /**
    * The partitions of assignments (SQL names), when this process can merge them in the table's
    * order: partitioned (up to MAX_MERGED_PARTITIONS), unit ids compared by their bytes (COLLATE "C",
-   * migration 14) of UTF-8 text. Undefined otherwise (an installation partitioned before migration
+   * migration 15) of UTF-8 text. Undefined otherwise (an installation partitioned before migration
    * 14, or before the in-place upgrade's swap), which exports through the database's merge. Asked at
    * each export: the swap of the in-place upgrade may change the answer while the server runs.
    */

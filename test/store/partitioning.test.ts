@@ -205,7 +205,7 @@ describe("a new installation", () => {
     expect(plan.nodes).not.toContain("Seq Scan");
   });
 
-  it("compares unit ids by their bytes (migration 14), keeping the table's triggers", async () => {
+  it("compares unit ids by their bytes (migration 15), keeping the table's triggers", async () => {
     const { rows } = await db.query<{ collation: string }>(
       `SELECT c.collname AS collation FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
         WHERE a.attrelid = 'assignments'::regclass AND a.attname = 'unit_id'`,
@@ -318,7 +318,7 @@ describe("compareCodePoints", () => {
   });
 });
 
-describe("an installation partitioned before migration 14 (unit ids in the database's collation)", () => {
+describe("an installation partitioned before migration 15 (unit ids in the database's collation)", () => {
   it("keeps its table and rows, and exports through the database's merge, in the same order", async () => {
     const { fresh, db } = await pgDatabase();
     const client = new pg.Client({ connectionString: fresh.url });
@@ -330,7 +330,7 @@ describe("an installation partitioned before migration 14 (unit ids in the datab
       dir: MIGRATIONS_DIR,
       direction: "up",
       migrationsTable: "schema_migrations",
-      count: 13,
+      count: 14,
       log: () => {},
     });
     await client.query(
