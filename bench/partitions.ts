@@ -1,19 +1,26 @@
 /**
  * `npm run bench:partitions`: the stores' own statements (src/store) on the partitioned assignments
- * table (migration 7: hash by unit id, ASSIGNMENT_PARTITIONS) against the unpartitioned one (the
- * schema of migrations 1 to 6), in the same run, on the same PostgreSQL: two fresh databases filled
- * alike, each operation run on both in alternating order, ROUNDS times; the median rate of each is
- * reported, with the ratio partitioned / unpartitioned (target ≥ 0.9). The store level is measured,
- * not gRPC: what differs between the two is the database's work, which the transport would dilute.
- * Then the in-place upgrade (src/store/partition-move.ts) of the unpartitioned database: seconds
- * per million rows. Results go to stdout as Markdown; progress to stderr.
+ * table (migration 7: hash by unit id, ASSIGNMENT_PARTITIONS) against an unpartitioned one, in the
+ * same run, on the same PostgreSQL: two fresh databases at the same schema (every migration, so the
+ * same event-log triggers fire on both), the second with assignments made again as one plain table
+ * of the same columns, primary key and triggers. Both are filled alike; each operation runs on both
+ * in alternating order (A B, then B A), ROUNDS times; the median rate of each is reported, with the
+ * ratio partitioned / unpartitioned (target ≥ 0.9), and the CPU each row cost the database backends
+ * (from /proc, when PostgreSQL runs on this machine) and this process, which a busy machine
+ * disturbs far less than the rates. The store level is measured, not gRPC: what differs between the
+ * two is the database's work, which the transport would dilute.
+ * Then the in-place upgrade (src/store/partition-move.ts) of a third database at the schema of
+ * migrations 1 to 6: seconds per million rows. Results go to stdout as Markdown; progress to stderr.
  *
  * Environment:
  *   DATABASE_URL                 PostgreSQL (default local); needs CREATE DATABASE
  *   BENCH_PART_UNITS             units per experiment in the initial fill (50000; x20 experiments)
- *   BENCH_PART_ROUNDS            rounds (3)
+ *   BENCH_PART_ROUNDS            rounds (7)
+ *   BENCH_PART_UPGRADE           0 skips the in-place upgrade (default 1)
  *   ASSIGNMENT_PARTITIONS        partitions of the partitioned database (16)
  */
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { runner } from "node-pg-migrate";
@@ -22,6 +29,7 @@ import { Source } from "../gen/ts/assignment/v1/types_pb.js";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase } from "../harness/databases.js";
 import { AssignmentStore } from "../src/store/assignment-store.js";
+import { exportByCopy } from "../src/store/copy-export.js";
 import { MIGRATIONS_DIR, runMigrations } from "../src/store/migrations.js";
 import { runPartitionMove } from "../src/store/partition-move.js";
 import { PgDatabase } from "../src/store/pg-database.js";
@@ -31,7 +39,8 @@ import { log, probePostgres } from "./infra.js";
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 const UNITS = Number(env.BENCH_PART_UNITS ?? 50_000);
-const ROUNDS = Number(env.BENCH_PART_ROUNDS ?? 3);
+const ROUNDS = Number(env.BENCH_PART_ROUNDS ?? 7);
+const UPGRADE = env.BENCH_PART_UPGRADE !== "0";
 const PARTITIONS = Number(env.ASSIGNMENT_PARTITIONS ?? 16);
 const EXPERIMENTS = 20;
 const IMPORT_EXPERIMENT = EXPERIMENTS + 1;
@@ -39,9 +48,12 @@ const IN_FLIGHT = 8;
 const READS = 3_000;
 const INSERT_UNITS = 1_500;
 const IMPORT_ROWS = 100_000;
+const EXPORTS = 4;
 
 interface Target {
   name: string;
+  /** application_name of its pool's connections, to find their backends. */
+  app: string;
   url: string;
   client: pg.Client;
   db: PgDatabase;
@@ -49,14 +61,15 @@ interface Target {
   transfers: TransferStore;
 }
 
-async function setUp(cleanup: Cleanup, name: string, partitioned: boolean): Promise<Target> {
+type Schema = "partitioned" | "unpartitioned" | "before-partitioning";
+
+async function setUp(cleanup: Cleanup, name: string, schema: Schema): Promise<Target> {
   const fresh = await createDatabase(ADMIN_DATABASE_URL, "bench_");
   cleanup.add(`drop database ${fresh.name}`, fresh.drop);
   const client = new pg.Client({ connectionString: fresh.url });
   await client.connect();
   cleanup.add("disconnect", () => client.end());
-  if (partitioned) await runMigrations(client, { assignmentPartitions: PARTITIONS });
-  else
+  if (schema === "before-partitioning")
     await runner({
       dbClient: client as never,
       dir: MIGRATIONS_DIR,
@@ -65,6 +78,21 @@ async function setUp(cleanup: Cleanup, name: string, partitioned: boolean): Prom
       count: 6,
       log: () => {},
     });
+  else await runMigrations(client, { assignmentPartitions: PARTITIONS });
+  if (schema === "unpartitioned") {
+    // The same table, unpartitioned: same columns (collations included), primary key and triggers
+    // (the event log's outbox, migration 8), so that partitioning is the only difference.
+    await client.query("BEGIN");
+    const { rows: triggers } = await client.query<{ def: string }>(
+      `SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger WHERE tgrelid = 'assignments'::regclass AND NOT tgisinternal`,
+    );
+    await client.query(`CREATE TABLE assignments_plain (LIKE assignments INCLUDING ALL)`);
+    await client.query(`DROP TABLE assignments`);
+    await client.query(`ALTER TABLE assignments_plain RENAME TO assignments`);
+    await client.query(`ALTER INDEX assignments_plain_pkey RENAME TO assignments_pkey`);
+    for (const t of triggers) await client.query(t.def);
+    await client.query("COMMIT");
+  }
   const variants = JSON.stringify([
     { id: 0, key: "a", weight: 5000 },
     { id: 1, key: "b", weight: 5000 },
@@ -80,11 +108,40 @@ async function setUp(cleanup: Cleanup, name: string, partitioned: boolean): Prom
     `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
      SELECT e, 'unit-' || u, u % 2, 1, 1 FROM generate_series(1, ${EXPERIMENTS}) e, generate_series(0, ${UNITS - 1}) u`,
   );
+  // Both alike: the fill's outbox rows gone (no sequencer runs here), the table vacuumed (visibility
+  // map and hint bits) and analyzed.
+  if (schema !== "before-partitioning") await client.query(`TRUNCATE assignment_outbox, assignment_outbox_tx`);
   await client.query(`VACUUM ANALYZE assignments`);
-  const db = new PgDatabase({ url: fresh.url, max: IN_FLIGHT + 2 });
+  const app = `bench-partitions-${fresh.name}`;
+  const db = new PgDatabase({ url: fresh.url, max: IN_FLIGHT + 2, applicationName: app });
   cleanup.add("close pool", () => db.close());
-  return { name, url: fresh.url, client, db, store: new AssignmentStore(db), transfers: new TransferStore(db) };
+  return { name, app, url: fresh.url, client, db, store: new AssignmentStore(db), transfers: new TransferStore(db) };
 }
+
+/** CPU time (ms) so far of each backend of the target's pool, by pid; empty when PostgreSQL's
+ * processes cannot be read (another machine). */
+async function backendCpu(admin: pg.Client, t: Target): Promise<Map<number, number>> {
+  const { rows } = await admin.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = $1`, [t.app]);
+  const tick = 1000 / CLOCK_TICKS;
+  const cpu = new Map<number, number>();
+  for (const { pid } of rows) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      cpu.set(pid, (Number(fields[11]) + Number(fields[12])) * tick); // utime + stime
+    } catch {
+      // not this machine's process
+    }
+  }
+  return cpu;
+}
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
 
 /** Runs `n` tasks, `IN_FLIGHT` at a time. */
 async function concurrently(n: number, task: (k: number) => Promise<void>): Promise<void> {
@@ -98,24 +155,22 @@ async function concurrently(n: number, task: (k: number) => Promise<void>): Prom
 
 const experimentIds = Array.from({ length: EXPERIMENTS }, (_, i) => i + 1);
 
-/** Operations, each answering rows per second. */
+/** Operations, each answering how many of its unit (page loads, rows) it did. */
 const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number) => Promise<number> }> = {
   "page-load read (1 unit x 20 experiments, stored)": {
     unit: "page loads/s",
     async run(t, round) {
-      const t0 = performance.now();
       await concurrently(READS, async (k) => {
         const u = (k * 7919 + round * 104_729) % UNITS;
         const found = await t.store.read(experimentIds.map((experimentId) => ({ experimentId, unitId: `unit-${u}` })));
         if (found.some((f) => f === undefined)) throw new Error(`unit-${u}: not found in ${t.name}`);
       });
-      return READS / ((performance.now() - t0) / 1000);
+      return READS;
     },
   },
   "page-load insert (1 new unit x 20 experiments)": {
     unit: "rows/s",
     async run(t, round) {
-      const t0 = performance.now();
       await concurrently(INSERT_UNITS, async (k) => {
         const unitId = `new-${round}-${k}`;
         const out = await t.store.insert(
@@ -123,14 +178,13 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
         );
         if (!out.every((o) => o.won)) throw new Error(`${unitId}: not new in ${t.name}`);
       });
-      return (INSERT_UNITS * EXPERIMENTS) / ((performance.now() - t0) / 1000);
+      return INSERT_UNITS * EXPERIMENTS;
     },
   },
   "import (COPY, one transaction)": {
     unit: "rows/s",
     async run(t, round) {
       const unitIds = Array.from({ length: IMPORT_ROWS }, (_, i) => `imp-${round}-${i}`);
-      const t0 = performance.now();
       const staging = await t.transfers.beginImport();
       for (let i = 0; i < IMPORT_ROWS; i += 10_000) {
         const ids = unitIds.slice(i, i + 10_000);
@@ -145,17 +199,33 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
       }
       const result = await staging.commit(false);
       if (result.imported !== IMPORT_ROWS) throw new Error(`${t.name}: imported ${result.imported}`);
-      return IMPORT_ROWS / ((performance.now() - t0) / 1000);
+      return IMPORT_ROWS;
     },
   },
-  "export of one experiment (COPY, ordered by unit id)": {
+  "export of an experiment (COPY, ordered by unit id; 4 one after the other)": {
     unit: "rows/s",
     async run(t, round) {
-      const t0 = performance.now();
+      // Several experiments, one after the other: enough rows that the CPU, counted in clock ticks,
+      // is measured to a few percent.
       let rows = 0;
-      for await (const batch of t.transfers.exportBatches((round % EXPERIMENTS) + 1, 10_000)) rows += batch.length;
-      if (rows < UNITS) throw new Error(`${t.name}: exported ${rows}`);
-      return rows / ((performance.now() - t0) / 1000);
+      for (let k = 0; k < EXPORTS; k++) {
+        let exported = 0;
+        for await (const batch of t.transfers.exportBatches(((round * EXPORTS + k) % EXPERIMENTS) + 1, 10_000)) exported += batch.length;
+        if (exported < UNITS) throw new Error(`${t.name}: exported ${exported}`);
+        rows += exported;
+      }
+      return rows;
+    },
+  },
+  "export, the database merging the partitions (one statement, Merge Append: before migration 15)": {
+    unit: "rows/s",
+    async run(t, round) {
+      const bulk = t.db.bulkCopy;
+      let rows = 0;
+      for (let k = 0; k < EXPORTS; k++) {
+        for await (const batch of exportByCopy(bulk, ((round * EXPORTS + k + 7) % EXPERIMENTS) + 1, 10_000)) rows += batch.length;
+      }
+      return rows;
     },
   },
 };
@@ -163,57 +233,130 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
+interface Sample {
+  rate: number;
+  /** CPU per 1,000 units (ms): the database backends', this process's. */
+  dbCpu: number | undefined;
+  nodeCpu: number;
+}
+
+/** One run of an operation on one target, timed, with the CPU it cost. */
+async function sample(admin: pg.Client, t: Target, run: () => Promise<number>): Promise<Sample> {
+  const before = await backendCpu(admin, t);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const units = await run();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const after = await backendCpu(admin, t);
+  let db = 0;
+  // A backend that appeared during the run counts from its start (its connection's setup included).
+  for (const [pid, ms] of after) db += ms - (before.get(pid) ?? 0);
+  return {
+    rate: units / seconds,
+    dbCpu: after.size > 0 ? (db / units) * 1000 : undefined,
+    nodeCpu: ((cpu.user + cpu.system) / 1000 / units) * 1000,
+  };
+}
+
+const loadAverage = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(" ");
+
+function commitOf(): string {
+  try {
+    const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    return dirty.trim() === "" ? head : `${head} (with uncommitted changes)`;
+  } catch {
+    return "unknown";
+  }
+}
+
 async function main() {
   const cleanup = new Cleanup({ name: "bench:partitions" });
   try {
     log(await probePostgres(ADMIN_DATABASE_URL));
+    const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+    await admin.connect();
+    cleanup.add("disconnect", () => admin.end());
+    const startedAt = new Date();
+    const loadBefore = loadAverage();
     log(`filling two databases with ${fmt(UNITS * EXPERIMENTS)} rows each…`);
-    const partitioned = await setUp(cleanup, `partitioned (${PARTITIONS} hash partitions by unit id)`, true);
-    const plain = await setUp(cleanup, "unpartitioned", false);
-    const rates = new Map<string, { p: number[]; u: number[] }>();
+    const partitioned = await setUp(cleanup, `partitioned (${PARTITIONS} hash partitions by unit id)`, "partitioned");
+    const plain = await setUp(cleanup, "unpartitioned", "unpartitioned");
+    const samples = new Map<string, { p: Sample[]; u: Sample[] }>();
+    const loads: string[] = [];
     for (let round = 0; round < ROUNDS; round++) {
+      loads.push(loadAverage());
       for (const [op, o] of Object.entries(OPERATIONS)) {
-        const r = rates.get(op) ?? { p: [], u: [] };
-        rates.set(op, r);
+        const r = samples.get(op) ?? { p: [], u: [] };
+        samples.set(op, r);
         // Alternate which goes first, so that neither always meets a warmer cache or a busier disk.
         const order = round % 2 === 0 ? [partitioned, plain] : [plain, partitioned];
         for (const t of order) {
-          const rate = await o.run(t, round);
-          (t === partitioned ? r.p : r.u).push(rate);
-          log(`round ${round + 1} ${op} ${t === partitioned ? "partitioned" : "unpartitioned"}: ${fmt(rate)} ${o.unit}`);
+          const s = await sample(admin, t, () => o.run(t, round));
+          (t === partitioned ? r.p : r.u).push(s);
+          log(
+            `round ${round + 1} ${op} ${t === partitioned ? "partitioned" : "unpartitioned"}: ${fmt(s.rate)} ${o.unit}` +
+              `, CPU per 1,000: database ${s.dbCpu?.toFixed(1) ?? "?"} ms, bench ${s.nodeCpu.toFixed(1)} ms (load ${loadAverage()})`,
+          );
         }
       }
     }
+    const loadAfter = loadAverage();
 
-    // The in-place upgrade of the unpartitioned database (now holding the rows of every round).
-    const { rows: count } = await plain.client.query<{ n: number }>(`SELECT count(*)::int AS n FROM assignments`);
-    await runMigrations(plain.client, { assignmentPartitions: PARTITIONS });
-    const t0 = performance.now();
-    await runPartitionMove(plain.db);
-    const moveSeconds = (performance.now() - t0) / 1000;
+    // The in-place upgrade of a database at the schema before partitioning (migrations 1 to 6).
+    let upgrade: string | undefined;
+    if (UPGRADE) {
+      log("the in-place upgrade: filling a database at the schema of migrations 1 to 6…");
+      const before = await setUp(cleanup, "before partitioning", "before-partitioning");
+      const { rows: count } = await before.client.query<{ n: number }>(`SELECT count(*)::int AS n FROM assignments`);
+      await runMigrations(before.client, { assignmentPartitions: PARTITIONS });
+      const t0 = performance.now();
+      await runPartitionMove(before.db);
+      const moveSeconds = (performance.now() - t0) / 1000;
+      upgrade =
+        `In-place upgrade of a database at the schema of migrations 1 to 6 (${fmt(count[0]!.n)} rows, no other load, load average ${loadAverage()}): ` +
+        `${moveSeconds.toFixed(1)} s, ${(moveSeconds / (count[0]!.n / 1e6)).toFixed(1)} s per million rows.`;
+    }
 
     const out: string[] = [];
-    out.push(`Partitioned vs unpartitioned assignments, one run (\`npm run bench:partitions\`), ${new Date().toISOString().slice(0, 10)}`);
+    out.push(
+      `Partitioned vs unpartitioned assignments, one run (\`npm run bench:partitions\`), ${startedAt.toISOString().slice(0, 16).replace("T", " ")}–${new Date().toISOString().slice(11, 16)} UTC, commit ${commitOf()}`,
+    );
     out.push("");
     out.push(
       `${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), ${await probePostgres(ADMIN_DATABASE_URL)}; ` +
         `${fmt(UNITS * EXPERIMENTS)} rows before the first round (${EXPERIMENTS} experiments x ${fmt(UNITS)} units); ` +
-        `${IN_FLIGHT} calls in flight; median of ${ROUNDS} rounds, the two tables alternating.`,
+        `${IN_FLIGHT} calls in flight; median of ${ROUNDS} rounds, the two tables alternating. ` +
+        `Load average (1, 5, 15 min) ${loadBefore} at the start, ${loads.join(" / ")} at each round, ${loadAfter} at the end.`,
     );
-    out.push("");
-    out.push("| operation | partitioned | unpartitioned | ratio |");
-    out.push("|---|---:|---:|---:|");
-    for (const [op, o] of Object.entries(OPERATIONS)) {
-      const r = rates.get(op)!;
-      const p = median(r.p);
-      const u = median(r.u);
-      out.push(`| ${op} | ${fmt(p)} ${o.unit} | ${fmt(u)} ${o.unit} | ${(p / u).toFixed(2)}× ${p / u >= 0.9 ? "✅" : "❌"} |`);
-    }
     out.push("");
     out.push(
-      `In-place upgrade of the unpartitioned database (${fmt(count[0]!.n)} rows, no other load): ${moveSeconds.toFixed(1)} s, ` +
-        `${(moveSeconds / (count[0]!.n / 1e6)).toFixed(1)} s per million rows.`,
+      "| operation | partitioned | unpartitioned | ratio | database CPU per 1,000 (partitioned / unpartitioned) | bench process CPU per 1,000 | rates of each round (partitioned / unpartitioned) |",
     );
+    out.push("|---|---:|---:|---:|---:|---:|---|");
+    for (const [op, o] of Object.entries(OPERATIONS)) {
+      const r = samples.get(op)!;
+      const p = median(r.p.map((s) => s.rate));
+      const u = median(r.u.map((s) => s.rate));
+      const dbP = r.p.every((s) => s.dbCpu !== undefined) ? median(r.p.map((s) => s.dbCpu!)) : undefined;
+      const dbU = r.u.every((s) => s.dbCpu !== undefined) ? median(r.u.map((s) => s.dbCpu!)) : undefined;
+      const cpu =
+        dbP !== undefined && dbU !== undefined ? `${dbP.toFixed(1)} / ${dbU.toFixed(1)} ms (${(dbU / dbP).toFixed(2)}×)` : "(not local)";
+      const node = `${median(r.p.map((s) => s.nodeCpu)).toFixed(1)} / ${median(r.u.map((s) => s.nodeCpu)).toFixed(1)} ms`;
+      const rounds = r.p.map((s, i) => `${fmt(s.rate)}/${fmt(r.u[i]!.rate)}`).join(" · ");
+      out.push(
+        `| ${op} | ${fmt(p)} ${o.unit} | ${fmt(u)} ${o.unit} | ${(p / u).toFixed(2)}× ${p / u >= 0.9 ? "✅" : "❌"} | ${cpu} | ${node} | ${rounds} |`,
+      );
+    }
+    if (upgrade) out.push("", upgrade);
     process.stdout.write(out.join("\n") + "\n");
   } finally {
     await cleanup.run();

@@ -1,7 +1,7 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { type Actor, recordChange } from "./audit-log.js";
 import { beginCopyImport } from "./copy-import.js";
-import { type ExportedRow, exportByCopy } from "./copy-export.js";
+import { type ExportedRow, exportByCopy, exportByPartitions, MAX_MERGED_PARTITIONS } from "./copy-export.js";
 import type { Database, Queryable } from "./database.js";
 import type { ImportStaging } from "./import-staging.js";
 import { beginUnnestImport } from "./unnest-import.js";
@@ -61,12 +61,14 @@ export class TransferStore {
     return beginUnnestImport(await this.db.session());
   }
 
-  /** Every stored assignment of an experiment, ordered by unit id, in batches: one COPY where the
-   * database has it, pages of SELECT elsewhere. */
+  /** Every stored assignment of an experiment, ordered by unit id, in batches: pages of COPY where
+   * the database has it (each partition read on its own and merged here, where the table allows:
+   * exportByPartitions), pages of SELECT elsewhere. */
   async *exportBatches(experimentId: number, batchSize: number): AsyncGenerator<ExportedRow[]> {
     const bulk = this.db.bulkCopy;
     if (bulk) {
-      yield* exportByCopy(bulk, experimentId, batchSize);
+      const partitions = await this.partitionsByBytes();
+      yield* partitions ? exportByPartitions(bulk, experimentId, batchSize, partitions) : exportByCopy(bulk, experimentId, batchSize);
       return;
     }
     let after: string | undefined;
@@ -76,6 +78,25 @@ export class TransferStore {
       if (rows.length < batchSize) return;
       after = rows[rows.length - 1]!.unit_id;
     }
+  }
+
+  /**
+   * The partitions of assignments (SQL names), when this process can merge them in the table's
+   * order: partitioned (up to MAX_MERGED_PARTITIONS), unit ids compared by their bytes (COLLATE "C",
+   * migration 15) of UTF-8 text. Undefined otherwise (an installation partitioned before migration
+   * 14, or before the in-place upgrade's swap), which exports through the database's merge. Asked at
+   * each export: the swap of the in-place upgrade may change the answer while the server runs.
+   */
+  async partitionsByBytes(): Promise<string[] | undefined> {
+    const { rows } = await this.db.query<{ partitions: string[]; bytewise: boolean }>(
+      `SELECT ARRAY(SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = 'assignments'::regclass
+                     ORDER BY i.inhrelid) AS partitions,
+              current_setting('server_encoding') = 'UTF8' AND EXISTS (
+                SELECT 1 FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+                 WHERE a.attrelid = 'assignments'::regclass AND a.attname = 'unit_id' AND c.collname IN ('C', 'POSIX')) AS bytewise`,
+    );
+    const { partitions, bytewise } = rows[0]!;
+    return bytewise && partitions.length > 0 && partitions.length <= MAX_MERGED_PARTITIONS ? partitions : undefined;
   }
 
   /** One page of an experiment's stored assignments, ordered by unit id, after `afterUnit`. */

@@ -10,6 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { AssignmentStore } from "../../src/store/assignment-store.js";
+import { compareCodePoints, exportByPartitions } from "../../src/store/copy-export.js";
 import type { Database, Queryable } from "../../src/store/database.js";
 import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
@@ -203,6 +204,155 @@ describe("a new installation", () => {
     expect(plan.nodes).toContain("Merge Append"); // ordered by unit id across partitions, no sort
     expect(plan.nodes).not.toContain("Seq Scan");
   });
+
+  it("compares unit ids by their bytes (migration 15), keeping the table's triggers", async () => {
+    const { rows } = await db.query<{ collation: string }>(
+      `SELECT c.collname AS collation FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+        WHERE a.attrelid = 'assignments'::regclass AND a.attname = 'unit_id'`,
+    );
+    expect(rows).toEqual([{ collation: "C" }]);
+    const { rows: triggers } = await db.query<{ name: string }>(
+      `SELECT tgname AS name FROM pg_trigger WHERE tgrelid = 'assignments'::regclass AND NOT tgisinternal ORDER BY tgname`,
+    );
+    expect(triggers.map((t) => t.name)).toEqual(["assignment_events_deleted", "assignment_events_inserted", "assignment_events_updated"]);
+    expect(await new TransferStore(db).partitionsByBytes()).toHaveLength(8);
+  });
+
+  it("an export (COPY) reads each partition in its index order, without a merge in the database, and sends the rows in unit id order", async () => {
+    // Unit ids whose order by bytes differs from their order by UTF-16 code units (above U+FFFF
+    // against U+E000–U+FFFF), escaped in COPY text (tab, newline, backslash), prefixes of others,
+    // and non-ASCII letters.
+    const awkward = ["\u{1F600}", "\uE000", "\uFFFD", "é", "Z", "a", "a\tb", "a\nb", "a\\b", "", " ", "\u00A0", "x\u{10000}", "x\uFFFF"];
+    const ids = awkward.flatMap((w) => Array.from({ length: 40 }, (_, i) => `${w}${i}`));
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT 21, u, 1, 1, 1 FROM unnest($1::text[]) u`,
+      [ids],
+    );
+    const copies: string[] = [];
+    const spy = Object.create(db) as Database;
+    Object.assign(spy, {
+      bulkCopy: {
+        async session() {
+          const session = await db.bulkCopy.session();
+          const copyTo = session.copyTo.bind(session);
+          return Object.assign(session, {
+            copyTo(sql: string) {
+              copies.push(sql);
+              return copyTo(sql);
+            },
+          });
+        },
+      },
+    });
+    const want = async (experimentId: number) =>
+      (
+        await db.query<{ u: string }>(`SELECT unit_id AS u FROM assignments WHERE experiment_id = $1 ORDER BY unit_id`, [experimentId])
+      ).rows.map((r) => r.u);
+    const exported = async (experimentId: number, batchSize: number) => {
+      const units: string[] = [];
+      const sizes: number[] = [];
+      for await (const batch of new TransferStore(spy).exportBatches(experimentId, batchSize)) {
+        sizes.push(batch.length);
+        units.push(...batch.map((r) => r.unitId));
+      }
+      // Full batches but the last, which is not empty.
+      expect(sizes.slice(0, -1).every((n) => n === batchSize)).toBe(true);
+      expect(sizes.every((n) => n > 0 && n <= batchSize)).toBe(true);
+      return units;
+    };
+    // 560 awkward ids; 2,000 units of 8 partitions (several pages of 10,000 rows: 1,250 rows of
+    // each partition a page); none.
+    expect(await exported(21, 7)).toEqual(await want(21));
+    expect(new Set(await want(21))).toEqual(new Set(ids));
+    expect(await exported(3, 1000)).toEqual(await want(3));
+    expect(await exported(99, 10)).toEqual([]);
+    // Small pages (25 rows of each partition): many bounds, rows after them read again.
+    const partitions = (await new TransferStore(db).partitionsByBytes())!;
+    for (const experimentId of [21, 3]) {
+      const units: string[] = [];
+      const sizes: number[] = [];
+      for await (const batch of exportByPartitions(db.bulkCopy, experimentId, 33, partitions, 100)) {
+        sizes.push(batch.length);
+        units.push(...batch.map((r) => r.unitId));
+      }
+      expect(units).toEqual(await want(experimentId));
+      expect(sizes.slice(0, -1).every((n) => n === 33)).toBe(true);
+    }
+    const statement = copies
+      .at(-1)!
+      .replace(/^COPY \(/, "")
+      .replace(/\) TO STDOUT$/, "");
+    const plan = await partitionsTouched(db, statement);
+    expect(plan.read.size).toBe(8);
+    expect(plan.nodes).toContain("Append");
+    expect(plan.nodes).not.toContain("Merge Append");
+    expect(plan.nodes).not.toContain("Sort");
+    expect(plan.nodes).not.toContain("Seq Scan");
+  });
+});
+
+describe("compareCodePoints", () => {
+  it("orders strings as their UTF-8 bytes do (PostgreSQL's C collation)", () => {
+    const alphabet = [
+      "a",
+      "b",
+      "Z",
+      "é",
+      "\u00A0",
+      "\u07FF",
+      "\u0800",
+      "\uD7FF",
+      "\uE000",
+      "\uFFFD",
+      "\uFFFF",
+      "\u{10000}",
+      "\u{1F600}",
+      "\u{10FFFF}",
+      "",
+    ];
+    const strings: string[] = [];
+    for (const a of alphabet) for (const b of alphabet) for (const c of ["", "a", "\uFFFF", "\u{1F600}"]) strings.push(a + b + c);
+    const byBytes = [...strings].sort((x, y) => Buffer.compare(Buffer.from(x, "utf8"), Buffer.from(y, "utf8")));
+    expect([...strings].sort(compareCodePoints)).toEqual(byBytes);
+    expect([...strings].sort()).not.toEqual(byBytes); // UTF-16 order alone would not do
+  });
+});
+
+describe("an installation partitioned before migration 15 (unit ids in the database's collation)", () => {
+  it("keeps its table and rows, and exports through the database's merge, in the same order", async () => {
+    const { fresh, db } = await pgDatabase();
+    const client = new pg.Client({ connectionString: fresh.url });
+    await client.connect();
+    dropped.push(() => client.end());
+    await client.query(`SELECT set_config('assignment.partitions', '4', false)`);
+    await runner({
+      dbClient: client as never,
+      dir: MIGRATIONS_DIR,
+      direction: "up",
+      migrationsTable: "schema_migrations",
+      count: 14,
+      log: () => {},
+    });
+    await client.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+       SELECT 1, 'u' || u, u % 2, 1, 1 FROM generate_series(1, 3000) u`,
+    );
+    const before = (await client.query(CHECKSUM)).rows[0];
+    await runMigrations(client);
+    expect((await client.query(CHECKSUM)).rows[0]).toEqual(before);
+    const { rows } = await client.query<{ collation: string }>(
+      `SELECT c.collname AS collation FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+        WHERE a.attrelid = 'assignments'::regclass AND a.attname = 'unit_id'`,
+    );
+    expect(rows).toEqual([{ collation: "default" }]);
+    const transfers = new TransferStore(db);
+    expect(await transfers.partitionsByBytes()).toBeUndefined();
+    const units: string[] = [];
+    for await (const batch of transfers.exportBatches(1, 1000)) units.push(...batch.map((r) => r.unitId));
+    const want = (await client.query<{ u: string }>(`SELECT unit_id AS u FROM assignments WHERE experiment_id = 1 ORDER BY unit_id`)).rows;
+    expect(units).toEqual(want.map((r) => r.u));
+    expect(units).toHaveLength(3000);
+  });
 });
 
 /** Rows as text, ordered: what a checksum of the whole table is taken over. */
@@ -350,5 +500,5 @@ describe("the embedded database (PGlite, PostgreSQL 17)", () => {
       `SELECT count(*)::int AS partitions FROM pg_inherits WHERE inhparent = 'assignments'::regclass`,
     );
     expect(parts).toEqual([{ partitions: 4 }]);
-  });
+  }, 180_000); // two embedded databases, each through every migration: slow on a busy machine
 });
