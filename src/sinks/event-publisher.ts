@@ -1,3 +1,4 @@
+import os from "node:os";
 import type { Database, Session } from "../store/database.js";
 import type { EventLog } from "../store/event-log.js";
 import type { EventSink } from "./event-sink.js";
@@ -86,6 +87,11 @@ export class EventPublisher {
           await this.sleep(this.options.leaseRetryMs ?? 1_000);
           continue;
         }
+        // Names the holder in pg_stat_activity (which server publishes: operators, the two-process
+        // test); the session ends with the lease, so the name never outlives it.
+        await lease.query(`SELECT set_config('application_name', $1, false)`, [
+          `assignment-publisher ${os.hostname()}:${process.pid}`.slice(0, 63),
+        ]);
         this.sink ??= await this.openSink();
         this.leader = true;
         await lease.query(`INSERT INTO assignment_event_sinks (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING`, [this.sinkName]);
