@@ -1,6 +1,6 @@
 import os from "node:os";
 import type { Database, Session } from "../store/database.js";
-import type { EventLog } from "../store/event-log.js";
+import type { EventLog, StoredEvent } from "../store/event-log.js";
 import type { EventSink } from "./event-sink.js";
 
 /** Advisory-lock key of the publisher lease (session-level), per sink name. */
@@ -16,7 +16,7 @@ export interface EventPublisherOptions {
   /** Wait for new events while caught up (the sequencer wakes it on this server). */
   waitForEvents: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Each batch acknowledged: its events and the time of the ack (lag metrics, benchmarks). */
-  onPublished?: (events: readonly { position: bigint; at: Date }[], ackedAt: number) => void;
+  onPublished?: (events: readonly StoredEvent[], ackedAt: number) => void;
   log: (msg: string, err?: unknown) => void;
 }
 
