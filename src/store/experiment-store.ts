@@ -184,9 +184,10 @@ export class ExperimentStore {
       `SELECT variant, source, sum(n)::text AS n FROM (
          SELECT variant, source, n FROM assignment_counts WHERE experiment_id = $1
          UNION ALL
-         SELECT variant, source, 1 FROM assignment_outbox WHERE experiment_id = $1 AND variant IS NOT NULL
-         UNION ALL
-         SELECT old_variant, old_source, -1 FROM assignment_outbox WHERE experiment_id = $1 AND old_variant IS NOT NULL
+         -- One pass over the outbox (a queue table, often bloated: see migration 14), both deltas of each row.
+         SELECT d.variant, d.source, d.n FROM assignment_outbox o
+           CROSS JOIN LATERAL (VALUES (o.variant, o.source, 1), (o.old_variant, o.old_source, -1)) d(variant, source, n)
+          WHERE o.experiment_id = $1 AND d.variant IS NOT NULL
        ) c GROUP BY variant, source HAVING sum(n) <> 0 ORDER BY source, variant`,
       [experimentId],
     );

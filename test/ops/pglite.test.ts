@@ -64,6 +64,7 @@ describe("server on PGlite", () => {
       "12_namespace-params-holdouts",
       "13_event-sinks",
       "14_config-versions",
+      "15_event-outbox-queue",
     ]);
     // The embedded database partitions stored assignments as PostgreSQL does (16 by default).
     const { rows: partitions } = await server.database.query<{ n: number }>(
