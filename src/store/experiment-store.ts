@@ -184,10 +184,13 @@ export class ExperimentStore {
       `SELECT variant, source, sum(n)::text AS n FROM (
          SELECT variant, source, n FROM assignment_counts WHERE experiment_id = $1
          UNION ALL
-         -- One pass over the outbox (a queue table, often bloated: see migration 14), both deltas of each row.
+         -- One pass over the outbox (a queue table, often bloated: see migration 14), both deltas of
+         -- each row; none at all when no transaction with outbox rows is waiting (every writer of
+         -- outbox rows marks its transaction in assignment_outbox_tx, and a step removes both at
+         -- once): a one-time filter on that small table, so a bloated, empty outbox is not read.
          SELECT d.variant, d.source, d.n FROM assignment_outbox o
            CROSS JOIN LATERAL (VALUES (o.variant, o.source, 1), (o.old_variant, o.old_source, -1)) d(variant, source, n)
-          WHERE o.experiment_id = $1 AND d.variant IS NOT NULL
+          WHERE EXISTS (SELECT 1 FROM assignment_outbox_tx) AND o.experiment_id = $1 AND d.variant IS NOT NULL
        ) c GROUP BY variant, source HAVING sum(n) <> 0 ORDER BY source, variant`,
       [experimentId],
     );
