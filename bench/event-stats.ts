@@ -148,7 +148,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     return `| ${label} (outbox ${size}) | ${f(total)} | ${p50.toFixed(1)} ms ${p50 <= 20 ? "✅" : "❌"} / ${percentile(sorted, 99).toFixed(1)} ms / ${sorted[sorted.length - 1]!.toFixed(1)} ms | ${cpuMs.toFixed(2)} ms | yes (${variants.length} variants: hashed ${f(hashed)}, imported ${f(total - hashed)}) | ${f(countMs)} ms | ${before} |`;
   };
   const right = await measure("right after the sequencer caught up");
-  // Autovacuum of the outbox (migration 14: at 10,000 dead rows) removes its dead pages.
+  // Autovacuum of the outbox (migration 15: at 10,000 dead rows) removes its dead pages.
   const vacuumed = async () =>
     (
       await sql.query<{ n: number }>(

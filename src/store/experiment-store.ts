@@ -206,7 +206,7 @@ export class ExperimentStore {
       `SELECT variant, source, sum(n)::text AS n FROM (
          SELECT variant, source, n FROM assignment_counts WHERE experiment_id = $1
          UNION ALL
-         -- One pass over the outbox (a queue table, often bloated: see migration 14), both deltas of each row.
+         -- One pass over the outbox (a queue table, often bloated: see migration 15), both deltas of each row.
          SELECT d.variant, d.source, d.n FROM assignment_outbox o
            CROSS JOIN LATERAL (VALUES (o.variant, o.source, 1), (o.old_variant, o.old_source, -1)) d(variant, source, n)
           WHERE o.experiment_id = $1 AND d.variant IS NOT NULL
