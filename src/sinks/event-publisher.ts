@@ -1,5 +1,6 @@
+import os from "node:os";
 import type { Database, Session } from "../store/database.js";
-import type { EventLog } from "../store/event-log.js";
+import type { EventLog, StoredEvent } from "../store/event-log.js";
 import type { EventSink } from "./event-sink.js";
 
 /** Advisory-lock key of the publisher lease (session-level), per sink name. */
@@ -15,7 +16,7 @@ export interface EventPublisherOptions {
   /** Wait for new events while caught up (the sequencer wakes it on this server). */
   waitForEvents: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Each batch acknowledged: its events and the time of the ack (lag metrics, benchmarks). */
-  onPublished?: (events: readonly { position: bigint; at: Date }[], ackedAt: number) => void;
+  onPublished?: (events: readonly StoredEvent[], ackedAt: number) => void;
   log: (msg: string, err?: unknown) => void;
 }
 
@@ -86,6 +87,11 @@ export class EventPublisher {
           await this.sleep(this.options.leaseRetryMs ?? 1_000);
           continue;
         }
+        // Names the holder in pg_stat_activity (which server publishes: operators, the two-process
+        // test); the session ends with the lease, so the name never outlives it.
+        await lease.query(`SELECT set_config('application_name', $1, false)`, [
+          `assignment-publisher ${os.hostname()}:${process.pid}`.slice(0, 63),
+        ]);
         this.sink ??= await this.openSink();
         this.leader = true;
         await lease.query(`INSERT INTO assignment_event_sinks (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING`, [this.sinkName]);

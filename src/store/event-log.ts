@@ -58,7 +58,10 @@ export class EventLog {
   /** Numbers the committed outbox rows and applies their count deltas; returns the events
    * numbered (0 when another server's step held the lock, or nothing was waiting). */
   async sequence(): Promise<number> {
-    const { rows: waiting } = await this.db.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM assignment_outbox) AS any`);
+    // The transactions' table, not the outbox: every writer of outbox rows marks its transaction
+    // there, and it holds a row per transaction, so this stays cheap when a large write left the
+    // outbox empty but bloated until VACUUM (reading that every step cost seconds at 10 million rows).
+    const { rows: waiting } = await this.db.query<{ any: boolean }>(`SELECT EXISTS (SELECT 1 FROM assignment_outbox_tx) AS any`);
     if (!waiting[0]?.any) return 0;
     return this.db.transaction(async (tx) => {
       const { rows: lock } = await tx.query<{ got: boolean }>(`SELECT pg_try_advisory_xact_lock($1) AS got`, [SEQUENCER_LOCK]);

@@ -180,13 +180,36 @@ export class ExperimentStore {
    * From the live counts (migrations/8_assignment-events.sql) plus the deltas of the outbox rows
    * not sequenced yet: exact as of this statement's snapshot, without counting rows. */
   async countAssignments(experimentId: number): Promise<VariantCount[]> {
+    // Usually nothing waits in the outbox: the live counts alone are exact then (every writer of
+    // outbox rows marks its transaction in assignment_outbox_tx, and a sequencer step removes both
+    // at once, so in one snapshot no marked transaction means no outbox row). Asking that first
+    // keeps the outbox out of the plan: after a large write the empty outbox stays bloated until
+    // VACUUM, and a plan that merely names it is costed high enough for PostgreSQL to JIT-compile
+    // it (14 ms a call measured at 10 million rows; the scan itself is never run).
+    const { rows: fast } = await this.db.query<{
+      waiting: boolean;
+      variants: number[] | null;
+      sources: number[] | null;
+      ns: string[] | null;
+    }>(
+      `SELECT EXISTS (SELECT 1 FROM assignment_outbox_tx) AS waiting,
+              array_agg(variant ORDER BY source, variant) AS variants, array_agg(source ORDER BY source, variant) AS sources,
+              array_agg(n::text ORDER BY source, variant) AS ns
+         FROM assignment_counts WHERE experiment_id = $1 AND n <> 0`,
+      [experimentId],
+    );
+    const f = fast[0]!;
+    if (!f.waiting)
+      return (f.variants ?? []).map((variant, i) => ({ variantId: variant, source: f.sources![i] as Source, units: Number(f.ns![i]) }));
+    // Something waits: the counts plus the deltas of the outbox rows, in one statement (one snapshot).
     const { rows } = await this.db.query<{ variant: number; source: number; n: string }>(
       `SELECT variant, source, sum(n)::text AS n FROM (
          SELECT variant, source, n FROM assignment_counts WHERE experiment_id = $1
          UNION ALL
-         SELECT variant, source, 1 FROM assignment_outbox WHERE experiment_id = $1 AND variant IS NOT NULL
-         UNION ALL
-         SELECT old_variant, old_source, -1 FROM assignment_outbox WHERE experiment_id = $1 AND old_variant IS NOT NULL
+         -- One pass over the outbox (a queue table, often bloated: see migration 16), both deltas of each row.
+         SELECT d.variant, d.source, d.n FROM assignment_outbox o
+           CROSS JOIN LATERAL (VALUES (o.variant, o.source, 1), (o.old_variant, o.old_source, -1)) d(variant, source, n)
+          WHERE o.experiment_id = $1 AND d.variant IS NOT NULL
        ) c GROUP BY variant, source HAVING sum(n) <> 0 ORDER BY source, variant`,
       [experimentId],
     );
