@@ -168,6 +168,7 @@ async function scenario(c: Clients): Promise<Expected[]> {
     ...alice,
     kind: "namespace",
     key: "ns",
+    after: 1n,
     fields: { key: [null, "ns"], salt: [null, "ns"], unit_type: [null, "user_id"], segments: [null, 100], hash_version: [null, 1] },
   });
 
@@ -425,9 +426,18 @@ async function scenario(c: Clients): Promise<Expected[]> {
   });
   await c.alice.archiveExperiment({ key: "pricing" });
   await c.alice.archiveNamespace({ key: "ns" });
-  log.push({ rpc: "ArchiveNamespace", ...alice, kind: "namespace", key: "ns", fields: { archived: [false, true] } });
+  // The namespace's version: 1 made, 2 segments allocated, 3 released, 4 archived, 5 unarchived.
+  log.push({ rpc: "ArchiveNamespace", ...alice, kind: "namespace", key: "ns", before: 3n, after: 4n, fields: { archived: [false, true] } });
   await c.alice.unarchiveNamespace({ key: "ns" });
-  log.push({ rpc: "UnarchiveNamespace", ...alice, kind: "namespace", key: "ns", fields: { archived: [true, false] } });
+  log.push({
+    rpc: "UnarchiveNamespace",
+    ...alice,
+    kind: "namespace",
+    key: "ns",
+    before: 4n,
+    after: 5n,
+    fields: { archived: [true, false] },
+  });
   return log;
 }
 
