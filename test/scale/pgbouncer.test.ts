@@ -188,11 +188,13 @@ describe("behind PgBouncer in transaction pooling mode", () => {
 
     // A weight change through A: B hashes new units with the new weights.
     const v = (await ca.experiments.getExperiment({ key: "pooled" })).experiment!.version;
-    await ca.experiments.updateExperiment({ key: "pooled", version: v, variants: { variants: W2 } });
+    const updated = (await ca.experiments.updateExperiment({ key: "pooled", version: v, variants: { variants: W2 } })).experiment!;
+    // B answers from the new version (a probe answered "b" alone proves nothing: W1 gives "b" to
+    // half the units, so a probe could pass on the old weights and the units below fail).
     expect(
       await eventually(async () => {
         const r = (await cb.assignments.assign({ experimentKey: "pooled", unitId: `probe-${Date.now()}` })).assignment!;
-        return r.variantKey === "b" && r.reason === Reason.NEW;
+        return r.experimentVersion === updated.version && r.variantKey === "b" && r.reason === Reason.NEW;
       }, 10_000),
     ).toBe(true);
     const late = units("late-", 200);
