@@ -27,14 +27,14 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import pg from "pg";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
-import { Cleanup } from "../harness/cleanup.js";
+import type { Cleanup } from "../harness/cleanup.js";
 import { DEFAULT_EVENT_SEQUENCE_MS } from "../src/server-defaults.js";
 import { EventSequencer } from "../src/service/event-sequencer.js";
 import { EventPublisher } from "../src/sinks/event-publisher.js";
 import { JetStreamSink } from "../src/sinks/jetstream-sink.js";
 import { EventLog } from "../src/store/event-log.js";
 import { PgDatabase } from "../src/store/pg-database.js";
-import { benchServer, log, redactUrl, Unreachable } from "./infra.js";
+import { benchServer, log, redactUrl, runBench, Unreachable } from "./infra.js";
 import { percentile } from "./stats.js";
 
 const env = process.env;
@@ -255,13 +255,4 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(`${lines.join("\n")}\n`);
 }
 
-const cleanup = new Cleanup({ name: "bench" });
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
-try {
-  await main(cleanup);
-  await cleanup.run();
-} catch (err) {
-  log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
-  await cleanup.run();
-  process.exit(err instanceof Unreachable ? 2 : 1);
-}
+await runBench(main);

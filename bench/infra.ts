@@ -3,7 +3,7 @@
  * database, Redis prefix, server processes, cleanup): a readable message when PostgreSQL or Redis
  * is unreachable, and server processes whose output goes to stderr.
  */
-import type { Cleanup } from "../harness/cleanup.js";
+import { Cleanup } from "../harness/cleanup.js";
 import { adminQuery, createDatabase, flushPrefix, oneShotRedis } from "../harness/databases.js";
 import { spawnServer, type ServerProcess, type ServerProcessMode } from "../harness/spawn-server.js";
 import { redactUrl } from "../src/util/redact-url.js";
@@ -81,4 +81,22 @@ export async function benchServer(
   );
   cleanup.add("stop server", server.stop);
   return { db, prefix, server };
+}
+
+/**
+ * Runs a benchmark's `main` as the process: its cleanup runs however it ends (done, failed,
+ * SIGINT/SIGTERM); exit code 2 when a service it needs cannot be reached (Unreachable), 1 on any
+ * other failure, 130 when interrupted.
+ */
+export async function runBench(main: (cleanup: Cleanup) => Promise<void>): Promise<void> {
+  const cleanup = new Cleanup({ name: "bench" });
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
+  try {
+    await main(cleanup);
+    await cleanup.run();
+  } catch (err) {
+    log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
+    await cleanup.run();
+    process.exit(err instanceof Unreachable ? 2 : 1);
+  }
 }

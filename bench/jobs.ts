@@ -33,10 +33,10 @@ import {
   Reason,
   type Job,
 } from "assignment-client";
-import { Cleanup } from "../harness/cleanup.js";
+import type { Cleanup } from "../harness/cleanup.js";
 import { createDatabase, flushPrefix } from "../harness/databases.js";
 import type { ServerProcess } from "../harness/spawn-server.js";
-import { log, probePostgres, probeRedis, startServerChild, Unreachable } from "./infra.js";
+import { log, probePostgres, probeRedis, runBench, startServerChild } from "./infra.js";
 import { ms, type Summary, summarize } from "./stats.js";
 
 const env = process.env;
@@ -226,13 +226,4 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-const cleanup = new Cleanup({ name: "bench" });
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
-try {
-  await main(cleanup);
-  await cleanup.run();
-} catch (err) {
-  log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
-  await cleanup.run();
-  process.exit(err instanceof Unreachable ? 2 : 1);
-}
+await runBench(main);

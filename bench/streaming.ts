@@ -18,9 +18,9 @@ import { Readable } from "node:stream";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "assignment-client";
-import { Cleanup } from "../harness/cleanup.js";
+import type { Cleanup } from "../harness/cleanup.js";
 import { residentBytes } from "../harness/processes.js";
-import { benchServer, log, Unreachable } from "./infra.js";
+import { benchServer, log, runBench } from "./infra.js";
 
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
@@ -239,13 +239,4 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-const cleanup = new Cleanup({ name: "bench" });
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
-try {
-  await main(cleanup);
-  await cleanup.run();
-} catch (err) {
-  log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
-  await cleanup.run();
-  process.exit(err instanceof Unreachable ? 2 : 1);
-}
+await runBench(main);

@@ -23,12 +23,12 @@ import os from "node:os";
 import { performance } from "node:perf_hooks";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
-import { Cleanup } from "../harness/cleanup.js";
+import type { Cleanup } from "../harness/cleanup.js";
 import { checkAttributes } from "../src/engine/attributes.js";
 import { compileCondition } from "../src/engine/condition.js";
 import { decide } from "../src/engine/evaluate.js";
 import { buildExperimentConfig } from "../src/engine/experiment-config.js";
-import { benchServer, log, Unreachable } from "./infra.js";
+import { benchServer, log, runBench } from "./infra.js";
 import { ms, summarize, type Summary } from "./stats.js";
 
 const env = process.env;
@@ -176,13 +176,4 @@ async function main(cleanup: Cleanup): Promise<void> {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-const cleanup = new Cleanup({ name: "bench" });
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup.run().finally(() => process.exit(130)));
-try {
-  await main(cleanup);
-  await cleanup.run();
-} catch (err) {
-  log(err instanceof Unreachable ? err.message : `failed: ${(err as Error).stack ?? err}`);
-  await cleanup.run();
-  process.exit(err instanceof Unreachable ? 2 : 1);
-}
+await runBench(main);
