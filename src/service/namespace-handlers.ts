@@ -1,9 +1,9 @@
 import type { ExperimentService } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { CURRENT_HASH_VERSION } from "../engine/hash.js";
 import { checkKey, checkNewIdentity, checkSegments, DEFAULT_SEGMENTS } from "../engine/rules.js";
-import { aborted, invalidArgument } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 import { checkParams } from "../engine/experiment-fields.js";
-import type { NamespaceStore } from "../store/namespace-store.js";
+import { checkNamespaceVersion, type NamespaceStore } from "../store/namespace-store.js";
 import { experimentMessage, namespaceMessage } from "./experiment-messages.js";
 import { actorOf } from "./audit-handlers.js";
 import type { ServiceHandlers } from "./handler-types.js";
@@ -44,9 +44,7 @@ export function namespaceHandlers(store: NamespaceStore, served: <T>(value: T) =
       if (req.defaultParams === undefined) {
         // Nothing to change; a version named is still checked, as it would be with a change.
         const ns = await store.getNamespace(key, "key");
-        if (req.version !== undefined && req.version !== ns.version) {
-          throw aborted(`version: namespace "${key}" is at version ${ns.version}, not ${req.version}; read it again and retry`);
-        }
+        checkNamespaceVersion(ns, req.version);
         return { namespace: namespaceMessage(ns) };
       }
       const defaultParams = checkParams("default_params", req.defaultParams);

@@ -59,9 +59,7 @@ export class NamespaceStore {
   ): Promise<NamespaceRecord> {
     return this.db.transaction(async (tx) => {
       const ns = await namespaceByKey(tx, key, true, "key");
-      if (expectedVersion !== undefined && expectedVersion !== ns.version) {
-        throw aborted(`version: namespace "${key}" is at version ${ns.version}, not ${expectedVersion}; read it again and retry`);
-      }
+      checkNamespaceVersion(ns, expectedVersion);
       const before = ns.defaultParams ?? null;
       const after = defaultParams ?? null;
       if (canonicalJson(before) === canonicalJson(after)) return ns;
@@ -237,4 +235,11 @@ function recordNamespaceArchive(tx: Queryable, actor: Actor, ns: NamespaceRecord
     versionAfter: ns.version + 1n,
     fields: { archived: { before: !archived, after: archived } },
   });
+}
+
+/** ABORTED unless `expected` is undefined or the namespace's current version. */
+export function checkNamespaceVersion(ns: NamespaceRecord, expected: bigint | undefined): void {
+  if (expected !== undefined && expected !== ns.version) {
+    throw aborted(`version: namespace "${ns.key}" is at version ${ns.version}, not ${expected}; read it again and retry`);
+  }
 }
