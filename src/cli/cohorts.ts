@@ -3,6 +3,7 @@ import { toJson } from "@bufbuild/protobuf";
 import type { Command } from "commander";
 import { type Cohort, CohortSchema, CohortService } from "assignment-client";
 import { MAX_BULK_UNITS } from "assignment-client/limits";
+import type { JsonObject } from "@bufbuild/protobuf";
 import type { Readable } from "node:stream";
 import { type Context, UsageError } from "./context.js";
 import { readCsv, readLines } from "./csv.js";
@@ -25,17 +26,21 @@ export async function uploadCohort(
   ctx: Context,
   name: string,
   file: string | undefined,
-  o: { unitType?: string; replace?: boolean; variants?: boolean; json?: boolean },
+  o: { unitType?: string; replace?: boolean; variants?: boolean; jsonl?: boolean; json?: boolean },
 ): Promise<void> {
   const fromFile = file !== undefined && file !== "-";
   let total = fromFile ? await countLines(file!) : undefined;
   if (!fromFile && process.stdin.isTTY) {
     process.stderr.write(
-      `reading ${o.variants ? "unit_id,variant_key rows" : "unit ids, one per line,"} from stdin (end with Ctrl-D) ...\n`,
+      `reading ${o.jsonl ? "JSON lines" : o.variants ? "unit_id,variant_key rows" : "unit ids, one per line,"} from stdin (end with Ctrl-D) ...\n`,
     );
   }
-  const rows = o.variants ? await variantRows(await openInput(file)) : idRows(readLines(await openInput(file)));
-  if (o.variants && total !== undefined) total--; // the header
+  const rows = o.jsonl
+    ? jsonRows(readLines(await openInput(file)), o.variants ?? false)
+    : o.variants
+      ? await variantRows(await openInput(file))
+      : idRows(readLines(await openInput(file)));
+  if (o.variants && !o.jsonl && total !== undefined) total--; // the header
   const progress = new Progress({
     unit: o.variants ? "rows" : "ids",
     total,
@@ -45,17 +50,30 @@ export async function uploadCohort(
   async function* messages() {
     let ids: string[] = [];
     let variants: string[] = [];
+    // Per-unit attributes go positional to a message's ids: one entry per id ({} for a unit with
+    // none) when any unit of the message has some, none at all otherwise.
+    let attributes: JsonObject[] = [];
+    let anyAttributes = false;
     let first = true;
-    const message = () => ({ ...(first ? { setup } : {}), unitIds: ids, variantKeys: variants });
-    for await (const [id, variant] of rows) {
+    const message = () => ({
+      ...(first ? { setup } : {}),
+      unitIds: ids,
+      variantKeys: variants,
+      unitAttributes: anyAttributes ? attributes : [],
+    });
+    for await (const [id, variant, attrs] of rows) {
       ids.push(id);
       if (variant !== undefined) variants.push(variant);
+      attributes.push(attrs ?? {});
+      if (attrs !== undefined && Object.keys(attrs).length > 0) anyAttributes = true;
       if (ids.length === MAX_BULK_UNITS) {
         yield message();
         progress.add(ids.length);
         first = false;
         ids = [];
         variants = [];
+        attributes = [];
+        anyAttributes = false;
       }
     }
     yield message();
@@ -75,14 +93,45 @@ export async function uploadCohort(
   }
 }
 
+type Row = [id: string, variant: string | undefined, attributes?: JsonObject];
+
 /** Unit ids, one per line (blank lines skipped). */
-async function* idRows(lines: AsyncIterable<string>): AsyncGenerator<[string, string | undefined]> {
+async function* idRows(lines: AsyncIterable<string>): AsyncGenerator<Row> {
   for await (const line of lines) if (line !== "") yield [line, undefined];
 }
 
+/** JSON lines (blank lines skipped): `{"unit_id": "...", "attributes": {...}, "variant_key": "..."}`,
+ * attributes optional (a unit's own attributes for targeting), variant_key required with
+ * --variants and refused without it. A bad line stops the upload before anything is stored. */
+async function* jsonRows(lines: AsyncIterable<string>, withVariants: boolean): AsyncGenerator<Row> {
+  let n = 0;
+  for await (const line of lines) {
+    n++;
+    if (line.trim() === "") continue;
+    const at = `line ${n}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      throw new UsageError(`${at}: not JSON (${(err as Error).message})`);
+    }
+    if (!isObject(value)) throw new UsageError(`${at}: must be a JSON object with unit_id`);
+    const { unit_id: id, attributes, variant_key: variant, ...rest } = value;
+    const unknown = Object.keys(rest);
+    if (unknown.length > 0) throw new UsageError(`${at}: unknown field "${unknown[0]}" (fields: unit_id, attributes, variant_key)`);
+    if (typeof id !== "string") throw new UsageError(`${at}: unit_id must be a string`);
+    if (attributes !== undefined && !isObject(attributes)) throw new UsageError(`${at}: attributes must be a JSON object`);
+    if (withVariants && typeof variant !== "string") throw new UsageError(`${at}: variant_key must be a string (--variants)`);
+    if (!withVariants && variant !== undefined) throw new UsageError(`${at}: variant_key is only for --variants`);
+    yield [id, withVariants ? (variant as string) : undefined, attributes];
+  }
+}
+
+const isObject = (v: unknown): v is JsonObject => typeof v === "object" && v !== null && !Array.isArray(v);
+
 /** (unit, variant) rows of a CSV whose header names unit_id and variant_key (other columns are
  * ignored, so an export of an experiment uploads as it is). */
-async function variantRows(input: Readable): Promise<AsyncGenerator<[string, string]>> {
+async function variantRows(input: Readable): Promise<AsyncGenerator<Row>> {
   const records = readCsv(input);
   const first = await records.next();
   if (first.done) throw new UsageError("the file is empty: it needs a header line naming unit_id,variant_key");
@@ -90,7 +139,7 @@ async function variantRows(input: Readable): Promise<AsyncGenerator<[string, str
   const [unitCol, variantCol] = [header.indexOf("unit_id"), header.indexOf("variant_key")];
   if (unitCol < 0 || variantCol < 0) throw new UsageError(`the header must name unit_id and variant_key (got ${first.value.join(",")})`);
   return (async function* () {
-    for await (const rec of records) yield [rec[unitCol] ?? "", rec[variantCol] ?? ""] as [string, string];
+    for await (const rec of records) yield [rec[unitCol] ?? "", rec[variantCol] ?? ""] as Row;
   })();
 }
 
@@ -113,10 +162,19 @@ export function addCohortCommands(program: Command, run: Run): void {
     .option("--unit-type <type>", "the units' type (default user_id)")
     .option("--replace", "replace a cohort of that name")
     .option("--variants", "the file is CSV with a header naming unit_id and variant_key: a table for `jobs start import`")
+    .option(
+      "--jsonl",
+      'the file is JSON lines, one unit a line: {"unit_id": "u1", "attributes": {"country": "FR"}}; attributes (optional) are the unit\'s own for targeting conditions of assign and warm jobs; with --variants each line also has "variant_key"',
+    )
     .option("--json", "print JSON")
     .action(
-      run((ctx, name: string, file: string | undefined, o: { unitType?: string; replace?: boolean; variants?: boolean; json?: boolean }) =>
-        uploadCohort(ctx, name, file, o),
+      run(
+        (
+          ctx,
+          name: string,
+          file: string | undefined,
+          o: { unitType?: string; replace?: boolean; variants?: boolean; jsonl?: boolean; json?: boolean },
+        ) => uploadCohort(ctx, name, file, o),
       ),
     );
   cohorts

@@ -1,15 +1,17 @@
 /** `assignment jobs …` and `assignment schedules …` as their own processes against a real server. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient, ExperimentStatus, JobService, JobState, type Client } from "assignment-client";
+import { CohortService, createClient, ExperimentStatus, JobService, JobState, type Client } from "assignment-client";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 import { cliOk, runCli } from "./run-cli.js";
 
 describe("assignment jobs / schedules", () => {
   let t: TestServer;
   let jobs: Client<typeof JobService>;
+  let cohorts: Client<typeof CohortService>;
   beforeAll(async () => {
     t = await startTestServer({ jobs: { chunkUnits: 500, pollingIntervalSeconds: 0.5 } });
     jobs = createClient(JobService, t.server.address, { timeoutMs: 30_000 });
+    cohorts = createClient(CohortService, t.server.address, { timeoutMs: 30_000 });
     await t.experiments.createExperiment({
       key: "cli-exp",
       variants: [{ key: "a", weight: 10_000 }],
@@ -19,6 +21,7 @@ describe("assignment jobs / schedules", () => {
   });
   afterAll(async () => {
     jobs?.close();
+    cohorts?.close();
     await t?.stop();
   });
   const cli = (...args: string[]) => cliOk(t.server.address, args);
@@ -103,6 +106,44 @@ describe("assignment jobs / schedules", () => {
       expect.stringContaining("--attributes: only for assign and warm jobs (not import)"),
     ]);
   });
+
+  it(
+    "uploads per-unit attributes from a JSON-lines file: an assign job enrols the units whose own attributes match",
+    { timeout: 180_000 },
+    async () => {
+      await t.experiments.createExperiment({
+        key: "cli-targeted-file",
+        variants: [{ key: "a", weight: 10_000 }],
+        status: ExperimentStatus.RUNNING,
+        condition: 'attributes.country == "US"',
+      });
+      // 1,000 units: every fourth in the US (250), the others in FR or with no attributes.
+      const lines = Array.from({ length: 1_000 }, (_, i) =>
+        JSON.stringify(
+          i % 4 === 0
+            ? { unit_id: `cf-${i}`, attributes: { country: "US" } }
+            : i % 2 === 0
+              ? { unit_id: `cf-${i}`, attributes: { country: "FR" } }
+              : { unit_id: `cf-${i}` },
+        ),
+      );
+      await cliOk(t.server.address, ["cohorts", "upload", "cli-file-cohort", "--jsonl"], { stdin: lines.join("\n") + "\n" });
+      expect((await cohorts.getCohort({ name: "cli-file-cohort" })).cohort).toMatchObject({ size: 1_000n, hasAttributes: true });
+      const out = await cli("jobs", "start", "assign", "--cohort", "cli-file-cohort", "--experiment", "cli-targeted-file", "--watch");
+      expect(out).toMatch(/: done, assign cli-file-cohort × cli-targeted-file, 1,000 \/ 1,000 units, 250 enrolled$/m);
+      // A bad line names itself and stores nothing.
+      for (const [stdin, message] of [
+        ['{"unit_id":"x"}\n{"unit_id":"y"\n', "line 2: not JSON"],
+        ['{"unit_id":"x","attributes":[1]}\n', "line 1: attributes must be a JSON object"],
+        ['{"unit":"x"}\n', 'line 1: unknown field "unit"'],
+        ['{"unit_id":"x","variant_key":"a"}\n', "line 1: variant_key is only for --variants"],
+      ] as const) {
+        const bad = await runCli(t.server.address, ["cohorts", "upload", "cli-bad-file", "--jsonl"], { stdin });
+        expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining(message)]);
+      }
+      expect((await cohorts.listCohorts({})).cohorts.map((c) => c.name)).not.toContain("cli-bad-file");
+    },
+  );
 
   it("creates, lists and deletes schedules; a bad cron is refused naming it", async () => {
     await cli("schedules", "create", "nightly", "assign", "--cron", "0 3 * * *", "--cohort", "cli-cohort", "--tag", "web");
