@@ -4,6 +4,7 @@ import { describeError, probeRole, type Role, session } from "./api.js";
 import { ExperimentPage } from "./experiment.js";
 import { ExperimentsPage, prefetchExperiments } from "./experiments.js";
 import { HistoryPage } from "./history.js";
+import { HoldoutsPage } from "./holdouts.js";
 import { JobsPage } from "./jobs.js";
 import { LookupPage } from "./lookup.js";
 import { NamespacesPage } from "./namespaces.js";
@@ -64,6 +65,7 @@ function SignIn({ onSignedIn, problem }: { onSignedIn: (role: Role) => void; pro
 const NAV = [
   ["experiments", "Experiments"],
   ["namespaces", "Namespaces"],
+  ["holdouts", "Holdouts"],
   ["lookup", "Unit lookup"],
   ["history", "History"],
   ["jobs", "Jobs"],
@@ -107,6 +109,7 @@ function App() {
   let body: ComponentChild;
   if (page === "experiments" && arg) body = <ExperimentPage key={arg} experimentKey={arg} role={role} />;
   else if (page === "namespaces") body = <NamespacesPage role={role} />;
+  else if (page === "holdouts") body = <HoldoutsPage role={role} />;
   else if (page === "lookup") body = <LookupPage role={role} />;
   else if (page === "history") body = <HistoryPage />;
   else if (page === "jobs") body = <JobsPage />;

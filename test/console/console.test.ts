@@ -4,7 +4,7 @@
  * built by `npm run build` on its HTTP port. Signs in, creates and starts an experiment, assigns
  * 10,000 units over gRPC and reads their counts off the page, ramps, changes weights (the preview
  * says how many future units move), meets a version conflict, stops with a winner, runs a namespace
- * allocation, looks a unit up (a dry run: nobody is enrolled), sets and clears an override; a
+ * allocation, reads and changes a holdout, looks a unit up (a dry run: nobody is enrolled), sets and clears an override; a
  * reader token is offered no edit control and refused by the server; a list of 1,000 experiments
  * is timed (reported, not asserted). Screenshots of the main pages go to screenshots/console/
  * (git-ignored).
@@ -25,6 +25,7 @@ import {
   JobService,
 } from "assignment-client";
 import { parseTokenFile } from "../../src/ops/token-file.js";
+import { specVariantBucket } from "../grpc/helpers.js";
 import { startTestServer, type TestServer } from "../support/test-server.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -270,6 +271,47 @@ describe("an admin runs an experiment from the console", { timeout: 120_000 }, (
     await context.close();
   });
 
+  it("shows holdouts with their counts, and changes a share at the version shown; a change made meanwhile is refused", async () => {
+    await admin.createExperiment({
+      key: "ho-console-exp",
+      variants: [{ key: "a", weight: 10000 }],
+      status: ExperimentStatus.RUNNING,
+      tags: ["ho-console"],
+    });
+    await admin.createHoldout({ key: "ho-console", salt: "ho-console-salt", share: 1000, tags: ["ho-console"] });
+    const ids = Array.from({ length: 500 }, (_, i) => `ho-console-${i}`);
+    await assigner.bulkAssign({ experimentKey: "ho-console-exp", unitIds: ids });
+    // Held out: holdout bucket H(unit + ":" + salt) mod 10000 below the share (SPEC.md, rule 7).
+    const heldOut = ids.filter((u) => specVariantBucket(u, "ho-console-salt") < 1000).length;
+    expect(heldOut).toBeGreaterThan(20);
+    const { context, page, errors } = await openTab();
+    await signIn(page, TOKENS.admin);
+    await page.getByRole("link", { name: "Holdouts" }).click();
+    const panel = page.getByRole("article", { name: /ho-console/ });
+    const row = panel.getByTestId("holdout-stats").getByRole("row", { name: /^ho-console-exp / });
+    await row.waitFor();
+    const cells = await row.getByRole("cell").allTextContents();
+    expect(cells).toEqual([heldOut.toLocaleString("en-US"), (500 - heldOut).toLocaleString("en-US"), expect.stringMatching(/%$/)]);
+    expect([await panel.getByTestId("holdout-share").textContent(), await panel.getByTestId("holdout-version").textContent()]).toEqual([
+      "10%",
+      "1",
+    ]);
+    await shot(page, "holdouts");
+    await panel.getByLabel("New share (%)").fill("20");
+    await panel.getByRole("button", { name: "Change share" }).click();
+    await page.getByText("Share of ho-console: done (version 2).").waitFor();
+    expect((await admin.getHoldout({ key: "ho-console" })).holdout).toMatchObject({ share: 2000, version: 2n });
+    await poll(() => panel.getByTestId("holdout-share").textContent()).toBe("20%");
+    // Someone else changes it; the page still shows version 2, so its change is refused.
+    await admin.updateHoldout({ key: "ho-console", share: 3000 });
+    await panel.getByLabel("New share (%)").fill("25");
+    await panel.getByRole("button", { name: "Change share" }).click();
+    await page.getByText(/Share of ho-console: Someone else changed this meanwhile/).waitFor();
+    expect((await admin.getHoldout({ key: "ho-console" })).holdout).toMatchObject({ share: 3000, version: 3n });
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
   it("looks a unit up without enrolling it, and sets and clears an override", async () => {
     await admin.createExperiment({
       key: "lookup-banner",
@@ -393,6 +435,9 @@ describe("readers and operators", () => {
     await page.getByRole("link", { name: "Namespaces" }).click();
     await page.getByRole("heading", { name: /checkout-ns/ }).waitFor();
     expect(await page.getByRole("button", { name: "Allocate" }).count()).toBe(0);
+    await page.getByRole("link", { name: "Holdouts" }).click();
+    await page.getByRole("heading", { name: /ho-console/ }).waitFor();
+    expect(await page.getByRole("button", { name: "Change share" }).count()).toBe(0);
     // The server decides, whatever the page offers: the reader's token cannot pause it.
     const version = (await admin.getExperiment({ key: "lookup-banner" })).experiment!.version;
     const status = await page.evaluate(
