@@ -81,16 +81,14 @@ export async function* exportByCopy(
 const NEWLINE = 0x0a;
 const TAB = 0x09;
 
-/** Appends the rows of COPY text (whole lines) to `out`; with `leading`, each line starts with one
- * more column, skipped. */
-function parseRows(text: string, out: ExportedRow[], leading = false): void {
+/** Appends the rows of COPY text (whole lines) to `out`. */
+function parseRows(text: string, out: ExportedRow[]): void {
   for (let line = 0, nl = text.indexOf("\n"); nl >= 0; line = nl + 1, nl = text.indexOf("\n", line)) {
-    const start = leading ? text.indexOf("\t", line) + 1 : line;
-    const t1 = text.indexOf("\t", start);
+    const t1 = text.indexOf("\t", line);
     const t2 = text.indexOf("\t", t1 + 1);
     const t3 = text.indexOf("\t", t2 + 1);
     out.push({
-      unitId: unescapeCopyText(text.slice(start, t1)),
+      unitId: unescapeCopyText(text.slice(line, t1)),
       variant: Number(text.slice(t1 + 1, t2)),
       source: Number(text.slice(t2 + 1, t3)),
       version: text.slice(t3 + 1, nl),
@@ -164,8 +162,9 @@ export const MAX_MERGED_PARTITIONS = 64;
  * that gave that many (they have more), the smallest last unit id is the page's bound: every row up
  * to it has been read, from every partition, and is sent, in order; the rows after it are read
  * again by the next page, whose cursor is that bound. A page where no partition gave that many is
- * the last. A reader that stalls holds one page of rows (about two pages of exportByCopy's) and the
- * next, read ahead.
+ * the last. The bound is known once a page's text is indexed (MergedPage), before it is merged: the
+ * next page is read while this one is merged and sent. A reader that stalls holds one page (its
+ * text, as a string) and the next, read ahead, as bytes.
  */
 export async function* exportByPartitions(
   bulk: BulkCopy,
@@ -180,143 +179,259 @@ export async function* exportByPartitions(
   // own cost (one index descent and plan per partition) a third of the database's work.
   const perPartition = Math.ceil((2 * pageRows) / partitions.length);
   const read = (after: string | undefined) => {
-    const page = readMergedPage(bulk, experimentId, after, partitions, perPartition);
+    const page = copyText(bulk, mergedPageSql(experimentId, after, partitions, perPartition));
     page.catch(() => {}); // awaited in turn (see exportByCopy)
     return page;
   };
-  let page = await read(undefined);
+  let text = await read(undefined);
   // Batches are full but the last, across pages.
   let batch: ExportedRow[] = [];
   for (;;) {
-    // The next page is read (and merged) while this one is sent: its bound is known as soon as
-    // this one is merged, and the whole page waited for would otherwise leave the database idle
-    // while this process merges and sends, and this process idle while the database reads.
-    const following = page.bound === undefined ? undefined : read(page.bound);
-    const rows = page.rows;
-    for (let from = 0; from < rows.length; ) {
-      const take = Math.min(batchSize - batch.length, rows.length - from);
-      if (batch.length === 0 && take === batchSize) {
-        yield rows.slice(from, from + take);
-      } else {
-        for (let i = from; i < from + take; i++) batch.push(rows[i]!);
-        if (batch.length === batchSize) {
-          yield batch;
-          batch = [];
-        }
-      }
-      from += take;
+    const page = new MergedPage(text, partitions.length, perPartition);
+    // The next page is read while this one is merged and sent: the database and this process work
+    // at once, as in exportByCopy.
+    const bound = page.boundUnitId();
+    const following = bound === undefined ? undefined : read(bound);
+    for (;;) {
+      page.merge(batch, batchSize - batch.length);
+      if (batch.length < batchSize) break; // this page is merged
+      yield batch;
+      batch = [];
     }
     if (!following) break;
-    page = await following;
+    text = await following;
   }
   if (batch.length > 0) yield batch;
 }
 
-interface MergedPage {
-  /** In order, up to the bound (included). */
-  rows: ExportedRow[];
-  /** Where the next page starts (after it); undefined for the last page. */
-  bound: string | undefined;
-}
-
-/** One page of exportByPartitions: read, then merged. */
-async function readMergedPage(
-  bulk: BulkCopy,
-  experimentId: number,
-  after: string | undefined,
-  partitions: readonly string[],
-  perPartition: number,
-): Promise<MergedPage> {
+/** One page of exportByPartitions: every partition's next rows after the cursor, in its order. */
+function mergedPageSql(experimentId: number, after: string | undefined, partitions: readonly string[], perPartition: number): string {
   const cursor = after === undefined ? "" : ` AND unit_id > ${sqlLiteral(after)}`;
-  const text = await copyText(
-    bulk,
-    `COPY (${partitions
-      .map(
-        (p, k) =>
-          `(SELECT ${k}, unit_id, variant, source, version FROM ${p} WHERE experiment_id = ${experimentId}${cursor} ORDER BY unit_id LIMIT ${perPartition})`,
-      )
-      .join(" UNION ALL ")}) TO STDOUT`,
-  );
-  // Each partition's rows, in its order. The partition's number leads each line; the lines of one
-  // partition come together (an Append reads its parts one after the other), and each run of them
-  // is decoded on its own, so that a unit id shares the memory of a part of the page only.
-  const groups: ExportedRow[][] = partitions.map(() => []);
-  for (let start = 0; start < text.length; ) {
-    const tab = text.indexOf(TAB, start);
-    const k = Number(text.toString("latin1", start, tab));
-    let end = text.indexOf(NEWLINE, tab) + 1;
-    // The run: following lines of the same partition (starting with the same number and tab).
-    const width = tab + 1 - start;
-    while (end < text.length && text.compare(text, start, tab + 1, end, end + width) === 0) end = text.indexOf(NEWLINE, end) + 1;
-    parseRows(text.toString("utf8", start, end), groups[k]!, true);
-    start = end;
-  }
-  let bound: string | undefined;
-  for (const g of groups) {
-    if (g.length === perPartition) {
-      const last = g[g.length - 1]!.unitId;
-      if (bound === undefined || compareCodePoints(last, bound) < 0) bound = last;
-    }
-  }
-  return { rows: mergeGroups(groups, bound), bound };
+  return `COPY (${partitions
+    .map(
+      (p, k) =>
+        `(SELECT ${k}, unit_id, variant, source, version FROM ${p} WHERE experiment_id = ${experimentId}${cursor} ORDER BY unit_id LIMIT ${perPartition})`,
+    )
+    .join(" UNION ALL ")}) TO STDOUT`;
 }
 
-/** The rows of sorted groups, in order, up to `bound` (included; all when undefined): a k-way merge
- * on a binary heap of the groups' next rows. Where no unit id holds a code point above U+FFFF (no
- * surrogate), UTF-16 order is code point order and the engine's own comparison is used. */
-function mergeGroups(groups: ExportedRow[][], bound: string | undefined): ExportedRow[] {
-  const astral = groups.some((g) => g.some((r) => SURROGATE.test(r.unitId))) || (bound !== undefined && SURROGATE.test(bound));
-  const compare = astral ? compareCodePoints : (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-  const out: ExportedRow[] = [];
-  // heap[i]: a group's next row; from[i]: its group; at[i]: that row's place in the group.
-  const heap: ExportedRow[] = [];
-  const from: number[] = [];
-  const at: number[] = [];
-  const swap = (i: number, j: number) => {
-    [heap[i], heap[j]] = [heap[j]!, heap[i]!];
-    [from[i], from[j]] = [from[j]!, from[i]!];
-    [at[i], at[j]] = [at[j]!, at[i]!];
-  };
-  const down = (i: number) => {
-    for (;;) {
-      const l = 2 * i + 1;
-      let m = i;
-      if (l < heap.length && compare(heap[l]!.unitId, heap[m]!.unitId) < 0) m = l;
-      if (l + 1 < heap.length && compare(heap[l + 1]!.unitId, heap[m]!.unitId) < 0) m = l + 1;
-      if (m === i) return;
-      swap(i, m);
-      i = m;
+/**
+ * A page of exportByPartitions, merged as it is taken. Its COPY text (each line: the partition's
+ * number, then the row) is decoded in pieces of whole lines (PIECE_BYTES); the constructor only
+ * indexes them (where each line's unit id starts and ends, by partition), and the merge compares
+ * unit ids in place, in that text (compareEscaped), with a tournament of the partitions (a loser
+ * tree: one comparison per level, four for 16 partitions). A row becomes an ExportedRow only when
+ * it is sent, so the rows after the bound (read again by the next page) are indexed and never
+ * decoded, and nothing is allocated per row for the merge.
+ */
+class MergedPage {
+  /** Rows of each partition in this page. */
+  private readonly count: Int32Array;
+  /** Each partition's next row to merge. */
+  private readonly at: Int32Array;
+  /** The text, in pieces of whole lines. */
+  private readonly pieces: string[] = [];
+  /** For row i of partition k, at k * perPartition + i: the piece that holds it. */
+  private readonly pieceOf: Int32Array;
+  /** For row i of partition k, at 2 (k * perPartition + i): where its unit id starts in its piece;
+   * at the next place, where it ends (the tab after it). */
+  private readonly ids: Int32Array;
+  /** The loser tree: tree[0] the partition whose next row is the smallest, tree[1 .. leaves - 1]
+   * the loser of each match (the leaves, leaves .. 2 leaves - 1, are the partitions). */
+  private readonly tree: Int32Array;
+  private readonly leaves: number;
+  /** The row (k * perPartition + i) that is the page's bound, sent last; -1: the last page. */
+  private readonly bound: number;
+  private done = false;
+
+  constructor(
+    bytes: Buffer,
+    partitions: number,
+    private readonly perPartition: number,
+  ) {
+    this.count = new Int32Array(partitions);
+    this.at = new Int32Array(partitions);
+    this.pieceOf = new Int32Array(partitions * perPartition);
+    this.ids = new Int32Array(2 * partitions * perPartition);
+    for (let from = 0; from < bytes.length; ) {
+      let to = bytes.length;
+      if (from + PIECE_BYTES < bytes.length) {
+        const nl = bytes.lastIndexOf(NEWLINE, from + PIECE_BYTES - 1);
+        to = (nl >= from ? nl : bytes.indexOf(NEWLINE, from + PIECE_BYTES)) + 1 || bytes.length;
+      }
+      this.index(bytes.toString("utf8", from, to), partitions);
+      from = to;
     }
-  };
-  groups.forEach((g, k) => {
-    if (g.length === 0) return;
-    heap.push(g[0]!);
-    from.push(k);
-    at.push(0);
-  });
-  for (let i = (heap.length >> 1) - 1; i >= 0; i--) down(i);
-  while (heap.length > 0) {
-    const row = heap[0]!;
-    if (bound !== undefined && compare(row.unitId, bound) > 0) break;
-    out.push(row);
-    const g = groups[from[0]!]!;
-    const next = at[0]! + 1;
-    if (next < g.length) {
-      heap[0] = g[next]!;
-      at[0] = next;
-    } else {
-      const last = heap.length - 1;
-      swap(0, last);
-      heap.pop();
-      from.pop();
-      at.pop();
+    let bound = -1;
+    for (let k = 0; k < partitions; k++) {
+      if (this.count[k] !== perPartition) continue;
+      const last = k * perPartition + perPartition - 1;
+      if (bound < 0 || this.compare(last, bound) < 0) bound = last;
     }
-    down(0);
+    this.bound = bound;
+    let leaves = 2;
+    while (leaves < partitions) leaves *= 2;
+    this.leaves = leaves;
+    // The first round, from the leaves up: winners[n] is the winner of node n's match.
+    this.tree = new Int32Array(leaves);
+    const winners = new Int32Array(2 * leaves);
+    for (let k = 0; k < leaves; k++) winners[leaves + k] = k;
+    for (let n = leaves - 1; n >= 1; n--) {
+      const l = winners[2 * n]!;
+      const r = winners[2 * n + 1]!;
+      const rFirst = this.before(r, l);
+      winners[n] = rFirst ? r : l;
+      this.tree[n] = rFirst ? l : r;
+    }
+    this.tree[0] = winners[1]!;
   }
-  return out;
+
+  /** Indexes the lines of a piece of the text. */
+  private index(text: string, partitions: number): void {
+    const count = this.count;
+    const perPartition = this.perPartition;
+    const piece = this.pieces.push(text) - 1;
+    for (let line = 0; line < text.length; ) {
+      let k = 0;
+      let p = line;
+      for (let c = text.charCodeAt(p); c >= 0x30 && c <= 0x39; c = text.charCodeAt(++p)) k = 10 * k + c - 0x30;
+      const idEnd = text.indexOf("\t", p + 1);
+      const nl = text.indexOf("\n", idEnd);
+      if (text.charCodeAt(p) !== TAB || idEnd < 0 || nl < 0 || k >= partitions || count[k]! >= perPartition) {
+        throw new Error(`unexpected line in an export's COPY text: ${JSON.stringify(text.slice(line, line + 100))}`);
+      }
+      const row = k * perPartition + count[k]!++;
+      this.pieceOf[row] = piece;
+      this.ids[2 * row] = p + 1;
+      this.ids[2 * row + 1] = idEnd;
+      line = nl + 1;
+    }
+  }
+
+  /** The unit id of the bound (where the next page starts after); undefined for the last page. */
+  boundUnitId(): string | undefined {
+    const b = this.bound;
+    return b < 0 ? undefined : unescapeCopyText(this.pieces[this.pieceOf[b]!]!.slice(this.ids[2 * b], this.ids[2 * b + 1]));
+  }
+
+  /** Appends up to `n` of the next rows, in order, to `out`; fewer when the page is merged. */
+  merge(out: ExportedRow[], n: number): void {
+    const tree = this.tree;
+    const at = this.at;
+    const perPartition = this.perPartition;
+    for (let m = 0; m < n && !this.done; m++) {
+      const k = tree[0]!;
+      const i = at[k]!;
+      if (k >= this.count.length || i >= this.count[k]!) {
+        this.done = true; // every partition sent
+        return;
+      }
+      const row = k * perPartition + i;
+      out.push(this.row(row));
+      at[k] = i + 1;
+      if (row === this.bound) {
+        this.done = true;
+        return;
+      }
+      // The winner's partition plays again, from its leaf up, against the losers on its way.
+      let winner = k;
+      for (let node = (k + this.leaves) >> 1; node >= 1; node >>= 1) {
+        const other = tree[node]!;
+        if (this.before(other, winner)) {
+          tree[node] = winner;
+          winner = other;
+        }
+      }
+      tree[0] = winner;
+    }
+  }
+
+  /** Whether partition a's next row comes before partition b's (a partition with none left, or a
+   * leaf past the partitions, comes after every row). */
+  private before(a: number, b: number): boolean {
+    const count = this.count;
+    const at = this.at;
+    const perPartition = this.perPartition;
+    const an = a < count.length && at[a]! < count[a]!;
+    const bn = b < count.length && at[b]! < count[b]!;
+    if (!an || !bn) return an;
+    return this.compare(a * perPartition + at[a]!, b * perPartition + at[b]!) < 0;
+  }
+
+  /** Two rows' unit ids (k * perPartition + i), by code points. */
+  private compare(x: number, y: number): number {
+    const { ids, pieces, pieceOf } = this;
+    return compareEscaped(pieces[pieceOf[x]!]!, ids[2 * x]!, ids[2 * x + 1]!, pieces[pieceOf[y]!]!, ids[2 * y]!, ids[2 * y + 1]!);
+  }
+
+  private row(r: number): ExportedRow {
+    const text = this.pieces[this.pieceOf[r]!]!;
+    const idEnd = this.ids[2 * r + 1]!;
+    const t2 = text.indexOf("\t", idEnd + 1);
+    const t3 = text.indexOf("\t", t2 + 1);
+    return {
+      unitId: unescapeCopyText(text.slice(this.ids[2 * r], idEnd)),
+      variant: integerAt(text, idEnd + 1, t2),
+      source: integerAt(text, t2 + 1, t3),
+      version: text.slice(t3 + 1, text.indexOf("\n", t3 + 1)),
+    };
+  }
 }
 
-const SURROGATE = /[\uD800-\uDFFF]/;
+/** The most bytes of COPY text decoded into one string. A string of a whole page (about 500 KB)
+ * is allocated outside V8's young generation and cost 2.7 ms a page to make (as much as the merge);
+ * pieces of 32 KB cost 0.1 ms. A unit id cut from a piece holds that piece only. */
+const PIECE_BYTES = 32 * 1024;
+
+/** The integer written (in decimal, maybe negative) at s[from .. to). */
+function integerAt(s: string, from: number, to: number): number {
+  const negative = s.charCodeAt(from) === 0x2d;
+  let n = 0;
+  for (let i = negative ? from + 1 : from; i < to; i++) n = 10 * n + s.charCodeAt(i) - 0x30;
+  return negative ? -n : n;
+}
+
+/**
+ * compareCodePoints of two values of COPY text, s[a .. aEnd) and t[b .. bEnd), as the values they
+ * stand for (each backslash escape read as the character it stands for), without making them.
+ */
+export function compareEscaped(s: string, a: number, aEnd: number, t: string, b: number, bEnd: number): number {
+  while (a < aEnd && b < bEnd) {
+    let x = s.charCodeAt(a++);
+    let y = t.charCodeAt(b++);
+    if (x === 0x5c) x = unescapedCode(s.charCodeAt(a++));
+    if (y === 0x5c) y = unescapedCode(t.charCodeAt(b++));
+    if (x !== y) {
+      if (x >= 0xd800 && y >= 0xd800) {
+        x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+        y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+      }
+      return x - y;
+    }
+  }
+  return aEnd - a - (bEnd - b);
+}
+
+/** The character a backslash escape of COPY text stands for, by the character after the backslash
+ * (as unescapeCopyText reads it). */
+function unescapedCode(c: number): number {
+  switch (c) {
+    case 0x62: // b
+      return 0x08;
+    case 0x66: // f
+      return 0x0c;
+    case 0x6e: // n
+      return 0x0a;
+    case 0x72: // r
+      return 0x0d;
+    case 0x74: // t
+      return 0x09;
+    case 0x76: // v
+      return 0x0b;
+    default:
+      return c;
+  }
+}
 
 /** A COPY … TO STDOUT read whole, in a read-only transaction, on a connection held only while it
  * is read. The statements read in index order: see readPage. */

@@ -10,7 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { AssignmentStore } from "../../src/store/assignment-store.js";
-import { compareCodePoints, exportByPartitions } from "../../src/store/copy-export.js";
+import { compareCodePoints, compareEscaped, exportByPartitions } from "../../src/store/copy-export.js";
 import type { Database, Queryable } from "../../src/store/database.js";
 import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
@@ -289,6 +289,82 @@ describe("a new installation", () => {
     expect(plan.nodes).not.toContain("Sort");
     expect(plan.nodes).not.toContain("Seq Scan");
   });
+
+  it("the server's merge of the partitions' pages sends every row once, whole and in byte order, wherever the pages end", async () => {
+    // Ids escaped in COPY text by PostgreSQL (backslash, \b \f \n \r \t \v: the escape sorts as a
+    // backslash, the character it stands for below every letter), a control character it does not
+    // escape, ids whose UTF-16 order differs from their code point order, ids that are prefixes of
+    // others (and of one another's escapes), and long ones (a page of several decoded pieces).
+    const stems = [
+      "a",
+      "a\u0001",
+      "a\bz",
+      "a\u000bz",
+      "a\fz",
+      "a\rz",
+      "a\\",
+      "a\\\\b",
+      "A",
+      "\u{1F600}x",
+      "\uE000x",
+      "\uFFFDx",
+      "ü",
+      "u\u0308",
+    ];
+    const long = "p".repeat(300);
+    const ids = [
+      ...stems.flatMap((s) => Array.from({ length: 30 }, (_, i) => `${s}${i}`)),
+      ...stems,
+      ...Array.from({ length: 12 }, (_, i) => "a".repeat(i + 2)),
+      ...Array.from({ length: 400 }, (_, i) => `${long}${i}`),
+    ];
+    expect(new Set(ids).size).toBe(ids.length);
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+       SELECT 30, u, i % 5, 1000000000000 + i, 1 + i % 2 FROM unnest($1::text[]) WITH ORDINALITY AS t(u, i)`,
+      [ids],
+    );
+    // All of an experiment's rows in one partition (the other seven empty): each page's bound is
+    // that partition's last row.
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT 31, 'solo-' || u, 1, 1, 1 FROM generate_series(1, 1000) u`,
+    );
+    await db.query(
+      `DELETE FROM assignments WHERE experiment_id = 31
+          AND tableoid <> (SELECT tableoid FROM assignments WHERE experiment_id = 31 AND unit_id = 'solo-1')`,
+    );
+    // Three rows: most partitions empty.
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) VALUES (32, 'x', 0, 1, 1), (32, 'x\u00e9', 1, 2, 1), (32, 'xy', 1, 3, 2)`,
+    );
+    const partitions = (await new TransferStore(db).partitionsByBytes())!;
+    expect(partitions).toHaveLength(8);
+    const { rows: solo } = await db.query<{ n: number; parts: number }>(
+      `SELECT count(*)::int AS n, count(DISTINCT tableoid)::int AS parts FROM assignments WHERE experiment_id = 31`,
+    );
+    expect(solo[0]!.parts).toBe(1);
+    expect(solo[0]!.n).toBeGreaterThan(60);
+    for (const experimentId of [30, 31, 32]) {
+      const { rows } = await db.query<{ unitId: string; variant: number; source: number; version: string }>(
+        `SELECT unit_id AS "unitId", variant, source, version::text FROM assignments WHERE experiment_id = $1 ORDER BY unit_id`,
+        [experimentId],
+      );
+      // By their UTF-8 bytes: what the server's merge must reproduce.
+      const byBytes = [...rows].sort((x, y) => Buffer.compare(Buffer.from(x.unitId), Buffer.from(y.unitId)));
+      expect(rows.map((r) => r.unitId)).toEqual(byBytes.map((r) => r.unitId));
+      // Pages of 2 rows of each partition (a bound every few rows), 25, and all in one page.
+      for (const pageRows of [8, 100, 10_000]) {
+        const got: typeof rows = [];
+        const sizes: number[] = [];
+        for await (const batch of exportByPartitions(db.bulkCopy, experimentId, 7, partitions, pageRows)) {
+          sizes.push(batch.length);
+          got.push(...batch);
+        }
+        expect(got, `experiment ${experimentId}, pages of ${pageRows}`).toEqual(rows);
+        expect(sizes.slice(0, -1).every((n) => n === 7)).toBe(true);
+      }
+    }
+  });
 });
 
 describe("compareCodePoints", () => {
@@ -315,6 +391,33 @@ describe("compareCodePoints", () => {
     const byBytes = [...strings].sort((x, y) => Buffer.compare(Buffer.from(x, "utf8"), Buffer.from(y, "utf8")));
     expect([...strings].sort(compareCodePoints)).toEqual(byBytes);
     expect([...strings].sort()).not.toEqual(byBytes); // UTF-16 order alone would not do
+  });
+
+  it("compareEscaped orders values of COPY text as compareCodePoints orders the values they stand for", () => {
+    // PostgreSQL's escapes in COPY text output (escapeCopyText writes fewer: what it reads back).
+    const pgEscape = (v: string) =>
+      v.replace(/[\\\b\f\n\r\t\v]/g, (c) => `\\${{ "\\": "\\", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v" }[c]}`);
+    const alphabet = ["a", "b", "A", "\\", "\b", "\t", "\n", "\v", "\f", "\r", "\u0001", "n", "t", "\u00E9", "\uFFFD", "\u{1F600}", ""];
+    const values: string[] = [];
+    for (const x of alphabet) for (const y of alphabet) values.push(x + y);
+    // Each value between other text, in one of two strings, as the merge finds them.
+    const place = (v: string, i: number) => {
+      const text = `${"\t".repeat(i % 3)}0\t${pgEscape(v)}\t1\n`;
+      const start = text.indexOf("\t", i % 3) + 1;
+      return { text, start, end: text.indexOf("\t", start) };
+    };
+    let disagreements = 0;
+    values.forEach((x, i) =>
+      values.forEach((y, j) => {
+        const a = place(x, i);
+        const b = place(y, j);
+        const got = Math.sign(compareEscaped(a.text, a.start, a.end, b.text, b.start, b.end));
+        if (got !== Math.sign(compareCodePoints(x, y))) disagreements++;
+      }),
+    );
+    expect(disagreements).toBe(0);
+    // The escapes matter: compared as written, "\b" (backslash, b) would sort after "A".
+    expect(Math.sign(compareEscaped("\\bz\tAz", 0, 3, "\\bz\tAz", 4, 6))).toBe(-1);
   });
 });
 
