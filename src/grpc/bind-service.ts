@@ -11,7 +11,7 @@ import type {
 } from "@grpc/grpc-js";
 import { cancelled } from "../errors.js";
 import type { CallContext, Interceptor, RequestHeaders, ServiceHandlers } from "../service/handler-types.js";
-import { ANONYMOUS } from "../service/roles.js";
+import { ANONYMOUS, type Caller } from "../service/roles.js";
 import { decodeRequest, serverDefinition } from "./service-definition.js";
 import { toGrpcStatus } from "./status-mapping.js";
 
@@ -146,6 +146,82 @@ function sendAll(
 }
 
 /**
+ * One unary call: its handler context (the CallContext itself) and its answer, in one object
+ * instead of a set of closures, promises and an event listener per call. The signal is made only
+ * when the handler reads it; then a cancel that already happened (grpc-js's `cancelled` flag) or
+ * comes before the handler is done aborts it. A handler that answers at once (a value, not a
+ * promise) is answered in the same turn.
+ */
+class UnaryCall implements CallContext {
+  readonly method: string;
+  readonly requestHeader: RequestHeaders;
+  caller: Caller = ANONYMOUS;
+  private controller: AbortController | undefined;
+  private finished = false;
+
+  constructor(
+    private readonly call: ServerUnaryCall<Buffer, unknown> & { cancelled?: boolean },
+    private readonly callback: sendUnaryData<unknown>,
+    private readonly fail: (err: unknown) => object,
+    method: DescMethod,
+  ) {
+    this.method = method.name;
+    this.requestHeader = headersOf(call.metadata);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      const controller = new AbortController();
+      this.controller = controller;
+      if (this.call.cancelled) controller.abort();
+      else this.call.once("cancelled", () => this.finished || controller.abort());
+    }
+    return this.controller.signal;
+  }
+
+  answer(res: unknown): void {
+    this.finished = true;
+    this.callback(null, res);
+  }
+
+  refuse(err: unknown): void {
+    this.finished = true;
+    this.callback(this.fail(err));
+  }
+}
+
+function isPromise(v: unknown): v is PromiseLike<unknown> {
+  return typeof (v as PromiseLike<unknown> | undefined)?.then === "function";
+}
+
+/** Runs a unary handler: the caller authenticated before the request is decoded (a stranger
+ * learns nothing of its shape), every error mapped to a status. */
+function runUnary(
+  method: DescMethod,
+  handler: (...args: unknown[]) => unknown,
+  interceptor: Interceptor | undefined,
+  fail: (err: unknown) => object,
+  call: ServerUnaryCall<Buffer, unknown>,
+  callback: sendUnaryData<unknown>,
+): void {
+  const c = new UnaryCall(call, callback, fail, method);
+  let res: unknown;
+  try {
+    if (interceptor) c.caller = interceptor(method, c.requestHeader);
+    res = handler(decodeRequest(method, call.request), c);
+  } catch (err) {
+    c.refuse(err);
+    return;
+  }
+  if (isPromise(res))
+    res.then(
+      (r) => c.answer(r),
+      (err) => c.refuse(err),
+    );
+  else c.answer(res);
+}
+
+/**
  * The grpc-js definition and implementation of a service: each handler gets a decoded request
  * and a context, and every error it throws is mapped to a status in one place.
  */
@@ -158,18 +234,8 @@ export function bindService<S extends DescService>(service: S, handlers: Service
     const fail = (err: unknown) => toGrpcStatus(err, options.log);
     switch (method.methodKind) {
       case "unary":
-        impl[method.localName] = (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
-          const { authenticate, finish } = contextOf(method, call, options.interceptor);
-          (async () => {
-            const ctx = authenticate(); // before the request is decoded: a stranger learns nothing of its shape
-            return handler(decodeRequest(method, call.request), ctx);
-          })()
-            .finally(finish)
-            .then(
-              (res) => callback(null, res),
-              (err) => callback(fail(err)),
-            );
-        };
+        impl[method.localName] = (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) =>
+          runUnary(method, handler, options.interceptor, fail, call, callback);
         break;
       case "server_streaming":
         impl[method.localName] = (call: ServerWritableStream<Buffer, unknown>) => {

@@ -14,6 +14,7 @@ import type { Caller } from "../../src/service/roles.js";
 import { failure, status } from "./helpers.js";
 
 const seen: { method: string; caller: Caller }[] = [];
+const aborted: string[] = [];
 let server: grpc.Server;
 let address: string;
 
@@ -29,27 +30,41 @@ beforeAll(async () => {
     Object.fromEntries(
       service.methods.map((m) => {
         const handler =
-          m.methodKind === "unary"
-            ? async (_req: unknown, ctx: CallContext) => {
+          m.name === "Assign"
+            ? // answers at once, with a value rather than a promise
+              (_req: unknown, ctx: CallContext) => {
                 record(ctx);
                 return {};
               }
-            : m.methodKind === "server_streaming"
-              ? async function* (_req: unknown, ctx: CallContext) {
+            : m.name === "GetExperimentStats"
+              ? // answers once its signal is aborted (the caller gave up)
+                async (_req: unknown, ctx: CallContext) => {
                   record(ctx);
-                  yield {};
+                  await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+                  aborted.push(ctx.method);
+                  return {};
                 }
-              : m.methodKind === "client_streaming"
-                ? async (requests: AsyncIterable<unknown>, ctx: CallContext) => {
-                    for await (const _ of requests) void _;
+              : m.methodKind === "unary"
+                ? async (_req: unknown, ctx: CallContext) => {
                     record(ctx);
                     return {};
                   }
-                : async function* (requests: AsyncIterable<unknown>, ctx: CallContext) {
-                    for await (const _ of requests) void _;
-                    record(ctx);
-                    yield {};
-                  };
+                : m.methodKind === "server_streaming"
+                  ? async function* (_req: unknown, ctx: CallContext) {
+                      record(ctx);
+                      yield {};
+                    }
+                  : m.methodKind === "client_streaming"
+                    ? async (requests: AsyncIterable<unknown>, ctx: CallContext) => {
+                        for await (const _ of requests) void _;
+                        record(ctx);
+                        return {};
+                      }
+                    : async function* (requests: AsyncIterable<unknown>, ctx: CallContext) {
+                        for await (const _ of requests) void _;
+                        record(ctx);
+                        yield {};
+                      };
         return [m.localName, handler];
       }),
     );
@@ -63,6 +78,23 @@ beforeAll(async () => {
   address = `127.0.0.1:${port}`;
 });
 afterAll(() => server?.forceShutdown());
+
+describe("unary handlers", () => {
+  it("may answer with a value at once, and see their signal aborted when the caller gives up", async () => {
+    const assign = createClient(AssignmentService, address, { token: "ci-admin-token-0123456789", retry: false });
+    const reader = createClient(ExperimentService, address, { token: "ci-reader-token-0123456789", retry: false, timeoutMs: 300 });
+    try {
+      seen.length = 0;
+      expect(await assign.assign({ experimentKey: "x", unitId: "u" })).toBeDefined();
+      expect(status[(await failure(reader.getExperimentStats({ key: "x" }))).code]).toBe("DEADLINE_EXCEEDED");
+      await expect.poll(() => aborted, { timeout: 5_000 }).toEqual(["GetExperimentStats"]);
+      expect(seen.map((s) => s.method)).toEqual(["Assign", "GetExperimentStats"]);
+    } finally {
+      assign.close();
+      reader.close();
+    }
+  });
+});
 
 describe("CallContext.caller", () => {
   it("reaches unary, server-streaming, client-streaming and bidi handlers", async () => {
