@@ -18,10 +18,10 @@ export class MeteredAssigner extends Assigner {
     super(store, memory, cache, serverMetrics.assigner, trust);
   }
 
-  override async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
-    const results = await super.assign(cells, options);
-    this.serverMetrics.answered(results);
-    return results;
+  override assignNow(cells: readonly Cell[], options: AssignOptionsLike): CellResult[] | Promise<CellResult[]> {
+    const results = super.assignNow(cells, options);
+    if (!Array.isArray(results)) return results.then((r) => this.answered(r));
+    return this.answered(results);
   }
 
   override async assignGrid(
@@ -31,7 +31,10 @@ export class MeteredAssigner extends Assigner {
     options: AssignOptionsLike,
     attributes?: Attributes | readonly Attributes[],
   ): Promise<CellResult[]> {
-    const results = await super.assignGrid(experiments, unitIds, unitType, options, attributes);
+    return this.answered(await super.assignGrid(experiments, unitIds, unitType, options, attributes));
+  }
+
+  private answered(results: CellResult[]): CellResult[] {
     this.serverMetrics.answered(results);
     return results;
   }

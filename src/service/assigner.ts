@@ -54,6 +54,12 @@ interface Lookup extends CacheCell {
   fresh: Evaluation | undefined;
 }
 
+/** What the memory pass answered, and the cells it left for the slower layers. */
+interface MemoryPass {
+  results: CellResult[];
+  lookups: Map<string, Lookup>;
+}
+
 /** Values sent to Redis and not yet acknowledged, beyond which callers wait (see fill). */
 export const MAX_PENDING_FILL_CELLS = 40_000;
 
@@ -94,7 +100,16 @@ export class Assigner {
     private readonly trust: CacheTrust = ALWAYS_TRUSTED,
   ) {}
 
-  assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
+  async assign(cells: readonly Cell[], options: AssignOptionsLike): Promise<CellResult[]> {
+    return this.assignNow(cells, options);
+  }
+
+  /**
+   * assign(), answered in this turn (an array, not a promise) when every cell is answered by
+   * configuration or the in-process cache, as a warm page load is: no promise, no microtask.
+   * Otherwise a promise, as from assign().
+   */
+  assignNow(cells: readonly Cell[], options: AssignOptionsLike): CellResult[] | Promise<CellResult[]> {
     return this.assignEach(
       cells.length,
       (i) => cells[i]!.experiment,
@@ -108,7 +123,7 @@ export class Assigner {
   /** Every unit against every experiment, experiment-major (result j * unitIds.length + i), without
    * building a cell object per pair. `attributes`: the same for every unit, or one per unit
    * (positional to unitIds). */
-  assignGrid(
+  async assignGrid(
     experiments: readonly (ExperimentConfig | undefined)[],
     unitIds: readonly string[],
     unitType: string,
@@ -128,16 +143,32 @@ export class Assigner {
     );
   }
 
-  private async assignEach(
+  private assignEach(
     count: number,
     experimentAt: (i: number) => ExperimentConfig | undefined,
     unitIdAt: (i: number) => string,
     unitTypeAt: (i: number) => string,
     attributesAt: (i: number) => Attributes,
     options: AssignOptionsLike,
-  ): Promise<CellResult[]> {
+  ): CellResult[] | Promise<CellResult[]> {
     const mark = this.trust.mark();
-    const results = await this.assignOnce(count, experimentAt, unitIdAt, unitTypeAt, attributesAt, options, mark);
+    const pass = this.memoryPass(count, experimentAt, unitIdAt, unitTypeAt, attributesAt);
+    // Answered without I/O, in this turn: trust cannot have been withdrawn since it was asked.
+    if (pass.lookups.size === 0) return pass.results;
+    return this.afterMemory(pass, count, experimentAt, unitIdAt, unitTypeAt, attributesAt, options, mark);
+  }
+
+  private async afterMemory(
+    pass: MemoryPass,
+    count: number,
+    experimentAt: (i: number) => ExperimentConfig | undefined,
+    unitIdAt: (i: number) => string,
+    unitTypeAt: (i: number) => string,
+    attributesAt: (i: number) => Attributes,
+    options: AssignOptionsLike,
+    mark: number,
+  ): Promise<CellResult[]> {
+    const results = await this.fromLayers(pass, attributesAt, options, mark);
     if (!this.trust.revokedSince(mark)) return results;
     // Trust was withdrawn while the batch ran (a change of stored values was learnt of, or the
     // server lost touch with the store): cached answers of experiments no longer trusted are asked
@@ -162,15 +193,15 @@ export class Assigner {
     return results;
   }
 
-  private async assignOnce(
+  /** Rules 1-4 and the in-process cache, cell by cell, without I/O: what is left needs a slower
+   * layer (`lookups`, one per distinct cell). */
+  private memoryPass(
     count: number,
     experimentAt: (i: number) => ExperimentConfig | undefined,
     unitIdAt: (i: number) => string,
     unitTypeAt: (i: number) => string,
     attributesAt: (i: number) => Attributes,
-    options: AssignOptionsLike,
-    mark: number,
-  ): Promise<CellResult[]> {
+  ): MemoryPass {
     const results = new Array<CellResult>(count);
     const lookups = new Map<string, Lookup>();
     let memoryHits = 0;
@@ -228,8 +259,16 @@ export class Assigner {
         });
     }
     if (memoryHits + lookups.size > 0) this.metrics.lookups("memory", memoryHits, lookups.size);
-    if (lookups.size === 0) return results;
+    return { results, lookups };
+  }
 
+  /** Redis, a read replica and PostgreSQL for the cells the memory pass left. */
+  private async fromLayers(
+    { results, lookups }: MemoryPass,
+    attributesAt: (i: number) => Attributes,
+    options: AssignOptionsLike,
+    mark: number,
+  ): Promise<CellResult[]> {
     const answer = (l: Lookup, e: Evaluation, stored: boolean, layer: Layer) => {
       const r = result(e.reason, e.variant, stored, layer);
       results[l.first] = r;

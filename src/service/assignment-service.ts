@@ -170,7 +170,9 @@ export function assignmentHandlers(
       return { assignment: toAssignment(req.experimentKey, exp, req.unitId, r!, o) };
     },
 
-    async assignUnit(req) {
+    // Not async: a page load answered from configuration and the in-process cache (assignNow) is
+    // answered in the same turn, without a promise (the transports accept a value or a promise).
+    assignUnit(req) {
       const types = Object.keys(req.units);
       if (types.length === 0) throw invalidArgument("units", "must name at least one unit type and its id");
       for (const t of types) if (!isValidUnitType(t)) throw invalidArgument(`units["${t}"]`, `unit type ${UNIT_TYPE_RULE}`);
@@ -199,8 +201,11 @@ export function assignmentHandlers(
           ? { experiment: exp, unitId: req.units[firstType]!, unitType: firstType, attributes }
           : { experiment: exp, unitId, unitType, attributes };
       });
-      const results = await assigner.assign(cells, o);
-      return { assignments: keys.map((k, i) => toAssignment(k, cells[i]!.experiment, cells[i]!.unitId, results[i]!, o)) };
+      const answer = (results: CellResult[]) => ({
+        assignments: keys.map((k, i) => toAssignment(k, cells[i]!.experiment, cells[i]!.unitId, results[i]!, o)),
+      });
+      const results = assigner.assignNow(cells, o);
+      return Array.isArray(results) ? answer(results) : results.then(answer);
     },
 
     async bulkAssign(req) {

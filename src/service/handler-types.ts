@@ -31,10 +31,12 @@ export interface CallContext {
  */
 export type Interceptor = (method: DescMethod, requestHeader: RequestHeaders) => Caller;
 
+/** Answers with a promise, or with the answer itself when it is known at once (the transports
+ * then answer in the same turn). */
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
   context: CallContext,
-) => Promise<MessageInitShape<O>>;
+) => Promise<MessageInitShape<O>> | MessageInitShape<O>;
 
 export type ServerStreamingHandler<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
