@@ -224,6 +224,27 @@ describe("Assigner", () => {
     expect(w.storage.inserts).toHaveLength(1);
   });
 
+  it("assignNow answers a batch found whole in memory (or without the store) in the same turn, and any other as a promise", async () => {
+    const w = world();
+    const first = w.assigner.assignNow([cell(u)], options());
+    expect(first).toBeInstanceOf(Promise); // NEW: it needs the store
+    await first;
+    const again = w.assigner.assignNow([cell(u), cell(u, draft)], options());
+    expect(Array.isArray(again)).toBe(true);
+    expect((again as Awaited<typeof again>).map((r) => [r.reason, r.layer])).toEqual([
+      [Reason.STICKY, Layer.MEMORY],
+      [Reason.NOT_RUNNING, Layer.MEMORY],
+    ]);
+    // One cell not in memory: the whole batch is a promise, the memory hit answered with it.
+    const mixed = w.assigner.assignNow([cell(u), cell("unit-8")], options());
+    expect(mixed).toBeInstanceOf(Promise);
+    expect((await mixed).map((r) => [r.reason, r.layer])).toEqual([
+      [Reason.STICKY, Layer.MEMORY],
+      [Reason.NEW, Layer.COMPUTED],
+    ]);
+    expect(w.storage.inserts).toHaveLength(2);
+  });
+
   it("assignGrid answers experiment-major, as assign does cell by cell", async () => {
     const units = ["g-1", "g-2", "g-3"];
     const grid = await world().assigner.assignGrid([running, noRollout], units, "user_id", options({ dryRun: true }));
