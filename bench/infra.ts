@@ -56,8 +56,9 @@ export function startServerChild(
   env: Record<string, string>,
   nodeArgs: string[] = [],
   mode: ServerProcessMode = "server",
+  script?: string,
 ): Promise<ServerProcess> {
-  return spawnServer({ label, mode, env, nodeArgs, forwardOutput: true, startTimeoutMs: 30_000 });
+  return spawnServer({ label, mode, env, nodeArgs, forwardOutput: true, startTimeoutMs: 30_000, script });
 }
 
 /**

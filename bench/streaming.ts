@@ -9,8 +9,12 @@
  * Environment: DATABASE_URL, REDIS_URL (defaults: local servers); BENCH_STREAM_UNITS (1,000,000);
  * BENCH_SERVER_NODE_OPTIONS (node flags of the server, default --max-old-space-size=192: V8 otherwise
  * lets garbage pile up to several hundred MB before collecting);
- * BENCH_CPU_PROF_DIR (write a V8 CPU profile of the server there).
+ * BENCH_CPU_PROF_DIR (write a V8 CPU profile of the server there); BENCH_IMPORT_ROUNDS (1: rounds of
+ * raw COPY and ImportAssignments, alternating which goes first, each into experiments of its own);
+ * BENCH_IMPORT_OTHER_SERVER (another build's dist/harness/server-process.js: its imports join each
+ * round, for a comparison of two builds in the same run); BENCH_IMPORT_ONLY=1 (those rounds alone).
  */
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { pipeline } from "node:stream/promises";
@@ -20,7 +24,7 @@ import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { AssignmentService, createClient, ExperimentService, ExperimentStatus, ImportPolicy, Reason } from "assignment-client";
 import type { Cleanup } from "../harness/cleanup.js";
 import { residentBytes } from "../harness/processes.js";
-import { benchServer, log, runBench } from "./infra.js";
+import { benchServer, log, runBench, startServerChild } from "./infra.js";
 
 const env = process.env;
 const ADMIN_DATABASE_URL = env.DATABASE_URL || "postgres://postgres@127.0.0.1:5432/postgres";
@@ -79,8 +83,161 @@ async function timed<T>(what: string, f: () => Promise<T>): Promise<{ seconds: n
   return { seconds, value, peakMb };
 }
 
+const IMPORT_ROUNDS = Number(env.BENCH_IMPORT_ROUNDS ?? 1);
+const OTHER_SERVER = env.BENCH_IMPORT_OTHER_SERVER;
+const IMPORT_ONLY = env.BENCH_IMPORT_ONLY === "1";
+/** Clock ticks per second of /proc/<pid>/stat's CPU times (Linux: 100). */
+const CLOCK_TICKS = 100;
+
+/** User + system CPU seconds of a process so far, from /proc (0 once it is gone). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS; // utime, stime (fields 14, 15)
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds of this database's PostgreSQL backends (the server's connections, the import's
+ * and the baseline's among them), by pid. PostgreSQL must run on this machine. */
+async function backendCpu(sql: pg.Client): Promise<Map<number, number>> {
+  const { rows } = await sql.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`);
+  return new Map(rows.map((r) => [r.pid, cpuSeconds(r.pid)]));
+}
+
+/** CPU seconds the backends used since `before` (backends that appeared count whole). */
+async function backendCpuSince(sql: pg.Client, before: Map<number, number>): Promise<number> {
+  let used = 0;
+  for (const [pid, now] of await backendCpu(sql)) used += now - (before.get(pid) ?? 0);
+  return used;
+}
+
+/** Waits until the sequencer moved every outbox row into the event log. */
+async function drainOutbox(sql: pg.Client): Promise<void> {
+  for (let i = 0; i < 1200; i++) {
+    const { rows } = await sql.query<{ waiting: boolean }>(`SELECT EXISTS (SELECT 1 FROM assignment_outbox) AS waiting`);
+    if (!rows[0]!.waiting) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("the event outbox did not drain within 120 s");
+}
+
+interface Phase {
+  seconds: number;
+  peakMb: number;
+  /** CPU seconds of the server process (0 for the raw COPY: no server) and of the database's backends. */
+  serverCpu: number;
+  dbCpu: number;
+}
+
+interface ImportRound {
+  round: number;
+  /** 1-minute load average before each phase. */
+  load: number[];
+  copy?: Phase;
+  imported?: Phase;
+  other?: Phase;
+}
+
+/** A phase timed, with the CPU of the server (`pid`) and of the database's backends. */
+async function measured(sql: pg.Client, what: string, pid: number | undefined, f: () => Promise<void>): Promise<Phase> {
+  const db = await backendCpu(sql);
+  const server = pid === undefined ? 0 : cpuSeconds(pid);
+  const { seconds, peakMb } = await timed(what, f);
+  return {
+    seconds,
+    peakMb,
+    serverCpu: pid === undefined ? 0 : cpuSeconds(pid) - server,
+    dbCpu: await backendCpuSince(sql, db),
+  };
+}
+
+/** Plain COPY of the rows into the round's raw-copy experiment, on a connection of its own. */
+async function rawCopyPhase(sql: pg.Client, url: string, round: number): Promise<Phase> {
+  const id = (await sql.query<{ id: number }>(`SELECT id FROM experiments WHERE key = $1`, [`raw-copy-${round}`])).rows[0]!.id;
+  const copier = new pg.Client({ connectionString: url });
+  await copier.connect();
+  try {
+    return await measured(sql, `raw COPY of ${UNITS} rows (round ${round})`, undefined, async () => {
+      const copy = copier.query(copyFrom(`COPY assignments (experiment_id, unit_id, variant, version, source) FROM STDIN`));
+      await pipeline(
+        Readable.from(
+          (function* () {
+            for (let i = 0; i < UNITS; i += BATCH) {
+              let chunk = "";
+              for (let k = i; k < Math.min(i + BATCH, UNITS); k++) chunk += `${id}\t${unitId("u", k)}\t${k % 2}\t1\t2\n`;
+              yield chunk;
+            }
+          })(),
+        ),
+        copy,
+      );
+    });
+  } finally {
+    await copier.end();
+  }
+}
+
+/** ImportAssignments of the same rows through `client` into the round's experiment `key`-`round`. */
+async function importPhase(
+  client: ReturnType<typeof createClient<typeof ExperimentService>>,
+  sql: pg.Client,
+  round: number,
+  pid: number,
+  key: string,
+): Promise<Phase> {
+  const experimentKey = `${key}-${round}`;
+  let result: { imported: bigint } | undefined;
+  const phase = await measured(sql, `ImportAssignments ${UNITS} rows into ${experimentKey}`, pid, async () => {
+    result = await client.importAssignments(
+      (async function* () {
+        for (let i = 0; i < UNITS; i += BATCH) {
+          const rows = Array.from({ length: Math.min(BATCH, UNITS - i) }, (_, k) => ({
+            experimentKey,
+            unitId: unitId("u", i + k),
+            variantKey: (i + k) % 2 ? "treatment" : "control",
+          }));
+          yield i === 0 ? { setup: { policy: ImportPolicy.SKIP_EXISTING }, rows } : { rows };
+        }
+      })(),
+    );
+  });
+  if (result?.imported !== BigInt(UNITS)) throw new Error(`imported ${result?.imported}, expected ${UNITS}`);
+  return phase;
+}
+
+/** The rounds of ImportAssignments against raw COPY: each ratio, CPU per 1,000 rows, the load. */
+function importReport(rounds: ImportRound[]): string[] {
+  const perK = (cpu: number) => `${((cpu / UNITS) * 1e6).toFixed(0)} µs`; // CPU seconds per 1,000 rows, in µs
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const hasOther = rounds.some((r) => r.other);
+  const lines = [
+    `ImportAssignments ÷ raw COPY of the same ${UNITS.toLocaleString("en-US")} rows, alternating rounds (outbox drained before each phase; CPU per 1,000 rows: server process / this database's PostgreSQL backends):`,
+    "",
+    `| round | load average | raw COPY rows/s | backends CPU | import rows/s | ÷ raw COPY | server CPU | backends CPU |${hasOther ? " other build rows/s | ÷ raw COPY | server CPU | backends CPU |" : ""}`,
+    `|---|---|---|---|---|---|---|---|${hasOther ? "---|---|---|---|" : ""}`,
+  ];
+  for (const r of rounds) {
+    const c = r.copy!;
+    const i = r.imported!;
+    const o = r.other;
+    lines.push(
+      `| ${r.round} | ${r.load.map((l) => l.toFixed(1)).join(" / ")} | ${Math.round(UNITS / c.seconds).toLocaleString("en-US")} | ${perK(c.dbCpu)} | ` +
+        `${Math.round(UNITS / i.seconds).toLocaleString("en-US")} | ${(c.seconds / i.seconds).toFixed(2)} | ${perK(i.serverCpu)} | ${perK(i.dbCpu)} |` +
+        (o
+          ? ` ${Math.round(UNITS / o.seconds).toLocaleString("en-US")} | ${(c.seconds / o.seconds).toFixed(2)} | ${perK(o.serverCpu)} | ${perK(o.dbCpu)} |`
+          : ""),
+    );
+  }
+  lines.push("", `Median ÷ raw COPY: ${median(rounds.map((r) => r.copy!.seconds / r.imported!.seconds)).toFixed(2)}`);
+  if (hasOther) lines.push(`Median ÷ raw COPY, other build: ${median(rounds.map((r) => r.copy!.seconds / r.other!.seconds)).toFixed(2)}`);
+  return lines;
+}
+
 async function main(cleanup: Cleanup): Promise<void> {
-  const { db, server } = await benchServer(cleanup, {
+  const { db, prefix, server } = await benchServer(cleanup, {
     adminDatabaseUrl: ADMIN_DATABASE_URL,
     redisUrl: REDIS_URL,
     nodeArgs: SERVER_NODE_ARGS,
@@ -99,13 +256,59 @@ async function main(cleanup: Cleanup): Promise<void> {
     { key: "control", weight: 5000 },
     { key: "treatment", weight: 5000 },
   ];
-  for (const key of ["stream", "stream-events-off", "imported", "raw-insert", "raw-copy"]) {
+  const perRound = ["imported", "raw-copy", ...(OTHER_SERVER ? ["imported-other"] : [])];
+  const roundKeys = Array.from({ length: IMPORT_ROUNDS }, (_, r) => perRound.map((k) => `${k}-${r + 1}`)).flat();
+  for (const key of ["stream", "stream-events-off", "raw-insert", ...roundKeys]) {
     await admin.createExperiment({ key, variants, status: ExperimentStatus.RUNNING });
   }
+  // Another build's server on the same database (BENCH_IMPORT_OTHER_SERVER), for its imports.
+  const other = OTHER_SERVER
+    ? await startServerChild(
+        "other build",
+        { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
+        SERVER_NODE_ARGS,
+        "server",
+        OTHER_SERVER,
+      )
+    : undefined;
+  if (other) cleanup.add("stop the other build's server", other.stop);
+  const otherAdmin = other ? createClient(ExperimentService, other.address) : undefined;
+  if (otherAdmin) cleanup.add("close the other build's client", async () => otherAdmin.close());
   const sql = new pg.Client({ connectionString: db.url });
   await sql.connect();
   cleanup.add("close SQL client", () => sql.end());
   const idOf = async (key: string) => (await sql.query<{ id: number }>(`SELECT id FROM experiments WHERE key = $1`, [key])).rows[0].id;
+
+  // --- ImportAssignments against a plain COPY of the same rows into the same table (same
+  // triggers, same columns), in alternating rounds, each into experiments of its own. Before each
+  // timed phase the event outbox is drained: otherwise the sequencer moves the previous phase's
+  // rows (a million outbox rows after a COPY) while the next phase runs, and charges that phase.
+  const runImportRounds = async (): Promise<ImportRound[]> => {
+    const importRounds: ImportRound[] = [];
+    for (let round = 1; round <= IMPORT_ROUNDS; round++) {
+      const phases: Array<[string, () => Promise<Phase>]> = [
+        ["raw COPY", () => rawCopyPhase(sql, db.url, round)],
+        ["ImportAssignments", () => importPhase(admin, sql, round, server.pid, "imported")],
+      ];
+      if (other) phases.push(["ImportAssignments, other build", () => importPhase(otherAdmin!, sql, round, other.pid, "imported-other")]);
+      if (round % 2 === 0) phases.reverse();
+      const result: ImportRound = { round, load: [] };
+      for (const [name, run] of phases) {
+        await drainOutbox(sql);
+        result.load.push(os.loadavg()[0]!);
+        const p = await run();
+        if (name === "raw COPY") result.copy = p;
+        else if (name === "ImportAssignments") result.imported = p;
+        else result.other = p;
+      }
+      importRounds.push(result);
+    }
+    return importRounds;
+  };
+  if (IMPORT_ONLY) {
+    process.stdout.write(`${importReport(await runImportRounds()).join("\n")}\n`);
+    return;
+  }
 
   // --- baseline: plain INSERT … unnest … ON CONFLICT of the same rows, batches of 10,000
   const rawInsertId = await idOf("raw-insert");
@@ -164,43 +367,12 @@ async function main(cleanup: Cleanup): Promise<void> {
   // --- new units as a dry run (every unit looked up in Redis and PostgreSQL, nothing stored)
   const dryNew = await timed(`StreamAssign ${UNITS} new units, dry run`, () => consume("n", true, Reason.NEW));
 
-  // --- baseline: plain COPY of the same rows
-  const rawCopyId = await idOf("raw-copy");
-  const rawCopy = await timed(`raw COPY of ${UNITS} rows`, async () => {
-    const copy = sql.query(copyFrom(`COPY assignments (experiment_id, unit_id, variant, version, source) FROM STDIN`));
-    await pipeline(
-      Readable.from(
-        (function* () {
-          for (let i = 0; i < UNITS; i += BATCH) {
-            let chunk = "";
-            for (let k = i; k < Math.min(i + BATCH, UNITS); k++) chunk += `${rawCopyId}\t${unitId("u", k)}\t${k % 2}\t1\t2\n`;
-            yield chunk;
-          }
-        })(),
-      ),
-      copy,
-    );
-  });
-
-  // --- ImportAssignments of the same rows into another experiment
-  const imported = await timed(`ImportAssignments ${UNITS} rows`, () =>
-    admin.importAssignments(
-      (async function* () {
-        for (let i = 0; i < UNITS; i += BATCH) {
-          const rows = Array.from({ length: Math.min(BATCH, UNITS - i) }, (_, k) => ({
-            experimentKey: "imported",
-            unitId: unitId("u", i + k),
-            variantKey: (i + k) % 2 ? "treatment" : "control",
-          }));
-          yield i === 0 ? { setup: { policy: ImportPolicy.SKIP_EXISTING }, rows } : { rows };
-        }
-      })(),
-    ),
-  );
-  if (imported.value.imported !== BigInt(UNITS)) throw new Error(`imported ${imported.value.imported}, expected ${UNITS}`);
+  const importRounds = await runImportRounds();
+  const rawCopy = importRounds[0]!.copy!;
+  const imported = importRounds[0]!.imported!;
 
   // --- baseline: plain COPY … TO STDOUT of the same rows, in unit id order, read by one client
-  const importedId = await idOf("imported");
+  const importedId = await idOf("imported-1");
   const rawExport = await timed(`raw COPY TO of ${UNITS} rows`, async () => {
     let lines = 0;
     const copy = sql.query(
@@ -215,7 +387,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   // --- ExportAssignments
   const exported = await timed(`ExportAssignments ${UNITS} rows`, async () => {
     let n = 0;
-    for await (const r of admin.exportAssignments({ experimentKey: "imported" })) n += r.unitIds.length;
+    for await (const r of admin.exportAssignments({ experimentKey: "imported-1" })) n += r.unitIds.length;
     if (n !== UNITS) throw new Error(`exported ${n} rows, expected ${UNITS}`);
   });
   memory.stop();
@@ -231,10 +403,12 @@ async function main(cleanup: Cleanup): Promise<void> {
     `| StreamAssign, new units stored, assignment events on | ${f(rate(stored.seconds))} | events off ${f(rate(eventsOff.seconds))} | ${(eventsOff.seconds / stored.seconds).toFixed(2)} | ≥ 0.9 | ${stored.peakMb.toFixed(0)} MB |`,
     `| StreamAssign dry run, same units (cached) | ${f(rate(dryWarm.seconds))} | | | ≥ 1,000,000 | ${dryWarm.peakMb.toFixed(0)} MB |`,
     `| StreamAssign dry run, new units (looked up, nothing stored) | ${f(rate(dryNew.seconds))} | | | (information) | ${dryNew.peakMb.toFixed(0)} MB |`,
-    `| ImportAssignments | ${f(rate(imported.seconds))} | raw COPY ${f(rate(rawCopy.seconds))} | ${(rawCopy.seconds / imported.seconds).toFixed(2)} | ≥ 0.5 | ${imported.peakMb.toFixed(0)} MB |`,
+    `| ImportAssignments (round 1) | ${f(rate(imported.seconds))} | raw COPY ${f(rate(rawCopy.seconds))} | ${(rawCopy.seconds / imported.seconds).toFixed(2)} | ≥ 0.7 | ${imported.peakMb.toFixed(0)} MB |`,
     `| ExportAssignments | ${f(rate(exported.seconds))} | raw COPY TO ${f(rate(rawExport.seconds))} | ${(rawExport.seconds / exported.seconds).toFixed(2)} | ≥ 500,000 | ${exported.peakMb.toFixed(0)} MB |`,
     "",
     `Server resident memory, peak over the whole run: ${memory.peak().toFixed(0)} MB (target ≤ 300 MB).`,
+    "",
+    ...importReport(importRounds),
   ];
   process.stdout.write(lines.join("\n") + "\n");
 }

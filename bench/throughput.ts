@@ -155,11 +155,14 @@ interface Row {
   requestsPerSecond: number;
   meanMs: number;
   rowsPerInsert?: number;
-  /** Median latency, where the generator gives each call's (the node client). */
+  /** Median and 99th percentile latency, where the generator gives each call's (the node client). */
   p50Ms?: number;
+  p99Ms?: number;
   /** The server's CPU time (user + system) per call over the phase, warm-up included: unlike
    * requests/s, it barely moves when other processes compete for the cores. */
   cpuMicrosPerCall?: number;
+  /** The 1-minute load average at the end of the phase. */
+  loadAverage?: string;
   generator: string;
 }
 
@@ -198,7 +201,7 @@ async function coldPhase(
   address: string,
   concurrency: number,
   tag: string,
-): Promise<{ requestsPerSecond: number; meanMs: number; p50Ms: number }> {
+): Promise<{ requestsPerSecond: number; meanMs: number; p50Ms: number; p99Ms: number }> {
   const clients: AssignmentClient[] = Array.from({ length: Math.min(4, concurrency) }, () =>
     createClient(AssignmentService, address, { timeoutMs: 30_000, channelOptions: { "grpc.use_local_subchannel_pool": 1 } }),
   );
@@ -234,24 +237,34 @@ async function coldPhase(
   for (const c of clients) c.close();
   if (!measuring) throw new Error("cold phase measured no call");
   latencies.sort((a, b) => a - b);
-  return { requestsPerSecond: done / SECONDS, meanMs: busyMs / done, p50Ms: latencies[Math.floor(latencies.length / 2)]! };
+  return {
+    requestsPerSecond: done / SECONDS,
+    meanMs: busyMs / done,
+    p50Ms: latencies[Math.floor(latencies.length / 2)]!,
+    p99Ms: latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]!,
+  };
 }
+
+const ms = (x: number | undefined) => (x === undefined ? "—" : `${x.toFixed(2)} ms`);
+
+/** The 1-minute load average now, for a row measured on a shared machine. */
+const loadNow = () => os.loadavg()[0]!.toFixed(1);
 
 function report(rows: Row[], machine: string[]): string {
   const echo = new Map(rows.filter((r) => r.call === "echo").map((r) => [r.concurrency, r.requestsPerSecond]));
   const out = ["### Environment", "", ...machine.map((m) => `- ${m}`), ""];
   out.push("### Throughput (calls in flight = concurrency; ratio = requests/s ÷ the bare echo at the same concurrency, same run)", "");
   out.push(
-    "| call | concurrency | requests/s | cells/s | ÷ echo | mean latency | p50 latency | rows per INSERT | server CPU per call | generator |",
+    "| call | concurrency | requests/s | cells/s | ÷ echo | mean latency | p50 latency | p99 latency | rows per INSERT | server CPU per call | load average | generator |",
   );
-  out.push("|---|---|---|---|---|---|---|---|---|---|");
+  out.push("|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     const ratio = r.call === "echo" ? "1.00" : (r.requestsPerSecond / (echo.get(r.concurrency) ?? Number.NaN)).toFixed(2);
     out.push(
       `| ${r.call} | ${r.concurrency} | ${Math.round(r.requestsPerSecond).toLocaleString("en-US")} | ` +
-        `${Math.round(r.requestsPerSecond * r.cellsPerCall).toLocaleString("en-US")} | ${ratio} | ${r.meanMs.toFixed(2)} ms | ${r.p50Ms === undefined ? "—" : `${r.p50Ms.toFixed(2)} ms`} | ` +
+        `${Math.round(r.requestsPerSecond * r.cellsPerCall).toLocaleString("en-US")} | ${ratio} | ${r.meanMs.toFixed(2)} ms | ${ms(r.p50Ms)} | ${ms(r.p99Ms)} | ` +
         `${r.rowsPerInsert === undefined ? "—" : r.rowsPerInsert.toFixed(1)} | ` +
-        `${r.cpuMicrosPerCall === undefined ? "—" : `${Math.round(r.cpuMicrosPerCall)} µs`} | ${r.generator} |`,
+        `${r.cpuMicrosPerCall === undefined ? "—" : `${Math.round(r.cpuMicrosPerCall)} µs`} | ${r.loadAverage ?? "—"} | ${r.generator} |`,
     );
   }
   return out.join("\n");
@@ -355,12 +368,18 @@ async function main(cleanup: Cleanup): Promise<number> {
       generator: "h2load",
     });
   }
+  let coldCallsBefore = (await callsByCode(metricsPort, "AssignUnit")).byCode.get("OK") ?? 0;
   for (const c of ONLY.has("cold") ? CONCURRENCY : []) {
     log(`AssignUnit 1×10 cold c${c} …`);
     const before = await insertRows(metricsPort);
+    const { cpuSeconds: cpuBefore } = await callsByCode(metricsPort, "AssignUnit");
     const r = await coldPhase(server.address, c, `c${c}`);
+    const { byCode, cpuSeconds: cpuAfter } = await callsByCode(metricsPort, "AssignUnit");
     const after = await insertRows(metricsPort);
     const rowsPerInsert = (after.sum - before.sum) / Math.max(1, after.count - before.count);
+    // Server CPU per call over the phase (warm-up included), against every OK call of the phase.
+    const calls = (byCode.get("OK") ?? 0) - coldCallsBefore;
+    coldCallsBefore += calls;
     rows.push({
       call: "AssignUnit 1×10, cold (10 rows stored per call)",
       cellsPerCall: 10,
@@ -368,7 +387,10 @@ async function main(cleanup: Cleanup): Promise<number> {
       requestsPerSecond: r.requestsPerSecond,
       meanMs: r.meanMs,
       p50Ms: r.p50Ms,
+      p99Ms: r.p99Ms,
       rowsPerInsert,
+      cpuMicrosPerCall: ((cpuAfter - cpuBefore) * 1e6) / Math.max(1, calls),
+      loadAverage: loadNow(),
       generator: "node client",
     });
   }
@@ -429,7 +451,9 @@ async function main(cleanup: Cleanup): Promise<number> {
         requestsPerSecond: r.requestsPerSecond,
         meanMs: r.meanMs,
         p50Ms: r.p50Ms,
+        p99Ms: r.p99Ms,
         rowsPerInsert: (after.sum - before.sum) / Math.max(1, after.count - before.count),
+        loadAverage: loadNow(),
         generator: "node client",
       });
     }

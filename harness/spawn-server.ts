@@ -31,6 +31,9 @@ export interface SpawnServerOptions {
   forwardOutput?: boolean;
   /** How long it may take to announce its port; default 60 s. */
   startTimeoutMs?: number;
+  /** Another build's compiled harness/server-process.js (a benchmark comparing two builds in the
+   * same run); default this build's. */
+  script?: string;
 }
 
 export interface ServerProcess {
@@ -69,8 +72,8 @@ export async function spawnServer(options: SpawnServerOptions): Promise<ServerPr
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
-  const loader = COMPILED ? [] : ["--import", "tsx"];
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...loader, SCRIPT], {
+  const loader = COMPILED || options.script ? [] : ["--import", "tsx"];
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...loader, options.script ?? SCRIPT], {
     cwd: REPO_ROOT,
     env,
     stdio: ["pipe", "pipe", "pipe"],
