@@ -210,8 +210,12 @@ async function importPhase(
 
 /** The rounds of ImportAssignments against raw COPY: each ratio, CPU per 1,000 rows, the load. */
 function importReport(rounds: ImportRound[]): string[] {
-  const perK = (cpu: number) => `${((cpu / UNITS) * 1e6).toFixed(0)} µs`; // CPU seconds per 1,000 rows, in µs
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const perK = (cpu: number) => `${((cpu / UNITS) * 1e6).toFixed(1)} ms`; // CPU seconds per row ×1e6 = ms per 1,000 rows
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  };
   const hasOther = rounds.some((r) => r.other);
   const lines = [
     `ImportAssignments ÷ raw COPY of the same ${UNITS.toLocaleString("en-US")} rows, alternating rounds (outbox drained before each phase; CPU per 1,000 rows: server process / this database's PostgreSQL backends):`,

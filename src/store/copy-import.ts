@@ -1,7 +1,7 @@
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { cancelled } from "../errors.js";
 import { escapeCopyText } from "./copy-text.js";
-import type { CopySession } from "./database.js";
+import type { CopyIn, CopySession } from "./database.js";
 import { addCounts, type ImportResult, type ImportStaging, mergeStaged, type StagedRows } from "./import-staging.js";
 import { isUniqueViolation, rethrowStoreError } from "./pg-errors.js";
 
@@ -49,10 +49,22 @@ function countRuns(ids: Int32Array, counts: Map<number, number>): void {
   }
 }
 
+/** The chunk being stored: one COPY, open while the import's messages arrive. */
+interface Chunk {
+  /** Straight into assignments under a savepoint (else into the staging table). */
+  direct: boolean;
+  copy: CopyIn;
+  /** Its COPY text so far, kept while it goes straight in: a unique violation undoes the chunk,
+   * which is then staged from this. */
+  texts: Buffer[];
+  rows: number;
+  counts: Map<number, number>; // rows per experiment id
+}
+
 /**
  * An import on a COPY session: opens a transaction (the import is all or nothing) with a temporary
- * staging table, and stores rows in chunks of `chunkRows` while the upload continues, so storing
- * overlaps decoding:
+ * staging table, and stores rows in chunks of `chunkRows`, each one COPY fed message by message
+ * as the upload arrives, so the database stores rows while the next ones are decoded:
  * - SKIP_EXISTING into experiments that held no stored assignment when the import first met
  *   them (the usual case: filling a new experiment): each chunk is COPYed straight into
  *   assignments under a savepoint, as fast as a plain COPY. Nothing there can be skipped, unless
@@ -65,7 +77,9 @@ function countRuns(ids: Int32Array, counts: Map<number, number>): void {
  *   of a unit counts and stored units are kept.
  * - OVERWRITE stages everything and merges at `commit`: its first-row-wins rule needs the whole
  *   import.
- * `abort` leaves nothing.
+ * The connection's work runs in order on a queue; `write` returns while up to a chunk of rows
+ * waits there (a merge in the database overlaps the decoding of what follows). `abort` leaves
+ * nothing.
  */
 export async function beginCopyImport(session: CopySession, options: CopyImportOptions): Promise<ImportStaging> {
   const STAGING = "import_staging";
@@ -85,8 +99,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     release(true);
     throw err;
   }
-  const copy = (chunk: readonly Buffer[], into: string) =>
-    session.copyFrom(`COPY ${into} (experiment_id, unit_id, variant, version, source) FROM STDIN`, chunk);
+  const COLUMNS = "(experiment_id, unit_id, variant, version, source)";
 
   /** The version of each experiment met so far, as recorded on its imported rows. */
   const versions = new Map<number, string>();
@@ -96,96 +109,119 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
   const { chunkRows, maxSavepoints } = options;
   let imported = 0;
   const importedPerExperiment = new Map<number, number>();
-  let queue: Promise<void> = Promise.resolve();
+  let overwriting = false;
+  let current: Chunk | undefined;
   let failure: unknown;
-  // The chunk being gathered, as COPY text.
-  let pending: Buffer[] = [];
-  let pendingRows = 0;
-  let pendingCounts = new Map<number, number>(); // rows per experiment id
+  /** The connection's work, in order; a task after a failure does nothing. */
+  let queue: Promise<void> = Promise.resolve();
+  const enqueue = (task: () => Promise<void>): Promise<void> =>
+    (queue = queue.then(() => (failure ? undefined : task())).catch((err) => void (failure ??= err)));
+  /** Messages queued and not yet in the database, oldest first. */
+  const waiting: { stored: Promise<void>; rows: number }[] = [];
+  let waitingRows = 0;
 
-  /** Looks up experiments met for the first time: their version, and whether they hold stored
-   * assignments already (then nothing more goes straight in). */
-  const meet = async (rows: StagedRows) => {
-    const unseen = new Set<number>();
-    for (const id of rows.experimentIds) if (!versions.has(id)) unseen.add(id);
-    if (unseen.size === 0) return;
-    await queue; // the connection is busy with earlier chunks until then
-    if (failure) return;
-    const { rows: found } = await session.query<{ id: number; version: string; taken: boolean }>(
-      `SELECT e.id, e.version::text AS version, EXISTS (SELECT 1 FROM assignments a WHERE a.experiment_id = e.id) AS taken
-         FROM experiments e WHERE e.id = ANY($1::int[])`,
-      [[...unseen]],
-    );
-    for (const e of found) {
-      versions.set(e.id, e.version);
-      if (e.taken) direct = false;
-    }
-    if (found.length < unseen.size) direct = false; // an unknown id: the staged merge's join leaves it out
-  };
-
-  const storeChunk = async (chunk: readonly Buffer[], rows: number, counts: ReadonlyMap<number, number>) => {
+  const openChunk = async (): Promise<Chunk> => {
     if (direct && savepoints >= maxSavepoints) direct = false;
-    if (direct) {
+    const straight = direct && !overwriting;
+    if (straight) {
       savepoints++;
       await session.query(`SAVEPOINT import_chunk`);
+    }
+    const into = straight ? "assignments" : STAGING;
+    return { direct: straight, copy: session.copyIn(`COPY ${into} ${COLUMNS} FROM STDIN`), texts: [], rows: 0, counts: new Map() };
+  };
+
+  /** Ends the open chunk's COPY and stores it (see above). */
+  const finishChunk = async () => {
+    const chunk = current;
+    if (!chunk) return;
+    current = undefined;
+    if (chunk.direct) {
       try {
-        await copy(chunk, "assignments");
+        await chunk.copy.end();
         await session.query(`RELEASE SAVEPOINT import_chunk`);
-        imported += rows;
-        addCounts(importedPerExperiment, counts);
+        imported += chunk.rows;
+        addCounts(importedPerExperiment, chunk.counts);
         return;
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
         await session.query(`ROLLBACK TO SAVEPOINT import_chunk`);
         direct = false;
+        await session.copyFrom(`COPY ${STAGING} ${COLUMNS} FROM STDIN`, chunk.texts);
       }
+    } else {
+      await chunk.copy.end();
     }
-    await copy(chunk, STAGING);
+    if (overwriting) return; // merged whole at commit
     const merged = await mergeStaged(session, STAGING, false);
     imported += merged.imported;
     addCounts(importedPerExperiment, merged.importedPerExperiment);
     await session.query(`TRUNCATE ${STAGING}`);
   };
 
-  /** Hands the gathered chunk to the database; waits while another chunk is still waiting. */
-  const flush = async (overwrite: boolean) => {
-    if (pendingRows === 0) return;
-    const chunk = pending;
-    const rows = pendingRows;
-    const counts = pendingCounts;
-    pending = [];
-    pendingRows = 0;
-    pendingCounts = new Map();
-    const previous = queue;
-    queue = previous
-      .then(async () => {
-        if (failure) return;
-        if (overwrite) await copy(chunk, STAGING);
-        else await storeChunk(chunk, rows, counts);
-      })
-      .catch((err) => void (failure ??= err));
-    // One chunk in the database and this one waiting: the caller's next rows are decoded
-    // meanwhile, and the database never waits for them.
-    await previous;
+  /** One message's rows into the open chunk (opened if none is). */
+  const store = async (text: Buffer, rows: number, counts: ReadonlyMap<number, number>) => {
+    current ??= await openChunk();
+    const chunk = current;
+    await chunk.copy.write(text);
+    if (chunk.direct) chunk.texts.push(text);
+    chunk.rows += rows;
+    addCounts(chunk.counts, counts);
+    // A COPY the database refused (a unit stored twice) is finished at once: the rest take the
+    // staged path without being sent to a COPY that drops them.
+    if (chunk.rows >= chunkRows || chunk.copy.failed) await finishChunk();
+  };
+
+  /** Looks up experiments met for the first time: their version, and whether they hold stored
+   * assignments already (then nothing more goes straight in). The open chunk ends first: the
+   * connection cannot query while it COPYs. */
+  const meet = async (rows: StagedRows) => {
+    const unseen = new Set<number>();
+    for (const id of rows.experimentIds) if (!versions.has(id)) unseen.add(id);
+    if (unseen.size === 0) return;
+    await enqueue(async () => {
+      await finishChunk();
+      const { rows: found } = await session.query<{ id: number; version: string; taken: boolean }>(
+        `SELECT e.id, e.version::text AS version, EXISTS (SELECT 1 FROM assignments a WHERE a.experiment_id = e.id) AS taken
+           FROM experiments e WHERE e.id = ANY($1::int[])`,
+        [[...unseen]],
+      );
+      for (const e of found) {
+        versions.set(e.id, e.version);
+        if (e.taken) direct = false;
+      }
+      if (found.length < unseen.size) direct = false; // an unknown id: the staged merge's join leaves it out
+    });
   };
 
   return {
     async write(rows: StagedRows, overwrite: boolean): Promise<void> {
       if (failure) return rethrowStoreError(failure);
       if (rows.unitIds.length === 0) return;
+      overwriting = overwrite;
       await meet(rows);
       if (failure) return rethrowStoreError(failure);
-      pending.push(copyRows(rows, versions)); // built while the database works on the previous chunk
-      pendingRows += rows.unitIds.length;
-      countRuns(rows.experimentIds, pendingCounts);
-      if (pendingRows >= chunkRows) await flush(overwrite);
+      // Built while the database works on earlier messages.
+      const text = copyRows(rows, versions);
+      const counts = new Map<number, number>();
+      countRuns(rows.experimentIds, counts);
+      const n = rows.unitIds.length;
+      const stored = enqueue(() => store(text, n, counts));
+      waiting.push({ stored, rows: n });
+      waitingRows += n;
+      void stored.then(() => {
+        waitingRows -= n;
+        waiting.shift();
+      });
+      // Up to a chunk of rows may wait for the connection; beyond that the caller waits (and
+      // with it the upload: backpressure).
+      while (waitingRows > chunkRows && waiting.length > 0) await waiting[0]!.stored;
       if (failure) return rethrowStoreError(failure);
     },
 
     async commit(overwrite, wanted, record): Promise<ImportResult> {
       try {
-        await flush(overwrite);
-        await queue;
+        await enqueue(finishChunk);
         if (failure) throw failure;
         const result = overwrite
           ? await mergeStaged(session, STAGING, true)
@@ -196,7 +232,9 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
         release(false);
         return result;
       } catch (err) {
-        await session.query("ROLLBACK").catch(() => {});
+        // A COPY still open cannot take a ROLLBACK: the connection is dropped (the database rolls
+        // back the transaction of a connection that went away).
+        if (!current) await session.query("ROLLBACK").catch(() => {});
         release(true);
         return rethrowStoreError(err);
       }
@@ -205,7 +243,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     async abort(): Promise<void> {
       if (done) return;
       await queue;
-      await session.query("ROLLBACK").catch(() => {});
+      if (!current) await session.query("ROLLBACK").catch(() => {});
       release(true);
     },
   };

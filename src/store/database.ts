@@ -53,9 +53,23 @@ export interface BulkCopy {
 export interface CopySession extends Session {
   /** `COPY … FROM STDIN`: sends `chunks` (COPY text) and resolves when the database took them. */
   copyFrom(sql: string, chunks: Iterable<Buffer>): Promise<void>;
+  /** `COPY … FROM STDIN` fed as the caller goes, so the database stores rows while the next ones
+   * are still being made. Nothing else may run on the session until `end` settled. */
+  copyIn(sql: string): CopyIn;
   /** `COPY … TO STDOUT`: the COPY text as it arrives, read only as fast as it is taken. A consumer
    * that stops early leaves the COPY unfinished, and the session broken. */
   copyTo(sql: string): AsyncIterable<Buffer>;
+}
+
+/** An open `COPY … FROM STDIN` (CopySession.copyIn). */
+export interface CopyIn {
+  /** Sends COPY text; resolves once the connection took it (the caller's backpressure). After the
+   * database refused the COPY it sends nothing and resolves at once: `end` reports why. */
+  write(chunk: Buffer): Promise<void>;
+  /** Whether the database already refused the COPY (its error comes from `end`). */
+  readonly failed: boolean;
+  /** Ends the COPY; resolves once the database stored every row, rejects with its error. */
+  end(): Promise<void>;
 }
 
 /** Locks between processes, by key. */

@@ -2,7 +2,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
-import type { AdvisoryLocks, BulkCopy, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
+import type { AdvisoryLocks, BulkCopy, CopyIn, CopySession, Database, Notifications, Queryable, QueryResult } from "./database.js";
 import { DEFAULT_DATABASE_POOL_SIZE } from "../server-defaults.js";
 import { type MigrateOptions, runMigrations } from "./migrations.js";
 import { unavailable } from "../errors.js";
@@ -84,6 +84,55 @@ class PgSession implements CopySession {
       if (isConnectionError(err)) this.broken = true;
       return rethrowStoreError(err);
     }
+  }
+
+  copyIn(sql: string): CopyIn {
+    const stream = this.client.query(copyFrom(sql));
+    let error: unknown;
+    let ended = false;
+    // Writes waiting for the connection: a refusal before the COPY started would leave them
+    // waiting for ever, so it lets them go.
+    const waiting = new Set<() => void>();
+    const done = new Promise<void>((resolve, reject) => {
+      stream.once("finish", resolve);
+      stream.on("error", (err) => {
+        error ??= err;
+        for (const w of waiting) w();
+        waiting.clear();
+        reject(err);
+      });
+    });
+    done.catch(() => {}); // reported by end()
+    return {
+      // One chunk at a time, each written once the last was taken: pg-copy-streams forgets its
+      // connection when the database refuses the COPY, and a second chunk it still held would
+      // then be written to no connection at all. After a refusal nothing more is written (the
+      // database would drop it anyway).
+      write: (chunk) =>
+        error !== undefined || ended
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => {
+              const go = () => {
+                waiting.delete(go);
+                resolve();
+              };
+              waiting.add(go);
+              stream.write(chunk, go);
+            }),
+      get failed() {
+        return error !== undefined;
+      },
+      end: async () => {
+        if (!ended && error === undefined) stream.end();
+        ended = true;
+        try {
+          await done;
+        } catch (err) {
+          if (isConnectionError(err)) this.broken = true;
+          return rethrowStoreError(err);
+        }
+      },
+    };
   }
 
   async *copyTo(sql: string): AsyncGenerator<Buffer> {
