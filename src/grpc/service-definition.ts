@@ -1,6 +1,8 @@
 import { fromBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { ImportAssignmentsRequestSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import { invalidArgument } from "../errors.js";
+import { decodeImportRequest } from "./import-request-decoder.js";
 import { responseEncoder } from "./response-encoding.js";
 
 /** `/assignment.v1.AssignmentService/Assign` */
@@ -14,6 +16,10 @@ export function methodPath(method: DescMethod): string {
  */
 export function decodeRequest<M extends DescMethod>(method: M, bytes: Buffer) {
   try {
+    // An import's rows: a decoder of their own (import-request-decoder.ts), the same messages.
+    if (method.input.typeName === ImportAssignmentsRequestSchema.typeName) {
+      return decodeImportRequest(bytes) as unknown as ReturnType<typeof fromBinary<M["input"]>>;
+    }
     return fromBinary(method.input, bytes);
   } catch (err) {
     throw invalidArgument("request", `is not a valid ${method.input.typeName} message: ${(err as Error).message}`);
