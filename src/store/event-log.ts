@@ -145,41 +145,54 @@ export class EventLog {
     limit: number,
     only?: { experimentIds: readonly number[]; unitTypes: readonly string[] },
   ): Promise<StoredEvent[]> {
+    // The events alone, then the keys of their experiments and variants once a page (not a join
+    // with a lookup into the experiment's variants per row: a third of the publisher's read cost).
     const { rows } = await this.db.query<{
       position: string;
       kind: number;
       experiment_id: number | null;
-      key: string | null;
       unit_type: string | null;
-      exp_unit_type: string | null;
       unit_id: string;
-      variant_key: string | null;
+      variant: number | null;
       source: number | null;
       version: string | null;
       at: Date;
     }>(
-      `SELECT ev.position::text AS position, ev.kind, ev.experiment_id, e.key, ev.unit_type, e.unit_type AS exp_unit_type,
-              ev.unit_id, ev.source, ev.version::text AS version, ev.at,
-              (SELECT v->>'key' FROM jsonb_array_elements(e.variants) v WHERE (v->>'id')::int = ev.variant) AS variant_key
-         FROM assignment_events ev LEFT JOIN experiments e ON e.id = ev.experiment_id
+      `SELECT ev.position::text AS position, ev.kind, ev.experiment_id, ev.unit_type, ev.unit_id, ev.variant, ev.source,
+              ev.version::text AS version, ev.at
+         FROM assignment_events ev
         WHERE ev.position > $1
           AND ($3::int[] IS NULL OR ev.experiment_id = ANY($3::int[]) OR (ev.experiment_id IS NULL AND ev.unit_type = ANY($4::text[])))
         ORDER BY ev.position
         LIMIT $2`,
       [after.toString(), limit, only ? [...only.experimentIds] : null, only ? [...only.unitTypes] : null],
     );
-    return rows.map((r) => ({
-      position: BigInt(r.position),
-      kind: r.kind,
-      experimentId: r.experiment_id ?? undefined,
-      experimentKey: r.key ?? undefined,
-      unitType: r.unit_type ?? r.exp_unit_type ?? "",
-      unitId: r.unit_id,
-      variantKey: r.variant_key ?? undefined,
-      source: r.source ?? 0,
-      version: BigInt(r.version ?? "0"),
-      at: r.at,
-    }));
+    const ids = new Set<number>();
+    for (const r of rows) if (r.experiment_id !== null) ids.add(r.experiment_id);
+    const experiments = new Map<number, { key: string; unitType: string; variants: Map<number, string> }>();
+    if (ids.size > 0) {
+      const { rows: found } = await this.db.query<{ id: number; key: string; unit_type: string; variants: { id: number; key: string }[] }>(
+        `SELECT id, key, unit_type, variants FROM experiments WHERE id = ANY($1::int[])`,
+        [[...ids]],
+      );
+      for (const x of found)
+        experiments.set(x.id, { key: x.key, unitType: x.unit_type, variants: new Map(x.variants.map((v) => [Number(v.id), v.key])) });
+    }
+    return rows.map((r) => {
+      const x = r.experiment_id === null ? undefined : experiments.get(r.experiment_id);
+      return {
+        position: BigInt(r.position),
+        kind: r.kind,
+        experimentId: r.experiment_id ?? undefined,
+        experimentKey: x?.key,
+        unitType: r.unit_type ?? x?.unitType ?? "",
+        unitId: r.unit_id,
+        variantKey: r.variant === null ? undefined : x?.variants.get(r.variant),
+        source: r.source ?? 0,
+        version: BigInt(r.version ?? "0"),
+        at: r.at,
+      };
+    });
   }
 
   /**
