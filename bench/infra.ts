@@ -68,7 +68,12 @@ export function startServerChild(
  */
 export async function benchServer(
   cleanup: Cleanup,
-  o: { adminDatabaseUrl: string; redisUrl: string; nodeArgs: string[] },
+  o: {
+    adminDatabaseUrl: string;
+    redisUrl: string;
+    nodeArgs: string[];
+    env?: (db: { name: string; url: string }) => Record<string, string>;
+  },
 ): Promise<{ db: { name: string; url: string }; prefix: string; server: ServerProcess }> {
   log(`${await probePostgres(o.adminDatabaseUrl)}; ${await probeRedis(o.redisUrl)}`);
   const db = await createDatabase(o.adminDatabaseUrl, "bench_");
@@ -77,7 +82,7 @@ export async function benchServer(
   cleanup.add(`remove Redis keys ${prefix}*`, async () => void (await flushPrefix(o.redisUrl, prefix)));
   const server = await startServerChild(
     "server",
-    { DATABASE_URL: db.url, REDIS_URL: o.redisUrl, REDIS_PREFIX: prefix, LOG_LEVEL: "warn" },
+    { DATABASE_URL: db.url, REDIS_URL: o.redisUrl, REDIS_PREFIX: prefix, LOG_LEVEL: "warn", ...o.env?.(db) },
     o.nodeArgs,
   );
   cleanup.add("stop server", server.stop);
