@@ -188,8 +188,15 @@ async function main(cleanup: Cleanup): Promise<void> {
       await messages.close();
       fromAnswer.sort();
       fromAt.sort();
+      // The sequencer's share: from the transaction's start to the event's numbering.
+      const { rows: seq } = await sql.query<{ p50: number; p99: number }>(
+        `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) * 1000 AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) * 1000 AS p99
+           FROM (SELECT extract(epoch FROM ev.sequenced_at - ev.at)::float8 AS d
+                   FROM assignment_events ev JOIN experiments e ON e.id = ev.experiment_id WHERE e.key = $1) x`,
+        [key],
+      );
       onRows.push(
-        `| ${key} | ${f(UNITS / seconds[mode]!)} | ${f(UNITS / Math.max(0.001, (last - first) / 1000))} | ${ms(tailAt - endedAt)} | ${ms(percentile(fromAnswer, 50))} / ${ms(percentile(fromAnswer, 99))} / ${ms(fromAnswer[UNITS - 1]!)} | ${ms(percentile(fromAt, 50))} / ${ms(percentile(fromAt, 99))} | ${before} |`,
+        `| ${key} | ${f(UNITS / seconds[mode]!)} | ${f(UNITS / Math.max(0.001, (last - first) / 1000))} | ${ms(tailAt - endedAt)} | ${ms(fromAnswer[0]!)} / ${ms(percentile(fromAnswer, 50))} / ${ms(percentile(fromAnswer, 99))} / ${ms(fromAnswer[UNITS - 1]!)} | ${ms(percentile(fromAt, 50))} / ${ms(percentile(fromAt, 99))} | ${ms(seq[0]!.p50)} / ${ms(seq[0]!.p99)} | ${before} |`,
       );
       log(onRows[onRows.length - 1]!);
     }
@@ -264,8 +271,8 @@ async function main(cleanup: Cleanup): Promise<void> {
     "",
     `Server CPU per stored row (median of the rounds): events off ${median(cpu.off).toFixed(1)} µs; events on ${median(cpu.on).toFixed(1)} µs during StreamAssign, ${median(cpu.onTail).toFixed(1)} µs until its last event was in the stream (on/off rounds: ${cpu.off.map((x) => x.toFixed(1)).join(", ")} / ${cpu.on.map((x) => x.toFixed(1)).join(", ")} / ${cpu.onTail.map((x) => x.toFixed(1)).join(", ")}).`,
     "",
-    "| events-on round | stored (rows/s) | to JetStream (events/s, first to last stored) | last event in the stream after the stream's end | lag commit→JetStream p50 / p99 / max (from the answer) | from `at` p50 / p99 | load at start (1/5/15 min) |",
-    "|---|---|---|---|---|---|---|",
+    "| events-on round | stored (rows/s) | to JetStream (events/s, first to last stored) | last event in the stream after the stream's end | lag commit→JetStream min / p50 / p99 / max (from the answer) | from `at` p50 / p99 | of which `at`→numbered (sequencer) p50 / p99 | load at start (1/5/15 min) |",
+    "|---|---|---|---|---|---|---|---|",
     ...onRows,
     "",
     `Publisher alone, draining ${f(DRAIN)} stored events (in the order new, old, old, new):`,

@@ -11,7 +11,7 @@ export interface EventPublisherOptions {
    * takeover after the holder dies: its connection closes with it, PostgreSQL releases the lock,
    * and the next try of another server takes it. */
   leaseRetryMs?: number;
-  /** Events per batch read and published; default 5,000. */
+  /** Events per batch read and published; default 10,000. */
   batch?: number;
   /** Wait for new events while caught up (the sequencer wakes it on this server). */
   waitForEvents: (ms: number, signal: AbortSignal) => Promise<void>;
@@ -72,7 +72,7 @@ export class EventPublisher {
 
   private async loop(): Promise<void> {
     const signal = this.stop.signal;
-    const batch = this.options.batch ?? 5_000;
+    const batch = this.options.batch ?? 10_000;
     while (!signal.aborted) {
       let lease: Session | undefined;
       try {
@@ -99,16 +99,24 @@ export class EventPublisher {
           this.sinkName,
         ]);
         let position = BigInt(at[0]!.p);
+        let next: Promise<StoredEvent[]> | undefined;
         while (!signal.aborted) {
-          const page = await this.events.read(position, batch);
+          const page = await (next ?? this.events.read(position, batch));
+          next = undefined;
           if (page.length === 0) {
             // Proves the lease still stands (its connection answers) while idle.
             await lease.query(`SELECT 1`);
             await this.options.waitForEvents(200, signal);
             continue;
           }
-          await this.publishWithRetry(page);
           const last = page[page.length - 1]!.position;
+          // Behind (a full page): the next page is read while this one is published; what it
+          // holds does not depend on how the publish ends (a failed batch is published again).
+          if (page.length === batch) {
+            next = this.events.read(last, batch);
+            next.catch(() => {}); // awaited above, unless the loop ends first
+          }
+          await this.publishWithRetry(page);
           await lease.query(`UPDATE assignment_event_sinks SET position = $2, updated_at = now() WHERE name = $1 AND position < $2`, [
             this.sinkName,
             last.toString(),
