@@ -156,10 +156,12 @@ export class EventLog {
       variant: number | null;
       source: number | null;
       version: string | null;
-      at: Date;
+      at_ms: number;
     }>(
+      // The time as milliseconds (what a Date holds): parsing timestamptz text cost the publisher
+      // a quarter of its CPU per event.
       `SELECT ev.position::text AS position, ev.kind, ev.experiment_id, ev.unit_type, ev.unit_id, ev.variant, ev.source,
-              ev.version::text AS version, ev.at
+              ev.version::text AS version, floor(extract(epoch FROM ev.at) * 1000)::float8 AS at_ms
          FROM assignment_events ev
         WHERE ev.position > $1
           AND ($3::int[] IS NULL OR ev.experiment_id = ANY($3::int[]) OR (ev.experiment_id IS NULL AND ev.unit_type = ANY($4::text[])))
@@ -190,7 +192,7 @@ export class EventLog {
         variantKey: r.variant === null ? undefined : x?.variants.get(r.variant),
         source: r.source ?? 0,
         version: BigInt(r.version ?? "0"),
-        at: r.at,
+        at: new Date(r.at_ms),
       };
     });
   }
