@@ -23,7 +23,9 @@
  * Environment: DATABASE_URL, REDIS_URL, NATS_URL (defaults: local servers); BENCH_EVENTS_UNITS
  * (1,000,000 per round); BENCH_EVENTS_PAIRS (2: off+on twice); BENCH_EVENTS_DRAIN (events per
  * drain, default the smaller of 200,000 and the units of a round); BENCH_EVENTS_DRAINS (4);
- * BENCH_SERVER_NODE_OPTIONS (--max-old-space-size=192).
+ * BENCH_EVENTS_PUBLISHER (server: the serving server has the sink; replica: a second server
+ * process on the database has it, the serving one none); BENCH_SERVER_NODE_OPTIONS
+ * (--max-old-space-size=192).
  */
 import { readFileSync } from "node:fs";
 import os from "node:os";
@@ -38,7 +40,7 @@ import { EventPublisher } from "../src/sinks/event-publisher.js";
 import { JetStreamSink } from "../src/sinks/jetstream-sink.js";
 import { EventLog } from "../src/store/event-log.js";
 import { PgDatabase } from "../src/store/pg-database.js";
-import { benchServer, log, redactUrl, runBench, Unreachable } from "./infra.js";
+import { benchServer, log, redactUrl, runBench, startServerChild, Unreachable } from "./infra.js";
 import { LegacyEventLog, LegacyJetStreamSink } from "./legacy-publisher.js";
 import { percentile } from "./stats.js";
 
@@ -50,6 +52,9 @@ const UNITS = Number(env.BENCH_EVENTS_UNITS ?? 1_000_000);
 const PAIRS = Number(env.BENCH_EVENTS_PAIRS ?? 2);
 const DRAIN = Number(env.BENCH_EVENTS_DRAIN ?? Math.min(UNITS, 200_000));
 const DRAINS = Number(env.BENCH_EVENTS_DRAINS ?? 4);
+/** Where the publisher runs: "server" (the server serving StreamAssign has the sink) or "replica"
+ * (a second server process on the same database has it; the serving one has none). */
+const PUBLISHER = env.BENCH_EVENTS_PUBLISHER ?? "server";
 const BATCH = 10_000;
 const SERVER_NODE_ARGS = (env.BENCH_SERVER_NODE_OPTIONS ?? "--max-old-space-size=192").split(" ").filter(Boolean);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -78,12 +83,31 @@ async function main(cleanup: Cleanup): Promise<void> {
     adminDatabaseUrl: ADMIN_DATABASE_URL,
     redisUrl: REDIS_URL,
     nodeArgs: SERVER_NODE_ARGS,
-    env: (d) => {
+    env: (d): Record<string, string> => {
       stream = `BENCH_${d.name.toUpperCase()}`;
       prefix = `bench${d.name.slice(6)}`;
-      return { EVENTS_NATS_URL: NATS_URL, EVENTS_NATS_STREAM: stream, EVENTS_NATS_SUBJECT_PREFIX: prefix };
+      return PUBLISHER === "server" ? { EVENTS_NATS_URL: NATS_URL, EVENTS_NATS_STREAM: stream, EVENTS_NATS_SUBJECT_PREFIX: prefix } : {};
     },
   });
+  // The replica: serves nothing here; runs the sequencer, as every server does, and the publisher.
+  const replica =
+    PUBLISHER === "replica"
+      ? await startServerChild(
+          "replica",
+          {
+            DATABASE_URL: db.url,
+            REDIS_URL: REDIS_URL,
+            REDIS_PREFIX: `bench:${db.name}:`,
+            LOG_LEVEL: "warn",
+            EVENTS_NATS_URL: NATS_URL,
+            EVENTS_NATS_STREAM: stream,
+            EVENTS_NATS_SUBJECT_PREFIX: prefix,
+          },
+          SERVER_NODE_ARGS,
+        )
+      : undefined;
+  if (replica) cleanup.add("stop replica", replica.stop);
+  if (PUBLISHER === "replica") for (let i = 0; i < 200 && !(await jsm.streams.info(stream).catch(() => undefined)); i++) await sleep(100);
   const streams = [stream];
   cleanup.add("delete streams", async () => {
     for (const s of streams) await jsm.streams.delete(s).catch(() => false);
@@ -129,6 +153,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   const rows: string[] = [];
   const ratios: number[] = [];
   const cpu: Record<"on" | "off" | "onTail", number[]> = { on: [], off: [], onTail: [] };
+  const replicaCpu: Record<"on" | "off", number[]> = { on: [], off: [] };
   const onRows: string[] = [];
   let inStream = 0;
   for (let pair = 0; pair < PAIRS; pair++) {
@@ -144,9 +169,11 @@ async function main(cleanup: Cleanup): Promise<void> {
       loads.push(before.split(" / ")[0]!);
       log(`round ${pair + 1} events ${mode}: StreamAssign ${UNITS} new units (load ${before}) …`);
       const cpu0 = cpuSecondsOf(server.pid);
+      const replica0 = replica ? cpuSecondsOf(replica.pid) : 0;
       seconds[mode] = await stored(key, answered);
       const endedAt = Date.now();
       cpu[mode].push(((cpuSecondsOf(server.pid) - cpu0) / UNITS) * 1e6);
+      if (replica && mode === "off") replicaCpu.off.push(((cpuSecondsOf(replica.pid) - replica0) / UNITS) * 1e6);
       log(`round ${pair + 1} events ${mode}: ${seconds[mode]!.toFixed(2)} s, ${f(UNITS / seconds[mode]!)} rows/s (load ${load()})`);
       if (mode === "off") {
         const { rows: n } = await sql.query<{ n: string }>(
@@ -162,6 +189,7 @@ async function main(cleanup: Cleanup): Promise<void> {
         if ((await jsm.streams.info(stream)).state.messages >= inStream) break;
       const tailAt = Date.now();
       cpu.onTail.push(((cpuSecondsOf(server.pid) - cpu0) / UNITS) * 1e6);
+      if (replica) replicaCpu.on.push(((cpuSecondsOf(replica.pid) - replica0) / UNITS) * 1e6);
       const info = await jsm.streams.info(stream);
       if (info.state.messages !== inStream) throw new Error(`the stream holds ${info.state.messages} messages, expected ${inStream}`);
       // The round's messages back from the stream: their stored time, and which batch they were.
@@ -269,6 +297,10 @@ async function main(cleanup: Cleanup): Promise<void> {
     ...rows,
     `| median | | | ${median(ratios).toFixed(2)} (target ≥ 0.9) | |`,
     "",
+    `Publisher in: ${PUBLISHER === "server" ? "the server serving StreamAssign" : "a replica (a second server process, serving nothing)"}.`,
+    replica
+      ? `Replica CPU per stored row (median of the rounds): events off ${median(replicaCpu.off).toFixed(1)} µs, events on ${median(replicaCpu.on).toFixed(1)} µs until the last event was in the stream.`
+      : "",
     `Server CPU per stored row (median of the rounds): events off ${median(cpu.off).toFixed(1)} µs; events on ${median(cpu.on).toFixed(1)} µs during StreamAssign, ${median(cpu.onTail).toFixed(1)} µs until its last event was in the stream (on/off rounds: ${cpu.off.map((x) => x.toFixed(1)).join(", ")} / ${cpu.on.map((x) => x.toFixed(1)).join(", ")} / ${cpu.onTail.map((x) => x.toFixed(1)).join(", ")}).`,
     "",
     "| events-on round | stored (rows/s) | to JetStream (events/s, first to last stored) | last event in the stream after the stream's end | lag commit→JetStream min / p50 / p99 / max (from the answer) | from `at` p50 / p99 | of which `at`→numbered (sequencer) p50 / p99 | load at start (1/5/15 min) |",
