@@ -17,7 +17,7 @@
  *
  * Last, the publisher alone, in this process: the events of the last BENCH_EVENTS_DRAIN positions
  * drained to a stream of their own by a new publisher, alternately the current one and the one
- * before commit 8e5bb59 (bench/legacy-publisher.ts), in the order new, old, old, new: events/s and
+ * before commit e8d2c22 (bench/legacy-publisher.ts), in the order new, old, old, new: events/s and
  * this process's CPU per event (nothing else runs in it meanwhile).
  *
  * Environment: DATABASE_URL, REDIS_URL, NATS_URL (defaults: local servers); BENCH_EVENTS_UNITS

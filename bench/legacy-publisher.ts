@@ -1,5 +1,5 @@
 /**
- * The event publisher's sink and page read as they were before commit 8e5bb59, kept for
+ * The event publisher's sink and page read as they were before commit e8d2c22, kept for
  * bench/events.ts to measure old against new in the same run (alternating drains): one
  * `js.publish` (a JetStream request) per event with 1,000 awaiting their ack, protobuf-es
  * create()+toBinary per event, and a page read with each variant key looked up in the
