@@ -7,7 +7,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignmentEventSchema, AssignmentService, createClient, ExperimentService, ExperimentStatus } from "assignment-client";
+import { AssignmentEventSchema, AssignmentService, createClient, ExperimentService, ExperimentStatus, Reason } from "assignment-client";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { EventLog } from "../../src/store/event-log.js";
@@ -83,6 +83,17 @@ describe("JetStream sink", () => {
     }));
     await clients[0]!.e.createExperiment({ key: "js-1", variants, status: ExperimentStatus.RUNNING });
     await clients[0]!.e.createExperiment({ key: "js-2", variants, status: ExperimentStatus.RUNNING });
+    // The other server learns of new experiments within its bounded staleness (SPEC.md): until it
+    // does it answers UNKNOWN_EXPERIMENT and stores nothing, and the count below would be short.
+    for (const c of clients) {
+      for (const experimentKey of ["js-1", "js-2"]) {
+        const known = await waitFor(
+          async () => (await c.a.assign({ experimentKey, unitId: "probe", options: { dryRun: true } })).assignment!.reason,
+          (r) => r !== Reason.UNKNOWN_EXPERIMENT,
+        );
+        expect(known, experimentKey).not.toBe(Reason.UNKNOWN_EXPERIMENT);
+      }
+    }
     // Both servers store at once, overlapping units (only the first insert of a cell is an event).
     await Promise.all(
       clients.flatMap((c, i) =>
