@@ -1,4 +1,4 @@
-import { unescapeCopyText } from "./copy-text.js";
+import { unescapeCopyText, unescapedCode } from "./copy-text.js";
 import type { BulkCopy } from "./database.js";
 
 export interface ExportedRow {
@@ -410,27 +410,6 @@ export function compareEscaped(s: string, a: number, aEnd: number, t: string, b:
     }
   }
   return aEnd - a - (bEnd - b);
-}
-
-/** The character a backslash escape of COPY text stands for, by the character after the backslash
- * (as unescapeCopyText reads it). */
-function unescapedCode(c: number): number {
-  switch (c) {
-    case 0x62: // b
-      return 0x08;
-    case 0x66: // f
-      return 0x0c;
-    case 0x6e: // n
-      return 0x0a;
-    case 0x72: // r
-      return 0x0d;
-    case 0x74: // t
-      return 0x09;
-    case 0x76: // v
-      return 0x0b;
-    default:
-      return c;
-  }
 }
 
 /** A COPY … TO STDOUT read whole, in a read-only transaction, on a connection held only while it
