@@ -259,7 +259,9 @@ function report(rows: Row[], machine: string[]): string {
   );
   out.push("|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
-    const ratio = r.call === "echo" ? "1.00" : (r.requestsPerSecond / (echo.get(r.concurrency) ?? Number.NaN)).toFixed(2);
+    // No echo at this concurrency (BENCH_ONLY without echo): no ratio, rather than "NaN".
+    const floor = echo.get(r.concurrency);
+    const ratio = r.call === "echo" ? "1.00" : floor === undefined ? "—" : (r.requestsPerSecond / floor).toFixed(2);
     out.push(
       `| ${r.call} | ${r.concurrency} | ${Math.round(r.requestsPerSecond).toLocaleString("en-US")} | ` +
         `${Math.round(r.requestsPerSecond * r.cellsPerCall).toLocaleString("en-US")} | ${ratio} | ${r.meanMs.toFixed(2)} ms | ${ms(r.p50Ms)} | ${ms(r.p99Ms)} | ` +
