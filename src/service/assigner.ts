@@ -60,6 +60,16 @@ interface MemoryPass {
   lookups: Map<string, Lookup>;
 }
 
+/** A batch of cells as positional accessors (no cell object per pair for grids and streams):
+ * cell i is experimentAt(i) for unitIdAt(i) of unitTypeAt(i) with attributesAt(i). */
+interface Cells {
+  count: number;
+  experimentAt: (i: number) => ExperimentConfig | undefined;
+  unitIdAt: (i: number) => string;
+  unitTypeAt: (i: number) => string;
+  attributesAt: (i: number) => Attributes;
+}
+
 /** Values sent to Redis and not yet acknowledged, beyond which callers wait (see fill). */
 export const MAX_PENDING_FILL_CELLS = 40_000;
 
@@ -111,11 +121,13 @@ export class Assigner {
    */
   assignNow(cells: readonly Cell[], options: AssignOptionsLike): CellResult[] | Promise<CellResult[]> {
     return this.assignEach(
-      cells.length,
-      (i) => cells[i]!.experiment,
-      (i) => cells[i]!.unitId,
-      (i) => cells[i]!.unitType,
-      (i) => cells[i]!.attributes ?? NO_ATTRIBUTES,
+      {
+        count: cells.length,
+        experimentAt: (i) => cells[i]!.experiment,
+        unitIdAt: (i) => cells[i]!.unitId,
+        unitTypeAt: (i) => cells[i]!.unitType,
+        attributesAt: (i) => cells[i]!.attributes ?? NO_ATTRIBUTES,
+      },
       options,
     );
   }
@@ -134,40 +146,27 @@ export class Assigner {
     const perUnit = Array.isArray(attributes) ? (attributes as readonly Attributes[]) : undefined;
     const all = attributes as Attributes;
     return this.assignEach(
-      experiments.length * n,
-      (i) => experiments[Math.floor(i / n)],
-      (i) => unitIds[i % n]!,
-      () => unitType,
-      perUnit ? (i) => perUnit[i % n]! : () => all,
+      {
+        count: experiments.length * n,
+        experimentAt: (i) => experiments[Math.floor(i / n)],
+        unitIdAt: (i) => unitIds[i % n]!,
+        unitTypeAt: () => unitType,
+        attributesAt: perUnit ? (i) => perUnit[i % n]! : () => all,
+      },
       options,
     );
   }
 
-  private assignEach(
-    count: number,
-    experimentAt: (i: number) => ExperimentConfig | undefined,
-    unitIdAt: (i: number) => string,
-    unitTypeAt: (i: number) => string,
-    attributesAt: (i: number) => Attributes,
-    options: AssignOptionsLike,
-  ): CellResult[] | Promise<CellResult[]> {
+  private assignEach(cells: Cells, options: AssignOptionsLike): CellResult[] | Promise<CellResult[]> {
     const mark = this.trust.mark();
-    const pass = this.memoryPass(count, experimentAt, unitIdAt, unitTypeAt, attributesAt);
+    const pass = this.memoryPass(cells);
     // Answered without I/O, in this turn: trust cannot have been withdrawn since it was asked.
     if (pass.lookups.size === 0) return pass.results;
-    return this.afterMemory(pass, count, experimentAt, unitIdAt, unitTypeAt, attributesAt, options, mark);
+    return this.afterMemory(pass, cells, options, mark);
   }
 
-  private async afterMemory(
-    pass: MemoryPass,
-    count: number,
-    experimentAt: (i: number) => ExperimentConfig | undefined,
-    unitIdAt: (i: number) => string,
-    unitTypeAt: (i: number) => string,
-    attributesAt: (i: number) => Attributes,
-    options: AssignOptionsLike,
-    mark: number,
-  ): Promise<CellResult[]> {
+  private async afterMemory(pass: MemoryPass, cells: Cells, options: AssignOptionsLike, mark: number): Promise<CellResult[]> {
+    const { count, experimentAt, unitIdAt, unitTypeAt, attributesAt } = cells;
     const results = await this.fromLayers(pass, attributesAt, options, mark);
     if (!this.trust.revokedSince(mark)) return results;
     // Trust was withdrawn while the batch ran (a change of stored values was learnt of, or the
@@ -182,11 +181,13 @@ export class Assigner {
     }
     if (redo.length === 0) return results;
     const again = await this.assignEach(
-      redo.length,
-      (k) => experimentAt(redo[k]!),
-      (k) => unitIdAt(redo[k]!),
-      (k) => unitTypeAt(redo[k]!),
-      (k) => attributesAt(redo[k]!),
+      {
+        count: redo.length,
+        experimentAt: (k) => experimentAt(redo[k]!),
+        unitIdAt: (k) => unitIdAt(redo[k]!),
+        unitTypeAt: (k) => unitTypeAt(redo[k]!),
+        attributesAt: (k) => attributesAt(redo[k]!),
+      },
       options,
     );
     redo.forEach((i, k) => (results[i] = again[k]!));
@@ -195,13 +196,7 @@ export class Assigner {
 
   /** Rules 1-4 and the in-process cache, cell by cell, without I/O: what is left needs a slower
    * layer (`lookups`, one per distinct cell). */
-  private memoryPass(
-    count: number,
-    experimentAt: (i: number) => ExperimentConfig | undefined,
-    unitIdAt: (i: number) => string,
-    unitTypeAt: (i: number) => string,
-    attributesAt: (i: number) => Attributes,
-  ): MemoryPass {
+  private memoryPass({ count, experimentAt, unitIdAt, unitTypeAt, attributesAt }: Cells): MemoryPass {
     const results = new Array<CellResult>(count);
     const lookups = new Map<string, Lookup>();
     let memoryHits = 0;
