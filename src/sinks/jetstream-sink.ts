@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, createInbox, headers, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { AssignmentEventSchema } from "../../gen/ts/assignment/v1/experiment_service_pb.js";
 import type { StoredEvent } from "../store/event-log.js";
@@ -50,27 +50,49 @@ interface Attempt {
   done: (err?: Error) => void;
 }
 
+/** The stream's last message as this sink knows it: its sequence, and its position (its message id;
+ * undefined when the stream is empty or the message is not an event's). */
+interface Tail {
+  seq: number;
+  position: bigint | undefined;
+}
+
 /**
  * NATS JetStream: one message per event, its position as the message id (Nats-Msg-Id), so that
  * JetStream drops a republish within the duplicate window.
  *
- * A batch is published with core NATS, the way a JetStream publish is made but without a request
- * (its own promise, timer and reply subscription) per message: every message of the batch goes
- * out in order on the one connection in a single turn of the event loop, each with a reply
- * subject of its own under one inbox subscription (`<inbox>.<attempt>.<index>`), where JetStream
- * sends its PubAck. The batch is taken once every message has a PubAck naming this stream; an
- * error PubAck, a status reply (503: no stream listens on the subject), or no ack for `ackTimeoutMs`
- * fails the batch, and the publisher publishes it again (JetStream drops the messages it already
- * stored, by message id). Acks of an earlier attempt are ignored.
+ * Events after the stream's last one (every batch while this sink publishes alone, which the lease
+ * makes the rule) go out as a chain, with core NATS and without a reply: message k of the batch
+ * carries `Nats-Expected-Last-Sequence: <the stream's last sequence> + k`, so JetStream stores it
+ * only when everything before it was stored, and refuses (silently: no reply) every message after a
+ * hole. The stream therefore always holds a gap-free prefix of the batch, and the batch is taken
+ * once the stream's last sequence is the chain's end and the message there is the batch's last
+ * position (read back: a flush, the stream's info, one message). Anything else (a refusal, NATS
+ * restarted or went quiet for `ackTimeoutMs`) fails the batch, the sink reads the stream's last
+ * message again, and the publisher publishes the batch again: what the stream holds is skipped.
+ * Publishing no reply per message saves the PubAck each (nats-server sending it, this process
+ * parsing it): about half of what a batch cost both (BENCHMARKS.md, "Events to JetStream").
+ *
+ * Events at or before the stream's last position (a republish after a crash or a lease move, or
+ * after a failed batch) are published as before the chain, each with a reply subject of its own
+ * under one inbox subscription (`<inbox>.<attempt>.<index>`), where JetStream sends its PubAck
+ * (taken once every message has one; an error PubAck, a status reply such as 503, or no ack for
+ * `ackTimeoutMs` fails the batch): JetStream drops those it holds, by message id, and stores any it
+ * lacks, so that a hole left by an earlier publisher is filled rather than skipped.
+ * (nats-server checks the message id before the expected sequence: a duplicate is dropped as a
+ * duplicate whatever sequence it expects, checked against nats-server 2.9.10.)
  */
 export class JetStreamSink implements EventSink {
   readonly name: string;
   private readonly inbox: string;
   private attempts = 0;
   private current: Attempt | undefined;
+  /** Undefined: to be read from the stream before the next chain (at start, after a failure). */
+  private tail: Tail | undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
     private readonly prefix: string,
     private readonly stream: string,
     private readonly ackTimeoutMs: number,
@@ -86,7 +108,8 @@ export class JetStreamSink implements EventSink {
     // Reconnects forever: a NATS restart is waited out (publishes fail meanwhile and are retried).
     const nc = await connect({ servers: o.url, maxReconnectAttempts: -1, reconnectTimeWait: 250, name: "assignment-server-events" });
     try {
-      const jsm = await jetstreamManager(nc);
+      const ackTimeoutMs = o.ackTimeoutMs ?? 5_000;
+      const jsm = await jetstreamManager(nc, { timeout: ackTimeoutMs });
       const config = {
         name: stream,
         subjects: [`${prefix}.>`],
@@ -99,7 +122,7 @@ export class JetStreamSink implements EventSink {
         if (!/stream not found/i.test(String((err as Error).message))) throw err;
         await jsm.streams.add(config);
       }
-      return new JetStreamSink(nc, prefix, stream, o.ackTimeoutMs ?? 5_000);
+      return new JetStreamSink(nc, jsm, prefix, stream, ackTimeoutMs);
     } catch (err) {
       await nc.close().catch(() => {});
       throw err;
@@ -108,6 +131,76 @@ export class JetStreamSink implements EventSink {
 
   async publish(events: readonly StoredEvent[]): Promise<void> {
     if (events.length === 0) return;
+    try {
+      let tail = this.tail ?? (await this.readTail());
+      // Those the stream may hold already: acknowledged one by one (duplicates dropped, holes filled).
+      let split = 0;
+      if (tail.position !== undefined) while (split < events.length && events[split]!.position <= tail.position) split++;
+      if (split > 0) {
+        this.tail = undefined;
+        await this.publishAcked(events.slice(0, split));
+        if (split === events.length) return;
+        tail = await this.readTail();
+      }
+      this.tail = await this.publishChained(split === 0 ? events : events.slice(split), tail.seq);
+    } catch (err) {
+      this.tail = undefined;
+      throw err;
+    }
+  }
+
+  /** The stream's last message now. */
+  private async readTail(): Promise<Tail> {
+    const { state } = await this.jsm.streams.info(this.stream);
+    if (state.messages === 0 || state.last_seq === 0) return { seq: state.last_seq, position: undefined };
+    const m = await this.jsm.streams.getMessage(this.stream, { seq: state.last_seq });
+    const id = m?.header?.get("Nats-Msg-Id");
+    return { seq: state.last_seq, position: id && /^[0-9]{1,19}$/.test(id) ? BigInt(id) : undefined };
+  }
+
+  /** Publishes `events` as a chain after the stream's sequence `after`; resolves with the new tail
+   * once the stream holds them all. */
+  private async publishChained(events: readonly StoredEvent[], after: number): Promise<Tail> {
+    const data = encodeEvents(events);
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!;
+      const h = headers();
+      h.set("Nats-Msg-Id", e.position.toString());
+      // 0 (an empty stream) is no condition to nats-server: the first message of a new stream is
+      // taken as it comes, and the next one expects it.
+      h.set("Nats-Expected-Last-Sequence", String(after + i));
+      this.nc.publish(subjectOf(this.prefix, e), data[i]!, { headers: h });
+    }
+    const end: Tail = { seq: after + events.length, position: events[events.length - 1]!.position };
+    // The server has read everything sent (PONG); JetStream may still be storing the last ones.
+    await within(this.nc.flush(), this.ackTimeoutMs, `NATS answered no PING for ${this.ackTimeoutMs} ms after the batch`);
+    let last = -1;
+    let movedAt = Date.now();
+    for (;;) {
+      const { state } = await this.jsm.streams.info(this.stream);
+      if (state.last_seq >= end.seq) break;
+      if (state.last_seq !== last) {
+        last = state.last_seq;
+        movedAt = Date.now();
+      } else if (Date.now() - movedAt >= this.ackTimeoutMs)
+        throw new Error(
+          `JetStream stored ${Math.max(0, state.last_seq - after)} of ${events.length} messages (its last sequence ${state.last_seq}, the chain's end ${end.seq}), then none for ${this.ackTimeoutMs} ms`,
+        );
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The chain's end holds this batch's last event: then every message of it is in the stream
+    // (each was stored only after the one before it).
+    const m = await this.jsm.streams.getMessage(this.stream, { seq: end.seq });
+    const id = m?.header?.get("Nats-Msg-Id");
+    if (id !== end.position!.toString())
+      throw new Error(
+        `the stream's message ${end.seq} is ${id === undefined ? "not an event" : `position ${id}`}, not the batch's last, ${end.position}`,
+      );
+    return end;
+  }
+
+  /** Publishes `events` with a PubAck each; resolves once every one has been acknowledged. */
+  private async publishAcked(events: readonly StoredEvent[]): Promise<void> {
     const data = encodeEvents(events);
     const id = ++this.attempts;
     const reply = `${this.inbox}.${id}.`;
@@ -180,6 +273,16 @@ export class JetStreamSink implements EventSink {
   async close(): Promise<void> {
     if (this.current) this.finish(this.current, new Error("the JetStream sink closed"));
     await this.nc.close();
+  }
+}
+
+/** `p`, or a failure after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

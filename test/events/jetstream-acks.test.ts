@@ -1,10 +1,12 @@
 /**
  * The JetStream sink's acknowledgements (src/sinks/jetstream-sink.ts), against a nats-server of its
- * own: a batch is taken only once every message has its PubAck. An error PubAck (the stream full,
- * discard new), a status reply (no stream on the subject: 503) and acks that never come (the
- * server stopped with SIGSTOP) each fail the batch; publishing it again, as the publisher does,
- * ends with every position in the stream exactly once and in order (JetStream drops, by message id,
- * the messages of the failed attempt it had stored).
+ * own: a batch is taken only once the stream holds every message of it. New events go out as a
+ * chain (each expects the stream's last sequence to be the one before it) checked against the
+ * stream at the batch's end; a republish (positions the stream may hold) goes out with a PubAck
+ * per message. A full stream (discard new: the chain is refused from there), a stream that is gone,
+ * and a server that stopped (SIGSTOP) each fail the batch; publishing it again, as the publisher
+ * does, ends with every position in the stream exactly once and in order (JetStream drops, by
+ * message id, the messages of the failed attempt it had stored, and the sink skips them).
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { DiscardPolicy, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
@@ -60,13 +62,13 @@ async function streamed(stream: string): Promise<[number, string | undefined][]>
 const oneEach = (n: number) => Array.from({ length: n }, (_, i) => [i + 1, String(i + 1)]);
 
 describe("JetStream sink acknowledgements", () => {
-  it("an error PubAck fails the batch; published again, each position is stored once, in order", async () => {
+  it("a refused chain fails the batch; published again, each position is stored once, in order", async () => {
     const stream = "ACKS_FULL";
     await jsm.streams.add({ name: stream, subjects: ["full.>"], max_msgs: 30, discard: DiscardPolicy.New });
     const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "full", ackTimeoutMs: 2_000 });
     try {
       const batch = events(1, 100);
-      await expect(sink.publish(batch)).rejects.toThrow(/refused message \d+ of the batch/);
+      await expect(sink.publish(batch)).rejects.toThrow(/JetStream stored 30 of 100 messages/);
       expect((await jsm.streams.info(stream)).state.messages).toBe(30);
       await jsm.streams.update(stream, { max_msgs: -1 });
       await sink.publish(batch);
@@ -78,18 +80,47 @@ describe("JetStream sink acknowledgements", () => {
     }
   }, 60_000);
 
-  it("a 503 status reply (no stream on the subject) fails the batch", async () => {
-    const stream = "ACKS_GONE";
-    const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "gone", ackTimeoutMs: 2_000 });
+  it("a republish is acknowledged message by message: an error PubAck fails it, and a hole is filled rather than skipped", async () => {
+    const stream = "ACKS_HOLE";
+    await jsm.streams.add({ name: stream, subjects: ["hole.>"], max_msgs: 30, discard: DiscardPolicy.New });
+    const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "hole", ackTimeoutMs: 2_000 });
     try {
-      await jsm.streams.delete(stream);
-      await expect(sink.publish(events(1, 10))).rejects.toThrow(/refused message 0 of the batch: 503/);
+      // A stream with a hole at position 11 (as a crashed publisher of before the chain could leave it).
+      await sink.publish([...events(1, 10), ...events(12, 20)]);
+      expect((await jsm.streams.info(stream)).state.messages).toBe(30);
+      // Every position at or before the stream's last (31) goes out with a PubAck each; 11, the
+      // one not held, is refused (the stream is full), which fails the batch.
+      await expect(sink.publish(events(1, 31))).rejects.toThrow(/refused message 10 of the batch: 503 10077 maximum messages exceeded/);
+      await jsm.streams.update(stream, { max_msgs: -1 });
+      await sink.publish(events(1, 35));
+      const held = await streamed(stream);
+      expect(held.map(([p]) => p)).toEqual([
+        ...Array.from({ length: 10 }, (_, i) => i + 1),
+        ...Array.from({ length: 20 }, (_, i) => i + 12),
+        11,
+        32,
+        33,
+        34,
+        35,
+      ]);
+      expect(held.every(([p, id]) => String(p) === id)).toBe(true);
     } finally {
       await sink.close();
     }
   }, 60_000);
 
-  it("acks that never come fail the batch after ackTimeoutMs; the republish is de-duplicated", async () => {
+  it("no stream on the subject fails the batch", async () => {
+    const stream = "ACKS_GONE";
+    const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "gone", ackTimeoutMs: 2_000 });
+    try {
+      await jsm.streams.delete(stream);
+      await expect(sink.publish(events(1, 10))).rejects.toThrow(/stream not found/);
+    } finally {
+      await sink.close();
+    }
+  }, 60_000);
+
+  it("a server that went quiet fails the batch after ackTimeoutMs; the republish is de-duplicated", async () => {
     const stream = "ACKS_LOST";
     const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "lost", ackTimeoutMs: 1_000 });
     try {
@@ -100,7 +131,7 @@ describe("JetStream sink acknowledgements", () => {
       let resumed = false;
       try {
         const started = Date.now();
-        await expect(sink.publish(events(51, 200))).rejects.toThrow(/acknowledged 0 of 200 messages, then none for 1000 ms/);
+        await expect(sink.publish(events(51, 200))).rejects.toThrow(/NATS answered no PING for 1000 ms/);
         expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
         process.kill(pid, "SIGCONT");
         resumed = true;
