@@ -172,13 +172,26 @@ export class JetStreamSink implements EventSink {
       this.nc.publish(subjectOf(this.prefix, e), data[i]!, { headers: h });
     }
     const end: Tail = { seq: after + events.length, position: events[events.length - 1]!.position };
-    // The server has read everything sent (PONG); JetStream may still be storing the last ones.
-    await within(this.nc.flush(), this.ackTimeoutMs, `NATS answered no PING for ${this.ackTimeoutMs} ms after the batch`);
+    // The chain's end holding this batch's last event means every message of it is in the stream
+    // (each was stored only after the one before it): one request, answered after the server read
+    // every message before it on this connection. Until it is there (JetStream still storing), the
+    // stream's last sequence tells whether it still moves.
     let last = -1;
     let movedAt = Date.now();
     for (;;) {
+      const m = await this.jsm.streams.getMessage(this.stream, { seq: end.seq }).catch((err: Error) => {
+        throw new Error(`JetStream did not answer for the batch's end (message ${end.seq}): ${err.message}`);
+      });
+      if (m) {
+        const id = m.header?.get("Nats-Msg-Id");
+        if (id !== end.position!.toString())
+          throw new Error(
+            `the stream's message ${end.seq} is ${id ? `position ${id}` : "not an event"}, not the batch's last, ${end.position}`,
+          );
+        return end;
+      }
       const { state } = await this.jsm.streams.info(this.stream);
-      if (state.last_seq >= end.seq) break;
+      if (state.last_seq >= end.seq) throw new Error(`the stream has no message ${end.seq}, yet its last sequence is ${state.last_seq}`);
       if (state.last_seq !== last) {
         last = state.last_seq;
         movedAt = Date.now();
@@ -186,17 +199,8 @@ export class JetStreamSink implements EventSink {
         throw new Error(
           `JetStream stored ${Math.max(0, state.last_seq - after)} of ${events.length} messages (its last sequence ${state.last_seq}, the chain's end ${end.seq}), then none for ${this.ackTimeoutMs} ms`,
         );
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 5));
     }
-    // The chain's end holds this batch's last event: then every message of it is in the stream
-    // (each was stored only after the one before it).
-    const m = await this.jsm.streams.getMessage(this.stream, { seq: end.seq });
-    const id = m?.header?.get("Nats-Msg-Id");
-    if (id !== end.position!.toString())
-      throw new Error(
-        `the stream's message ${end.seq} is ${id === undefined ? "not an event" : `position ${id}`}, not the batch's last, ${end.position}`,
-      );
-    return end;
   }
 
   /** Publishes `events` with a PubAck each; resolves once every one has been acknowledged. */
@@ -273,16 +277,6 @@ export class JetStreamSink implements EventSink {
   async close(): Promise<void> {
     if (this.current) this.finish(this.current, new Error("the JetStream sink closed"));
     await this.nc.close();
-  }
-}
-
-/** `p`, or a failure after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms)))]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
