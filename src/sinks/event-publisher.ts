@@ -98,30 +98,71 @@ export class EventPublisher {
         const { rows: at } = await lease.query<{ p: string }>(`SELECT position::text AS p FROM assignment_event_sinks WHERE name = $1`, [
           this.sinkName,
         ]);
+        // The last position recorded; the last one read (sent, or in flight).
         let position = BigInt(at[0]!.p);
+        let readAfter = position;
         let next: Promise<StoredEvent[]> | undefined;
-        while (!signal.aborted) {
-          const page = await (next ?? this.events.read(position, batch));
-          next = undefined;
-          if (page.length === 0) {
-            // Proves the lease still stands (its connection answers) while idle.
-            await lease.query(`SELECT 1`);
-            await this.options.waitForEvents(200, signal);
-            continue;
+        // The last batch sent, not recorded yet: recorded once the next one was sent (or nothing
+        // follows), so that the engine stores the next batch while the sink checks this one; two
+        // batches are in flight at most, and progress is recorded in order.
+        let inflight: { done: Promise<void>; page: StoredEvent[] } | undefined;
+        let failures = 0;
+        const record = async (f: { done: Promise<void>; page: StoredEvent[] }) => {
+          try {
+            await f.done;
+          } catch (err) {
+            throw new SinkRefused(err);
           }
-          const last = page[page.length - 1]!.position;
-          // Behind (a full page): the next page is read while this one is published; what it
-          // holds does not depend on how the publish ends (a failed batch is published again).
-          if (page.length === batch) {
-            next = this.events.read(last, batch);
-            next.catch(() => {}); // awaited above, unless the loop ends first
-          }
-          await this.publishWithRetry(page);
-          await lease.query(`UPDATE assignment_event_sinks SET position = $2, updated_at = now() WHERE name = $1 AND position < $2`, [
+          const last = f.page[f.page.length - 1]!.position;
+          this.options.onPublished?.(f.page, Date.now());
+          await lease!.query(`UPDATE assignment_event_sinks SET position = $2, updated_at = now() WHERE name = $1 AND position < $2`, [
             this.sinkName,
             last.toString(),
           ]);
           position = last;
+          failures = 0;
+        };
+        while (!signal.aborted) {
+          try {
+            const page = await (next ?? this.events.read(readAfter, batch));
+            next = undefined;
+            if (page.length === 0) {
+              if (inflight) {
+                const f = inflight;
+                inflight = undefined;
+                await record(f);
+                continue;
+              }
+              // Proves the lease still stands (its connection answers) while idle.
+              await lease.query(`SELECT 1`);
+              await this.options.waitForEvents(200, signal);
+              continue;
+            }
+            const last = page[page.length - 1]!.position;
+            // Behind (a full page): the next page is read while this one is published; what it
+            // holds does not depend on how the publish ends (a failed batch is published again).
+            if (page.length === batch) {
+              next = this.events.read(last, batch);
+              next.catch(() => {}); // awaited above, unless the loop ends first
+            }
+            const done = this.sink.publish(page);
+            done.catch(() => {}); // awaited by record, unless the loop ends first
+            readAfter = last;
+            const earlier = inflight;
+            inflight = { done, page };
+            if (earlier) await record(earlier);
+          } catch (err) {
+            if (!(err instanceof SinkRefused) || signal.aborted) throw err;
+            // Published again from the last position recorded, once the batch still in flight
+            // settled (it fails too when it hung from the refused one).
+            await inflight?.done.catch(() => {});
+            inflight = undefined;
+            next = undefined;
+            readAfter = position;
+            if (failures % 20 === 0) this.options.log(`event sink ${this.sinkName} refused a batch; retrying`, err.cause);
+            await this.sleep(Math.min(100 * 2 ** Math.min(failures, 4), 1_000));
+            failures++;
+          }
         }
       } catch (err) {
         if (!signal.aborted)
@@ -136,19 +177,11 @@ export class EventPublisher {
       }
     }
   }
+}
 
-  /** Publishes until the sink took the batch (a NATS outage is waited out), or the publisher stops. */
-  private async publishWithRetry(page: Parameters<EventSink["publish"]>[0]): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.sink!.publish(page);
-        this.options.onPublished?.(page, Date.now());
-        return;
-      } catch (err) {
-        if (this.stop.signal.aborted) throw err;
-        if (attempt % 20 === 0) this.options.log(`event sink ${this.sinkName} refused a batch; retrying`, err);
-        await this.sleep(Math.min(100 * 2 ** Math.min(attempt, 4), 1_000));
-      }
-    }
+/** The sink failed a batch (not the database): published again, the lease kept. */
+class SinkRefused extends Error {
+  constructor(cause: unknown) {
+    super(`the event sink refused a batch: ${(cause as Error)?.message ?? cause}`, { cause });
   }
 }

@@ -89,6 +89,10 @@ export class JetStreamSink implements EventSink {
   private current: Attempt | undefined;
   /** Undefined: to be read from the stream before the next chain (at start, after a failure). */
   private tail: Tail | undefined;
+  /** Resolves once the batch of the latest call was sent (or failed before). */
+  private sending: Promise<void> = Promise.resolve();
+  /** Counts failures: a batch sent in an earlier generation than now hangs from a failed one. */
+  private generation = 0;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -129,9 +133,21 @@ export class JetStreamSink implements EventSink {
     }
   }
 
+  /**
+   * Calls may overlap (the publisher sends the next batch while this one is checked): batches are
+   * sent in call order, each chain after the previous batch's end, and checked concurrently. A
+   * failure fails every batch sent after it too (their chain hangs from it).
+   */
   async publish(events: readonly StoredEvent[]): Promise<void> {
     if (events.length === 0) return;
+    const previous = this.sending;
+    let sent!: () => void;
+    this.sending = new Promise<void>((r) => (sent = r));
+    let check: ((superseded: () => boolean) => Promise<Tail>) | undefined;
+    let generation = this.generation;
     try {
+      await previous;
+      generation = this.generation;
       let tail = this.tail ?? (await this.readTail());
       // Those the stream may hold already: acknowledged one by one (duplicates dropped, holes filled).
       let split = 0;
@@ -142,11 +158,29 @@ export class JetStreamSink implements EventSink {
         if (split === events.length) return;
         tail = await this.readTail();
       }
-      this.tail = await this.publishChained(split === 0 ? events : events.slice(split), tail.seq);
+      const chained = split === 0 ? events : events.slice(split);
+      check = this.sendChain(chained, tail.seq);
+      // The next batch chains after this one's end, before this one is checked.
+      this.tail = { seq: tail.seq + chained.length, position: chained[chained.length - 1]!.position };
     } catch (err) {
-      this.tail = undefined;
+      this.failed(generation);
+      throw err;
+    } finally {
+      sent();
+    }
+    try {
+      await check!(() => this.generation !== generation);
+    } catch (err) {
+      this.failed(generation);
       throw err;
     }
+  }
+
+  /** A batch of `generation` failed: the tail is read again, and the batches sent after it fail. */
+  private failed(generation: number): void {
+    if (this.generation !== generation) return;
+    this.generation++;
+    this.tail = undefined;
   }
 
   /** The stream's last message now. */
@@ -160,7 +194,7 @@ export class JetStreamSink implements EventSink {
 
   /** Publishes `events` as a chain after the stream's sequence `after`; resolves with the new tail
    * once the stream holds them all. */
-  private async publishChained(events: readonly StoredEvent[], after: number): Promise<Tail> {
+  private sendChain(events: readonly StoredEvent[], after: number): (superseded: () => boolean) => Promise<Tail> {
     const data = encodeEvents(events);
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!;
@@ -172,6 +206,11 @@ export class JetStreamSink implements EventSink {
       this.nc.publish(subjectOf(this.prefix, e), data[i]!, { headers: h });
     }
     const end: Tail = { seq: after + events.length, position: events[events.length - 1]!.position };
+    return (superseded) => this.checkChain(events.length, after, end, superseded);
+  }
+
+  /** Resolves once the stream holds the chain of `count` messages after `after`, ending at `end`. */
+  private async checkChain(count: number, after: number, end: Tail, superseded: () => boolean): Promise<Tail> {
     // The chain's end holding this batch's last event means every message of it is in the stream
     // (each was stored only after the one before it): one request, answered after the server read
     // every message before it on this connection. Until it is there (JetStream still storing), the
@@ -190,6 +229,7 @@ export class JetStreamSink implements EventSink {
           );
         return end;
       }
+      if (superseded()) throw new Error("a batch sent before this one failed: its chain is broken");
       const { state } = await this.jsm.streams.info(this.stream);
       if (state.last_seq >= end.seq) throw new Error(`the stream has no message ${end.seq}, yet its last sequence is ${state.last_seq}`);
       if (state.last_seq !== last) {
@@ -197,7 +237,7 @@ export class JetStreamSink implements EventSink {
         movedAt = Date.now();
       } else if (Date.now() - movedAt >= this.ackTimeoutMs)
         throw new Error(
-          `JetStream stored ${Math.max(0, state.last_seq - after)} of ${events.length} messages (its last sequence ${state.last_seq}, the chain's end ${end.seq}), then none for ${this.ackTimeoutMs} ms`,
+          `JetStream stored ${Math.max(0, state.last_seq - after)} of ${count} messages (its last sequence ${state.last_seq}, the chain's end ${end.seq}), then none for ${this.ackTimeoutMs} ms`,
         );
       await new Promise((r) => setTimeout(r, 5));
     }

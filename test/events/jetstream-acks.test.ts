@@ -109,6 +109,23 @@ describe("JetStream sink acknowledgements", () => {
     }
   }, 60_000);
 
+  it("overlapping batches: the second chains after the first, and fails with it", async () => {
+    const stream = "ACKS_OVERLAP";
+    await jsm.streams.add({ name: stream, subjects: ["overlap.>"], max_msgs: 30, discard: DiscardPolicy.New });
+    const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "overlap", ackTimeoutMs: 1_000 });
+    try {
+      await Promise.all([sink.publish(events(1, 10)), sink.publish(events(11, 10))]);
+      const [first, second] = await Promise.allSettled([sink.publish(events(21, 20)), sink.publish(events(41, 10))]);
+      expect(first.status === "rejected" && String(first.reason)).toMatch(/JetStream stored 10 of 20 messages/);
+      expect(second.status).toBe("rejected");
+      await jsm.streams.update(stream, { max_msgs: -1 });
+      await Promise.all([sink.publish(events(21, 20)), sink.publish(events(41, 10))]);
+      expect(await streamed(stream)).toEqual(oneEach(50));
+    } finally {
+      await sink.close();
+    }
+  }, 60_000);
+
   it("no stream on the subject fails the batch", async () => {
     const stream = "ACKS_GONE";
     const sink = await JetStreamSink.open({ url: nats.url, stream, subjectPrefix: "gone", ackTimeoutMs: 2_000 });
