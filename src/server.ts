@@ -434,6 +434,12 @@ async function start(config: ServerConfig, log: Logger, opened: Opened): Promise
         });
   let replicaErrorLogged = Number.NEGATIVE_INFINITY;
   assignmentStore = new AssignmentStore(database, {
+    // Page loads name the unit's partition of assignments (the catalog's layout, read again every
+    // few seconds). Not on the embedded database: one process, where the partitioned table's cost
+    // was not measured.
+    partitionReads: databaseKind === "postgres",
+    onLayoutError: (err) =>
+      log.warn({ err }, "reading the partition layout of assignments failed: page loads read through the partitioned table meanwhile"),
     writeConcurrency: config.insertConcurrency,
     maxWaitMs: config.insertMaxWaitMs,
     onInsertBatch: metrics ? (n) => metrics.insertBatch(n) : undefined,

@@ -3,6 +3,7 @@ import { storedValue, type StoredAssignment } from "../engine/evaluate.js";
 import { DEFAULT_INSERT_CONCURRENCY, DEFAULT_INSERT_MAX_WAIT_MS } from "../server-defaults.js";
 import { Coalescer } from "../util/coalescer.js";
 import type { Database, Queryable } from "./database.js";
+import { isMissingPartition, type PartitionLayout, PartitionLayoutCache } from "./partition-layout.js";
 import { numberArray, textArray } from "./pg-arrays.js";
 
 /** A (experiment, unit) pair whose stored assignment is wanted. */
@@ -72,6 +73,11 @@ export interface AssignmentStoreOptions {
   onInsertBatch?: (rows: number) => void;
   /** Read replicas (see readReplica); none when absent. */
   replicas?: ReplicaOptions;
+  /** Page-load reads name the unit's partition of assignments where the catalog shows a layout
+   * this process understands (partition-layout.ts); default true. False: always the table itself. */
+  partitionReads?: boolean;
+  /** A read of the partition layout from the catalog failed (the table itself is read meanwhile). */
+  onLayoutError?: (err: unknown) => void;
 }
 
 /** What the store answers for each cell: its override (rule 3) when it has one, else its stored
@@ -80,26 +86,36 @@ export interface AssignmentStoreOptions {
  * as it was and answers again once the override is cleared. One unit (a page load): its id is a
  * value of the statement, not of the join, so that the planner keeps only the unit's partition of
  * assignments (hash by unit id, migration 7); a join on unnested ids would plan every partition
- * and prune them row by row, at half the rate. */
-function readCells(cells: readonly CellKey[]): { text: string; values: unknown[] } {
+ * and prune them row by row, at half the rate. Better still, where the layout is known
+ * (partition-layout.ts), the statement names that partition itself: the database then plans and
+ * reads a plain table, without the partitioned table's work (about 10% of its CPU per page load). */
+function readCells(
+  cells: readonly CellKey[],
+  layout: PartitionLayout | undefined,
+): { text: string; values: unknown[]; partition?: string } {
   const unit = cells[0]!.unitId;
   const oneUnit = cells.every((c) => c.unitId === unit);
+  const partition = oneUnit ? layout?.partitionOf(unit) : undefined;
   const text = `SELECT t.i, coalesce(o.variant, a.variant) AS variant,
               CASE WHEN o.variant IS NULL THEN a.source ELSE ${Source.OVERRIDE} END AS source
          FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(e, u, i)
          LEFT JOIN overrides o ON o.experiment_id = t.e AND o.unit_id = t.u
-         LEFT JOIN assignments a ON a.experiment_id = t.e AND ${oneUnit ? "a.unit_id = $3::text" : "a.unit_id = t.u"}
+         LEFT JOIN ${partition ?? "assignments"} a ON a.experiment_id = t.e AND ${oneUnit ? "a.unit_id = $3::text" : "a.unit_id = t.u"}
         WHERE o.variant IS NOT NULL OR a.variant IS NOT NULL`;
   const values: unknown[] = [numberArray(cells.map((c) => c.experimentId)), textArray(cells.map((c) => c.unitId))];
   if (oneUnit) values.push(unit);
-  return { text, values };
+  return { text, values, partition };
 }
 
 /** readCells on a replica, with the configuration epoch the replica is at, from the same snapshot
  * (one statement): a row of its own with i = 0. */
-function readCellsWithEpoch(cells: readonly CellKey[]): { text: string; values: unknown[] } {
-  const q = readCells(cells);
+function readCellsWithEpoch(
+  cells: readonly CellKey[],
+  layout: PartitionLayout | undefined,
+): { text: string; values: unknown[]; partition?: string } {
+  const q = readCells(cells, layout);
   return {
+    partition: q.partition,
     text: `WITH found AS (${q.text})
        SELECT 0::bigint AS i, NULL::smallint AS variant, NULL::smallint AS source, (SELECT epoch::text FROM config_epoch) AS epoch
        UNION ALL
@@ -118,6 +134,8 @@ export class AssignmentStore implements AssignmentStorage {
   private readonly replicas: ReplicaOptions | undefined;
   readonly readReplica: AssignmentStorage["readReplica"];
   private nextReplica = 0;
+  /** The partition layout of assignments, where page-load reads may name partitions. */
+  readonly partitionLayout: PartitionLayoutCache | undefined;
 
   constructor(
     private readonly db: Database,
@@ -126,6 +144,7 @@ export class AssignmentStore implements AssignmentStorage {
     this.onInsertBatch = options.onInsertBatch;
     this.replicas = options.replicas && options.replicas.databases.length > 0 ? options.replicas : undefined;
     this.readReplica = this.replicas ? (cells) => this.readFromReplica(cells) : undefined;
+    this.partitionLayout = options.partitionReads === false ? undefined : new PartitionLayoutCache(db, undefined, options.onLayoutError);
     this.writes = new Coalescer((rows) => this.insertNow(rows), {
       concurrency: options.writeConcurrency ?? DEFAULT_INSERT_CONCURRENCY,
       maxItems: options.maxBatchRows ?? 20_000,
@@ -148,8 +167,17 @@ export class AssignmentStore implements AssignmentStorage {
   async read(cells: readonly CellKey[]): Promise<(StoredAssignment | undefined)[]> {
     const out = new Array<StoredAssignment | undefined>(cells.length);
     if (cells.length === 0) return out;
-    const q = readCells(cells);
-    const { rows } = await this.db.query<{ i: string; variant: number; source: number }>(q.text, q.values);
+    let q = readCells(cells, this.partitionLayout?.current());
+    let rows: { i: string; variant: number; source: number }[];
+    try {
+      ({ rows } = await this.db.query(q.text, q.values));
+    } catch (err) {
+      // The partition named is gone (the table was made again): read the table itself.
+      if (q.partition === undefined || !isMissingPartition(err)) throw err;
+      this.partitionLayout!.invalidate();
+      q = readCells(cells, undefined);
+      ({ rows } = await this.db.query(q.text, q.values));
+    }
     for (const r of rows) out[Number(r.i) - 1] = storedValue(r.variant, r.source);
     return out;
   }
@@ -170,9 +198,10 @@ export class AssignmentStore implements AssignmentStorage {
     const replica = replicas.databases[this.nextReplica++ % replicas.databases.length]!;
     let rows: { i: string; variant: number | null; source: number | null; epoch: string | null }[];
     try {
-      const q = readCellsWithEpoch(cells);
+      const q = readCellsWithEpoch(cells, this.partitionLayout?.current());
       ({ rows } = await replica.query(q.text, q.values));
     } catch (err) {
+      if (isMissingPartition(err)) this.partitionLayout?.invalidate();
       replicas.onError?.(err);
       return undefined;
     }

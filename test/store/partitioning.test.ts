@@ -14,6 +14,7 @@ import { compareCodePoints, compareEscaped, exportByPartitions } from "../../src
 import type { Database, Queryable } from "../../src/store/database.js";
 import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
+import { readPartitionLayout } from "../../src/store/partition-layout.js";
 import { assignmentPartitionCount, moveStep, partitionMovePending, runPartitionMove } from "../../src/store/partition-move.js";
 import { PgDatabase } from "../../src/store/pg-database.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
@@ -99,6 +100,8 @@ async function partitionsTouched(db: Database, text: string, values?: unknown[],
   return { planned, read, nodes, readWhole };
 }
 
+/** The reads of stored assignments among the statements sent (not the catalog's). */
+const pageLoads = (sent: Array<{ text: string; values?: unknown[] }>) => sent.filter((q) => /LEFT JOIN \S+ a ON/.test(q.text));
 const cells = (experiments: number[], unitId: string) => experiments.map((experimentId) => ({ experimentId, unitId }));
 const EXPERIMENTS = Array.from({ length: 20 }, (_, i) => i + 1);
 
@@ -144,7 +147,8 @@ describe("a new installation", () => {
 
   it("a page load (one unit, 20 experiments) reads one partition, and stores a new unit's cells in one", async () => {
     const { db: rec, sent } = recording(db);
-    const store = new AssignmentStore(rec, { maxWaitMs: 0 });
+    // Through the partitioned table itself (what a server does until it knows the layout).
+    const store = new AssignmentStore(rec, { maxWaitMs: 0, partitionReads: false });
     const found = await store.read(cells(EXPERIMENTS, "unit-77"));
     expect(found.every((s) => s !== undefined)).toBe(true);
     const read = await partitionsTouched(db, sent[0]!.text, sent[0]!.values);
@@ -171,6 +175,79 @@ describe("a new installation", () => {
       `SELECT count(DISTINCT tableoid)::int AS partitions FROM assignments WHERE unit_id = 'brand-new'`,
     );
     expect(rows).toEqual([{ partitions: 1 }]);
+  });
+
+  it("once the layout is read, a page load names the unit's partition, and answers what the table answers", async () => {
+    // Unit ids of every kind (empty, accented, emoji, spaces, long), stored in two experiments;
+    // an override on one cell, and units stored nowhere.
+    const awkward = ["", " ", "é", "\u{1F600}x", "a b", "日本", "x".repeat(100), "\uFFFD"];
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT e, u, 1, 1, 1 FROM unnest($1::text[]) u, generate_series(19, 20) e`,
+      [awkward],
+    );
+    await db.query(
+      `INSERT INTO overrides (experiment_id, unit_id, variant, version) VALUES (4, 'unit-1999', 1, 1), (19, 'é', 0, 1), (4, 'nowhere', 0, 1)`,
+    );
+    const { db: rec, sent } = recording(db);
+    const store = new AssignmentStore(rec, { maxWaitMs: 0 });
+    const table = new AssignmentStore(db, { partitionReads: false });
+    expect(table.partitionLayout).toBeUndefined();
+    await store.partitionLayout!.refresh();
+    const units = [...awkward, "unit-1", "unit-77", "unit-1999", "unit-2000", "nowhere", "nowhere-\u{1F600}"];
+    for (let u = 100; u < 400; u += 7) units.push(`unit-${u}`);
+    const { rows: homes } = await db.query<{ u: string; p: string }>(
+      `SELECT DISTINCT unit_id AS u, tableoid::regclass::text AS p FROM assignments WHERE unit_id = ANY($1::text[])`,
+      [units],
+    );
+    const home = new Map(homes.map((r) => [r.u, r.p]));
+    let found = 0;
+    for (const unitId of units) {
+      sent.length = 0;
+      const got = await store.read(cells(EXPERIMENTS, unitId));
+      expect(got, JSON.stringify(unitId)).toEqual(await table.read(cells(EXPERIMENTS, unitId)));
+      found += got.filter((g) => g !== undefined).length;
+      // The partition named: the one holding the unit's rows (the hash the database computes).
+      const [q] = pageLoads(sent);
+      const named = /LEFT JOIN (\S+) a ON/.exec(q!.text)![1]!;
+      expect(named).toMatch(/^assignments_p[0-7]$/);
+      const partition = home.get(unitId);
+      if (partition) expect(named, JSON.stringify(unitId)).toBe(partition);
+      // …planned as a plain table: no partitioned parent, no pruning.
+      const plan = await partitionsTouched(db, q!.text, q!.values);
+      expect(plan.planned).toEqual(new Set([named]));
+    }
+    expect(found).toBe(47 * 20 + 8 * 2 + 1); // 47 units in 20 experiments, 8 in two, an override of a unit stored nowhere
+    // Several units at once: through the table itself, as before.
+    sent.length = 0;
+    await store.read([...cells([1, 2], "unit-77"), ...cells([1, 2], "unit-78")]);
+    expect(pageLoads(sent)[0]!.text).toContain("LEFT JOIN assignments a ON");
+  });
+
+  it("reads the table itself when the partition it would name is gone, then learns the layout again", async () => {
+    const { db: rec, sent } = recording(db);
+    const errors: unknown[] = [];
+    const store = new AssignmentStore(rec, { maxWaitMs: 0, onLayoutError: (e) => errors.push(e) });
+    await store.partitionLayout!.refresh();
+    const unitId = "unit-321";
+    const { rows } = await db.query<{ p: string }>(`SELECT DISTINCT tableoid::regclass::text AS p FROM assignments WHERE unit_id = $1`, [
+      unitId,
+    ]);
+    const partition = rows[0]!.p;
+    const want = await new AssignmentStore(db, { partitionReads: false }).read(cells(EXPERIMENTS, unitId));
+    expect(want.every((w) => w !== undefined)).toBe(true);
+    // Renamed under the server (as if the table had been made again): the name it knows is gone.
+    await db.query(`ALTER TABLE ${partition} RENAME TO moved_away`);
+    try {
+      expect(await store.read(cells(EXPERIMENTS, unitId))).toEqual(want);
+      expect(pageLoads(sent).map((q) => /LEFT JOIN (\S+) a ON/.exec(q.text)![1])).toEqual([partition, "assignments"]);
+      await store.partitionLayout!.refresh();
+      sent.length = 0;
+      expect(await store.read(cells(EXPERIMENTS, unitId))).toEqual(want);
+      expect(pageLoads(sent)[0]!.text).toContain("LEFT JOIN moved_away a ON");
+    } finally {
+      await db.query(`ALTER TABLE moved_away RENAME TO ${partition}`);
+    }
+    expect(errors).toEqual([]);
   });
 
   it("an erasure of units reads and deletes in their partitions only", async () => {
@@ -450,6 +527,14 @@ describe("an installation partitioned before migration 15 (unit ids in the datab
     expect(rows).toEqual([{ collation: "default" }]);
     const transfers = new TransferStore(db);
     expect(await transfers.partitionsByBytes()).toBeUndefined();
+    // Its collation (deterministic, as every collation PostgreSQL makes by default) hashes the
+    // bytes as C does: page loads name the unit's partition here too, and answer the same.
+    const layout = (await readPartitionLayout(db))!;
+    const { rows: homes } = await client.query<{ u: string; p: string }>(
+      `SELECT unit_id AS u, tableoid::regclass::text AS p FROM assignments WHERE experiment_id = 1`,
+    );
+    expect(homes).toHaveLength(3000);
+    for (const h of homes) expect(layout.partitionOf(h.u), h.u).toBe(h.p);
     const units: string[] = [];
     for await (const batch of transfers.exportBatches(1, 1000)) units.push(...batch.map((r) => r.unitId));
     const want = (await client.query<{ u: string }>(`SELECT unit_id AS u FROM assignments WHERE experiment_id = 1 ORDER BY unit_id`)).rows;
@@ -502,6 +587,19 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
       (await db.query<{ k: string }>(`SELECT relkind::text AS k FROM pg_class WHERE oid = 'assignments'::regclass`)).rows[0]!.k;
     expect(await kind()).toBe("r");
     expect(await assignmentPartitionCount(db)).toBe(4); // the table being filled
+    // Its partitions (assignments_p0…) belong to the table being filled, not to the table in use:
+    // page loads read the table in use itself.
+    expect(await readPartitionLayout(db)).toBeUndefined();
+    const { db: rec, sent } = recording(db);
+    const store = new AssignmentStore(rec, { maxWaitMs: 0 });
+    await store.partitionLayout!.refresh();
+    const pageLoad = async () => {
+      sent.length = 0;
+      const got = await store.read([1, 2, 3, 4, 5].map((experimentId) => ({ experimentId, unitId: "u1234" })));
+      expect(got.every((g) => g !== undefined)).toBe(true);
+      return /LEFT JOIN (\S+) a ON/.exec(pageLoads(sent)[0]!.text)![1];
+    };
+    expect(await pageLoad()).toBe("assignments");
 
     // Batches of 500, each followed by changes made by "servers": behind the cursor, ahead of
     // it, and across the whole table.
@@ -527,6 +625,13 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
     expect(step).toBe(30); // 15,000 rows in batches of 500
     expect(await kind()).toBe("p");
     expect(await partitionMovePending(db)).toBe(false);
+    // Swapped: once the layout is read again, page loads name the unit's partition.
+    expect(await pageLoad()).toBe("assignments");
+    await store.partitionLayout!.refresh();
+    const { rows: home } = await db.query<{ p: string }>(
+      `SELECT DISTINCT tableoid::regclass::text AS p FROM assignments WHERE unit_id = 'u1234'`,
+    );
+    expect(await pageLoad()).toBe(home[0]!.p);
 
     // What the old table would hold: the same rows and changes, computed in SQL on a plain table.
     await client.query(`CREATE TABLE expected (LIKE assignments)`);
