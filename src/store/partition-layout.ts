@@ -24,8 +24,8 @@ export interface PartitionLayout {
 
 interface Bound {
   name: string;
-  modulus: bigint;
-  remainder: bigint;
+  modulus: number;
+  remainder: number;
 }
 
 /** The layout of the live assignments table, or undefined when it is not one understood here. */
@@ -53,16 +53,20 @@ export async function readPartitionLayout(db: Queryable): Promise<PartitionLayou
   for (let k = 0; k < found.names.length; k++) {
     const m = /^FOR VALUES WITH \(modulus (\d+), remainder (\d+)\)$/.exec(found.bounds[k] ?? "");
     if (!m) return undefined;
-    bounds.push({ name: found.names[k]!, modulus: BigInt(m[1]!), remainder: BigInt(m[2]!) });
+    bounds.push({ name: found.names[k]!, modulus: Number(m[1]), remainder: Number(m[2]) });
   }
-  return {
-    partitionOf(unitId) {
-      const h = rowHash(unitId);
-      for (const b of bounds) if (h % b.modulus === b.remainder) return b.name;
-      return undefined;
-    },
-  };
+  // As PostgreSQL does (get_partition_for_tuple): every modulus divides the greatest one, so the
+  // remainder by the greatest modulus picks the partition, through a table of that many slots.
+  const greatest = Math.max(...bounds.map((b) => b.modulus));
+  if (greatest > MAX_MODULUS || bounds.some((b) => greatest % b.modulus !== 0)) return undefined;
+  const slots = new Array<string | undefined>(greatest).fill(undefined);
+  for (const b of bounds) for (let r = b.remainder; r < greatest; r += b.modulus) slots[r] = b.name;
+  const modulus = BigInt(greatest);
+  return { partitionOf: (unitId) => slots[Number(rowHash(unitId) % modulus)] };
 }
+
+/** The greatest modulus understood (PostgreSQL allows more; ASSIGNMENT_PARTITIONS is at most 1,024). */
+const MAX_MODULUS = 65_536;
 
 /** How long a layout read from the catalog is used before it is read again. */
 export const PARTITION_LAYOUT_TTL_MS = 5_000;

@@ -710,3 +710,63 @@ describe("the embedded database (PGlite, PostgreSQL 17)", () => {
     expect(parts).toEqual([{ partitions: 4 }]);
   }, 180_000); // two embedded databases, each through every migration: slow on a busy machine
 });
+
+describe("the partition layout read from the catalog (readPartitionLayout)", () => {
+  let client: pg.Client;
+  beforeAll(async () => {
+    const { fresh } = await pgDatabase();
+    client = new pg.Client({ connectionString: fresh.url });
+    await client.connect();
+    dropped.push(() => client.end());
+  });
+  const remake = async (sql: string) => {
+    await client.query(`DROP TABLE IF EXISTS assignments CASCADE`);
+    await client.query(sql);
+  };
+  const ids = [...Array.from({ length: 2000 }, (_, i) => `id-${i}`), "", "é", "\u{1F600}", "日本語"];
+
+  it("follows moduli that differ between partitions, as the database does", async () => {
+    await remake(`CREATE TABLE assignments (experiment_id int NOT NULL, unit_id text COLLATE "C" NOT NULL) PARTITION BY HASH (unit_id)`);
+    for (const [m, r] of [
+      [2, 0],
+      [4, 1],
+      [8, 3],
+      [8, 7],
+    ])
+      await client.query(`CREATE TABLE "odd part ${m}-${r}" PARTITION OF assignments FOR VALUES WITH (MODULUS ${m}, REMAINDER ${r})`);
+    await client.query(`INSERT INTO assignments SELECT 1, unnest($1::text[])`, [ids]);
+    const layout = (await readPartitionLayout(client))!;
+    const { rows } = await client.query<{ u: string; p: string }>(`SELECT unit_id AS u, tableoid::regclass::text AS p FROM assignments`);
+    expect(rows).toHaveLength(ids.length);
+    for (const r of rows) expect(layout.partitionOf(r.u), r.u).toBe(r.p);
+    expect(new Set(rows.map((r) => r.p)).size).toBe(4);
+    expect(rows[0]!.p).toMatch(/^"odd part/); // a name that needs quoting comes quoted
+  });
+
+  it("is undefined for a table it does not understand: unpartitioned, by another key, or in a non-deterministic collation", async () => {
+    await remake(`CREATE TABLE assignments (experiment_id int NOT NULL, unit_id text NOT NULL)`);
+    expect(await readPartitionLayout(client)).toBeUndefined();
+    await remake(`CREATE TABLE assignments (experiment_id int NOT NULL, unit_id text NOT NULL) PARTITION BY HASH (experiment_id)`);
+    await client.query(`CREATE TABLE a0 PARTITION OF assignments FOR VALUES WITH (MODULUS 1, REMAINDER 0)`);
+    expect(await readPartitionLayout(client)).toBeUndefined();
+    await remake(`CREATE TABLE assignments (experiment_id int NOT NULL, unit_id text NOT NULL) PARTITION BY LIST (unit_id)`);
+    await client.query(`CREATE TABLE a0 PARTITION OF assignments FOR VALUES IN ('x')`);
+    expect(await readPartitionLayout(client)).toBeUndefined();
+    await client.query(`CREATE COLLATION IF NOT EXISTS any_case (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`);
+    await remake(
+      `CREATE TABLE assignments (experiment_id int NOT NULL, unit_id text COLLATE any_case NOT NULL) PARTITION BY HASH (unit_id)`,
+    );
+    await client.query(`CREATE TABLE a0 PARTITION OF assignments FOR VALUES WITH (MODULUS 2, REMAINDER 0)`);
+    await client.query(`CREATE TABLE a1 PARTITION OF assignments FOR VALUES WITH (MODULUS 2, REMAINDER 1)`);
+    expect(await readPartitionLayout(client)).toBeUndefined();
+    // The same in the C collation: understood. A unit whose remainder has no partition yet is in
+    // none (the table itself is read: it answers nothing).
+    await remake(`CREATE TABLE assignments (experiment_id int NOT NULL, unit_id text COLLATE "C" NOT NULL) PARTITION BY HASH (unit_id)`);
+    await client.query(`CREATE TABLE a0 PARTITION OF assignments FOR VALUES WITH (MODULUS 2, REMAINDER 0)`);
+    const half = (await readPartitionLayout(client))!;
+    const some = ids.map((u) => half.partitionOf(u));
+    expect(new Set(some)).toEqual(new Set(["a0", undefined]));
+    await client.query(`CREATE TABLE a1 PARTITION OF assignments FOR VALUES WITH (MODULUS 2, REMAINDER 1)`);
+    expect((await readPartitionLayout(client))?.partitionOf("x")).toMatch(/^a[01]$/);
+  });
+});
