@@ -17,6 +17,7 @@
  *   BENCH_PART_UNITS             units per experiment in the initial fill (50000; x20 experiments)
  *   BENCH_PART_ROUNDS            rounds (7)
  *   BENCH_PART_UPGRADE           0 skips the in-place upgrade (default 1)
+ *   BENCH_PART_STATEMENTS        samples of the page-load statement timed alone, each way (2000)
  *   ASSIGNMENT_PARTITIONS        partitions of the partitioned database (16)
  */
 import { execFileSync } from "node:child_process";
@@ -28,9 +29,10 @@ import pg from "pg";
 import { Source } from "../gen/ts/assignment/v1/types_pb.js";
 import { Cleanup } from "../harness/cleanup.js";
 import { createDatabase } from "../harness/databases.js";
-import { AssignmentStore } from "../src/store/assignment-store.js";
+import { AssignmentStore, readCells } from "../src/store/assignment-store.js";
 import { exportByCopy } from "../src/store/copy-export.js";
 import { MIGRATIONS_DIR, runMigrations } from "../src/store/migrations.js";
+import { readPartitionLayout } from "../src/store/partition-layout.js";
 import { runPartitionMove } from "../src/store/partition-move.js";
 import { PgDatabase } from "../src/store/pg-database.js";
 import { TransferStore } from "../src/store/transfer-store.js";
@@ -248,6 +250,57 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
   },
 };
 
+const STATEMENT_SAMPLES = Number(env.BENCH_PART_STATEMENTS ?? 2_000);
+
+/**
+ * The page-load statement's own time in the database, planning and execution apart (EXPLAIN
+ * ANALYZE's summary, TIMING OFF), one statement at a time on one connection, the three ways in
+ * turn (through the partitioned table, naming the unit's partition, the unpartitioned table), in
+ * alternating order: medians of many short samples, which a busy machine disturbs far less than
+ * rates (a sample it preempts is an outlier, not a shift of the median).
+ */
+async function statementTimes(partitioned: Target, plain: Target): Promise<string[]> {
+  const layout = (await readPartitionLayout(partitioned.db))!;
+  const ways = [
+    { name: "partitioned table, through the table itself", t: partitioned, layout: undefined },
+    { name: "partitioned table, naming the unit's partition", t: partitioned, layout },
+    { name: "unpartitioned table", t: plain, layout: undefined },
+  ];
+  const times = ways.map(() => ({ planning: [] as number[], execution: [] as number[] }));
+  for (let k = 0; k < STATEMENT_SAMPLES; k++) {
+    const unitId = `unit-${(k * 7919) % UNITS}`;
+    const order = k % 2 === 0 ? [0, 1, 2] : [2, 1, 0];
+    for (const w of order) {
+      const q = readCells(
+        experimentIds.map((experimentId) => ({ experimentId, unitId })),
+        ways[w]!.layout,
+      );
+      const { rows } = await ways[w]!.t.client.query<{ "QUERY PLAN": Array<{ "Planning Time": number; "Execution Time": number }> }>(
+        `EXPLAIN (ANALYZE, TIMING OFF, SUMMARY, FORMAT JSON) ${q.text}`,
+        q.values,
+      );
+      const plan = rows[0]!["QUERY PLAN"][0]!;
+      times[w]!.planning.push(plan["Planning Time"] * 1000);
+      times[w]!.execution.push(plan["Execution Time"] * 1000);
+    }
+  }
+  const base = times[2]!;
+  const total = (x: { planning: number[]; execution: number[] }) => x.planning.map((p, i) => p + x.execution[i]!);
+  const out = [
+    `The page-load statement alone (${fmt(STATEMENT_SAMPLES)} samples each, one at a time, the three in alternating order; medians, µs; ratio: the unpartitioned table's time / this one's):`,
+    "",
+    "| statement | planning | execution | both | ratio (both) |",
+    "|---|---:|---:|---:|---:|",
+  ];
+  ways.forEach((w, i) => {
+    const x = times[i]!;
+    out.push(
+      `| ${w.name} | ${median(x.planning).toFixed(0)} | ${median(x.execution).toFixed(0)} | ${median(total(x)).toFixed(0)} | ${(median(total(base)) / median(total(x))).toFixed(2)}× |`,
+    );
+  });
+  return out;
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
@@ -328,6 +381,8 @@ async function main() {
       }
     }
     const loadAfter = loadAverage();
+    log("the page-load statement alone, timed by the database…");
+    const statements = await statementTimes(partitioned, plain);
 
     // The in-place upgrade of a database at the schema before partitioning (migrations 1 to 6).
     let upgrade: string | undefined;
@@ -374,6 +429,7 @@ async function main() {
         `| ${op} | ${fmt(p)} ${o.unit} | ${fmt(u)} ${o.unit} | ${(p / u).toFixed(2)}× ${p / u >= 0.9 ? "✅" : "❌"} | ${cpu} | ${node} | ${rounds} |`,
       );
     }
+    out.push("", ...statements);
     if (upgrade) out.push("", upgrade);
     process.stdout.write(out.join("\n") + "\n");
   } finally {

@@ -88,8 +88,9 @@ export interface AssignmentStoreOptions {
  * assignments (hash by unit id, migration 7); a join on unnested ids would plan every partition
  * and prune them row by row, at half the rate. Better still, where the layout is known
  * (partition-layout.ts), the statement names that partition itself: the database then plans and
- * reads a plain table, without the partitioned table's work (about 10% of its CPU per page load). */
-function readCells(
+ * reads a plain table, without the partitioned table's planning (a fifth of its planning time,
+ * about a tenth of the statement's; BENCHMARKS.md). Exported for bench/partitions.ts. */
+export function readCells(
   cells: readonly CellKey[],
   layout: PartitionLayout | undefined,
 ): { text: string; values: unknown[]; partition?: string } {
