@@ -89,7 +89,7 @@ export interface AssignmentStoreOptions {
  * and prune them row by row, at half the rate. Better still, where the layout is known
  * (partition-layout.ts), the statement names that partition itself: the database then plans and
  * reads a plain table, without the partitioned table's planning (a fifth of its planning time,
- * about a tenth of the statement's; BENCHMARKS.md). Exported for bench/partitions.ts. */
+ * 7–9 % of the statement's; BENCHMARKS.md). Exported for bench/partitions.ts. */
 export function readCells(
   cells: readonly CellKey[],
   layout: PartitionLayout | undefined,

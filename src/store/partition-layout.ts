@@ -6,9 +6,9 @@ import { sqlState } from "./pg-errors.js";
  * Which partition of assignments holds a unit, as the database's catalog says now: so that a
  * page-load read can name that partition (assignment-store.ts, readCells) instead of the
  * partitioned table. Through the parent, each statement costs the database the work of a
- * partitioned table (its partition descriptor, pruning, opening the partition: about 10% more CPU
- * per page load than the unpartitioned table; BENCHMARKS.md "Partitioned vs unpartitioned
- * assignments"); named, the partition is read as a plain table.
+ * partitioned table's planning (its partition descriptor, pruning: a fifth more planning time than
+ * the unpartitioned table, 7-9 % of the statement; BENCHMARKS.md "Page loads naming the unit's
+ * partition"); named, the partition is planned and read as a plain table.
  *
  * Used only where the layout is fully understood: assignments hash-partitioned on unit_id alone
  * (text, its hash operator class hashtextextended, a deterministic collation: the hash is of the
