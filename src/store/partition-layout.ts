@@ -85,6 +85,9 @@ export class PartitionLayoutCache {
   private layout: PartitionLayout | undefined;
   private readAt = Number.NEGATIVE_INFINITY;
   private reading: Promise<void> | undefined;
+  /** Raised by invalidate: a read of the catalog begun before it may have seen the old layout. */
+  private generation = 0;
+  private readingGeneration = 0;
 
   constructor(
     private readonly db: Queryable,
@@ -93,30 +96,37 @@ export class PartitionLayoutCache {
   ) {}
 
   current(): PartitionLayout | undefined {
-    if (performance.now() - this.readAt >= this.ttlMs && !this.reading) void this.refresh();
+    if (performance.now() - this.readAt >= this.ttlMs) void this.refresh();
     return this.layout;
   }
 
-  /** Reads the catalog now (a read under way is joined); resolves when done. A failed read keeps
-   * nothing: the table itself is read until a later read succeeds. */
+  /** Reads the catalog now (a read under way since the last invalidate is joined); resolves when
+   * done. A failed read keeps nothing: the table itself is read until a later read succeeds. */
   refresh(): Promise<void> {
-    this.reading ??= (async () => {
+    if (this.reading && this.readingGeneration === this.generation) return this.reading;
+    const generation = this.generation;
+    const reading = (async () => {
       try {
-        this.layout = await readPartitionLayout(this.db);
+        const layout = await readPartitionLayout(this.db);
+        // A read begun before an invalidate may have seen the old layout: its answer is dropped.
+        if (generation === this.generation) this.layout = layout;
       } catch (err) {
-        this.layout = undefined;
+        if (generation === this.generation) this.layout = undefined;
         this.onError?.(err);
       } finally {
-        this.readAt = performance.now();
-        this.reading = undefined;
+        if (generation === this.generation) this.readAt = performance.now();
+        if (this.readingGeneration === generation) this.reading = undefined; // (one read at a time per generation)
       }
     })();
-    return this.reading;
+    this.reading = reading;
+    this.readingGeneration = generation;
+    return reading;
   }
 
   /** Forgets the layout (a statement found a partition missing): the table itself is read until
    * the catalog is read again, at once. */
   invalidate(): void {
+    this.generation++;
     this.layout = undefined;
     this.readAt = Number.NEGATIVE_INFINITY;
   }
