@@ -3,7 +3,8 @@ import { cancelled } from "../errors.js";
 import { escapeCopyText } from "./copy-text.js";
 import type { CopyIn, CopySession } from "./database.js";
 import { addCounts, type ImportResult, type ImportStaging, mergeStaged, type StagedRows } from "./import-staging.js";
-import { isUniqueViolation, rethrowStoreError } from "./pg-errors.js";
+import { type PartitionRoute, partitionOf, partitionRoute } from "./partition-route.js";
+import { isPartitionConstraintViolation, isUniqueViolation, rethrowStoreError } from "./pg-errors.js";
 
 export interface CopyImportOptions {
   /** Rows per COPY (and per savepoint). */
@@ -36,6 +37,42 @@ function copyRows(rows: StagedRows, versions: ReadonlyMap<number, string>): Buff
   return Buffer.from(text, "utf8");
 }
 
+/** Rows as COPY text, as copyRows makes it, split by the partition of assignments that holds each
+ * unit (`parts[r]`: undefined where none goes), with the rows of each. A unit's rows all go to one
+ * partition, in their order. */
+function routedCopyRows(rows: StagedRows, versions: ReadonlyMap<number, string>, route: PartitionRoute): RoutedText {
+  const texts: string[] = new Array(route.modulus).fill("");
+  const counts: number[] = new Array(route.modulus).fill(0);
+  let experiment = -1;
+  let prefix = "";
+  let suffixes: string[] = [];
+  for (let i = 0; i < rows.unitIds.length; i++) {
+    const e = rows.experimentIds[i]!;
+    if (e !== experiment) {
+      experiment = e;
+      prefix = `${e}\t`;
+      suffixes = [];
+    }
+    const v = rows.variantIds[i]!;
+    const unitId = rows.unitIds[i]!;
+    const p = partitionOf(route, unitId);
+    texts[p] += prefix + escapeCopyText(unitId) + (suffixes[v] ??= `\t${v}\t${versions.get(e)}\t${Source.IMPORT}\n`);
+    counts[p]!++;
+  }
+  return { parts: texts.map((t) => (t === "" ? undefined : Buffer.from(t, "utf8"))), rows: counts };
+}
+
+/** One message's COPY text split by partition (routedCopyRows). */
+interface RoutedText {
+  parts: (Buffer | undefined)[];
+  rows: number[];
+}
+
+/** Rows per COPY into one partition, at most: each partition's rows are sent as they gather, so the
+ * database stores them while the next messages are decoded, and each COPY's fixed cost (the
+ * statement, the event trigger) stays small beside its rows'. */
+const PARTITION_COPY_ROWS = 4_096;
+
 /** Adds the rows of each experiment in `ids` to `counts`, a run of equal ids at a time (an
  * import's rows come grouped by experiment, mostly). */
 function countRuns(ids: Int32Array, counts: Map<number, number>): void {
@@ -49,11 +86,18 @@ function countRuns(ids: Int32Array, counts: Map<number, number>): void {
   }
 }
 
-/** The chunk being stored: one COPY, open while the import's messages arrive. */
+/** The chunk being stored: one COPY, open while the import's messages arrive, or (straight into
+ * the partitions) one COPY per partition each time enough of its rows gathered. */
 interface Chunk {
   /** Straight into assignments under a savepoint (else into the staging table). */
   direct: boolean;
-  copy: CopyIn;
+  /** The open COPY; undefined when the chunk goes straight into the partitions. */
+  copy: CopyIn | undefined;
+  /** Rows gathered for each partition and not sent yet, and how many (straight into partitions). */
+  pending: Buffer[][];
+  pendingRows: number[];
+  /** A partition's COPY the database refused: the chunk sends nothing more. */
+  error: unknown;
   /** Its COPY text so far, kept while it goes straight in: a unique violation undoes the chunk,
    * which is then staged from this. */
   texts: Buffer[];
@@ -72,6 +116,13 @@ interface Chunk {
  *   fails the COPY, the savepoint undoes it, and that chunk and every later one take the staged
  *   path below. The result is the same either way. After `maxSavepoints` chunks, the rest take
  *   the staged path too.
+ *   Where assignments is partitioned (and each partition has the partitioned table's triggers:
+ *   partition-route.ts), the chunk's rows are COPYed into the partition that holds each: a COPY
+ *   into the partitioned table would store them one at a time (PostgreSQL does not batch the
+ *   inserts into a partitioned table with a transition-table trigger, the event log's), one into a
+ *   partition batches them; each partition's trigger writes the outbox (migration 17). Should the
+ *   database ever place a row elsewhere than computed here, the chunk is undone and staged, and the
+ *   import goes on through the partitioned table.
  * - Otherwise each chunk is COPYed into the staging table (whose `pos` numbers rows in import
  *   order) and merged at once by INSERT … ON CONFLICT DO NOTHING in that order, so the first row
  *   of a unit counts and stored units are kept.
@@ -100,6 +151,14 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     throw err;
   }
   const COLUMNS = "(experiment_id, unit_id, variant, version, source)";
+  /** The partitions to COPY straight into (see above); undefined: into assignments itself. */
+  let route: PartitionRoute | undefined;
+  try {
+    route = await partitionRoute(session);
+  } catch (err) {
+    release(true);
+    throw err;
+  }
 
   /** The version of each experiment met so far, as recorded on its imported rows. */
   const versions = new Map<number, string>();
@@ -127,8 +186,30 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       savepoints++;
       await session.query(`SAVEPOINT import_chunk`);
     }
-    const into = straight ? "assignments" : STAGING;
-    return { direct: straight, copy: session.copyIn(`COPY ${into} ${COLUMNS} FROM STDIN`), texts: [], rows: 0, counts: new Map() };
+    const partitions = straight && route ? route.modulus : 0;
+    return {
+      direct: straight,
+      copy: partitions > 0 ? undefined : session.copyIn(`COPY ${straight ? "assignments" : STAGING} ${COLUMNS} FROM STDIN`),
+      pending: Array.from({ length: partitions }, () => []),
+      pendingRows: new Array(partitions).fill(0),
+      error: undefined,
+      texts: [],
+      rows: 0,
+      counts: new Map(),
+    };
+  };
+
+  /** Sends the rows gathered for partition `p` of a chunk going straight into the partitions. */
+  const flushPartition = async (chunk: Chunk, p: number) => {
+    const texts = chunk.pending[p]!;
+    chunk.pending[p] = [];
+    chunk.pendingRows[p] = 0;
+    if (chunk.error || texts.length === 0) return;
+    try {
+      await session.copyFrom(`COPY ${route!.names[p]} ${COLUMNS} FROM STDIN`, texts);
+    } catch (err) {
+      chunk.error = err;
+    }
   };
 
   /** Ends the open chunk's COPY and stores it (see above). */
@@ -138,19 +219,23 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     current = undefined;
     if (chunk.direct) {
       try {
-        await chunk.copy.end();
+        if (chunk.copy) await chunk.copy.end();
+        else for (let p = 0; p < chunk.pending.length; p++) await flushPartition(chunk, p);
+        if (chunk.error) throw chunk.error;
         await session.query(`RELEASE SAVEPOINT import_chunk`);
         imported += chunk.rows;
         addCounts(importedPerExperiment, chunk.counts);
         return;
       } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
+        const misrouted = !chunk.copy && isPartitionConstraintViolation(err);
+        if (!isUniqueViolation(err) && !misrouted) throw err;
         await session.query(`ROLLBACK TO SAVEPOINT import_chunk`);
         direct = false;
+        if (misrouted) route = undefined;
         await session.copyFrom(`COPY ${STAGING} ${COLUMNS} FROM STDIN`, chunk.texts);
       }
     } else {
-      await chunk.copy.end();
+      await chunk.copy!.end();
     }
     if (overwriting) return; // merged whole at commit
     const merged = await mergeStaged(session, STAGING, false);
@@ -160,16 +245,36 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
   };
 
   /** One message's rows into the open chunk (opened if none is). */
-  const store = async (text: Buffer, rows: number, counts: ReadonlyMap<number, number>) => {
+  const store = async (text: Buffer | RoutedText, rows: number, counts: ReadonlyMap<number, number>) => {
     current ??= await openChunk();
     const chunk = current;
-    await chunk.copy.write(text);
-    if (chunk.direct) chunk.texts.push(text);
     chunk.rows += rows;
     addCounts(chunk.counts, counts);
+    if (chunk.copy) {
+      // Into one COPY: a message split by partition (made while chunks still went straight in)
+      // goes into the staging table part after part, each unit's rows still in their order.
+      for (const part of Buffer.isBuffer(text) ? [text] : text.parts) {
+        if (!part) continue;
+        await chunk.copy.write(part);
+        if (chunk.direct) chunk.texts.push(part);
+      }
+    } else {
+      // Straight into the partitions: a message not split by partition cannot come here (once
+      // chunks stop going straight in, they never do again).
+      if (Buffer.isBuffer(text)) throw new Error("copy-import: an unrouted message in a chunk going to the partitions");
+      const flushRows = Math.max(1, Math.min(PARTITION_COPY_ROWS, Math.ceil(chunkRows / chunk.pending.length / 2)));
+      for (let p = 0; p < text.parts.length; p++) {
+        const part = text.parts[p];
+        if (!part) continue;
+        chunk.texts.push(part);
+        chunk.pending[p]!.push(part);
+        chunk.pendingRows[p]! += text.rows[p]!;
+        if (chunk.pendingRows[p]! >= flushRows) await flushPartition(chunk, p);
+      }
+    }
     // A COPY the database refused (a unit stored twice) is finished at once: the rest take the
     // staged path without being sent to a COPY that drops them.
-    if (chunk.rows >= chunkRows || chunk.copy.failed) await finishChunk();
+    if (chunk.rows >= chunkRows || chunk.copy?.failed || chunk.error) await finishChunk();
   };
 
   /** Looks up experiments met for the first time: their version, and whether they hold stored
@@ -201,8 +306,9 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       overwriting = overwrite;
       await meet(rows);
       if (failure) return rethrowStoreError(failure);
-      // Built while the database works on earlier messages.
-      const text = copyRows(rows, versions);
+      // Built while the database works on earlier messages; split by partition while chunks go
+      // straight in.
+      const text = route && direct && !overwrite ? routedCopyRows(rows, versions, route) : copyRows(rows, versions);
       const counts = new Map<number, number>();
       countRuns(rows.experimentIds, counts);
       const n = rows.unitIds.length;
@@ -234,7 +340,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       } catch (err) {
         // A COPY still open cannot take a ROLLBACK: the connection is dropped (the database rolls
         // back the transaction of a connection that went away).
-        if (!current) await session.query("ROLLBACK").catch(() => {});
+        if (!current?.copy) await session.query("ROLLBACK").catch(() => {});
         release(true);
         return rethrowStoreError(err);
       }
@@ -243,7 +349,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     async abort(): Promise<void> {
       if (done) return;
       await queue;
-      if (!current) await session.query("ROLLBACK").catch(() => {});
+      if (!current?.copy) await session.query("ROLLBACK").catch(() => {});
       release(true);
     },
   };

@@ -21,6 +21,12 @@ export function isUniqueViolation(err: unknown): boolean {
   return sqlState(err) === UNIQUE_VIOLATION;
 }
 
+/** A row stored straight into a partition of a partitioned table does not belong there (23514,
+ * "violates partition constraint"). */
+export function isPartitionConstraintViolation(err: unknown): boolean {
+  return sqlState(err) === "23514" && /partition constraint/.test((err as Error).message);
+}
+
 /** The database broke a deadlock by aborting this transaction (40P01): it may simply be run again. */
 export function isDeadlock(err: unknown): boolean {
   return sqlState(err) === "40P01";

@@ -66,6 +66,7 @@ describe("server on PGlite", () => {
       "14_config-versions",
       "15_assignments-unit-ids-by-bytes",
       "16_event-outbox-queue",
+      "17_partition-event-triggers",
     ]);
     // The embedded database partitions stored assignments as PostgreSQL does (16 by default).
     const { rows: partitions } = await server.database.query<{ n: number }>(

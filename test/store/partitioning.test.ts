@@ -16,6 +16,7 @@ import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
 import { readPartitionLayout } from "../../src/store/partition-layout.js";
 import { assignmentPartitionCount, moveStep, partitionMovePending, runPartitionMove } from "../../src/store/partition-move.js";
+import { partitionRoute } from "../../src/store/partition-route.js";
 import { PgDatabase } from "../../src/store/pg-database.js";
 import { PgliteDatabase } from "../../src/store/pglite-database.js";
 import { TransferStore } from "../../src/store/transfer-store.js";
@@ -600,6 +601,8 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
       return /LEFT JOIN (\S+) a ON/.exec(pageLoads(sent)[0]!.text)![1];
     };
     expect(await pageLoad()).toBe("assignments");
+    // An import COPYs into the partitioned table only once it is the one in use.
+    expect(await partitionRoute(db)).toBeUndefined();
 
     // Batches of 500, each followed by changes made by "servers": behind the cursor, ahead of
     // it, and across the whole table.
@@ -663,6 +666,9 @@ describe("an installation with rows, upgraded in place (PostgreSQL)", () => {
     expect(await outbox()).toBe(0);
     await db.query(`INSERT INTO assignments (experiment_id, unit_id, variant, version, source) VALUES (1, 'after-swap', 0, 1, 1)`);
     expect(await outbox()).toBe(1);
+    // Its partitions have the event log's triggers (migration 17, made before the swap), so an
+    // import may COPY straight into them.
+    expect((await partitionRoute(db))?.names).toEqual([0, 1, 2, 3].map((r) => `assignments_p${r}`));
   });
 });
 

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
+import { partitionRoute } from "../../src/store/partition-route.js";
 import { PgDatabase } from "../../src/store/pg-database.js";
 import { TransferStore, type StagedRows } from "../../src/store/transfer-store.js";
 import { freshDatabase } from "../support/services.js";
@@ -104,5 +105,54 @@ describe("TransferStore import on PostgreSQL", () => {
     expect(s.units.get("u-5")?.variant).toBe(1); // the first row of u-5 (i = 5: variant 1)
     // The first chunk in its subtransaction; the second (undone, then merged) and third in the import's.
     expect(s.transactions).toBe(2);
+  });
+
+  it("COPYs a chunk into the partitions that hold its units, one COPY per partition, each partition's trigger writing one event per row", async () => {
+    const e = await experiment();
+    expect((await partitionRoute(db))?.names).toHaveLength(16);
+    const store = new TransferStore(db);
+    const staging = await store.beginImport();
+    const unitIds = Array.from({ length: 1_000 }, (_, i) => `p-${i}`);
+    await staging.write(rowsOf(e.id, unitIds.slice(0, 500)), false);
+    await staging.write(rowsOf(e.id, unitIds.slice(500)), false);
+    const result = await staging.commit(false);
+    expect(result).toMatchObject({ imported: 1_000, importedPerExperiment: new Map([[e.id, 1_000]]) });
+    // One event per row: neither the partitioned table's trigger as well as a partition's, nor none.
+    const { rows: events } = await db.query<{ unit_id: string; kind: number; partition: string }>(
+      `SELECT o.unit_id, o.kind, a.tableoid::regclass::text AS partition
+         FROM assignment_outbox o JOIN assignments a ON a.experiment_id = o.experiment_id AND a.unit_id = o.unit_id
+        WHERE o.experiment_id = $1 ORDER BY o.id`,
+      [e.id],
+    );
+    expect(events.map((r) => r.unit_id).sort()).toEqual([...unitIds].sort());
+    expect(new Set(events.map((r) => r.kind))).toEqual(new Set([2])); // imported
+    // Written partition by partition (one COPY, so one trigger call, each), not in import order as
+    // a COPY into the partitioned table writes them: as many runs of one partition as partitions.
+    const runs = events.filter((r, i) => i === 0 || r.partition !== events[i - 1]!.partition).length;
+    expect(runs).toBe(16);
+  });
+
+  it("COPYs into the partitioned table when a partition lacks one of its INSERT triggers", async () => {
+    // An import through it still writes one event a row (the partitioned table's trigger's).
+    const e = await experiment();
+    const client = await db.bulkCopy!.session();
+    try {
+      await client.query(`DROP TRIGGER assignment_events_inserted ON assignments_p5`);
+      expect(await partitionRoute(client)).toBeUndefined();
+      const store = new TransferStore(db, { importChunkRows: 100 });
+      const staging = await store.beginImport();
+      const unitIds = Array.from({ length: 300 }, (_, i) => `q-${i}`);
+      await staging.write(rowsOf(e.id, unitIds), false);
+      expect((await staging.commit(false)).imported).toBe(300);
+      const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM assignment_outbox WHERE experiment_id = $1`, [e.id]);
+      expect(rows).toEqual([{ n: 300 }]);
+    } finally {
+      await client.query(
+        `CREATE TRIGGER assignment_events_inserted AFTER INSERT ON assignments_p5 REFERENCING NEW TABLE AS new_rows
+           FOR EACH STATEMENT EXECUTE FUNCTION assignment_events_inserted()`,
+      );
+      client.release();
+    }
+    expect(await partitionRoute(db)).toBeDefined();
   });
 });
