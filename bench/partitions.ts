@@ -46,6 +46,8 @@ const UPGRADE = env.BENCH_PART_UPGRADE !== "0";
 const PARTITIONS = Number(env.ASSIGNMENT_PARTITIONS ?? 16);
 const EXPERIMENTS = 20;
 const IMPORT_EXPERIMENT = EXPERIMENTS + 1;
+/** Experiments with no stored rows, one per round of "import into a new experiment" (after the others). */
+const NEW_IMPORT_EXPERIMENT = IMPORT_EXPERIMENT + 1;
 const IN_FLIGHT = 8;
 const READS = 3_000;
 const INSERT_UNITS = 1_500;
@@ -102,7 +104,7 @@ async function setUp(cleanup: Cleanup, name: string, schema: Schema): Promise<Ta
     { id: 0, key: "a", weight: 5000 },
     { id: 1, key: "b", weight: 5000 },
   ]);
-  for (let e = 1; e <= IMPORT_EXPERIMENT; e++) {
+  for (let e = 1; e < NEW_IMPORT_EXPERIMENT + ROUNDS; e++) {
     await client.query(`INSERT INTO salts VALUES ($1, $2)`, [`e${e}`, `experiment:e${e}`]);
     await client.query(
       `INSERT INTO experiments (key, salt, unit_type, hash_version, variants, rollout, status) VALUES ($1, $1, 'user_id', 1, $2, 10000, 2)`,
@@ -164,6 +166,26 @@ async function concurrently(n: number, task: (k: number) => Promise<void>): Prom
 
 const experimentIds = Array.from({ length: EXPERIMENTS }, (_, i) => i + 1);
 
+/** Imports IMPORT_ROWS new units into `experimentId`, in messages of 10,000 rows. */
+async function importRows(t: Target, experimentId: number, prefix: string): Promise<number> {
+  const unitIds = Array.from({ length: IMPORT_ROWS }, (_, i) => `${prefix}-${i}`);
+  const staging = await t.transfers.beginImport();
+  for (let i = 0; i < IMPORT_ROWS; i += 10_000) {
+    const ids = unitIds.slice(i, i + 10_000);
+    await staging.write(
+      {
+        experimentIds: new Int32Array(ids.length).fill(experimentId),
+        unitIds: ids,
+        variantIds: Int32Array.from(ids, (_, k) => k % 2),
+      },
+      false,
+    );
+  }
+  const result = await staging.commit(false);
+  if (result.imported !== IMPORT_ROWS) throw new Error(`${t.name}: imported ${result.imported}`);
+  return IMPORT_ROWS;
+}
+
 /** Operations, each answering how many of its unit (page loads, rows) it did. */
 const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number) => Promise<number> }> = {
   "page-load read (1 unit x 20 experiments, stored)": {
@@ -201,26 +223,18 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
       return INSERT_UNITS * EXPERIMENTS;
     },
   },
+  // One experiment for every round: from the second round on it holds rows, so the import takes
+  // the staged merge (COPY into a temporary table, then INSERT … ON CONFLICT DO NOTHING), not the
+  // COPY straight into assignments that the first round's takes (src/store/copy-import.ts).
   "import (COPY, one transaction)": {
     unit: "rows/s",
-    async run(t, round) {
-      const unitIds = Array.from({ length: IMPORT_ROWS }, (_, i) => `imp-${round}-${i}`);
-      const staging = await t.transfers.beginImport();
-      for (let i = 0; i < IMPORT_ROWS; i += 10_000) {
-        const ids = unitIds.slice(i, i + 10_000);
-        await staging.write(
-          {
-            experimentIds: new Int32Array(ids.length).fill(IMPORT_EXPERIMENT),
-            unitIds: ids,
-            variantIds: Int32Array.from(ids, (_, k) => k % 2),
-          },
-          false,
-        );
-      }
-      const result = await staging.commit(false);
-      if (result.imported !== IMPORT_ROWS) throw new Error(`${t.name}: imported ${result.imported}`);
-      return IMPORT_ROWS;
-    },
+    run: (t, round) => importRows(t, IMPORT_EXPERIMENT, `imp-${round}`),
+  },
+  // A new experiment in every round: the import COPYs straight into assignments (into its
+  // partitions where it is partitioned).
+  "import into a new experiment (COPY straight in, one transaction)": {
+    unit: "rows/s",
+    run: (t, round) => importRows(t, NEW_IMPORT_EXPERIMENT + round, `new-imp-${round}`),
   },
   "export of an experiment (COPY, ordered by unit id; 4 one after the other)": {
     unit: "rows/s",
