@@ -109,13 +109,13 @@ interface Chunk {
  * An import on a COPY session: opens a transaction (the import is all or nothing) with a temporary
  * staging table, and stores rows in chunks of `chunkRows`, each one COPY fed message by message
  * as the upload arrives, so the database stores rows while the next ones are decoded:
- * - SKIP_EXISTING into experiments that held no stored assignment when the import first met
- *   them (the usual case: filling a new experiment): each chunk is COPYed straight into
- *   assignments under a savepoint, as fast as a plain COPY. Nothing there can be skipped, unless
- *   a unit comes twice in the import or a page load assigned it meanwhile: then the unique key
- *   fails the COPY, the savepoint undoes it, and that chunk and every later one take the staged
- *   path below. The result is the same either way. After `maxSavepoints` chunks, the rest take
- *   the staged path too.
+ * - SKIP_EXISTING: each chunk is COPYed straight into assignments under a savepoint, as fast as a
+ *   plain COPY, as long as nothing must be skipped (filling a new experiment, or adding units new
+ *   to one that holds some). When a unit is stored already (by a page load, an earlier import,
+ *   or earlier in this one), the unique key fails the COPY at that row, the savepoint undoes the
+ *   chunk, and that chunk and every later one take the staged path below: the result is the same
+ *   either way, and the rows COPYed in vain are at most one chunk's (usually a few: overlapping
+ *   units come early). After `maxSavepoints` chunks, the rest take the staged path too.
  *   Where assignments is partitioned (and each partition has the partitioned table's triggers:
  *   partition-route.ts), the chunk's rows are COPYed into the partition that holds each: a COPY
  *   into the partitioned table would store them one at a time (PostgreSQL does not batch the
@@ -277,8 +277,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     if (chunk.rows >= chunkRows || chunk.copy?.failed || chunk.error) await finishChunk();
   };
 
-  /** Looks up experiments met for the first time: their version, and whether they hold stored
-   * assignments already (then nothing more goes straight in). The open chunk ends first: the
+  /** Looks up experiments met for the first time: their version. The open chunk ends first: the
    * connection cannot query while it COPYs. */
   const meet = async (rows: StagedRows) => {
     const unseen = new Set<number>();
@@ -286,14 +285,13 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     if (unseen.size === 0) return;
     await enqueue(async () => {
       await finishChunk();
-      const { rows: found } = await session.query<{ id: number; version: string; taken: boolean }>(
-        `SELECT e.id, e.version::text AS version, EXISTS (SELECT 1 FROM assignments a WHERE a.experiment_id = e.id) AS taken
+      const { rows: found } = await session.query<{ id: number; version: string }>(
+        `SELECT e.id, e.version::text AS version
            FROM experiments e WHERE e.id = ANY($1::int[])`,
         [[...unseen]],
       );
       for (const e of found) {
         versions.set(e.id, e.version);
-        if (e.taken) direct = false;
       }
       if (found.length < unseen.size) direct = false; // an unknown id: the staged merge's join leaves it out
     });

@@ -107,6 +107,39 @@ describe("TransferStore import on PostgreSQL", () => {
     expect(s.transactions).toBe(2);
   });
 
+  it("COPYs units new to an experiment that holds rows straight in too, and merges once a stored unit comes (kept, not counted)", async () => {
+    const e = await experiment();
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) VALUES ($1, 'old-1', 0, $2, ${Source.HASH})`,
+      [e.id, e.version],
+    );
+    const store = new TransferStore(db, { importChunkRows: 100 });
+    let staging = await store.beginImport();
+    for (let m = 0; m < 2; m++)
+      await staging.write(
+        rowsOf(
+          e.id,
+          Array.from({ length: 100 }, (_, i) => `n-${m * 100 + i}`),
+        ),
+        false,
+      );
+    expect((await staging.commit(false)).imported).toBe(200);
+    let s = await stored(e.id);
+    // The stored row's transaction, and one subtransaction per chunk straight in.
+    expect(s.transactions).toBe(3);
+    staging = await store.beginImport();
+    await staging.write(
+      rowsOf(e.id, ["m-1", "old-1", "m-2"], () => 1),
+      false,
+    );
+    const result = await staging.commit(false);
+    expect(result.imported).toBe(2);
+    s = await stored(e.id);
+    expect(s.rows.length).toBe(203);
+    expect(s.units.get("old-1")).toMatchObject({ variant: 0, source: Source.HASH });
+    expect(s.units.get("m-2")).toMatchObject({ variant: 1, source: Source.IMPORT });
+  });
+
   it("COPYs a chunk into the partitions that hold its units, one COPY per partition, each partition's trigger writing one event per row", async () => {
     const e = await experiment();
     expect((await partitionRoute(db))?.names).toHaveLength(16);
