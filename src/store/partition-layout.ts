@@ -1,5 +1,5 @@
 import type { Queryable } from "./database.js";
-import { rowHash } from "./partition-hash.js";
+import { hashPartitionRemainder } from "./partition-remainder.js";
 import { sqlState } from "./pg-errors.js";
 
 /**
@@ -61,8 +61,7 @@ export async function readPartitionLayout(db: Queryable): Promise<PartitionLayou
   if (greatest > MAX_MODULUS || bounds.some((b) => greatest % b.modulus !== 0)) return undefined;
   const slots = new Array<string | undefined>(greatest).fill(undefined);
   for (const b of bounds) for (let r = b.remainder; r < greatest; r += b.modulus) slots[r] = b.name;
-  const modulus = BigInt(greatest);
-  return { partitionOf: (unitId) => slots[Number(rowHash(unitId) % modulus)] };
+  return { partitionOf: (unitId) => slots[hashPartitionRemainder(unitId, greatest)] };
 }
 
 /** The greatest modulus understood (PostgreSQL allows more; ASSIGNMENT_PARTITIONS is at most 1,024). */
