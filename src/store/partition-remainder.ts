@@ -113,6 +113,10 @@ export function hashPartitionRemainder(unitId: string, modulus: number): number 
   c ^= b;
   c = (c - ((b << 24) | (b >>> 8))) | 0;
   // The hash is b:c (high:low); rowHash adds hash_combine64's constant, mod 2^64, in two halves.
+  // A power-of-two modulus (the default 16 partitions) takes the low bits of the low half alone:
+  // integer operations, where the general case below needs five floating-point remainders (most
+  // of this function's time).
+  if ((modulus & (modulus - 1)) === 0 && modulus <= 0x4000_0000) return ((c + 0x15e5a8e3) & (modulus - 1)) >>> 0;
   const low = (c >>> 0) + 0x15e5a8e3;
   const high = ((b >>> 0) + 0x49a0f4dd + (low >= TWO32 ? 1 : 0)) % TWO32;
   // (high * 2^32 + low) % m, every product below 2^53.
