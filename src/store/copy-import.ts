@@ -68,10 +68,11 @@ interface RoutedText {
   rows: number[];
 }
 
-/** Rows per COPY into one partition, at most: each partition's rows are sent as they gather, so the
- * database stores them while the next messages are decoded, and each COPY's fixed cost (the
- * statement, the event trigger) stays small beside its rows'. */
-const PARTITION_COPY_ROWS = 4_096;
+/** Rows per COPY into one partition, at least (but at the end of a chunk): each partition's rows
+ * are sent as they gather, so the database stores them while the next messages are decoded, and
+ * each COPY's fixed cost (the statement, the event trigger, a round trip) stays small beside its
+ * rows'. */
+const PARTITION_COPY_MIN_ROWS = 1_024;
 
 /** Adds the rows of each experiment in `ids` to `counts`, a run of equal ids at a time (an
  * import's rows come grouped by experiment, mostly). */
@@ -177,6 +178,8 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
     (queue = queue.then(() => (failure ? undefined : task())).catch((err) => void (failure ??= err)));
   /** Messages queued and not yet in the database, oldest first. */
   const waiting: { stored: Promise<void>; rows: number }[] = [];
+  /** Messages queued whose `store` has not started. */
+  let queuedMessages = 0;
   let waitingRows = 0;
 
   const openChunk = async (): Promise<Chunk> => {
@@ -246,6 +249,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
 
   /** One message's rows into the open chunk (opened if none is). */
   const store = async (text: Buffer | RoutedText, rows: number, counts: ReadonlyMap<number, number>) => {
+    queuedMessages--;
     current ??= await openChunk();
     const chunk = current;
     chunk.rows += rows;
@@ -262,14 +266,24 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       // Straight into the partitions: a message not split by partition cannot come here (once
       // chunks stop going straight in, they never do again).
       if (Buffer.isBuffer(text)) throw new Error("copy-import: an unrouted message in a chunk going to the partitions");
-      const flushRows = Math.max(1, Math.min(PARTITION_COPY_ROWS, Math.ceil(chunkRows / chunk.pending.length / 2)));
       for (let p = 0; p < text.parts.length; p++) {
         const part = text.parts[p];
         if (!part) continue;
         chunk.texts.push(part);
         chunk.pending[p]!.push(part);
         chunk.pendingRows[p]! += text.rows[p]!;
-        if (chunk.pendingRows[p]! >= flushRows) await flushPartition(chunk, p);
+      }
+      // The partition with the most rows gathered goes first, once it has enough for a COPY, and
+      // the next while no other message waits for the connection: the database stores rows from
+      // the second message or so on, instead of idling until a partition filled up, and a COPY
+      // grows with what gathered while the last one ran when messages come faster than it stores.
+      const minRows = Math.max(1, Math.min(PARTITION_COPY_MIN_ROWS, Math.ceil(chunkRows / chunk.pending.length / 2)));
+      while (!chunk.error) {
+        let p = 0;
+        for (let q = 1; q < chunk.pendingRows.length; q++) if (chunk.pendingRows[q]! > chunk.pendingRows[p]!) p = q;
+        if (chunk.pendingRows[p]! < minRows) break;
+        await flushPartition(chunk, p);
+        if (queuedMessages > 0) break;
       }
     }
     // A COPY the database refused (a unit stored twice) is finished at once: the rest take the
@@ -310,6 +324,7 @@ export async function beginCopyImport(session: CopySession, options: CopyImportO
       const counts = new Map<number, number>();
       countRuns(rows.experimentIds, counts);
       const n = rows.unitIds.length;
+      queuedMessages++;
       const stored = enqueue(() => store(text, n, counts));
       waiting.push({ stored, rows: n });
       waitingRows += n;
