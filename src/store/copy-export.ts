@@ -176,33 +176,60 @@ export async function* exportByPartitions(
   if (!Number.isSafeInteger(experimentId)) throw new TypeError("experimentId must be an integer");
   // Twice a page's share of each partition: pages of about twice `pageRows`, of which a few percent
   // (the rows after the bound) are read again by the next page; smaller parts made the statements'
-  // own cost (one index descent and plan per partition) a third of the database's work.
+  // own cost (one index descent and plan per partition) a third of the database's work. The first
+  // page is a quarter of that: nothing overlaps its read, and an export of a few pages waited for
+  // a whole page before this process had anything to merge.
   const perPartition = Math.ceil((2 * pageRows) / partitions.length);
-  const read = (after: string | undefined) => {
-    const page = copyText(bulk, mergedPageSql(experimentId, after, partitions, perPartition));
+  const firstPerPartition = Math.ceil(perPartition / 4);
+  // Pages read (or being read) and not yet taken by the merge below; each page's follower is asked
+  // for as soon as the page arrives (its bound is the follower's cursor), while fewer than
+  // READ_AHEAD_PAGES wait: the database reads the next pages while this process merges, even
+  // when one page's merge takes longer than the next page's read.
+  const ahead: Promise<MergedPage>[] = [];
+  /** A page that arrived while READ_AHEAD_PAGES waited: its follower is asked for once one is taken. */
+  let waiting: MergedPage | undefined;
+  let stopped = false;
+  const read = (after: string | undefined, rows: number) => {
+    const page = copyText(bulk, mergedPageSql(experimentId, after, partitions, rows)).then((text) => {
+      const merged = new MergedPage(text, partitions.length, rows);
+      if (ahead.length < READ_AHEAD_PAGES) follow(merged);
+      else waiting = merged;
+      return merged;
+    });
     page.catch(() => {}); // awaited in turn (see exportByCopy)
-    return page;
+    ahead.push(page);
   };
-  let text = await read(undefined);
+  const follow = (page: MergedPage) => {
+    const bound = page.boundUnitId();
+    if (bound !== undefined && !stopped) read(bound, perPartition);
+  };
+  read(undefined, firstPerPartition);
   // Batches are full but the last, across pages.
   let batch: ExportedRow[] = [];
-  for (;;) {
-    const page = new MergedPage(text, partitions.length, perPartition);
-    // The next page is read while this one is merged and sent: the database and this process work
-    // at once, as in exportByCopy.
-    const bound = page.boundUnitId();
-    const following = bound === undefined ? undefined : read(bound);
-    for (;;) {
-      page.merge(batch, batchSize - batch.length);
-      if (batch.length < batchSize) break; // this page is merged
-      yield batch;
-      batch = [];
+  try {
+    for (let next = ahead.shift(); next; next = ahead.shift()) {
+      const page = await next;
+      if (waiting) {
+        const w = waiting;
+        waiting = undefined;
+        follow(w);
+      }
+      for (;;) {
+        page.merge(batch, batchSize - batch.length);
+        if (batch.length < batchSize) break; // this page is merged
+        yield batch;
+        batch = [];
+      }
     }
-    if (!following) break;
-    text = await following;
+  } finally {
+    stopped = true; // a caller that left asks for no more pages
   }
   if (batch.length > 0) yield batch;
 }
+
+/** Pages of exportByPartitions read ahead of the one being merged (each page is about 20,000 rows,
+ * 330 KB of COPY text): two, so that a stalled reader holds at most three pages. */
+const READ_AHEAD_PAGES = 2;
 
 /** One page of exportByPartitions: every partition's next rows after the cursor, in its order. */
 function mergedPageSql(experimentId: number, after: string | undefined, partitions: readonly string[], perPartition: number): string {
@@ -236,10 +263,17 @@ class MergedPage {
   /** For row i of partition k, at 2 (k * perPartition + i): where its unit id starts in its piece;
    * at the next place, where it ends (the tab after it). */
   private readonly ids: Int32Array;
+  /** For row i of partition k, at k * perPartition + i: its unit id, decoded. */
+  private readonly unitIds: string[] = [];
+  /** Whether the page holds no character in U+E000–U+FFFF: then JavaScript's own comparison of
+   * strings (by UTF-16 code units, in native code) is the order of code points. */
+  private simple = true;
   /** The loser tree: tree[0] the partition whose next row is the smallest, tree[1 .. leaves - 1]
    * the loser of each match (the leaves, leaves .. 2 leaves - 1, are the partitions). */
   private readonly tree: Int32Array;
   private readonly leaves: number;
+  /** Each leaf's next unit id; undefined when it has none left (or is past the partitions). */
+  private readonly heads: (string | undefined)[];
   /** The row (k * perPartition + i) that is the page's bound, sent last; -1: the last page. */
   private readonly bound: number;
   private done = false;
@@ -272,6 +306,8 @@ class MergedPage {
     let leaves = 2;
     while (leaves < partitions) leaves *= 2;
     this.leaves = leaves;
+    this.heads = new Array<string | undefined>(leaves).fill(undefined);
+    for (let k = 0; k < partitions; k++) if (this.count[k]! > 0) this.heads[k] = this.unitIds[k * perPartition];
     // The first round, from the leaves up: winners[n] is the winner of node n's match.
     this.tree = new Int32Array(leaves);
     const winners = new Int32Array(2 * leaves);
@@ -291,6 +327,8 @@ class MergedPage {
     const count = this.count;
     const perPartition = this.perPartition;
     const piece = this.pieces.push(text) - 1;
+    const unitIds = this.unitIds;
+    if (this.simple && HIGH_BMP.test(text)) this.simple = false;
     for (let line = 0; line < text.length; ) {
       let k = 0;
       let p = line;
@@ -304,6 +342,7 @@ class MergedPage {
       this.pieceOf[row] = piece;
       this.ids[2 * row] = p + 1;
       this.ids[2 * row + 1] = idEnd;
+      unitIds[row] = unescapeCopyText(text.slice(p + 1, idEnd));
       line = nl + 1;
     }
   }
@@ -311,21 +350,20 @@ class MergedPage {
   /** The unit id of the bound (where the next page starts after); undefined for the last page. */
   boundUnitId(): string | undefined {
     const b = this.bound;
-    return b < 0 ? undefined : unescapeCopyText(this.pieces[this.pieceOf[b]!]!.slice(this.ids[2 * b], this.ids[2 * b + 1]));
+    return b < 0 ? undefined : this.unitIds[b];
   }
 
   /** Appends up to `n` of the next rows, in order, to `out`; fewer when the page is merged. */
   merge(out: ExportedRow[], n: number): void {
-    const tree = this.tree;
+    const { tree, count, heads, unitIds, perPartition, simple } = this;
     const at = this.at;
-    const perPartition = this.perPartition;
     for (let m = 0; m < n && !this.done; m++) {
       const k = tree[0]!;
-      const i = at[k]!;
-      if (k >= this.count.length || i >= this.count[k]!) {
+      if (heads[k] === undefined) {
         this.done = true; // every partition sent
         return;
       }
+      const i = at[k]!;
       const row = k * perPartition + i;
       out.push(this.row(row));
       at[k] = i + 1;
@@ -333,35 +371,39 @@ class MergedPage {
         this.done = true;
         return;
       }
-      // The winner's partition plays again, from its leaf up, against the losers on its way.
+      // The winner's partition plays again, from its leaf up, against the losers on its way: one
+      // comparison of two strings a level (unit ids are distinct: no ties).
       let winner = k;
+      let w = i + 1 < count[k]! ? unitIds[row + 1] : undefined;
+      heads[k] = w;
       for (let node = (k + this.leaves) >> 1; node >= 1; node >>= 1) {
         const other = tree[node]!;
-        if (this.before(other, winner)) {
+        const o = heads[other];
+        if (o !== undefined && (w === undefined || (simple ? o < w : compareCodePoints(o, w) < 0))) {
           tree[node] = winner;
           winner = other;
+          w = o;
         }
       }
       tree[0] = winner;
     }
   }
 
-  /** Whether partition a's next row comes before partition b's (a partition with none left, or a
-   * leaf past the partitions, comes after every row). */
+  /** Whether leaf a's next row comes before leaf b's (a leaf with none left comes after every row). */
   private before(a: number, b: number): boolean {
-    const count = this.count;
-    const at = this.at;
-    const perPartition = this.perPartition;
-    const an = a < count.length && at[a]! < count[a]!;
-    const bn = b < count.length && at[b]! < count[b]!;
-    if (!an || !bn) return an;
-    return this.compare(a * perPartition + at[a]!, b * perPartition + at[b]!) < 0;
+    const x = this.heads[a];
+    const y = this.heads[b];
+    if (x === undefined) return false;
+    if (y === undefined) return true;
+    return this.simple ? x < y : compareCodePoints(x, y) < 0;
   }
 
   /** Two rows' unit ids (k * perPartition + i), by code points. */
   private compare(x: number, y: number): number {
-    const { ids, pieces, pieceOf } = this;
-    return compareEscaped(pieces[pieceOf[x]!]!, ids[2 * x]!, ids[2 * x + 1]!, pieces[pieceOf[y]!]!, ids[2 * y]!, ids[2 * y + 1]!);
+    const a = this.unitIds[x]!;
+    const b = this.unitIds[y]!;
+    if (!this.simple) return compareCodePoints(a, b);
+    return a < b ? -1 : a === b ? 0 : 1;
   }
 
   private row(r: number): ExportedRow {
@@ -370,13 +412,16 @@ class MergedPage {
     const t2 = text.indexOf("\t", idEnd + 1);
     const t3 = text.indexOf("\t", t2 + 1);
     return {
-      unitId: unescapeCopyText(text.slice(this.ids[2 * r], idEnd)),
+      unitId: this.unitIds[r]!,
       variant: integerAt(text, idEnd + 1, t2),
       source: integerAt(text, t2 + 1, t3),
       version: text.slice(t3 + 1, text.indexOf("\n", t3 + 1)),
     };
   }
 }
+
+/** Characters between which code point order and UTF-16 order differ (with surrogates). */
+const HIGH_BMP = /[\uE000-\uFFFF]/;
 
 /** The most bytes of COPY text decoded into one string. A string of a whole page (about 500 KB)
  * is allocated outside V8's young generation and cost 2.7 ms a page to make (as much as the merge);

@@ -10,7 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { AssignmentStore } from "../../src/store/assignment-store.js";
-import { compareCodePoints, compareEscaped, exportByPartitions } from "../../src/store/copy-export.js";
+import { compareCodePoints, compareEscaped, type ExportedRow, exportByPartitions } from "../../src/store/copy-export.js";
 import type { Database, Queryable } from "../../src/store/database.js";
 import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
@@ -442,6 +442,41 @@ describe("a new installation", () => {
         expect(sizes.slice(0, -1).every((n) => n === 7)).toBe(true);
       }
     }
+  });
+
+  it("an export reads the partitions' pages at most two ahead of a reader that stalls, the first one small", async () => {
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT 40, 'r-' || u, 1, 1, 1 FROM generate_series(1, 2000) u`,
+    );
+    const started: string[] = [];
+    let finished = 0;
+    const bulk = {
+      async session() {
+        const session = await db.bulkCopy.session();
+        const copyTo = session.copyTo.bind(session);
+        return Object.assign(session, {
+          async *copyTo(sql: string) {
+            started.push(sql);
+            yield* copyTo(sql);
+            finished++;
+          },
+        });
+      },
+    };
+    const partitions = (await new TransferStore(db).partitionsByBytes())!;
+    // Pages of 25 rows of each partition (8 partitions, pageRows 100), the first of 7.
+    const pages = exportByPartitions(bulk, 40, 7, partitions, 100);
+    const units = ((await pages.next()).value as ExportedRow[]).map((r) => r.unitId);
+    for (let waited = 0; finished < 3 && waited < 20_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    // The page being merged and two read ahead: no more while the reader stalls.
+    expect(finished).toBe(3);
+    expect(started).toHaveLength(3);
+    expect(started.map((sql) => sql.match(/LIMIT (\d+)/)![1])).toEqual(["7", "25", "25"]);
+    for await (const batch of pages) units.push(...batch.map((r) => r.unitId));
+    const { rows } = await db.query<{ u: string }>(`SELECT unit_id AS u FROM assignments WHERE experiment_id = 40 ORDER BY unit_id`);
+    expect(units).toEqual(rows.map((r) => r.u));
+    expect(started.length).toBeGreaterThan(2000 / 200);
   });
 });
 
