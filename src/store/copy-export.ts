@@ -1,4 +1,4 @@
-import { unescapeCopyText, unescapedCode } from "./copy-text.js";
+import { unescapeCopyText } from "./copy-text.js";
 import type { BulkCopy } from "./database.js";
 
 export interface ExportedRow {
@@ -163,8 +163,8 @@ export const MAX_MERGED_PARTITIONS = 64;
  * to it has been read, from every partition, and is sent, in order; the rows after it are read
  * again by the next page, whose cursor is that bound. A page where no partition gave that many is
  * the last. The bound is known once a page's text is indexed (MergedPage), before it is merged: the
- * next page is read while this one is merged and sent. A reader that stalls holds one page (its
- * text, as a string) and the next, read ahead, as bytes.
+ * next page is read while this one is merged and sent, and the one after it once the next
+ * arrives (READ_AHEAD_PAGES). A reader that stalls holds three pages.
  */
 export async function* exportByPartitions(
   bulk: BulkCopy,
@@ -244,12 +244,14 @@ function mergedPageSql(experimentId: number, after: string | undefined, partitio
 
 /**
  * A page of exportByPartitions, merged as it is taken. Its COPY text (each line: the partition's
- * number, then the row) is decoded in pieces of whole lines (PIECE_BYTES); the constructor only
- * indexes them (where each line's unit id starts and ends, by partition), and the merge compares
- * unit ids in place, in that text (compareEscaped), with a tournament of the partitions (a loser
- * tree: one comparison per level, four for 16 partitions). A row becomes an ExportedRow only when
- * it is sent, so the rows after the bound (read again by the next page) are indexed and never
- * decoded, and nothing is allocated per row for the merge.
+ * number, then the row) is decoded in pieces of whole lines (PIECE_BYTES); the constructor indexes
+ * them (where each line's unit id ends, by partition) and decodes each unit id (sent with its row,
+ * and the bound), and the merge compares the unit ids at the head of each partition with a
+ * tournament of the partitions (a loser tree: one comparison per level, four for 16 partitions):
+ * with JavaScript's own comparison of strings when nothing in the page is in U+E000–U+FFFF,
+ * compareCodePoints otherwise. Comparing the COPY text in place (escapes read as they went, by a
+ * loop of charCodeAt) cost 2.5 times as much (BENCHMARKS.md). The rest of a row (variant, source,
+ * version) is decoded only when it is sent.
  */
 class MergedPage {
   /** Rows of each partition in this page. */
@@ -434,27 +436,6 @@ function integerAt(s: string, from: number, to: number): number {
   let n = 0;
   for (let i = negative ? from + 1 : from; i < to; i++) n = 10 * n + s.charCodeAt(i) - 0x30;
   return negative ? -n : n;
-}
-
-/**
- * compareCodePoints of two values of COPY text, s[a .. aEnd) and t[b .. bEnd), as the values they
- * stand for (each backslash escape read as the character it stands for), without making them.
- */
-export function compareEscaped(s: string, a: number, aEnd: number, t: string, b: number, bEnd: number): number {
-  while (a < aEnd && b < bEnd) {
-    let x = s.charCodeAt(a++);
-    let y = t.charCodeAt(b++);
-    if (x === 0x5c) x = unescapedCode(s.charCodeAt(a++));
-    if (y === 0x5c) y = unescapedCode(t.charCodeAt(b++));
-    if (x !== y) {
-      if (x >= 0xd800 && y >= 0xd800) {
-        x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
-        y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
-      }
-      return x - y;
-    }
-  }
-  return aEnd - a - (bEnd - b);
 }
 
 /** A COPY … TO STDOUT read whole, in a read-only transaction, on a connection held only while it

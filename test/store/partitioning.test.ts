@@ -10,7 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Source } from "../../gen/ts/assignment/v1/types_pb.js";
 import { AssignmentStore } from "../../src/store/assignment-store.js";
-import { compareCodePoints, compareEscaped, type ExportedRow, exportByPartitions } from "../../src/store/copy-export.js";
+import { compareCodePoints, type ExportedRow, exportByPartitions } from "../../src/store/copy-export.js";
 import type { Database, Queryable } from "../../src/store/database.js";
 import { ErasureStore } from "../../src/store/erasure-store.js";
 import { MIGRATIONS_DIR, type MigrationClient, runMigrations } from "../../src/store/migrations.js";
@@ -504,33 +504,6 @@ describe("compareCodePoints", () => {
     const byBytes = [...strings].sort((x, y) => Buffer.compare(Buffer.from(x, "utf8"), Buffer.from(y, "utf8")));
     expect([...strings].sort(compareCodePoints)).toEqual(byBytes);
     expect([...strings].sort()).not.toEqual(byBytes); // UTF-16 order alone would not do
-  });
-
-  it("compareEscaped orders values of COPY text as compareCodePoints orders the values they stand for", () => {
-    // PostgreSQL's escapes in COPY text output (escapeCopyText writes fewer: what it reads back).
-    const pgEscape = (v: string) =>
-      v.replace(/[\\\b\f\n\r\t\v]/g, (c) => `\\${{ "\\": "\\", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v" }[c]}`);
-    const alphabet = ["a", "b", "A", "\\", "\b", "\t", "\n", "\v", "\f", "\r", "\u0001", "n", "t", "\u00E9", "\uFFFD", "\u{1F600}", ""];
-    const values: string[] = [];
-    for (const x of alphabet) for (const y of alphabet) values.push(x + y);
-    // Each value between other text, in one of two strings, as the merge finds them.
-    const place = (v: string, i: number) => {
-      const text = `${"\t".repeat(i % 3)}0\t${pgEscape(v)}\t1\n`;
-      const start = text.indexOf("\t", i % 3) + 1;
-      return { text, start, end: text.indexOf("\t", start) };
-    };
-    let disagreements = 0;
-    values.forEach((x, i) =>
-      values.forEach((y, j) => {
-        const a = place(x, i);
-        const b = place(y, j);
-        const got = Math.sign(compareEscaped(a.text, a.start, a.end, b.text, b.start, b.end));
-        if (got !== Math.sign(compareCodePoints(x, y))) disagreements++;
-      }),
-    );
-    expect(disagreements).toBe(0);
-    // The escapes matter: compared as written, "\b" (backslash, b) would sort after "A".
-    expect(Math.sign(compareEscaped("\\bz\tAz", 0, 3, "\\bz\tAz", 4, 6))).toBe(-1);
   });
 });
 
