@@ -12,7 +12,7 @@ export function escapeCopyText(s: string): string {
 
 /** The character a backslash escape PostgreSQL writes stands for, by the (UTF-16) code of the
  * character after the backslash: \b \f \n \r \t \v, and any other character for itself. */
-export function unescapedCode(c: number): number {
+function unescapedCode(c: number): number {
   switch (c) {
     case 0x62: // b
       return 0x08;

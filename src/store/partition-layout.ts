@@ -22,14 +22,17 @@ export interface PartitionLayout {
   partitionOf(unitId: string): string | undefined;
 }
 
-interface Bound {
+/** A partition of assignments: its SQL name and its FOR VALUES WITH (MODULUS, REMAINDER). */
+export interface PartitionBound {
   name: string;
   modulus: number;
   remainder: number;
 }
 
-/** The layout of the live assignments table, or undefined when it is not one understood here. */
-export async function readPartitionLayout(db: Queryable): Promise<PartitionLayout | undefined> {
+/** The partitions of the live assignments table with their bounds, or undefined when the table is
+ * not partitioned in a way understood here (see above). Also what an import routes by
+ * (partition-route.ts). */
+export async function readPartitionBounds(db: Queryable): Promise<PartitionBound[] | undefined> {
   const { rows } = await db.query<{ names: string[]; bounds: string[] }>(
     `SELECT ARRAY(SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                    WHERE i.inhparent = pt.partrelid ORDER BY c.oid) AS names,
@@ -49,12 +52,19 @@ export async function readPartitionLayout(db: Queryable): Promise<PartitionLayou
   );
   const found = rows[0];
   if (!found || found.names.length === 0) return undefined;
-  const bounds: Bound[] = [];
+  const bounds: PartitionBound[] = [];
   for (let k = 0; k < found.names.length; k++) {
     const m = /^FOR VALUES WITH \(modulus (\d+), remainder (\d+)\)$/.exec(found.bounds[k] ?? "");
     if (!m) return undefined;
     bounds.push({ name: found.names[k]!, modulus: Number(m[1]), remainder: Number(m[2]) });
   }
+  return bounds;
+}
+
+/** The layout of the live assignments table, or undefined when it is not one understood here. */
+export async function readPartitionLayout(db: Queryable): Promise<PartitionLayout | undefined> {
+  const bounds = await readPartitionBounds(db);
+  if (!bounds) return undefined;
   // As PostgreSQL does (get_partition_for_tuple): every modulus divides the greatest one, so the
   // remainder by the greatest modulus picks the partition, through a table of that many slots.
   const greatest = Math.max(...bounds.map((b) => b.modulus));
