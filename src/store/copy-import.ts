@@ -17,32 +17,13 @@ export interface CopyImportOptions {
  * Rows as COPY text for assignments (experiment_id, unit_id, variant, version, source), encoded
  * at once: a Buffer lives outside the JS heap, where a string built row by row would be a tree
  * of pieces for the garbage collector to walk until it is sent. The parts around the unit id
- * repeat, so they are built once per experiment and variant.
+ * repeat, so they are built once per experiment and variant. Split into `parts` texts by
+ * `partOf(unitId)` (each part undefined when no row goes there), with the rows of each; a unit's
+ * rows all go to one part, in their order.
  */
-function copyRows(rows: StagedRows, versions: ReadonlyMap<number, string>): Buffer {
-  let text = "";
-  let experiment = -1;
-  let prefix = "";
-  let suffixes: string[] = [];
-  for (let i = 0; i < rows.unitIds.length; i++) {
-    const e = rows.experimentIds[i]!;
-    if (e !== experiment) {
-      experiment = e;
-      prefix = `${e}\t`;
-      suffixes = [];
-    }
-    const v = rows.variantIds[i]!;
-    text += prefix + escapeCopyText(rows.unitIds[i]!) + (suffixes[v] ??= `\t${v}\t${versions.get(e)}\t${Source.IMPORT}\n`);
-  }
-  return Buffer.from(text, "utf8");
-}
-
-/** Rows as COPY text, as copyRows makes it, split by the partition of assignments that holds each
- * unit (`parts[r]`: undefined where none goes), with the rows of each. A unit's rows all go to one
- * partition, in their order. */
-function routedCopyRows(rows: StagedRows, versions: ReadonlyMap<number, string>, route: PartitionRoute): RoutedText {
-  const texts: string[] = new Array(route.modulus).fill("");
-  const counts: number[] = new Array(route.modulus).fill(0);
+function copyTexts(rows: StagedRows, versions: ReadonlyMap<number, string>, parts: number, partOf: (unitId: string) => number): RoutedText {
+  const texts: string[] = new Array(parts).fill("");
+  const counts: number[] = new Array(parts).fill(0);
   let experiment = -1;
   let prefix = "";
   let suffixes: string[] = [];
@@ -55,11 +36,21 @@ function routedCopyRows(rows: StagedRows, versions: ReadonlyMap<number, string>,
     }
     const v = rows.variantIds[i]!;
     const unitId = rows.unitIds[i]!;
-    const p = partitionOf(route, unitId);
+    const p = partOf(unitId);
     texts[p] += prefix + escapeCopyText(unitId) + (suffixes[v] ??= `\t${v}\t${versions.get(e)}\t${Source.IMPORT}\n`);
     counts[p]!++;
   }
   return { parts: texts.map((t) => (t === "" ? undefined : Buffer.from(t, "utf8"))), rows: counts };
+}
+
+/** The rows as one COPY text. */
+function copyRows(rows: StagedRows, versions: ReadonlyMap<number, string>): Buffer {
+  return copyTexts(rows, versions, 1, () => 0).parts[0] ?? Buffer.alloc(0);
+}
+
+/** The rows as COPY text split by the partition of assignments that holds each unit. */
+function routedCopyRows(rows: StagedRows, versions: ReadonlyMap<number, string>, route: PartitionRoute): RoutedText {
+  return copyTexts(rows, versions, route.modulus, (unitId) => partitionOf(route, unitId));
 }
 
 /** One message's COPY text split by partition (routedCopyRows). */
