@@ -17,8 +17,10 @@
  *   BENCH_PART_UNITS             units per experiment in the initial fill (50000; x20 experiments)
  *   BENCH_PART_ROUNDS            rounds (7)
  *   BENCH_PART_UPGRADE           0 skips the in-place upgrade (default 1)
- *   BENCH_PART_STATEMENTS        samples of the page-load statement timed alone, each way (2000)
+ *   BENCH_PART_STATEMENTS        samples of the page-load statement timed alone, each way (2000; 0 skips them)
  *   ASSIGNMENT_PARTITIONS        partitions of the partitioned database (16)
+ *   BENCH_PART_ONLY              only the operations whose names match this regular expression
+ *                                (case-insensitive; e.g. "^import|^export"; default all)
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -53,6 +55,7 @@ const READS = 3_000;
 const INSERT_UNITS = 1_500;
 const IMPORT_ROWS = 100_000;
 const EXPORTS = 4;
+const ONLY = env.BENCH_PART_ONLY ? new RegExp(env.BENCH_PART_ONLY, "i") : undefined;
 
 interface Target {
   name: string;
@@ -264,6 +267,8 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
   },
 };
 
+for (const op of Object.keys(OPERATIONS)) if (ONLY && !ONLY.test(op)) delete OPERATIONS[op];
+
 const STATEMENT_SAMPLES = Number(env.BENCH_PART_STATEMENTS ?? 2_000);
 
 /**
@@ -399,7 +404,7 @@ async function main() {
     }
     const loadAfter = loadAverage();
     log("the page-load statement alone, timed by the database…");
-    const statements = await statementTimes(partitioned, plain);
+    const statements = STATEMENT_SAMPLES > 0 ? await statementTimes(partitioned, plain) : [];
 
     // The in-place upgrade of a database at the schema before partitioning (migrations 1 to 6).
     let upgrade: string | undefined;

@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import { unescapeCopyText } from "./copy-text.js";
 import type { BulkCopy } from "./database.js";
 
@@ -24,8 +25,8 @@ export function sqlLiteral(s: string): string {
  * with COPY … TO STDOUT (several times faster than SELECT, which makes the driver build an object
  * per row) one page of `pageRows` at a time: a keyset cursor (`unit_id > last`) bounds each COPY,
  * which is read whole before its connection is given back. So a caller that reads slowly, or stops
- * reading, holds at most two pages of COPY text (as bytes) and no connection: the connection is held only while
- * the database sends a page, however long the caller takes.
+ * reading, holds at most two pages of COPY text (as bytes) and no connection: the connection is held
+ * only while the database sends a page, however long the caller takes.
  *
  * Each page is its own snapshot: a row stored before the export began is exported exactly once;
  * one stored while it runs appears if its unit id sorts after the page being read.
@@ -42,38 +43,28 @@ export async function* exportByCopy(
     page.catch(() => {}); // awaited in turn; this keeps a failure of a page never awaited (the caller left) from being unhandled
     return page;
   };
-  const half = Math.ceil(pageRows / 2);
   let batch: ExportedRow[] = [];
-  let page = await read(undefined);
-  for (;;) {
-    // The next page is read while the second half of this one is sent (the database and this
-    // process work at once); a reader that stalls earlier holds this page alone.
+  for (let page: Buffer | undefined = await read(undefined); page; ) {
+    // The next page is read while this one is sent (the database and this process work at once):
+    // its cursor, this page's last unit id, is known as soon as this one arrives.
     const last = lastUnitId(page);
-    let next: Promise<Buffer> | undefined;
-    const readNext = () => (next ??= last === undefined ? undefined : read(last));
-    let rows = 0;
-    // The page stays bytes; each piece of a batch is decoded on its own, so that the unit ids (which
-    // share the memory of the string they were cut from) never hold a whole page.
+    const next = last === undefined ? undefined : read(last);
+    // The page stays bytes, decoded a piece at a time (PIECE_BYTES), so that the unit ids (which
+    // share the memory of the string they were cut from) never hold a whole page, and no string is
+    // large enough to be made outside V8's young generation.
     for (let from = 0; from < page.length; ) {
-      let to = from;
-      let n = 0;
-      for (const want = batchSize - batch.length; n < want; n++) {
-        const nl = page.indexOf(NEWLINE, to);
-        if (nl < 0) break;
-        to = nl + 1;
+      const to = pieceEnd(page, from);
+      const text = page.toString("utf8", from, to);
+      for (let at = 0; at < text.length; ) {
+        at = parseRows(text, at, batch, batchSize - batch.length);
+        if (batch.length === batchSize) {
+          yield batch;
+          batch = [];
+        }
       }
-      parseRows(page.toString("utf8", from, to), batch);
       from = to;
-      rows += n;
-      if (rows >= half) readNext();
-      if (batch.length === batchSize) {
-        yield batch;
-        batch = [];
-      }
     }
-    const following = readNext();
-    if (!following) break;
-    page = await following;
+    page = await next;
   }
   if (batch.length > 0) yield batch;
 }
@@ -81,19 +72,29 @@ export async function* exportByCopy(
 const NEWLINE = 0x0a;
 const TAB = 0x09;
 
-/** Appends the rows of COPY text (whole lines) to `out`. */
-function parseRows(text: string, out: ExportedRow[]): void {
-  for (let line = 0, nl = text.indexOf("\n"); nl >= 0; line = nl + 1, nl = text.indexOf("\n", line)) {
+/** Appends up to `n` rows of COPY text (whole lines), from `at`, to `out`; where it stopped. */
+function parseRows(text: string, at: number, out: ExportedRow[], n: number): number {
+  let line = at;
+  for (let nl = text.indexOf("\n", line); n > 0 && nl >= 0; n--, line = nl + 1, nl = text.indexOf("\n", line)) {
     const t1 = text.indexOf("\t", line);
     const t2 = text.indexOf("\t", t1 + 1);
     const t3 = text.indexOf("\t", t2 + 1);
     out.push({
       unitId: unescapeCopyText(text.slice(line, t1)),
-      variant: Number(text.slice(t1 + 1, t2)),
-      source: Number(text.slice(t2 + 1, t3)),
+      variant: integerAt(text, t1 + 1, t2),
+      source: integerAt(text, t2 + 1, t3),
       version: text.slice(t3 + 1, nl),
     });
   }
+  return n > 0 ? text.length : line;
+}
+
+/** Where the piece of `bytes` that starts at `from` ends: after the last newline within
+ * PIECE_BYTES of it (or the first after, for a longer line), or at the end. */
+function pieceEnd(bytes: Buffer, from: number): number {
+  if (from + PIECE_BYTES >= bytes.length) return bytes.length;
+  const nl = bytes.lastIndexOf(NEWLINE, from + PIECE_BYTES - 1);
+  return (nl >= from ? nl : bytes.indexOf(NEWLINE, from + PIECE_BYTES)) + 1 || bytes.length;
 }
 
 /** The unit id of a page's last row; undefined for an empty page. */
@@ -140,31 +141,38 @@ export function compareCodePoints(a: string, b: string): number {
   return a.length - b.length;
 }
 
-/** Partitions above this many are merged by the database (one statement naming every partition
- * would take longer to plan than it saves). */
+/** Partitions above this many are merged by the database (a page's statement plans every
+ * partition, which takes longer the more there are). */
 export const MAX_MERGED_PARTITIONS = 64;
 
 /**
  * The same export as exportByCopy (every stored assignment of an experiment, ordered by unit id,
- * in batches; a keyset cursor of pages, each its own snapshot, no connection held between pages),
- * for a table partitioned by unit id whose unit ids compare by their bytes (COLLATE "C"; migration
- * 15): `partitions` are its partitions, as SQL names.
+ * in batches; a cursor of pages, each its own snapshot, no connection held between pages), for a
+ * table partitioned by unit id whose unit ids compare by their bytes (COLLATE "C"; migration 15):
+ * `partitions` are its partitions, as SQL names.
  *
  * An experiment's rows are in every partition. Ordered by unit id in one statement, the database
  * merges one index scan per partition (Merge Append), comparing unit ids at every row: the export
  * cost the database 1.5 to 2.4 times the CPU of the unpartitioned table's single index scan
- * (BENCHMARKS.md). Here each page is one COPY of the next rows of every partition, each read in its
- * own index order (an Append: no comparison between partitions), and this process merges them, which
- * it can because it knows the order: code points (compareCodePoints). The merge moves to the
- * servers, which scale out, from the primary database, which does not.
+ * (BENCHMARKS.md). Here each page is a range of unit ids, (cursor, bound], read from the
+ * partitioned table without ORDER BY: the database reads each partition's index in its order, one
+ * after the other (an Append: no comparison between partitions, no projection, no LIMIT per
+ * partition), and this process merges the partitions' runs, which it can because it knows the
+ * order: code points (compareCodePoints). The merge moves to the servers, which scale out, from the
+ * primary database, which does not.
  *
- * A page asks each partition for its share of two pages of rows after the cursor. Of the partitions
- * that gave that many (they have more), the smallest last unit id is the page's bound: every row up
- * to it has been read, from every partition, and is sent, in order; the rows after it are read
- * again by the next page, whose cursor is that bound. A page where no partition gave that many is
- * the last. The bound is known once a page's text is indexed (MergedPage), before it is merged: the
- * next page is read while this one is merged and sent, and the one after it once the next
- * arrives (READ_AHEAD_PAGES). A reader that stalls holds three pages.
+ * A page's bound is the `share`th unit id after its cursor in one partition (a different one each
+ * page), asked for by a small statement of its own (probeBound) as soon as the cursor is known. The
+ * other partitions hold about as many unit ids in that range (the partition of a unit id is a hash
+ * of it), so a page is about four times `pageRows` rows. When that partition has fewer than
+ * `share` rows left, the page reads every row after the cursor: the last page. Since a page's
+ * bound does not depend on its rows, the next page is read as soon as this one's bound is known,
+ * while this one still arrives (an unpartitioned table's cursor is the last row of the page before,
+ * so its pages are read one after another): up to READ_AHEAD_PAGES pages are being read, or wait,
+ * while this process merges one. Where a range holds far more rows than a page (partitions unevenly
+ * filled there), its COPY stops at a cap (four times a page), and the range is read again in pages
+ * whose bound is the smallest of every partition's `share`th unit id, which no partition passes
+ * (safeBound), one at a time as they are merged.
  */
 export async function* exportByPartitions(
   bulk: BulkCopy,
@@ -174,51 +182,66 @@ export async function* exportByPartitions(
   pageRows: number = EXPORT_PAGE_ROWS,
 ): AsyncGenerator<ExportedRow[]> {
   if (!Number.isSafeInteger(experimentId)) throw new TypeError("experimentId must be an integer");
-  // Twice a page's share of each partition: pages of about twice `pageRows`, of which a few percent
-  // (the rows after the bound) are read again by the next page; smaller parts made the statements'
-  // own cost (one index descent and plan per partition) a third of the database's work. The first
-  // page is a quarter of that: nothing overlaps its read, and an export of a few pages waited for
-  // a whole page before this process had anything to merge.
-  const perPartition = Math.ceil((2 * pageRows) / partitions.length);
-  const firstPerPartition = Math.ceil(perPartition / 4);
-  // Pages read (or being read) and not yet taken by the merge below; each page's follower is asked
-  // for as soon as the page arrives (its bound is the follower's cursor), while fewer than
-  // READ_AHEAD_PAGES wait: the database reads the next pages while this process merges, even
-  // when one page's merge takes longer than the next page's read.
-  const ahead: Promise<MergedPage>[] = [];
-  /** A page that arrived while READ_AHEAD_PAGES waited: its follower is asked for once one is taken. */
-  let waiting: MergedPage | undefined;
+  // Each partition's share of a page: pages of about four times `pageRows`, since each page's
+  // statement is planned for every partition (about half a millisecond for 16, which an
+  // unpartitioned table's page plans in a fiftieth of that). The first page is a quarter of that:
+  // nothing overlaps its read.
+  const share = Math.max(1, Math.ceil((PAGE_SIZE_FACTOR * pageRows) / partitions.length));
+  const firstShare = Math.max(1, Math.ceil(share / PAGE_SIZE_FACTOR));
+  const cap = PAGE_CAP_FACTOR * share * partitions.length;
+  let probes = 0;
+  const probe = (after: string | undefined, rows: number) => {
+    const bound = probeBound(bulk, experimentId, partitions[probes++ % partitions.length]!, after, rows);
+    bound.catch(() => {}); // awaited in turn (see exportByCopy)
+    return bound;
+  };
+  // Pages being read, or read and not yet taken by the merge below: at most READ_AHEAD_PAGES. A
+  // page's follower is read as soon as the page's bound (its cursor) is known, while there is room:
+  // the database reads the next pages while this process merges, and while the page before still
+  // arrives.
+  const ahead: Promise<RangePage>[] = [];
+  /** The cursor and bound of a page that waits for room to be read. */
+  let waiting: { after: string; bound: Promise<string | undefined> } | undefined;
   let stopped = false;
-  const read = (after: string | undefined, rows: number) => {
-    const page = copyText(bulk, mergedPageSql(experimentId, after, partitions, rows)).then((text) => {
-      const merged = new MergedPage(text, partitions.length, rows);
-      if (ahead.length < READ_AHEAD_PAGES) follow(merged);
-      else waiting = merged;
-      return merged;
-    });
+  const read = (after: string | undefined, boundOf: Promise<string | undefined>) => {
+    const page = (async () => {
+      const bound = await boundOf;
+      if (bound !== undefined && !stopped) {
+        const follower = { after: bound, bound: probe(bound, share) };
+        if (ahead.length < READ_AHEAD_PAGES) read(follower.after, follower.bound);
+        else waiting = follower;
+      }
+      return readRange(bulk, experimentId, partitions, after, bound, share, cap);
+    })();
     page.catch(() => {}); // awaited in turn (see exportByCopy)
     ahead.push(page);
   };
-  const follow = (page: MergedPage) => {
-    const bound = page.boundUnitId();
-    if (bound !== undefined && !stopped) read(bound, perPartition);
+  /** Reads the page that waited for room, if there is room now. */
+  const makeRoom = () => {
+    const w = waiting;
+    if (!w || ahead.length >= READ_AHEAD_PAGES) return;
+    waiting = undefined;
+    if (!stopped) read(w.after, w.bound);
   };
-  read(undefined, firstPerPartition);
+  read(undefined, probe(undefined, firstShare));
   // Batches are full but the last, across pages.
   let batch: ExportedRow[] = [];
   try {
     for (let next = ahead.shift(); next; next = ahead.shift()) {
+      makeRoom();
       const page = await next;
-      if (waiting) {
-        const w = waiting;
-        waiting = undefined;
-        follow(w);
-      }
-      for (;;) {
-        page.merge(batch, batchSize - batch.length);
-        if (batch.length < batchSize) break; // this page is merged
-        yield batch;
-        batch = [];
+      makeRoom();
+      for await (const runs of page.runs()) {
+        for (;;) {
+          runs.merge(batch, batchSize - batch.length);
+          if (batch.length < batchSize) break; // these rows are merged
+          yield batch;
+          batch = [];
+          // A page is several batches, sent without waiting for anything else: the event loop takes
+          // a turn between them, so that the next pages' COPY, arriving meanwhile, is read off their
+          // connections (else the database waits, its socket full, until this page is sent).
+          await new Promise((resolve) => setImmediate(resolve));
+        }
       }
     }
   } finally {
@@ -227,89 +250,215 @@ export async function* exportByPartitions(
   if (batch.length > 0) yield batch;
 }
 
-/** Pages of exportByPartitions read ahead of the one being merged (each page is about 20,000 rows,
- * 330 KB of COPY text): two, so that a stalled reader holds at most three pages. */
+/** Pages of exportByPartitions being read, or read ahead of the one being merged (each page is
+ * about 40,000 rows, 680 KB of COPY text): two, so that a stalled reader holds at most three
+ * pages. */
 const READ_AHEAD_PAGES = 2;
 
-/** One page of exportByPartitions: every partition's next rows after the cursor, in its order. */
-function mergedPageSql(experimentId: number, after: string | undefined, partitions: readonly string[], perPartition: number): string {
-  const cursor = after === undefined ? "" : ` AND unit_id > ${sqlLiteral(after)}`;
-  return `COPY (${partitions
-    .map(
-      (p, k) =>
-        `(SELECT ${k}, unit_id, variant, source, version FROM ${p} WHERE experiment_id = ${experimentId}${cursor} ORDER BY unit_id LIMIT ${perPartition})`,
-    )
-    .join(" UNION ALL ")}) TO STDOUT`;
+/** Pages of exportByPartitions are about this many times `pageRows` (see there). */
+const PAGE_SIZE_FACTOR = 4;
+
+/** A page of exportByPartitions holding more rows than this many times its size is read again in
+ * smaller ranges (see there). */
+const PAGE_CAP_FACTOR = 4;
+
+/** One page of exportByPartitions, read. */
+interface RangePage {
+  /** Its rows, indexed into runs in order: one set, or, for a range that held too many rows, the
+   * sets of smaller ranges, each read as the one before is merged. */
+  runs(): AsyncGenerator<PageRuns>;
 }
 
 /**
- * A page of exportByPartitions, merged as it is taken. Its COPY text (each line: the partition's
- * number, then the row) is decoded in pieces of whole lines (PIECE_BYTES); the constructor indexes
- * them (where each line's unit id ends, by partition) and decodes each unit id (sent with its row,
- * and the bound), and the merge compares the unit ids at the head of each partition with a
- * tournament of the partitions (a loser tree: one comparison per level, four for 16 partitions):
- * with JavaScript's own comparison of strings when nothing in the page is in U+E000–U+FFFF,
- * compareCodePoints otherwise. Comparing the COPY text in place (escapes read as they went, by a
- * loop of charCodeAt) cost 2.5 times as much (BENCHMARKS.md). The rest of a row (variant, source,
- * version) is decoded only when it is sent.
+ * The rows after `after` up to `bound` (every row after `after` without one): one COPY when they are
+ * fewer than `cap`, else pages up to safeBound, one after another, to `bound`.
  */
-class MergedPage {
-  /** Rows of each partition in this page. */
-  private readonly count: Int32Array;
-  /** Each partition's next row to merge. */
-  private readonly at: Int32Array;
+async function readRange(
+  bulk: BulkCopy,
+  experimentId: number,
+  partitions: readonly string[],
+  after: string | undefined,
+  bound: string | undefined,
+  share: number,
+  cap: number,
+): Promise<RangePage> {
+  const text = await copyText(bulk, rangeSql(experimentId, after, bound, cap));
+  // Fewer rows than the cap, for sure, when the text is shorter than the cap's shortest lines.
+  if (text.length < cap * MIN_LINE_BYTES || lines(text) < cap) {
+    return {
+      async *runs() {
+        yield new PageRuns(text, after, bound);
+      },
+    };
+  }
+  return {
+    async *runs() {
+      // Too many rows in that range: pages up to the bound no partition passes, to `bound`.
+      for (let from = after; ; ) {
+        const safe = await safeBound(bulk, experimentId, partitions, from, share);
+        const to = safe === undefined || (bound !== undefined && compareCodePoints(safe, bound) > 0) ? bound : safe;
+        yield new PageRuns(await copyText(bulk, rangeSql(experimentId, from, to)), from, to);
+        if (to === bound) return;
+        from = to;
+      }
+    },
+  };
+}
+
+/** The shortest line of COPY text of a row: an empty unit id, and one digit in each other column. */
+const MIN_LINE_BYTES = "\t0\t1\t0\n".length;
+
+const cursorSql = (after: string | undefined) => (after === undefined ? "" : ` AND unit_id > ${sqlLiteral(after)}`);
+
+/**
+ * Every row after the cursor up to `bound` (every row after the cursor without one), at most
+ * `cap`. Without ORDER BY: the partitioned table's Append reads each partition's index in order
+ * (PageRuns merges whatever runs it finds).
+ */
+function rangeSql(experimentId: number, after: string | undefined, bound: string | undefined, cap?: number): string {
+  const upTo = bound === undefined ? "" : ` AND unit_id <= ${sqlLiteral(bound)}`;
+  const limit = cap === undefined ? "" : ` LIMIT ${cap}`;
+  return `COPY (SELECT unit_id, variant, source, version FROM assignments WHERE experiment_id = ${experimentId}${cursorSql(after)}${upTo}${limit}) TO STDOUT`;
+}
+
+/** The `rows`th unit id after the cursor in one partition; undefined when it has fewer left. */
+async function probeBound(
+  bulk: BulkCopy,
+  experimentId: number,
+  partition: string,
+  after: string | undefined,
+  rows: number,
+): Promise<string | undefined> {
+  const session = await bulk.session();
+  let clean = false;
+  try {
+    const { rows: found } = await session.query<{ unit_id: string }>(
+      `SELECT unit_id FROM ${partition} WHERE experiment_id = $1${after === undefined ? "" : " AND unit_id > $3"} ORDER BY unit_id OFFSET $2 LIMIT 1`,
+      after === undefined ? [experimentId, rows - 1] : [experimentId, rows - 1, after],
+    );
+    clean = true;
+    return found[0]?.unit_id;
+  } finally {
+    session.release(!clean);
+  }
+}
+
+/**
+ * The smallest of every partition's `share`th unit id after the cursor: no partition has more than
+ * `share` rows up to it, so a page up to it holds at most `share` rows of each. Undefined when no
+ * partition has that many left (then all that is left is fewer rows than that).
+ */
+async function safeBound(
+  bulk: BulkCopy,
+  experimentId: number,
+  partitions: readonly string[],
+  after: string | undefined,
+  share: number,
+): Promise<string | undefined> {
+  const cursor = cursorSql(after);
+  const session = await bulk.session();
+  let clean = false;
+  try {
+    const { rows } = await session.query<{ bound: string | null }>(
+      `SELECT min(b) AS bound FROM (${partitions
+        .map(
+          (p) =>
+            `SELECT (SELECT unit_id FROM ${p} WHERE experiment_id = ${experimentId}${cursor} ORDER BY unit_id OFFSET ${share - 1} LIMIT 1) AS b`,
+        )
+        .join(" UNION ALL ")}) s`,
+    );
+    clean = true;
+    return rows[0]?.bound ?? undefined;
+  } finally {
+    session.release(!clean);
+  }
+}
+
+/** Lines of COPY text. */
+function lines(text: Buffer): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) if (text[i] === NEWLINE) n++;
+  return n;
+}
+
+/**
+ * The rows of a page of exportByPartitions, merged as they are taken. The COPY text is decoded in
+ * pieces of whole lines (PIECE_BYTES) and indexed: where each row's line and unit id are, in typed
+ * arrays, so that a page holds no object per row until its rows are sent (a page's worth of unit
+ * ids as strings, kept while the page waits, cost more in the garbage collector than the merge
+ * itself). Each row gets a sort key, a number made of the characters of its unit id after the
+ * prefix every unit id of the page shares (seven ASCII characters, or three UTF-16 code units in
+ * code point order where the page has others; a unit id that ends sorts first): two keys in order
+ * are two unit ids in that order, equal keys are compared as strings (decoded, by code points).
+ * The rows are cut into runs where the key goes down: a partition's rows, in its index order (two
+ * partitions' rows are one run where the second starts above the first's end, which merges the
+ * same). The merge takes the smallest head of the runs with a tournament (a loser tree: one
+ * comparison of numbers per level, four for 16 partitions). A row is decoded only when it is sent.
+ * Were the page in another order (the database is not bound to read the partitions one after the
+ * other), it would be cut into more, shorter runs, and merged the same, more slowly.
+ */
+class PageRuns {
   /** The text, in pieces of whole lines. */
   private readonly pieces: string[] = [];
-  /** For row i of partition k, at k * perPartition + i: the piece that holds it. */
-  private readonly pieceOf: Int32Array;
-  /** For row i of partition k, at 2 (k * perPartition + i): where its unit id starts in its piece;
-   * at the next place, where it ends (the tab after it). */
-  private readonly ids: Int32Array;
-  /** For row i of partition k, at k * perPartition + i: its unit id, decoded. */
-  private readonly unitIds: string[] = [];
-  /** Whether the page holds no character in U+E000–U+FFFF: then JavaScript's own comparison of
-   * strings (by UTF-16 code units, in native code) is the order of code points. */
-  private simple = true;
-  /** The loser tree: tree[0] the partition whose next row is the smallest, tree[1 .. leaves - 1]
-   * the loser of each match (the leaves, leaves .. 2 leaves - 1, are the partitions). */
+  /** For each row: the piece that holds its line, where its unit id starts there and where it
+   * ends (the tab after it); grown as rows are indexed. */
+  private pieceOf: Int32Array;
+  private idStarts: Int32Array;
+  private idEnds: Int32Array;
+  private keys = new Float64Array(0);
+  private rows = 0;
+  /** Whether a unit id holds a COPY escape (a backslash): keys are then all 0, and every
+   * comparison is of the decoded strings. */
+  private readonly escaped: boolean;
+  /** Whether a character above U+007F is in the page. */
+  private readonly wide: boolean;
+  /** Whether the page holds no character in U+E000–U+FFFF (no byte 0xEE or 0xEF in its UTF-8):
+   * then JavaScript's own comparison of strings (by UTF-16 code units) is the order of code points. */
+  private readonly simple: boolean;
+  /** Where each run starts (rows). */
+  private readonly starts: number[] = [];
+  /** The loser tree: tree[0] the run whose next row is the smallest, tree[1 .. leaves - 1] the
+   * loser of each match (the leaves, leaves .. 2 leaves - 1, are the runs). */
   private readonly tree: Int32Array;
   private readonly leaves: number;
-  /** Each leaf's next unit id; undefined when it has none left (or is past the partitions). */
-  private readonly heads: (string | undefined)[];
-  /** The row (k * perPartition + i) that is the page's bound, sent last; -1: the last page. */
-  private readonly bound: number;
-  private done = false;
+  /** Each leaf's next row, the row past its last, and its next row's key (Infinity: none left). */
+  private readonly at: Int32Array;
+  private readonly ends: Int32Array;
+  private readonly heads: Float64Array;
 
-  constructor(
-    bytes: Buffer,
-    partitions: number,
-    private readonly perPartition: number,
-  ) {
-    this.count = new Int32Array(partitions);
-    this.at = new Int32Array(partitions);
-    this.pieceOf = new Int32Array(partitions * perPartition);
-    this.ids = new Int32Array(2 * partitions * perPartition);
+  /** `after` and `bound`: the page's range of unit ids, where known. */
+  constructor(bytes: Buffer, after: string | undefined, bound: string | undefined) {
+    this.simple = bytes.indexOf(0xee) < 0 && bytes.indexOf(0xef) < 0;
+    this.wide = !isAscii(bytes);
+    this.escaped = bytes.indexOf(BACKSLASH) >= 0;
+    const capacity = Math.ceil(bytes.length / 16) + 16;
+    this.pieceOf = new Int32Array(capacity);
+    this.idStarts = new Int32Array(capacity);
+    this.idEnds = new Int32Array(capacity);
     for (let from = 0; from < bytes.length; ) {
-      let to = bytes.length;
-      if (from + PIECE_BYTES < bytes.length) {
-        const nl = bytes.lastIndexOf(NEWLINE, from + PIECE_BYTES - 1);
-        to = (nl >= from ? nl : bytes.indexOf(NEWLINE, from + PIECE_BYTES)) + 1 || bytes.length;
-      }
-      this.index(bytes.toString("utf8", from, to), partitions);
+      const to = pieceEnd(bytes, from);
+      this.index(bytes.toString("utf8", from, to));
       from = to;
     }
-    let bound = -1;
-    for (let k = 0; k < partitions; k++) {
-      if (this.count[k] !== perPartition) continue;
-      const last = k * perPartition + perPartition - 1;
-      if (bound < 0 || this.compare(last, bound) < 0) bound = last;
-    }
-    this.bound = bound;
+    const rows = this.rows;
+    this.keys = new Float64Array(rows);
+    // Every unit id of the page lies between `after` and `bound`: it begins with what they share.
+    if (!this.escaped) this.key(after !== undefined && bound !== undefined ? sharedPrefix(after, bound) : undefined);
+    const starts = this.starts;
+    if (rows > 0) starts.push(0);
+    for (let r = 1; r < rows; r++) if (this.before(r, r - 1)) starts.push(r);
+    const runs = starts.length;
     let leaves = 2;
-    while (leaves < partitions) leaves *= 2;
+    while (leaves < runs) leaves *= 2;
     this.leaves = leaves;
-    this.heads = new Array<string | undefined>(leaves).fill(undefined);
-    for (let k = 0; k < partitions; k++) if (this.count[k]! > 0) this.heads[k] = this.unitIds[k * perPartition];
+    this.at = new Int32Array(leaves);
+    this.ends = new Int32Array(leaves);
+    this.heads = new Float64Array(leaves).fill(Number.POSITIVE_INFINITY);
+    for (let k = 0; k < runs; k++) {
+      this.at[k] = starts[k]!;
+      this.ends[k] = k + 1 < runs ? starts[k + 1]! : rows;
+      this.heads[k] = this.keys[starts[k]!]!;
+    }
     // The first round, from the leaves up: winners[n] is the winner of node n's match.
     this.tree = new Int32Array(leaves);
     const winners = new Int32Array(2 * leaves);
@@ -317,7 +466,7 @@ class MergedPage {
     for (let n = leaves - 1; n >= 1; n--) {
       const l = winners[2 * n]!;
       const r = winners[2 * n + 1]!;
-      const rFirst = this.before(r, l);
+      const rFirst = this.leafBefore(r, l);
       winners[n] = rFirst ? r : l;
       this.tree[n] = rFirst ? l : r;
     }
@@ -325,63 +474,117 @@ class MergedPage {
   }
 
   /** Indexes the lines of a piece of the text. */
-  private index(text: string, partitions: number): void {
-    const count = this.count;
-    const perPartition = this.perPartition;
+  private index(text: string): void {
     const piece = this.pieces.push(text) - 1;
-    const unitIds = this.unitIds;
-    if (this.simple && HIGH_BMP.test(text)) this.simple = false;
-    for (let line = 0; line < text.length; ) {
-      let k = 0;
-      let p = line;
-      for (let c = text.charCodeAt(p); c >= 0x30 && c <= 0x39; c = text.charCodeAt(++p)) k = 10 * k + c - 0x30;
-      const idEnd = text.indexOf("\t", p + 1);
+    let { pieceOf, idStarts, idEnds, rows: r } = this;
+    for (let line = 0; line < text.length; r++) {
+      const idEnd = text.indexOf("\t", line);
       const nl = text.indexOf("\n", idEnd);
-      if (text.charCodeAt(p) !== TAB || idEnd < 0 || nl < 0 || k >= partitions || count[k]! >= perPartition) {
-        throw new Error(`unexpected line in an export's COPY text: ${JSON.stringify(text.slice(line, line + 100))}`);
+      if (idEnd < 0 || nl < 0) throw unexpectedLine(text, line);
+      if (r === pieceOf.length) {
+        this.rows = r;
+        this.grow();
+        ({ pieceOf, idStarts, idEnds } = this);
       }
-      const row = k * perPartition + count[k]!++;
-      this.pieceOf[row] = piece;
-      this.ids[2 * row] = p + 1;
-      this.ids[2 * row + 1] = idEnd;
-      unitIds[row] = unescapeCopyText(text.slice(p + 1, idEnd));
+      pieceOf[r] = piece;
+      idStarts[r] = line;
+      idEnds[r] = idEnd;
       line = nl + 1;
+    }
+    this.rows = r;
+  }
+
+  private grow(): void {
+    const more = <A extends Int32Array>(a: A): A => {
+      const b = new Int32Array(2 * a.length) as A;
+      b.set(a);
+      return b;
+    };
+    this.pieceOf = more(this.pieceOf);
+    this.idStarts = more(this.idStarts);
+    this.idEnds = more(this.idEnds);
+  }
+
+  /** Each row's key: its characters after the prefix the page's unit ids share (`prefix`, or else
+   * found here), as digits of a number. */
+  private key(prefix: number | undefined): void {
+    const { keys, pieces, pieceOf, idStarts, idEnds, rows } = this;
+    const wide = this.wide;
+    if (rows === 0) return;
+    if (prefix === undefined) {
+      // The longest every unit id shares with the first.
+      const first = pieces[pieceOf[0]!]!;
+      const firstStart = idStarts[0]!;
+      prefix = idEnds[0]! - firstStart;
+      for (let r = 1; r < rows && prefix > 0; r++) {
+        const text = pieces[pieceOf[r]!]!;
+        const start = idStarts[r]!;
+        const n = Math.min(prefix, idEnds[r]! - start);
+        let l = 0;
+        while (l < n && text.charCodeAt(start + l) === first.charCodeAt(firstStart + l)) l++;
+        prefix = l;
+      }
+    }
+    const digits = wide ? 3 : 7;
+    const base = wide ? 0x10001 : 0x80;
+    for (let r = 0; r < rows; r++) {
+      const text = pieces[pieceOf[r]!]!;
+      const end = idEnds[r]!;
+      let at = idStarts[r]! + prefix;
+      let key = 0;
+      for (let d = 0; d < digits; d++, at++) {
+        let c = 0; // the unit id ended: first
+        if (at < end) {
+          c = text.charCodeAt(at);
+          // Code point order (compareCodePoints); ASCII (no NUL in text) as it is.
+          if (wide) c = (c >= 0xe000 ? c - 0x800 : c >= 0xd800 ? c + 0x2000 : c) + 1;
+        }
+        key = key * base + c;
+      }
+      keys[r] = key;
     }
   }
 
-  /** The unit id of the bound (where the next page starts after); undefined for the last page. */
-  boundUnitId(): string | undefined {
-    const b = this.bound;
-    return b < 0 ? undefined : this.unitIds[b];
+  /** Whether row x comes before row y. */
+  private before(x: number, y: number): boolean {
+    const a = this.keys[x]!;
+    const b = this.keys[y]!;
+    return a < b || (a === b && this.idBefore(x, y));
+  }
+
+  /** Whether row x's unit id comes before row y's, by code points. */
+  private idBefore(x: number, y: number): boolean {
+    const a = this.unitId(x);
+    const b = this.unitId(y);
+    return this.simple ? a < b : compareCodePoints(a, b) < 0;
+  }
+
+  /** Whether leaf a's next row comes before leaf b's (a leaf with none left comes after every row). */
+  private leafBefore(a: number, b: number): boolean {
+    const x = this.heads[a]!;
+    const y = this.heads[b]!;
+    return x < y || (x === y && x !== Number.POSITIVE_INFINITY && this.idBefore(this.at[a]!, this.at[b]!));
   }
 
   /** Appends up to `n` of the next rows, in order, to `out`; fewer when the page is merged. */
   merge(out: ExportedRow[], n: number): void {
-    const { tree, count, heads, unitIds, perPartition, simple } = this;
-    const at = this.at;
-    for (let m = 0; m < n && !this.done; m++) {
+    const { tree, heads, keys, at, ends } = this;
+    const leaves = this.leaves;
+    for (let m = 0; m < n; m++) {
       const k = tree[0]!;
-      if (heads[k] === undefined) {
-        this.done = true; // every partition sent
-        return;
-      }
-      const i = at[k]!;
-      const row = k * perPartition + i;
+      const row = at[k]!;
+      if (row >= ends[k]!) return; // every run sent
       out.push(this.row(row));
-      at[k] = i + 1;
-      if (row === this.bound) {
-        this.done = true;
-        return;
-      }
-      // The winner's partition plays again, from its leaf up, against the losers on its way: one
-      // comparison of two strings a level (unit ids are distinct: no ties).
+      const next = row + 1;
+      at[k] = next;
+      // The winner's run plays again, from its leaf up, against the losers on its way.
       let winner = k;
-      let w = i + 1 < count[k]! ? unitIds[row + 1] : undefined;
+      let w = next < ends[k]! ? keys[next]! : Number.POSITIVE_INFINITY;
       heads[k] = w;
-      for (let node = (k + this.leaves) >> 1; node >= 1; node >>= 1) {
+      for (let node = (k + leaves) >> 1; node >= 1; node >>= 1) {
         const other = tree[node]!;
-        const o = heads[other];
-        if (o !== undefined && (w === undefined || (simple ? o < w : compareCodePoints(o, w) < 0))) {
+        const o = heads[other]!;
+        if (o < w || (o === w && o !== Number.POSITIVE_INFINITY && this.idBefore(at[other]!, at[winner]!))) {
           tree[node] = winner;
           winner = other;
           w = o;
@@ -391,30 +594,18 @@ class MergedPage {
     }
   }
 
-  /** Whether leaf a's next row comes before leaf b's (a leaf with none left comes after every row). */
-  private before(a: number, b: number): boolean {
-    const x = this.heads[a];
-    const y = this.heads[b];
-    if (x === undefined) return false;
-    if (y === undefined) return true;
-    return this.simple ? x < y : compareCodePoints(x, y) < 0;
-  }
-
-  /** Two rows' unit ids (k * perPartition + i), by code points. */
-  private compare(x: number, y: number): number {
-    const a = this.unitIds[x]!;
-    const b = this.unitIds[y]!;
-    if (!this.simple) return compareCodePoints(a, b);
-    return a < b ? -1 : a === b ? 0 : 1;
+  private unitId(r: number): string {
+    const id = this.pieces[this.pieceOf[r]!]!.slice(this.idStarts[r]!, this.idEnds[r]!);
+    return this.escaped ? unescapeCopyText(id) : id;
   }
 
   private row(r: number): ExportedRow {
     const text = this.pieces[this.pieceOf[r]!]!;
-    const idEnd = this.ids[2 * r + 1]!;
+    const idEnd = this.idEnds[r]!;
     const t2 = text.indexOf("\t", idEnd + 1);
     const t3 = text.indexOf("\t", t2 + 1);
     return {
-      unitId: this.unitIds[r]!,
+      unitId: this.unitId(r),
       variant: integerAt(text, idEnd + 1, t2),
       source: integerAt(text, t2 + 1, t3),
       version: text.slice(t3 + 1, text.indexOf("\n", t3 + 1)),
@@ -422,8 +613,19 @@ class MergedPage {
   }
 }
 
-/** Characters between which code point order and UTF-16 order differ (with surrogates). */
-const HIGH_BMP = /[\uE000-\uFFFF]/;
+/** The length of the prefix two strings share. */
+function sharedPrefix(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let l = 0;
+  while (l < n && a.charCodeAt(l) === b.charCodeAt(l)) l++;
+  return l;
+}
+
+const BACKSLASH = 0x5c;
+
+function unexpectedLine(text: string, at: number): Error {
+  return new Error(`unexpected line in an export's COPY text: ${JSON.stringify(text.slice(at, at + 100))}`);
+}
 
 /** The most bytes of COPY text decoded into one string. A string of a whole page (about 500 KB)
  * is allocated outside V8's young generation and cost 2.7 ms a page to make (as much as the merge);
@@ -439,12 +641,15 @@ function integerAt(s: string, from: number, to: number): number {
 }
 
 /** A COPY … TO STDOUT read whole, in a read-only transaction, on a connection held only while it
- * is read. The statements read in index order: see readPage. */
+ * is read. The statements read in index order (see readPage), without parallel workers (whose rows
+ * would interleave the partitions' runs: exportByPartitions). */
 async function copyText(bulk: BulkCopy, sql: string): Promise<Buffer> {
   const session = await bulk.session();
   let clean = false;
   try {
-    await session.query("BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off");
+    await session.query(
+      "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0",
+    );
     const chunks: Buffer[] = [];
     for await (const chunk of session.copyTo(sql)) chunks.push(chunk);
     await session.query("COMMIT");

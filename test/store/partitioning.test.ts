@@ -338,13 +338,12 @@ describe("a new installation", () => {
       expect(sizes.every((n) => n > 0 && n <= batchSize)).toBe(true);
       return units;
     };
-    // 560 awkward ids; 2,000 units of 8 partitions (several pages of 10,000 rows: 1,250 rows of
-    // each partition a page); none.
+    // 560 awkward ids; 2,000 units of 8 partitions (one page: pages are about 40,000 rows); none.
     expect(await exported(21, 7)).toEqual(await want(21));
     expect(new Set(await want(21))).toEqual(new Set(ids));
     expect(await exported(3, 1000)).toEqual(await want(3));
     expect(await exported(99, 10)).toEqual([]);
-    // Small pages (25 rows of each partition): many bounds, rows after them read again.
+    // Small pages (pageRows 100: about 50 rows of each partition a page): many bounds.
     const partitions = (await new TransferStore(db).partitionsByBytes())!;
     for (const experimentId of [21, 3]) {
       const units: string[] = [];
@@ -395,6 +394,9 @@ describe("a new installation", () => {
       ...stems,
       ...Array.from({ length: 12 }, (_, i) => "a".repeat(i + 2)),
       ...Array.from({ length: 400 }, (_, i) => `${long}${i}`),
+      // Ids alike for many characters after what a page's ids share: their sort keys are equal,
+      // and they are compared as strings.
+      ...Array.from({ length: 200 }, (_, i) => `t${i % 2}-same-prefix-${i}`),
     ];
     expect(new Set(ids).size).toBe(ids.length);
     await db.query(
@@ -444,27 +446,88 @@ describe("a new installation", () => {
     }
   });
 
+  it("a page the database sends in another order, or whose range holds far more rows than a page, is exported whole and in order all the same", async () => {
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT 35, 'o-' || u, u % 3, u, 1 FROM generate_series(1, 3000) u`,
+    );
+    // Every row of experiment 36 but a few in one partition: a page whose bound comes from another
+    // partition holds far more rows than its size.
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT 36, 'k-' || u, 1, 1, 1 FROM generate_series(1, 16000) u`,
+    );
+    await db.query(
+      `DELETE FROM assignments WHERE experiment_id = 36 AND unit_id NOT IN ('k-1', 'k-2', 'k-3')
+          AND tableoid <> (SELECT tableoid FROM assignments WHERE experiment_id = 36 AND unit_id = 'k-1000')`,
+    );
+    const statements: string[] = [];
+    /** Sessions whose COPYs read the partitioned table in a random order (`shuffled`). */
+    const bulk = (shuffled: boolean) => ({
+      async session() {
+        const session = await db.bulkCopy.session();
+        const copyTo = session.copyTo.bind(session);
+        const query = session.query.bind(session);
+        return Object.assign(session, {
+          copyTo(sql: string) {
+            statements.push(sql);
+            return copyTo(
+              shuffled ? sql.replaceAll("FROM assignments WHERE", "FROM (SELECT * FROM assignments ORDER BY random()) a WHERE") : sql,
+            );
+          },
+          query(sql: string, values?: unknown[]) {
+            statements.push(sql);
+            return query(sql, values);
+          },
+        });
+      },
+    });
+    const partitions = (await new TransferStore(db).partitionsByBytes())!;
+    for (const [experimentId, shuffled] of [
+      [35, true],
+      [36, false],
+      [36, true],
+    ] as const) {
+      statements.length = 0;
+      const { rows } = await db.query<{ unitId: string; variant: number; source: number; version: string }>(
+        `SELECT unit_id AS "unitId", variant, source, version::text FROM assignments WHERE experiment_id = $1 ORDER BY unit_id`,
+        [experimentId],
+      );
+      const got: typeof rows = [];
+      for await (const batch of exportByPartitions(bulk(shuffled), experimentId, 50, partitions, 100)) got.push(...batch);
+      expect(got, `experiment ${experimentId}${shuffled ? ", shuffled" : ""}`).toEqual(rows);
+      // Experiment 36's pages were read again up to the bound no partition passes.
+      if (experimentId === 36) expect(statements.some((sql) => sql.includes("min(b)"))).toBe(true);
+    }
+  });
+
   it("an export reads the partitions' pages at most two ahead of a reader that stalls, the first one small", async () => {
     await db.query(
       `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) SELECT 40, 'r-' || u, 1, 1, 1 FROM generate_series(1, 2000) u`,
     );
     const started: string[] = [];
     let finished = 0;
+    /** The rows each probe for a page's bound counted (its OFFSET + 1). */
+    const probes: number[] = [];
     const bulk = {
       async session() {
         const session = await db.bulkCopy.session();
         const copyTo = session.copyTo.bind(session);
+        const query = session.query.bind(session);
         return Object.assign(session, {
           async *copyTo(sql: string) {
             started.push(sql);
             yield* copyTo(sql);
             finished++;
           },
+          query(sql: string, values?: unknown[]) {
+            if (sql.includes("OFFSET")) probes.push(Number(values![1]) + 1);
+            return query(sql, values);
+          },
         });
       },
     };
     const partitions = (await new TransferStore(db).partitionsByBytes())!;
-    // Pages of 25 rows of each partition (8 partitions, pageRows 100), the first of 7.
+    // Pages of 50 rows of each partition (8 partitions, pageRows 100: pages of four times that), the
+    // first of 13.
     const pages = exportByPartitions(bulk, 40, 7, partitions, 100);
     const units = ((await pages.next()).value as ExportedRow[]).map((r) => r.unitId);
     for (let waited = 0; finished < 3 && waited < 20_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
@@ -472,11 +535,13 @@ describe("a new installation", () => {
     // The page being merged and two read ahead: no more while the reader stalls.
     expect(finished).toBe(3);
     expect(started).toHaveLength(3);
-    expect(started.map((sql) => sql.match(/LIMIT (\d+)/)![1])).toEqual(["7", "25", "25"]);
+    // Each page's bound: the 13th (then the 50th) unit id after its cursor in one partition, asked
+    // for while the page before is read: one more than the pages.
+    expect(probes).toEqual([13, 50, 50, 50]);
     for await (const batch of pages) units.push(...batch.map((r) => r.unitId));
     const { rows } = await db.query<{ u: string }>(`SELECT unit_id AS u FROM assignments WHERE experiment_id = 40 ORDER BY unit_id`);
     expect(units).toEqual(rows.map((r) => r.u));
-    expect(started.length).toBeGreaterThan(2000 / 200);
+    expect(started.length).toBeGreaterThan(2000 / 400);
   });
 });
 
