@@ -59,11 +59,14 @@ interface RoutedText {
   rows: number[];
 }
 
-/** Rows per COPY into one partition, at least (but at the end of a chunk): each partition's rows
- * are sent as they gather, so the database stores them while the next messages are decoded, and
- * each COPY's fixed cost (the statement, the event trigger, a round trip) stays small beside its
- * rows'. */
-const PARTITION_COPY_MIN_ROWS = 1_024;
+/** Rows per COPY into one partition, at least (but at the end of a chunk), and at most half a
+ * partition's share of a chunk (3,125 rows for chunks of 100,000 and 16 partitions): each
+ * partition's rows are sent as they gather, so the database stores them while the next messages
+ * are decoded, and each COPY's fixed cost (the statement, the event trigger with its transition
+ * table, a round trip) stays small beside its rows'. At 1,024 an import of 100,000 rows made about
+ * 100 COPYs, and the database spent 0.85–1.05× the CPU of the unpartitioned table's single COPY per
+ * row; at 3,125, about 32, and 0.98–1.18× (BENCHMARKS.md). */
+const PARTITION_COPY_MIN_ROWS = 4096;
 
 /** Adds the rows of each experiment in `ids` to `counts`, a run of equal ids at a time (an
  * import's rows come grouped by experiment, mostly). */
