@@ -1,6 +1,6 @@
 import { isAscii } from "node:buffer";
 import { unescapeCopyText } from "./copy-text.js";
-import type { BulkCopy } from "./database.js";
+import type { BulkCopy, CopySession } from "./database.js";
 
 export interface ExportedRow {
   unitId: string;
@@ -329,18 +329,13 @@ async function probeBound(
   after: string | undefined,
   rows: number,
 ): Promise<string | undefined> {
-  const session = await bulk.session();
-  let clean = false;
-  try {
+  return onSession(bulk, async (session) => {
     const { rows: found } = await session.query<{ unit_id: string }>(
       `SELECT unit_id FROM ${partition} WHERE experiment_id = $1${after === undefined ? "" : " AND unit_id > $3"} ORDER BY unit_id OFFSET $2 LIMIT 1`,
       after === undefined ? [experimentId, rows - 1] : [experimentId, rows - 1, after],
     );
-    clean = true;
     return found[0]?.unit_id;
-  } finally {
-    session.release(!clean);
-  }
+  });
 }
 
 /**
@@ -356,9 +351,7 @@ async function safeBound(
   share: number,
 ): Promise<string | undefined> {
   const cursor = cursorSql(after);
-  const session = await bulk.session();
-  let clean = false;
-  try {
+  return onSession(bulk, async (session) => {
     const { rows } = await session.query<{ bound: string | null }>(
       `SELECT min(b) AS bound FROM (${partitions
         .map(
@@ -367,11 +360,8 @@ async function safeBound(
         )
         .join(" UNION ALL ")}) s`,
     );
-    clean = true;
     return rows[0]?.bound ?? undefined;
-  } finally {
-    session.release(!clean);
-  }
+  });
 }
 
 /** Lines of COPY text. */
@@ -382,41 +372,37 @@ function lines(text: Buffer): number {
 }
 
 /**
- * The rows of a page of exportByPartitions, merged as they are taken. The COPY text is decoded in
- * pieces of whole lines (PIECE_BYTES) and indexed: where each row's line and unit id are, in typed
- * arrays, so that a page holds no object per row until its rows are sent (a page's worth of unit
- * ids as strings, kept while the page waits, cost more in the garbage collector than the merge
- * itself). Each row gets a sort key, a number made of the characters of its unit id after the
- * prefix every unit id of the page shares (seven ASCII characters, or three UTF-16 code units in
- * code point order where the page has others; a unit id that ends sorts first): two keys in order
- * are two unit ids in that order, equal keys are compared as strings (decoded, by code points).
- * The rows are cut into runs where the key goes down: a partition's rows, in its index order (two
- * partitions' rows are one run where the second starts above the first's end, which merges the
- * same). The merge takes the smallest head of the runs with a tournament (a loser tree: one
- * comparison of numbers per level, four for 16 partitions). A row is decoded only when it is sent.
- * Were the page in another order (the database is not bound to read the partitions one after the
- * other), it would be cut into more, shorter runs, and merged the same, more slowly.
+ * The rows of a page of exportByPartitions, merged as they are taken. The page stays the bytes of
+ * its COPY text until its rows are sent: it is indexed in typed arrays (where each row's line
+ * starts and where its unit id ends), so that a page, while it waits and while it is merged, holds
+ * no JavaScript string or object the garbage collector would copy at each of its young-generation
+ * collections (a page's text decoded into strings and kept for its merge made each of those
+ * collections cost three times as much as the unpartitioned export's, whose strings live for a
+ * batch). Each row gets a sort key, a number made of the bytes of its unit id after the prefix
+ * every unit id of the page shares (seven bytes of ASCII, or six of UTF-8, whose byte order is the
+ * order of code points; a unit id that ends sorts first): two keys in order are two unit ids in that
+ * order, equal keys are compared byte by byte. The rows are cut into runs where the key goes down: a
+ * partition's rows, in its index order (two partitions' rows are one run where the second starts
+ * above the first's end, which merges the same). The merge takes the smallest head of the runs with
+ * a tournament (a loser tree: one comparison of numbers per level, four for 16 partitions). A run's
+ * rows are decoded as the merge reaches them, DECODED_ROWS at a time, into one short string each
+ * run holds until its rows are sent. Were the page in another order (the database is not bound to
+ * read the partitions one after the other), it would be cut into more, shorter runs, and merged the
+ * same, more slowly.
  */
 class PageRuns {
-  /** The text, in pieces of whole lines. */
-  private readonly pieces: string[] = [];
-  /** For each row: the piece that holds its line, where its unit id starts there and where it
-   * ends (the tab after it); grown as rows are indexed. */
-  private pieceOf: Int32Array;
-  private idStarts: Int32Array;
-  private idEnds: Int32Array;
-  private keys = new Float64Array(0);
-  private rows = 0;
+  private readonly bytes: Buffer;
+  /** Where each row's line starts, and, after the last row's, the end of the text. */
+  private readonly lineStarts: Int32Array;
+  /** Where each row's unit id ends: the tab after it. */
+  private readonly idEnds: Int32Array;
+  /** Each row's sort key (see the constructor). */
+  private readonly keys: Float64Array;
   /** Whether a unit id holds a COPY escape (a backslash): keys are then all 0, and every
    * comparison is of the decoded strings. */
   private readonly escaped: boolean;
-  /** Whether a character above U+007F is in the page. */
-  private readonly wide: boolean;
-  /** Whether the page holds no character in U+E000–U+FFFF (no byte 0xEE or 0xEF in its UTF-8):
-   * then JavaScript's own comparison of strings (by UTF-16 code units) is the order of code points. */
-  private readonly simple: boolean;
-  /** Where each run starts (rows). */
-  private readonly starts: number[] = [];
+  /** Whether the text is ASCII: then a character of a decoded piece is a byte of the text. */
+  private readonly ascii: boolean;
   /** The loser tree: tree[0] the run whose next row is the smallest, tree[1 .. leaves - 1] the
    * loser of each match (the leaves, leaves .. 2 leaves - 1, are the runs). */
   private readonly tree: Int32Array;
@@ -425,28 +411,38 @@ class PageRuns {
   private readonly at: Int32Array;
   private readonly ends: Int32Array;
   private readonly heads: Float64Array;
+  /** Each leaf's rows decoded (ASCII text): the text of rows [at, decodedEnd), from byte decodedFrom. */
+  private readonly decoded: string[];
+  private readonly decodedFrom: Int32Array;
+  private readonly decodedEnd: Int32Array;
 
   /** `after` and `bound`: the page's range of unit ids, where known. */
   constructor(bytes: Buffer, after: string | undefined, bound: string | undefined) {
-    this.simple = bytes.indexOf(0xee) < 0 && bytes.indexOf(0xef) < 0;
-    this.wide = !isAscii(bytes);
+    this.bytes = bytes;
+    const ascii = isAscii(bytes);
+    this.ascii = ascii;
     this.escaped = bytes.indexOf(BACKSLASH) >= 0;
-    const capacity = Math.ceil(bytes.length / 16) + 16;
-    this.pieceOf = new Int32Array(capacity);
-    this.idStarts = new Int32Array(capacity);
-    this.idEnds = new Int32Array(capacity);
-    for (let from = 0; from < bytes.length; ) {
-      const to = pieceEnd(bytes, from);
-      this.index(bytes.toString("utf8", from, to));
-      from = to;
-    }
-    const rows = this.rows;
-    this.keys = new Float64Array(rows);
-    // Every unit id of the page lies between `after` and `bound`: it begins with what they share.
-    if (!this.escaped) this.key(after !== undefined && bound !== undefined ? sharedPrefix(after, bound) : undefined);
-    const starts = this.starts;
-    if (rows > 0) starts.push(0);
-    for (let r = 1; r < rows; r++) if (this.before(r, r - 1)) starts.push(r);
+    const length = bytes.length;
+    if (length > 0 && bytes[length - 1] !== NEWLINE) throw unexpectedLine(bytes, bytes.lastIndexOf(NEWLINE) + 1);
+    // Each row's key: the bytes of its unit id after the prefix every unit id of the page shares
+    // (every unit id of the page lies between `after` and `bound`: it begins with what they share),
+    // as digits of a number below 2 ** 53 (seven digits of 2 ** 7, six of 2 ** 8: exact). An
+    // escaped page's keys are all 0 (no digits).
+    const prefix = this.escaped
+      ? 0
+      : after !== undefined && bound !== undefined
+        ? sharedPrefix(Buffer.from(after), Buffer.from(bound))
+        : scannedPrefix(bytes);
+    const digits = this.escaped ? 0 : ascii ? 7 : 6;
+    const rows = lines(bytes);
+    const lineStarts = new Int32Array(rows + 1); // the first line starts at 0
+    const idEnds = new Int32Array(rows);
+    const keys = new Float64Array(rows);
+    indexLines(bytes, prefix, digits, ascii ? 0x80 : 0x100, lineStarts, idEnds, keys);
+    this.lineStarts = lineStarts;
+    this.idEnds = idEnds;
+    this.keys = keys;
+    const starts = runStarts(keys, rows, (x, y) => this.idBefore(x, y));
     const runs = starts.length;
     let leaves = 2;
     while (leaves < runs) leaves *= 2;
@@ -454,10 +450,13 @@ class PageRuns {
     this.at = new Int32Array(leaves);
     this.ends = new Int32Array(leaves);
     this.heads = new Float64Array(leaves).fill(Number.POSITIVE_INFINITY);
+    this.decoded = new Array<string>(leaves).fill("");
+    this.decodedFrom = new Int32Array(leaves);
+    this.decodedEnd = new Int32Array(leaves);
     for (let k = 0; k < runs; k++) {
       this.at[k] = starts[k]!;
       this.ends[k] = k + 1 < runs ? starts[k + 1]! : rows;
-      this.heads[k] = this.keys[starts[k]!]!;
+      this.heads[k] = keys[starts[k]!]!;
     }
     // The first round, from the leaves up: winners[n] is the winner of node n's match.
     this.tree = new Int32Array(leaves);
@@ -473,90 +472,12 @@ class PageRuns {
     this.tree[0] = winners[1]!;
   }
 
-  /** Indexes the lines of a piece of the text. */
-  private index(text: string): void {
-    const piece = this.pieces.push(text) - 1;
-    let { pieceOf, idStarts, idEnds, rows: r } = this;
-    for (let line = 0; line < text.length; r++) {
-      const idEnd = text.indexOf("\t", line);
-      const nl = text.indexOf("\n", idEnd);
-      if (idEnd < 0 || nl < 0) throw unexpectedLine(text, line);
-      if (r === pieceOf.length) {
-        this.rows = r;
-        this.grow();
-        ({ pieceOf, idStarts, idEnds } = this);
-      }
-      pieceOf[r] = piece;
-      idStarts[r] = line;
-      idEnds[r] = idEnd;
-      line = nl + 1;
-    }
-    this.rows = r;
-  }
-
-  private grow(): void {
-    const more = <A extends Int32Array>(a: A): A => {
-      const b = new Int32Array(2 * a.length) as A;
-      b.set(a);
-      return b;
-    };
-    this.pieceOf = more(this.pieceOf);
-    this.idStarts = more(this.idStarts);
-    this.idEnds = more(this.idEnds);
-  }
-
-  /** Each row's key: its characters after the prefix the page's unit ids share (`prefix`, or else
-   * found here), as digits of a number. */
-  private key(prefix: number | undefined): void {
-    const { keys, pieces, pieceOf, idStarts, idEnds, rows } = this;
-    const wide = this.wide;
-    if (rows === 0) return;
-    if (prefix === undefined) {
-      // The longest every unit id shares with the first.
-      const first = pieces[pieceOf[0]!]!;
-      const firstStart = idStarts[0]!;
-      prefix = idEnds[0]! - firstStart;
-      for (let r = 1; r < rows && prefix > 0; r++) {
-        const text = pieces[pieceOf[r]!]!;
-        const start = idStarts[r]!;
-        const n = Math.min(prefix, idEnds[r]! - start);
-        let l = 0;
-        while (l < n && text.charCodeAt(start + l) === first.charCodeAt(firstStart + l)) l++;
-        prefix = l;
-      }
-    }
-    const digits = wide ? 3 : 7;
-    const base = wide ? 0x10001 : 0x80;
-    for (let r = 0; r < rows; r++) {
-      const text = pieces[pieceOf[r]!]!;
-      const end = idEnds[r]!;
-      let at = idStarts[r]! + prefix;
-      let key = 0;
-      for (let d = 0; d < digits; d++, at++) {
-        let c = 0; // the unit id ended: first
-        if (at < end) {
-          c = text.charCodeAt(at);
-          // Code point order (compareCodePoints); ASCII (no NUL in text) as it is.
-          if (wide) c = (c >= 0xe000 ? c - 0x800 : c >= 0xd800 ? c + 0x2000 : c) + 1;
-        }
-        key = key * base + c;
-      }
-      keys[r] = key;
-    }
-  }
-
-  /** Whether row x comes before row y. */
-  private before(x: number, y: number): boolean {
-    const a = this.keys[x]!;
-    const b = this.keys[y]!;
-    return a < b || (a === b && this.idBefore(x, y));
-  }
-
-  /** Whether row x's unit id comes before row y's, by code points. */
+  /** Whether row x's unit id comes before row y's, by code points: by their bytes, or decoded where
+   * the page holds escapes. */
   private idBefore(x: number, y: number): boolean {
-    const a = this.unitId(x);
-    const b = this.unitId(y);
-    return this.simple ? a < b : compareCodePoints(a, b) < 0;
+    const { bytes, lineStarts, idEnds } = this;
+    if (this.escaped) return compareCodePoints(this.unitIdOf(x), this.unitIdOf(y)) < 0;
+    return bytes.compare(bytes, lineStarts[y]!, idEnds[y]!, lineStarts[x]!, idEnds[x]!) < 0;
   }
 
   /** Whether leaf a's next row comes before leaf b's (a leaf with none left comes after every row). */
@@ -568,13 +489,14 @@ class PageRuns {
 
   /** Appends up to `n` of the next rows, in order, to `out`; fewer when the page is merged. */
   merge(out: ExportedRow[], n: number): void {
-    const { tree, heads, keys, at, ends } = this;
+    const { tree, heads, at, ends } = this;
+    const keys = this.keys;
     const leaves = this.leaves;
     for (let m = 0; m < n; m++) {
       const k = tree[0]!;
       const row = at[k]!;
       if (row >= ends[k]!) return; // every run sent
-      out.push(this.row(row));
+      out.push(this.ascii ? this.decodedRow(k, row) : this.row(row));
       const next = row + 1;
       at[k] = next;
       // The winner's run plays again, from its leaf up, against the losers on its way.
@@ -594,37 +516,124 @@ class PageRuns {
     }
   }
 
-  private unitId(r: number): string {
-    const id = this.pieces[this.pieceOf[r]!]!.slice(this.idStarts[r]!, this.idEnds[r]!);
-    return this.escaped ? unescapeCopyText(id) : id;
+  /** Row r, the next of leaf k's run, cut from the run's decoded rows (decoded from there on, up to
+   * DECODED_ROWS, when they are not). */
+  private decodedRow(k: number, r: number): ExportedRow {
+    const lineStarts = this.lineStarts;
+    if (r >= this.decodedEnd[k]!) {
+      const end = Math.min(r + DECODED_ROWS, this.ends[k]!);
+      this.decoded[k] = this.bytes.toString("latin1", lineStarts[r]!, lineStarts[end]!);
+      this.decodedFrom[k] = lineStarts[r]!;
+      this.decodedEnd[k] = end;
+    }
+    const from = this.decodedFrom[k]!;
+    return parseLine(this.decoded[k]!, lineStarts[r]! - from, this.idEnds[r]! - from, this.escaped);
   }
 
+  /** Row r, decoded alone (UTF-8 text). */
   private row(r: number): ExportedRow {
-    const text = this.pieces[this.pieceOf[r]!]!;
-    const idEnd = this.idEnds[r]!;
-    const t2 = text.indexOf("\t", idEnd + 1);
-    const t3 = text.indexOf("\t", t2 + 1);
-    return {
-      unitId: this.unitId(r),
-      variant: integerAt(text, idEnd + 1, t2),
-      source: integerAt(text, t2 + 1, t3),
-      version: text.slice(t3 + 1, text.indexOf("\n", t3 + 1)),
-    };
+    const from = this.lineStarts[r]!;
+    return parseLine(this.bytes.toString("utf8", from, this.lineStarts[r + 1]!), 0, -1, this.escaped);
+  }
+
+  private unitIdOf(r: number): string {
+    return unescapeCopyText(this.bytes.toString("utf8", this.lineStarts[r]!, this.idEnds[r]!));
   }
 }
 
-/** The length of the prefix two strings share. */
-function sharedPrefix(a: string, b: string): number {
+/** The row whose line (newline included) starts at `line` of `text`, its unit id ending at `idEnd`
+ * (-1: find it). */
+function parseLine(text: string, line: number, idEnd: number, escaped: boolean): ExportedRow {
+  const t1 = idEnd < 0 ? text.indexOf("\t", line) : idEnd;
+  const t2 = text.indexOf("\t", t1 + 1);
+  const t3 = text.indexOf("\t", t2 + 1);
+  const unitId = text.slice(line, t1);
+  return {
+    unitId: escaped ? unescapeCopyText(unitId) : unitId,
+    variant: integerAt(text, t1 + 1, t2),
+    source: integerAt(text, t2 + 1, t3),
+    version: text.slice(t3 + 1, text.indexOf("\n", t3 + 1)),
+  };
+}
+
+/** Rows of a run of PageRuns decoded at once: one string of about 1 KB, which lives until they are
+ * sent (cut from a string of a whole page, a row cost several times as much; decoded alone, five). */
+const DECODED_ROWS = 64;
+
+/**
+ * Fills in, for each line of COPY text (`lineStarts` of one more than its lines, the others of as
+ * many): where it starts (and, after the last, the end of the text), where its unit id ends (the tab
+ * after it), and its key: the `digits` bytes of its unit id after `prefix` bytes, as digits of a
+ * number in `base` (no NUL in text: an ended unit id, 0, sorts first). A function of its own with
+ * nothing after its loop: the loop's optimized code (compiled while it runs, on the stack) was
+ * thrown away at the end of every page where code after it needed feedback it had not seen yet.
+ */
+function indexLines(
+  bytes: Buffer,
+  prefix: number,
+  digits: number,
+  base: number,
+  lineStarts: Int32Array,
+  idEnds: Int32Array,
+  keys: Float64Array,
+): void {
+  const length = bytes.length;
+  for (let i = 0, row = 0; i < length; row++) {
+    let tab = i;
+    for (let c = bytes[tab]; c !== TAB; c = bytes[++tab]) if (c === NEWLINE || tab >= length) throw unexpectedLine(bytes, i);
+    idEnds[row] = tab;
+    let key = 0;
+    for (let d = 0, at = i + prefix; d < digits; d++, at++) key = key * base + (at < tab ? bytes[at]! : 0);
+    keys[row] = key;
+    i = tab + 1;
+    while (bytes[i] !== NEWLINE) i++; // the text ends with one
+    i++;
+    lineStarts[row + 1] = i;
+  }
+}
+
+/** Where each run of rows starts: where the key goes down (or, equal, the unit id: `before`). */
+function runStarts(keys: Float64Array, rows: number, before: (x: number, y: number) => boolean): number[] {
+  const starts: number[] = [];
+  if (rows > 0) starts.push(0);
+  for (let r = 1; r < rows; r++) {
+    const a = keys[r]!;
+    const b = keys[r - 1]!;
+    if (a < b || (a === b && before(r, r - 1))) starts.push(r);
+  }
+  return starts;
+}
+
+/** The length of the prefix the unit ids of a page of COPY text share (0 for none). */
+function scannedPrefix(bytes: Buffer): number {
+  const firstEnd = bytes.indexOf(TAB);
+  if (firstEnd < 0) return 0;
+  let prefix = firstEnd;
+  for (
+    let line = bytes.indexOf(NEWLINE, firstEnd) + 1;
+    line > 0 && line < bytes.length && prefix > 0;
+    line = bytes.indexOf(NEWLINE, line) + 1
+  ) {
+    let l = 0;
+    while (l < prefix && bytes[line + l] === bytes[l]) l++;
+    // A unit id that ends (its tab) within the prefix ends it there too.
+    prefix = l;
+  }
+  return prefix;
+}
+
+/** The length of the prefix two byte strings share. */
+function sharedPrefix(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   let l = 0;
-  while (l < n && a.charCodeAt(l) === b.charCodeAt(l)) l++;
+  while (l < n && a[l] === b[l]) l++;
   return l;
 }
 
 const BACKSLASH = 0x5c;
 
-function unexpectedLine(text: string, at: number): Error {
-  return new Error(`unexpected line in an export's COPY text: ${JSON.stringify(text.slice(at, at + 100))}`);
+function unexpectedLine(bytes: Buffer, at: number): Error {
+  return new Error(`unexpected line in an export's COPY text: ${JSON.stringify(bytes.toString("utf8", at, at + 100))}`);
 }
 
 /** The most bytes of COPY text decoded into one string. A string of a whole page (about 500 KB)
@@ -644,17 +653,26 @@ function integerAt(s: string, from: number, to: number): number {
  * is read. The statements read in index order (see readPage), without parallel workers (whose rows
  * would interleave the partitions' runs: exportByPartitions). */
 async function copyText(bulk: BulkCopy, sql: string): Promise<Buffer> {
-  const session = await bulk.session();
-  let clean = false;
-  try {
+  return onSession(bulk, async (session) => {
     await session.query(
       "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0",
     );
     const chunks: Buffer[] = [];
     for await (const chunk of session.copyTo(sql)) chunks.push(chunk);
     await session.query("COMMIT");
-    clean = true;
     return Buffer.concat(chunks);
+  });
+}
+
+/** `work` on a transfer connection of its own, given back when it is done: broken (closed, not
+ * reused) when `work` failed, which may have left a statement or a transaction unfinished. */
+async function onSession<T>(bulk: BulkCopy, work: (session: CopySession) => Promise<T>): Promise<T> {
+  const session = await bulk.session();
+  let clean = false;
+  try {
+    const result = await work(session);
+    clean = true;
+    return result;
   } finally {
     session.release(!clean);
   }

@@ -417,6 +417,12 @@ describe("a new installation", () => {
     await db.query(
       `INSERT INTO assignments (experiment_id, unit_id, variant, version, source) VALUES (32, 'x', 0, 1, 1), (32, 'x\u00e9', 1, 2, 1), (32, 'xy', 1, 3, 2)`,
     );
+    // Ids not ASCII (nor escaped) alike for more than a sort key's six bytes after what a page's
+    // ids share: equal keys, compared byte by byte.
+    await db.query(
+      `INSERT INTO assignments (experiment_id, unit_id, variant, version, source)
+       SELECT 33, chr(97 + c) || '-ü-same-prefix-' || i, i % 3, 1, 1 FROM generate_series(0, 25) c, generate_series(0, 19) i`,
+    );
     const partitions = (await new TransferStore(db).partitionsByBytes())!;
     expect(partitions).toHaveLength(8);
     const { rows: solo } = await db.query<{ n: number; parts: number }>(
@@ -424,7 +430,7 @@ describe("a new installation", () => {
     );
     expect(solo[0]!.parts).toBe(1);
     expect(solo[0]!.n).toBeGreaterThan(60);
-    for (const experimentId of [30, 31, 32]) {
+    for (const experimentId of [30, 31, 32, 33]) {
       const { rows } = await db.query<{ unitId: string; variant: number; source: number; version: string }>(
         `SELECT unit_id AS "unitId", variant, source, version::text FROM assignments WHERE experiment_id = $1 ORDER BY unit_id`,
         [experimentId],
