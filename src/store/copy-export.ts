@@ -190,6 +190,9 @@ export async function* exportByPartitions(
   const firstShare = Math.max(1, Math.ceil(share / PAGE_SIZE_FACTOR));
   const cap = PAGE_CAP_FACTOR * share * partitions.length;
   let probes = 0;
+  // Pages are merged one at a time (a page's PageRuns is made when the merge reaches it): each
+  // indexes its page in the arrays the one before used.
+  const arrays = new IndexArrays();
   const probe = (after: string | undefined, rows: number) => {
     const bound = probeBound(bulk, experimentId, partitions[probes++ % partitions.length]!, after, rows);
     bound.catch(() => {}); // awaited in turn (see exportByCopy)
@@ -211,7 +214,7 @@ export async function* exportByPartitions(
         if (ahead.length < READ_AHEAD_PAGES) read(follower.after, follower.bound);
         else waiting = follower;
       }
-      return readRange(bulk, experimentId, partitions, after, bound, share, cap);
+      return readRange(bulk, experimentId, partitions, after, bound, share, cap, arrays);
     })();
     page.catch(() => {}); // awaited in turn (see exportByCopy)
     ahead.push(page);
@@ -281,13 +284,14 @@ async function readRange(
   bound: string | undefined,
   share: number,
   cap: number,
+  arrays: IndexArrays,
 ): Promise<RangePage> {
   const text = await copyText(bulk, rangeSql(experimentId, after, bound, cap));
   // Fewer rows than the cap, for sure, when the text is shorter than the cap's shortest lines.
   if (text.length < cap * MIN_LINE_BYTES || lines(text) < cap) {
     return {
       async *runs() {
-        yield new PageRuns(text, after, bound);
+        yield new PageRuns(text, after, bound, arrays);
       },
     };
   }
@@ -297,7 +301,7 @@ async function readRange(
       for (let from = after; ; ) {
         const safe = await safeBound(bulk, experimentId, partitions, from, share);
         const to = safe === undefined || (bound !== undefined && compareCodePoints(safe, bound) > 0) ? bound : safe;
-        yield new PageRuns(await copyText(bulk, rangeSql(experimentId, from, to)), from, to);
+        yield new PageRuns(await copyText(bulk, rangeSql(experimentId, from, to)), from, to, arrays);
         if (to === bound) return;
         from = to;
       }
@@ -371,6 +375,25 @@ function lines(text: Buffer): number {
   return n;
 }
 
+/** Where a PageRuns indexes its page (see there), kept for the next page: made anew for each page
+ * (room for a page's shortest lines, about a megabyte), they cost about a fifth of its indexing. */
+class IndexArrays {
+  /** Where each line starts, and, after the last line's, the end of the text. */
+  lineStarts = new Int32Array(1);
+  /** Where each line's unit id ends. */
+  idEnds = new Int32Array(0);
+  /** Each line's sort key. */
+  keys = new Float64Array(0);
+
+  /** Makes room for `lines` lines. */
+  reserve(lines: number): void {
+    if (this.idEnds.length >= lines) return;
+    this.lineStarts = new Int32Array(lines + 1);
+    this.idEnds = new Int32Array(lines);
+    this.keys = new Float64Array(lines);
+  }
+}
+
 /**
  * The rows of a page of exportByPartitions, merged as they are taken. The page stays the bytes of
  * its COPY text until its rows are sent: it is indexed in typed arrays (where each row's line
@@ -416,8 +439,9 @@ class PageRuns {
   private readonly decodedFrom: Int32Array;
   private readonly decodedEnd: Int32Array;
 
-  /** `after` and `bound`: the page's range of unit ids, where known. */
-  constructor(bytes: Buffer, after: string | undefined, bound: string | undefined) {
+  /** `after` and `bound`: the page's range of unit ids, where known; `arrays`: where to index it,
+   * which no PageRuns still being merged uses. */
+  constructor(bytes: Buffer, after: string | undefined, bound: string | undefined, arrays: IndexArrays = new IndexArrays()) {
     this.bytes = bytes;
     const ascii = isAscii(bytes);
     this.ascii = ascii;
@@ -427,18 +451,20 @@ class PageRuns {
     // Each row's key: the bytes of its unit id after the prefix every unit id of the page shares
     // (every unit id of the page lies between `after` and `bound`: it begins with what they share),
     // as digits of a number below 2 ** 53 (seven digits of 2 ** 7, six of 2 ** 8: exact). An
-    // escaped page's keys are all 0 (no digits).
-    const prefix = this.escaped
-      ? 0
-      : after !== undefined && bound !== undefined
-        ? sharedPrefix(Buffer.from(after), Buffer.from(bound))
-        : scannedPrefix(bytes);
-    const digits = this.escaped ? 0 : ascii ? 7 : 6;
-    const rows = lines(bytes);
-    const lineStarts = new Int32Array(rows + 1); // the first line starts at 0
-    const idEnds = new Int32Array(rows);
-    const keys = new Float64Array(rows);
-    indexLines(bytes, prefix, digits, ascii ? 0x80 : 0x100, lineStarts, idEnds, keys);
+    // escaped page's keys are all 0.
+    // Room for lines as short as they can be (MIN_LINE_BYTES): counting them first cost as much.
+    arrays.reserve(Math.floor(length / MIN_LINE_BYTES));
+    const { lineStarts, idEnds, keys } = arrays;
+    lineStarts[0] = 0; // the first line's start
+    const rows = indexLines(bytes, lineStarts, idEnds);
+    if (this.escaped) keys.fill(0, 0, rows);
+    else {
+      const prefix =
+        after !== undefined && bound !== undefined
+          ? sharedPrefix(Buffer.from(after), Buffer.from(bound))
+          : idPrefix(bytes, lineStarts, idEnds, rows);
+      fillKeys(bytes, lineStarts, idEnds, rows, prefix, ascii ? 7 : 6, ascii ? 0x80 : 0x100, keys);
+    }
     this.lineStarts = lineStarts;
     this.idEnds = idEnds;
     this.keys = keys;
@@ -561,34 +587,58 @@ function parseLine(text: string, line: number, idEnd: number, escaped: boolean):
 const DECODED_ROWS = 64;
 
 /**
- * Fills in, for each line of COPY text (`lineStarts` of one more than its lines, the others of as
- * many): where it starts (and, after the last, the end of the text), where its unit id ends (the tab
- * after it), and its key: the `digits` bytes of its unit id after `prefix` bytes, as digits of a
- * number in `base` (no NUL in text: an ended unit id, 0, sorts first). A function of its own with
- * nothing after its loop: the loop's optimized code (compiled while it runs, on the stack) was
- * thrown away at the end of every page where code after it needed feedback it had not seen yet.
+ * Where each line of COPY text starts (`lineStarts`, and, after the last, the end of the text) and
+ * where its unit id ends (`idEnds`: the tab after it); the number of lines. Functions of their own
+ * with nothing after their loops (this one, idPrefix, fillKeys): a loop's optimized code (compiled
+ * while it runs, on the stack) was thrown away at the end of every page where code after it needed
+ * type feedback it had not seen yet.
  */
-function indexLines(
-  bytes: Buffer,
-  prefix: number,
-  digits: number,
-  base: number,
-  lineStarts: Int32Array,
-  idEnds: Int32Array,
-  keys: Float64Array,
-): void {
+function indexLines(bytes: Buffer, lineStarts: Int32Array, idEnds: Int32Array): number {
   const length = bytes.length;
-  for (let i = 0, row = 0; i < length; row++) {
+  let row = 0;
+  for (let i = 0; i < length; row++) {
+    if (row === idEnds.length) throw unexpectedLine(bytes, i); // lines shorter than a row's shortest
     let tab = i;
     for (let c = bytes[tab]; c !== TAB; c = bytes[++tab]) if (c === NEWLINE || tab >= length) throw unexpectedLine(bytes, i);
     idEnds[row] = tab;
-    let key = 0;
-    for (let d = 0, at = i + prefix; d < digits; d++, at++) key = key * base + (at < tab ? bytes[at]! : 0);
-    keys[row] = key;
     i = tab + 1;
     while (bytes[i] !== NEWLINE) i++; // the text ends with one
     i++;
     lineStarts[row + 1] = i;
+  }
+  return row;
+}
+
+/** The length of the prefix the unit ids of the lines share. */
+function idPrefix(bytes: Buffer, lineStarts: Int32Array, idEnds: Int32Array, rows: number): number {
+  let prefix = rows > 0 ? idEnds[0]! : 0;
+  for (let r = 1; r < rows && prefix > 0; r++) {
+    const start = lineStarts[r]!;
+    const n = Math.min(prefix, idEnds[r]! - start);
+    let l = 0;
+    while (l < n && bytes[start + l] === bytes[l]) l++;
+    prefix = l;
+  }
+  return prefix;
+}
+
+/** Each line's sort key: the `digits` bytes of its unit id after `prefix` bytes, as digits of a
+ * number in `base` (no NUL in text: an ended unit id, 0, sorts first). */
+function fillKeys(
+  bytes: Buffer,
+  lineStarts: Int32Array,
+  idEnds: Int32Array,
+  rows: number,
+  prefix: number,
+  digits: number,
+  base: number,
+  keys: Float64Array,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const end = idEnds[r]!;
+    let key = 0;
+    for (let d = 0, at = lineStarts[r]! + prefix; d < digits; d++, at++) key = key * base + (at < end ? bytes[at]! : 0);
+    keys[r] = key;
   }
 }
 
@@ -602,24 +652,6 @@ function runStarts(keys: Float64Array, rows: number, before: (x: number, y: numb
     if (a < b || (a === b && before(r, r - 1))) starts.push(r);
   }
   return starts;
-}
-
-/** The length of the prefix the unit ids of a page of COPY text share (0 for none). */
-function scannedPrefix(bytes: Buffer): number {
-  const firstEnd = bytes.indexOf(TAB);
-  if (firstEnd < 0) return 0;
-  let prefix = firstEnd;
-  for (
-    let line = bytes.indexOf(NEWLINE, firstEnd) + 1;
-    line > 0 && line < bytes.length && prefix > 0;
-    line = bytes.indexOf(NEWLINE, line) + 1
-  ) {
-    let l = 0;
-    while (l < prefix && bytes[line + l] === bytes[l]) l++;
-    // A unit id that ends (its tab) within the prefix ends it there too.
-    prefix = l;
-  }
-  return prefix;
 }
 
 /** The length of the prefix two byte strings share. */
