@@ -182,10 +182,13 @@ class TargetWorker {
       if ("error" in m) p?.reject(new Error(m.error));
       else p?.resolve(m.result);
     });
-    this.worker.on("error", (err) => {
+    const fail = (err: Error) => {
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
-    });
+    };
+    this.worker.on("error", fail);
+    // A worker that ended (terminated, or its thread gone) answers nothing more.
+    this.worker.on("exit", (code) => fail(new Error(`${target.name}: its worker exited (${code})`)));
   }
 
   run(op: string, round: number): Promise<WorkerResult> {
