@@ -448,15 +448,15 @@ class PageRuns {
     this.escaped = bytes.indexOf(BACKSLASH) >= 0;
     const length = bytes.length;
     if (length > 0 && bytes[length - 1] !== NEWLINE) throw unexpectedLine(bytes, bytes.lastIndexOf(NEWLINE) + 1);
-    // Each row's key: the bytes of its unit id after the prefix every unit id of the page shares
-    // (every unit id of the page lies between `after` and `bound`: it begins with what they share),
-    // as digits of a number below 2 ** 53 (seven digits of 2 ** 7, six of 2 ** 8: exact). An
-    // escaped page's keys are all 0.
     // Room for lines as short as they can be (MIN_LINE_BYTES): counting them first cost as much.
     arrays.reserve(Math.floor(length / MIN_LINE_BYTES));
     const { lineStarts, idEnds, keys } = arrays;
     lineStarts[0] = 0; // the first line's start
     const rows = indexLines(bytes, lineStarts, idEnds);
+    // Each row's key: the bytes of its unit id after the prefix every unit id of the page shares
+    // (every unit id of the page lies between `after` and `bound`: it begins with what they share),
+    // as digits of a number below 2 ** 53 (seven digits of 2 ** 7, six of 2 ** 8: exact). An
+    // escaped page's keys are all 0.
     if (this.escaped) keys.fill(0, 0, rows);
     else {
       const prefix =
