@@ -76,17 +76,23 @@ const TAB = 0x09;
 function parseRows(text: string, at: number, out: ExportedRow[], n: number): number {
   let line = at;
   for (let nl = text.indexOf("\n", line); n > 0 && nl >= 0; n--, line = nl + 1, nl = text.indexOf("\n", line)) {
-    const t1 = text.indexOf("\t", line);
-    const t2 = text.indexOf("\t", t1 + 1);
-    const t3 = text.indexOf("\t", t2 + 1);
-    out.push({
-      unitId: unescapeCopyText(text.slice(line, t1)),
-      variant: integerAt(text, t1 + 1, t2),
-      source: integerAt(text, t2 + 1, t3),
-      version: text.slice(t3 + 1, nl),
-    });
+    out.push(parseLine(text, line, text.indexOf("\t", line), nl, true));
   }
   return n > 0 ? text.length : line;
+}
+
+/** The row of COPY text whose line is text[line .. end) (`end` its newline), its unit id ending at
+ * `idEnd` (the tab after it); `escaped`: whether the unit id may hold escapes to undo. */
+function parseLine(text: string, line: number, idEnd: number, end: number, escaped: boolean): ExportedRow {
+  const t2 = text.indexOf("\t", idEnd + 1);
+  const t3 = text.indexOf("\t", t2 + 1);
+  const unitId = text.slice(line, idEnd);
+  return {
+    unitId: escaped ? unescapeCopyText(unitId) : unitId,
+    variant: integerAt(text, idEnd + 1, t2),
+    source: integerAt(text, t2 + 1, t3),
+    version: text.slice(t3 + 1, end),
+  };
 }
 
 /** Where the piece of `bytes` that starts at `from` ends: after the last newline within
@@ -376,7 +382,7 @@ function lines(text: Buffer): number {
 }
 
 /** Where a PageRuns indexes its page (see there), kept for the next page: made anew for each page
- * (room for a page's shortest lines, about a megabyte), they cost about a fifth of its indexing. */
+ * (room for a page's shortest lines, about 1.5 MB for a page of 40,000 rows), they cost about a fifth of its indexing. */
 class IndexArrays {
   /** Where each line starts, and, after the last line's, the end of the text. */
   lineStarts = new Int32Array(1);
@@ -441,7 +447,7 @@ class PageRuns {
 
   /** `after` and `bound`: the page's range of unit ids, where known; `arrays`: where to index it,
    * which no PageRuns still being merged uses. */
-  constructor(bytes: Buffer, after: string | undefined, bound: string | undefined, arrays: IndexArrays = new IndexArrays()) {
+  constructor(bytes: Buffer, after: string | undefined, bound: string | undefined, arrays: IndexArrays) {
     this.bytes = bytes;
     const ascii = isAscii(bytes);
     this.ascii = ascii;
@@ -553,33 +559,18 @@ class PageRuns {
       this.decodedEnd[k] = end;
     }
     const from = this.decodedFrom[k]!;
-    return parseLine(this.decoded[k]!, lineStarts[r]! - from, this.idEnds[r]! - from, this.escaped);
+    return parseLine(this.decoded[k]!, lineStarts[r]! - from, this.idEnds[r]! - from, lineStarts[r + 1]! - 1 - from, this.escaped);
   }
 
   /** Row r, decoded alone (UTF-8 text). */
   private row(r: number): ExportedRow {
-    const from = this.lineStarts[r]!;
-    return parseLine(this.bytes.toString("utf8", from, this.lineStarts[r + 1]!), 0, -1, this.escaped);
+    const line = this.bytes.toString("utf8", this.lineStarts[r]!, this.lineStarts[r + 1]! - 1);
+    return parseLine(line, 0, line.indexOf("\t"), line.length, this.escaped);
   }
 
   private unitIdOf(r: number): string {
     return unescapeCopyText(this.bytes.toString("utf8", this.lineStarts[r]!, this.idEnds[r]!));
   }
-}
-
-/** The row whose line (newline included) starts at `line` of `text`, its unit id ending at `idEnd`
- * (-1: find it). */
-function parseLine(text: string, line: number, idEnd: number, escaped: boolean): ExportedRow {
-  const t1 = idEnd < 0 ? text.indexOf("\t", line) : idEnd;
-  const t2 = text.indexOf("\t", t1 + 1);
-  const t3 = text.indexOf("\t", t2 + 1);
-  const unitId = text.slice(line, t1);
-  return {
-    unitId: escaped ? unescapeCopyText(unitId) : unitId,
-    variant: integerAt(text, t1 + 1, t2),
-    source: integerAt(text, t2 + 1, t3),
-    version: text.slice(t3 + 1, text.indexOf("\n", t3 + 1)),
-  };
 }
 
 /** Rows of a run of PageRuns decoded at once: one string of about 1 KB, which lives until they are
