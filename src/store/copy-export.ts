@@ -87,12 +87,35 @@ function parseLine(text: string, line: number, idEnd: number, end: number, escap
   const t2 = text.indexOf("\t", idEnd + 1);
   const t3 = text.indexOf("\t", t2 + 1);
   const unitId = text.slice(line, idEnd);
-  return {
-    unitId: escaped ? unescapeCopyText(unitId) : unitId,
-    variant: integerAt(text, idEnd + 1, t2),
-    source: integerAt(text, t2 + 1, t3),
-    version: text.slice(t3 + 1, end),
-  };
+  return new Row(
+    escaped ? unescapeCopyText(unitId) : unitId,
+    integerAt(text, idEnd + 1, t2),
+    integerAt(text, t2 + 1, t3),
+    text.slice(t3 + 1, end),
+  );
+}
+
+/**
+ * An exported row, made by a constructor and not by an object literal. V8 watches what each object
+ * literal makes (allocation-site pretenuring): when most of what a literal made since the last
+ * young-generation collection is still alive at the next (a batch being filled), it may make that
+ * literal's objects in the old generation from then on, where each waits for a full collection.
+ * About half of the partitioned export's bench:partitions runs went that way: 26 bytes a row
+ * promoted against 4 to 6 in the other runs (1 for the unpartitioned export), and twice to three
+ * times their collection time; none did with V8's --no-allocation-site-pretenuring, nor with rows
+ * made by this constructor (BENCHMARKS.md).
+ */
+class Row implements ExportedRow {
+  unitId: string;
+  variant: number;
+  source: number;
+  version: string;
+  constructor(unitId: string, variant: number, source: number, version: string) {
+    this.unitId = unitId;
+    this.variant = variant;
+    this.source = source;
+    this.version = version;
+  }
 }
 
 /** Where the piece of `bytes` that starts at `from` ends: after the last newline within
