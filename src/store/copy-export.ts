@@ -404,8 +404,9 @@ function lines(text: Buffer): number {
   return n;
 }
 
-/** Where a PageRuns indexes its page (see there), kept for the next page: made anew for each page
- * (room for a page's shortest lines, about 1.5 MB for a page of 40,000 rows), they cost about a fifth of its indexing. */
+/** Where a PageRuns indexes its page (see there), kept for the next page: room for a page's
+ * shortest lines, about 1.5 MB for a page of 40,000 rows, which made anew for each page cost about
+ * a fifth of its indexing. */
 class IndexArrays {
   /** Where each line starts, and, after the last line's, the end of the text. */
   lineStarts = new Int32Array(1);
