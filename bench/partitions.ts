@@ -25,6 +25,7 @@
  *                                (case-insensitive; e.g. "^import|^export"; default all)
  */
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { PerformanceObserver, performance } from "node:perf_hooks";
@@ -258,6 +259,19 @@ const CLOCK_TICKS = (() => {
   }
 })();
 
+/** Stores INSERT_UNITS new units (named by `unitId`) in every experiment, IN_FLIGHT at a time, as
+ * page loads do; the rows stored. */
+async function insertUnits(t: Target, unitId: (k: number) => string): Promise<number> {
+  await concurrently(INSERT_UNITS, async (k) => {
+    const u = unitId(k);
+    const out = await t.store.insert(
+      experimentIds.map((experimentId) => ({ experimentId, unitId: u, variantId: 1, version: 1n, source: Source.HASH })),
+    );
+    if (!out.every((o) => o.won)) throw new Error(`${u}: not new in ${t.name}`);
+  });
+  return INSERT_UNITS * EXPERIMENTS;
+}
+
 /** Runs `n` tasks, `IN_FLIGHT` at a time. */
 async function concurrently(n: number, task: (k: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -314,18 +328,17 @@ const OPERATIONS: Record<string, { unit: string; run: (t: Target, round: number)
       return READS;
     },
   },
+  // New unit ids in order (new-0-1, new-0-2…, as a sequence of user ids makes them): the
+  // unpartitioned table's inserts land in a few leaf pages of its one index, the partitioned table's
+  // in as many of each partition's index (the partition is a hash of the unit id).
   "page-load insert (1 new unit x 20 experiments)": {
     unit: "rows/s",
-    async run(t, round) {
-      await concurrently(INSERT_UNITS, async (k) => {
-        const unitId = `new-${round}-${k}`;
-        const out = await t.store.insert(
-          experimentIds.map((experimentId) => ({ experimentId, unitId, variantId: 1, version: 1n, source: Source.HASH })),
-        );
-        if (!out.every((o) => o.won)) throw new Error(`${unitId}: not new in ${t.name}`);
-      });
-      return INSERT_UNITS * EXPERIMENTS;
-    },
+    run: (t, round) => insertUnits(t, (k) => `new-${round}-${k}`),
+  },
+  // New unit ids at random (UUIDs, device ids): both tables' inserts land anywhere in their indexes.
+  "page-load insert, unit ids at random (1 new unit x 20 experiments)": {
+    unit: "rows/s",
+    run: (t, round) => insertUnits(t, (k) => createHash("sha1").update(`${round}-${k}`).digest("hex")),
   },
   // One experiment for every round: from the second round on it holds rows, so the import takes
   // the staged merge (COPY into a temporary table, then INSERT … ON CONFLICT DO NOTHING), not the
