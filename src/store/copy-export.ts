@@ -673,8 +673,8 @@ function runStarts(keys: Float64Array, rows: number, before: (x: number, y: numb
  * Whether bytes [xs, xe) come before bytes [ys, ye) (a proper prefix first), compared here rather
  * than by Buffer's compare: equal keys are common where a page's unit ids share little (ids of
  * several forms, `new-…` and `unit-…`: the seven bytes after a short prefix tie for many rows),
- * and each call of that native function cost more than the merge of a row (in a whole bench run,
- * 760 ms of the partitioned export's worker against 607 ms of the merge).
+ * and the calls of that native function, mostly the crossing into C++, cost more than the merge
+ * itself (in a whole bench run's profile, 760 ms of the partitioned export's worker against 607 ms).
  */
 function bytesBefore(bytes: Uint8Array, xs: number, xe: number, ys: number, ye: number): boolean {
   const n = Math.min(xe - xs, ye - ys);
