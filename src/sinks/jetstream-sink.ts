@@ -91,6 +91,8 @@ export class JetStreamSink implements EventSink {
   private tail: Tail | undefined;
   /** Resolves once the batch of the latest call was sent (or failed before). */
   private sending: Promise<void> = Promise.resolve();
+  /** Resolves once the batch of the latest call is known stored (true) or failed (false). */
+  private stored: Promise<boolean> = Promise.resolve(true);
   /** Counts failures: a batch sent in an earlier generation than now hangs from a failed one. */
   private generation = 0;
 
@@ -141,8 +143,26 @@ export class JetStreamSink implements EventSink {
   async publish(events: readonly StoredEvent[]): Promise<void> {
     if (events.length === 0) return;
     const previous = this.sending;
+    const previousStored = this.stored;
     let sent!: () => void;
+    let settle!: (stored: boolean) => void;
     this.sending = new Promise<void>((r) => (sent = r));
+    this.stored = new Promise<boolean>((r) => (settle = r));
+    let stored = false;
+    try {
+      await this.sendAndCheck(events, previous, previousStored, sent);
+      stored = true;
+    } finally {
+      settle(stored);
+    }
+  }
+
+  private async sendAndCheck(
+    events: readonly StoredEvent[],
+    previous: Promise<void>,
+    previousStored: Promise<boolean>,
+    sent: () => void,
+  ): Promise<void> {
     let check: ((superseded: () => boolean) => Promise<Tail>) | undefined;
     let generation = this.generation;
     try {
@@ -171,6 +191,12 @@ export class JetStreamSink implements EventSink {
     try {
       await check!(() => this.generation !== generation);
     } catch (err) {
+      // This chain hangs from the batch before it: while that one is still checked, it may be why
+      // this one is not stored (a later batch's check can give up first). Its outcome is awaited,
+      // so that batches fail in order: the one before is not told that its chain broke because of
+      // this one, and this one says so when that one failed after this chain was sent.
+      const before = await previousStored;
+      if (!before && this.generation !== generation) throw new Error("a batch sent before this one failed: its chain is broken");
       this.failed(generation);
       throw err;
     }
