@@ -157,6 +157,8 @@ export class JetStreamSink implements EventSink {
     }
   }
 
+  /** publish's work: sends the batch after `previous` was sent, then checks that it was stored
+   * (`sent` once sent or failed; `previousStored`: the outcome of the batch before it). */
   private async sendAndCheck(
     events: readonly StoredEvent[],
     previous: Promise<void>,
